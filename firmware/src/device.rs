@@ -1,0 +1,881 @@
+//! The device: command dispatch, the move engine, and event delivery.
+//!
+//! [`Device`] owns every piece of device state and is the only thing a board talks to:
+//! * [`Device::execute`] / [`Device::doorbell`]: one command of one function, synchronously,
+//!   as millicode runs it. Commands serialise on one control lock.
+//! * [`Device::store_block`]: one move into a DMB. Lock-free: a lease on the DMB (and on the
+//!   owner's SBA when signalling) is all it takes.
+//! * [`Device::function_down`] / [`Device::function_up`]: what a board does when a
+//!   partition crashes or is deactivated, and when it comes back.
+//!
+//! Nothing here trusts a host: every address is checked against the caller's own memory
+//! domain before it is stored, every token against the table, every move against the DMB's
+//! bounds and its authorized writer. Nothing here panics on host input.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
+use ism_hal::{Board, Clock, DevAddr, DmaMemory, DmbToken, FunctionId, Gid, InterruptLine};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::command::Request;
+use crate::dmb::{DmbInfo, DmbTable, SlotControl, SlotState, MAX_DMB_LEN};
+use crate::error::{MoveError, ReturnCode};
+use crate::function::{is_valid_vlan, FunctionConfig, FunctionControl, FunctionState};
+use crate::wire::attach_dmb::AttachDmbResponse;
+use crate::wire::ieq::{self, event_code, Event, EventType};
+use crate::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
+use crate::wire::query_info::{self, ExtFeatures, QueryInfoResponse};
+use crate::wire::read_gid::ReadGidResponse;
+use crate::wire::reg_dmb::RegDmbResponse;
+use crate::wire::sba::{self, SbaFlags, SBA_SIZE};
+use crate::wire::unreg_dmb::{UnregDmbResponse, UNREG_DEFERRED, UNREG_RELEASED};
+use crate::wire::{view, RequestHeader, ResponseHeader, HEADER_LEN};
+
+/// Why a function went down (the code of the device events its peers receive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// The partition crashed: peers get `DEV_GID_ERR_STATE` (0x01).
+    Crash,
+    /// The function was deactivated in an orderly way: peers get `DEV_GID_DISABLED` (0x07).
+    Disabled,
+}
+
+/// Counters of what the device did (monotonic, relaxed).
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Commands executed (successful or not).
+    pub commands: AtomicU64,
+    /// Store-blocks that wrote data.
+    pub moves: AtomicU64,
+    /// Bytes moved.
+    pub bytes_moved: AtomicU64,
+    /// Store-blocks refused.
+    pub moves_refused: AtomicU64,
+    /// DMB signals set in an SBA.
+    pub signals: AtomicU64,
+    /// Events written to IEQs.
+    pub events: AtomicU64,
+    /// Interrupts raised.
+    pub interrupts: AtomicU64,
+}
+
+/// A copy of [`DeviceStats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Commands executed.
+    pub commands: u64,
+    /// Store-blocks that wrote data.
+    pub moves: u64,
+    /// Bytes moved.
+    pub bytes_moved: u64,
+    /// Store-blocks refused.
+    pub moves_refused: u64,
+    /// DMB signals set.
+    pub signals: u64,
+    /// Events written.
+    pub events: u64,
+    /// Interrupts raised.
+    pub interrupts: u64,
+}
+
+struct Control<const F: usize, const D: usize> {
+    slots: [SlotControl; D],
+    next_slot: usize,
+    functions: [FunctionControl; F],
+}
+
+/// Error returned by [`Device::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// More functions than the device's capacity `F` (or than 64).
+    TooManyFunctions,
+    /// Two functions share a GID.
+    DuplicateGid,
+    /// A function's domain is not on the board.
+    UnknownDomain,
+}
+
+/// An ISM device with up to `F` functions and a table of `D` DMBs, running on board `B`.
+pub struct Device<B: Board, const F: usize, const D: usize> {
+    board: B,
+    chid: u16,
+    functions: heapless::Vec<FunctionState, F>,
+    dmbs: DmbTable<D>,
+    control: spin::Mutex<Control<F, D>>,
+    stats: DeviceStats,
+}
+
+/// Result of a command handler: the response length on success.
+type CmdResult = Result<usize, ReturnCode>;
+
+impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
+    /// A device on `board` with CHID `chid` and the given functions (function `i` is
+    /// `FunctionId(i)`). `token_salt` scrambles DMB tokens; a board should pass something
+    /// unpredictable.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the functions do not fit, share a GID, or name a missing domain.
+    pub fn new(
+        board: B,
+        chid: u16,
+        functions: &[FunctionConfig],
+        token_salt: u32,
+    ) -> Result<Self, ConfigError> {
+        if functions.len() > F || functions.len() > 64 {
+            return Err(ConfigError::TooManyFunctions);
+        }
+        let mut states = heapless::Vec::new();
+        for (i, cfg) in functions.iter().enumerate() {
+            if functions[..i].iter().any(|o| o.gid == cfg.gid) {
+                return Err(ConfigError::DuplicateGid);
+            }
+            if board.memory(cfg.domain).is_none() {
+                return Err(ConfigError::UnknownDomain);
+            }
+            if states.push(FunctionState::new(*cfg)).is_err() {
+                return Err(ConfigError::TooManyFunctions);
+            }
+        }
+        Ok(Self {
+            board,
+            chid,
+            functions: states,
+            dmbs: DmbTable::new(token_salt),
+            control: spin::Mutex::new(Control {
+                slots: [SlotControl::default(); D],
+                next_slot: 0,
+                functions: core::array::from_fn(|_| FunctionControl::new()),
+            }),
+            stats: DeviceStats::default(),
+        })
+    }
+
+    /// The board.
+    pub fn board(&self) -> &B {
+        &self.board
+    }
+
+    /// The device's CHID (all its functions share it).
+    pub fn chid(&self) -> u16 {
+        self.chid
+    }
+
+    /// Number of functions.
+    pub fn function_count(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// The GID of `f`.
+    pub fn gid(&self, f: FunctionId) -> Option<Gid> {
+        self.functions.get(f.index()).map(|s| s.config.gid)
+    }
+
+    /// Whether `f` exists and is online.
+    pub fn is_online(&self, f: FunctionId) -> bool {
+        self.functions.get(f.index()).is_some_and(|s| s.is_online())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            commands: l(&s.commands),
+            moves: l(&s.moves),
+            bytes_moved: l(&s.bytes_moved),
+            moves_refused: l(&s.moves_refused),
+            signals: l(&s.signals),
+            events: l(&s.events),
+            interrupts: l(&s.interrupts),
+        }
+    }
+
+    /// Number of DMBs currently registered (or orphaned but attached).
+    pub fn dmbs_in_use(&self) -> usize {
+        let c = self.control.lock();
+        c.slots
+            .iter()
+            .filter(|s| s.state != SlotState::Free)
+            .count()
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    /// Executes the command in the command area of `f`'s register block, as the device does
+    /// when the host stores the request header (the doorbell), and leaves the response there.
+    pub fn doorbell(&self, f: FunctionId, regs: &FunctionRegisters) {
+        let mut req = [0u8; COMMAND_AREA_SIZE];
+        regs.read_bytes(&mut req);
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        let n = self.execute(f, &req, &mut resp);
+        regs.write_bytes(0, &resp[..n]);
+    }
+
+    /// Executes one request of function `f` and writes the response into `resp`; returns
+    /// the response length (always a multiple of 8). The response header echoes the code
+    /// and carries `ret`: 0 on success, else a [`ReturnCode`]. A request is validated
+    /// completely before any state changes; a failed command changes nothing.
+    pub fn execute(&self, f: FunctionId, req: &[u8], resp: &mut [u8; COMMAND_AREA_SIZE]) -> usize {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let cmd = view::<RequestHeader>(req).map_or(0, |h| h.cmd.get());
+        resp.fill(0);
+        let result = match Request::parse(req) {
+            Err(rc) => Err(rc),
+            Ok(r) => match self.functions.get(f.index()) {
+                Some(state) if state.is_online() => self.dispatch(f, state, r, resp),
+                _ => Err(ReturnCode::FunctionOffline),
+            },
+        };
+        let (ret, len) = match result {
+            Ok(len) => (0, len),
+            Err(rc) => {
+                ism_hal::ism_debug!("ism: fn {} cmd {} failed: ret {}", f.0, cmd, rc.raw());
+                resp.fill(0);
+                (rc.raw(), HEADER_LEN)
+            }
+        };
+        resp[..HEADER_LEN].copy_from_slice(ResponseHeader::new(cmd, ret, len as u16).as_bytes());
+        len
+    }
+
+    fn dispatch(
+        &self,
+        f: FunctionId,
+        me: &FunctionState,
+        req: Request,
+        resp: &mut [u8; COMMAND_AREA_SIZE],
+    ) -> CmdResult {
+        match req {
+            Request::RegSba { sba } => self.reg_sba(me, sba),
+            Request::UnregSba => self.unreg_sba(me),
+            Request::RegIeq { ieq, len } => self.reg_ieq(me, ieq, len),
+            Request::UnregIeq => self.unreg_ieq(me),
+            Request::ReadGid => {
+                let mut r = ReadGidResponse::new_zeroed();
+                r.gid = me.config.gid.0.into();
+                Ok(put(resp, r.as_bytes()))
+            }
+            Request::AddVlanId { vlan_id } => self.add_vlan(f, me, vlan_id),
+            Request::DelVlanId { vlan_id } => self.del_vlan(f, me, vlan_id),
+            Request::SetVlan | Request::ResetVlan => {
+                let mut c = self.control.lock();
+                c.functions[f.index()].vlan_required = req == Request::SetVlan;
+                Ok(HEADER_LEN)
+            }
+            Request::QueryInfo => Ok(self.query_info(f, me, resp)),
+            Request::QueryRgid { rgid, vlan } => {
+                self.query_rgid(me, rgid, vlan).map(|_| HEADER_LEN)
+            }
+            Request::RegDmb {
+                dmb,
+                len,
+                sba_idx,
+                vlan,
+                rgid,
+            } => self.reg_dmb(f, me, dmb, len, sba_idx, vlan, rgid, resp),
+            Request::UnregDmb { token } => self.unreg_dmb(f, token, resp),
+            Request::SignalIeq {
+                rgid,
+                trigger_irq,
+                code,
+                info,
+            } => self.signal_ieq(me, rgid, trigger_irq, code, info),
+            Request::AttachDmb { token } => self.attach_dmb(f, me, token, resp),
+            Request::DetachDmb { token } => self.detach_dmb(f, me, token),
+        }
+    }
+
+    /// REG_SBA: the SBA (4096 bytes, 8-byte aligned) must lie in the caller's domain.
+    /// Errors: `InvalidAddress`, `AlreadyRegistered`.
+    fn reg_sba(&self, me: &FunctionState, sba: DevAddr) -> CmdResult {
+        let _c = self.control.lock();
+        if sba.0 % 8 != 0 || !self.own_memory_contains(me, sba, SBA_SIZE as u64) {
+            return Err(ReturnCode::InvalidAddress);
+        }
+        if me.sba_lease.live_generation().is_some() {
+            return Err(ReturnCode::AlreadyRegistered);
+        }
+        me.sba_addr.store(sba.0, Ordering::Relaxed);
+        me.sba_lease.publish(u32::MAX);
+        Ok(HEADER_LEN)
+    }
+
+    /// UNREG_SBA: after it returns the device never writes the old SBA again.
+    /// Errors: `NotRegistered`.
+    fn unreg_sba(&self, me: &FunctionState) -> CmdResult {
+        let _c = self.control.lock();
+        if me.sba_lease.revoke() {
+            Ok(HEADER_LEN)
+        } else {
+            Err(ReturnCode::NotRegistered)
+        }
+    }
+
+    /// REG_IEQ: `len` is a multiple of 32 in 64..=4096 (Linux: 512, 15 entries); the queue
+    /// must lie in the caller's domain, 8-byte aligned. The device writes the header
+    /// (`idx` 0, `ieq_len`, `entry_len` 32). Errors: `InvalidLength`, `InvalidAddress`,
+    /// `AlreadyRegistered`.
+    fn reg_ieq(&self, me: &FunctionState, addr: DevAddr, len: u64) -> CmdResult {
+        let _c = self.control.lock();
+        if len % ieq::ENTRY_LEN as u64 != 0 || !(64..=ieq::MAX_IEQ_LEN as u64).contains(&len) {
+            return Err(ReturnCode::InvalidLength);
+        }
+        if addr.0 % 8 != 0 || !self.own_memory_contains(me, addr, len) {
+            return Err(ReturnCode::InvalidAddress);
+        }
+        let mut q = me.ieq.lock();
+        if q.addr.is_some() {
+            return Err(ReturnCode::AlreadyRegistered);
+        }
+        let mem = self.own_memory(me).ok_or(ReturnCode::InvalidAddress)?;
+        let header = ieq::IeqHeader {
+            idx: 0.into(),
+            ieq_len: len.into(),
+            entry_len: (ieq::ENTRY_LEN as u64).into(),
+            reserved: 0.into(),
+        };
+        for (i, word) in header.as_bytes().chunks_exact(8).enumerate() {
+            let mut w = [0; 8];
+            w.copy_from_slice(word);
+            mem.store_u64(DevAddr(addr.0 + 8 * i as u64), w)
+                .map_err(|_| ReturnCode::InvalidAddress)?;
+        }
+        q.addr = Some(addr);
+        q.len = len as usize;
+        q.entries = ieq::entries(len as usize);
+        q.next = 0;
+        Ok(HEADER_LEN)
+    }
+
+    /// UNREG_IEQ: afterwards no event is written to the old queue. Errors: `NotRegistered`.
+    fn unreg_ieq(&self, me: &FunctionState) -> CmdResult {
+        let _c = self.control.lock();
+        let mut q = me.ieq.lock();
+        if q.addr.take().is_none() {
+            return Err(ReturnCode::NotRegistered);
+        }
+        Ok(HEADER_LEN)
+    }
+
+    /// ADD_VLAN_ID: idempotent. Errors: `InvalidVlan`, `VlanTableFull`.
+    fn add_vlan(&self, f: FunctionId, me: &FunctionState, id: u64) -> CmdResult {
+        if !is_valid_vlan(id) {
+            return Err(ReturnCode::InvalidVlan);
+        }
+        let id = id as u16;
+        let mut c = self.control.lock();
+        let fc = &mut c.functions[f.index()];
+        if !fc.vlans.contains(&id) {
+            fc.vlans.push(id).map_err(|_| ReturnCode::VlanTableFull)?;
+            me.set_vlan(id, true);
+        }
+        Ok(HEADER_LEN)
+    }
+
+    /// DEL_VLAN_ID. Errors: `InvalidVlan`, `VlanNotFound`.
+    fn del_vlan(&self, f: FunctionId, me: &FunctionState, id: u64) -> CmdResult {
+        if !is_valid_vlan(id) {
+            return Err(ReturnCode::InvalidVlan);
+        }
+        let id = id as u16;
+        let mut c = self.control.lock();
+        let fc = &mut c.functions[f.index()];
+        let pos = fc
+            .vlans
+            .iter()
+            .position(|&v| v == id)
+            .ok_or(ReturnCode::VlanNotFound)?;
+        fc.vlans.remove(pos);
+        me.set_vlan(id, false);
+        Ok(HEADER_LEN)
+    }
+
+    fn query_info(&self, f: FunctionId, me: &FunctionState, resp: &mut [u8]) -> usize {
+        let c = self.control.lock();
+        let fc = &c.functions[f.index()];
+        let mut r = QueryInfoResponse::new_zeroed();
+        r.version = query_info::MODEL_VERSION.into();
+        r.max_len = (MAX_MOVE_LEN as u32).into();
+        r.ism_state = query_info::STATE_ONLINE.into();
+        r.my_gid = me.config.gid.0.into();
+        r.sba = me.sba().map_or(0, |a| a.0).into();
+        {
+            let q = me.ieq.lock();
+            r.ieq = q.addr.map_or(0, |a| a.0).into();
+            r.ieq_len = (q.len as u32).into();
+        }
+        if self.attach_offered(me) {
+            r.ext_features = ExtFeatures::ATTACH_DMB.bits().into();
+        }
+        let live = c.slots.iter().filter(|s| s.state == SlotState::Registered);
+        let (mut owned, mut used) = (0u32, 0u32);
+        for s in live {
+            owned += u32::from(s.owner == f);
+            used += u32::from(s.owner != f && s.rgid == me.config.gid);
+        }
+        r.dmbs_owned = owned.into();
+        r.dmbs_used = used.into();
+        r.vlan_required = u32::from(fc.vlan_required).into();
+        r.vlan_nr_ids = (fc.vlans.len() as u32).into();
+        for (slot, v) in r.vlan_id.iter_mut().zip(fc.vlans.iter()) {
+            *slot = (*v).into();
+        }
+        put(resp, r.as_bytes())
+    }
+
+    /// QUERY_RGID: reachable iff an online function of this device (the same CHID) has
+    /// `rgid`, and, with a VLAN, both it and the caller are members of that VLAN.
+    /// Errors: `RemoteGidUnreachable`.
+    fn query_rgid(
+        &self,
+        me: &FunctionState,
+        rgid: Gid,
+        vlan: Option<u32>,
+    ) -> Result<(), ReturnCode> {
+        let peer = self
+            .online_function_by_gid(rgid)
+            .ok_or(ReturnCode::RemoteGidUnreachable)?;
+        if let Some(v) = vlan {
+            let v = u16::try_from(v).map_err(|_| ReturnCode::RemoteGidUnreachable)?;
+            if !is_valid_vlan(v as u64) || !me.in_vlan(v) || !peer.in_vlan(v) {
+                return Err(ReturnCode::RemoteGidUnreachable);
+            }
+        }
+        Ok(())
+    }
+
+    /// REG_DMB. Checks, in order: length 1..=1 MiB (`InvalidLength`), VLAN id
+    /// (`InvalidVlan`), SBA index 32..=1919 (`InvalidSbaIndex`) and free at this function
+    /// (`SbaIndexInUse`), the buffer inside the caller's domain (`InvalidAddress`), a free
+    /// table slot (`DmbTableFull`). On success returns the token.
+    #[allow(clippy::too_many_arguments)]
+    fn reg_dmb(
+        &self,
+        f: FunctionId,
+        me: &FunctionState,
+        dmb: DevAddr,
+        len: u32,
+        sba_idx: u32,
+        vlan: Option<u32>,
+        rgid: Gid,
+        resp: &mut [u8],
+    ) -> CmdResult {
+        if len == 0 || len > MAX_DMB_LEN {
+            return Err(ReturnCode::InvalidLength);
+        }
+        let vlan = match vlan {
+            None => None,
+            Some(v) if is_valid_vlan(v as u64) => Some(v as u16),
+            Some(_) => return Err(ReturnCode::InvalidVlan),
+        };
+        let idx = sba_idx as usize;
+        if !sba::is_usable_index(idx) {
+            return Err(ReturnCode::InvalidSbaIndex);
+        }
+        let mut c = self.control.lock();
+        if c.functions[f.index()].index_in_use(idx) {
+            return Err(ReturnCode::SbaIndexInUse);
+        }
+        if !self.own_memory_contains(me, dmb, len as u64) {
+            return Err(ReturnCode::InvalidAddress);
+        }
+        let slot = (0..D)
+            .map(|i| (c.next_slot + i) % D)
+            .find(|&s| c.slots[s].state == SlotState::Free)
+            .ok_or(ReturnCode::DmbTableFull)?;
+        let info = DmbInfo {
+            owner: f,
+            addr: dmb,
+            len,
+            sba_idx: idx as u16,
+            rgid,
+            vlan,
+        };
+        let (token, generation) = self.dmbs.publish(slot, &info);
+        c.slots[slot] = SlotControl {
+            state: SlotState::Registered,
+            generation,
+            owner: f,
+            sba_idx: idx as u16,
+            rgid,
+            attachers: 0,
+        };
+        c.next_slot = (slot + 1) % D;
+        c.functions[f.index()].set_index(idx, true);
+        let mut r = RegDmbResponse::new_zeroed();
+        r.dmb_tok = token.0.into();
+        Ok(put(resp, r.as_bytes()))
+    }
+
+    /// The control slot named by `token` if its generation matches and it is not free.
+    fn slot_of(&self, c: &Control<F, D>, token: DmbToken) -> Option<usize> {
+        if !token.is_well_formed() {
+            return None;
+        }
+        let (slot, generation) = self.dmbs.decode(token)?;
+        let s = &c.slots[slot];
+        (s.state != SlotState::Free && s.generation == generation).then_some(slot)
+    }
+
+    /// UNREG_DMB: only the owner may unregister (`InvalidToken` otherwise, as for unknown,
+    /// stale or forged tokens). Waits for moves in flight; afterwards no move writes the
+    /// buffer. If another function has it attached, release is deferred to the last detach.
+    fn unreg_dmb(&self, f: FunctionId, token: DmbToken, resp: &mut [u8]) -> CmdResult {
+        let mut c = self.control.lock();
+        let slot = self
+            .slot_of(&c, token)
+            .filter(|&s| c.slots[s].state == SlotState::Registered && c.slots[s].owner == f)
+            .ok_or(ReturnCode::InvalidToken)?;
+        self.dmbs.revoke(slot);
+        let idx = c.slots[slot].sba_idx as usize;
+        c.functions[f.index()].set_index(idx, false);
+        let state = if c.slots[slot].attachers != 0 {
+            c.slots[slot].state = SlotState::Orphaned;
+            UNREG_DEFERRED
+        } else {
+            c.slots[slot].state = SlotState::Free;
+            self.post_event(
+                f,
+                EventType::Buffer,
+                event_code::BUF_DMB_UNREGISTERED,
+                token.0,
+                0,
+                true,
+            );
+            UNREG_RELEASED
+        };
+        let mut r = UnregDmbResponse::new_zeroed();
+        r.state = state.into();
+        Ok(put(resp, r.as_bytes()))
+    }
+
+    /// SIGNAL_IEQ: a software event (type 2, the caller's code and info, `tok` = the
+    /// caller's GID) in the target's IEQ; its interrupt only with `trigger_irq`.
+    /// Errors: `RemoteGidUnreachable`, `RemoteNoEventQueue`.
+    fn signal_ieq(
+        &self,
+        me: &FunctionState,
+        rgid: Gid,
+        trigger: bool,
+        code: u32,
+        info: u64,
+    ) -> CmdResult {
+        let target = self
+            .functions
+            .iter()
+            .position(|s| s.is_online() && s.config.gid == rgid)
+            .ok_or(ReturnCode::RemoteGidUnreachable)?;
+        let target = FunctionId(target as u16);
+        if !self.post_event(
+            target,
+            EventType::Software,
+            code,
+            me.config.gid.0,
+            info,
+            trigger,
+        ) {
+            return Err(ReturnCode::RemoteNoEventQueue);
+        }
+        Ok(HEADER_LEN)
+    }
+
+    fn attach_offered(&self, me: &FunctionState) -> bool {
+        self.board.same_memory(me.config.domain, me.config.domain)
+    }
+
+    /// ATTACH_DMB (extension): the caller must be the DMB's authorized writer and share the
+    /// owner's memory. Errors: `UnknownCommand` (extension not offered to this function),
+    /// `InvalidToken`, `AttachNotPermitted` (not the writer, other memory, already attached).
+    fn attach_dmb(
+        &self,
+        f: FunctionId,
+        me: &FunctionState,
+        token: DmbToken,
+        resp: &mut [u8],
+    ) -> CmdResult {
+        if !self.attach_offered(me) {
+            return Err(ReturnCode::UnknownCommand);
+        }
+        let mut c = self.control.lock();
+        let slot = self
+            .slot_of(&c, token)
+            .filter(|&s| c.slots[s].state == SlotState::Registered)
+            .ok_or(ReturnCode::InvalidToken)?;
+        let info = self.dmbs.info(slot);
+        let owner_domain = self.functions[info.owner.index()].config.domain;
+        let mask = 1u64 << f.index();
+        if info.rgid != me.config.gid
+            || !self.board.same_memory(me.config.domain, owner_domain)
+            || c.slots[slot].attachers & mask != 0
+        {
+            return Err(ReturnCode::AttachNotPermitted);
+        }
+        c.slots[slot].attachers |= mask;
+        let mut r = AttachDmbResponse::new_zeroed();
+        r.dmb = info.addr.0.into();
+        r.dmb_tok = token.0.into();
+        r.dmb_len = info.len.into();
+        r.sba_idx = u32::from(info.sba_idx).into();
+        Ok(put(resp, r.as_bytes()))
+    }
+
+    /// DETACH_DMB (extension). Errors: `UnknownCommand` (not offered), `NotAttached`.
+    fn detach_dmb(&self, f: FunctionId, me: &FunctionState, token: DmbToken) -> CmdResult {
+        if !self.attach_offered(me) {
+            return Err(ReturnCode::UnknownCommand);
+        }
+        let mut c = self.control.lock();
+        let mask = 1u64 << f.index();
+        let slot = self
+            .slot_of(&c, token)
+            .filter(|&s| c.slots[s].attachers & mask != 0)
+            .ok_or(ReturnCode::NotAttached)?;
+        self.detach_slot(&mut c, slot, mask);
+        Ok(HEADER_LEN)
+    }
+
+    fn detach_slot(&self, c: &mut Control<F, D>, slot: usize, mask: u64) {
+        let s = &mut c.slots[slot];
+        s.attachers &= !mask;
+        if s.state == SlotState::Orphaned && s.attachers == 0 {
+            s.state = SlotState::Free;
+            let (owner, token) = (s.owner, self.dmbs.token(slot, s.generation));
+            self.post_event(
+                owner,
+                EventType::Buffer,
+                event_code::BUF_DMB_UNREGISTERED,
+                token.0,
+                0,
+                true,
+            );
+        }
+    }
+
+    // ------------------------------------------------------------------ moves
+
+    /// One store-block of function `from`: writes `data` into the DMB addressed by the
+    /// request word `req` and, with the signal flag, signals the DMB's owner (DMBE mask bit,
+    /// DMB bit, summary bit, interrupt). Lock-free.
+    ///
+    /// # Errors
+    /// [`MoveError`]; a refused move writes nothing and signals nothing.
+    pub fn store_block(&self, from: FunctionId, req: u64, data: &[u8]) -> Result<(), MoveError> {
+        let r = self.try_store_block(from, req, data);
+        if r.is_err() {
+            self.stats.moves_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn try_store_block(&self, from: FunctionId, req: u64, data: &[u8]) -> Result<(), MoveError> {
+        if data.len() > MAX_MOVE_LEN {
+            return Err(MoveError::TooLong);
+        }
+        let me = self
+            .functions
+            .get(from.index())
+            .filter(|s| s.is_online())
+            .ok_or(MoveError::FunctionOffline)?;
+        let m = MoveRequest::parse(req);
+        let dmb = self.dmbs.lease(m.token).ok_or(MoveError::InvalidToken)?;
+        let info = dmb.info;
+        if info.rgid != me.config.gid {
+            return Err(MoveError::AccessDenied);
+        }
+        if let Some(v) = info.vlan {
+            if !me.in_vlan(v) {
+                return Err(MoveError::AccessDenied);
+            }
+        }
+        if m.offset as u64 + data.len() as u64 > info.len as u64 {
+            return Err(MoveError::OutOfRange);
+        }
+        let owner = &self.functions[info.owner.index()];
+        let mem = self.own_memory(owner).ok_or(MoveError::MemoryFault)?;
+        mem.write(DevAddr(info.addr.0 + m.offset as u64), data)
+            .map_err(|_| MoveError::MemoryFault)?;
+        self.stats.moves.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_moved
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if m.signal {
+            self.signal_dmb(info.owner, owner, info.sba_idx as usize, m.dmbe_idx);
+        }
+        drop(dmb);
+        Ok(())
+    }
+
+    /// Sets the DMBE mask bit, the DMB bit and the summary bit in the owner's SBA (if one is
+    /// registered), then raises the owner's interrupt.
+    fn signal_dmb(&self, owner_id: FunctionId, owner: &FunctionState, idx: usize, dmbe_idx: u8) {
+        let Some(_sba_lease) = owner.sba_lease.acquire(None) else {
+            return;
+        };
+        let Some(mem) = self.own_memory(owner) else {
+            return;
+        };
+        let base = owner.sba_addr.load(Ordering::Relaxed);
+        let bit = sba::dmbe_mask_bit(dmbe_idx).to_be_bytes();
+        let mask_at = base + sba::dmbe_mask_offset(idx) as u64;
+        let (byte, mask) = sba::dmb_bit(idx);
+        // The SBA was checked to lie in the owner's domain at REG_SBA; these cannot fail.
+        let ok = mem.fetch_or_u8(DevAddr(mask_at), bit[0]).is_ok()
+            && mem.fetch_or_u8(DevAddr(mask_at + 1), bit[1]).is_ok()
+            && mem.fetch_or_u8(DevAddr(base + byte as u64), mask).is_ok()
+            && mem
+                .fetch_or_u8(DevAddr(base), SbaFlags::SUMMARY.bits())
+                .is_ok();
+        if ok {
+            self.stats.signals.fetch_add(1, Ordering::Relaxed);
+            self.raise(owner_id);
+        }
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// Writes one event into `target`'s IEQ (index rule: entry `k`, then `idx = k + 1`),
+    /// sets the SBA event bit and, if `irq`, raises the interrupt. Returns `false` if the
+    /// target has no IEQ.
+    fn post_event(
+        &self,
+        target: FunctionId,
+        ty: EventType,
+        code: u32,
+        tok: u64,
+        info: u64,
+        irq: bool,
+    ) -> bool {
+        let Some(t) = self.functions.get(target.index()) else {
+            return false;
+        };
+        let Some(mem) = self.own_memory(t) else {
+            return false;
+        };
+        {
+            let mut q = t.ieq.lock();
+            let Some(base) = q.addr else {
+                return false;
+            };
+            let k = q.next;
+            let ev = Event {
+                ty: (ty as u32).into(),
+                code: code.into(),
+                tok: tok.into(),
+                time: self.board.clock().now().into(),
+                info: info.into(),
+            };
+            let at = base.0 + ieq::entry_offset(k) as u64;
+            for (i, word) in ev.as_bytes().chunks_exact(8).enumerate() {
+                let mut w = [0; 8];
+                w.copy_from_slice(word);
+                let _ = mem.store_u64(DevAddr(at + 8 * i as u64), w);
+            }
+            let _ = mem.store_u64(base, (k as u64 + 1).to_be_bytes());
+            q.next = (k + 1) % q.entries;
+        }
+        if let Some(_l) = t.sba_lease.acquire(None) {
+            let base = t.sba_addr.load(Ordering::Relaxed);
+            let _ = mem.fetch_or_u8(DevAddr(base), SbaFlags::EVENT.bits());
+        }
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        if irq {
+            self.raise(target);
+        }
+        true
+    }
+
+    fn raise(&self, f: FunctionId) {
+        if let Some(line) = self.board.irq(f) {
+            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
+            line.raise();
+        }
+    }
+
+    // ------------------------------------------------------------------ board events
+
+    /// The partition of `f` went away: every DMB it owns is dropped (moves in flight
+    /// finish first; none follows), its attachments are released, its SBA and IEQ are
+    /// forgotten, and it refuses commands and moves until [`Device::function_up`]. Every
+    /// other online function with an IEQ receives a device event (`tok` = `f`'s GID).
+    /// Returns `false` if `f` does not exist.
+    pub fn function_down(&self, f: FunctionId, reason: DownReason) -> bool {
+        let Some(me) = self.functions.get(f.index()) else {
+            return false;
+        };
+        me.online.store(false, Ordering::Release);
+        {
+            let mut c = self.control.lock();
+            let mask = 1u64 << f.index();
+            for slot in 0..D {
+                let s = c.slots[slot];
+                if s.state != SlotState::Free && s.owner == f {
+                    self.dmbs.revoke(slot);
+                    c.slots[slot].state = SlotState::Free;
+                    c.slots[slot].attachers = 0;
+                } else if s.attachers & mask != 0 {
+                    self.detach_slot(&mut c, slot, mask);
+                }
+            }
+            let fc = &mut c.functions[f.index()];
+            for v in fc.vlans.iter() {
+                me.set_vlan(*v, false);
+            }
+            *fc = FunctionControl::new();
+            me.sba_lease.revoke();
+            *me.ieq.lock() = Default::default();
+        }
+        let code = match reason {
+            DownReason::Crash => event_code::DEV_GID_ERR_STATE,
+            DownReason::Disabled => event_code::DEV_GID_DISABLED,
+        };
+        for (i, other) in self.functions.iter().enumerate() {
+            if i != f.index() && other.is_online() {
+                self.post_event(
+                    FunctionId(i as u16),
+                    EventType::Device,
+                    code,
+                    me.config.gid.0,
+                    0,
+                    true,
+                );
+            }
+        }
+        ism_hal::ism_warn!("ism: function {} down", f.0);
+        true
+    }
+
+    /// `f` is back, with nothing registered (its host probes it again). Returns `false` if
+    /// `f` does not exist.
+    pub fn function_up(&self, f: FunctionId) -> bool {
+        match self.functions.get(f.index()) {
+            Some(me) => {
+                me.online.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    fn own_memory(&self, me: &FunctionState) -> Option<&B::Memory> {
+        self.board.memory(me.config.domain)
+    }
+
+    fn own_memory_contains(&self, me: &FunctionState, addr: DevAddr, len: u64) -> bool {
+        self.own_memory(me).is_some_and(|m| m.contains(addr, len))
+    }
+
+    fn online_function_by_gid(&self, gid: Gid) -> Option<&FunctionState> {
+        self.functions
+            .iter()
+            .find(|s| s.is_online() && s.config.gid == gid)
+    }
+}
+
+/// Copies a response into the buffer; returns its length.
+fn put(resp: &mut [u8], bytes: &[u8]) -> usize {
+    resp[HEADER_LEN..bytes.len()].copy_from_slice(&bytes[HEADER_LEN..]);
+    bytes.len()
+}

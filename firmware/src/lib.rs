@@ -1,0 +1,48 @@
+//! # ism-firmware: the ISM device
+//!
+//! A `#![no_std]`, heap-free model of the ISM (Internal Shared Memory) virtual PCI device
+//! behind SMC-D on IBM Z, written as the device's firmware. It answers exactly the commands
+//! Linux's ISM driver issues, keeps the table of registered DMBs (direct memory buffers)
+//! with their tokens and access rules, performs *signalled moves* of data into a peer's DMB,
+//! and reports through each function's status block (SBA), event queue (IEQ) and interrupt.
+//!
+//! Where things live:
+//! * [`wire`]: every byte layout a host sees (one file per format);
+//! * [`command`]: decoding a request into a typed [`command::Request`];
+//! * [`dmb`]: the DMB table; **DMB tokens are issued and checked there**;
+//! * [`lease`]: the lock-free guard that makes "after UNREG_DMB returns, the device never
+//!   writes that memory again" true even with a move racing the unregister;
+//! * [`function`]: per-function state (GID, SBA/IEQ registration, VLANs);
+//! * [`device`]: command dispatch, moves, events; the only entry points of a board;
+//! * [`error`]: return codes of commands and errors of moves.
+//!
+//! The firmware runs synchronously in its caller's context, as millicode does: a command or
+//! a store-block returns when the device has done it. It never panics on host input and
+//! never touches memory outside what a host registered in its own domain.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod lease;
+
+#[cfg(not(loom))]
+pub mod command;
+#[cfg(not(loom))]
+pub mod device;
+#[cfg(not(loom))]
+pub mod dmb;
+#[cfg(not(loom))]
+pub mod error;
+#[cfg(not(loom))]
+pub mod function;
+#[cfg(not(loom))]
+pub mod wire;
+
+#[cfg(not(loom))]
+pub use device::{ConfigError, Device, DownReason, StatsSnapshot};
+#[cfg(not(loom))]
+pub use error::{MoveError, ReturnCode};
+#[cfg(not(loom))]
+pub use function::FunctionConfig;
