@@ -12,7 +12,9 @@
 //! domain before it is stored, every token against the table, every move against the DMB's
 //! bounds and its authorized writer. Nothing here panics on host input.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+
+use portable_atomic::AtomicU64;
 
 use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
 use ism_hal::{Board, Clock, DevAddr, DmaMemory, DmbToken, FunctionId, Gid, InterruptLine};

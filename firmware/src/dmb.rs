@@ -16,7 +16,9 @@
 //! Slots are handed out round-robin, so one slot's generation wraps only after 2^18
 //! registrations *of that slot*.
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use portable_atomic::AtomicU64;
 
 use ism_hal::{DevAddr, DmbToken, FunctionId, Gid};
 

@@ -5,7 +5,9 @@
 //! (online flag, SBA lease, VLAN membership bits, the IEQ behind its own small lock);
 //! [`FunctionControl`] holds what only commands touch.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use portable_atomic::AtomicU64;
 
 use ism_hal::{DevAddr, DomainId, Gid};
 

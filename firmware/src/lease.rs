@@ -10,9 +10,11 @@
 //! This is the only place where the device waits for another thread.
 
 #[cfg(not(loom))]
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+use portable_atomic::AtomicU64;
 
 const LIVE: u64 = 1 << 31;
 const COUNT_MASK: u64 = LIVE - 1;
