@@ -1,0 +1,1 @@
+//! The driver of one ISM function (in progress).

@@ -1,0 +1,1 @@
+//! The SMC-D CDC message and cursor arithmetic (in progress).

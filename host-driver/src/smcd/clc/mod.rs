@@ -1,0 +1,1 @@
+//! CLC handshake messages (in progress).
