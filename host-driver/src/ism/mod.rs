@@ -1,1 +1,25 @@
-//! The driver of one ISM function (in progress).
+//! The driver of one ISM function, mirroring Linux's `ism_drv`.
+//!
+//! * [`hal`]: what the driver needs from its platform: the partition's DMA memory
+//!   ([`Hal`]) and the function's two address spaces, commands and store-blocks ([`Bus`]);
+//! * [`driver`]: [`IsmDriver`]: probe and remove, commands, DMB registration with the
+//!   SBA-index bitmap, moves chunked at 4 KiB, attach/detach where offered;
+//! * [`irq`]: the interrupt handler (SBA walk, IEQ drain) and the [`IsmClient`] trait through
+//!   which DMB signals and events reach their users;
+//! * [`error`]: [`IsmError`] with an errno-like [`ErrorKind`].
+//!
+//! The driver never reads or writes memory outside what it allocated in its own partition;
+//! it trusts the device's answers no further than their lengths.
+
+pub mod driver;
+pub mod error;
+pub mod hal;
+pub mod irq;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
+
+pub use driver::{Dmb, IsmDriver, IsmInfo};
+pub use error::{ErrorKind, IsmError};
+pub use hal::{Bus, BusError, Hal};
+pub use irq::{IsmClient, IsmEvent};

@@ -1,0 +1,622 @@
+//! [`IsmDriver`]: the OS driver of one ISM function.
+//!
+//! It owns the function's SBA and IEQ pages, the bitmap of SBA indices (from 32, as Linux's
+//! `sba_bitmap`), the routing of DMB signals to clients, and the command lock. Every command
+//! goes through [`IsmDriver::command`], which presets `ret` to `0xFFFF` (`ISM_ERROR`) as
+//! Linux does, so a response that never arrives reads as an error.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use ism_firmware::command::Request;
+use ism_firmware::wire::attach_dmb::AttachDmbResponse;
+use ism_firmware::wire::ieq::{self, event_code, EventType};
+use ism_firmware::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
+use ism_firmware::wire::query_info::{ExtFeatures, QueryInfoResponse};
+use ism_firmware::wire::read_gid::ReadGidResponse;
+use ism_firmware::wire::reg_dmb::RegDmbResponse;
+use ism_firmware::wire::sba::{FIRST_DMB_INDEX, NR_DMBS, SBA_SIZE};
+use ism_firmware::wire::unreg_dmb::{UnregDmbResponse, UNREG_DEFERRED};
+use ism_firmware::wire::vlan_id::RESERVED_VLAN_ID;
+use ism_firmware::wire::ResponseHeader;
+
+use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
+use zerocopy::FromBytes;
+
+use super::error::{ErrorKind, IsmError};
+use super::hal::{Bus, Hal};
+use super::irq::{self, IeqCursor, IrqReport, IsmClient, IsmEvent};
+
+/// Page size of DMA allocations.
+const PAGE: usize = 4096;
+/// Largest DMB (the DMA segment limit).
+pub const MAX_DMB_LEN: usize = 1 << 20;
+/// "No client" in the routing table.
+const NO_CLIENT: u8 = 0xFF;
+/// Most clients one function serves.
+pub const MAX_CLIENTS: usize = 8;
+
+/// A registered (or attached) DMB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dmb {
+    /// The device's token.
+    pub token: DmbToken,
+    /// SBA index (at the owner).
+    pub sba_idx: u32,
+    /// Length in bytes.
+    pub len: u32,
+    /// Device address in this partition's memory.
+    pub addr: DevAddr,
+    /// Authorized writer.
+    pub rgid: Gid,
+    /// True for a DMB mapped with ATTACH_DMB (owned by someone else).
+    pub attached: bool,
+}
+
+/// QUERY_INFO, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsmInfo {
+    /// Device model version.
+    pub version: u32,
+    /// Largest store-block.
+    pub max_len: u32,
+    /// The function's GID.
+    pub gid: Gid,
+    /// Registered SBA.
+    pub sba: DevAddr,
+    /// Registered IEQ.
+    pub ieq: DevAddr,
+    /// IEQ length.
+    pub ieq_len: u32,
+    /// Extensions offered.
+    pub features: ExtFeatures,
+    /// DMBs this function registered.
+    pub dmbs_owned: u32,
+    /// DMBs registered for this function to write.
+    pub dmbs_used: u32,
+    /// SET_VLAN state.
+    pub vlan_required: bool,
+    /// VLAN ids held.
+    pub vlans: Vec<u16>,
+}
+
+struct Deferred {
+    token: DmbToken,
+    addr: DevAddr,
+    size: usize,
+}
+
+/// The driver of one ISM function. Share it with `Arc`; every method takes `&self`.
+pub struct IsmDriver<H: Hal, B: Bus> {
+    hal: H,
+    bus: B,
+    chid: u16,
+    gid: Gid,
+    v2: bool,
+    attach: bool,
+    sba: DevAddr,
+    ieq: DevAddr,
+    cmd_lock: spin::Mutex<()>,
+    sba_bitmap: spin::Mutex<[u64; NR_DMBS / 64]>,
+    dmb_client: Vec<AtomicU8>,
+    clients: spin::RwLock<Vec<Arc<dyn IsmClient>>>,
+    irq_state: spin::Mutex<IeqCursor>,
+    deferred: spin::Mutex<Vec<Deferred>>,
+    removed: AtomicBool,
+}
+
+fn align_for(len: usize) -> usize {
+    len.next_power_of_two().clamp(PAGE, MAX_DMB_LEN)
+}
+
+fn alloc_size(len: usize) -> usize {
+    len.div_ceil(PAGE) * PAGE
+}
+
+impl<H: Hal, B: Bus> IsmDriver<H, B> {
+    /// Probes the function as Linux does: allocates and registers the SBA (one page) and the
+    /// IEQ (one page, 512 bytes registered), reads the GID, tries ADD_VLAN_ID 0x1FFF (success
+    /// = ISMv2), and reads QUERY_INFO (extensions). `chid` is the function's PCHID.
+    ///
+    /// # Errors
+    /// `NoMemory` if the pages cannot be allocated; the device's error otherwise (what was
+    /// registered is undone).
+    pub fn probe(hal: H, bus: B, chid: u16) -> Result<Self, IsmError> {
+        let sba = hal
+            .dma_alloc(SBA_SIZE, PAGE)
+            .ok_or(IsmError::Local(ErrorKind::NoMemory))?;
+        let Some(ieq) = hal.dma_alloc(PAGE, PAGE) else {
+            hal.dma_free(sba, SBA_SIZE);
+            return Err(IsmError::Local(ErrorKind::NoMemory));
+        };
+        let mut drv = Self {
+            hal,
+            bus,
+            chid,
+            gid: Gid(0),
+            v2: false,
+            attach: false,
+            sba,
+            ieq,
+            cmd_lock: spin::Mutex::new(()),
+            sba_bitmap: spin::Mutex::new([0; NR_DMBS / 64]),
+            dmb_client: (0..NR_DMBS).map(|_| AtomicU8::new(NO_CLIENT)).collect(),
+            clients: spin::RwLock::new(Vec::new()),
+            irq_state: spin::Mutex::new(IeqCursor {
+                last: -1,
+                entries: ieq::entries(ieq::LINUX_IEQ_LEN) as i64,
+            }),
+            deferred: spin::Mutex::new(Vec::new()),
+            removed: AtomicBool::new(false),
+        };
+        if let Err(e) = drv.init() {
+            drv.hal.dma_free(drv.ieq, PAGE);
+            drv.hal.dma_free(drv.sba, SBA_SIZE);
+            return Err(e);
+        }
+        Ok(drv)
+    }
+
+    fn init(&mut self) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::RegSba { sba: self.sba }, &mut resp)?;
+        let ieq_req = Request::RegIeq {
+            ieq: self.ieq,
+            len: ieq::LINUX_IEQ_LEN as u64,
+        };
+        if let Err(e) = self.command(ieq_req, &mut resp) {
+            let _ = self.command(Request::UnregSba, &mut resp);
+            return Err(e);
+        }
+        let gid = self
+            .command(Request::ReadGid, &mut resp)
+            .and_then(|_| Self::body::<ReadGidResponse>(&resp).map(|r| Gid(r.gid.get())));
+        self.gid = match gid {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.command(Request::UnregIeq, &mut resp);
+                let _ = self.command(Request::UnregSba, &mut resp);
+                return Err(e);
+            }
+        };
+        self.v2 = self
+            .command(
+                Request::AddVlanId {
+                    vlan_id: RESERVED_VLAN_ID,
+                },
+                &mut resp,
+            )
+            .is_ok();
+        self.attach = self
+            .query_info()
+            .is_ok_and(|i| i.features.contains(ExtFeatures::ATTACH_DMB));
+        log::debug!("ism: probed gid {:#x} chid {:#x} v2 {}", self.gid.0, self.chid, self.v2);
+        Ok(())
+    }
+
+    /// Removes the function (the reverse of probe): DEL_VLAN_ID 0x1FFF if v2, UNREG_IEQ,
+    /// UNREG_SBA, frees the pages. DMBs still registered are unregistered first. Calling it
+    /// twice is harmless.
+    pub fn remove(&self) {
+        if self.removed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        if self.v2 {
+            let _ = self.command(
+                Request::DelVlanId {
+                    vlan_id: RESERVED_VLAN_ID,
+                },
+                &mut resp,
+            );
+        }
+        let _ = self.command(Request::UnregIeq, &mut resp);
+        let _ = self.command(Request::UnregSba, &mut resp);
+        self.hal.dma_free(self.ieq, PAGE);
+        self.hal.dma_free(self.sba, SBA_SIZE);
+    }
+
+    /// Posts one command and returns the response length.
+    ///
+    /// # Errors
+    /// The device's return code as [`IsmError::Device`]/[`IsmError::DeviceRaw`]; `NoDevice`
+    /// if the bus fails.
+    pub fn command(&self, req: Request, resp: &mut [u8; COMMAND_AREA_SIZE]) -> Result<usize, IsmError> {
+        let mut buf = [0u8; 64];
+        let n = req
+            .emit(&mut buf)
+            .ok_or(IsmError::Local(ErrorKind::InvalidArgument))?;
+        let _g = self.cmd_lock.lock();
+        resp.fill(0);
+        resp[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
+        self.bus.command(&buf[..n], resp).map_err(IsmError::from_bus)?;
+        let hdr = ResponseHeader::read_from_prefix(&resp[..])
+            .map_err(|_| IsmError::DeviceRaw(0xFFFF))?
+            .0;
+        match hdr.ret.get() {
+            0 => Ok(hdr.len.get() as usize),
+            ret => {
+                log::debug!("ism: {} failed: ret {:#x}", req.opcode().name(), ret);
+                Err(IsmError::from_ret(ret))
+            }
+        }
+    }
+
+    fn body<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
+        resp: &[u8],
+    ) -> Result<T, IsmError> {
+        T::read_from_prefix(resp)
+            .map(|(t, _)| t)
+            .map_err(|_| IsmError::DeviceRaw(0xFFFF))
+    }
+
+    // ------------------------------------------------------------------ identity
+
+    /// The function's GID.
+    pub fn gid(&self) -> Gid {
+        self.gid
+    }
+
+    /// The function's CHID.
+    pub fn chid(&self) -> u16 {
+        self.chid
+    }
+
+    /// Whether the device accepted the ISMv2 probe.
+    pub fn supports_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// Whether ATTACH_DMB/DETACH_DMB are offered.
+    pub fn supports_attach(&self) -> bool {
+        self.attach
+    }
+
+    /// The partition's memory (DMB contents are read and written through it).
+    pub fn memory(&self) -> &H::Memory {
+        self.hal.memory()
+    }
+
+    /// The platform.
+    pub fn hal(&self) -> &H {
+        &self.hal
+    }
+
+    /// Device address of the SBA.
+    pub fn sba_addr(&self) -> DevAddr {
+        self.sba
+    }
+
+    /// QUERY_INFO.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn query_info(&self) -> Result<IsmInfo, IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::QueryInfo, &mut resp)?;
+        let r = Self::body::<QueryInfoResponse>(&resp)?;
+        let n = (r.vlan_nr_ids.get() as usize).min(r.vlan_id.len());
+        Ok(IsmInfo {
+            version: r.version.get(),
+            max_len: r.max_len.get(),
+            gid: Gid(r.my_gid.get()),
+            sba: DevAddr(r.sba.get()),
+            ieq: DevAddr(r.ieq.get()),
+            ieq_len: r.ieq_len.get(),
+            features: ExtFeatures::from_bits_truncate(r.ext_features.get()),
+            dmbs_owned: r.dmbs_owned.get(),
+            dmbs_used: r.dmbs_used.get(),
+            vlan_required: r.vlan_required.get() != 0,
+            vlans: r.vlan_id[..n].iter().map(|v| v.get()).collect(),
+        })
+    }
+
+    /// QUERY_RGID: `Ok` iff `rgid` is reachable (with `vlan`, if given).
+    ///
+    /// # Errors
+    /// `Unreachable` kind when not reachable.
+    pub fn query_remote_gid(&self, rgid: Gid, vlan: Option<u16>) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        let vlan = vlan.map(u32::from);
+        self.command(Request::QueryRgid { rgid, vlan }, &mut resp).map(|_| ())
+    }
+
+    /// ADD_VLAN_ID.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn add_vlan_id(&self, vlan_id: u64) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::AddVlanId { vlan_id }, &mut resp).map(|_| ())
+    }
+
+    /// DEL_VLAN_ID.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn del_vlan_id(&self, vlan_id: u64) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::DelVlanId { vlan_id }, &mut resp).map(|_| ())
+    }
+
+    /// SET_VLAN ("VLAN required").
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn set_vlan_required(&self) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::SetVlan, &mut resp).map(|_| ())
+    }
+
+    /// RESET_VLAN.
+    ///
+    /// # Errors
+    /// The device's error.
+    pub fn reset_vlan_required(&self) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::ResetVlan, &mut resp).map(|_| ())
+    }
+
+    /// SIGNAL_IEQ: a software event to `rgid`.
+    ///
+    /// # Errors
+    /// `Unreachable` kind if no such function; `Io` if it has no IEQ.
+    pub fn signal_event(&self, rgid: Gid, trigger_irq: bool, code: u32, info: u64) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        let req = Request::SignalIeq {
+            rgid,
+            trigger_irq,
+            code,
+            info,
+        };
+        self.command(req, &mut resp).map(|_| ())
+    }
+
+    // ------------------------------------------------------------------ clients
+
+    /// Registers a client; returns its id for [`IsmDriver::register_dmb`].
+    ///
+    /// # Errors
+    /// `NoSpace` after [`MAX_CLIENTS`] clients.
+    pub fn add_client(&self, client: Arc<dyn IsmClient>) -> Result<u8, IsmError> {
+        let mut c = self.clients.write();
+        if c.len() >= MAX_CLIENTS {
+            return Err(IsmError::Local(ErrorKind::NoSpace));
+        }
+        c.push(client);
+        Ok((c.len() - 1) as u8)
+    }
+
+    // ------------------------------------------------------------------ DMBs
+
+    fn take_sba_index(&self) -> Option<u32> {
+        let mut bm = self.sba_bitmap.lock();
+        let idx = (FIRST_DMB_INDEX..NR_DMBS).find(|&i| bm[i / 64] & (1 << (i % 64)) == 0)?;
+        bm[idx / 64] |= 1 << (idx % 64);
+        Some(idx as u32)
+    }
+
+    fn release_sba_index(&self, idx: u32) {
+        let i = idx as usize;
+        if i < NR_DMBS {
+            self.sba_bitmap.lock()[i / 64] &= !(1 << (i % 64));
+            self.dmb_client[i].store(NO_CLIENT, Ordering::Release);
+        }
+    }
+
+    /// Allocates and registers a DMB of `len` bytes that only `rgid` may write; its signals
+    /// go to `client`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `len` 0 or above 1 MiB or an unknown client; `NoSpace` when no
+    /// SBA index is free or the device's table is full; `NoMemory` when the partition has no
+    /// memory; the device's error otherwise. Nothing stays allocated on error.
+    pub fn register_dmb(&self, len: usize, rgid: Gid, vlan: Option<u16>, client: u8) -> Result<Dmb, IsmError> {
+        if len == 0 || len > MAX_DMB_LEN || client as usize >= self.clients.read().len() {
+            return Err(IsmError::Local(ErrorKind::InvalidArgument));
+        }
+        let idx = self
+            .take_sba_index()
+            .ok_or(IsmError::Local(ErrorKind::NoSpace))?;
+        let Some(addr) = self.hal.dma_alloc(alloc_size(len), align_for(len)) else {
+            self.release_sba_index(idx);
+            return Err(IsmError::Local(ErrorKind::NoMemory));
+        };
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        let req = Request::RegDmb {
+            dmb: addr,
+            len: len as u32,
+            sba_idx: idx,
+            vlan: vlan.map(u32::from),
+            rgid,
+        };
+        let token = self
+            .command(req, &mut resp)
+            .and_then(|_| Self::body::<RegDmbResponse>(&resp))
+            .map(|r| DmbToken(r.dmb_tok.get()));
+        match token {
+            Ok(token) => {
+                self.dmb_client[idx as usize].store(client, Ordering::Release);
+                Ok(Dmb {
+                    token,
+                    sba_idx: idx,
+                    len: len as u32,
+                    addr,
+                    rgid,
+                    attached: false,
+                })
+            }
+            Err(e) => {
+                self.hal.dma_free(addr, alloc_size(len));
+                self.release_sba_index(idx);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unregisters a DMB and frees its memory, or, if the device defers the release because
+    /// the DMB is still attached elsewhere, frees it when the device's
+    /// `BUF_DMB_UNREGISTERED` event arrives. A device that does not answer (`0xFFFF`) is
+    /// treated as done, as Linux does.
+    ///
+    /// # Errors
+    /// The device's error (memory is then not freed).
+    pub fn unregister_dmb(&self, dmb: &Dmb) -> Result<(), IsmError> {
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        let r = self.command(Request::UnregDmb { token: dmb.token }, &mut resp);
+        let deferred = match r {
+            Ok(_) => Self::body::<UnregDmbResponse>(&resp)
+                .is_ok_and(|r| r.state.get() == UNREG_DEFERRED),
+            Err(IsmError::DeviceRaw(0xFFFF)) => false,
+            Err(e) => return Err(e),
+        };
+        self.release_sba_index(dmb.sba_idx);
+        let size = alloc_size(dmb.len as usize);
+        if deferred {
+            self.deferred.lock().push(Deferred {
+                token: dmb.token,
+                addr: dmb.addr,
+                size,
+            });
+        } else {
+            self.hal.dma_free(dmb.addr, size);
+        }
+        Ok(())
+    }
+
+    /// DMBs whose release the device has deferred (still attached elsewhere).
+    pub fn deferred_releases(&self) -> usize {
+        self.deferred.lock().len()
+    }
+
+    /// ATTACH_DMB: maps the DMB `token` (registered by another user of the same memory) so
+    /// that writes to its memory need no move.
+    ///
+    /// # Errors
+    /// `NotSupported` if the device does not offer it; the device's error otherwise.
+    pub fn attach_dmb(&self, token: DmbToken) -> Result<Dmb, IsmError> {
+        if !self.attach {
+            return Err(IsmError::Local(ErrorKind::NotSupported));
+        }
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::AttachDmb { token }, &mut resp)?;
+        let r = Self::body::<AttachDmbResponse>(&resp)?;
+        let (addr, len) = (DevAddr(r.dmb.get()), r.dmb_len.get());
+        // Trust the device no further than the partition's own memory.
+        if !self.memory().contains(addr, len as u64) {
+            let _ = self.detach_dmb(token);
+            return Err(IsmError::Local(ErrorKind::InvalidArgument));
+        }
+        Ok(Dmb {
+            token,
+            sba_idx: r.sba_idx.get(),
+            len,
+            addr,
+            rgid: self.gid,
+            attached: true,
+        })
+    }
+
+    /// DETACH_DMB.
+    ///
+    /// # Errors
+    /// `NotSupported` if not offered; the device's error otherwise.
+    pub fn detach_dmb(&self, token: DmbToken) -> Result<(), IsmError> {
+        if !self.attach {
+            return Err(IsmError::Local(ErrorKind::NotSupported));
+        }
+        let mut resp = [0u8; COMMAND_AREA_SIZE];
+        self.command(Request::DetachDmb { token }, &mut resp).map(|_| ())
+    }
+
+    // ------------------------------------------------------------------ moves
+
+    /// Writes `data` at `offset` into the remote DMB `token`, in store-blocks that end at
+    /// 4 KiB boundaries of the offset; signals DMBE `idx` after the last one if `signal`.
+    /// An empty `data` issues nothing.
+    ///
+    /// # Errors
+    /// The first refused store-block's error; later chunks are not sent.
+    pub fn move_data(&self, token: DmbToken, idx: u8, signal: bool, offset: u32, data: &[u8]) -> Result<(), IsmError> {
+        let mut off = offset as usize;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (MAX_MOVE_LEN - off % MAX_MOVE_LEN).min(rest.len());
+            let last = n == rest.len();
+            let word = MoveRequest {
+                token,
+                dmbe_idx: idx,
+                signal: signal && last,
+                offset: off as u32,
+            }
+            .emit();
+            if off > ism_firmware::wire::move_request::OFFSET_MASK as usize {
+                return Err(IsmError::Local(ErrorKind::InvalidArgument));
+            }
+            self.bus
+                .store_block(word, &rest[..n])
+                .map_err(IsmError::from_bus)?;
+            off += n;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ interrupts
+
+    /// Whether the SBA shows pending work (summary or event bit); a cheap check for pollers.
+    pub fn irq_pending(&self) -> bool {
+        self.memory().load_u64(self.sba).is_ok_and(|w| w[0] != 0)
+    }
+
+    /// The interrupt handler (see [`super::irq`]): delivers DMB signals to their clients and
+    /// events to all clients. Safe to call at any time and from any thread (runs are
+    /// serialised); a busy poller calls it when [`IsmDriver::irq_pending`].
+    pub fn handle_irq(&self) -> IrqReport {
+        let mut st = self.irq_state.lock();
+        let mem = self.memory();
+        let flags = irq::take_flags(mem, self.sba);
+        let clients = self.clients.read();
+        let signals = irq::take_dmb_signals(mem, self.sba, |idx, mask| {
+            let c = self.dmb_client[idx as usize].load(Ordering::Acquire);
+            if let Some(client) = clients.get(c as usize) {
+                client.handle_irq(idx, mask);
+            }
+        });
+        let mut events = 0;
+        if flags.contains(ism_firmware::wire::sba::SbaFlags::EVENT) {
+            events = irq::drain_ieq(mem, self.ieq, &mut st, |ev| {
+                self.on_event(ev);
+                for c in clients.iter() {
+                    c.handle_event(ev);
+                }
+            });
+        }
+        IrqReport { signals, events }
+    }
+
+    /// The driver's own reaction to an event: completes deferred DMB releases.
+    fn on_event(&self, ev: &IsmEvent) {
+        if ev.event_type() == Some(EventType::Buffer) && ev.code == event_code::BUF_DMB_UNREGISTERED {
+            let mut d = self.deferred.lock();
+            if let Some(pos) = d.iter().position(|x| x.token.0 == ev.tok) {
+                let x = d.swap_remove(pos);
+                self.hal.dma_free(x.addr, x.size);
+            }
+        }
+    }
+}
+
+impl<H: Hal, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IsmDriver")
+            .field("gid", &self.gid)
+            .field("chid", &self.chid)
+            .field("v2", &self.v2)
+            .field("attach", &self.attach)
+            .finish_non_exhaustive()
+    }
+}
+

@@ -1,0 +1,239 @@
+//! An in-process fake of an ISM function for the driver's tests: the firmware device on the
+//! HAL's fake board, called directly, so the test thread plays both host and device.
+
+use alloc::sync::Arc;
+
+use ism_firmware::{Device, FunctionConfig};
+use ism_hal::fakes::{FakeBoard, FakeMemory};
+use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_hal::{DevAddr, DmaMemory, DomainId, FunctionId, Gid};
+
+use super::hal::{Bus, BusError, Hal};
+
+/// The fake device type: 4 functions, 64 DMBs.
+pub type FakeIsmDevice = Device<FakeBoard, 4, 64>;
+
+/// One function of a fake device, usable as both [`Hal`] and [`Bus`].
+#[derive(Clone)]
+pub struct FakeFunction {
+    device: Arc<FakeIsmDevice>,
+    function: FunctionId,
+    next_free: Arc<spin::Mutex<u64>>,
+}
+
+/// A fake device with `n` functions, function `i` in domain `i` (1 MiB each, GID `0x100 + i`),
+/// or all in domain 0 with no-copy offered when `shared` is true.
+pub fn fake_device(n: usize, shared: bool) -> Arc<FakeIsmDevice> {
+    let domains = if shared { 1 } else { n };
+    let mut board = FakeBoard::new(domains, 4 << 20, n);
+    board.shared_memory = shared;
+    let cfgs: alloc::vec::Vec<FunctionConfig> = (0..n)
+        .map(|i| FunctionConfig {
+            gid: Gid(0x100 + i as u64),
+            domain: DomainId(if shared { 0 } else { i as u16 }),
+        })
+        .collect();
+    Arc::new(Device::new(board, 0x0123, &cfgs, 0x5EED_1234).expect("fake device config"))
+}
+
+impl FakeFunction {
+    /// Function `f` of `device`. Functions sharing a domain must not both allocate, unless
+    /// they come from [`FakeFunction::sibling`].
+    pub fn new(device: Arc<FakeIsmDevice>, f: u16) -> Self {
+        let base = device.board().memories[Self::domain_of(&device, f)].base().0;
+        Self {
+            device,
+            function: FunctionId(f),
+            next_free: Arc::new(spin::Mutex::new(base)),
+        }
+    }
+
+    /// Another function of the same device allocating from the same memory as `self`.
+    pub fn sibling(&self, f: u16) -> Self {
+        Self {
+            device: self.device.clone(),
+            function: FunctionId(f),
+            next_free: self.next_free.clone(),
+        }
+    }
+
+    fn domain_of(device: &FakeIsmDevice, f: u16) -> usize {
+        if device.board().memories.len() == 1 {
+            0
+        } else {
+            f as usize
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<FakeIsmDevice> {
+        &self.device
+    }
+}
+
+impl Hal for FakeFunction {
+    type Memory = FakeMemory;
+
+    fn memory(&self) -> &FakeMemory {
+        &self.device.board().memories[Self::domain_of(&self.device, self.function.0)]
+    }
+
+    fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr> {
+        let mut next = self.next_free.lock();
+        let at = next.checked_next_multiple_of(align as u64)?;
+        let end = at.checked_add(size as u64)?;
+        if !self.memory().contains(DevAddr(at), size as u64) {
+            return None;
+        }
+        *next = end;
+        self.memory().zero(DevAddr(at), size as u64).ok()?;
+        Some(DevAddr(at))
+    }
+
+    fn dma_free(&self, _addr: DevAddr, _size: usize) {}
+}
+
+impl Bus for FakeFunction {
+    fn command(&self, request: &[u8], response: &mut [u8; COMMAND_AREA_SIZE]) -> Result<(), BusError> {
+        self.device.execute(self.function, request, response);
+        Ok(())
+    }
+
+    fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError> {
+        self.device
+            .store_block(self.function, request, data)
+            .map_err(|e| BusError::StoreRefused(e as u8))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ism::{ErrorKind, IsmClient, IsmDriver, IsmError, IsmEvent};
+    use ism_firmware::wire::ieq::EventType;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Recorder {
+        signals: Mutex<Vec<(u32, u16)>>,
+        events: Mutex<Vec<IsmEvent>>,
+    }
+
+    impl IsmClient for Recorder {
+        fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
+            self.signals.lock().unwrap().push((sba_idx, dmbe_mask));
+        }
+        fn handle_event(&self, event: &IsmEvent) {
+            self.events.lock().unwrap().push(*event);
+        }
+    }
+
+    type Drv = IsmDriver<FakeFunction, FakeFunction>;
+
+    fn pair() -> (Drv, Drv) {
+        let dev = fake_device(2, false);
+        let a = FakeFunction::new(dev.clone(), 0);
+        let b = FakeFunction::new(dev, 1);
+        (
+            IsmDriver::probe(a.clone(), a, 0x0123).unwrap(),
+            IsmDriver::probe(b.clone(), b, 0x0123).unwrap(),
+        )
+    }
+
+    #[test]
+    fn probe_reads_identity_and_v2() {
+        let (a, b) = pair();
+        assert_eq!(a.gid(), Gid(0x100));
+        assert_eq!(b.gid(), Gid(0x101));
+        assert!(a.supports_v2());
+        assert!(!a.supports_attach());
+        let info = a.query_info().unwrap();
+        assert_eq!(info.vlans, [0x1FFF]);
+        assert_eq!(info.sba, a.sba_addr());
+        assert_eq!(info.ieq_len, 512);
+        assert!(a.query_remote_gid(b.gid(), Some(0x1FFF)).is_ok());
+        let e = a.query_remote_gid(Gid(0x999), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unreachable);
+        a.remove();
+        a.remove();
+        assert_eq!(b.query_remote_gid(Gid(0x100), Some(0x1FFF)).unwrap_err().kind(), ErrorKind::Unreachable);
+    }
+
+    #[test]
+    fn dmb_move_signal_reaches_the_owner_client() {
+        let (a, b) = pair();
+        let rec = Arc::new(Recorder::default());
+        let client = a.add_client(rec.clone()).unwrap();
+        let dmb = a.register_dmb(16384, b.gid(), None, client).unwrap();
+        assert_eq!(dmb.sba_idx, 32);
+        let data: Vec<u8> = (0..10000u32).map(|i| (i * 7) as u8).collect();
+        b.move_data(dmb.token, 0, true, 100, &data).unwrap();
+        let mut back = std::vec![0u8; data.len()];
+        a.memory().read(DevAddr(dmb.addr.0 + 100), &mut back).unwrap();
+        assert_eq!(back, data);
+        assert!(a.irq_pending());
+        let r = a.handle_irq();
+        assert_eq!(r.signals, 1, "chunks are signalled once, on the last");
+        assert_eq!(*rec.signals.lock().unwrap(), [(32, 0x1000)]);
+        assert!(!a.irq_pending());
+        // Writing it from the owner itself is refused: only rgid may write.
+        let e = a.move_data(dmb.token, 0, false, 0, &[1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MoveRefused);
+        a.unregister_dmb(&dmb).unwrap();
+        let again = a.register_dmb(100, b.gid(), None, client).unwrap();
+        assert_eq!(again.sba_idx, 32, "index reused after unregister");
+        let e = b.move_data(dmb.token, 0, true, 0, &[1]).unwrap_err();
+        assert_eq!(e, IsmError::Move(ism_firmware::MoveError::InvalidToken));
+    }
+
+    #[test]
+    fn events_are_drained_in_order_across_the_wrap() {
+        let (a, b) = pair();
+        let rec = Arc::new(Recorder::default());
+        a.add_client(rec.clone()).unwrap();
+        for round in 0..3u64 {
+            for i in 0..10u64 {
+                b.signal_event(a.gid(), true, 0x83, round * 100 + i).unwrap();
+            }
+            a.handle_irq();
+        }
+        let ev = rec.events.lock().unwrap();
+        assert_eq!(ev.len(), 30);
+        for (n, e) in ev.iter().enumerate() {
+            assert_eq!(e.event_type(), Some(EventType::Software));
+            assert_eq!(e.tok, 0x101);
+            assert_eq!(e.info, (n as u64 / 10) * 100 + n as u64 % 10);
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_locally() {
+        let (a, b) = pair();
+        let c = a.add_client(Arc::new(Recorder::default())).unwrap();
+        let e = a.register_dmb(0, b.gid(), None, c).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = a.register_dmb((1 << 20) + 1, b.gid(), None, c).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = a.register_dmb(4096, b.gid(), None, 7).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(a.attach_dmb(ism_hal::DmbToken(0)).unwrap_err().kind(), ErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn attach_on_shared_memory_and_deferred_release() {
+        let dev = fake_device(1, true);
+        let f = FakeFunction::new(dev, 0);
+        let a: Drv = IsmDriver::probe(f.clone(), f, 0xFFFF).unwrap();
+        assert!(a.supports_attach());
+        let c = a.add_client(Arc::new(Recorder::default())).unwrap();
+        let dmb = a.register_dmb(16384, a.gid(), None, c).unwrap();
+        let att = a.attach_dmb(dmb.token).unwrap();
+        assert_eq!((att.addr, att.len, att.attached), (dmb.addr, dmb.len, true));
+        a.unregister_dmb(&dmb).unwrap();
+        assert_eq!(a.deferred_releases(), 1);
+        a.detach_dmb(dmb.token).unwrap();
+        a.handle_irq();
+        assert_eq!(a.deferred_releases(), 0, "released on the device's buffer event");
+    }
+}

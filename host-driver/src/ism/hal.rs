@@ -1,0 +1,52 @@
+//! The platform traits of the ISM driver, split as the hardware is: the partition's memory
+//! (control of buffers) and the function's bus (commands on the control path, store-blocks
+//! on the data path).
+
+use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_hal::{DevAddr, DmaMemory};
+
+/// A bus-level failure: the request never reached the device or no answer came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusError {
+    /// The function is gone (hot-unplugged, partition deactivated).
+    NoDevice,
+    /// A store-block into a DMB was refused; carries the device's reason code
+    /// (`ism_firmware::MoveError as u8`, or a vendor's own).
+    StoreRefused(u8),
+}
+
+/// The partition's memory, as the OS sees it.
+pub trait Hal: Send + Sync {
+    /// The memory type.
+    type Memory: DmaMemory + Send + Sync;
+
+    /// The partition's memory, by device address.
+    fn memory(&self) -> &Self::Memory;
+
+    /// Allocates `size` zeroed bytes aligned to `align` (a power of two) for DMA.
+    ///
+    /// # Errors
+    /// `None` when the partition has no memory left.
+    fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr>;
+
+    /// Frees what `dma_alloc` returned.
+    fn dma_free(&self, addr: DevAddr, size: usize);
+}
+
+/// The two address spaces of an ISM function.
+pub trait Bus: Send + Sync {
+    /// Control path (PCI space 2): posts `request` (body, then header as the doorbell) and
+    /// reads back the response header and, when `ret == 0`, the body up to its length.
+    ///
+    /// # Errors
+    /// [`BusError::NoDevice`] if the function does not answer.
+    fn command(&self, request: &[u8], response: &mut [u8; COMMAND_AREA_SIZE])
+        -> Result<(), BusError>;
+
+    /// Data path (PCI space 0): one store-block of at most 4096 bytes with the encoded DMB
+    /// request word as its offset operand.
+    ///
+    /// # Errors
+    /// [`BusError::StoreRefused`] with the device's reason, [`BusError::NoDevice`].
+    fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError>;
+}
