@@ -4,7 +4,20 @@
 //! device copies between (as between LPARs), or a loopback board with one shared memory
 //! where the device also offers no-copy attach (as Linux's loopback-ism).
 //!
-//! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator.
+//! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
+//! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
+//! * [`irq`]: interrupt lines that wake a waiting host thread;
+//! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
+//! * [`demo`]: the device demo of the CLI;
+//! * [`trace`]: Chrome/Perfetto trace export.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod board;
+pub mod demo;
+pub mod host;
+pub mod irq;
 pub mod memory;
+pub mod trace;
+
+pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};
+pub use host::{Host, IrqMode};

@@ -48,7 +48,10 @@ impl MemoryDomain {
     /// # Panics
     /// If `size` is 0, `base` is not page-aligned, or the allocation fails.
     pub fn new(base: u64, size: usize) -> Self {
-        assert!(size > 0 && base % PAGE as u64 == 0, "bad memory domain geometry");
+        assert!(
+            size > 0 && base % PAGE as u64 == 0,
+            "bad memory domain geometry"
+        );
         let size = size.div_ceil(PAGE) * PAGE;
         let layout = Layout::from_size_align(size, PAGE).expect("domain layout");
         // SAFETY: `layout` has a non-zero size.
@@ -270,9 +273,15 @@ mod tests {
         let b = 0x1_0000_0000u64;
         assert_eq!(m.size(), 8192);
         assert!(m.write(DevAddr(b + 8190), &[1, 2]).is_ok());
-        assert_eq!(m.write(DevAddr(b + 8191), &[1, 2]), Err(MemError::OutOfBounds));
+        assert_eq!(
+            m.write(DevAddr(b + 8191), &[1, 2]),
+            Err(MemError::OutOfBounds)
+        );
         assert_eq!(m.write(DevAddr(b - 1), &[1]), Err(MemError::OutOfBounds));
-        assert_eq!(m.read(DevAddr(u64::MAX - 1), &mut [0; 4]), Err(MemError::OutOfBounds));
+        assert_eq!(
+            m.read(DevAddr(u64::MAX - 1), &mut [0; 4]),
+            Err(MemError::OutOfBounds)
+        );
         assert_eq!(m.load_u64(DevAddr(b + 4)), Err(MemError::Misaligned));
         assert_eq!(m.zero(DevAddr(b), u64::MAX), Err(MemError::OutOfBounds));
     }

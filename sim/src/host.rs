@@ -1,0 +1,151 @@
+//! A probed partition: the ISM driver of its function plus interrupt delivery.
+//!
+//! Two ways to run the interrupt handler, as a real OS offers:
+//! * [`IrqMode::Thread`]: a thread per function waits on the interrupt line and runs the
+//!   handler (blocking: each wake-up of a sleeping thread costs a cross-core wake);
+//! * [`IrqMode::Poll`]: no thread; consumers call [`Host::poll`] (the handler runs when the
+//!   SBA shows work), which is how busy-poll latency is measured.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ism_host_driver::ism::IsmError;
+
+use crate::board::{Partition, SimDriver};
+use crate::irq::IrqLine;
+use crate::trace::Tracer;
+
+/// How interrupts reach the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    /// An interrupt thread runs the handler.
+    Thread,
+    /// Consumers poll.
+    Poll,
+}
+
+/// Counters of the handler runs.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    /// Handler runs.
+    pub handler_runs: AtomicU64,
+    /// DMB signals delivered.
+    pub signals: AtomicU64,
+    /// Events delivered.
+    pub events: AtomicU64,
+}
+
+/// A partition's OS view of its ISM function.
+pub struct Host {
+    driver: Arc<SimDriver>,
+    irq: Arc<IrqLine>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<HostStats>,
+    mode: IrqMode,
+}
+
+fn run_handler(driver: &SimDriver, stats: &HostStats, trace: Option<&(Arc<Tracer>, u32)>) {
+    let t0 = trace.map(|(t, _)| t.now_us());
+    let r = driver.handle_irq();
+    stats.handler_runs.fetch_add(1, Ordering::Relaxed);
+    stats.signals.fetch_add(r.signals.into(), Ordering::Relaxed);
+    stats.events.fetch_add(r.events.into(), Ordering::Relaxed);
+    if let (Some((t, pid)), Some(t0)) = (trace, t0) {
+        if r.signals + r.events > 0 {
+            let args = [
+                ("signals", r.signals.to_string()),
+                ("events", r.events.to_string()),
+            ];
+            t.complete(*pid, "irq handler", "interrupt", t0, &args);
+        }
+    }
+}
+
+impl Host {
+    /// Probes partition `p`'s function (CHID `chid`) and starts interrupt delivery.
+    ///
+    /// # Errors
+    /// The driver's probe error.
+    pub fn start(
+        p: &Partition,
+        chid: u16,
+        mode: IrqMode,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Result<Self, IsmError> {
+        let driver = p.probe(chid)?;
+        let irq = p.irq().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(HostStats::default());
+        let trace = tracer.map(|t| (t, p.index() as u32));
+        let thread = (mode == IrqMode::Thread).then(|| {
+            let (d, l, s, st) = (driver.clone(), irq.clone(), stop.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name(format!("ism-irq-{}", p.index()))
+                .spawn(move || {
+                    while !s.load(Ordering::Acquire) {
+                        if l.wait(Duration::from_millis(100)) {
+                            run_handler(&d, &st, trace.as_ref());
+                        }
+                    }
+                })
+                .expect("spawn interrupt thread")
+        });
+        Ok(Self {
+            driver,
+            irq,
+            stop,
+            thread,
+            stats,
+            mode,
+        })
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &Arc<SimDriver> {
+        &self.driver
+    }
+
+    /// The interrupt mode.
+    pub fn mode(&self) -> IrqMode {
+        self.mode
+    }
+
+    /// Handler counters.
+    pub fn stats(&self) -> &HostStats {
+        &self.stats
+    }
+
+    /// Runs the handler if the line is pending or the SBA shows work; returns whether it ran.
+    pub fn poll(&self) -> bool {
+        let pending = self.irq.take();
+        if pending || self.driver.irq_pending() {
+            run_handler(&self.driver, &self.stats, None);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stops interrupt delivery and removes the driver (UNREG_IEQ, UNREG_SBA).
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+        self.driver.remove();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.irq.kick();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
