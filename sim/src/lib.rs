@@ -8,6 +8,7 @@
 //! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
 //! * [`irq`]: interrupt lines that wake a waiting host thread;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
+//! * [`smc`]: SMC-D stacks on a board's partitions;
 //! * [`demo`]: the device demo of the CLI;
 //! * [`trace`]: Chrome/Perfetto trace export.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod host;
 pub mod irq;
 pub mod memory;
+pub mod smc;
 pub mod trace;
 
 pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};

@@ -192,7 +192,12 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         self.attach = self
             .query_info()
             .is_ok_and(|i| i.features.contains(ExtFeatures::ATTACH_DMB));
-        log::debug!("ism: probed gid {:#x} chid {:#x} v2 {}", self.gid.0, self.chid, self.v2);
+        log::debug!(
+            "ism: probed gid {:#x} chid {:#x} v2 {}",
+            self.gid.0,
+            self.chid,
+            self.v2
+        );
         Ok(())
     }
 
@@ -223,7 +228,11 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     /// # Errors
     /// The device's return code as [`IsmError::Device`]/[`IsmError::DeviceRaw`]; `NoDevice`
     /// if the bus fails.
-    pub fn command(&self, req: Request, resp: &mut [u8; COMMAND_AREA_SIZE]) -> Result<usize, IsmError> {
+    pub fn command(
+        &self,
+        req: Request,
+        resp: &mut [u8; COMMAND_AREA_SIZE],
+    ) -> Result<usize, IsmError> {
         let mut buf = [0u8; 64];
         let n = req
             .emit(&mut buf)
@@ -231,7 +240,9 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         let _g = self.cmd_lock.lock();
         resp.fill(0);
         resp[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
-        self.bus.command(&buf[..n], resp).map_err(IsmError::from_bus)?;
+        self.bus
+            .command(&buf[..n], resp)
+            .map_err(IsmError::from_bus)?;
         let hdr = ResponseHeader::read_from_prefix(&resp[..])
             .map_err(|_| IsmError::DeviceRaw(0xFFFF))?
             .0;
@@ -320,7 +331,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     pub fn query_remote_gid(&self, rgid: Gid, vlan: Option<u16>) -> Result<(), IsmError> {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
         let vlan = vlan.map(u32::from);
-        self.command(Request::QueryRgid { rgid, vlan }, &mut resp).map(|_| ())
+        self.command(Request::QueryRgid { rgid, vlan }, &mut resp)
+            .map(|_| ())
     }
 
     /// ADD_VLAN_ID.
@@ -329,7 +341,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     /// The device's error.
     pub fn add_vlan_id(&self, vlan_id: u64) -> Result<(), IsmError> {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
-        self.command(Request::AddVlanId { vlan_id }, &mut resp).map(|_| ())
+        self.command(Request::AddVlanId { vlan_id }, &mut resp)
+            .map(|_| ())
     }
 
     /// DEL_VLAN_ID.
@@ -338,7 +351,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     /// The device's error.
     pub fn del_vlan_id(&self, vlan_id: u64) -> Result<(), IsmError> {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
-        self.command(Request::DelVlanId { vlan_id }, &mut resp).map(|_| ())
+        self.command(Request::DelVlanId { vlan_id }, &mut resp)
+            .map(|_| ())
     }
 
     /// SET_VLAN ("VLAN required").
@@ -363,7 +377,13 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     ///
     /// # Errors
     /// `Unreachable` kind if no such function; `Io` if it has no IEQ.
-    pub fn signal_event(&self, rgid: Gid, trigger_irq: bool, code: u32, info: u64) -> Result<(), IsmError> {
+    pub fn signal_event(
+        &self,
+        rgid: Gid,
+        trigger_irq: bool,
+        code: u32,
+        info: u64,
+    ) -> Result<(), IsmError> {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
         let req = Request::SignalIeq {
             rgid,
@@ -413,7 +433,13 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     /// `InvalidArgument` for `len` 0 or above 1 MiB or an unknown client; `NoSpace` when no
     /// SBA index is free or the device's table is full; `NoMemory` when the partition has no
     /// memory; the device's error otherwise. Nothing stays allocated on error.
-    pub fn register_dmb(&self, len: usize, rgid: Gid, vlan: Option<u16>, client: u8) -> Result<Dmb, IsmError> {
+    pub fn register_dmb(
+        &self,
+        len: usize,
+        rgid: Gid,
+        vlan: Option<u16>,
+        client: u8,
+    ) -> Result<Dmb, IsmError> {
         if len == 0 || len > MAX_DMB_LEN || client as usize >= self.clients.read().len() {
             return Err(IsmError::Local(ErrorKind::InvalidArgument));
         }
@@ -467,8 +493,9 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
         let r = self.command(Request::UnregDmb { token: dmb.token }, &mut resp);
         let deferred = match r {
-            Ok(_) => Self::body::<UnregDmbResponse>(&resp)
-                .is_ok_and(|r| r.state.get() == UNREG_DEFERRED),
+            Ok(_) => {
+                Self::body::<UnregDmbResponse>(&resp).is_ok_and(|r| r.state.get() == UNREG_DEFERRED)
+            }
             Err(IsmError::DeviceRaw(0xFFFF)) => false,
             Err(e) => return Err(e),
         };
@@ -528,7 +555,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             return Err(IsmError::Local(ErrorKind::NotSupported));
         }
         let mut resp = [0u8; COMMAND_AREA_SIZE];
-        self.command(Request::DetachDmb { token }, &mut resp).map(|_| ())
+        self.command(Request::DetachDmb { token }, &mut resp)
+            .map(|_| ())
     }
 
     // ------------------------------------------------------------------ moves
@@ -539,7 +567,14 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     ///
     /// # Errors
     /// The first refused store-block's error; later chunks are not sent.
-    pub fn move_data(&self, token: DmbToken, idx: u8, signal: bool, offset: u32, data: &[u8]) -> Result<(), IsmError> {
+    pub fn move_data(
+        &self,
+        token: DmbToken,
+        idx: u8,
+        signal: bool,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), IsmError> {
         let mut off = offset as usize;
         let mut rest = data;
         while !rest.is_empty() {
@@ -599,7 +634,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
 
     /// The driver's own reaction to an event: completes deferred DMB releases.
     fn on_event(&self, ev: &IsmEvent) {
-        if ev.event_type() == Some(EventType::Buffer) && ev.code == event_code::BUF_DMB_UNREGISTERED {
+        if ev.event_type() == Some(EventType::Buffer) && ev.code == event_code::BUF_DMB_UNREGISTERED
+        {
             let mut d = self.deferred.lock();
             if let Some(pos) = d.iter().position(|x| x.token.0 == ev.tok) {
                 let x = d.swap_remove(pos);
@@ -619,4 +655,3 @@ impl<H: Hal, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
             .finish_non_exhaustive()
     }
 }
-

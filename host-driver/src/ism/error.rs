@@ -122,9 +122,18 @@ mod tests {
 
     #[test]
     fn kinds_map_as_linux_callers_expect() {
-        assert_eq!(IsmError::Device(ReturnCode::DmbTableFull).kind(), ErrorKind::NoSpace);
-        assert_eq!(IsmError::Device(ReturnCode::DmbTableFull).kind().errno(), 28);
-        assert_eq!(IsmError::from_ret(0x000C), IsmError::Device(ReturnCode::DmbTableFull));
+        assert_eq!(
+            IsmError::Device(ReturnCode::DmbTableFull).kind(),
+            ErrorKind::NoSpace
+        );
+        assert_eq!(
+            IsmError::Device(ReturnCode::DmbTableFull).kind().errno(),
+            28
+        );
+        assert_eq!(
+            IsmError::from_ret(0x000C),
+            IsmError::Device(ReturnCode::DmbTableFull)
+        );
         assert_eq!(IsmError::from_ret(0xFFFF), IsmError::DeviceRaw(0xFFFF));
         assert_eq!(IsmError::from_ret(0x1234).kind(), ErrorKind::Io);
         for m in [1u8, 2, 3, 4, 5, 6] {

@@ -40,7 +40,9 @@ impl FakeFunction {
     /// Function `f` of `device`. Functions sharing a domain must not both allocate, unless
     /// they come from [`FakeFunction::sibling`].
     pub fn new(device: Arc<FakeIsmDevice>, f: u16) -> Self {
-        let base = device.board().memories[Self::domain_of(&device, f)].base().0;
+        let base = device.board().memories[Self::domain_of(&device, f)]
+            .base()
+            .0;
         Self {
             device,
             function: FunctionId(f),
@@ -94,7 +96,11 @@ impl Hal for FakeFunction {
 }
 
 impl Bus for FakeFunction {
-    fn command(&self, request: &[u8], response: &mut [u8; COMMAND_AREA_SIZE]) -> Result<(), BusError> {
+    fn command(
+        &self,
+        request: &[u8],
+        response: &mut [u8; COMMAND_AREA_SIZE],
+    ) -> Result<(), BusError> {
         self.device.execute(self.function, request, response);
         Ok(())
     }
@@ -157,7 +163,12 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unreachable);
         a.remove();
         a.remove();
-        assert_eq!(b.query_remote_gid(Gid(0x100), Some(0x1FFF)).unwrap_err().kind(), ErrorKind::Unreachable);
+        assert_eq!(
+            b.query_remote_gid(Gid(0x100), Some(0x1FFF))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unreachable
+        );
     }
 
     #[test]
@@ -170,7 +181,9 @@ mod tests {
         let data: Vec<u8> = (0..10000u32).map(|i| (i * 7) as u8).collect();
         b.move_data(dmb.token, 0, true, 100, &data).unwrap();
         let mut back = std::vec![0u8; data.len()];
-        a.memory().read(DevAddr(dmb.addr.0 + 100), &mut back).unwrap();
+        a.memory()
+            .read(DevAddr(dmb.addr.0 + 100), &mut back)
+            .unwrap();
         assert_eq!(back, data);
         assert!(a.irq_pending());
         let r = a.handle_irq();
@@ -194,7 +207,8 @@ mod tests {
         a.add_client(rec.clone()).unwrap();
         for round in 0..3u64 {
             for i in 0..10u64 {
-                b.signal_event(a.gid(), true, 0x83, round * 100 + i).unwrap();
+                b.signal_event(a.gid(), true, 0x83, round * 100 + i)
+                    .unwrap();
             }
             a.handle_irq();
         }
@@ -217,7 +231,10 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         let e = a.register_dmb(4096, b.gid(), None, 7).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(a.attach_dmb(ism_hal::DmbToken(0)).unwrap_err().kind(), ErrorKind::NotSupported);
+        assert_eq!(
+            a.attach_dmb(ism_hal::DmbToken(0)).unwrap_err().kind(),
+            ErrorKind::NotSupported
+        );
     }
 
     #[test]
@@ -234,6 +251,10 @@ mod tests {
         assert_eq!(a.deferred_releases(), 1);
         a.detach_dmb(dmb.token).unwrap();
         a.handle_irq();
-        assert_eq!(a.deferred_releases(), 0, "released on the device's buffer event");
+        assert_eq!(
+            a.deferred_releases(),
+            0,
+            "released on the device's buffer event"
+        );
     }
 }

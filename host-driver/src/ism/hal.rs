@@ -40,8 +40,11 @@ pub trait Bus: Send + Sync {
     ///
     /// # Errors
     /// [`BusError::NoDevice`] if the function does not answer.
-    fn command(&self, request: &[u8], response: &mut [u8; COMMAND_AREA_SIZE])
-        -> Result<(), BusError>;
+    fn command(
+        &self,
+        request: &[u8],
+        response: &mut [u8; COMMAND_AREA_SIZE],
+    ) -> Result<(), BusError>;
 
     /// Data path (PCI space 0): one store-block of at most 4096 bytes with the encoded DMB
     /// request word as its offset operand.

@@ -87,7 +87,9 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
     let mut byte = first_byte;
     while byte <= last_byte {
         if byte % 8 == 0 && byte + 8 <= last_byte + 1 {
-            let word = mem.load_u64(DevAddr(sba_base.0 + byte as u64)).unwrap_or([0; 8]);
+            let word = mem
+                .load_u64(DevAddr(sba_base.0 + byte as u64))
+                .unwrap_or([0; 8]);
             if word == [0; 8] {
                 byte += 8;
                 continue;

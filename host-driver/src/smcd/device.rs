@@ -45,7 +45,13 @@ pub trait SmcdOps: Send + Sync {
     ///
     /// # Errors
     /// `NoSpace` (table or SBA indices full), `NoMemory`, `InvalidArgument`, `Io`.
-    fn register_dmb(&self, len: usize, rgid: SmcdGid, vlan_id: u16, client: u8) -> Result<Dmb, IsmError>;
+    fn register_dmb(
+        &self,
+        len: usize,
+        rgid: SmcdGid,
+        vlan_id: u16,
+        client: u8,
+    ) -> Result<Dmb, IsmError>;
 
     /// Unregisters (and frees) a DMB.
     ///
@@ -57,13 +63,26 @@ pub trait SmcdOps: Send + Sync {
     ///
     /// # Errors
     /// `MoveRefused` (bad token, not the writer, out of range), `NoDevice`.
-    fn move_data(&self, token: DmbToken, idx: u8, sf: bool, offset: u32, data: &[u8]) -> Result<(), IsmError>;
+    fn move_data(
+        &self,
+        token: DmbToken,
+        idx: u8,
+        sf: bool,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), IsmError>;
 
     /// Sends a software event to `rgid` (optional).
     ///
     /// # Errors
     /// `NotSupported` if the device has no such operation; the device's error.
-    fn signal_event(&self, _rgid: SmcdGid, _trigger_irq: bool, _code: u32, _info: u64) -> Result<(), IsmError> {
+    fn signal_event(
+        &self,
+        _rgid: SmcdGid,
+        _trigger_irq: bool,
+        _code: u32,
+        _info: u64,
+    ) -> Result<(), IsmError> {
         not_supported()
     }
 
@@ -138,7 +157,13 @@ impl<H: Hal, B: Bus> SmcdOps for IsmDriver<H, B> {
         IsmDriver::query_remote_gid(self, Gid(rgid.gid), vid_valid.then_some(vid))
     }
 
-    fn register_dmb(&self, len: usize, rgid: SmcdGid, vlan_id: u16, client: u8) -> Result<Dmb, IsmError> {
+    fn register_dmb(
+        &self,
+        len: usize,
+        rgid: SmcdGid,
+        vlan_id: u16,
+        client: u8,
+    ) -> Result<Dmb, IsmError> {
         // SMC passes vlan_valid = 0 and only fills vlan_id (facts §2.3/§6.3).
         let _ = vlan_id;
         IsmDriver::register_dmb(self, len, Gid(rgid.gid), None, client)
@@ -148,11 +173,24 @@ impl<H: Hal, B: Bus> SmcdOps for IsmDriver<H, B> {
         IsmDriver::unregister_dmb(self, dmb)
     }
 
-    fn move_data(&self, token: DmbToken, idx: u8, sf: bool, offset: u32, data: &[u8]) -> Result<(), IsmError> {
+    fn move_data(
+        &self,
+        token: DmbToken,
+        idx: u8,
+        sf: bool,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), IsmError> {
         IsmDriver::move_data(self, token, idx, sf, offset, data)
     }
 
-    fn signal_event(&self, rgid: SmcdGid, trigger_irq: bool, code: u32, info: u64) -> Result<(), IsmError> {
+    fn signal_event(
+        &self,
+        rgid: SmcdGid,
+        trigger_irq: bool,
+        code: u32,
+        info: u64,
+    ) -> Result<(), IsmError> {
         IsmDriver::signal_event(self, Gid(rgid.gid), trigger_irq, code, info)
     }
 
@@ -229,17 +267,28 @@ mod tests {
         assert_eq!(a.get_chid(), 0x0123);
         assert!(a.supports_v2() && !a.support_dmb_nocopy());
         a.query_remote_gid(b.get_local_gid(), true, 0x1FFF).unwrap();
-        let forged = SmcdGid { gid: b.get_local_gid().gid, gid_ext: 5 };
-        assert_eq!(a.query_remote_gid(forged, false, 0).unwrap_err().kind(), ErrorKind::Unreachable);
+        let forged = SmcdGid {
+            gid: b.get_local_gid().gid,
+            gid_ext: 5,
+        };
+        assert_eq!(
+            a.query_remote_gid(forged, false, 0).unwrap_err().kind(),
+            ErrorKind::Unreachable
+        );
         let c = a.add_client(Arc::new(Nobody)).unwrap();
         let dmb = a.register_dmb(16384, b.get_local_gid(), 0, c).unwrap();
         b.move_data(dmb.token, 0, true, 32, b"hello").unwrap();
         let mut back = [0u8; 5];
-        a.memory().read(ism_hal::DevAddr(dmb.addr.0 + 32), &mut back).unwrap();
+        a.memory()
+            .read(ism_hal::DevAddr(dmb.addr.0 + 32), &mut back)
+            .unwrap();
         assert_eq!(&back, b"hello");
         assert!(a.poll_irq());
         assert!(!a.poll_irq());
-        assert_eq!(b.attach_dmb(dmb.token).unwrap_err().kind(), ErrorKind::NotSupported);
+        assert_eq!(
+            b.attach_dmb(dmb.token).unwrap_err().kind(),
+            ErrorKind::NotSupported
+        );
         b.signal_event(a.get_local_gid(), true, 0x83, 1).unwrap();
         a.unregister_dmb(&dmb).unwrap();
     }

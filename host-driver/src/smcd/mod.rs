@@ -2,8 +2,28 @@
 //!
 //! * [`clc`]: the CLC handshake messages (proposal, accept, confirm, decline), byte-exact;
 //! * [`device`]: the SMC-D device operations ([`device::SmcdOps`], Linux's `smcd_ops`);
-//! * [`cdc`]: the 32-byte SMC-D CDC message and cursor arithmetic.
+//! * [`cdc`]: the 32-byte SMC-D CDC message and cursor arithmetic;
+//! * `conn` (std): one connection's data path over two rings and CDC messages;
+//! * `stack` (std): devices, link groups, routing of signals and events;
+//! * `handshake` (std): the CLC handshake over TCP and device selection;
+//! * `stream` (std): `Listener` and `Stream` (`Read + Write`, TCP fallback);
+//! * `wait` (std): blocking and busy-poll waiting.
 
 pub mod cdc;
 pub mod clc;
+#[cfg(feature = "std")]
+pub mod conn;
 pub mod device;
+#[cfg(feature = "std")]
+pub mod handshake;
+#[cfg(feature = "std")]
+pub mod stack;
+#[cfg(feature = "std")]
+pub mod stream;
+#[cfg(feature = "std")]
+pub mod wait;
+
+#[cfg(feature = "std")]
+pub use stack::{SmcStack, StackConfig};
+#[cfg(feature = "std")]
+pub use stream::{Listener, Stream, StreamStats};

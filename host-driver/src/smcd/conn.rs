@@ -1,0 +1,573 @@
+//! One SMC-D connection's data path: the ring in our RMB (a DMB the peer writes), the ring
+//! in the peer's RMB (we write), and the CDC messages that carry the cursors.
+//!
+//! Layout (facts §8.1): the first 32 bytes of each RMB hold the CDC message the *peer*
+//! wrote; the ring follows at offset 32. Sending is: data into the peer's ring at the
+//! producer position (store-blocks without signal), then our CDC at offset 0 with the
+//! signal; the peer's interrupt path re-reads its CDC area and wakes its reader.
+//!
+//! * Copy mode: user data is staged in a send buffer and moved into the peer's ring
+//!   (three copies end to end, as Linux's SMC-D: user → send buffer → peer RMB → user).
+//! * No-copy mode (loopback board): the peer's DMB is attached, so the "send buffer" *is*
+//!   the peer's ring: user data is written there directly and only the CDC is moved (two
+//!   copies). Send space is freed only when the peer's consumer cursor advances (facts
+//!   §7.4).
+//!
+//! Whatever the peer writes into its CDC, space and data counts are derived with
+//! [`Cursor::diff`], which clamps to `0 ..= ring`, and all positions used for memory access
+//! are our own: a forged cursor can make us send garbage or stall, never read or write
+//! outside the two rings, and never push send space past the buffer.
+//!
+//! Reader, writer and interrupt path share the connection without a common lock: each
+//! cursor has one writer (the reader owns `cons`, the writer owns `prod`), the peer's view
+//! is re-read from memory, and CDC sends are serialised so a later CDC never carries older
+//! cursors than an earlier one.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ism_hal::{DevAddr, DmbToken};
+
+use super::cdc::{CdcMessage, ConnStateFlags, Cursor, ProdFlags, CDC_MSG_LEN};
+use super::device::{SmcdGid, SmcdOps};
+use super::wait::{Notify, WaitMode};
+use crate::ism::Dmb;
+
+/// Offset of the ring in an RMB (the CDC area comes first).
+pub const RING_OFFSET: u32 = CDC_MSG_LEN as u32;
+
+/// Half of Linux's `SOCK_MIN_SNDBUF` on 64-bit, the cap of the consumer-update limit.
+pub const UPDATE_LIMIT_CAP: u32 = 2304;
+
+/// What the CLC handshake learned about the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Peer GID.
+    pub gid: SmcdGid,
+    /// Token of the peer's RMB.
+    pub token: DmbToken,
+    /// DMBE index to signal (Linux peers: 0).
+    pub dmbe_idx: u8,
+    /// Length of the peer's ring (its DMB minus the CDC area).
+    pub ring_len: u32,
+}
+
+/// Counters of one connection.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    /// Payload bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_received: AtomicU64,
+    /// Store-blocks of payload (copy mode).
+    pub data_moves: AtomicU64,
+    /// CDC messages sent (each one move with signal).
+    pub cdc_sent: AtomicU64,
+    /// Signals received through the interrupt path.
+    pub signals: AtomicU64,
+    /// Times a reader or writer had to wait.
+    pub waits: AtomicU64,
+}
+
+/// A snapshot of [`ConnCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Payload store-blocks.
+    pub data_moves: u64,
+    /// CDC messages sent.
+    pub cdc_sent: u64,
+    /// Signals received.
+    pub signals: u64,
+    /// Waits.
+    pub waits: u64,
+}
+
+const ST_WRITE_SHUT: u8 = 1;
+const ST_READ_SHUT: u8 = 2;
+const ST_CLOSED: u8 = 4;
+const ST_ABORTED: u8 = 8;
+const ST_BROKEN: u8 = 16;
+
+/// One connection's data path.
+pub struct Conn {
+    ops: Arc<dyn SmcdOps>,
+    rmb: Dmb,
+    ring: u32,
+    peer: PeerInfo,
+    attached: Option<Dmb>,
+    sndbuf: Mutex<Vec<u8>>,
+    prod: AtomicU64,
+    cons: AtomicU64,
+    confirmed: AtomicU64,
+    rx_lock: Mutex<()>,
+    cdc_lock: Mutex<()>,
+    local_prod_flags: AtomicU8,
+    local_conn_state: AtomicU8,
+    status: AtomicU8,
+    busy_poll: AtomicBool,
+    blocking: WaitMode,
+    notify: Notify,
+    counters: ConnCounters,
+    deadline_ms: AtomicU64,
+}
+
+fn cursor(total: u64, ring: u32) -> Cursor {
+    Cursor::new((total / ring as u64) as u16, (total % ring as u64) as u32)
+}
+
+fn reset() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "SMC-D connection aborted")
+}
+
+impl Conn {
+    /// A connection over our registered RMB `rmb` to `peer`; with `attached` (the peer's DMB
+    /// mapped through ATTACH_DMB) it sends without copying. `sndbuf_len` sizes the copy-mode
+    /// send buffer.
+    pub fn new(
+        ops: Arc<dyn SmcdOps>,
+        rmb: Dmb,
+        peer: PeerInfo,
+        attached: Option<Dmb>,
+        sndbuf_len: usize,
+        wait: WaitMode,
+    ) -> Self {
+        let ring = rmb.len.saturating_sub(RING_OFFSET).max(1);
+        let sndbuf = if attached.is_some() {
+            Vec::new()
+        } else {
+            vec![0; sndbuf_len.max(1)]
+        };
+        Self {
+            ops,
+            rmb,
+            ring,
+            peer,
+            attached,
+            sndbuf: Mutex::new(sndbuf),
+            prod: AtomicU64::new(0),
+            cons: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            rx_lock: Mutex::new(()),
+            cdc_lock: Mutex::new(()),
+            local_prod_flags: AtomicU8::new(0),
+            local_conn_state: AtomicU8::new(0),
+            status: AtomicU8::new(0),
+            busy_poll: AtomicBool::new(false),
+            blocking: wait,
+            notify: Notify::new(),
+            counters: ConnCounters::default(),
+            deadline_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Our RMB.
+    pub fn rmb(&self) -> &Dmb {
+        &self.rmb
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// The attached peer DMB (no-copy mode).
+    pub fn attached(&self) -> Option<&Dmb> {
+        self.attached.as_ref()
+    }
+
+    /// Whether this connection sends without copying.
+    pub fn is_nocopy(&self) -> bool {
+        self.attached.is_some()
+    }
+
+    /// Length of our receive ring.
+    pub fn ring_len(&self) -> u32 {
+        self.ring
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConnStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConnStats {
+            bytes_sent: l(&c.bytes_sent),
+            bytes_received: l(&c.bytes_received),
+            data_moves: l(&c.data_moves),
+            cdc_sent: l(&c.cdc_sent),
+            signals: l(&c.signals),
+            waits: l(&c.waits),
+        }
+    }
+
+    /// Busy-poll (spin on the device) instead of blocking when waiting.
+    pub fn set_busy_poll(&self, on: bool) {
+        self.busy_poll.store(on, Ordering::Relaxed);
+    }
+
+    /// Time limit for one wait in milliseconds (0: none).
+    pub fn set_timeout_ms(&self, ms: u64) {
+        self.deadline_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn wait_mode(&self) -> WaitMode {
+        if self.busy_poll.load(Ordering::Relaxed) {
+            WaitMode::BusyPoll
+        } else {
+            self.blocking
+        }
+    }
+
+    fn status(&self) -> u8 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    /// The interrupt path: our DMB was signalled (the peer wrote a CDC). Wakes readers and
+    /// writers, which re-read the CDC area.
+    pub fn on_signal(&self) {
+        self.counters.signals.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify();
+    }
+
+    /// The connection is gone without a goodbye (link group terminated, peer function
+    /// down): readers and writers fail with `ConnectionReset`.
+    pub fn terminate(&self) {
+        self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
+        self.notify.notify();
+    }
+
+    /// Whether the connection was terminated, aborted or broken.
+    pub fn is_broken(&self) -> bool {
+        self.status() & (ST_BROKEN | ST_ABORTED) != 0
+    }
+
+    /// The peer's last CDC, read from our RMB's CDC area (zero cursors before the first).
+    pub fn peer_cdc(&self) -> CdcMessage {
+        let mut raw = [0u8; CDC_MSG_LEN];
+        if self.ops.memory().read(self.rmb.addr, &mut raw).is_err() {
+            return CdcMessage::default();
+        }
+        CdcMessage::parse(&raw).unwrap_or_default()
+    }
+
+    fn wait(&self, seen: u64) -> io::Result<()> {
+        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+        let ms = self.deadline_ms.load(Ordering::Relaxed);
+        let deadline = (ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(ms));
+        let ops = &self.ops;
+        if self
+            .notify
+            .wait(seen, self.wait_mode(), deadline, || ops.poll_irq())
+        {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "SMC-D wait timed out",
+            ))
+        }
+    }
+
+    /// Sends our CDC (current cursors and flags) with the signal.
+    fn send_cdc(&self) -> io::Result<()> {
+        let _g = self.cdc_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cons = self.cons.load(Ordering::Acquire);
+        let msg = CdcMessage {
+            prod: cursor(self.prod.load(Ordering::Acquire), self.peer.ring_len),
+            cons: cursor(cons, self.ring),
+            prod_flags: ProdFlags::from_bits_truncate(
+                self.local_prod_flags.load(Ordering::Acquire),
+            ),
+            conn_state: ConnStateFlags::from_bits_truncate(
+                self.local_conn_state.load(Ordering::Acquire),
+            ),
+        };
+        let r = self
+            .ops
+            .move_data(self.peer.token, self.peer.dmbe_idx, true, 0, &msg.emit());
+        match r {
+            Ok(()) => {
+                self.confirmed.store(cons, Ordering::Release);
+                self.counters.cdc_sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
+                self.notify.notify();
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+            }
+        }
+    }
+
+    /// Free space in the peer's ring as our producer cursor and its consumer cursor say,
+    /// always in `0 ..= peer ring`.
+    fn peer_space(&self, peer: &CdcMessage) -> u32 {
+        let ring = self.peer.ring_len;
+        let in_flight = Cursor::diff(
+            ring,
+            peer.cons,
+            cursor(self.prod.load(Ordering::Acquire), ring),
+        );
+        ring - in_flight
+    }
+
+    /// Copies `data` into the peer's ring at our producer position.
+    fn put_into_peer_ring(&self, data: &[u8]) -> io::Result<()> {
+        let ring = self.peer.ring_len as u64;
+        let pos = self.prod.load(Ordering::Acquire) % ring;
+        let first = data.len().min((ring - pos) as usize);
+        for (at, chunk) in [(pos, &data[..first]), (0, &data[first..])] {
+            if chunk.is_empty() {
+                continue;
+            }
+            let off = RING_OFFSET as u64 + at;
+            let r = match &self.attached {
+                Some(att) => self
+                    .ops
+                    .memory()
+                    .write(DevAddr(att.addr.0 + off), chunk)
+                    .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.as_str())),
+                None => {
+                    self.counters
+                        .data_moves
+                        .fetch_add(chunk.len().div_ceil(4096) as u64, Ordering::Relaxed);
+                    self.ops
+                        .move_data(
+                            self.peer.token,
+                            self.peer.dmbe_idx,
+                            false,
+                            off as u32,
+                            chunk,
+                        )
+                        .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+                }
+            };
+            if let Err(e) = r {
+                self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self, peer: &CdcMessage) -> io::Result<()> {
+        let st = self.status();
+        if st & (ST_BROKEN | ST_ABORTED) != 0
+            || peer.conn_state.contains(ConnStateFlags::PEER_CONN_ABORT)
+        {
+            return Err(reset());
+        }
+        if st & (ST_WRITE_SHUT | ST_CLOSED) != 0
+            || peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "SMC-D connection closed for writing",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends all of `buf`, waiting for the peer to make room as needed; returns `buf.len()`.
+    ///
+    /// # Errors
+    /// `BrokenPipe` after a local or peer close, `ConnectionReset` after an abort or
+    /// termination, `TimedOut` if a wait exceeds the time limit.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0;
+        while done < buf.len() {
+            let seen = self.notify.seq();
+            let peer = self.peer_cdc();
+            self.check_writable(&peer)?;
+            let space = self.peer_space(&peer) as usize;
+            if space == 0 {
+                let was = self
+                    .local_prod_flags
+                    .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
+                if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
+                    self.send_cdc()?;
+                }
+                self.wait(seen)?;
+                continue;
+            }
+            let mut n = space.min(buf.len() - done);
+            let src = &buf[done..done + n];
+            if self.attached.is_some() {
+                self.put_into_peer_ring(src)?;
+            } else {
+                n = n.min(sndbuf.len());
+                sndbuf[..n].copy_from_slice(&src[..n]);
+                self.put_into_peer_ring(&sndbuf[..n])?;
+            }
+            self.prod.fetch_add(n as u64, Ordering::AcqRel);
+            self.local_prod_flags
+                .fetch_and(!ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
+            self.send_cdc()?;
+            self.counters
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Receives into `buf`, waiting for data; `Ok(0)` at end of stream (the peer shut down
+    /// its writing side or closed) or after a local read shutdown.
+    ///
+    /// # Errors
+    /// `ConnectionReset` after an abort or termination, `TimedOut` on the time limit.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let _g = self.rx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let seen = self.notify.seq();
+            let peer = self.peer_cdc();
+            let cons = self.cons.load(Ordering::Acquire);
+            let avail = Cursor::diff(self.ring, cursor(cons, self.ring), peer.prod) as usize;
+            if avail > 0 {
+                let n = avail.min(buf.len());
+                self.take_from_ring(cons, &mut buf[..n])?;
+                self.cons.fetch_add(n as u64, Ordering::AcqRel);
+                self.counters
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.consumer_update(&peer)?;
+                return Ok(n);
+            }
+            // An abort by the peer wins; a graceful end by the peer is end-of-stream even if
+            // the link group is torn down afterwards; a local breakage is an error.
+            if peer.conn_state.contains(ConnStateFlags::PEER_CONN_ABORT) {
+                return Err(reset());
+            }
+            let eof = ConnStateFlags::PEER_DONE_WRITING | ConnStateFlags::PEER_CONN_CLOSED;
+            if peer.conn_state.intersects(eof) || self.status() & (ST_READ_SHUT | ST_CLOSED) != 0 {
+                return Ok(0);
+            }
+            if self.status() & (ST_BROKEN | ST_ABORTED) != 0 {
+                return Err(reset());
+            }
+            self.wait(seen)?;
+        }
+    }
+
+    /// Bytes waiting in our ring.
+    pub fn available(&self) -> usize {
+        let peer = self.peer_cdc();
+        Cursor::diff(
+            self.ring,
+            cursor(self.cons.load(Ordering::Acquire), self.ring),
+            peer.prod,
+        ) as usize
+    }
+
+    fn take_from_ring(&self, cons: u64, out: &mut [u8]) -> io::Result<()> {
+        let ring = self.ring as u64;
+        let pos = cons % ring;
+        let first = out.len().min((ring - pos) as usize);
+        let (a, b) = out.split_at_mut(first);
+        let mem = self.ops.memory();
+        let base = self.rmb.addr.0 + RING_OFFSET as u64;
+        mem.read(DevAddr(base + pos), a)
+            .and_then(|_| {
+                if b.is_empty() {
+                    Ok(())
+                } else {
+                    mem.read(DevAddr(base), b)
+                }
+            })
+            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.as_str()))
+    }
+
+    /// Linux's `smc_tx_consumer_update`: tell the peer how far we consumed when it asked,
+    /// or when enough was consumed and the peer is short of space or blocked.
+    fn consumer_update(&self, peer: &CdcMessage) -> io::Result<()> {
+        let cons = self.cons.load(Ordering::Acquire);
+        let confirmed = self.confirmed.load(Ordering::Acquire);
+        let to_confirm = cons.saturating_sub(confirmed);
+        let limit = (self.ring / 10).min(UPDATE_LIMIT_CAP) as u64;
+        let sender_free =
+            self.ring - Cursor::diff_large(self.ring, cursor(confirmed, self.ring), peer.prod);
+        let asked = peer.prod_flags.contains(ProdFlags::CONS_CURS_UPD_REQ);
+        let needy =
+            sender_free <= self.ring / 2 || peer.prod_flags.contains(ProdFlags::WRITE_BLOCKED);
+        if asked || (to_confirm > limit && needy) {
+            self.send_cdc()?;
+        }
+        Ok(())
+    }
+
+    /// Shuts down our writing side: the peer reads end-of-stream after the data sent.
+    ///
+    /// # Errors
+    /// `BrokenPipe` if the CDC cannot be delivered.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        if self.status.fetch_or(ST_WRITE_SHUT, Ordering::AcqRel) & ST_WRITE_SHUT != 0 {
+            return Ok(());
+        }
+        self.local_conn_state
+            .fetch_or(ConnStateFlags::PEER_DONE_WRITING.bits(), Ordering::AcqRel);
+        if self.is_broken() {
+            return Ok(());
+        }
+        self.send_cdc()
+    }
+
+    /// Shuts down our reading side: reads return end-of-stream.
+    pub fn shutdown_read(&self) {
+        self.status.fetch_or(ST_READ_SHUT, Ordering::AcqRel);
+        self.notify.notify();
+    }
+
+    /// Closes: tells the peer (connection closed) unless the connection is already broken.
+    pub fn close(&self) {
+        if self.status.fetch_or(ST_CLOSED, Ordering::AcqRel) & ST_CLOSED != 0 {
+            return;
+        }
+        self.local_conn_state
+            .fetch_or(ConnStateFlags::PEER_CONN_CLOSED.bits(), Ordering::AcqRel);
+        if !self.is_broken() {
+            let _ = self.send_cdc();
+        }
+        self.notify.notify();
+    }
+
+    /// Aborts: tells the peer (connection abort) and fails local readers and writers.
+    pub fn abort(&self) {
+        self.local_conn_state
+            .fetch_or(ConnStateFlags::PEER_CONN_ABORT.bits(), Ordering::AcqRel);
+        if self.status.fetch_or(ST_ABORTED, Ordering::AcqRel) & (ST_ABORTED | ST_BROKEN) == 0 {
+            let _ = self.send_cdc();
+        }
+        self.notify.notify();
+    }
+
+    /// Releases the device resources: detaches the peer's DMB and unregisters our RMB.
+    /// Call once, after [`Conn::close`] or [`Conn::abort`].
+    pub fn release(&self) {
+        if let Some(att) = &self.attached {
+            let _ = self.ops.detach_dmb(att.token);
+        }
+        let _ = self.ops.unregister_dmb(&self.rmb);
+    }
+}
+
+impl core::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Conn")
+            .field("rmb", &self.rmb)
+            .field("peer", &self.peer)
+            .field("nocopy", &self.attached.is_some())
+            .finish_non_exhaustive()
+    }
+}
