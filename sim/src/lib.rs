@@ -10,6 +10,7 @@
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
 //! * [`smc`]: SMC-D stacks on a board's partitions;
 //! * [`demo`]: the device demo of the CLI;
+//! * [`workload`]: verified streams for the CLI;
 //! * [`trace`]: Chrome/Perfetto trace export.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -20,6 +21,7 @@ pub mod irq;
 pub mod memory;
 pub mod smc;
 pub mod trace;
+pub mod workload;
 
 pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};
 pub use host::{Host, IrqMode};

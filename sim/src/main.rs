@@ -5,8 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ism_host_driver::smcd::StackConfig;
 use ism_sim::board::{Board, BoardConfig, BoardKind};
 use ism_sim::demo::run_device_demo;
+use ism_sim::host::IrqMode;
+use ism_sim::smc::SmcBoard;
+use ism_sim::workload::{run_stream, StreamOptions, StreamReport};
 
 /// Run the ISM device (and SMC-D on top of it) on a simulated IBM Z board.
 #[derive(Parser, Debug)]
@@ -20,11 +24,46 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Which board a stream runs on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BoardArg {
+    /// Two partitions; the device copies between their memories.
+    Lpar,
+    /// One partition; both endpoints share its memory (no-copy possible).
+    Loopback,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Boot an LPAR board, probe both partitions and move and signal data both ways,
-    /// verifying every step (the default).
-    Demo,
+    /// The tour (default): the ISM device between two LPARs step by step, then SMC-D
+    /// streams on the LPAR board and on the loopback board (copy and no-copy), every byte
+    /// verified, with their throughput.
+    Demo {
+        /// Bytes per demo stream.
+        #[arg(long, default_value_t = 64 << 20)]
+        bytes: u64,
+    },
+    /// Run one SMC-D stream (client to server, every byte verified) and print throughput.
+    Stream {
+        /// Board to run on.
+        #[arg(long, value_enum, default_value_t = BoardArg::Lpar)]
+        board: BoardArg,
+        /// Send without copying (attach the peer's DMB; loopback board only).
+        #[arg(long)]
+        nocopy: bool,
+        /// Bytes to send.
+        #[arg(long, default_value_t = 256 << 20)]
+        bytes: u64,
+        /// Bytes per write.
+        #[arg(long, default_value_t = 64_000)]
+        chunk: usize,
+        /// RMB (DMB) size in bytes (16 KiB × 2^n up to 1 MiB).
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer: usize,
+        /// Busy-poll instead of blocking on interrupts.
+        #[arg(long)]
+        busy_poll: bool,
+    },
     /// Print QUERY_INFO of every function of an LPAR board and of the loopback board.
     Info {
         /// Number of LPAR partitions.
@@ -46,8 +85,47 @@ fn write_trace(path: &Option<PathBuf>, board: &Board) -> Result<(), String> {
     Ok(())
 }
 
-fn demo(trace: &Option<PathBuf>) -> Result<(), String> {
-    println!("== ism-sim demo: the ISM device between two LPARs ==");
+fn smc_board(
+    kind: BoardKind,
+    nocopy: bool,
+    buffer: usize,
+    trace: bool,
+    busy_poll: bool,
+) -> Result<SmcBoard, String> {
+    let board_cfg = BoardConfig {
+        trace,
+        ..BoardConfig::default()
+    };
+    let stack_cfg = StackConfig {
+        nocopy,
+        buffer_size: buffer,
+        busy_poll,
+        ..StackConfig::default()
+    };
+    let irq = if busy_poll {
+        IrqMode::Poll
+    } else {
+        IrqMode::Thread
+    };
+    SmcBoard::start(kind, 2, board_cfg, irq, stack_cfg).map_err(|e| format!("board: {e}"))
+}
+
+fn print_stream(label: &str, r: &StreamReport) {
+    let c = &r.client.conn;
+    println!(
+        "  {label:<22} {:>8.1} MiB in {:>7.3} s = {:>8.1} MiB/s  verified {}  ({} store-blocks of data, {} CDCs, {} signals at the receiver)",
+        r.bytes as f64 / (1 << 20) as f64,
+        r.elapsed.as_secs_f64(),
+        r.bytes_per_sec() / (1 << 20) as f64,
+        if r.verified { "yes" } else { "NO" },
+        c.data_moves,
+        c.cdc_sent,
+        r.server.conn.signals,
+    );
+}
+
+fn demo(trace: &Option<PathBuf>, bytes: u64) -> Result<(), String> {
+    println!("== 1. the ISM device between two LPARs ==");
     let r = run_device_demo(trace.is_some());
     print!("{}", r.log);
     let s = r.board.stats();
@@ -56,10 +134,62 @@ fn demo(trace: &Option<PathBuf>) -> Result<(), String> {
         s.commands, s.moves, s.bytes_moved, s.moves_refused, s.signals, s.events, s.interrupts
     );
     write_trace(trace, &r.board)?;
-    if r.failures > 0 {
-        return Err(format!("{} check(s) failed", r.failures));
+    let mut failures = r.failures;
+    println!();
+    println!(
+        "== 2. SMC-D streams (CLC handshake over TCP, data through DMBs), {bytes} bytes each =="
+    );
+    let runs = [
+        ("LPAR, copy", BoardKind::Lpar, false),
+        ("loopback, copy", BoardKind::Loopback, false),
+        ("loopback, no-copy", BoardKind::Loopback, true),
+    ];
+    for (label, kind, nocopy) in runs {
+        let b = smc_board(kind, nocopy, 1 << 20, false, false)?;
+        let opts = StreamOptions {
+            bytes,
+            ..StreamOptions::default()
+        };
+        let r = run_stream(&b, opts)?;
+        print_stream(label, &r);
+        if !r.verified || r.client.fallback.is_some() || r.client.nocopy != nocopy {
+            failures += 1;
+        }
+    }
+    if failures > 0 {
+        return Err(format!("{failures} check(s) failed"));
     }
     println!("all checks passed");
+    Ok(())
+}
+
+fn stream(
+    trace: &Option<PathBuf>,
+    board: BoardArg,
+    nocopy: bool,
+    opts: StreamOptions,
+    buffer: usize,
+) -> Result<(), String> {
+    let kind = match board {
+        BoardArg::Lpar => BoardKind::Lpar,
+        BoardArg::Loopback => BoardKind::Loopback,
+    };
+    if nocopy && kind == BoardKind::Lpar {
+        return Err(
+            "--nocopy needs the loopback board (LPAR functions do not share memory)".into(),
+        );
+    }
+    let b = smc_board(kind, nocopy, buffer, trace.is_some(), opts.busy_poll)?;
+    let r = run_stream(&b, opts)?;
+    let label = format!("{board:?}{}", if nocopy { ", no-copy" } else { ", copy" }).to_lowercase();
+    print_stream(&label, &r);
+    if let Some(reason) = r.client.fallback {
+        println!("  fell back to TCP: {reason}");
+    }
+    write_trace(trace, b.board())?;
+    if !r.verified {
+        return Err("stream data did not verify".into());
+    }
     Ok(())
 }
 
@@ -104,8 +234,24 @@ fn info(partitions: u8, trace: &Option<PathBuf>) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo(&cli.trace),
+    let r = match cli.command.unwrap_or(Command::Demo { bytes: 64 << 20 }) {
+        Command::Demo { bytes } => demo(&cli.trace, bytes),
+        Command::Stream {
+            board,
+            nocopy,
+            bytes,
+            chunk,
+            buffer,
+            busy_poll,
+        } => {
+            let opts = StreamOptions {
+                bytes,
+                chunk,
+                busy_poll,
+                seed: 1,
+            };
+            stream(&cli.trace, board, nocopy, opts, buffer)
+        }
         Command::Info { partitions } => info(partitions, &cli.trace),
     };
     match r {

@@ -486,7 +486,7 @@ impl Conn {
                     mem.read(DevAddr(base), b)
                 }
             })
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.as_str()))
+            .map_err(|e| io::Error::other(e.as_str()))
     }
 
     /// Linux's `smc_tx_consumer_update`: tell the peer how far we consumed when it asked,

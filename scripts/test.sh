@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The project's test command: installs what a fresh machine lacks, then runs every check.
+#
+#   scripts/test.sh          formatting, clippy, the test suites, Miri, the QEMU self-test
+#   scripts/test.sh --quick  formatting, clippy and the test suites only
+#
+# Stages print a header; the script stops at the first failure (exit status non-zero).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+
+stage "toolchain components"
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+stage "cargo fmt --check"
+cargo fmt --all -- --check
+
+stage "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+stage "cargo test (workspace)"
+cargo test --workspace
+
+stage "firmware builds for thumbv7em-none-eabihf (no_std, defmt logging)"
+rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+cargo build -p ism-firmware --target thumbv7em-none-eabihf --features critical-section,defmt
+
+if [ "$QUICK" = 1 ]; then
+    echo "quick run: skipping Miri and QEMU"
+    exit 0
+fi
+
+stage "Miri: firmware, HAL and the simulator's unsafe memory code"
+if ! rustup toolchain list | grep -q '^nightly'; then
+    rustup toolchain install nightly --profile minimal
+fi
+rustup +nightly component list --installed | grep -q '^miri' || rustup +nightly component add miri rust-src
+cargo +nightly miri setup >/dev/null
+MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
+    cargo +nightly miri test -p ism-hal -p ism-firmware -p ism-sim --lib -- --skip demo::
+
+stage "QEMU mps2-an386 self-test of the firmware"
+bash scripts/qemu-selftest.sh
+
+stage "all checks passed"
