@@ -35,6 +35,7 @@ fn echo_roundtrip(
     });
     let mut c = Stream::connect(&cs, addr).unwrap();
     assert!(c.is_smc(), "fallback: {:?}", c.fallback_reason());
+    assert_eq!(c.smc_version(), Some(2), "SMC-Dv2 is preferred");
     let data = pattern(n, 7);
     c.write_all(&data).unwrap();
     let mut back = vec![0u8; n];

@@ -221,7 +221,14 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
         .iter()
         .filter_map(|d| candidates.iter().find(|c| c.1 == *d).map(|c| c.0))
         .collect();
-    let offer_v2 = !offered.is_empty() && (!eids.is_empty() || seid);
+    // The V1 device is a V2 candidate too: the server tries `smcd.ism` first (facts §9.7).
+    let v1_v2 = v1.filter(|&i| stack.devices()[i].ops().supports_v2());
+    let mut v2_choices: Vec<(usize, SmcdDevice)> = v1_v2
+        .map(|i| (i, local_device(stack, i)))
+        .into_iter()
+        .collect();
+    v2_choices.extend(offered_idx.iter().copied().zip(offered.iter().copied()));
+    let offer_v2 = !v2_choices.is_empty() && (!eids.is_empty() || seid);
     if v1.is_none() && !offer_v2 {
         return decline(tcp, DeclineReason::NOSMCDDEV, SMC_V2);
     }
@@ -270,13 +277,10 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
     };
     let version = if accept.v2.is_some() { SMC_V2 } else { SMC_V1 };
     let device = match (&accept.v2, v1) {
-        (Some(v2), _) => {
-            let pos = offered.iter().position(|d| d.chid == v2.chid);
-            match pos {
-                Some(p) => offered_idx[p],
-                None => return decline(tcp, DeclineReason::MODEUNSUPP, version),
-            }
-        }
+        (Some(v2), _) => match v2_choices.iter().find(|(_, d)| d.chid == v2.chid) {
+            Some((i, _)) => *i,
+            None => return decline(tcp, DeclineReason::MODEUNSUPP, version),
+        },
         (None, Some(i)) => i,
         (None, None) => return decline(tcp, DeclineReason::MODEUNSUPP, version),
     };
