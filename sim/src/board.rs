@@ -17,6 +17,7 @@ use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
 use ism_hal::{Clock, DevAddr, DmaMemory, DomainId, FunctionId, Gid};
 use ism_host_driver::ism::{Bus, BusError, Hal, IsmDriver, IsmError};
 
+use crate::fault::{FaultConfig, FaultCounts, FaultInjector};
 use crate::irq::IrqLine;
 use crate::memory::{DmaPool, MemoryDomain};
 use crate::trace::Tracer;
@@ -91,6 +92,8 @@ pub struct BoardConfig {
     pub trace: bool,
     /// Token salt (`None`: from the clock).
     pub token_salt: Option<u32>,
+    /// Faults to inject.
+    pub faults: FaultConfig,
 }
 
 impl Default for BoardConfig {
@@ -100,6 +103,7 @@ impl Default for BoardConfig {
             irq_spin: Duration::from_micros(50),
             trace: false,
             token_salt: None,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -144,6 +148,7 @@ pub struct SimPort {
     function: FunctionId,
     regs: Arc<std::sync::Mutex<FunctionRegisters>>,
     trace: Option<(Arc<Tracer>, u32)>,
+    faults: Option<Arc<FaultInjector>>,
 }
 
 impl SimPort {
@@ -160,6 +165,17 @@ impl Bus for SimPort {
         response: &mut [u8; COMMAND_AREA_SIZE],
     ) -> Result<(), BusError> {
         let t0 = self.trace.as_ref().map(|(t, _)| t.now_us());
+        let cmd = u32::from_be_bytes(
+            request
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 4]),
+        );
+        if self.faults.as_ref().is_some_and(|f| f.fail_command(cmd)) {
+            // No response: the header the host preset (ret 0xFFFF) stays as it is.
+            response[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
+            return Ok(());
+        }
         let regs = self.regs.lock().unwrap_or_else(|e| e.into_inner());
         regs.post_request(request);
         self.device.doorbell(self.function, &regs);
@@ -173,7 +189,6 @@ impl Bus for SimPort {
             response[8..len].copy_from_slice(&all[8..len]);
         }
         if let (Some((t, pid)), Some(t0)) = (&self.trace, t0) {
-            let cmd = u32::from_be_bytes([request[0], request[1], request[2], request[3]]);
             let name = ism_firmware::wire::Opcode::from_raw(cmd).map_or("UNKNOWN", |o| o.name());
             t.complete(*pid, name, "command", t0, &[("ret", format!("{ret:#06x}"))]);
         }
@@ -181,6 +196,11 @@ impl Bus for SimPort {
     }
 
     fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError> {
+        if self.faults.as_ref().is_some_and(|f| f.fail_store()) {
+            return Err(BusError::StoreRefused(
+                ism_firmware::MoveError::MemoryFault as u8,
+            ));
+        }
         let t0 = self.trace.as_ref().map(|(t, _)| t.now_us());
         let r = self
             .device
@@ -261,6 +281,7 @@ pub struct Board {
     partitions: Vec<Partition>,
     tracer: Option<Arc<Tracer>>,
     chid: u16,
+    faults: Option<Arc<FaultInjector>>,
 }
 
 fn clock_salt() -> u32 {
@@ -292,6 +313,10 @@ impl Board {
         let n = if kind == BoardKind::Loopback { 1 } else { n };
         assert!((1..=MAX_FUNCTIONS).contains(&n), "1..=8 partitions");
         let tracer = cfg.trace.then(|| Arc::new(Tracer::new()));
+        let faults = cfg
+            .faults
+            .is_active()
+            .then(|| Arc::new(FaultInjector::new(cfg.faults.clone())));
         let memories: Vec<Arc<MemoryDomain>> = (0..n)
             .map(|i| {
                 Arc::new(MemoryDomain::new(
@@ -303,7 +328,7 @@ impl Board {
         let irqs: Vec<Arc<IrqLine>> = (0..n)
             .map(|i| {
                 let trace = tracer.clone().map(|t| (t, i as u32));
-                Arc::new(IrqLine::new(cfg.irq_spin, trace))
+                Arc::new(IrqLine::new(cfg.irq_spin, trace).with_faults(faults.clone()))
             })
             .collect();
         let gids: Vec<Gid> = (0..n)
@@ -352,6 +377,7 @@ impl Board {
                         function: FunctionId(i as u16),
                         regs: Arc::new(std::sync::Mutex::new(FunctionRegisters::new())),
                         trace: tracer.clone().map(|t| (t, i as u32)),
+                        faults: faults.clone(),
                     },
                     irq: irqs[i].clone(),
                     gid: gids[i],
@@ -364,7 +390,20 @@ impl Board {
             partitions,
             tracer,
             chid,
+            faults,
         }
+    }
+
+    /// What the fault injector did so far (all zero without faults).
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.faults
+            .as_ref()
+            .map_or_else(FaultCounts::default, |f| f.counts())
+    }
+
+    /// Extra interrupt latency the board injects.
+    pub fn irq_delay(&self) -> Option<std::time::Duration> {
+        self.faults.as_ref().and_then(|f| f.config().delay_irq)
     }
 
     /// The kind of board.

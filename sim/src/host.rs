@@ -87,6 +87,9 @@ impl Host {
                 .spawn(move || {
                     while !s.load(Ordering::Acquire) {
                         if l.wait(Duration::from_millis(100)) {
+                            if let Some(delay) = l.injected_delay() {
+                                std::thread::sleep(delay);
+                            }
                             run_handler(&d, &st, trace.as_ref());
                         }
                     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ism_hal::InterruptLine;
 
+use crate::fault::FaultInjector;
 use crate::trace::Tracer;
 
 /// One function's interrupt line.
@@ -21,6 +22,7 @@ pub struct IrqLine {
     raised: AtomicU64,
     spin: Duration,
     trace: Option<(Arc<Tracer>, u32)>,
+    faults: Option<Arc<FaultInjector>>,
 }
 
 impl IrqLine {
@@ -35,7 +37,14 @@ impl IrqLine {
             raised: AtomicU64::new(0),
             spin,
             trace,
+            faults: None,
         }
+    }
+
+    /// The same line, losing interrupts as `faults` decides.
+    pub fn with_faults(mut self, faults: Option<Arc<FaultInjector>>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Takes the pending state (acknowledges the interrupt); returns whether it was pending.
@@ -84,6 +93,11 @@ impl IrqLine {
         taken
     }
 
+    /// Extra latency the board injects before the handler runs.
+    pub fn injected_delay(&self) -> Option<Duration> {
+        self.faults.as_ref().and_then(|f| f.config().delay_irq)
+    }
+
     /// Wakes every waiter without raising (used to stop interrupt threads).
     pub fn kick(&self) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -93,6 +107,9 @@ impl IrqLine {
 
 impl InterruptLine for IrqLine {
     fn raise(&self) {
+        if self.faults.as_ref().is_some_and(|f| f.drop_irq()) {
+            return;
+        }
         self.raised.fetch_add(1, Ordering::Relaxed);
         if let Some((t, pid)) = &self.trace {
             t.instant(*pid, "irq", "interrupt", &[]);

@@ -5,6 +5,7 @@
 //! where the device also offers no-copy attach (as Linux's loopback-ism).
 //!
 //! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
+//! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
 //! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
 //! * [`irq`]: interrupt lines that wake a waiting host thread;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
@@ -16,6 +17,7 @@
 
 pub mod board;
 pub mod demo;
+pub mod fault;
 pub mod host;
 pub mod irq;
 pub mod memory;

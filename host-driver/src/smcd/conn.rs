@@ -26,7 +26,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -40,6 +40,10 @@ use crate::ism::Dmb;
 
 /// Offset of the ring in an RMB (the CDC area comes first).
 pub const RING_OFFSET: u32 = CDC_MSG_LEN as u32;
+
+/// Longest a waiting reader or writer goes without re-reading the peer's cursors: a lost
+/// interrupt delays data by at most this much instead of stalling the connection.
+pub const RECHECK: Duration = Duration::from_millis(20);
 
 /// Half of Linux's `SOCK_MIN_SNDBUF` on 64-bit, the cap of the consumer-update limit.
 pub const UPDATE_LIMIT_CAP: u32 = 2304;
@@ -72,6 +76,8 @@ pub struct ConnCounters {
     pub signals: AtomicU64,
     /// Times a reader or writer had to wait.
     pub waits: AtomicU64,
+    /// Waits that ended without a signal (cursors re-read after [`RECHECK`]).
+    pub rechecks: AtomicU64,
 }
 
 /// A snapshot of [`ConnCounters`].
@@ -89,6 +95,8 @@ pub struct ConnStats {
     pub signals: u64,
     /// Waits.
     pub waits: u64,
+    /// Waits that ended without a signal.
+    pub rechecks: u64,
 }
 
 const ST_WRITE_SHUT: u8 = 1;
@@ -205,6 +213,7 @@ impl Conn {
             cdc_sent: l(&c.cdc_sent),
             signals: l(&c.signals),
             waits: l(&c.waits),
+            rechecks: l(&c.rechecks),
         }
     }
 
@@ -258,22 +267,33 @@ impl Conn {
         CdcMessage::parse(&raw).unwrap_or_default()
     }
 
-    fn wait(&self, seen: u64) -> io::Result<()> {
-        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+    /// The end of the time limit for one read or write starting now.
+    fn deadline(&self) -> Option<Instant> {
         let ms = self.deadline_ms.load(Ordering::Relaxed);
-        let deadline = (ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(ms));
+        (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
+    }
+
+    /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
+    /// the peer's cursors even if an interrupt was lost on the way.
+    fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
+        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+        let slice = Instant::now() + RECHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
         let ops = &self.ops;
         if self
             .notify
-            .wait(seen, self.wait_mode(), deadline, || ops.poll_irq())
+            .wait(seen, self.wait_mode(), Some(until), || ops.poll_irq())
         {
-            Ok(())
-        } else {
-            Err(io::Error::new(
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "SMC-D wait timed out",
-            ))
+            ));
         }
+        self.counters.rechecks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends our CDC (current cursors and flags) with the signal.
@@ -383,6 +403,7 @@ impl Conn {
     /// termination, `TimedOut` if a wait exceeds the time limit.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = self.deadline();
         let mut done = 0;
         while done < buf.len() {
             let seen = self.notify.seq();
@@ -396,7 +417,7 @@ impl Conn {
                 if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
                     self.send_cdc()?;
                 }
-                self.wait(seen)?;
+                self.wait(seen, deadline)?;
                 continue;
             }
             let mut n = space.min(buf.len() - done);
@@ -430,6 +451,7 @@ impl Conn {
             return Ok(0);
         }
         let _g = self.rx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = self.deadline();
         loop {
             let seen = self.notify.seq();
             let peer = self.peer_cdc();
@@ -457,7 +479,7 @@ impl Conn {
             if self.status() & (ST_BROKEN | ST_ABORTED) != 0 {
                 return Err(reset());
             }
-            self.wait(seen)?;
+            self.wait(seen, deadline)?;
         }
     }
 
