@@ -104,6 +104,8 @@ pub struct IsmDriver<H: Hal, B: Bus> {
     clients: spin::RwLock<Vec<Arc<dyn IsmClient>>>,
     irq_state: spin::Mutex<IeqCursor>,
     deferred: spin::Mutex<Vec<Deferred>>,
+    /// DMBs registered and not yet unregistered (`remove` unregisters what is left).
+    registered: spin::Mutex<Vec<Dmb>>,
     removed: AtomicBool,
 }
 
@@ -149,6 +151,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
                 entries: ieq::entries(ieq::LINUX_IEQ_LEN) as i64,
             }),
             deferred: spin::Mutex::new(Vec::new()),
+            registered: spin::Mutex::new(Vec::new()),
             removed: AtomicBool::new(false),
         };
         if let Err(e) = drv.init() {
@@ -207,6 +210,10 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     pub fn remove(&self) {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        let left = core::mem::take(&mut *self.registered.lock());
+        for dmb in &left {
+            let _ = self.unregister_dmb(dmb);
         }
         let mut resp = [0u8; COMMAND_AREA_SIZE];
         if self.v2 {
@@ -465,14 +472,16 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         match token {
             Ok(token) => {
                 self.dmb_client[idx as usize].store(client, Ordering::Release);
-                Ok(Dmb {
+                let dmb = Dmb {
                     token,
                     sba_idx: idx,
                     len: len as u32,
                     addr,
                     rgid,
                     attached: false,
-                })
+                };
+                self.registered.lock().push(dmb);
+                Ok(dmb)
             }
             Err(e) => {
                 self.hal.dma_free(addr, alloc_size(len));
@@ -499,6 +508,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             Err(IsmError::DeviceRaw(0xFFFF)) => false,
             Err(e) => return Err(e),
         };
+        self.registered.lock().retain(|d| d.token != dmb.token);
         self.release_sba_index(dmb.sba_idx);
         let size = alloc_size(dmb.len as usize);
         if deferred {
