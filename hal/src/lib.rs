@@ -15,7 +15,7 @@
 //! * [`ids`]: address, GID, token and index newtypes shared by device and host.
 //!
 //! This crate never allocates and never panics on a board's behalf: every fallible access
-//! returns a [`memory::MemError`]. Fakes of every trait live in [`fakes`] behind
+//! returns a [`memory::MemError`]. Fakes of every trait live in the `fakes` module behind
 //! `cfg(any(test, feature = "test-utils"))`.
 #![no_std]
 #![deny(unsafe_code)]

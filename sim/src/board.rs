@@ -113,6 +113,7 @@ impl Default for BoardConfig {
 pub struct SimHal {
     memory: Arc<MemoryDomain>,
     pool: Arc<DmaPool>,
+    epoch: u64,
 }
 
 impl Hal for SimHal {
@@ -129,7 +130,7 @@ impl Hal for SimHal {
     }
 
     fn dma_free(&self, addr: DevAddr, size: usize) {
-        self.pool.free(addr, size as u64);
+        self.pool.free_in(self.epoch, addr, size as u64);
     }
 }
 
@@ -270,7 +271,12 @@ impl Partition {
     /// # Errors
     /// The driver's error.
     pub fn probe(&self, chid: u16) -> Result<Arc<SimDriver>, IsmError> {
-        IsmDriver::probe(self.hal.clone(), self.port.clone(), chid).map(Arc::new)
+        // The OS of the current boot: its frees count only until the partition reboots.
+        let hal = SimHal {
+            epoch: self.hal.pool.epoch(),
+            ..self.hal.clone()
+        };
+        IsmDriver::probe(hal, self.port.clone(), chid).map(Arc::new)
     }
 }
 
@@ -371,7 +377,11 @@ impl Board {
                 }
                 Partition {
                     index: i,
-                    hal: SimHal { memory: mem, pool },
+                    hal: SimHal {
+                        memory: mem,
+                        pool,
+                        epoch: 0,
+                    },
                     port: SimPort {
                         device: device.clone(),
                         function: FunctionId(i as u16),
@@ -466,9 +476,13 @@ impl Board {
         self.device.function_down(FunctionId(i as u16), reason);
     }
 
-    /// Partition `i` rebooted: its function is back with nothing registered; its memory
-    /// allocator starts afresh (what the old OS allocated is gone with it).
+    /// Partition `i` rebooted: its function is back with nothing registered, and its memory
+    /// allocator starts afresh: what the old OS allocated is gone with it, and frees by the
+    /// old OS's drivers are ignored. Probe it again to use it.
     pub fn restart(&self, i: usize) {
+        if let Some(p) = self.partitions.get(i) {
+            p.hal.pool.reset();
+        }
         self.device.function_up(FunctionId(i as u16));
     }
 }

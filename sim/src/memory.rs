@@ -180,10 +180,16 @@ impl DmaMemory for MemoryDomain {
 pub struct OutOfMemory;
 
 /// The partition OS's allocator of DMA memory inside its domain: first fit over a free
-/// list, alignment up to the domain's own. Freed blocks are zeroed before reuse.
+/// list, alignment up to the domain's own.
+///
+/// A partition that reboots gets the whole domain back ([`DmaPool::reset`]); frees by the
+/// dead OS's objects, which carry an older epoch, are then ignored instead of freeing
+/// memory the new OS has since allocated.
 pub struct DmaPool {
     base: u64,
+    size: u64,
     free: Mutex<BTreeMap<u64, u64>>,
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl DmaPool {
@@ -193,7 +199,30 @@ impl DmaPool {
         free.insert(base, size);
         Self {
             base,
+            size,
             free: Mutex::new(free),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The current epoch (bumped by every [`DmaPool::reset`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Gives the whole domain back (the partition rebooted) and starts a new epoch.
+    pub fn reset(&self) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.clear();
+        free.insert(self.base, self.size);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// [`DmaPool::free`] on behalf of an owner of `epoch`: ignored unless that is the
+    /// current epoch.
+    pub fn free_in(&self, epoch: u64, addr: DevAddr, size: u64) {
+        if epoch == self.epoch() {
+            self.free(addr, size);
         }
     }
 
@@ -343,5 +372,20 @@ mod tests {
         p.free(b, 0x4000);
         assert_eq!(p.free_bytes(), 0x10000);
         assert_eq!(p.alloc(0x10000, 4096).unwrap(), DevAddr(0x10000));
+    }
+
+    #[test]
+    fn reset_returns_everything_and_ignores_stale_frees() {
+        let p = DmaPool::new(0, 0x10000);
+        let old_epoch = p.epoch();
+        let a = p.alloc(0x8000, 4096).unwrap();
+        p.reset();
+        assert_eq!(p.free_bytes(), 0x10000);
+        let b = p.alloc(0x8000, 4096).unwrap();
+        assert_eq!(a, b, "the new OS may get the same block");
+        p.free_in(old_epoch, a, 0x8000);
+        assert_eq!(p.free_bytes(), 0x8000, "the dead OS's free is ignored");
+        p.free_in(p.epoch(), b, 0x8000);
+        assert_eq!(p.free_bytes(), 0x10000);
     }
 }
