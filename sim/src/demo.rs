@@ -96,10 +96,10 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
         .map(|p| Host::start(p, board.chid(), IrqMode::Thread, tracer.clone()).expect("probe"))
         .collect();
     let clients: Vec<Arc<RecordingClient>> = hosts.iter().map(|_| Arc::default()).collect();
+    let mut client_ids = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let d = h.driver();
-        let id = d.add_client(clients[i].clone()).expect("client");
-        let _ = id;
+        client_ids.push(d.add_client(clients[i].clone()).expect("client"));
         let _ = writeln!(
             log,
             "  LPAR {i}: probed, GID {:#018x}, ISMv2 {}, no-copy attach {}",
@@ -111,7 +111,7 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
     for (from, to) in [(1usize, 0usize), (0, 1)] {
         let (owner, writer) = (hosts[to].driver(), hosts[from].driver());
         let dmb = owner
-            .register_dmb(64 << 10, writer.gid(), None, 0)
+            .register_dmb(64 << 10, writer.gid(), None, client_ids[to])
             .expect("register DMB");
         let _ = writeln!(
             log,
@@ -221,5 +221,9 @@ mod tests {
         assert!(t.count("command") >= 10);
         assert!(t.count("move") >= 32);
         assert!(t.count("interrupt") >= 2);
+        assert!(
+            t.count("event") >= 20,
+            "software and device events are traced"
+        );
     }
 }

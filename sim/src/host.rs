@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ism_host_driver::ism::IsmError;
+use ism_host_driver::ism::{IsmClient, IsmError, IsmEvent};
 
 use crate::board::{Partition, SimDriver};
 use crate::irq::IrqLine;
@@ -24,6 +24,31 @@ pub enum IrqMode {
     Thread,
     /// Consumers poll.
     Poll,
+}
+
+/// Records every event the driver delivers into the trace (category "event").
+struct TraceEvents {
+    tracer: Arc<Tracer>,
+    pid: u32,
+}
+
+impl IsmClient for TraceEvents {
+    fn handle_irq(&self, _sba_idx: u32, _dmbe_mask: u16) {}
+
+    fn handle_event(&self, e: &IsmEvent) {
+        let name = match e.ty {
+            0 => "buffer event",
+            1 => "device event",
+            2 => "software event",
+            _ => "event",
+        };
+        let args = [
+            ("code", format!("{:#x}", e.code)),
+            ("tok", format!("{:#x}", e.tok)),
+            ("info", format!("{:#x}", e.info)),
+        ];
+        self.tracer.instant(self.pid, name, "event", &args);
+    }
 }
 
 /// Counters of the handler runs.
@@ -76,6 +101,12 @@ impl Host {
         tracer: Option<Arc<Tracer>>,
     ) -> Result<Self, IsmError> {
         let driver = p.probe(chid)?;
+        if let Some(t) = &tracer {
+            driver.add_client(Arc::new(TraceEvents {
+                tracer: t.clone(),
+                pid: p.index() as u32,
+            }))?;
+        }
         let irq = p.irq().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(HostStats::default());
