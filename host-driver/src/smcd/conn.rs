@@ -48,6 +48,21 @@ pub const RECHECK: Duration = Duration::from_millis(20);
 /// Half of Linux's `SOCK_MIN_SNDBUF` on 64-bit, the cap of the consumer-update limit.
 pub const UPDATE_LIMIT_CAP: u32 = 2304;
 
+/// Bytes from `behind` to `ahead` in a ring of `size`, if `ahead` is where a peer that
+/// follows the protocol can be: inside the ring and at most one ring ahead of `behind`
+/// (same wrap and not before it, or the next wrap and not past it); `None` otherwise.
+///
+/// [`Cursor::diff`] alone clamps each answer to a ring, but a stale forged cursor (count
+/// past the ring, a far-away wrap) would then grant that ring of room or data on every
+/// call, without end. Refusing it instead makes a forged cursor stall the connection.
+fn checked_diff(size: u32, behind: Cursor, ahead: Cursor) -> Option<u32> {
+    let sane = behind.count < size
+        && ahead.count < size
+        && ((ahead.wrap == behind.wrap && ahead.count >= behind.count)
+            || (ahead.wrap == behind.wrap.wrapping_add(1) && ahead.count <= behind.count));
+    sane.then(|| Cursor::diff(size, behind, ahead))
+}
+
 /// What the CLC handshake learned about the peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -331,12 +346,9 @@ impl Conn {
     /// always in `0 ..= peer ring`.
     fn peer_space(&self, peer: &CdcMessage) -> u32 {
         let ring = self.peer.ring_len;
-        let in_flight = Cursor::diff(
-            ring,
-            peer.cons,
-            cursor(self.prod.load(Ordering::Acquire), ring),
-        );
-        ring - in_flight
+        let prod = cursor(self.prod.load(Ordering::Acquire), ring);
+        // A consumer cursor the peer cannot have written frees nothing.
+        checked_diff(ring, peer.cons, prod).map_or(0, |in_flight| ring - in_flight)
     }
 
     /// Copies `data` into the peer's ring at our producer position.
@@ -456,7 +468,8 @@ impl Conn {
             let seen = self.notify.seq();
             let peer = self.peer_cdc();
             let cons = self.cons.load(Ordering::Acquire);
-            let avail = Cursor::diff(self.ring, cursor(cons, self.ring), peer.prod) as usize;
+            let avail =
+                checked_diff(self.ring, cursor(cons, self.ring), peer.prod).unwrap_or(0) as usize;
             if avail > 0 {
                 let n = avail.min(buf.len());
                 self.take_from_ring(cons, &mut buf[..n])?;
@@ -464,7 +477,14 @@ impl Conn {
                 self.counters
                     .bytes_received
                     .fetch_add(n as u64, Ordering::Relaxed);
-                self.consumer_update(&peer)?;
+                // The bytes are ours now: a failed cursor update (the peer closed and
+                // unregistered its RMB; `send_cdc` marks the connection broken) must not
+                // turn this read into an error and lose them.
+                // Nobody to tell once the peer closed (its RMB may be gone already).
+                let gone = ConnStateFlags::PEER_CONN_CLOSED | ConnStateFlags::PEER_CONN_ABORT;
+                if !peer.conn_state.intersects(gone) {
+                    let _ = self.consumer_update(&peer);
+                }
                 return Ok(n);
             }
             // An abort by the peer wins; a graceful end by the peer is end-of-stream even if
@@ -486,11 +506,8 @@ impl Conn {
     /// Bytes waiting in our ring.
     pub fn available(&self) -> usize {
         let peer = self.peer_cdc();
-        Cursor::diff(
-            self.ring,
-            cursor(self.cons.load(Ordering::Acquire), self.ring),
-            peer.prod,
-        ) as usize
+        let cons = cursor(self.cons.load(Ordering::Acquire), self.ring);
+        checked_diff(self.ring, cons, peer.prod).unwrap_or(0) as usize
     }
 
     fn take_from_ring(&self, cons: u64, out: &mut [u8]) -> io::Result<()> {

@@ -292,10 +292,32 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
             _ => 0,
         },
     };
-    let (lgr, first_contact) = stack.link_group(device, peer_gid, Role::Client);
+    let (mut lgr, mut first_contact) = stack.link_group(device, peer_gid, Role::Client);
+    // The server decides about first contact (Linux's `smc_conn_create`): if it opened a
+    // new link group, its old one with us is gone, so is ours (dropped if idle) and we open
+    // a new one too; if it reuses one and we have none, we are out of sync.
+    if accept.first_contact && !first_contact {
+        stack.forget_link_group(&lgr);
+        lgr = stack.new_link_group(device, peer_gid, Role::Client);
+        first_contact = true;
+    }
+    // A link group this handshake opened is dropped again if the handshake fails, so that
+    // both sides agree on "first contact" next time.
+    let forget = |stack: &SmcStack| {
+        if first_contact {
+            stack.forget_link_group(&lgr);
+        }
+    };
+    if !accept.first_contact && first_contact {
+        forget(stack);
+        return decline(tcp, DeclineReason::SYNCERR, version);
+    }
     let (rmb, c) = match create_rmb(stack, device, peer_gid) {
         Ok(x) => x,
-        Err(reason) => return decline(tcp, reason, version),
+        Err(reason) => {
+            forget(stack);
+            return decline(tcp, reason, version);
+        }
     };
     let peer = PeerInfo {
         gid: peer_gid,
@@ -316,6 +338,7 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
         Ok(e) => e,
         Err(reason) => {
             let _ = stack.devices()[device].ops().unregister_dmb(&rmb);
+            forget(stack);
             return decline(tcp, reason, version);
         }
     };
@@ -339,6 +362,8 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
     };
     if let Err(e) = write_clc(tcp, &ClcMessage::Confirm(confirm)) {
         stack.release_conn(device, &est.conn);
+        drop(est);
+        forget(stack);
         return Err(e);
     }
     tcp.set_read_timeout(None)?;
@@ -429,9 +454,19 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
         Err(reason) => return decline(tcp, reason, proposal.version),
     };
     let (lgr, first_contact) = stack.link_group(device, peer_gid, Role::Server);
+    // A link group this handshake opened is dropped again if the handshake fails, so that
+    // both sides agree on "first contact" next time.
+    let forget = |stack: &SmcStack| {
+        if first_contact {
+            stack.forget_link_group(&lgr);
+        }
+    };
     let (rmb, c) = match create_rmb(stack, device, peer_gid) {
         Ok(x) => x,
-        Err(reason) => return decline(tcp, reason, version),
+        Err(reason) => {
+            forget(stack);
+            return decline(tcp, reason, version);
+        }
     };
     let dev = &stack.devices()[device];
     let own = dev.ops().get_local_gid();
@@ -455,6 +490,7 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
     };
     let undo = |stack: &SmcStack| {
         let _ = stack.devices()[device].ops().unregister_dmb(&rmb);
+        forget(stack);
     };
     if let Err(e) = write_clc(tcp, &ClcMessage::Accept(accept)) {
         undo(stack);
@@ -475,7 +511,10 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
             return Err(e);
         }
     };
-    if confirm.gid != peer_gid.gid || confirm.v2.is_some() != (version == SMC_V2) {
+    if confirm.gid != peer_gid.gid
+        || confirm.v2.is_some() != (version == SMC_V2)
+        || confirm.first_contact != first_contact
+    {
         undo(stack);
         return decline(tcp, DeclineReason::SYNCERR, version);
     }
@@ -491,7 +530,15 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
         dmbe_idx: confirm.dmbe_idx,
         ring_len: peer_ring(confirm.dmbe_size),
     };
-    match establish(stack, device, lgr, first_contact, rmb, peer, version) {
+    match establish(
+        stack,
+        device,
+        lgr.clone(),
+        first_contact,
+        rmb,
+        peer,
+        version,
+    ) {
         Ok(est) => {
             tcp.set_read_timeout(None)?;
             Ok(Outcome::Smc(est))

@@ -280,6 +280,24 @@ impl SmcStack {
             self.counters.lgrs_reused.fetch_add(1, Ordering::Relaxed);
             return (l.clone(), false);
         }
+        (self.create_link_group(&mut lgrs, device, peer, role), true)
+    }
+
+    /// A new link group for (`device`, `peer`, `role`) even if one exists: the client's
+    /// answer to a server that says "first contact" (Linux's `smc_conn_create`). New link
+    /// groups are found first by later [`SmcStack::link_group`] calls.
+    pub fn new_link_group(&self, device: usize, peer: SmcdGid, role: Role) -> Arc<LinkGroup> {
+        let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+        self.create_link_group(&mut lgrs, device, peer, role)
+    }
+
+    fn create_link_group(
+        &self,
+        lgrs: &mut Vec<Arc<LinkGroup>>,
+        device: usize,
+        peer: SmcdGid,
+        role: Role,
+    ) -> Arc<LinkGroup> {
         let l = Arc::new(LinkGroup {
             id: self.next_lgr_id.fetch_add(1, Ordering::Relaxed),
             device,
@@ -288,9 +306,22 @@ impl SmcStack {
             conns: Mutex::new(Vec::new()),
             peer_shutdown: std::sync::atomic::AtomicBool::new(false),
         });
-        lgrs.push(l.clone());
+        lgrs.insert(0, l.clone());
         self.counters.lgrs_created.fetch_add(1, Ordering::Relaxed);
-        (l, true)
+        l
+    }
+
+    /// Forgets `lgr` if nothing uses it: no connection, and no handshake other than the
+    /// caller's holds it. A handshake that opened a link group ("first contact") and then
+    /// failed calls this, so that the next handshake with that peer is a first contact on
+    /// both sides again (Linux frees such a link group too).
+    pub fn forget_link_group(&self, lgr: &Arc<LinkGroup>) {
+        let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+        // Other handshakes get a clone only through `link_group`, under this lock: two
+        // references (the list's and the caller's) mean nobody else has it.
+        if Arc::strong_count(lgr) <= 2 && lgr.prune() == 0 {
+            lgrs.retain(|l| !Arc::ptr_eq(l, lgr));
+        }
     }
 
     /// Adds `conn` to `lgr` and routes its RMB's signals to it.

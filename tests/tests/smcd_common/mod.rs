@@ -1,0 +1,241 @@
+//! Helpers shared by the SMC-D protocol tests (`smcd_*.rs`): boards with per-partition stack
+//! options, a seeded PRNG, bounded thread joins, verified pattern transfers.
+//!
+//! Every wait here is bounded: joins go through [`join_within`], streams get a timeout.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ism_host_driver::smcd::device::SmcdOps;
+use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, Stream};
+use ism_sim::board::{Board, BoardConfig, BoardKind, SimDriver};
+use ism_sim::host::{Host, IrqMode};
+use ism_sim::workload::Pattern;
+
+/// Per-stream limit of one blocking read or write.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Limit for a helper thread to finish.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A ring size that wraps often: 16 KiB RMBs (16 352-byte rings).
+pub const SMALL_BUF: usize = 16 << 10;
+
+/// xorshift64*: deterministic "random" sizes.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % ((hi - lo) as u64 + 1)) as usize
+    }
+}
+
+/// Joins `h`, panicking (instead of hanging) if it does not finish within `limit`, and
+/// re-raising its panic.
+pub fn join_within<T>(h: JoinHandle<T>, limit: Duration, what: &str) -> T {
+    let deadline = Instant::now() + limit;
+    while !h.is_finished() {
+        assert!(Instant::now() < deadline, "{what}: thread did not finish");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Stack options with a small ring.
+pub fn small_cfg(nocopy: bool) -> StackConfig {
+    StackConfig {
+        nocopy,
+        buffer_size: SMALL_BUF,
+        ..StackConfig::default()
+    }
+}
+
+/// A board whose partitions run stacks with their own options (and, optionally, a CHID
+/// that the partition's OS believes in, different from the board's).
+pub struct Custom {
+    /// The board.
+    pub board: Board,
+    /// One host per partition.
+    pub hosts: Vec<Host>,
+    /// One stack per partition that got one (`None` options: no stack).
+    pub stacks: Vec<Arc<SmcStack>>,
+}
+
+impl Custom {
+    /// Builds `kind` with one partition per entry of `parts`: (stack options, CHID override).
+    pub fn build(
+        kind: BoardKind,
+        board_cfg: BoardConfig,
+        parts: Vec<(StackConfig, Option<u16>)>,
+    ) -> Self {
+        let board = Board::build(kind, parts.len(), board_cfg);
+        let mut hosts = Vec::new();
+        let mut stacks = Vec::new();
+        for (p, (cfg, chid)) in board.partitions().iter().zip(parts) {
+            let host =
+                Host::start(p, chid.unwrap_or(board.chid()), IrqMode::Thread, None).expect("probe");
+            let ops: Arc<dyn SmcdOps> = host.driver().clone();
+            stacks.push(SmcStack::new(cfg, vec![ops]).expect("stack"));
+            hosts.push(host);
+        }
+        Self {
+            board,
+            hosts,
+            stacks,
+        }
+    }
+
+    /// Partition `i`'s driver.
+    pub fn driver(&self, i: usize) -> &Arc<SimDriver> {
+        self.hosts[i].driver()
+    }
+}
+
+/// Accepts one connection on a thread and runs `f` on it.
+pub fn serve_one<T: Send + 'static>(
+    l: Listener,
+    f: impl FnOnce(Stream) -> T + Send + 'static,
+) -> JoinHandle<T> {
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().expect("accept");
+        s.set_timeout(Some(IO_TIMEOUT)).unwrap();
+        f(s)
+    })
+}
+
+/// Connects `stack` to `addr` with a timeout set.
+pub fn connect(stack: &Arc<SmcStack>, addr: SocketAddr) -> Stream {
+    let s = Stream::connect(stack, addr).expect("connect");
+    s.set_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// A listener of `stack` on a free local port, and its address.
+pub fn listen(stack: &Arc<SmcStack>) -> (Listener, SocketAddr) {
+    let l = Listener::bind(stack, "127.0.0.1:0").expect("bind");
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// One connection from `cs` to `ss`: (client, server), both with timeouts.
+pub fn pair(cs: &Arc<SmcStack>, ss: &Arc<SmcStack>) -> (Stream, Stream) {
+    let (l, a) = listen(ss);
+    let srv = serve_one(l, |s| s);
+    let c = connect(cs, a);
+    (c, join_within(srv, JOIN_TIMEOUT, "accept"))
+}
+
+/// Writes `total` bytes of pattern `seed` in random chunks of 1..=`max_chunk` bytes.
+pub fn send_pattern(
+    mut s: &Stream,
+    seed: u64,
+    total: usize,
+    max_chunk: usize,
+    rng: &mut Rng,
+) -> io::Result<()> {
+    let mut pat = Pattern::new(seed);
+    let mut buf = vec![0u8; max_chunk];
+    let mut sent = 0;
+    while sent < total {
+        let n = rng.range(1, max_chunk).min(total - sent);
+        pat.fill(&mut buf[..n]);
+        s.write_all(&buf[..n])?;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Reads pattern `seed` in random read sizes until end of stream; returns the byte count,
+/// failing at the first byte that differs.
+pub fn recv_pattern(
+    mut s: &Stream,
+    seed: u64,
+    max_read: usize,
+    rng: &mut Rng,
+) -> io::Result<usize> {
+    let mut pat = Pattern::new(seed);
+    let mut buf = vec![0u8; max_read];
+    let mut scratch = Vec::new();
+    let mut got = 0;
+    loop {
+        let want = rng.range(1, max_read);
+        let n = s.read(&mut buf[..want])?;
+        if n == 0 {
+            return Ok(got);
+        }
+        if let Err(i) = pat.check(&buf[..n], &mut scratch) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("stream {seed}: byte {} differs", got + i),
+            ));
+        }
+        got += n;
+    }
+}
+
+/// Sends `total` bytes of pattern `seed`, then shuts down writing.
+pub fn send_and_finish(
+    s: &Stream,
+    seed: u64,
+    total: usize,
+    max_chunk: usize,
+    rng: &mut Rng,
+) -> io::Result<()> {
+    send_pattern(s, seed, total, max_chunk, rng)?;
+    s.shutdown(Shutdown::Write)
+}
+
+/// Plain data both ways over `c` and `s` (SMC-D or TCP fallback), as a check that the
+/// connection is usable.
+pub fn ping_pong(c: &Stream, s: Stream) {
+    let srv = std::thread::spawn(move || {
+        let mut buf = [0u8; 5];
+        (&s).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        (&s).write_all(b"world!").unwrap();
+        s
+    });
+    (&*c).write_all(b"hello").unwrap();
+    let mut back = [0u8; 6];
+    (&*c).read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"world!");
+    drop(join_within(srv, JOIN_TIMEOUT, "ping-pong server"));
+}
