@@ -261,7 +261,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             Request::AddVlanId { vlan_id } => self.add_vlan(f, me, vlan_id),
             Request::DelVlanId { vlan_id } => self.del_vlan(f, me, vlan_id),
             Request::SetVlan | Request::ResetVlan => {
-                let mut c = self.control.lock();
+                let mut c = self.lock_online(me)?;
                 c.functions[f.index()].vlan_required = req == Request::SetVlan;
                 Ok(HEADER_LEN)
             }
@@ -291,7 +291,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// REG_SBA: the SBA (4096 bytes, 8-byte aligned) must lie in the caller's domain.
     /// Errors: `InvalidAddress`, `AlreadyRegistered`.
     fn reg_sba(&self, me: &FunctionState, sba: DevAddr) -> CmdResult {
-        let _c = self.control.lock();
+        let _c = self.lock_online(me)?;
         if sba.0 % 8 != 0 || !self.own_memory_contains(me, sba, SBA_SIZE as u64) {
             return Err(ReturnCode::InvalidAddress);
         }
@@ -319,7 +319,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// (`idx` 0, `ieq_len`, `entry_len` 32). Errors: `InvalidLength`, `InvalidAddress`,
     /// `AlreadyRegistered`.
     fn reg_ieq(&self, me: &FunctionState, addr: DevAddr, len: u64) -> CmdResult {
-        let _c = self.control.lock();
+        let _c = self.lock_online(me)?;
         if len % ieq::ENTRY_LEN as u64 != 0 || !(64..=ieq::MAX_IEQ_LEN as u64).contains(&len) {
             return Err(ReturnCode::InvalidLength);
         }
@@ -354,9 +354,11 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     fn unreg_ieq(&self, me: &FunctionState) -> CmdResult {
         let _c = self.control.lock();
         let mut q = me.ieq.lock();
-        if q.addr.take().is_none() {
+        if q.addr.is_none() {
             return Err(ReturnCode::NotRegistered);
         }
+        // Forget the length too, so QUERY_INFO reports `ieq_len` 0 once no IEQ is registered.
+        *q = Default::default();
         Ok(HEADER_LEN)
     }
 
@@ -366,7 +368,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             return Err(ReturnCode::InvalidVlan);
         }
         let id = id as u16;
-        let mut c = self.control.lock();
+        let mut c = self.lock_online(me)?;
         let fc = &mut c.functions[f.index()];
         if !fc.vlans.contains(&id) {
             fc.vlans.push(id).map_err(|_| ReturnCode::VlanTableFull)?;
@@ -475,7 +477,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         if !sba::is_usable_index(idx) {
             return Err(ReturnCode::InvalidSbaIndex);
         }
-        let mut c = self.control.lock();
+        let mut c = self.lock_online(me)?;
         if c.functions[f.index()].index_in_use(idx) {
             return Err(ReturnCode::SbaIndexInUse);
         }
@@ -599,7 +601,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         if !self.attach_offered(me) {
             return Err(ReturnCode::UnknownCommand);
         }
-        let mut c = self.control.lock();
+        let mut c = self.lock_online(me)?;
         let slot = self
             .slot_of(&c, token)
             .filter(|&s| c.slots[s].state == SlotState::Registered)
@@ -860,6 +862,22 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     }
 
     // ------------------------------------------------------------------ helpers
+
+    /// Takes the control lock for a command of `me` that creates state, re-checking under
+    /// the lock that `me` is still online: `execute` checks before dispatch, but
+    /// [`Device::function_down`] may run in between, and a command that registered after its
+    /// clean-up would leave an SBA, IEQ, VLAN or DMB on a function that is down.
+    fn lock_online(
+        &self,
+        me: &FunctionState,
+    ) -> Result<spin::MutexGuard<'_, Control<F, D>>, ReturnCode> {
+        let c = self.control.lock();
+        if me.is_online() {
+            Ok(c)
+        } else {
+            Err(ReturnCode::FunctionOffline)
+        }
+    }
 
     fn own_memory(&self, me: &FunctionState) -> Option<&B::Memory> {
         self.board.memory(me.config.domain)
