@@ -802,12 +802,15 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// finish first; none follows), its attachments are released, its SBA and IEQ are
     /// forgotten, and it refuses commands and moves until [`Device::function_up`]. Every
     /// other online function with an IEQ receives a device event (`tok` = `f`'s GID).
-    /// Returns `false` if `f` does not exist.
+    /// Returns `false` if `f` does not exist. A function that is already down stays down
+    /// and its peers are not told again.
     pub fn function_down(&self, f: FunctionId, reason: DownReason) -> bool {
         let Some(me) = self.functions.get(f.index()) else {
             return false;
         };
-        me.online.store(false, Ordering::Release);
+        if !me.online.swap(false, Ordering::AcqRel) {
+            return true;
+        }
         {
             let mut c = self.control.lock();
             let mask = 1u64 << f.index();

@@ -555,6 +555,18 @@ fn function_down_notifies_the_others_and_drops_its_dmbs() {
 }
 
 #[test]
+fn function_down_twice_tells_the_peers_once() {
+    let h = Harness::lpar();
+    h.probe(0);
+    h.probe(1);
+    assert!(h.dev.function_down(fid(1), DownReason::Crash));
+    assert_eq!(h.ieq_header(0).idx.get(), 1);
+    assert!(h.dev.function_down(fid(1), DownReason::Disabled));
+    assert_eq!(h.ieq_header(0).idx.get(), 1, "no second device event");
+    assert!(!h.dev.is_online(fid(1)));
+}
+
+#[test]
 fn function_down_of_an_owner_releases_attachments() {
     let h = Harness::shared();
     h.probe(0);
