@@ -306,12 +306,12 @@ fn hostile_clc_clients_get_a_decline_or_a_closed_connection() {
     let mut rng = Rng::new(77);
     for _ in 0..24 {
         let mut m = proposal.clone();
-        for _ in 0..rng.range(1, 4) {
-            let i = rng.range(0, m.len() - 1);
+        for _ in 0..rng.usize_in(1, 4) {
+            let i = rng.usize_in(0, m.len() - 1);
             m[i] = rng.next_u64() as u8;
         }
-        if rng.range(0, 3) == 0 {
-            m.truncate(rng.range(8, m.len()));
+        if rng.usize_in(0, 3) == 0 {
+            m.truncate(rng.usize_in(8, m.len()));
         }
         cases.push((m, None));
     }

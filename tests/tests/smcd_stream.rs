@@ -41,9 +41,15 @@ fn many_streams(cs: &Arc<SmcStack>, ss: &Arc<SmcStack>, n: usize, seed: u64, max
         let total = match i {
             0 => 0,
             1 => 1,
-            _ => rng.range(3 * SMALL_RING as usize, max_total),
+            _ => rng.usize_in(3 * SMALL_RING as usize, max_total),
         };
-        conns.push((c, s, total, rng.range(1, 40_000), rng.range(1, 40_000)));
+        conns.push((
+            c,
+            s,
+            total,
+            rng.usize_in(1, 40_000),
+            rng.usize_in(1, 40_000),
+        ));
     }
     // All of them in one link group on each side.
     let lgr = |st: &Arc<SmcStack>, role| {
@@ -130,8 +136,8 @@ fn random_cases_one_stream_at_a_time() {
             let mut rng = Rng::new(100 + k as u64);
             for case in 0..6 {
                 let seed = rng.next_u64();
-                let total = rng.range(0, 120_000);
-                let (wchunk, rsize) = (rng.range(1, 70_000), rng.range(1, 70_000));
+                let total = rng.usize_in(0, 120_000);
+                let (wchunk, rsize) = (rng.usize_in(1, 70_000), rng.usize_in(1, 70_000));
                 let (c, s) = pair(&cs, &ss);
                 let srv = std::thread::spawn(move || {
                     let mut r = Rng::new(seed ^ 1);

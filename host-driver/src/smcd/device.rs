@@ -21,13 +21,7 @@ pub struct SmcdGid {
     pub gid_ext: u64,
 }
 
-/// CHID of Linux's loopback-ism (and of this model's loopback board).
-pub const LOOPBACK_CHID: u16 = 0xFFFF;
-
-/// Whether a CHID is in the Emulated-ISM range 0xFF00..=0xFFFF.
-pub const fn is_emulated_chid(chid: u16) -> bool {
-    chid & 0xFF00 == 0xFF00
-}
+pub use super::clc::proposal::{is_emulated_chid, LOOPBACK_CHID};
 
 fn not_supported<T>() -> Result<T, IsmError> {
     Err(IsmError::Local(ErrorKind::NotSupported))

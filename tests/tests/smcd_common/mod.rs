@@ -25,31 +25,7 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// A ring size that wraps often: 16 KiB RMBs (16 352-byte rings).
 pub const SMALL_BUF: usize = 16 << 10;
 
-/// xorshift64*: deterministic "random" sizes.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A value in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % ((hi - lo) as u64 + 1)) as usize
-    }
-}
+pub use ism_tests::util::Rng;
 
 /// Joins `h`, panicking (instead of hanging) if it does not finish within `limit`, and
 /// re-raising its panic.
@@ -175,7 +151,7 @@ pub fn send_pattern(
     let mut buf = vec![0u8; max_chunk];
     let mut sent = 0;
     while sent < total {
-        let n = rng.range(1, max_chunk).min(total - sent);
+        let n = rng.usize_in(1, max_chunk).min(total - sent);
         pat.fill(&mut buf[..n]);
         s.write_all(&buf[..n])?;
         sent += n;
@@ -196,7 +172,7 @@ pub fn recv_pattern(
     let mut scratch = Vec::new();
     let mut got = 0;
     loop {
-        let want = rng.range(1, max_read);
+        let want = rng.usize_in(1, max_read);
         let n = s.read(&mut buf[..want])?;
         if n == 0 {
             return Ok(got);
