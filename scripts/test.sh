@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what a fresh machine lacks, then runs every check.
 #
-#   scripts/test.sh          formatting, clippy, the test suites, Miri, the QEMU self-test
+#   scripts/test.sh          formatting, clippy, the test suites, loom, Miri, the QEMU self-test
 #   scripts/test.sh --quick  formatting, clippy and the test suites only
 #
 # Stages print a header; the script stops at the first failure (exit status non-zero).
@@ -32,9 +32,14 @@ rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target
 cargo build -p ism-firmware --target thumbv7em-none-eabihf --features critical-section,defmt
 
 if [ "$QUICK" = 1 ]; then
-    echo "quick run: skipping Miri and QEMU"
+    echo "quick run: skipping loom, Miri and QEMU"
     exit 0
 fi
+
+stage "loom: the lease, the SBA signal/clear and cursor update protocols (firmware/tests/loom.rs)"
+# Its own target directory: `--cfg loom` would otherwise invalidate the main build.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
+    cargo test -p ism-firmware --release --lib --test loom
 
 stage "Miri: firmware, HAL and the simulator's unsafe memory code"
 if ! rustup toolchain list | grep -q '^nightly'; then

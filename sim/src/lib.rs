@@ -10,6 +10,7 @@
 //! * [`irq`]: interrupt lines that wake a waiting host thread;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
 //! * [`smc`]: SMC-D stacks on a board's partitions;
+//! * [`soak`]: many verified connections under partition crashes (`ism-sim soak`);
 //! * [`demo`]: the device demo of the CLI;
 //! * [`workload`]: verified streams for the CLI;
 //! * [`trace`]: Chrome/Perfetto trace export.
@@ -22,6 +23,7 @@ pub mod host;
 pub mod irq;
 pub mod memory;
 pub mod smc;
+pub mod soak;
 pub mod trace;
 pub mod workload;
 

@@ -64,6 +64,26 @@ enum Command {
         #[arg(long)]
         busy_poll: bool,
     },
+    /// Soak: many verified SMC-D connections at once on the LPAR board (three partitions,
+    /// crashed and restarted at random) and the loopback board (copy and no-copy); prints
+    /// connections, bytes delivered, errors and corruptions (fails if any corruption).
+    Soak {
+        /// How long to start new connections.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed of sizes, chunks and crash times.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Connection loops per board.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Largest connection in bytes.
+        #[arg(long, default_value_t = 2 << 20)]
+        max_bytes: u64,
+        /// Do not crash partitions.
+        #[arg(long)]
+        no_crashes: bool,
+    },
     /// Print QUERY_INFO of every function of an LPAR board and of the loopback board.
     Info {
         /// Number of LPAR partitions.
@@ -122,6 +142,38 @@ fn print_stream(label: &str, r: &StreamReport) {
         c.cdc_sent,
         r.server.conn.signals,
     );
+}
+
+fn soak(
+    seconds: u64,
+    seed: u64,
+    workers: usize,
+    max_bytes: u64,
+    crashes: bool,
+) -> Result<(), String> {
+    let opts = ism_sim::soak::SoakOptions {
+        duration: std::time::Duration::from_secs(seconds),
+        seed,
+        workers: workers.max(1),
+        max_bytes: max_bytes.max(1),
+        crashes,
+        ..Default::default()
+    };
+    println!(
+        "soak: {seconds} s, seed {seed}, {} workers per board, up to {} bytes per connection, crashes {}",
+        opts.workers,
+        opts.max_bytes,
+        if crashes { "on" } else { "off" }
+    );
+    let r = ism_sim::soak::run_soak(&opts)?;
+    println!("{}", r.summary());
+    if r.corruptions > 0 {
+        return Err(format!("{} corrupted connection(s)", r.corruptions));
+    }
+    if r.verified == 0 {
+        return Err("no connection was verified".into());
+    }
+    Ok(())
 }
 
 fn demo(trace: &Option<PathBuf>, bytes: u64) -> Result<(), String> {
@@ -252,6 +304,13 @@ fn main() -> ExitCode {
             };
             stream(&cli.trace, board, nocopy, opts, buffer)
         }
+        Command::Soak {
+            seconds,
+            seed,
+            workers,
+            max_bytes,
+            no_crashes,
+        } => soak(seconds, seed, workers, max_bytes, !no_crashes),
         Command::Info { partitions } => info(partitions, &cli.trace),
     };
     match r {

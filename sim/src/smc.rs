@@ -18,8 +18,11 @@ use crate::host::{Host, IrqMode};
 /// A board whose partitions run SMC-D stacks.
 pub struct SmcBoard {
     board: Board,
-    hosts: Vec<Host>,
+    /// `None` only while a partition reboots (or if its reboot failed).
+    hosts: Vec<Option<Host>>,
     stacks: Vec<Arc<SmcStack>>,
+    irq: IrqMode,
+    stack_cfg: StackConfig,
 }
 
 impl SmcBoard {
@@ -43,12 +46,14 @@ impl SmcBoard {
             let host = Host::start(p, board.chid(), irq, tracer.clone())?;
             let ops: Arc<dyn SmcdOps> = host.driver().clone();
             stacks.push(SmcStack::new(stack_cfg.clone(), vec![ops])?);
-            hosts.push(host);
+            hosts.push(Some(host));
         }
         Ok(Self {
             board,
             hosts,
             stacks,
+            irq,
+            stack_cfg,
         })
     }
 
@@ -90,8 +95,38 @@ impl SmcBoard {
     }
 
     /// Partition `i`'s host.
+    ///
+    /// # Panics
+    /// If a [`SmcBoard::restart_partition`] of `i` failed.
     pub fn host(&self, i: usize) -> &Host {
-        &self.hosts[i]
+        self.hosts[i].as_ref().expect("partition running")
+    }
+
+    /// Partition `i` reboots: it crashes first if it is still up (its function goes down,
+    /// peers get `DEV_GID_ERR_STATE`), the old OS's interrupt delivery stops (its driver's
+    /// last commands fail on the downed function and change nothing), the board restarts the
+    /// partition (function up, memory given back), and a new OS probes the function and
+    /// starts a new stack with the board's options. Streams of the old stack keep failing;
+    /// new ones use [`SmcBoard::stack`]`(i)`.
+    ///
+    /// # Errors
+    /// The new driver's probe error or the new stack's registration error; the partition
+    /// then has no host (see [`SmcBoard::host`]).
+    pub fn restart_partition(&mut self, i: usize) -> Result<(), IsmError> {
+        let f = ism_hal::FunctionId(i as u16);
+        if self.board.device().is_online(f) {
+            self.board.crash(i);
+        }
+        if let Some(old) = self.hosts[i].take() {
+            old.shutdown();
+        }
+        self.board.restart(i);
+        let tracer = self.board.tracer().cloned();
+        let host = Host::start(self.board.partition(i), self.board.chid(), self.irq, tracer)?;
+        let ops: Arc<dyn SmcdOps> = host.driver().clone();
+        self.stacks[i] = SmcStack::new(self.stack_cfg.clone(), vec![ops])?;
+        self.hosts[i] = Some(host);
+        Ok(())
     }
 
     /// The stack of partition `i`.

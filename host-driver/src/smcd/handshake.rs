@@ -150,7 +150,11 @@ fn establish(
                 let _ = ops.detach_dmb(d.token);
                 return Err(DeclineReason::MEM);
             }
-            Err(_) => return Err(DeclineReason::MEM),
+            // The peer's RMB is already gone (a client that wrote its data and closed
+            // before the server got here) or cannot be attached: send by copy instead. A
+            // server declining after the client's CONFIRM would go unheard, and the data the
+            // client already wrote into our RMB would be lost without an error.
+            Err(_) => None,
         }
     } else {
         None

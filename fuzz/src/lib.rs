@@ -1,0 +1,16 @@
+//! # ism-fuzz: what the fuzz targets share
+//!
+//! * [`device`]: an ISM device on a `FakeBoard` with three functions, a shadow model of what
+//!   the hosts registered, and the checker run after every operation (memory written only
+//!   where permitted, DMB count consistent, moves accepted exactly when the rules allow);
+//! * [`ops`]: the byte format the `commands` and `moves` targets decode (the seed generator
+//!   encodes the same format);
+//! * [`cdc`]: the receive-side cursor arithmetic checks of `cdc_receive`;
+//! * [`clc`]: the parse/emit checks of `clc`.
+//!
+//! Every check panics on violation, which libFuzzer reports as a crash.
+
+pub mod cdc;
+pub mod clc;
+pub mod device;
+pub mod ops;
