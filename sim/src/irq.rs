@@ -66,11 +66,19 @@ impl IrqLine {
     /// an interrupt was taken.
     pub fn wait(&self, timeout: Duration) -> bool {
         let start = Instant::now();
+        let mut spins = 0u32;
         while start.elapsed() < self.spin.min(timeout) {
             if self.take() {
                 return true;
             }
-            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 16 == 0 {
+                // Yield now and then: on a machine with fewer cores than spinning threads
+                // the thread that will raise this line may need this core.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         let deadline = start + timeout;
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());

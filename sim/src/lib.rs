@@ -4,6 +4,7 @@
 //! device copies between (as between LPARs), or a loopback board with one shared memory
 //! where the device also offers no-copy attach (as Linux's loopback-ism).
 //!
+//! * [`bench`]: TCP, UNIX and SMC-D measured side by side (`ism-sim bench`);
 //! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
 //! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
 //! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
@@ -16,6 +17,7 @@
 //! * [`trace`]: Chrome/Perfetto trace export.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 pub mod board;
 pub mod demo;
 pub mod fault;

@@ -90,6 +90,36 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
         partitions: u8,
     },
+    /// Measure TCP loopback, UNIX sockets and SMC-D (LPAR copy, loopback copy, loopback
+    /// no-copy) side by side: message rate, bandwidth and ping-pong latency (blocking and
+    /// busy-poll), plus this machine's memcpy and cache-line limits.
+    Bench {
+        /// Rounds (medians are over rounds; default 5, with --quick 2).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: Option<u32>,
+        /// A short run (a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// Machine-readable results: `--json` prints JSON instead of the table,
+        /// `--json FILE` writes it to FILE and still prints the table.
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+        json: Option<PathBuf>,
+        /// Also write a bar chart (SVG) to FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Where client and server threads run.
+        #[arg(long, value_enum, default_value_t = ism_sim::bench::Pinning::Cross)]
+        pin: ism_sim::bench::Pinning,
+        /// No progress bar on stderr.
+        #[arg(long)]
+        no_progress: bool,
+        /// Only these metrics and/or transports (for profiling one cell), e.g.
+        /// `--only bandwidth,smcd_lo_nocopy`. Metrics: msg_rate, bandwidth,
+        /// latency_blocking, latency_busy_poll; transports: tcp, unix, smcd_lpar, smcd_lo,
+        /// smcd_lo_nocopy.
+        #[arg(long, value_delimiter = ',', value_name = "KEYS")]
+        only: Vec<String>,
+    },
 }
 
 fn write_trace(path: &Option<PathBuf>, board: &Board) -> Result<(), String> {
@@ -284,6 +314,48 @@ fn info(partitions: u8, trace: &Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+fn bench(
+    rounds: Option<u32>,
+    quick: bool,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    pin: ism_sim::bench::Pinning,
+    no_progress: bool,
+    only: Vec<String>,
+) -> Result<(), String> {
+    use ism_sim::bench::{run, BenchOptions};
+    let mut opts = if quick {
+        BenchOptions::quick()
+    } else {
+        BenchOptions::full()
+    };
+    if let Some(n) = rounds {
+        opts.rounds = n as usize;
+    }
+    opts.pinning = pin;
+    opts.progress = !no_progress;
+    opts.only = only;
+    opts.command = std::env::args().collect::<Vec<_>>().join(" ");
+    let r = run(&opts)?;
+    let json_to_stdout = json.as_deref() == Some(std::path::Path::new("-"));
+    if json_to_stdout {
+        print!("{}", r.to_json());
+    } else {
+        print!("{}", r.table());
+    }
+    let files = [(json.filter(|_| !json_to_stdout), r.to_json(), "JSON")];
+    for (path, text, what) in files.into_iter().chain([(svg, r.to_svg(), "chart")]) {
+        if let Some(path) = path {
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            if !json_to_stdout {
+                println!("{what} written to {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command.unwrap_or(Command::Demo { bytes: 64 << 20 }) {
@@ -312,6 +384,15 @@ fn main() -> ExitCode {
             no_crashes,
         } => soak(seconds, seed, workers, max_bytes, !no_crashes),
         Command::Info { partitions } => info(partitions, &cli.trace),
+        Command::Bench {
+            rounds,
+            quick,
+            json,
+            svg,
+            pin,
+            no_progress,
+            only,
+        } => bench(rounds, quick, json, svg, pin, no_progress, only),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

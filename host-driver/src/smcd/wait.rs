@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Spin iterations between two `yield_now`s while spinning before a sleep.
+const SPINS_PER_YIELD: u32 = 16;
+
 /// How a reader or writer waits for its peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
@@ -92,11 +95,19 @@ impl Notify {
             }
             WaitMode::Blocking(spin) => {
                 let start = Instant::now();
+                let mut spins = 0u32;
                 while start.elapsed() < spin {
                     if moved() {
                         return true;
                     }
-                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % SPINS_PER_YIELD == 0 {
+                        // More spinners than cores (reader, writer, interrupt threads on
+                        // two vCPUs): let the thread we are waiting for have this core.
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
                 let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, Ordering::SeqCst);
