@@ -604,6 +604,10 @@ impl Model {
 
     fn down(&mut self, f: u16, crash: bool) {
         let fi = f as usize;
+        // A function already down stays down; nobody is told again.
+        if !self.fns[fi].online {
+            return;
+        }
         self.fns[fi].online = false;
         let mut i = 0;
         while i < self.dmbs.len() {

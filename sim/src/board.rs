@@ -100,7 +100,7 @@ impl Default for BoardConfig {
     fn default() -> Self {
         Self {
             partition_memory: DEFAULT_PARTITION_MEMORY,
-            irq_spin: Duration::from_micros(50),
+            irq_spin: Duration::from_micros(5),
             trace: false,
             token_salt: None,
             faults: FaultConfig::default(),

@@ -17,6 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use alloc::string::String;
+#[cfg(test)]
+use alloc::vec;
 use alloc::vec::Vec;
 
 use ism_firmware::wire::ieq::EventType;
@@ -202,6 +204,24 @@ impl IsmClient for StackDevice {
     }
 }
 
+/// The client the stack registers with a driver: forwards to its [`StackDevice`] while the
+/// stack lives, and does nothing after.
+struct ClientLink(Weak<StackDevice>);
+
+impl IsmClient for ClientLink {
+    fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
+        if let Some(d) = self.0.upgrade() {
+            d.handle_irq(sba_idx, dmbe_mask);
+        }
+    }
+
+    fn handle_event(&self, event: &IsmEvent) {
+        if let Some(d) = self.0.upgrade() {
+            d.handle_event(event);
+        }
+    }
+}
+
 /// The SMC-D stack of one OS.
 pub struct SmcStack {
     config: StackConfig,
@@ -241,7 +261,10 @@ impl SmcStack {
             counters: StackCounters::default(),
         });
         for d in &stack.devices {
-            let id = d.ops.add_client(d.clone())?;
+            // The driver keeps its clients for its whole life; a weak link back keeps the
+            // stack (which owns the driver) from owning itself through it.
+            let link = Arc::new(ClientLink(Arc::downgrade(d)));
+            let id = d.ops.add_client(link)?;
             d.client.store(id as u32, Ordering::Relaxed);
         }
         Ok(stack)
@@ -484,5 +507,32 @@ impl core::fmt::Debug for SmcStack {
             .field("devices", &self.devices.len())
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ism::fake::{fake_device, FakeFunction};
+    use crate::ism::IsmDriver;
+
+    #[test]
+    fn a_dropped_stack_frees_its_driver() {
+        let dev = fake_device(1, false);
+        let f = FakeFunction::new(dev, 0);
+        let driver = Arc::new(IsmDriver::probe(f.clone(), f, 1).unwrap());
+        let weak = Arc::downgrade(&driver);
+        let stack = SmcStack::new(
+            StackConfig::default(),
+            vec![driver.clone() as Arc<dyn SmcdOps>],
+        )
+        .unwrap();
+        drop(driver);
+        assert!(weak.upgrade().is_some(), "the stack holds the driver");
+        drop(stack);
+        assert!(
+            weak.upgrade().is_none(),
+            "no cycle through the driver's client list"
+        );
     }
 }

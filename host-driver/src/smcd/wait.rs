@@ -1,8 +1,9 @@
 //! Waiting for a connection's peer: a sequence counter that the interrupt path bumps, and
 //! two ways to wait for it to move.
 //!
-//! * [`WaitMode::Blocking`]: spin briefly (a sleeping thread woken from another core costs
-//!   ~20 µs on the machines this runs on), then sleep on a condition variable;
+//! * [`WaitMode::Blocking`]: spin briefly while polling the device (adaptive busy-polling;
+//!   a sleeping thread woken from another core costs ~20 µs on the machines this runs on),
+//!   then sleep on a condition variable until the interrupt path wakes it;
 //! * [`WaitMode::BusyPoll`]: never sleep; run a poll function (the device's interrupt
 //!   handler) in the loop, as a busy-polling socket does.
 //!
@@ -60,8 +61,9 @@ impl Notify {
         }
     }
 
-    /// Waits until the sequence differs from `seen` or `deadline` passes; `poll` runs in
-    /// busy-poll loops. Returns `false` on timeout.
+    /// Waits until the sequence differs from `seen` or `deadline` passes; `poll` (the
+    /// device's interrupt handler, if work is pending) runs in busy-poll loops and during the
+    /// spin phase of blocking waits. Returns `false` on timeout.
     pub fn wait(
         &self,
         seen: u64,
@@ -97,7 +99,10 @@ impl Notify {
                 let start = Instant::now();
                 let mut spins = 0u32;
                 while start.elapsed() < spin {
-                    if moved() {
+                    // Poll the device while spinning (adaptive busy-polling): a reader that
+                    // is about to get its data need not wait for the interrupt thread, a
+                    // third thread on two cores.
+                    if moved() || (poll() && moved()) {
                         return true;
                     }
                     spins = spins.wrapping_add(1);
