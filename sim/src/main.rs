@@ -238,6 +238,7 @@ fn demo(trace: &Option<PathBuf>, bytes: u64) -> Result<(), String> {
             failures += 1;
         }
     }
+    println!("  (these rates include generating and checking every byte; `ism-sim bench` measures the transports alone)");
     if failures > 0 {
         return Err(format!("{failures} check(s) failed"));
     }
