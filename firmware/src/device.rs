@@ -17,7 +17,9 @@ use core::sync::atomic::Ordering;
 use portable_atomic::AtomicU64;
 
 use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
-use ism_hal::{Board, Clock, DevAddr, DmaMemory, DmbToken, FunctionId, Gid, InterruptLine};
+use ism_hal::{
+    Board, Clock, DevAddr, DmaMemory, DmbToken, DomainId, FunctionId, Gid, InterruptLine,
+};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::command::Request;
@@ -106,6 +108,14 @@ pub struct Device<B: Board, const F: usize, const D: usize> {
     dmbs: DmbTable<D>,
     control: spin::Mutex<Control<F, D>>,
     stats: DeviceStats,
+}
+
+/// A memory area a function registers, for the overlap rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Area {
+    Sba(FunctionId),
+    Ieq(FunctionId),
+    Dmb,
 }
 
 /// Result of a command handler: the response length on success.
@@ -249,9 +259,9 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         resp: &mut [u8; COMMAND_AREA_SIZE],
     ) -> CmdResult {
         match req {
-            Request::RegSba { sba } => self.reg_sba(me, sba),
+            Request::RegSba { sba } => self.reg_sba(f, me, sba),
             Request::UnregSba => self.unreg_sba(me),
-            Request::RegIeq { ieq, len } => self.reg_ieq(me, ieq, len),
+            Request::RegIeq { ieq, len } => self.reg_ieq(f, me, ieq, len),
             Request::UnregIeq => self.unreg_ieq(me),
             Request::ReadGid => {
                 let mut r = ReadGidResponse::new_zeroed();
@@ -290,13 +300,16 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
 
     /// REG_SBA: the SBA (4096 bytes, 8-byte aligned) must lie in the caller's domain.
     /// Errors: `InvalidAddress`, `AlreadyRegistered`.
-    fn reg_sba(&self, me: &FunctionState, sba: DevAddr) -> CmdResult {
-        let _c = self.lock_online(me)?;
+    fn reg_sba(&self, f: FunctionId, me: &FunctionState, sba: DevAddr) -> CmdResult {
+        let c = self.lock_online(me)?;
         if sba.0 % 8 != 0 || !self.own_memory_contains(me, sba, SBA_SIZE as u64) {
             return Err(ReturnCode::InvalidAddress);
         }
         if me.sba_lease.live_generation().is_some() {
             return Err(ReturnCode::AlreadyRegistered);
+        }
+        if self.overlaps_registered(&c, me.config.domain, sba, SBA_SIZE as u64, Area::Sba(f)) {
+            return Err(ReturnCode::InvalidAddress);
         }
         me.sba_addr.store(sba.0, Ordering::Relaxed);
         me.sba_lease.publish(u32::MAX);
@@ -318,18 +331,21 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// must lie in the caller's domain, 8-byte aligned. The device writes the header
     /// (`idx` 0, `ieq_len`, `entry_len` 32). Errors: `InvalidLength`, `InvalidAddress`,
     /// `AlreadyRegistered`.
-    fn reg_ieq(&self, me: &FunctionState, addr: DevAddr, len: u64) -> CmdResult {
-        let _c = self.lock_online(me)?;
+    fn reg_ieq(&self, f: FunctionId, me: &FunctionState, addr: DevAddr, len: u64) -> CmdResult {
+        let c = self.lock_online(me)?;
         if len % ieq::ENTRY_LEN as u64 != 0 || !(64..=ieq::MAX_IEQ_LEN as u64).contains(&len) {
             return Err(ReturnCode::InvalidLength);
         }
         if addr.0 % 8 != 0 || !self.own_memory_contains(me, addr, len) {
             return Err(ReturnCode::InvalidAddress);
         }
-        let mut q = me.ieq.lock();
-        if q.addr.is_some() {
+        if me.ieq.lock().addr.is_some() {
             return Err(ReturnCode::AlreadyRegistered);
         }
+        if self.overlaps_registered(&c, me.config.domain, addr, len, Area::Ieq(f)) {
+            return Err(ReturnCode::InvalidAddress);
+        }
+        let mut q = me.ieq.lock();
         let mem = self.own_memory(me).ok_or(ReturnCode::InvalidAddress)?;
         let header = ieq::IeqHeader {
             idx: 0.into(),
@@ -481,7 +497,9 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         if c.functions[f.index()].index_in_use(idx) {
             return Err(ReturnCode::SbaIndexInUse);
         }
-        if !self.own_memory_contains(me, dmb, len as u64) {
+        if !self.own_memory_contains(me, dmb, len as u64)
+            || self.overlaps_registered(&c, me.config.domain, dmb, len as u64, Area::Dmb)
+        {
             return Err(ReturnCode::InvalidAddress);
         }
         let slot = (0..D)
@@ -880,6 +898,55 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         } else {
             Err(ReturnCode::FunctionOffline)
         }
+    }
+
+    /// Whether `[addr, addr + len)` in `domain` overlaps a registered SBA or IEQ of any
+    /// function of that domain (other than `area` itself), or, when `area` is an SBA or IEQ,
+    /// a registered DMB there. The device refuses such registrations so that no move can land
+    /// in a status area and no event in a buffer; DMBs may overlap each other (only their
+    /// owner's data is at stake).
+    fn overlaps_registered(
+        &self,
+        c: &Control<F, D>,
+        domain: DomainId,
+        addr: DevAddr,
+        len: u64,
+        area: Area,
+    ) -> bool {
+        let hit = |a: u64, l: u64| addr.0 < a.saturating_add(l) && a < addr.0.saturating_add(len);
+        for (g, st) in self.functions.iter().enumerate() {
+            if st.config.domain != domain {
+                continue;
+            }
+            let g = FunctionId(g as u16);
+            if area != Area::Sba(g) {
+                if let Some(sba) = st.sba() {
+                    if hit(sba.0, SBA_SIZE as u64) {
+                        return true;
+                    }
+                }
+            }
+            if area != Area::Ieq(g) {
+                let q = st.ieq.lock();
+                if let Some(a) = q.addr {
+                    if hit(a.0, q.len as u64) {
+                        return true;
+                    }
+                }
+            }
+        }
+        if area == Area::Dmb {
+            return false;
+        }
+        (0..D).any(|slot| {
+            let s = &c.slots[slot];
+            s.state != SlotState::Free
+                && self.functions[s.owner.index()].config.domain == domain
+                && {
+                    let i = self.dmbs.info(slot);
+                    hit(i.addr.0, i.len as u64)
+                }
+        })
     }
 
     fn own_memory(&self, me: &FunctionState) -> Option<&B::Memory> {

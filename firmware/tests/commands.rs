@@ -947,6 +947,74 @@ fn reg_dmb_invalid_address() {
 }
 
 #[test]
+fn status_areas_and_dmbs_never_overlap() {
+    let h = Harness::lpar();
+    h.probe(0); // SBA at SBA_OFF (4096 bytes), IEQ at IEQ_OFF (512 bytes)
+                // A DMB over the SBA or the IEQ is refused: a move into it would land in a status area.
+    for (off, len) in [
+        (SBA_OFF, 1u32),
+        (IEQ_OFF - 8, 16),
+        (IEQ_OFF + 511, 1),
+        (0, 1 << 20),
+    ] {
+        assert_eq!(
+            h.refused(
+                0,
+                Request::RegDmb {
+                    dmb: h.addr(0, off),
+                    len,
+                    sba_idx: 32,
+                    vlan: None,
+                    rgid: gid(1)
+                }
+            ),
+            Rc::InvalidAddress,
+            "DMB at {off:#x}+{len}"
+        );
+    }
+    // Right after the IEQ is fine, and DMBs may overlap each other (their owner's business).
+    h.reg_dmb(0, IEQ_OFF + 512, 64, 32, gid(1), None).unwrap();
+    h.reg_dmb(0, IEQ_OFF + 512, 4096, 33, gid(2), None).unwrap();
+    // Status areas over a DMB, or over each other, are refused too.
+    h.ok(0, Request::UnregIeq);
+    h.ok(0, Request::UnregSba);
+    for req in [
+        Request::RegSba {
+            sba: h.addr(0, IEQ_OFF + 512),
+        },
+        Request::RegIeq {
+            ieq: h.addr(0, IEQ_OFF + 1024),
+            len: 512,
+        },
+    ] {
+        assert_eq!(h.refused(0, req), Rc::InvalidAddress, "{req:?}");
+    }
+    h.ok(
+        0,
+        Request::RegIeq {
+            ieq: h.addr(0, IEQ_OFF),
+            len: 512,
+        },
+    );
+    assert_eq!(
+        h.refused(
+            0,
+            Request::RegSba {
+                sba: h.addr(0, SBA_OFF + 8),
+            }
+        ),
+        Rc::InvalidAddress,
+        "an SBA over the IEQ"
+    );
+    h.ok(
+        0,
+        Request::RegSba {
+            sba: h.addr(0, SBA_OFF),
+        },
+    );
+}
+
+#[test]
 fn reg_dmb_table_full() {
     // A table of 4 slots shared by all functions.
     let h = Harness::<4>::build(NF, DOMAIN_SIZE, false, [0, 1, 2, 3]);

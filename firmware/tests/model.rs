@@ -243,6 +243,14 @@ struct Ieq {
     next: u64,
 }
 
+/// What a function registers, for the overlap rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Area {
+    Sba,
+    Ieq,
+    Dmb,
+}
+
 #[derive(Clone, Debug)]
 struct Func {
     online: bool,
@@ -393,14 +401,31 @@ impl Model {
 
     // Commands: Ok(response body check value) or the return code.
 
+    /// The device's overlap rule: an SBA or IEQ never overlaps another status area or a DMB
+    /// of the same memory; DMBs may overlap each other.
+    fn overlaps(&self, f: u16, a: u64, len: u64, what: Area) -> bool {
+        let hit = |b: u64, l: u64| a < b + l && b < a + len;
+        let fs = &self.fns[f as usize];
+        (what != Area::Sba && fs.sba.is_some_and(|s| hit(s, 4096)))
+            || (what != Area::Ieq && fs.ieq.as_ref().is_some_and(|q| hit(q.addr, q.len)))
+            || (what != Area::Dmb
+                && self
+                    .dmbs
+                    .iter()
+                    .any(|d| d.owner == f && hit(d.addr, d.len as u64)))
+    }
+
     fn reg_sba(&mut self, f: u16, a: u64) -> Result<(), Rc> {
         if a % 8 != 0 || !Self::contains(f, a, 4096) {
             return Err(Rc::InvalidAddress);
         }
-        let fs = &mut self.fns[f as usize];
-        if fs.sba.is_some() {
+        if self.fns[f as usize].sba.is_some() {
             return Err(Rc::AlreadyRegistered);
         }
+        if self.overlaps(f, a, 4096, Area::Sba) {
+            return Err(Rc::InvalidAddress);
+        }
+        let fs = &mut self.fns[f as usize];
         fs.sba = Some(a);
         Ok(())
     }
@@ -414,6 +439,9 @@ impl Model {
         }
         if self.fns[f as usize].ieq.is_some() {
             return Err(Rc::AlreadyRegistered);
+        }
+        if self.overlaps(f, a, len, Area::Ieq) {
+            return Err(Rc::InvalidAddress);
         }
         let mut h = [0u8; 32];
         h[8..16].copy_from_slice(&len.to_be_bytes());
@@ -451,7 +479,7 @@ impl Model {
         if self.fns[f as usize].indices.contains(&idx) {
             return Err(Rc::SbaIndexInUse);
         }
-        if !Self::contains(f, a, len as u64) {
+        if !Self::contains(f, a, len as u64) || self.overlaps(f, a, len as u64, Area::Dmb) {
             return Err(Rc::InvalidAddress);
         }
         if self.dmbs.len() == SLOTS {

@@ -570,7 +570,20 @@ fn function_down_twice_tells_the_peers_once() {
 fn function_down_of_an_owner_releases_attachments() {
     let h = Harness::shared();
     h.probe(0);
-    h.probe(1);
+    // Function 1 shares the memory: its status areas go elsewhere (they may not overlap).
+    h.ok(
+        1,
+        Request::RegSba {
+            sba: h.addr(1, 0x8000),
+        },
+    );
+    h.ok(
+        1,
+        Request::RegIeq {
+            ieq: h.addr(1, 0x9000),
+            len: 512,
+        },
+    );
     let t = h.reg_dmb(0, DMB_OFF, 4096, 32, gid(1), None).unwrap();
     h.ok(1, Request::AttachDmb { token: t });
     // The attacher goes down: its attachment goes with it, the DMB stays.

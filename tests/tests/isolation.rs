@@ -391,32 +391,25 @@ fn commands_cannot_make_the_device_touch_another_domain() {
     // Nothing was registered by any of it.
     assert_eq!(r.info(2), (0, 0, 0));
     assert_eq!(r.board.device().dmbs_in_use(), 0);
-    // The edges are exact: the last page / bytes of the own domain are accepted.
-    assert_eq!(
-        r.raw(
-            2,
-            Request::RegSba {
-                sba: DevAddr(own + MEM - 4096)
-            }
-        )
-        .0,
-        0
-    );
-    assert_eq!(
-        r.raw(
-            2,
-            Request::RegIeq {
-                ieq: DevAddr(own + MEM - 512),
-                len: 512
-            }
-        )
-        .0,
-        0
-    );
+    // The edges are exact: the last page / bytes of the own domain are accepted, one at a
+    // time (status areas and DMBs may not overlap each other).
+    let sba = Request::RegSba {
+        sba: DevAddr(own + MEM - 4096),
+    };
+    assert_eq!(r.raw(2, sba).0, 0);
+    assert_eq!(r.info(2), (own + MEM - 4096, 0, 0));
+    assert_eq!(r.raw(2, Request::UnregSba).0, 0);
+    let ieq = Request::RegIeq {
+        ieq: DevAddr(own + MEM - 512),
+        len: 512,
+    };
+    assert_eq!(r.raw(2, ieq).0, 0);
+    assert_eq!(r.info(2), (0, own + MEM - 512, 0));
+    assert_eq!(r.raw(2, Request::UnregIeq).0, 0);
     let (ret, resp) = r.raw(2, dmb(own + MEM - 1, 1, 1919));
     assert_eq!(ret, 0);
     let tok = DmbToken(u64::from_be_bytes(resp[8..16].try_into().unwrap()));
-    assert_eq!(r.info(2), (own + MEM - 4096, own + MEM - 512, 1));
+    assert_eq!(r.info(2), (0, 0, 1));
     r.port(1).store_block(word(tok, false, 0), &[0xAB]).unwrap();
     let mut last = [0u8; 1];
     r.board
