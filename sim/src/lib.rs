@@ -4,7 +4,7 @@
 //! device copies between (as between LPARs), or a loopback board with one shared memory
 //! where the device also offers no-copy attach (as Linux's loopback-ism).
 //!
-//! * [`bench`]: TCP, UNIX and SMC-D measured side by side (`ism-sim bench`);
+//! * [`bench`](mod@bench): TCP, UNIX and SMC-D measured side by side (`ism-sim bench`);
 //! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
 //! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
 //! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
