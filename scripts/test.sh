@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 stage "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+stage "cargo doc (no broken links, -D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+
 stage "cargo test (workspace)"
 cargo test --workspace
 
