@@ -369,6 +369,17 @@ enum Sock {
     Smc(Stream),
 }
 
+impl Sock {
+    /// Makes a kernel socket non-blocking (for busy-polling); SMC-D busy-polls by itself.
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Sock::Tcp(t) => t.set_nonblocking(true),
+            Sock::Unix(u) => u.set_nonblocking(true),
+            Sock::Smc(_) => Ok(()),
+        }
+    }
+}
+
 /// One end of a connection; `spin` turns `WouldBlock` into a spin (non-blocking sockets).
 struct Endpoint {
     sock: Sock,
@@ -492,22 +503,19 @@ fn connect(t: Transport, busy: bool) -> Result<(Option<SmcBoard>, Endpoint, Endp
         )
     };
     match t {
-        Transport::Tcp => {
-            let (c, s) = tcp_pair().map_err(|e| format!("TCP: {e}"))?;
+        Transport::Tcp | Transport::Unix => {
+            let (c, s) = if t == Transport::Tcp {
+                let (c, s) = tcp_pair().map_err(|e| format!("TCP: {e}"))?;
+                (Sock::Tcp(c), Sock::Tcp(s))
+            } else {
+                let (c, s) = unix_pair().map_err(|e| format!("UNIX: {e}"))?;
+                (Sock::Unix(c), Sock::Unix(s))
+            };
             if busy {
-                c.set_nonblocking(true).map_err(|e| e.to_string())?;
-                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                c.set_nonblocking().map_err(|e| e.to_string())?;
+                s.set_nonblocking().map_err(|e| e.to_string())?;
             }
-            let (c, s) = pair(Sock::Tcp(c), Sock::Tcp(s));
-            Ok((None, c, s))
-        }
-        Transport::Unix => {
-            let (c, s) = unix_pair().map_err(|e| format!("UNIX: {e}"))?;
-            if busy {
-                c.set_nonblocking(true).map_err(|e| e.to_string())?;
-                s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            }
-            let (c, s) = pair(Sock::Unix(c), Sock::Unix(s));
+            let (c, s) = pair(c, s);
             Ok((None, c, s))
         }
         Transport::SmcLpar | Transport::SmcLo | Transport::SmcLoNocopy => {
