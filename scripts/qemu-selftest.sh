@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Bare-metal self-test of the ISM firmware: builds firmware/qemu-selftest for the Cortex-M4
-# (thumbv7em-none-eabihf) and runs it under QEMU's mps2-an386 with semihosting. The exit
-# status is the self-test's: 0 only if every check passed (124 if it timed out).
+# (thumbv7em-none-eabihf) and runs it under QEMU's mps2-an386 with semihosting; its defmt log
+# frames are decoded by defmt-print (firmware/qemu-selftest/qemu-run.sh, the cargo runner).
+# The exit status is the self-test's: 0 only if every check passed (124 if it timed out).
+# `cargo selftest` from the repository root does the same once the tools are installed.
 #
-# Installs what is missing: the Rust target (rustup) and qemu-system-arm (apt-get, Debian).
+# Installs what is missing: the Rust target (rustup), qemu-system-arm (apt-get, Debian) and
+# defmt-print (cargo install).
 # Environment: QEMU_SELFTEST_TIMEOUT (seconds for the QEMU run, default 120).
 set -euo pipefail
 
@@ -36,11 +39,16 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends qemu-system-arm
 fi
+# --- defmt-print (decodes the firmware's log frames) -------------------------------------
+if ! command -v defmt-print >/dev/null 2>&1; then
+    log "installing defmt-print (cargo install)"
+    cargo install --locked defmt-print
+fi
 command -v timeout >/dev/null 2>&1 || { log "timeout (coreutils) not found"; exit 1; }
 
 # --- build and run ------------------------------------------------------------------------
-# The crate is outside the main workspace; its .cargo/config.toml (target, runner, linker
-# script) applies when cargo runs from its directory.
+# The crate is outside the main workspace; its .cargo/config.toml (target, runner) applies
+# when cargo runs from its directory; build.rs passes the linker scripts.
 cd "$CRATE"
 log "building ($TARGET, release)"
 cargo build --release

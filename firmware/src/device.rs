@@ -38,6 +38,7 @@ use crate::wire::{view, RequestHeader, ResponseHeader, HEADER_LEN};
 
 /// Why a function went down (the code of the device events its peers receive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DownReason {
     /// The partition crashed: peers get `DEV_GID_ERR_STATE` (0x01).
     Crash,
@@ -91,6 +92,7 @@ struct Control<const F: usize, const D: usize> {
 
 /// Error returned by [`Device::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// More functions than the device's capacity `F` (or than 64).
     TooManyFunctions,

@@ -7,6 +7,7 @@
 
 /// Non-zero `ret` of a command response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u16)]
 pub enum ReturnCode {
     /// The `cmd` code is not one the device knows (or an extension not offered here).
@@ -114,6 +115,7 @@ impl core::fmt::Display for ReturnCode {
 
 /// Why a store-block move was refused. Nothing was written when a move fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum MoveError {
     /// More than 4096 bytes in one store-block.

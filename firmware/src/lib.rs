@@ -19,6 +19,21 @@
 //! The firmware runs synchronously in its caller's context, as millicode does: a command or
 //! a store-block returns when the device has done it. It never panics on host input and
 //! never touches memory outside what a host registered in its own domain.
+//!
+//! ## Building for bare metal
+//!
+//! `cargo build -p ism-firmware --target thumbv7em-none-eabihf` builds the library as it is.
+//! The device keeps 64-bit atomics (lease words, token generations, counters); on targets
+//! without native 64-bit atomics (Cortex-M, RISC-V 32) they come from `portable-atomic`
+//! through a critical section, enabled automatically for such targets (the `critical-section`
+//! feature names it explicitly). The final binary must then link a `critical-section`
+//! implementation, e.g. `cortex-m`'s `critical-section-single-core` feature; without one the
+//! link fails with an undefined `_critical_section_1_0_acquire`.
+//!
+//! Features: `defmt` logs through [`defmt`](https://defmt.ferrous-systems.com) (and derives
+//! `defmt::Format` on the public types), `log` through the `log` facade; with neither, logging
+//! compiles to nothing. `firmware/qemu-selftest` is a complete bare-metal binary:
+//! `cargo selftest` from the repository root runs it under QEMU.
 #![no_std]
 #![forbid(unsafe_code)]
 

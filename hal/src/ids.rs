@@ -6,6 +6,7 @@
 /// A device (DMA) address inside one memory domain, as a host passes it in commands
 /// (REG_SBA, REG_IEQ, REG_DMB).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DevAddr(pub u64);
 
 impl DevAddr {
@@ -21,10 +22,12 @@ impl DevAddr {
 /// A memory domain: the memory of one partition (LPAR), or the single memory of a loopback
 /// board that all its functions share.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DomainId(pub u16);
 
 /// One ISM PCI function on the device (one per partition on an LPAR board).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FunctionId(pub u16);
 
 impl FunctionId {
@@ -36,11 +39,13 @@ impl FunctionId {
 
 /// The 64-bit global identifier of an ISM function (READ_GID).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Gid(pub u64);
 
 /// A DMB token as REG_DMB returns it. Its low 32 bits are zero, because the store-block
 /// request word ORs the DMBE index, signal flag and offset into them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DmbToken(pub u64);
 
 impl DmbToken {

@@ -3,20 +3,24 @@
 //! Builds an [`ism_firmware::Device`] with two functions, one per memory domain, drives it
 //! the way Linux's ISM driver and SMC-D would (probe, DMB registration, a signalled move,
 //! refused moves, SIGNAL_IEQ, UNREG_DMB) and checks every byte the device is supposed to
-//! write, and nothing else. Each step is printed over semihosting; the program leaves QEMU
-//! with `EXIT_SUCCESS` only if every check passed, `EXIT_FAILURE` otherwise (also on panic).
+//! write, and nothing else. Each step is logged with `defmt` (frames over semihosting, decoded
+//! on the host by `defmt-print`); the program leaves QEMU with `EXIT_SUCCESS` only if every
+//! check passed, `EXIT_FAILURE` otherwise (also on panic).
 //!
-//! Run it with `scripts/qemu-selftest.sh` from the repository root.
+//! Run it with `cargo selftest` or `scripts/qemu-selftest.sh` from the repository root, or
+//! `cargo run --release` in this folder.
 #![no_std]
 #![no_main]
 
 mod board;
 
-use core::fmt::Display;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::debug;
+use defmt::println;
+// The global defmt logger: frames go to the host over semihosting.
+use defmt_semihosting as _;
 use zerocopy::{FromBytes, FromZeros};
 
 use ism_firmware::command::Request;
@@ -82,14 +86,14 @@ const NO_RESPONSE: u16 = 0xFFFF;
 /// Runs the self-test and leaves QEMU with its verdict.
 #[entry]
 fn main() -> ! {
-    hprintln!("ism-qemu-selftest: ISM firmware on mps2-an386 (Cortex-M4)");
+    println!("ism-qemu-selftest: ISM firmware on mps2-an386 (Cortex-M4)");
     let status = match SelfTest::new() {
         Some(mut t) => {
             t.run();
             t.summary()
         }
         None => {
-            hprintln!("FAIL: Device::new refused the board's configuration");
+            println!("FAIL: Device::new refused the board's configuration");
             false
         }
     };
@@ -106,11 +110,8 @@ fn main() -> ! {
 /// Prints the panic and leaves QEMU with `EXIT_FAILURE`.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    // `hprintln!` panics on a failed write; the raw writer only returns an error, which a
-    // panic handler has no better use for than ignoring.
-    if let Ok(mut out) = cortex_m_semihosting::hio::hstdout() {
-        let _ = core::fmt::Write::write_fmt(&mut out, format_args!("PANIC: {info}\n"));
-    }
+    // Formatted on the target (a panic message is not known at compile time).
+    println!("PANIC: {}", defmt::Display2Format(info));
     debug::exit(debug::EXIT_FAILURE);
     #[allow(clippy::empty_loop)]
     loop {}
@@ -145,24 +146,24 @@ impl SelfTest {
     // ------------------------------------------------------------------ helpers
 
     /// Records one check.
-    fn check(&mut self, what: impl Display, ok: bool) {
+    fn check(&mut self, what: impl defmt::Format, ok: bool) {
         if ok {
             self.passed += 1;
-            hprintln!("    ok   {}", what);
+            println!("    ok   {}", what);
         } else {
             self.failed += 1;
-            hprintln!("    FAIL {}", what);
+            println!("    FAIL {}", what);
         }
     }
 
     /// Records that a command returned `want`.
-    fn check_ret(&mut self, what: impl Display, ret: u16, want: u16) {
+    fn check_ret(&mut self, what: impl defmt::Format, ret: u16, want: u16) {
         if ret == want {
             self.check(what, true);
         } else {
             self.failed += 1;
-            hprintln!(
-                "    FAIL {}: ret {:#06x}, expected {:#06x}",
+            println!(
+                "    FAIL {}: ret {=u16:#06x}, expected {=u16:#06x}",
                 what,
                 ret,
                 want
@@ -173,7 +174,7 @@ impl SelfTest {
     /// Records that a move had the expected outcome.
     fn check_move(
         &mut self,
-        what: impl Display,
+        what: impl defmt::Format,
         got: Result<(), MoveError>,
         want: Result<(), MoveError>,
     ) {
@@ -181,7 +182,7 @@ impl SelfTest {
             self.check(what, true);
         } else {
             self.failed += 1;
-            hprintln!("    FAIL {}: got {:?}, expected {:?}", what, got, want);
+            println!("    FAIL {}: got {}, expected {}", what, got, want);
         }
     }
 
@@ -275,21 +276,21 @@ impl SelfTest {
     fn run(&mut self) {
         let mut resp = [0u8; COMMAND_AREA_SIZE];
 
-        hprintln!(
+        println!(
             "[1] REG_SBA + REG_IEQ ({} bytes) for both functions",
             LINUX_IEQ_LEN
         );
         for (f, &base) in BASES.iter().enumerate() {
             let sba = DevAddr(base + SBA_OFF);
             let ret = self.command(f, Request::RegSba { sba }, &mut resp);
-            self.check_ret(format_args!("REG_SBA fn {f}"), ret, 0);
+            self.check_ret(PerFn("REG_SBA", f), ret, 0);
             let ieq = DevAddr(base + IEQ_OFF);
             let len = LINUX_IEQ_LEN as u64;
             let ret = self.command(f, Request::RegIeq { ieq, len }, &mut resp);
-            self.check_ret(format_args!("REG_IEQ fn {f}"), ret, 0);
+            self.check_ret(PerFn("REG_IEQ", f), ret, 0);
             let (hdr, _) = self.ieq(f, 0);
             self.check(
-                format_args!("fn {f} IEQ header: idx 0, ieq_len 512, entry_len 32"),
+                PerFn("IEQ header idx 0, ieq_len 512, entry_len 32:", f),
                 hdr.idx.get() == 0 && hdr.ieq_len.get() == len && hdr.entry_len.get() == 32,
             );
         }
@@ -306,7 +307,7 @@ impl SelfTest {
             ReturnCode::InvalidAddress.raw(),
         );
 
-        hprintln!("[2] READ_GID (fn 0 through its register block and Device::doorbell)");
+        println!("[2] READ_GID (fn 0 through its register block and Device::doorbell)");
         let ret = self.command_via_registers(0, Request::ReadGid, &mut resp);
         self.check_ret("READ_GID fn 0 via doorbell", ret, 0);
         let gid0 = ReadGidResponse::read_from_prefix(&resp[..]).map_or(0, |(r, _)| r.gid.get());
@@ -316,13 +317,13 @@ impl SelfTest {
         let gid1 = ReadGidResponse::read_from_prefix(&resp[..]).map_or(0, |(r, _)| r.gid.get());
         self.check("fn 1 reports its GID", gid1 == GIDS[1].0);
 
-        hprintln!("[3] ADD_VLAN_ID 0x1FFF (the v2 probe)");
+        println!("[3] ADD_VLAN_ID 0x1FFF (the v2 probe)");
         for f in 0..2 {
             let ret = self.command(f, Request::AddVlanId { vlan_id: 0x1FFF }, &mut resp);
-            self.check_ret(format_args!("ADD_VLAN_ID fn {f}"), ret, 0);
+            self.check_ret(PerFn("ADD_VLAN_ID", f), ret, 0);
         }
 
-        hprintln!("[4] QUERY_RGID");
+        println!("[4] QUERY_RGID");
         let ret = self.command(
             0,
             Request::QueryRgid {
@@ -355,7 +356,7 @@ impl SelfTest {
             ReturnCode::RemoteGidUnreachable.raw(),
         );
 
-        hprintln!("[5] REG_DMB in fn 0's domain, writer = fn 1");
+        println!("[5] REG_DMB in fn 0's domain, writer = fn 1");
         let req = Request::RegDmb {
             dmb: DevAddr(BASES[0] + DMB_OFF),
             len: DMB_LEN,
@@ -368,13 +369,13 @@ impl SelfTest {
         let token = DmbToken(
             RegDmbResponse::read_from_prefix(&resp[..]).map_or(0, |(r, _)| r.dmb_tok.get()),
         );
-        hprintln!("    token {:#018x}", token.0);
+        println!("    token {=u64:#018x}", token.0);
         self.check(
             "token non-zero with a zero low half",
             token.0 != 0 && token.is_well_formed(),
         );
 
-        hprintln!(
+        println!(
             "[6] signalled store-block of {} bytes from fn 1",
             PAYLOAD.len()
         );
@@ -418,7 +419,7 @@ impl SelfTest {
             !IRQ1.load(Ordering::SeqCst),
         );
 
-        hprintln!("[7] refused moves write nothing and signal nothing");
+        println!("[7] refused moves write nothing and signal nothing");
         self.dev.board().lower_irq(FunctionId(0));
         let digests = [self.digest(0), self.digest(1)];
         let refused_before = self.dev.stats().moves_refused;
@@ -465,7 +466,7 @@ impl SelfTest {
             self.dev.stats().moves_refused == refused_before + 5,
         );
 
-        hprintln!("[8] SIGNAL_IEQ from fn 1 to fn 0");
+        println!("[8] SIGNAL_IEQ from fn 1 to fn 0");
         let req = Request::SignalIeq {
             rgid: GIDS[0],
             trigger_irq: true,
@@ -495,7 +496,7 @@ impl SelfTest {
         let (hdr1, _) = self.ieq(1, 0);
         self.check("fn 1's IEQ untouched", hdr1.idx.get() == 0);
 
-        hprintln!("[9] UNREG_DMB, then the token is dead");
+        println!("[9] UNREG_DMB, then the token is dead");
         let ret = self.command(0, Request::UnregDmb { token }, &mut resp);
         self.check_ret("UNREG_DMB", ret, 0);
         let state =
@@ -528,7 +529,7 @@ impl SelfTest {
     /// Prints the tally and the device's counters; `true` if every check passed.
     fn summary(&self) -> bool {
         let s = self.dev.stats();
-        hprintln!(
+        println!(
             "device stats: commands {}, moves {}, bytes {}, refused {}, signals {}, events {}, interrupts {}",
             s.commands,
             s.moves,
@@ -538,12 +539,21 @@ impl SelfTest {
             s.events,
             s.interrupts
         );
-        hprintln!(
+        println!(
             "ism-qemu-selftest: {} passed, {} failed",
             self.passed,
             self.failed
         );
         self.failed == 0 && self.passed > 0
+    }
+}
+
+/// A check's label that names a function: `"<what> fn <n>"`.
+struct PerFn(&'static str, usize);
+
+impl defmt::Format for PerFn {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=str} fn {=usize}", self.0, self.1);
     }
 }
 
