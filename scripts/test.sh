@@ -18,6 +18,9 @@ stage "toolchain components"
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+stage "rust-version is true for the lock file (scripts/check-msrv.sh)"
+bash scripts/check-msrv.sh
+
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 
