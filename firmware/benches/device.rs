@@ -71,7 +71,7 @@ impl FastMemory {
     }
 
     fn word(&self, addr: DevAddr) -> Result<&AtomicU64, MemError> {
-        if addr.0 % 8 != 0 {
+        if !addr.0.is_multiple_of(8) {
             return Err(MemError::Misaligned);
         }
         let off = self.offset(addr, 8)?;
@@ -267,7 +267,7 @@ fn host_scan<M: DmaMemory>(mem: &M, sba_base: u64) -> u32 {
     let mut n = 0;
     let mut byte = first;
     while byte <= last {
-        if byte % 8 == 0 && byte + 8 <= last + 1 {
+        if byte.is_multiple_of(8) && byte + 8 <= last + 1 {
             let w = mem
                 .load_u64(DevAddr(sba_base + byte as u64))
                 .unwrap_or([0; 8]);

@@ -304,7 +304,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// Errors: `InvalidAddress`, `AlreadyRegistered`.
     fn reg_sba(&self, f: FunctionId, me: &FunctionState, sba: DevAddr) -> CmdResult {
         let c = self.lock_online(me)?;
-        if sba.0 % 8 != 0 || !self.own_memory_contains(me, sba, SBA_SIZE as u64) {
+        if !sba.0.is_multiple_of(8) || !self.own_memory_contains(me, sba, SBA_SIZE as u64) {
             return Err(ReturnCode::InvalidAddress);
         }
         if me.sba_lease.live_generation().is_some() {
@@ -335,10 +335,12 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     /// `AlreadyRegistered`.
     fn reg_ieq(&self, f: FunctionId, me: &FunctionState, addr: DevAddr, len: u64) -> CmdResult {
         let c = self.lock_online(me)?;
-        if len % ieq::ENTRY_LEN as u64 != 0 || !(64..=ieq::MAX_IEQ_LEN as u64).contains(&len) {
+        if !len.is_multiple_of(ieq::ENTRY_LEN as u64)
+            || !(64..=ieq::MAX_IEQ_LEN as u64).contains(&len)
+        {
             return Err(ReturnCode::InvalidLength);
         }
-        if addr.0 % 8 != 0 || !self.own_memory_contains(me, addr, len) {
+        if !addr.0.is_multiple_of(8) || !self.own_memory_contains(me, addr, len) {
             return Err(ReturnCode::InvalidAddress);
         }
         if me.ieq.lock().addr.is_some() {

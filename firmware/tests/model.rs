@@ -416,7 +416,7 @@ impl Model {
     }
 
     fn reg_sba(&mut self, f: u16, a: u64) -> Result<(), Rc> {
-        if a % 8 != 0 || !Self::contains(f, a, 4096) {
+        if !a.is_multiple_of(8) || !Self::contains(f, a, 4096) {
             return Err(Rc::InvalidAddress);
         }
         if self.fns[f as usize].sba.is_some() {
@@ -431,10 +431,10 @@ impl Model {
     }
 
     fn reg_ieq(&mut self, f: u16, a: u64, len: u64) -> Result<(), Rc> {
-        if len % 32 != 0 || !(64..=4096).contains(&len) {
+        if !len.is_multiple_of(32) || !(64..=4096).contains(&len) {
             return Err(Rc::InvalidLength);
         }
-        if a % 8 != 0 || !Self::contains(f, a, len) {
+        if !a.is_multiple_of(8) || !Self::contains(f, a, len) {
             return Err(Rc::InvalidAddress);
         }
         if self.fns[f as usize].ieq.is_some() {

@@ -68,7 +68,7 @@ impl DmaMemory for FakeMemory {
         Ok(())
     }
     fn load_u64(&self, addr: DevAddr) -> Result<[u8; 8], MemError> {
-        if addr.0 % 8 != 0 {
+        if !addr.0.is_multiple_of(8) {
             return Err(MemError::Misaligned);
         }
         let mut b = [0; 8];
@@ -76,7 +76,7 @@ impl DmaMemory for FakeMemory {
         Ok(b)
     }
     fn store_u64(&self, addr: DevAddr, bytes: [u8; 8]) -> Result<(), MemError> {
-        if addr.0 % 8 != 0 {
+        if !addr.0.is_multiple_of(8) {
             return Err(MemError::Misaligned);
         }
         self.write(addr, &bytes)

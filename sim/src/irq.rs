@@ -72,7 +72,7 @@ impl IrqLine {
                 return true;
             }
             spins = spins.wrapping_add(1);
-            if spins % 16 == 0 {
+            if spins.is_multiple_of(16) {
                 // Yield now and then: on a machine with fewer cores than spinning threads
                 // the thread that will raise this line may need this core.
                 std::thread::yield_now();

@@ -49,7 +49,7 @@ impl MemoryDomain {
     /// If `size` is 0, `base` is not page-aligned, or the allocation fails.
     pub fn new(base: u64, size: usize) -> Self {
         assert!(
-            size > 0 && base % PAGE as u64 == 0,
+            size > 0 && base.is_multiple_of(PAGE as u64),
             "bad memory domain geometry"
         );
         let size = size.div_ceil(PAGE) * PAGE;
@@ -78,7 +78,7 @@ impl MemoryDomain {
     }
 
     fn atomic_u64(&self, addr: DevAddr) -> Result<&AtomicU64, MemError> {
-        if addr.0 % 8 != 0 {
+        if !addr.0.is_multiple_of(8) {
             return Err(MemError::Misaligned);
         }
         let off = self.offset(addr, 8)?;
@@ -88,7 +88,7 @@ impl MemoryDomain {
     }
 
     fn small_aligned(addr: DevAddr, len: usize) -> bool {
-        len <= ATOMIC_COPY_MAX && len % 8 == 0 && addr.0 % 8 == 0
+        len <= ATOMIC_COPY_MAX && len.is_multiple_of(8) && addr.0.is_multiple_of(8)
     }
 }
 

@@ -658,7 +658,7 @@ fn partition_crash_mid_transfer_then_restart() {
             // Stream until the move fails, then keep trying a little: every try must fail.
             while errors.len() < 50 && !stop.load(Ordering::Relaxed) {
                 let off = (i % 16) * (64 << 10);
-                match writer.move_data(token, 0, i % 4 == 0, off, &chunk) {
+                match writer.move_data(token, 0, i.is_multiple_of(4), off, &chunk) {
                     Ok(()) if errors.is_empty() => {
                         moved.fetch_add(1, Ordering::Relaxed);
                     }

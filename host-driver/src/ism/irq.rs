@@ -86,7 +86,7 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
     // Read doublewords to skip empty stretches quickly; bytes 8.. are 8-aligned.
     let mut byte = first_byte;
     while byte <= last_byte {
-        if byte % 8 == 0 && byte + 8 <= last_byte + 1 {
+        if byte.is_multiple_of(8) && byte + 8 <= last_byte + 1 {
             let word = mem
                 .load_u64(DevAddr(sba_base.0 + byte as u64))
                 .unwrap_or([0; 8]);

@@ -84,12 +84,12 @@ impl Notify {
                         std::hint::spin_loop();
                     }
                     spins = spins.wrapping_add(1);
-                    if spins % 256 == 0 {
+                    if spins.is_multiple_of(256) {
                         if expired(Instant::now()) {
                             return false;
                         }
                         // Two cores, possibly more runnable threads than cores: let them run.
-                        if spins % 4096 == 0 {
+                        if spins.is_multiple_of(4096) {
                             std::thread::yield_now();
                         }
                     }
@@ -106,7 +106,7 @@ impl Notify {
                         return true;
                     }
                     spins = spins.wrapping_add(1);
-                    if spins % SPINS_PER_YIELD == 0 {
+                    if spins.is_multiple_of(SPINS_PER_YIELD) {
                         // More spinners than cores (reader, writer, interrupt threads on
                         // two vCPUs): let the thread we are waiting for have this core.
                         std::thread::yield_now();
