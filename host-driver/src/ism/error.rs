@@ -1,6 +1,6 @@
 //! Errors of the ISM driver.
 
-use ism_firmware::{MoveError, ReturnCode};
+use ism_abi::{MoveError, ReturnCode};
 
 /// What kind of failure, as an errno a Linux caller would see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -21,7 +21,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ism_firmware::wire::ieq::EventType;
+use ism_abi::wire::ieq::EventType;
 
 use super::clc::Eid;
 use super::conn::Conn;

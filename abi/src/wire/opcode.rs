@@ -158,7 +158,7 @@ mod tests {
         for op in Opcode::ALL {
             assert_eq!(op.request_len() % 8, 0, "{}", op.name());
             assert_eq!(op.response_len() % 8, 0, "{}", op.name());
-            assert!(op.response_len() <= ism_hal::regs::COMMAND_AREA_SIZE);
+            assert!(op.response_len() <= crate::regs::COMMAND_AREA_SIZE);
         }
     }
 }
