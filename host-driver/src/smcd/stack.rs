@@ -294,7 +294,8 @@ impl SmcStack {
     /// whether it is new ("first contact").
     pub fn link_group(&self, device: usize, peer: SmcdGid, role: Role) -> (Arc<LinkGroup>, bool) {
         let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-        // Reuse rule (facts §9.7, the fixed form): same device and same peer GID, and for an
+        // Reuse rule (`net/smc/smc_core.c` `smcd_lgr_match`, as fixed after 6.8): same device and
+        // same peer GID, and for an
         // emulated device the same GID extension too (compared as part of SmcdGid).
         if let Some(l) = lgrs
             .iter()
