@@ -11,10 +11,12 @@
 //! * [`error`]: the return codes of commands ([`ReturnCode`]) and the errors of moves
 //!   ([`MoveError`]);
 //! * [`regs`]: the register block of a function (the command area) and its protocol;
-//! * [`ids`]: the address, GID and token newtypes that cross the device boundary.
+//! * [`ids`]: the address, GID and token newtypes that cross the device boundary;
+//! * [`chid`]: the loopback CHID and the Emulated-ISM CHID range.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod chid;
 pub mod command;
 pub mod error;
 pub mod ids;

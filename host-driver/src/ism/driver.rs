@@ -31,8 +31,8 @@ use super::irq::{self, IeqCursor, IrqReport, IsmClient, IsmEvent};
 
 /// Page size of DMA allocations.
 const PAGE: usize = 4096;
-/// Largest DMB (the DMA segment limit).
-pub const MAX_DMB_LEN: usize = 1 << 20;
+/// Largest DMB (the DMA segment limit, [`ism_abi::wire::reg_dmb::MAX_DMB_LEN`]).
+pub const MAX_DMB_LEN: usize = ism_abi::wire::reg_dmb::MAX_DMB_LEN as usize;
 /// "No client" in the routing table.
 const NO_CLIENT: u8 = 0xFF;
 /// Most clients one function serves.

@@ -22,7 +22,7 @@ pub struct SmcdGid {
     pub gid_ext: u64,
 }
 
-pub use super::clc::proposal::{is_emulated_chid, LOOPBACK_CHID};
+pub use ism_abi::chid::{is_emulated_chid, LOOPBACK_CHID};
 
 fn not_supported<T>() -> Result<T, IsmError> {
     Err(IsmError::Local(ErrorKind::NotSupported))

@@ -39,7 +39,7 @@ pub const EVENT_REQUEST: u16 = 0x0001;
 pub const EVENT_RESPONSE: u16 = 0x0002;
 
 /// Most SBA indices a device has (routing table size).
-const MAX_INDEX: usize = 1920;
+const MAX_INDEX: usize = ism_abi::wire::sba::NR_DMBS;
 
 /// Builds the 64-bit `info` of an SMC software event: link group id (bytes 0–3), VLAN id
 /// (bytes 4–5), code (bytes 6–7), big-endian as on s390.

@@ -86,13 +86,7 @@ pub const MAX_GID_ENTRIES: usize = 8;
 pub const SMC_FEATURE_MASK: u16 = SPF_EMULATED_ISM_DEV;
 /// Feature bit: Emulated-ISM devices (`SMC_SPF_EMULATED_ISM_DEV`).
 pub const SPF_EMULATED_ISM_DEV: u16 = 0x0001;
-/// The loopback-ism CHID (`SMC_LO_RESERVED_CHID`).
-pub const LOOPBACK_CHID: u16 = 0xFFFF;
-
-/// Whether a CHID is in the Emulated-ISM range 0xFF00..=0xFFFF (`__smc_ism_is_emulated`).
-pub const fn is_emulated_chid(chid: u16) -> bool {
-    chid & 0xFF00 == 0xFF00
-}
+pub use ism_abi::chid::{is_emulated_chid, LOOPBACK_CHID};
 
 /// The fixed 80 bytes of a proposal.
 #[derive(
