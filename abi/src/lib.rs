@@ -21,6 +21,7 @@ pub mod command;
 pub mod error;
 pub mod ids;
 pub mod regs;
+mod table;
 pub mod wire;
 
 pub use command::Request;

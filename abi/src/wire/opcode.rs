@@ -4,70 +4,51 @@
 //! are this model's no-copy extension, in a range Linux never uses (0x20, 0x21), and are only
 //! accepted when QUERY_INFO advertises them.
 
-/// A known command code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Opcode {
-    /// Register the status block area (SBA).
-    RegSba = 0x01,
-    /// Register the interrupt event queue (IEQ).
-    RegIeq = 0x02,
-    /// Read the function's GID.
-    ReadGid = 0x03,
-    /// Add a VLAN id to the function (0x1FFF doubles as the ISMv2 probe).
-    AddVlanId = 0x04,
-    /// Remove a VLAN id from the function.
-    DelVlanId = 0x05,
-    /// Set "VLAN required".
-    SetVlan = 0x06,
-    /// Reset "VLAN required".
-    ResetVlan = 0x07,
-    /// Query the function's information block.
-    QueryInfo = 0x08,
-    /// Is a remote GID reachable?
-    QueryRgid = 0x09,
-    /// Register a DMB.
-    RegDmb = 0x0A,
-    /// Unregister a DMB.
-    UnregDmb = 0x0B,
-    /// Send a software event to a remote function's IEQ.
-    SignalIeq = 0x0E,
-    /// Unregister the SBA.
-    UnregSba = 0x11,
-    /// Unregister the IEQ.
-    UnregIeq = 0x12,
-    /// Extension: map a peer's DMB (same memory domain only).
-    AttachDmb = 0x20,
-    /// Extension: undo an attach.
-    DetachDmb = 0x21,
+use crate::table::code_table;
+
+code_table! {
+    /// A known command code; its text is Linux's name of the command.
+    ///
+    /// Deliberately not `#[non_exhaustive]` (nor is [`crate::Request`]): a new command is a
+    /// change every device and driver must handle, so it should break their exhaustive
+    /// matches rather than fall into a wildcard arm.
+    pub enum Opcode: u32, text = name {
+        /// Register the status block area (SBA).
+        RegSba = 0x01 => "REG_SBA",
+        /// Register the interrupt event queue (IEQ).
+        RegIeq = 0x02 => "REG_IEQ",
+        /// Read the function's GID.
+        ReadGid = 0x03 => "READ_GID",
+        /// Add a VLAN id to the function (0x1FFF doubles as the ISMv2 probe).
+        AddVlanId = 0x04 => "ADD_VLAN_ID",
+        /// Remove a VLAN id from the function.
+        DelVlanId = 0x05 => "DEL_VLAN_ID",
+        /// Set "VLAN required".
+        SetVlan = 0x06 => "SET_VLAN",
+        /// Reset "VLAN required".
+        ResetVlan = 0x07 => "RESET_VLAN",
+        /// Query the function's information block.
+        QueryInfo = 0x08 => "QUERY_INFO",
+        /// Is a remote GID reachable?
+        QueryRgid = 0x09 => "QUERY_RGID",
+        /// Register a DMB.
+        RegDmb = 0x0A => "REG_DMB",
+        /// Unregister a DMB.
+        UnregDmb = 0x0B => "UNREG_DMB",
+        /// Send a software event to a remote function's IEQ.
+        SignalIeq = 0x0E => "SIGNAL_IEQ",
+        /// Unregister the SBA.
+        UnregSba = 0x11 => "UNREG_SBA",
+        /// Unregister the IEQ.
+        UnregIeq = 0x12 => "UNREG_IEQ",
+        /// Extension: map a peer's DMB (same memory domain only).
+        AttachDmb = 0x20 => "ATTACH_DMB",
+        /// Extension: undo an attach.
+        DetachDmb = 0x21 => "DETACH_DMB",
+    }
 }
 
 impl Opcode {
-    /// Every code, in numeric order.
-    pub const ALL: [Opcode; 16] = [
-        Opcode::RegSba,
-        Opcode::RegIeq,
-        Opcode::ReadGid,
-        Opcode::AddVlanId,
-        Opcode::DelVlanId,
-        Opcode::SetVlan,
-        Opcode::ResetVlan,
-        Opcode::QueryInfo,
-        Opcode::QueryRgid,
-        Opcode::RegDmb,
-        Opcode::UnregDmb,
-        Opcode::SignalIeq,
-        Opcode::UnregSba,
-        Opcode::UnregIeq,
-        Opcode::AttachDmb,
-        Opcode::DetachDmb,
-    ];
-
-    /// The code for a raw `cmd` value, or `None` if the device does not know it.
-    pub fn from_raw(raw: u32) -> Option<Opcode> {
-        Self::ALL.into_iter().find(|op| *op as u32 == raw)
-    }
-
     /// The exact request length (header included) the command must carry in `hdr.len`.
     pub const fn request_len(self) -> usize {
         match self {
@@ -96,28 +77,6 @@ impl Opcode {
             Opcode::AttachDmb => 32,
             Opcode::QueryInfo => 200,
             _ => 8,
-        }
-    }
-
-    /// Linux's name for the command.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Opcode::RegSba => "REG_SBA",
-            Opcode::RegIeq => "REG_IEQ",
-            Opcode::ReadGid => "READ_GID",
-            Opcode::AddVlanId => "ADD_VLAN_ID",
-            Opcode::DelVlanId => "DEL_VLAN_ID",
-            Opcode::SetVlan => "SET_VLAN",
-            Opcode::ResetVlan => "RESET_VLAN",
-            Opcode::QueryInfo => "QUERY_INFO",
-            Opcode::QueryRgid => "QUERY_RGID",
-            Opcode::RegDmb => "REG_DMB",
-            Opcode::UnregDmb => "UNREG_DMB",
-            Opcode::SignalIeq => "SIGNAL_IEQ",
-            Opcode::UnregSba => "UNREG_SBA",
-            Opcode::UnregIeq => "UNREG_IEQ",
-            Opcode::AttachDmb => "ATTACH_DMB",
-            Opcode::DetachDmb => "DETACH_DMB",
         }
     }
 }

@@ -87,15 +87,9 @@ impl IsmError {
     pub(crate) fn from_bus(e: super::BusError) -> Self {
         match e {
             super::BusError::NoDevice => IsmError::Local(ErrorKind::NoDevice),
-            super::BusError::StoreRefused(code) => match code {
-                1 => IsmError::Move(MoveError::TooLong),
-                2 => IsmError::Move(MoveError::InvalidToken),
-                3 => IsmError::Move(MoveError::AccessDenied),
-                4 => IsmError::Move(MoveError::OutOfRange),
-                5 => IsmError::Move(MoveError::FunctionOffline),
-                6 => IsmError::Move(MoveError::MemoryFault),
-                other => IsmError::MoveRaw(other),
-            },
+            super::BusError::StoreRefused(code) => {
+                MoveError::from_raw(code).map_or(IsmError::MoveRaw(code), IsmError::Move)
+            }
         }
     }
 }
