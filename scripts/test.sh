@@ -55,7 +55,7 @@ fi
 rustup +nightly component list --installed | grep -q '^miri' || rustup +nightly component add miri rust-src
 cargo +nightly miri setup >/dev/null
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
-cargo +nightly miri test -p ism-hal -p ism-firmware
+cargo +nightly miri test -p ism-abi -p ism-hal -p ism-firmware
 # The simulator's only unsafe code is its memory domain: run those tests under Miri.
 cargo +nightly miri test -p ism-sim --lib memory::
 

@@ -24,8 +24,7 @@ use ism_hal::{DevAddr, DmbToken, FunctionId, Gid};
 
 use crate::lease::{Lease, LeaseGuard};
 
-/// Largest DMB: the DMA segment limit of the real device (1 MiB).
-pub const MAX_DMB_LEN: u32 = 1 << 20;
+pub use ism_abi::wire::reg_dmb::MAX_DMB_LEN;
 /// Bits of the token that select the slot.
 pub const SLOT_BITS: u32 = 14;
 /// Largest table a device can have.

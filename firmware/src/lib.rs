@@ -7,14 +7,14 @@
 //! and reports through each function's status block (SBA), event queue (IEQ) and interrupt.
 //!
 //! Where things live:
-//! * [`wire`]: every byte layout a host sees (one file per format);
-//! * [`command`]: decoding a request into a typed [`command::Request`];
+//! * the host-visible interface is the `ism-abi` crate, re-exported here as [`wire`] (every
+//!   byte layout a host sees), [`command`] (a request as a typed [`command::Request`]) and
+//!   [`error`] (return codes of commands and errors of moves);
 //! * [`dmb`]: the DMB table; **DMB tokens are issued and checked there**;
 //! * [`lease`]: the lock-free guard that makes "after UNREG_DMB returns, the device never
 //!   writes that memory again" true even with a move racing the unregister;
 //! * [`function`]: per-function state (GID, SBA/IEQ registration, VLANs);
-//! * [`device`]: command dispatch, moves, events; the only entry points of a board;
-//! * [`error`]: return codes of commands and errors of moves.
+//! * [`device`]: command dispatch, moves, events; the only entry points of a board.
 //!
 //! The firmware runs synchronously in its caller's context, as millicode does: a command or
 //! a store-block returns when the device has done it. It never panics on host input and
@@ -43,17 +43,13 @@ extern crate std;
 pub mod lease;
 
 #[cfg(not(loom))]
-pub mod command;
-#[cfg(not(loom))]
 pub mod device;
 #[cfg(not(loom))]
 pub mod dmb;
 #[cfg(not(loom))]
-pub mod error;
-#[cfg(not(loom))]
 pub mod function;
 #[cfg(not(loom))]
-pub mod wire;
+pub use ism_abi::{command, error, wire};
 
 #[cfg(not(loom))]
 pub use device::{ConfigError, Device, DownReason, StatsSnapshot};

@@ -11,28 +11,28 @@
 //!   [`embedded_hal::digital::OutputPin`] is one, through [`irq::PinLine`]);
 //! * [`clock::Clock`]: time stamps for events;
 //! * [`board::Board`]: the bundle a device is generic over;
-//! * [`regs`]: the register block of a function as the host sees it;
-//! * [`ids`]: address, GID, token and index newtypes shared by device and host.
+//! * [`regs`] and [`ids`]: the register block and the identifier newtypes, re-exported from
+//!   `ism-abi` (the host-visible interface), where they are defined.
 //!
 //! This crate never allocates and never panics on a board's behalf: every fallible access
 //! returns a [`memory::MemError`]. Fakes of every trait live in the `fakes` module behind
 //! `cfg(any(test, feature = "test-utils"))`.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 #[cfg(any(test, feature = "test-utils"))]
 extern crate std;
 
 pub mod board;
 pub mod clock;
-pub mod ids;
 pub mod irq;
 pub mod log;
 pub mod memory;
-pub mod regs;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fakes;
+
+pub use ism_abi::{ids, regs};
 
 pub use board::Board;
 pub use clock::Clock;

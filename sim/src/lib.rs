@@ -4,30 +4,20 @@
 //! device copies between (as between LPARs), or a loopback board with one shared memory
 //! where the device also offers no-copy attach (as Linux's loopback-ism).
 //!
-//! * [`bench`](mod@bench): TCP, UNIX and SMC-D measured side by side (`ism-sim bench`);
-//! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
-//! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
-//! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
-//! * [`irq`]: interrupt lines that wake a waiting host thread;
-//! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
-//! * [`smc`]: SMC-D stacks on a board's partitions;
-//! * [`soak`]: many verified connections under partition crashes (`ism-sim soak`);
-//! * [`demo`]: the device demo of the CLI;
-//! * [`workload`]: verified streams for the CLI;
-//! * [`trace`]: Chrome/Perfetto trace export.
+//! The crate has two halves, each a folder:
+//! * [`kit`]: the board kit: [`board`], [`memory`], [`irq`], [`fault`], [`trace`], [`host`],
+//!   [`smc`];
+//! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`demo`], [`soak`],
+//!   [`workload`].
+//!
+//! Every module is also re-exported at the crate root (`ism_sim::board`, `ism_sim::bench`, …).
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod bench;
-pub mod board;
-pub mod demo;
-pub mod fault;
-pub mod host;
-pub mod irq;
-pub mod memory;
-pub mod smc;
-pub mod soak;
-pub mod trace;
-pub mod workload;
+pub mod apps;
+pub mod kit;
+
+pub use apps::{bench, demo, soak, workload};
+pub use kit::{board, fault, host, irq, memory, smc, trace};
 
 pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};
 pub use host::{Host, IrqMode};

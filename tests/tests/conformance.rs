@@ -1,68 +1,13 @@
 //! The conformance suite (`ism_tests::conformance`) against the simulator boards: every
-//! check on a 2-partition LPAR board and on the loopback board, one `#[test]` each so a
-//! failure names its check, plus a run of `run_all` to keep the list and the tests in step.
+//! check on a 2-partition LPAR board (`lpar::<check>`) and on the loopback board
+//! (`loopback::<check>`), one `#[test]` each from one line each, plus `run_all` on a
+//! three-partition board and a device that must fail.
 
 use ism_tests::conformance::{self, DeviceUnderTest};
 use ism_tests::sim_dut::SimDut;
 
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        mod lpar {
-            use super::*;
-            $(
-                #[test]
-                fn $check() {
-                    let dut = SimDut::lpar(2);
-                    if let Err(e) = conformance::$check(&dut) {
-                        panic!("{} failed on the LPAR board: {e}", stringify!($check));
-                    }
-                }
-            )*
-        }
-        mod loopback {
-            use super::*;
-            $(
-                #[test]
-                fn $check() {
-                    let dut = SimDut::loopback();
-                    if let Err(e) = conformance::$check(&dut) {
-                        panic!("{} failed on the loopback board: {e}", stringify!($check));
-                    }
-                }
-            )*
-        }
-        /// Every check in `checks()` has a test here.
-        const NAMED: &[&str] = &[$(stringify!($check)),*];
-    };
-}
-
-conformance_tests!(
-    check_probe_sequence,
-    check_command_lengths_and_echo,
-    check_unknown_commands_refused,
-    check_bad_lengths_refused,
-    check_dmb_token_semantics,
-    check_dmb_registration_limits,
-    check_move_data_and_bounds,
-    check_move_signal_sba_bits,
-    check_ieq_index_rule_and_wrap,
-    check_signal_ieq,
-    check_query_rgid,
-    check_linux_driver_round_trip,
-);
-
-#[test]
-fn every_check_has_a_named_test() {
-    let listed: Vec<String> = conformance::checks::<SimDut>()
-        .iter()
-        .map(|(n, _)| format!("check_{n}"))
-        .collect();
-    let mut named: Vec<String> = NAMED.iter().map(|s| s.to_string()).collect();
-    let mut l = listed.clone();
-    l.sort();
-    named.sort();
-    assert_eq!(l, named, "checks() and this file's test list differ");
-}
+ism_tests::conformance_tests!(lpar, SimDut::lpar(2));
+ism_tests::conformance_tests!(loopback, SimDut::loopback());
 
 #[test]
 fn run_all_passes_on_a_three_partition_board_and_leaves_it_clean() {
@@ -94,7 +39,7 @@ fn a_broken_device_fails_the_signal_check() {
         fn command(
             &self,
             request: &[u8],
-            response: &mut [u8; ism_hal::regs::COMMAND_AREA_SIZE],
+            response: &mut [u8; ism_abi::regs::COMMAND_AREA_SIZE],
         ) -> Result<(), BusError> {
             self.0.command(request, response)
         }

@@ -1,6 +1,7 @@
 //! SMC-D CLC handshake over the simulator: SMC-Dv2 (and v1) established on the LPAR and
 //! loopback boards with link-group reuse; every decline path with the reason code of the
-//! facts (§9.6/§9.7) and a transparent TCP fallback that still carries data both ways; DMB
+//! Linux (`net/smc/af_smc.c` device selection, `SMC_CLC_DECL_*` in `net/smc/smc_clc.h`) and a
+//! transparent TCP fallback that still carries data both ways; DMB
 //! exhaustion (`MAX_DMB`) and memory exhaustion (`MEM`) on either side without leaking
 //! DMBs; a wrong CLC version (`VERSMISMAT`); the CLC timeout on both sides.
 
@@ -207,7 +208,8 @@ fn fill_dmbs(b: &SmcBoard, p: usize) -> Vec<ism_host_driver::ism::Dmb> {
         assert!(held.len() <= 4096, "DMB registration never runs out");
     };
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err:?}");
-    // SBA indices 32..1920 (facts §3.2): the driver runs out before the device table.
+    // SBA indices 32..1920 (`drivers/s390/net/ism.h` `ISM_DMB_BIT_OFFSET`, `ISM_NR_DMBS`): the
+    // driver runs out before the device table.
     assert_eq!(held.len(), 1920 - 32);
     held
 }

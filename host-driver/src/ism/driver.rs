@@ -9,19 +9,19 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use ism_firmware::command::Request;
-use ism_firmware::wire::attach_dmb::AttachDmbResponse;
-use ism_firmware::wire::ieq::{self, event_code, EventType};
-use ism_firmware::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
-use ism_firmware::wire::query_info::{ExtFeatures, QueryInfoResponse};
-use ism_firmware::wire::read_gid::ReadGidResponse;
-use ism_firmware::wire::reg_dmb::RegDmbResponse;
-use ism_firmware::wire::sba::{FIRST_DMB_INDEX, NR_DMBS, SBA_SIZE};
-use ism_firmware::wire::unreg_dmb::{UnregDmbResponse, UNREG_DEFERRED};
-use ism_firmware::wire::vlan_id::RESERVED_VLAN_ID;
-use ism_firmware::wire::ResponseHeader;
+use ism_abi::command::Request;
+use ism_abi::wire::attach_dmb::AttachDmbResponse;
+use ism_abi::wire::ieq::{self, event_code, EventType};
+use ism_abi::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
+use ism_abi::wire::query_info::{ExtFeatures, QueryInfoResponse};
+use ism_abi::wire::read_gid::ReadGidResponse;
+use ism_abi::wire::reg_dmb::RegDmbResponse;
+use ism_abi::wire::sba::{FIRST_DMB_INDEX, NR_DMBS, SBA_SIZE};
+use ism_abi::wire::unreg_dmb::{UnregDmbResponse, UNREG_DEFERRED};
+use ism_abi::wire::vlan_id::RESERVED_VLAN_ID;
+use ism_abi::wire::ResponseHeader;
 
-use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
 use zerocopy::FromBytes;
 
@@ -31,8 +31,8 @@ use super::irq::{self, IeqCursor, IrqReport, IsmClient, IsmEvent};
 
 /// Page size of DMA allocations.
 const PAGE: usize = 4096;
-/// Largest DMB (the DMA segment limit).
-pub const MAX_DMB_LEN: usize = 1 << 20;
+/// Largest DMB (the DMA segment limit, [`ism_abi::wire::reg_dmb::MAX_DMB_LEN`]).
+pub const MAX_DMB_LEN: usize = ism_abi::wire::reg_dmb::MAX_DMB_LEN as usize;
 /// "No client" in the routing table.
 const NO_CLIENT: u8 = 0xFF;
 /// Most clients one function serves.
@@ -597,7 +597,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
                 offset: off as u32,
             }
             .emit();
-            if off > ism_firmware::wire::move_request::OFFSET_MASK as usize {
+            if off > ism_abi::wire::move_request::OFFSET_MASK as usize {
                 return Err(IsmError::Local(ErrorKind::InvalidArgument));
             }
             self.bus
@@ -631,7 +631,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             }
         });
         let mut events = 0;
-        if flags.contains(ism_firmware::wire::sba::SbaFlags::EVENT) {
+        if flags.contains(ism_abi::wire::sba::SbaFlags::EVENT) {
             events = irq::drain_ieq(mem, self.ieq, &mut st, |ev| {
                 self.on_event(ev);
                 for c in clients.iter() {

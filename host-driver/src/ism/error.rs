@@ -1,6 +1,6 @@
 //! Errors of the ISM driver.
 
-use ism_firmware::{MoveError, ReturnCode};
+use ism_abi::{MoveError, ReturnCode};
 
 /// What kind of failure, as an errno a Linux caller would see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,15 +87,9 @@ impl IsmError {
     pub(crate) fn from_bus(e: super::BusError) -> Self {
         match e {
             super::BusError::NoDevice => IsmError::Local(ErrorKind::NoDevice),
-            super::BusError::StoreRefused(code) => match code {
-                1 => IsmError::Move(MoveError::TooLong),
-                2 => IsmError::Move(MoveError::InvalidToken),
-                3 => IsmError::Move(MoveError::AccessDenied),
-                4 => IsmError::Move(MoveError::OutOfRange),
-                5 => IsmError::Move(MoveError::FunctionOffline),
-                6 => IsmError::Move(MoveError::MemoryFault),
-                other => IsmError::MoveRaw(other),
-            },
+            super::BusError::StoreRefused(code) => {
+                MoveError::from_raw(code).map_or(IsmError::MoveRaw(code), IsmError::Move)
+            }
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use alloc::sync::Arc;
 
+use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_firmware::{Device, FunctionConfig};
 use ism_hal::fakes::{FakeBoard, FakeMemory};
-use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DomainId, FunctionId, Gid};
 
 use super::hal::{Bus, BusError, Hal};
@@ -116,7 +116,7 @@ impl Bus for FakeFunction {
 mod tests {
     use super::*;
     use crate::ism::{ErrorKind, IsmClient, IsmDriver, IsmError, IsmEvent};
-    use ism_firmware::wire::ieq::EventType;
+    use ism_abi::wire::ieq::EventType;
     use std::sync::Mutex;
     use std::vec::Vec;
 
@@ -197,7 +197,7 @@ mod tests {
         let again = a.register_dmb(100, b.gid(), None, client).unwrap();
         assert_eq!(again.sba_idx, 32, "index reused after unregister");
         let e = b.move_data(dmb.token, 0, true, 0, &[1]).unwrap_err();
-        assert_eq!(e, IsmError::Move(ism_firmware::MoveError::InvalidToken));
+        assert_eq!(e, IsmError::Move(ism_abi::MoveError::InvalidToken));
     }
 
     #[test]

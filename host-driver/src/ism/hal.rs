@@ -2,7 +2,7 @@
 //! (control of buffers) and the function's bus (commands on the control path, store-blocks
 //! on the data path).
 
-use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory};
 
 /// A bus-level failure: the request never reached the device or no answer came back.
@@ -11,7 +11,7 @@ pub enum BusError {
     /// The function is gone (hot-unplugged, partition deactivated).
     NoDevice,
     /// A store-block into a DMB was refused; carries the device's reason code
-    /// (`ism_firmware::MoveError as u8`, or a vendor's own).
+    /// (`ism_abi::MoveError as u8`, or a vendor's own).
     StoreRefused(u8),
 }
 

@@ -11,8 +11,8 @@
 //!
 //! The handler reads only the function's own SBA and IEQ.
 
-use ism_firmware::wire::ieq::{Event, EventType};
-use ism_firmware::wire::sba::{self, SbaFlags, FIRST_DMB_INDEX, NR_DMBS};
+use ism_abi::wire::ieq::{Event, EventType};
+use ism_abi::wire::sba::{self, SbaFlags, FIRST_DMB_INDEX, NR_DMBS};
 use zerocopy::FromBytes;
 
 use ism_hal::{DevAddr, DmaMemory};
@@ -130,7 +130,7 @@ pub(crate) fn drain_ieq<M: DmaMemory + ?Sized>(
         if cursor.last == cursor.entries {
             cursor.last = 0;
         }
-        let at = ieq_base.0 + ism_firmware::wire::ieq::entry_offset(cursor.last as usize) as u64;
+        let at = ieq_base.0 + ism_abi::wire::ieq::entry_offset(cursor.last as usize) as u64;
         let mut raw = [0u8; 32];
         for (i, chunk) in raw.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&mem.load_u64(DevAddr(at + 8 * i as u64)).unwrap_or([0; 8]));

@@ -1,7 +1,8 @@
 //! The SMC-D CDC message (`struct smcd_cdc_msg`, 32 bytes) and cursor arithmetic.
 //!
 //! The sender writes this message at offset 0 of the peer's DMB (with the signal flag) after
-//! the data; the receive ring follows at offset 32 (facts §8.1–8.3).
+//! the data; the receive ring follows at offset 32 (`net/smc/smc_cdc.h`: `struct smcd_cdc_msg`,
+//! `smc_curs_add`, `smc_curs_diff`).
 //!
 //! | off | size | field                                                          |
 //! |-----|------|----------------------------------------------------------------|

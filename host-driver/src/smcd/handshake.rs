@@ -2,7 +2,8 @@
 //! server picks one and accepts (or declines), the client confirms. Afterwards data flows
 //! through DMBs; a decline on either side means plain TCP on the same connection.
 //!
-//! Device choice follows Linux (facts §9.7): the server tries the SMC-Dv2 candidates in
+//! Device choice follows Linux (`net/smc/af_smc.c` `smc_listen_find_device`): the server tries the
+//! SMC-Dv2 candidates in
 //! the proposal's order (a native V1 device first), taking the first local device with the
 //! same CHID that reaches the candidate's GID (`query_remote_gid(gid, 1, 0x1FFF)`), then
 //! requires a common EID; failing that, SMC-Dv1 with the native device; failing that, it
@@ -225,7 +226,8 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
         .iter()
         .filter_map(|d| candidates.iter().find(|c| c.1 == *d).map(|c| c.0))
         .collect();
-    // The V1 device is a V2 candidate too: the server tries `smcd.ism` first (facts §9.7).
+    // The V1 device is a V2 candidate too: the server tries `smcd.ism` first (`net/smc/af_smc.c`
+    // `smc_find_ism_v2_device_serv`).
     let v1_v2 = v1.filter(|&i| stack.devices()[i].ops().supports_v2());
     let mut v2_choices: Vec<(usize, SmcdDevice)> = v1_v2
         .map(|i| (i, local_device(stack, i)))

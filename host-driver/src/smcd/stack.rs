@@ -21,7 +21,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ism_firmware::wire::ieq::EventType;
+use ism_abi::wire::ieq::EventType;
 
 use super::clc::Eid;
 use super::conn::Conn;
@@ -39,7 +39,7 @@ pub const EVENT_REQUEST: u16 = 0x0001;
 pub const EVENT_RESPONSE: u16 = 0x0002;
 
 /// Most SBA indices a device has (routing table size).
-const MAX_INDEX: usize = 1920;
+const MAX_INDEX: usize = ism_abi::wire::sba::NR_DMBS;
 
 /// Builds the 64-bit `info` of an SMC software event: link group id (bytes 0–3), VLAN id
 /// (bytes 4–5), code (bytes 6–7), big-endian as on s390.
@@ -294,7 +294,8 @@ impl SmcStack {
     /// whether it is new ("first contact").
     pub fn link_group(&self, device: usize, peer: SmcdGid, role: Role) -> (Arc<LinkGroup>, bool) {
         let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-        // Reuse rule (facts §9.7, the fixed form): same device and same peer GID, and for an
+        // Reuse rule (`net/smc/smc_core.c` `smcd_lgr_match`, as fixed after 6.8): same device and
+        // same peer GID, and for an
         // emulated device the same GID extension too (compared as part of SmcdGid).
         if let Some(l) = lgrs
             .iter()

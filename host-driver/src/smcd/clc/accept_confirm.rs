@@ -1,8 +1,10 @@
-//! SMC-D ACCEPT (type 2) and CONFIRM (type 3); both have the same layout (facts §9.4).
+//! SMC-D ACCEPT (type 2) and CONFIRM (type 3); both have the same layout (`net/smc/smc_clc.h`
+//! `struct smc_clc_msg_accept_confirm`).
 //!
 //! | off | size | field                                                                  |
 //! |-----|------|------------------------------------------------------------------------|
-//! | 0   | 8    | header: "SMCD", type 2/3, version 1 or 2, `typev1` = D, `typev2` bit 1 = first contact |
+//! | 0   | 8    | header: "SMCD", type 2/3, version 1 or 2, `typev1` = D, `typev2` bit 1 = first
+//! contact |
 //! | 8   | 8    | `d0.gid` BE: sender's ISM GID (64-bit part)                            |
 //! | 16  | 8    | `d0.token` BE: sender's DMB token                                      |
 //! | 24  | 1    | `d0.dmbe_idx` (Linux: 0)                                               |

@@ -1,7 +1,8 @@
 //! PROPOSAL (type 1): the client's offer, as Linux ≥ 5.10 builds it (always version 2), and
 //! the version-1 form older peers send.
 //!
-//! Version 2 (facts §9.3; X, Y as below):
+//! Version 2 (`net/smc/smc_clc.h` `struct smc_clc_msg_proposal` and its v2 extensions; X, Y as
+//! below):
 //!
 //! | off    | size   | field                                                              |
 //! |--------|--------|--------------------------------------------------------------------|
@@ -15,11 +16,13 @@
 //! | 50     | 2      | `smcd.v2_ext_offset` BE: X − 52, 0 if `typev2` = N                  |
 //! | 52     | 3+5    | vendor OUI, vendor options: zero                                   |
 //! | 60     | 20     | reserved                                                           |
-//! | 80     | 8      | prefix area (iff `typev1` ≠ N): subnet BE u32, prefix_len, 2 res., `ipv6_prefixes_cnt` |
+//! | 80     | 8      | prefix area (iff `typev1` ≠ N): subnet BE u32, prefix_len, 2 res.,
+//! `ipv6_prefixes_cnt` |
 //! | 88     | 17·n6  | IPv6 prefixes {16 bytes, prefix_len}, n6 ≤ 8                        |
 //! | X      | 40     | v2 extension (iff `typev2` ≠ N), below                             |
 //! | X+40   | 32·e   | user EIDs, e = `eid_cnt` ≤ 8                                        |
-//! | Y      | 48     | SMC-Dv2 extension (iff `typev2` ∈ {D, B}): `system_eid[32]`, `reserved[16]` |
+//! | Y      | 48     | SMC-Dv2 extension (iff `typev2` ∈ {D, B}): `system_eid[32]`, `reserved[16]`
+//! |
 //! | Y+48   | 10·g   | GID/CHID entries {gid BE u64, chid BE u16}, g = `ism_gid_cnt` ≤ 8   |
 //! | end−4  | 4      | trailer "SMCR"                                                     |
 //!
@@ -34,7 +37,8 @@
 //! `iparea_offset`), and parses `iparea_offset` 0 or 40.
 //!
 //! The receiver's length check (v2) is
-//! `length = 80 + (typev1≠N ? 8 + 17·n6) + (typev2≠N ? 40 + 32·e) + (typev2∈{D,B} ? 48 + 10·g) + 4`;
+//! `length = 80 + (typev1≠N ? 8 + 17·n6) + (typev2≠N ? 40 + 32·e) + (typev2∈{D,B} ? 48 + 10·g) +
+//! 4`;
 //! for v1 it is `40 + iparea_offset + 8 + 17·n6 + 4`. [`Proposal::parse`] performs it and
 //! additionally requires every offset field to point exactly where the layout puts the part
 //! (`iparea_offset` = 40 when the prefix area is present; `v2_ext_offset`;
@@ -82,13 +86,7 @@ pub const MAX_GID_ENTRIES: usize = 8;
 pub const SMC_FEATURE_MASK: u16 = SPF_EMULATED_ISM_DEV;
 /// Feature bit: Emulated-ISM devices (`SMC_SPF_EMULATED_ISM_DEV`).
 pub const SPF_EMULATED_ISM_DEV: u16 = 0x0001;
-/// The loopback-ism CHID (`SMC_LO_RESERVED_CHID`).
-pub const LOOPBACK_CHID: u16 = 0xFFFF;
-
-/// Whether a CHID is in the Emulated-ISM range 0xFF00..=0xFFFF (`__smc_ism_is_emulated`).
-pub const fn is_emulated_chid(chid: u16) -> bool {
-    chid & 0xFF00 == 0xFF00
-}
+pub use ism_abi::chid::{is_emulated_chid, LOOPBACK_CHID};
 
 /// The fixed 80 bytes of a proposal.
 #[derive(

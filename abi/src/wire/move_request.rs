@@ -12,7 +12,7 @@
 //! One store-block carries at most [`MAX_MOVE_LEN`] bytes; Linux splits larger moves at
 //! 4 KiB boundaries and sets the signal flag only on the last piece.
 
-use ism_hal::DmbToken;
+use crate::ids::DmbToken;
 
 /// Largest payload of one store-block, in bytes.
 pub const MAX_MOVE_LEN: usize = 4096;

@@ -29,7 +29,7 @@ pub const MAX_DMBS: usize = 4096;
 /// CHID of LPAR boards.
 pub const LPAR_CHID: u16 = 0x0D10;
 /// CHID of the loopback board (Linux's loopback-ism).
-pub const LOOPBACK_CHID: u16 = 0xFFFF;
+pub use ism_abi::chid::LOOPBACK_CHID;
 /// Default memory of one partition.
 pub const DEFAULT_PARTITION_MEMORY: usize = 256 << 20;
 

@@ -1,118 +1,52 @@
-//! A conformance suite for ISM devices, written against the **host-visible interface only**:
-//! the command area and store-blocks of each function ([`Bus`]), the partition memory the
-//! device reads and writes ([`Hal`]: SBA, IEQ and DMBs live there), and each function's
-//! interrupt. Nothing here looks inside the device, so the same checks run against the
-//! `ism-sim` boards, a QEMU device model, or a vendor's hardware behind a thin shim.
-//!
-//! The expected behaviour is what Linux's ISM driver and SMC-D rely on (see
-//! `facts/ism-smcd-facts.md` §2-§5): command codes and exact request lengths, the response
-//! header (`cmd` echoed, `ret`, `len`), REG_DMB tokens with their low 32 bits zero that die
-//! with UNREG_DMB, the SBA bit of SBA index `i` in byte `4 + i/8` under mask `0x80 >> (i%8)`
-//! and its DMBE mask at byte `256 + 2i` (`0x1000` for DMBE 0), the IEQ index rule (after
-//! writing entry `k` the device stores `idx = k + 1`, 15 entries in Linux's 512-byte queue,
-//! wrapping and overwriting), SIGNAL_IEQ software events and QUERY_RGID with VLAN rules. The
-//! few places where this suite is stricter than Linux (a wrong request length must be
-//! refused; an unknown command must be *answered* with a non-zero `ret` other than `0xFFFF`,
-//! which means "no answer") are stated in each check's documentation.
-//!
-//! # How a vendor plugs in a device
-//!
-//! 1. Implement [`DeviceUnderTest`] for a type that reaches your device:
-//!    * [`DeviceUnderTest::bus`]: for function `f`, an [`ism_host_driver::ism::Bus`] whose
-//!      `command` posts the request bytes to the function's command area (body, then header)
-//!      and reads back the response header and, if `ret == 0`, the body up to `len`; and
-//!      whose `store_block` issues one store-block with the given 64-bit request word;
-//!    * [`DeviceUnderTest::hal`]: an [`ism_host_driver::ism::Hal`] for the memory of the
-//!      partition that owns function `f`: byte access by device address, and a DMA allocator
-//!      (the checks allocate SBA, IEQ and DMB buffers from it and free them again);
-//!    * [`DeviceUnderTest::wait_irq`]: wait up to a timeout for function `f`'s interrupt and
-//!      acknowledge it (with a zero timeout: take it if pending);
-//!    * [`DeviceUnderTest::chid`], [`DeviceUnderTest::shares_memory`];
-//!    * optionally [`DeviceUnderTest::quiet_period`]: how long to wait before concluding
-//!      that an interrupt did *not* come (a device that raises interrupts synchronously
-//!      with the store, as the simulator does, can use zero).
-//! 2. Run the checks: [`run_all`] returns `(name, result)` for every check; or call the
-//!    `pub fn`s one by one, e.g. one `#[test]` per check (see `tests/tests/conformance.rs`
-//!    in this crate, which does exactly that for the simulator boards):
-//!
-//! ```ignore
-//! let dut = MyDevice::open()?;
-//! let failed: Vec<_> = ism_tests::conformance::run_all(&dut)
-//!     .into_iter()
-//!     .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
-//!     .collect();
-//! assert!(failed.is_empty(), "{failed:#?}");
-//! ```
-//!
-//! Contract between the checks and the device: every check starts from functions with
-//! nothing registered (no SBA, IEQ, DMB or VLAN) and leaves them that way, also when it
-//! fails (registrations are undone when the check's sessions drop). Checks use the first two
-//! functions (one if the device has only one, as the loopback board: the function then
-//! writes its own DMBs, as loopback-ism does).
-//!
-//! [`check_linux_driver_round_trip`] additionally runs this crate's Rust port of Linux's
-//! ISM driver ([`IsmDriver`]) over the device.
+//! The checks, and the one list of them.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use ism_firmware::command::Request;
-use ism_hal::regs::COMMAND_AREA_SIZE;
-use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
+use ism_abi::regs::COMMAND_AREA_SIZE;
+use ism_abi::{DevAddr, DmbToken, Gid, Request};
+use ism_hal::DmaMemory;
 use ism_host_driver::ism::{Bus, BusError, Hal, IsmClient, IsmDriver, IsmEvent};
 
-/// A device under test, seen only through what its hosts see.
-pub trait DeviceUnderTest {
-    /// The partition memory and DMA allocator of a function's host.
-    type Hal: Hal;
-    /// A function's command area and store-block path.
-    type Bus: Bus;
+use super::dut::{CheckResult, DeviceUnderTest};
+use super::harness::{
+    command, expect_ok, expect_refused, must, open_pair, raw_command, store, take_all_irqs,
+    unknown_gid, Response, Session,
+};
 
-    /// Number of ISM functions the checks may use (at least 1).
-    fn functions(&self) -> usize;
-
-    /// The bus of function `f` (`f < functions()`).
-    fn bus(&self, f: usize) -> &Self::Bus;
-
-    /// The memory of the partition that owns function `f`.
-    fn hal(&self, f: usize) -> &Self::Hal;
-
-    /// Waits up to `timeout` for function `f`'s interrupt; returns whether one was taken
-    /// (acknowledged). A zero timeout takes a pending interrupt without waiting.
-    fn wait_irq(&self, f: usize, timeout: Duration) -> bool;
-
-    /// The device's CHID (all functions share it).
-    fn chid(&self) -> u16;
-
-    /// Whether all functions share one memory domain (loopback-style devices).
-    fn shares_memory(&self) -> bool;
-
-    /// How long to wait before concluding that no interrupt is coming.
-    fn quiet_period(&self) -> Duration {
-        Duration::from_millis(20)
-    }
-
-    /// Upper bound for an expected interrupt to arrive.
-    fn irq_timeout(&self) -> Duration {
-        Duration::from_secs(5)
-    }
+/// Calls `$callback!` back with `$pre;` followed by every check as `(name, function)`:
+/// the one list of checks, from which [`super::checks`] and
+/// [`conformance_tests!`](crate::conformance_tests) are made. A new check is one line here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ism_conformance_with_checks {
+    ($callback:ident ! { $($pre:tt)* }) => {
+        $crate::$callback! { $($pre)*;
+            (probe_sequence, check_probe_sequence),
+            (command_lengths_and_echo, check_command_lengths_and_echo),
+            (unknown_commands_refused, check_unknown_commands_refused),
+            (bad_lengths_refused, check_bad_lengths_refused),
+            (dmb_token_semantics, check_dmb_token_semantics),
+            (dmb_registration_limits, check_dmb_registration_limits),
+            (move_data_and_bounds, check_move_data_and_bounds),
+            (move_signal_sba_bits, check_move_signal_sba_bits),
+            (ieq_index_rule_and_wrap, check_ieq_index_rule_and_wrap),
+            (signal_ieq, check_signal_ieq),
+            (query_rgid, check_query_rgid),
+            (linux_driver_round_trip, check_linux_driver_round_trip),
+        }
+    };
 }
 
-/// What a check returns: `Err` with a readable reason on a conformance failure.
-pub type CheckResult = Result<(), String>;
-
-/// A check of device `D`.
-pub type Check<D> = fn(&D) -> CheckResult;
-
 // ---------------------------------------------------------------------------- constants
-// Restated from the facts (not taken from the model's wire module), so the suite checks the
-// model's layouts rather than repeating them.
+// Restated from Linux (`drivers/s390/net/ism.h`, `ism_drv.c`; `net/smc/smc_ism.c`), not
+// imported from `ism-abi`: the suite is an independent oracle for the interface crate and
+// the model behind it, so a wrong constant there is caught here rather than repeated.
 
-const PAGE: usize = 4096;
-const SBA_SIZE: usize = 4096;
-const IEQ_LEN: u64 = 512;
+pub(super) const PAGE: usize = 4096;
+pub(super) const SBA_SIZE: usize = 4096;
+pub(super) const IEQ_LEN: u64 = 512;
 const IEQ_ENTRIES: u64 = 15;
-const IEQ_ENTRY_LEN: u64 = 32;
+pub(super) const IEQ_ENTRY_LEN: u64 = 32;
 const FIRST_SBA_INDEX: u32 = 32;
 const NR_SBA_INDICES: u32 = 1920;
 const SBA_SUMMARY: u8 = 0x80;
@@ -125,7 +59,8 @@ const MAX_DMB_LEN: usize = 1 << 20;
 const MAX_STORE_LEN: usize = 4096;
 const EVENT_SOFTWARE: u32 = 2;
 
-/// Linux's command codes and request lengths (facts §2.1, §2.3).
+/// Linux's command codes and request lengths (`drivers/s390/net/ism.h`, the `ISM_*`
+/// command codes and request structs).
 const LINUX_COMMANDS: [(u32, &str, u16); 14] = [
     (0x01, "REG_SBA", 16),
     (0x02, "REG_IEQ", 24),
@@ -142,353 +77,6 @@ const LINUX_COMMANDS: [(u32, &str, u16); 14] = [
     (0x11, "UNREG_SBA", 8),
     (0x12, "UNREG_IEQ", 8),
 ];
-
-/// Every check, by name.
-pub fn checks<D: DeviceUnderTest>() -> Vec<(&'static str, Check<D>)> {
-    vec![
-        ("probe_sequence", check_probe_sequence::<D>),
-        (
-            "command_lengths_and_echo",
-            check_command_lengths_and_echo::<D>,
-        ),
-        (
-            "unknown_commands_refused",
-            check_unknown_commands_refused::<D>,
-        ),
-        ("bad_lengths_refused", check_bad_lengths_refused::<D>),
-        ("dmb_token_semantics", check_dmb_token_semantics::<D>),
-        (
-            "dmb_registration_limits",
-            check_dmb_registration_limits::<D>,
-        ),
-        ("move_data_and_bounds", check_move_data_and_bounds::<D>),
-        ("move_signal_sba_bits", check_move_signal_sba_bits::<D>),
-        (
-            "ieq_index_rule_and_wrap",
-            check_ieq_index_rule_and_wrap::<D>,
-        ),
-        ("signal_ieq", check_signal_ieq::<D>),
-        ("query_rgid", check_query_rgid::<D>),
-        (
-            "linux_driver_round_trip",
-            check_linux_driver_round_trip::<D>,
-        ),
-    ]
-}
-
-/// Runs every check in order; returns each check's name and result.
-pub fn run_all<D: DeviceUnderTest>(dut: &D) -> Vec<(&'static str, CheckResult)> {
-    checks::<D>()
-        .into_iter()
-        .map(|(name, check)| (name, check(dut)))
-        .collect()
-}
-
-// ---------------------------------------------------------------------------- commands
-
-/// A command response as read from the command area.
-#[derive(Clone, Debug)]
-pub struct Response {
-    /// `cmd` (the device should echo the request's code).
-    pub cmd: u32,
-    /// `ret`: 0 on success.
-    pub ret: u16,
-    /// `len`: total response length.
-    pub len: u16,
-    /// The whole area as read back (body valid only when `ret == 0`).
-    pub raw: [u8; COMMAND_AREA_SIZE],
-}
-
-impl Response {
-    /// The big-endian u64 at byte `off`.
-    pub fn u64_at(&self, off: usize) -> u64 {
-        u64::from_be_bytes(self.raw[off..off + 8].try_into().expect("8 bytes"))
-    }
-
-    /// The big-endian u32 at byte `off`.
-    pub fn u32_at(&self, off: usize) -> u32 {
-        u32::from_be_bytes(self.raw[off..off + 4].try_into().expect("4 bytes"))
-    }
-}
-
-/// Posts raw request bytes to function `f` (with `ret` preset to `0xFFFF`, as Linux does).
-///
-/// # Errors
-/// A readable message if the bus fails.
-pub fn raw_command<D: DeviceUnderTest>(
-    dut: &D,
-    f: usize,
-    request: &[u8],
-) -> Result<Response, String> {
-    let mut raw = [0u8; COMMAND_AREA_SIZE];
-    raw[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
-    dut.bus(f)
-        .command(request, &mut raw)
-        .map_err(|e| format!("function {f}: bus error {e:?} on a command"))?;
-    Ok(Response {
-        cmd: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
-        ret: u16::from_be_bytes([raw[4], raw[5]]),
-        len: u16::from_be_bytes([raw[6], raw[7]]),
-        raw,
-    })
-}
-
-/// Encodes `req` and posts it to function `f`.
-///
-/// # Errors
-/// A readable message if the bus fails.
-pub fn command<D: DeviceUnderTest>(dut: &D, f: usize, req: Request) -> Result<Response, String> {
-    let mut buf = [0u8; 64];
-    let n = req.emit(&mut buf).ok_or("request does not fit 64 bytes")?;
-    raw_command(dut, f, &buf[..n])
-}
-
-fn expect_ok<D: DeviceUnderTest>(dut: &D, f: usize, req: Request) -> Result<Response, String> {
-    let r = command(dut, f, req)?;
-    if r.ret != 0 {
-        return Err(format!(
-            "{} on function {f} failed with ret {:#06x}: {req:?}",
-            req.opcode().name(),
-            r.ret
-        ));
-    }
-    Ok(r)
-}
-
-fn expect_refused<D: DeviceUnderTest>(
-    dut: &D,
-    f: usize,
-    req: Request,
-    why: &str,
-) -> Result<Response, String> {
-    let r = command(dut, f, req)?;
-    if r.ret == 0 {
-        return Err(format!(
-            "{} on function {f} succeeded but must be refused ({why}): {req:?}",
-            req.opcode().name()
-        ));
-    }
-    Ok(r)
-}
-
-/// Issues one store-block from function `f`: the request word is built as Linux's
-/// `ISM_CREATE_REQ`: `token | idx << 24 | sf << 23 | offset`.
-///
-/// # Errors
-/// The bus error (a refused store).
-pub fn store<D: DeviceUnderTest>(
-    dut: &D,
-    f: usize,
-    token: DmbToken,
-    dmbe_idx: u8,
-    signal: bool,
-    offset: u32,
-    data: &[u8],
-) -> Result<(), BusError> {
-    let word =
-        token.0 | (u64::from(dmbe_idx) << 24) | (u64::from(signal) << 23) | u64::from(offset);
-    dut.bus(f).store_block(word, data)
-}
-
-fn take_all_irqs<D: DeviceUnderTest>(dut: &D) {
-    for f in 0..dut.functions() {
-        for _ in 0..64 {
-            if !dut.wait_irq(f, Duration::ZERO) {
-                break;
-            }
-        }
-    }
-}
-
-fn must<T, E: core::fmt::Debug>(r: Result<T, E>, what: &str) -> Result<T, String> {
-    r.map_err(|e| format!("{what}: {e:?}"))
-}
-
-// ---------------------------------------------------------------------------- sessions
-
-/// One function as a minimal host uses it: what it registered is undone on drop.
-struct Session<'a, D: DeviceUnderTest> {
-    dut: &'a D,
-    f: usize,
-    gid: Gid,
-    sba: Option<DevAddr>,
-    ieq: Option<DevAddr>,
-    vlans: Vec<u64>,
-    dmbs: Vec<DmbToken>,
-    allocs: Vec<(DevAddr, usize)>,
-}
-
-impl<'a, D: DeviceUnderTest> Session<'a, D> {
-    /// Nothing registered yet; reads the GID.
-    fn bare(dut: &'a D, f: usize) -> Result<Self, String> {
-        let r = expect_ok(dut, f, Request::ReadGid)?;
-        Ok(Self {
-            dut,
-            f,
-            gid: Gid(r.u64_at(8)),
-            sba: None,
-            ieq: None,
-            vlans: Vec::new(),
-            dmbs: Vec::new(),
-            allocs: Vec::new(),
-        })
-    }
-
-    /// REG_SBA and REG_IEQ (512 bytes), as Linux's probe.
-    fn open(dut: &'a D, f: usize) -> Result<Self, String> {
-        let mut s = Self::bare(dut, f)?;
-        let sba = s.alloc(SBA_SIZE, PAGE)?;
-        expect_ok(dut, f, Request::RegSba { sba })?;
-        s.sba = Some(sba);
-        let ieq = s.alloc(PAGE, PAGE)?;
-        expect_ok(dut, f, Request::RegIeq { ieq, len: IEQ_LEN })?;
-        s.ieq = Some(ieq);
-        Ok(s)
-    }
-
-    fn mem(&self) -> &<D::Hal as Hal>::Memory {
-        self.dut.hal(self.f).memory()
-    }
-
-    fn alloc(&mut self, size: usize, align: usize) -> Result<DevAddr, String> {
-        let a = self.dut.hal(self.f).dma_alloc(size, align).ok_or_else(|| {
-            format!(
-                "function {}: cannot allocate {size} bytes of DMA memory",
-                self.f
-            )
-        })?;
-        self.allocs.push((a, size));
-        Ok(a)
-    }
-
-    /// Allocates a buffer and registers it as a DMB; returns (token, address).
-    fn reg_dmb(
-        &mut self,
-        len: usize,
-        sba_idx: u32,
-        rgid: Gid,
-    ) -> Result<(DmbToken, DevAddr), String> {
-        let addr = self.alloc(len.div_ceil(PAGE) * PAGE, PAGE)?;
-        let tok = self.reg_dmb_at(addr, len as u32, sba_idx, rgid)?;
-        Ok((tok, addr))
-    }
-
-    fn reg_dmb_at(
-        &mut self,
-        dmb: DevAddr,
-        len: u32,
-        sba_idx: u32,
-        rgid: Gid,
-    ) -> Result<DmbToken, String> {
-        let req = Request::RegDmb {
-            dmb,
-            len,
-            sba_idx,
-            vlan: None,
-            rgid,
-        };
-        let r = expect_ok(self.dut, self.f, req)?;
-        if r.len < 16 {
-            return Err(format!("REG_DMB response len {} (< 16, no token)", r.len));
-        }
-        let tok = DmbToken(r.u64_at(8));
-        self.dmbs.push(tok);
-        Ok(tok)
-    }
-
-    fn unreg_dmb(&mut self, tok: DmbToken) -> Result<(), String> {
-        expect_ok(self.dut, self.f, Request::UnregDmb { token: tok })?;
-        self.dmbs.retain(|t| *t != tok);
-        Ok(())
-    }
-
-    fn add_vlan(&mut self, id: u64) -> Result<(), String> {
-        expect_ok(self.dut, self.f, Request::AddVlanId { vlan_id: id })?;
-        self.vlans.push(id);
-        Ok(())
-    }
-
-    fn del_vlan(&mut self, id: u64) -> Result<(), String> {
-        expect_ok(self.dut, self.f, Request::DelVlanId { vlan_id: id })?;
-        self.vlans.retain(|v| *v != id);
-        Ok(())
-    }
-
-    fn sba(&self) -> Result<DevAddr, String> {
-        self.sba.ok_or_else(|| "no SBA registered".into())
-    }
-
-    fn sba_bytes(&self) -> Result<Vec<u8>, String> {
-        let mut b = vec![0u8; SBA_SIZE];
-        must(self.mem().read(self.sba()?, &mut b), "read SBA")?;
-        Ok(b)
-    }
-
-    fn clear_sba(&self) -> Result<(), String> {
-        must(self.mem().zero(self.sba()?, SBA_SIZE as u64), "clear SBA")
-    }
-
-    fn ieq_u64(&self, off: u64) -> Result<u64, String> {
-        let ieq = self.ieq.ok_or("no IEQ registered")?;
-        let b = must(self.mem().load_u64(DevAddr(ieq.0 + off)), "read IEQ")?;
-        Ok(u64::from_be_bytes(b))
-    }
-
-    /// Entry `k`: (type, code, tok, info).
-    fn ieq_entry(&self, k: u64) -> Result<(u32, u32, u64, u64), String> {
-        let at = IEQ_ENTRY_LEN * (k + 1);
-        let w0 = self.ieq_u64(at)?;
-        Ok((
-            (w0 >> 32) as u32,
-            w0 as u32,
-            self.ieq_u64(at + 8)?,
-            self.ieq_u64(at + 24)?,
-        ))
-    }
-}
-
-impl<D: DeviceUnderTest> Drop for Session<'_, D> {
-    fn drop(&mut self) {
-        for tok in self.dmbs.drain(..) {
-            let _ = command(self.dut, self.f, Request::UnregDmb { token: tok });
-        }
-        for id in self.vlans.drain(..) {
-            let _ = command(self.dut, self.f, Request::DelVlanId { vlan_id: id });
-        }
-        if self.ieq.take().is_some() {
-            let _ = command(self.dut, self.f, Request::UnregIeq);
-        }
-        if self.sba.take().is_some() {
-            let _ = command(self.dut, self.f, Request::UnregSba);
-        }
-        for (a, n) in self.allocs.drain(..) {
-            self.dut.hal(self.f).dma_free(a, n);
-        }
-    }
-}
-
-/// Opens the owner (function 0) and the writer (function 1, or 0 on a one-function
-/// device); returns the sessions and the writer's index in the vector.
-fn open_pair<D: DeviceUnderTest>(dut: &D) -> Result<(Vec<Session<'_, D>>, usize), String> {
-    if dut.functions() == 0 {
-        return Err("the device has no functions".into());
-    }
-    let n = dut.functions().min(2);
-    let ss = (0..n)
-        .map(|f| Session::open(dut, f))
-        .collect::<Result<Vec<_>, _>>()?;
-    take_all_irqs(dut);
-    Ok((ss, n - 1))
-}
-
-/// A GID that none of the device's first functions has.
-fn unknown_gid<D: DeviceUnderTest>(ss: &[Session<'_, D>]) -> Gid {
-    let mut g = 0x0BAD_0000_0000_0001u64;
-    while ss.iter().any(|s| s.gid.0 == g) {
-        g = g.wrapping_add(0x1_0001);
-    }
-    Gid(g)
-}
 
 // ---------------------------------------------------------------------------- checks
 

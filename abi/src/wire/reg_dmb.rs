@@ -18,6 +18,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{RequestHeader, ResponseHeader, U32, U64};
 
+/// Largest `dmb_len` the device registers: the real device's DMA segment limit, 1 MiB
+/// (`drivers/s390/net/ism_drv.c` `ism_probe` sets it with `dma_set_max_seg_size`; Linux
+/// refuses a longer DMB in `ism_alloc_dmb`). Longer is refused with `InvalidLength`.
+pub const MAX_DMB_LEN: u32 = 1 << 20;
+
 /// REG_DMB request.
 #[derive(
     FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,

@@ -7,7 +7,7 @@
 
 use zerocopy::IntoBytes;
 
-use ism_hal::{DevAddr, DmbToken, Gid};
+use crate::ids::{DevAddr, DmbToken, Gid};
 
 use crate::error::ReturnCode;
 use crate::wire::attach_dmb::DmbTokenRequest;

@@ -3,7 +3,7 @@
 //! On the real device the host reaches the function through PCI address spaces: space 2 holds
 //! the *command area* (request written at offset 0.., response read back at offset 0..), and
 //! space 0 is the store-block target whose 64-bit offset operand is the encoded DMB request
-//! (see `ism-firmware`'s `wire::move_request`). Only the command area is memory-like, so it is
+//! (see [`crate::wire::move_request`]). Only the command area is memory-like, so it is
 //! the register block modelled here.
 //!
 //! Protocol (Linux's `ism_cmd`): the host writes the request body (bytes 8..len), then the
@@ -13,9 +13,7 @@
 //!
 //! Each 64-bit register holds eight bytes in memory order, so the byte layout of the area is
 //! exactly the (big-endian) wire layout of the command, whatever the board's endianness.
-#![allow(unsafe_code)]
-
-use volatile_register::RW;
+use vcell::VolatileCell;
 
 /// Size of the command area in bytes: room for the largest response (QUERY_INFO, 200 bytes),
 /// rounded up to a power of two.
@@ -34,7 +32,7 @@ pub const DATA_ADDRESS_SPACE: u8 = 0;
 #[repr(C)]
 pub struct FunctionRegisters {
     /// Command area: request in, response out (offset 0x000).
-    pub command: [RW<u64>; COMMAND_AREA_WORDS],
+    pub command: [VolatileCell<u64>; COMMAND_AREA_WORDS],
 }
 
 const _: () = assert!(core::mem::size_of::<FunctionRegisters>() == COMMAND_AREA_SIZE);
@@ -50,14 +48,9 @@ impl Default for FunctionRegisters {
 impl FunctionRegisters {
     /// A register block with every register zero: what a board places in (simulated) PCI
     /// space when it creates a function.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
-            command: core::array::from_fn(|_| {
-                // SAFETY: `RW<u64>` is a `repr(transparent)` wrapper around a
-                // `VolatileCell<u64>`, itself a transparent `UnsafeCell<u64>`; all-zero bytes
-                // are a valid `u64`, so a zeroed `RW<u64>` is a valid register.
-                unsafe { core::mem::zeroed() }
-            }),
+            command: [const { VolatileCell::new(0) }; COMMAND_AREA_WORDS],
         }
     }
 
@@ -66,7 +59,7 @@ impl FunctionRegisters {
     pub fn read_bytes(&self, buf: &mut [u8]) -> usize {
         let mut filled = 0;
         for (reg, chunk) in self.command.iter().zip(buf.chunks_mut(8)) {
-            let word = reg.read().to_ne_bytes();
+            let word = reg.get().to_ne_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
             filled += chunk.len();
         }
@@ -82,9 +75,7 @@ impl FunctionRegisters {
         for (reg, chunk) in regs.zip(data.chunks(8)) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            // SAFETY: the command area is plain storage with no side effects on write; any
-            // value is valid for a `u64` register, and `RW` serialises nothing else.
-            unsafe { reg.write(u64::from_ne_bytes(word)) };
+            reg.set(u64::from_ne_bytes(word));
             stored += chunk.len();
         }
         stored

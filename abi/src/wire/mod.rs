@@ -35,7 +35,7 @@ pub use opcode::Opcode;
 pub use zerocopy::byteorder::big_endian::{U16, U32, U64};
 
 /// Takes a typed view of the first `size_of::<T>()` bytes of `bytes`, or `None` if too short.
-pub(crate) fn view<T>(bytes: &[u8]) -> Option<&T>
+pub fn view<T>(bytes: &[u8]) -> Option<&T>
 where
     T: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned,
 {

@@ -1,0 +1,266 @@
+//! The human-readable report: number formatting, the per-metric tables, and the derived
+//! figures (summaries, ratios to TCP, fractions of the physical limits).
+
+use std::fmt::Write as _;
+
+use super::{BenchReport, Limits, Metric, Pinning, Series, Summary, Transport};
+
+/// `v` with three significant digits (no exponent).
+pub fn fmt_sig(v: f64) -> String {
+    if !v.is_finite() {
+        return String::from("-");
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A ratio: two decimals, three below 0.1.
+pub(super) fn fmt_ratio(r: f64) -> String {
+    if !r.is_finite() {
+        String::from("-")
+    } else if r.abs() < 0.1 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// A value in a metric's unit, compact (`16.8k`, `4173`, `29.7`).
+pub(super) fn fmt_value(m: Metric, v: f64) -> String {
+    match m {
+        Metric::MsgRate if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        Metric::MsgRate if v >= 1e3 => format!("{}k", fmt_sig(v / 1e3)),
+        _ => fmt_sig(v),
+    }
+}
+
+impl BenchReport {
+    /// The series of `metric` on `t`.
+    pub fn series(&self, metric: Metric, t: Transport) -> &Series {
+        self.series
+            .iter()
+            .find(|s| s.metric == metric && s.transport == t)
+            .expect("every cell has a series")
+    }
+
+    /// Median, min and max of `metric` on `t`.
+    pub fn summary(&self, metric: Metric, t: Transport) -> Summary {
+        Summary::of(&self.series(metric, t).samples)
+    }
+
+    /// Median of `metric` on `t` divided by TCP's.
+    /// Not a number if either was not measured.
+    pub fn ratio_to_tcp(&self, metric: Metric, t: Transport) -> f64 {
+        let tcp = self.summary(metric, Transport::Tcp).median;
+        let v = self.summary(metric, t).median;
+        if tcp > 0.0 && v > 0.0 {
+            v / tcp
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Summaries of the limits: (memcpy 64 KiB, memcpy 1 MiB) in bytes/s and the
+    /// cache-line RTT in ns.
+    pub fn limit_summaries(&self) -> (Summary, Summary, Summary) {
+        let v = |f: fn(&Limits) -> f64| Summary::of(&self.limits.iter().map(f).collect::<Vec<_>>());
+        (
+            v(|l| l.memcpy_64k),
+            v(|l| l.memcpy_1m),
+            v(|l| l.cacheline_rtt_ns),
+        )
+    }
+
+    /// An SMC-D figure as a fraction of its physical limit (medians), with the limit's
+    /// name: bandwidth ÷ 1 MiB `memcpy` bandwidth; message rate ÷ (1 / cache-line RTT);
+    /// latency: (cache-line RTT / 2) ÷ RTT/2. `None` for TCP and UNIX.
+    pub fn fraction_of_limit(&self, metric: Metric, t: Transport) -> Option<(f64, &'static str)> {
+        if !t.is_smc() {
+            return None;
+        }
+        let (_, m1m, rtt) = self.limit_summaries();
+        let v = self.summary(metric, t).median;
+        Some(match metric {
+            Metric::Bandwidth => (v * 1e6 / m1m.median, "memcpy 1 MiB"),
+            Metric::MsgRate => (v * rtt.median / 1e9, "1/cache-line RTT"),
+            Metric::Latency | Metric::LatencyBusy => {
+                (rtt.median / 2.0 / (v * 1e3), "cache-line RTT/2")
+            }
+        })
+    }
+
+    pub(super) fn placement(&self) -> String {
+        let mut s = self.options.pinning.key().to_string();
+        if self.options.pinning != Pinning::None && !self.pinned {
+            s.push_str(" requested, but pinning failed: unpinned");
+        }
+        s
+    }
+
+    /// The human-readable report: machine, limits, and one table per metric.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            o,
+            "ism-sim bench: {} rounds × {} cells of {} ms (+{} ms warm-up), {}",
+            self.options.rounds,
+            self.series.len(),
+            self.options.cell.as_millis(),
+            self.options.warmup.as_millis(),
+            self.date
+        );
+        let _ = writeln!(
+            o,
+            "machine: {}, {} CPUs, kernel {}, load average at start {}",
+            m.cpu, m.cpus, m.kernel, m.loadavg
+        );
+        let _ = writeln!(
+            o,
+            "threads: client + server per cell, {}; SMC-D interrupt threads unpinned",
+            self.placement()
+        );
+        let _ = writeln!(
+            o,
+            "buffers: SMC-D RMB 1 MiB; TCP/UNIX SO_SNDBUF/SO_RCVBUF 1 MB asked, kernel reports {} / {}",
+            self.sockbuf.0, self.sockbuf.1
+        );
+        let (m64, m1m, rtt) = self.limit_summaries();
+        let _ = writeln!(o, "\nphysical limits (median, min–max over rounds)");
+        let gb = |s: Summary| {
+            format!(
+                "{:>7} GB/s  ({}–{})",
+                fmt_sig(s.median / 1e9),
+                fmt_sig(s.min / 1e9),
+                fmt_sig(s.max / 1e9)
+            )
+        };
+        let _ = writeln!(o, "  memcpy 64 KiB, one core     {}", gb(m64));
+        let _ = writeln!(o, "  memcpy 1 MiB, one core      {}", gb(m1m));
+        let _ = writeln!(
+            o,
+            "  cache-line RTT, core 0↔1    {:>7} ns    ({}–{})",
+            fmt_sig(rtt.median),
+            fmt_sig(rtt.min),
+            fmt_sig(rtt.max)
+        );
+        for metric in Metric::ALL {
+            if Transport::ALL
+                .iter()
+                .all(|&t| self.series(metric, t).samples.is_empty())
+            {
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "\n{} [{}; {} is better]",
+                metric.label(),
+                metric.unit(),
+                if metric.higher_is_better() {
+                    "higher"
+                } else {
+                    "lower"
+                }
+            );
+            let _ = writeln!(
+                o,
+                "  {:<24} {:>9}  {:>19}  {:>6}  of limit",
+                "transport", "median", "min–max", "×TCP"
+            );
+            for t in Transport::ALL {
+                if self.series(metric, t).samples.is_empty() {
+                    continue;
+                }
+                let s = self.summary(metric, t);
+                let lim = self
+                    .fraction_of_limit(metric, t)
+                    .map_or(String::new(), |(f, n)| {
+                        format!("{:>5.1}% of {n}", f * 100.0)
+                    });
+                let _ = writeln!(
+                    o,
+                    "  {:<24} {:>9}  {:>19}  {:>6}  {}",
+                    t.label(),
+                    fmt_value(metric, s.median),
+                    format!("{}–{}", fmt_value(metric, s.min), fmt_value(metric, s.max)),
+                    fmt_ratio(self.ratio_to_tcp(metric, t)),
+                    lim
+                );
+            }
+        }
+        let _ = writeln!(o, "\nrun took {:.1} s", self.elapsed.as_secs_f64());
+        o
+    }
+}
+
+/// Now as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(super) fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bench::{BenchOptions, MachineInfo};
+
+    #[test]
+    fn report_renders() {
+        let series = Metric::ALL
+            .iter()
+            .flat_map(|&metric| {
+                Transport::ALL.iter().map(move |&transport| Series {
+                    metric,
+                    transport,
+                    samples: vec![1.0, 2.0, 3.0],
+                })
+            })
+            .collect();
+        let r = BenchReport {
+            options: BenchOptions::quick(),
+            machine: MachineInfo::default(),
+            date: utc_now(),
+            elapsed: Duration::from_secs(1),
+            sockbuf: (1, 2),
+            pinned: true,
+            limits: vec![Limits {
+                memcpy_64k: 1e10,
+                memcpy_1m: 1e10,
+                cacheline_rtt_ns: 60.0,
+            }],
+            series,
+        };
+        assert!(r.table().contains("SMC-D loopback no-copy"));
+        assert!(r.to_json().contains("\"ratio_to_tcp\":1"));
+        assert!(r.to_svg().ends_with("</svg>\n"));
+        assert_eq!(r.date.len(), "2026-01-01 00:00:00 UTC".len());
+    }
+}
