@@ -21,7 +21,8 @@
 //! [`read_message_len`], read the rest, then [`ClcMessage::parse`].
 //!
 //! Choices where the facts leave room (documented at each item):
-//! * versions other than 1 and 2 are rejected ([`ClcError::BadVersion`]);
+//! * version 0 is rejected ([`ClcError::BadVersion`]); versions above 2 are parsed as
+//!   version 2, as Linux does (a proposal keeps the number it came with);
 //! * messages are bounded by [`MAX_MESSAGE_LEN`] (the largest legal proposal is 652 bytes);
 //! * lengths are checked exactly (Linux accepts an over-long v2 accept/confirm; this model
 //!   does not);
@@ -292,8 +293,9 @@ mod tests {
         assert_eq!(read_message_len(&h), Err(ClcError::BadEyecatcher));
         let h = [0xE2, 0xD4, 0xC3, 0xD9, 5, 0, 28, 0x10];
         assert_eq!(read_message_len(&h), Err(ClcError::BadType(5)));
-        let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 28, 0x30];
-        assert_eq!(read_message_len(&h), Err(ClcError::BadVersion(3)));
+        // Versions above 2 are read as version 2 (Linux); 0 is refused.
+        let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 44, 0x30];
+        assert_eq!(read_message_len(&h), Ok(44));
         let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 28, 0x00];
         assert_eq!(read_message_len(&h), Err(ClcError::BadVersion(0)));
     }

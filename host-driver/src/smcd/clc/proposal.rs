@@ -448,7 +448,7 @@ impl Proposal {
                     return Err(ClcError::Malformed("v1 proposal has a v2 extension"));
                 }
             }
-            SMC_V2 => {
+            v if (SMC_V2..=0x0F).contains(&v) => {
                 if self.prefix.is_some() != (self.typev1 != SmcType::N) {
                     return Err(ClcError::Malformed("prefix area disagrees with typev1"));
                 }
