@@ -473,3 +473,49 @@ fn link_group_ids_differ_between_stacks() {
     assert_eq!((ia % 256, iz % 256), (0, 0), "step of 256");
     drop((c, s));
 }
+
+/// `net/smc/smc_clc.c` `smc_clc_wait_msg` / `smc_clc_msg_prop_valid`: a v2 proposal longer
+/// than its parts is read (beyond the receive buffer the excess is discarded) and
+/// answered; a v1 proposal whose length disagrees with its parts is `-EPROTO`.
+#[test]
+fn over_long_v2_messages_are_read_and_bad_v1_lengths_abort() {
+    let b = SmcBoard::lpar().unwrap();
+    let (a, z) = b.pair();
+    let p = captured_proposal(&a);
+    let bytes = ClcMessage::Proposal(p.clone()).emit();
+    let padded = |extra: usize| {
+        let mut m = bytes.clone();
+        let n = m.len();
+        m.splice(n - 4..n - 4, std::iter::repeat_n(0x5A, extra));
+        m[5..7].copy_from_slice(&((n + extra) as u16).to_be_bytes());
+        m
+    };
+    let (addr, srv) = serve_n(&z, 3);
+    for extra in [100, 2000] {
+        let mut t = TcpStream::connect(addr).unwrap();
+        t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        t.write_all(&padded(extra)).unwrap();
+        match read_clc(&mut t) {
+            Ok(ClcMessage::Accept(acc)) => assert!(acc.v2.is_some()),
+            m => panic!("{extra} extra bytes: expected an accept, got {m:?}"),
+        }
+    }
+    // A v1 proposal one byte longer than its parts: no DECLINE, the connection ends.
+    let v1 = Proposal {
+        version: 1,
+        typev2: SmcType::N,
+        v2: None,
+        ..p
+    };
+    let mut m = ClcMessage::Proposal(v1).emit();
+    let n = m.len();
+    m.insert(n - 4, 0);
+    m[5..7].copy_from_slice(&((n + 1) as u16).to_be_bytes());
+    let mut t = TcpStream::connect(addr).unwrap();
+    t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    t.write_all(&m).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut t, &mut rest);
+    assert!(rest.is_empty(), "no DECLINE: {rest:?}");
+    let _ = join_within(srv, JOIN_TIMEOUT, "server");
+}

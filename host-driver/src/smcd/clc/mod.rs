@@ -24,8 +24,10 @@
 //! * version 0 is rejected ([`ClcError::BadVersion`]); versions above 2 are parsed as
 //!   version 2, as Linux does (a proposal keeps the number it came with);
 //! * messages are bounded by [`MAX_MESSAGE_LEN`] (the largest legal proposal is 652 bytes);
-//! * lengths are checked exactly (Linux accepts an over-long v2 accept/confirm; this model
-//!   does not);
+//! * lengths: a v2 accept/confirm or proposal may be longer than its parts (the excess is
+//!   ignored, as Linux does); v1 messages and declines are checked exactly (as Linux);
+//!   [`crate::smcd::handshake::read_clc`] reads a message longer than [`MAX_MESSAGE_LEN`] up to
+//!   that bound and discards the rest (Linux's `smc_clc_wait_msg` does so at its buffer size);
 //! * only SMC-D accept/confirm bodies are modelled; an SMC-R one parses to
 //!   [`ClcError::NotSmcd`].
 

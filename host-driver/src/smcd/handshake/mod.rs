@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use alloc::vec;
 
-use super::clc::{read_message_len, ClcError, ClcMessage, DeclineReason, HEADER_LEN};
+use super::clc::{
+    read_message_len, ClcError, ClcMessage, DeclineReason, Eyecatcher, HEADER_LEN, MAX_MESSAGE_LEN,
+    TRAILER_LEN,
+};
 use super::conn::Conn;
 use super::stack::{LinkGroup, SmcStack};
 
@@ -75,15 +78,32 @@ pub fn abort_reason(e: &io::Error) -> Option<Abort> {
 
 /// Reads one CLC message: the 8-byte header, then the rest of its length.
 ///
+/// A message longer than [`MAX_MESSAGE_LEN`] is read up to that bound and the rest is read
+/// and discarded, so the stream stays in step; what was kept is parsed without its trailer
+/// (Linux's `net/smc/smc_clc.c` `smc_clc_wait_msg` does the same at its buffer size).
+///
 /// # Errors
 /// I/O errors (a timeout is `WouldBlock`/`TimedOut`), `InvalidData` for a malformed message.
 pub fn read_clc(tcp: &mut TcpStream) -> io::Result<ClcMessage> {
     let mut hdr = [0u8; HEADER_LEN];
     tcp.read_exact(&mut hdr)?;
+    let declared = usize::from(u16::from_be_bytes([hdr[5], hdr[6]]));
+    let excess = declared.saturating_sub(MAX_MESSAGE_LEN);
+    if excess > 0 {
+        hdr[5..7].copy_from_slice(&(MAX_MESSAGE_LEN as u16).to_be_bytes());
+    }
     let len = read_message_len(&hdr).map_err(proto)?;
     let mut buf = vec![0u8; len];
     buf[..HEADER_LEN].copy_from_slice(&hdr);
     tcp.read_exact(&mut buf[HEADER_LEN..])?;
+    if excess > 0 {
+        let drained = io::copy(&mut Read::by_ref(tcp).take(excess as u64), &mut io::sink())?;
+        if drained < excess as u64 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // No trailer check on a message cut at the buffer: put one where the cut is.
+        buf[len - TRAILER_LEN..].copy_from_slice(&Eyecatcher::Smcr.bytes());
+    }
     ClcMessage::parse(&buf).map_err(proto)
 }
 
