@@ -187,3 +187,6 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
     let first = core.on_message(next(tcp)?);
     drive(tcp, first, |m| core.on_message(m))
 }
+
+#[cfg(test)]
+mod tests;
