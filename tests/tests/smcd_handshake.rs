@@ -1,6 +1,6 @@
 //! SMC-D CLC handshake over the simulator: SMC-Dv2 (and v1) established on the LPAR and
-//! loopback boards with link-group reuse; every decline path with the reason code of the
-//! facts (§9.6/§9.7) and a transparent TCP fallback that still carries data both ways; DMB
+//! loopback boards with link-group reuse; every decline path with the reason code Linux's
+//! `net/smc/af_smc.c` picks and a transparent TCP fallback that still carries data both ways; DMB
 //! exhaustion (`MAX_DMB`) and memory exhaustion (a smaller RMB, then `MEM`) on either side
 //! without leaking DMBs; CLC versions above 2 read as 2, version 0 aborted; the CLC
 //! timeout on both sides.
@@ -220,7 +220,7 @@ fn fill_dmbs(b: &SmcBoard, p: usize) -> Vec<ism_host_driver::ism::Dmb> {
         assert!(held.len() <= 4096, "DMB registration never runs out");
     };
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err:?}");
-    // SBA indices 32..1920 (facts §3.2): the driver runs out before the device table.
+    // SBA indices 32..1920 (`drivers/s390/net/ism_drv.c` `ism_alloc_dmb`): the driver runs out before the device table.
     assert_eq!(held.len(), 1920 - 32);
     held
 }

@@ -1,7 +1,8 @@
 //! The SMC-D device operations: what SMC needs from an ISM device (`struct smcd_ops` of
 //! Linux 6.10), as a trait, and its implementation on [`IsmDriver`].
 //!
-//! Errors are [`IsmError`]s; their [`ErrorKind`] is the errno SMC reacts to (facts §2.5):
+//! Errors are [`IsmError`]s; their [`ErrorKind`] is the errno SMC reacts to (`net/smc/smc_core.c`
+//! `smcd_new_buf_create`):
 //! `NoSpace` for a full DMB table (CLC decline `MAX_DMB`), `NoMemory` (try a smaller
 //! buffer), anything else an I/O error. Optional operations return `NotSupported` by
 //! default, as a `NULL` op in Linux.
@@ -158,7 +159,8 @@ impl<H: Hal, B: Bus> SmcdOps for IsmDriver<H, B> {
         vlan_id: u16,
         client: u8,
     ) -> Result<Dmb, IsmError> {
-        // SMC passes vlan_valid = 0 and only fills vlan_id (facts §2.3/§6.3).
+        // SMC passes vlan_valid = 0 and only fills vlan_id (`net/smc/smc_ism.c`
+        // `smc_ism_register_dmb`).
         let _ = vlan_id;
         IsmDriver::register_dmb(self, len, Gid(rgid.gid), None, client)
     }

@@ -1,4 +1,5 @@
-//! SMC-D ACCEPT (type 2) and CONFIRM (type 3); both have the same layout (facts §9.4).
+//! SMC-D ACCEPT (type 2) and CONFIRM (type 3); both have the same layout (`net/smc/smc_clc.h`
+//! `struct smc_clc_msg_accept_confirm`).
 //!
 //! | off | size | field                                                                  |
 //! |-----|------|------------------------------------------------------------------------|

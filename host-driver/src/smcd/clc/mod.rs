@@ -10,7 +10,7 @@
 //! | trailer | 4    | eyecatcher again (`length − 4`)                        |
 //!
 //! All multi-byte integers are **network (big-endian) order**; layouts follow Linux's
-//! `net/smc/smc_clc.h` (facts §9). Eyecatchers are EBCDIC: "SMCR" `E2 D4 C3 D9` (proposals,
+//! `net/smc/smc_clc.h`. Eyecatchers are EBCDIC: "SMCR" `E2 D4 C3 D9` (proposals,
 //! declines, SMC-R), "SMCD" `E2 D4 C3 C4` (SMC-D accept/confirm). Receivers accept either, on
 //! header and trailer independently, as Linux does.
 //!
@@ -20,7 +20,7 @@
 //! offset sanity checks) and `emit`. Reading from a stream: peek the 8-byte header, call
 //! [`read_message_len`], read the rest, then [`ClcMessage::parse`].
 //!
-//! Choices where the facts leave room (documented at each item):
+//! Choices where Linux leaves room, or where this model differs (documented at each item):
 //! * version 0 is rejected ([`ClcError::BadVersion`]); versions above 2 are parsed as
 //!   version 2, as Linux does (a proposal keeps the number it came with);
 //! * messages are bounded by [`MAX_MESSAGE_LEN`] (the largest legal proposal is 652 bytes);
@@ -61,13 +61,14 @@ pub const EID_LEN: usize = 32;
 /// An enterprise ID (system or user EID): 32 bytes, as on the wire.
 pub type Eid = [u8; EID_LEN];
 
-/// The system EID of a host that is not an s390 machine: all zeros (facts §2.7).
+/// The system EID of a host that is not an s390 machine: all zeros (`net/smc/smc_ism.c`
+/// `smc_ism_create_system_eid`).
 pub const SEID_NON_S390: Eid = [0; EID_LEN];
 
 /// Prefix of the s390 system EID (24 ASCII characters).
 pub const SEID_PREFIX: &[u8; 24] = b"IBM-SYSZ-ISMSEID00000000";
 
-/// The system EID of an s390 machine (facts §2.7): `"IBM-SYSZ-ISMSEID00000000"`, then four
+/// The system EID of an s390 machine (`smc_ism_create_system_eid`): `"IBM-SYSZ-ISMSEID00000000"`, then four
 /// uppercase hex digits of `cpu_ident & 0xFFFF` (`SMC_ISM_IDENT_MASK`), then four of the CPU
 /// machine type.
 pub fn s390_system_eid(cpu_ident: u32, machine_type: u16) -> Eid {
@@ -90,7 +91,8 @@ pub const MIN_BUF_SIZE: usize = 16 * 1024;
 /// Largest compressed DMBE size SMC-D uses (`SMCD_DMBE_SIZES`): 6, i.e. 1 MiB.
 pub const SMCD_DMBE_SIZES: u8 = 6;
 
-/// Compresses an SMC-D buffer size into the 4-bit CLC `dmbe_size` (facts §6.2).
+/// Compresses an SMC-D buffer size into the 4-bit CLC `dmbe_size` (`net/smc/smc_core.c`
+/// `smc_compress_bufsize`).
 ///
 /// Sizes up to 16 KiB give 0; otherwise `floor(log2((bytes − 1) >> 14)) + 1`, capped at
 /// [`SMCD_DMBE_SIZES`]. The result `c` stands for `2^(c + 14)` bytes, the smallest such size
@@ -104,7 +106,8 @@ pub fn compress_dmbe_size(bytes: usize) -> u8 {
     (log2 + 1).min(SMCD_DMBE_SIZES)
 }
 
-/// Expands a compressed buffer size: `2^(c + 14)` bytes (facts §6.2).
+/// Expands a compressed buffer size: `2^(c + 14)` bytes (`net/smc/smc_core.h`
+/// `smc_uncompress_bufsize`).
 ///
 /// Only the low four bits of `c` are used (the wire field is a nibble), so the result is at
 /// most 512 MiB and never overflows. No cap is applied: a peer announcing more than 1 MiB is

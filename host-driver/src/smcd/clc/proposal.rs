@@ -1,7 +1,7 @@
 //! PROPOSAL (type 1): the client's offer, as Linux ≥ 5.10 builds it (always version 2), and
 //! the version-1 form older peers send.
 //!
-//! Version 2 (facts §9.3; X, Y as below):
+//! Version 2 (`net/smc/smc_clc.h` `struct smc_clc_msg_proposal_area`; X, Y as below):
 //!
 //! | off    | size   | field                                                              |
 //! |--------|--------|--------------------------------------------------------------------|
