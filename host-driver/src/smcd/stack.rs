@@ -211,6 +211,15 @@ impl LinkGroup {
     }
 }
 
+/// Client handshakes that have not yet settled on a link group.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Proposals sent whose ACCEPT is not handled yet.
+    running: usize,
+    /// Of those, the ones waiting in [`SmcStack::link_group_settled`].
+    waiting: usize,
+}
+
 /// Counters of a stack.
 #[derive(Debug, Default)]
 pub struct StackCounters {
@@ -224,6 +233,8 @@ pub struct StackCounters {
     pub shutdowns_sent: AtomicU64,
     /// TESTLINK requests answered.
     pub testlinks_answered: AtomicU64,
+    /// Client handshakes that waited for a link group another handshake was opening.
+    pub lgr_waits: AtomicU64,
 }
 
 /// One device of the stack, and its interrupt client.
@@ -300,6 +311,7 @@ pub struct SmcStack {
     next_lgr_id: AtomicU32,
     next_tag: AtomicU32,
     testlink: (Mutex<Vec<(SmcdGid, u32)>>, Condvar),
+    clients: (Mutex<InFlight>, Condvar),
     counters: StackCounters,
 }
 
@@ -330,6 +342,7 @@ impl SmcStack {
             next_lgr_id: AtomicU32::new(seed),
             next_tag: AtomicU32::new(seed),
             testlink: (Mutex::new(Vec::new()), Condvar::new()),
+            clients: (Mutex::new(InFlight::default()), Condvar::new()),
             counters: StackCounters::default(),
         });
         for d in &stack.devices {
@@ -376,7 +389,76 @@ impl SmcStack {
             self.counters.lgrs_reused.fetch_add(1, Ordering::Relaxed);
             return (l.clone(), false);
         }
-        (self.create_link_group(&mut lgrs, device, peer, role), true)
+        let l = self.create_link_group(&mut lgrs, device, peer, role);
+        drop(lgrs);
+        // Wake clients waiting in `link_group_settled` (taking their lock first, so that a
+        // waiter between its check and its wait cannot miss this).
+        drop(self.clients.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.clients.1.notify_all();
+        (l, true)
+    }
+
+    /// The link group for (`device`, `peer`), if there is one (no new one is opened).
+    pub fn find_link_group(&self, device: usize, peer: SmcdGid) -> Option<Arc<LinkGroup>> {
+        let lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+        let l = lgrs.iter().find(|l| {
+            l.device == device && l.peer_gid == peer && !l.sync_err.load(Ordering::Acquire)
+        })?;
+        self.counters.lgrs_reused.fetch_add(1, Ordering::Relaxed);
+        Some(l.clone())
+    }
+
+    /// A client handshake sent its proposal (see [`SmcStack::link_group_settled`]).
+    pub fn client_begin(&self) {
+        let (lock, _) = &self.clients;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).running += 1;
+    }
+
+    /// A client handshake settled on a link group, or ended.
+    pub fn client_end(&self) {
+        let (lock, cond) = &self.clients;
+        let mut f = lock.lock().unwrap_or_else(|e| e.into_inner());
+        f.running = f.running.saturating_sub(1);
+        cond.notify_all();
+    }
+
+    /// For a client whose server reuses a link group this stack does not have: waits (at
+    /// most `timeout`) while another of this stack's client handshakes, still before its
+    /// ACCEPT, may open it, and returns it if one did. `None` when nothing else is in
+    /// flight: the handshake is out of sync (`SYNCERR`).
+    ///
+    /// Linux declines at once (`smc_conn_create`); two connections opened at the same
+    /// moment then race. Waiting here closes that race for this stack's own connections;
+    /// on the wire nothing changes.
+    pub fn link_group_settled(
+        &self,
+        device: usize,
+        peer: SmcdGid,
+        timeout: Duration,
+    ) -> Option<Arc<LinkGroup>> {
+        let (lock, cond) = &self.clients;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut f = lock.lock().unwrap_or_else(|e| e.into_inner());
+        f.waiting += 1;
+        cond.notify_all();
+        self.counters.lgr_waits.fetch_add(1, Ordering::Relaxed);
+        let found = loop {
+            if let Some(l) = self.find_link_group(device, peer) {
+                break Some(l);
+            }
+            let now = std::time::Instant::now();
+            // Every other handshake in flight waits too: nobody will open it.
+            if f.running <= f.waiting || now >= deadline {
+                break None;
+            }
+            f = cond
+                .wait_timeout(f, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        f.waiting -= 1;
+        cond.notify_all();
+        found
     }
 
     fn create_link_group(

@@ -235,6 +235,14 @@ pub struct ClientCore {
     /// SMC-Dv2 choices in offer order (the V1 device first), if V2 was offered.
     v2: Vec<(usize, SmcdDevice)>,
     done: bool,
+    /// Counted in the stack's client handshakes in flight.
+    in_flight: bool,
+}
+
+impl Drop for ClientCore {
+    fn drop(&mut self) {
+        self.settled();
+    }
 }
 
 impl ClientCore {
@@ -287,16 +295,19 @@ impl ClientCore {
             reason = DeclineReason::CNFERR;
         }
         let version = if stack.v2_capable() { SMC_V2 } else { SMC_V1 };
-        let core = Self {
+        let mut core = Self {
             stack: stack.clone(),
             v1,
             v2,
             done: false,
+            in_flight: false,
         };
         if core.v1.is_none() && core.v2.is_empty() {
-            let step = fall_back(reason, version);
-            return (Self { done: true, ..core }, step);
+            core.done = true;
+            return (core, fall_back(reason, version));
         }
+        stack.client_begin();
+        core.in_flight = true;
         let v1dev = core.v1.map(|i| local_device(stack, i));
         let offer_v2 = !core.v2.is_empty();
         let proposal = Proposal {
@@ -329,6 +340,12 @@ impl ClientCore {
         (core, Step::Send(ClcMessage::Proposal(proposal)))
     }
 
+    fn settled(&mut self) {
+        if core::mem::take(&mut self.in_flight) {
+            self.stack.client_end();
+        }
+    }
+
     /// The server's answer to the proposal (or the error that kept it from parsing).
     pub fn on_message(&mut self, msg: Result<ClcMessage, ClcError>) -> Step {
         if self.done {
@@ -337,18 +354,19 @@ impl ClientCore {
             ));
         }
         self.done = true;
-        let accept = match msg {
-            Err(e) => return Step::Abort(Abort::Malformed(e)),
-            Ok(ClcMessage::Decline(d)) => return peer_declined(&d),
-            Ok(ClcMessage::Accept(a)) => a,
-            Ok(m) => return Step::Abort(Abort::Unexpected(m.msg_type())),
+        let step = match msg {
+            Err(e) => Step::Abort(Abort::Malformed(e)),
+            Ok(ClcMessage::Decline(d)) => peer_declined(&d),
+            Ok(ClcMessage::Accept(a)) => self.on_accept(a),
+            Ok(m) => Step::Abort(Abort::Unexpected(m.msg_type())),
         };
-        self.on_accept(accept)
+        self.settled();
+        step
     }
 
     /// `net/smc/af_smc.c` `smc_connect_check_aclc`, then `smc_connect_ism`.
-    fn on_accept(&self, accept: AcceptConfirm) -> Step {
-        let stack = &self.stack;
+    fn on_accept(&mut self, accept: AcceptConfirm) -> Step {
+        let stack = &self.stack.clone();
         let version = if accept.v2.is_some() { SMC_V2 } else { SMC_V1 };
         let device = match (&accept.v2, self.v1) {
             (Some(_), _) if self.v2.is_empty() => {
@@ -380,11 +398,20 @@ impl ClientCore {
         };
         // smc_conn_create: SMC-D has one link-group role; a server that reuses a link group
         // we do not have is out of sync with us.
-        let (lgr, first_contact) = stack.link_group(device, peer_gid, Role::Client);
+        let (lgr, first_contact) = match stack.find_link_group(device, peer_gid) {
+            Some(l) => (l, false),
+            None if !accept.first_contact => {
+                // Another of our handshakes may be about to open it: wait for that.
+                match stack.link_group_settled(device, peer_gid, stack.config().clc_timeout) {
+                    Some(l) => (l, false),
+                    None => return fall_back(DeclineReason::SYNCERR, version),
+                }
+            }
+            None => stack.link_group(device, peer_gid, Role::Client),
+        };
+        // Settled: later handshakes of ours now find this link group.
+        self.settled();
         let mut g = HalfOpen::new(stack, device, lgr, first_contact, version);
-        if !accept.first_contact && first_contact {
-            return fall_back(DeclineReason::SYNCERR, version);
-        }
         let c = match create_rmb(stack, &mut g, peer_gid) {
             Ok(c) => c,
             Err(reason) => return fall_back(reason, version),

@@ -198,3 +198,52 @@ fn devices_are_walked_in_linux_registration_order() {
     // Loopback-ism stays in front; each later device goes right behind it.
     assert_eq!(s.linux_order(), vec![1, 2, 0]);
 }
+
+/// Waits for `cond` at most 10 s, polling.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
+#[test]
+fn a_client_waits_for_its_own_handshake_that_opens_the_link_group() {
+    use std::sync::atomic::Ordering;
+    let (a, b, _drv) = two_stacks();
+    // Two connections a -> b at once; the server handles the second proposal first, so the
+    // second gets "first contact" and the first "reuse".
+    let (mut c1, p1) = ClientCore::start(&a, LOCAL, &lan());
+    let (mut c2, p2) = ClientCore::start(&a, LOCAL, &lan());
+    let mut s2 = ServerCore::new(&b, lan());
+    let acc2 = send(s2.on_message(Ok(send(p2))));
+    let mut s1 = ServerCore::new(&b, lan());
+    let acc1 = send(s1.on_message(Ok(send(p1))));
+    assert!(matches!(&acc1, ClcMessage::Accept(x) if !x.first_contact));
+    // The "reuse" answer arrives first: the client waits for its other handshake ...
+    let t = std::thread::spawn(move || match c1.on_message(Ok(acc1)) {
+        Step::Confirm(m, p) => Ok((m, p.commit().first_contact)),
+        s => Err(alloc::format!("{s:?}")),
+    });
+    assert!(eventually(|| a
+        .counters()
+        .lgr_waits
+        .load(Ordering::Relaxed)
+        == 1));
+    // ... which opens the link group ...
+    let Step::Confirm(cf2, pend2) = c2.on_message(Ok(acc2)) else {
+        panic!("second handshake")
+    };
+    assert!(pend2.commit().first_contact);
+    // ... and then joins it instead of declining SYNCERR.
+    assert!(eventually(|| t.is_finished()));
+    let (cf1, first) = t.join().unwrap().unwrap();
+    assert!(!first);
+    assert!(matches!(s2.on_message(Ok(cf2)), Step::Done(_)));
+    assert!(matches!(s1.on_message(Ok(cf1)), Step::Done(_)));
+    assert_eq!((a.link_groups().len(), b.link_groups().len()), (1, 1));
+}
