@@ -254,7 +254,7 @@ impl ClientCore {
     pub fn start(stack: &Arc<SmcStack>, local: std::net::IpAddr, net: &LocalNet) -> (Self, Step) {
         let cfg = stack.config();
         let order = stack.linux_order();
-        let mut v1 = if cfg.offer_v1 {
+        let native = if cfg.offer_v1 {
             order
                 .iter()
                 .copied()
@@ -267,12 +267,12 @@ impl ClientCore {
         // the system-wide one.
         let mut v2: Vec<(usize, SmcdDevice)> = Vec::new();
         if stack.v2_capable() {
-            let mut chids: Vec<u16> = v1
+            let mut chids: Vec<u16> = native
                 .iter()
                 .map(|&i| stack.devices()[i].ops().get_chid())
                 .collect();
             let mut cands = Vec::new();
-            for &i in order.iter().filter(|&&i| Some(i) != v1) {
+            for &i in order.iter().filter(|&&i| Some(i) != native) {
                 let d = local_device(stack, i);
                 if !chids.contains(&d.chid) {
                     chids.push(d.chid);
@@ -280,20 +280,22 @@ impl ClientCore {
                 }
             }
             let offered = select_v2_devices(cands.iter().map(|c| c.1));
-            v2.extend(v1.map(|i| (i, local_device(stack, i))));
+            v2.extend(native.map(|i| (i, local_device(stack, i))));
             v2.extend(
                 offered
                     .iter()
                     .filter_map(|d| cands.iter().find(|c| c.1 == *d).copied()),
             );
         }
-        let prefix = v1.and_then(|_| net.prefix_for(local));
-        let mut reason = DeclineReason::NOSMCDEV;
-        if v1.is_some() && prefix.is_none() {
-            // smc_clc_send_proposal: no prefix, no SMC-Dv1.
-            v1 = None;
-            reason = DeclineReason::CNFERR;
-        }
+        // smc_clc_send_proposal: without a prefix there is no SMC-Dv1 offer, but the native
+        // device's GID and CHID are still sent (the server's first SMC-Dv2 candidate).
+        let prefix = native.and_then(|_| net.prefix_for(local));
+        let v1 = native.filter(|_| prefix.is_some());
+        let reason = if native.is_some() && v1.is_none() {
+            DeclineReason::CNFERR
+        } else {
+            DeclineReason::NOSMCDEV
+        };
         let version = if stack.v2_capable() { SMC_V2 } else { SMC_V1 };
         let mut core = Self {
             stack: stack.clone(),
@@ -309,6 +311,7 @@ impl ClientCore {
         stack.client_begin();
         core.in_flight = true;
         let v1dev = core.v1.map(|i| local_device(stack, i));
+        let native_dev = native.map(|i| local_device(stack, i));
         let offer_v2 = !core.v2.is_empty();
         let proposal = Proposal {
             version: SMC_V2,
@@ -319,8 +322,8 @@ impl ClientCore {
             },
             typev2: if offer_v2 { SmcType::D } else { SmcType::N },
             smcr: Default::default(),
-            ism_gid: v1dev.map_or(0, |d| d.gid),
-            ism_chid: v1dev.map_or(0, |d| d.chid),
+            ism_gid: native_dev.map_or(0, |d| d.gid),
+            ism_chid: native_dev.map_or(0, |d| d.chid),
             prefix: v1dev.and(prefix),
             v2: offer_v2.then(|| ProposalV2 {
                 seid: cfg.seid,
@@ -330,7 +333,7 @@ impl ClientCore {
                     devices: core
                         .v2
                         .iter()
-                        .filter(|(i, _)| Some(*i) != core.v1)
+                        .filter(|(i, _)| Some(*i) != native)
                         .map(|c| c.1)
                         .collect(),
                 }),

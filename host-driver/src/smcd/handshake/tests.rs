@@ -247,3 +247,24 @@ fn a_client_waits_for_its_own_handshake_that_opens_the_link_group() {
     assert!(matches!(s1.on_message(Ok(cf1)), Step::Done(_)));
     assert_eq!((a.link_groups().len(), b.link_groups().len()), (1, 1));
 }
+
+#[test]
+fn without_a_prefix_the_native_device_is_still_the_first_v2_candidate() {
+    use crate::smcd::clc::SmcType;
+    let (a, b, _drv) = two_stacks();
+    // `smc_clc_send_proposal`: no prefix for the local address, no SMC-Dv1 offer; the
+    // native device's GID and CHID are sent all the same.
+    let (_c, step) = ClientCore::start(&a, LOCAL, &LocalNet::default());
+    let ClcMessage::Proposal(p) = send(step) else {
+        panic!("a proposal")
+    };
+    assert_eq!((p.typev1, p.typev2), (SmcType::N, SmcType::D));
+    assert!(p.prefix.is_none());
+    assert_eq!(p.ism_chid, 0x0123);
+    assert!(p.v2_devices().is_empty());
+    let mut s = ServerCore::new(&b, LocalNet::default());
+    match send(s.on_message(Ok(ClcMessage::Proposal(p)))) {
+        ClcMessage::Accept(acc) => assert_eq!(acc.v2.map(|v| v.chid), Some(0x0123)),
+        m => panic!("{m:?}"),
+    }
+}
