@@ -519,3 +519,57 @@ fn over_long_v2_messages_are_read_and_bad_v1_lengths_abort() {
     assert!(rest.is_empty(), "no DECLINE: {rest:?}");
     let _ = join_within(srv, JOIN_TIMEOUT, "server");
 }
+
+/// `net/smc/af_smc.c` `smc_connect_ism`: when the client cannot attach the server's RMB
+/// (no-copy), it declines `MEM` and falls back, rather than sending by copy to a buffer it
+/// could not map.
+#[test]
+fn a_client_that_cannot_attach_the_servers_rmb_declines_mem() {
+    let b = SmcBoard::loopback(true).unwrap();
+    let st = b.stack(0).clone();
+    let own = st.devices()[0].ops().get_local_gid();
+    let accept = ClcMessage::Accept(AcceptConfirm {
+        first_contact: true,
+        gid: own.gid,
+        token: 0x7777_0000_0000, // no such DMB
+        dmbe_idx: 0,
+        dmbe_size: 0,
+        link_id: 0x0200,
+        v2: Some(AcceptConfirmV2 {
+            chid: st.devices()[0].ops().get_chid(),
+            eid: default_ueid(),
+            gid_ext: own.gid_ext,
+            fce: Some(FirstContactExt {
+                v2_direct: false,
+                os_type: OS_TYPE_LINUX,
+                release: 1,
+                hostname: [b' '; 32],
+                v2x: Some(FceV2x {
+                    max_conns: 0,
+                    max_links: 0,
+                    feature_mask: 1,
+                    vendor_exp_options: 0,
+                }),
+            }),
+        }),
+    });
+    let raw = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = raw.local_addr().unwrap();
+    let linux = std::thread::spawn(move || {
+        let (mut t, _) = raw.accept().unwrap();
+        t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _proposal = read_clc(&mut t).unwrap();
+        t.write_all(&accept.emit()).unwrap();
+        read_clc(&mut t).unwrap()
+    });
+    let owned = || b.host(0).driver().query_info().unwrap().dmbs_owned;
+    let before = owned();
+    let c = Stream::connect(&st, addr).unwrap();
+    assert_eq!(c.fallback_reason(), Some(DeclineReason::MEM));
+    match join_within(linux, JOIN_TIMEOUT, "linux server") {
+        ClcMessage::Decline(d) => assert_eq!(d.peer_diagnosis, DeclineReason::MEM),
+        m => panic!("expected a decline: {m:?}"),
+    }
+    assert_eq!(owned(), before, "the client's RMB was given back");
+    assert!(st.link_groups().is_empty());
+}
