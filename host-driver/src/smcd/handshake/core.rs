@@ -97,6 +97,14 @@ fn fall_back(reason: DeclineReason, version: u8) -> Step {
     }
 }
 
+/// A message after the handshake ended: a protocol error.
+fn after_the_end(msg: Result<ClcMessage, ClcError>) -> Step {
+    Step::Abort(match msg {
+        Err(e) => Abort::Malformed(e),
+        Ok(m) => Abort::Unexpected(m.msg_type()),
+    })
+}
+
 fn peer_declined(d: &Decline) -> Step {
     Step::Fallback {
         decline: None,
@@ -352,9 +360,7 @@ impl ClientCore {
     /// The server's answer to the proposal (or the error that kept it from parsing).
     pub fn on_message(&mut self, msg: Result<ClcMessage, ClcError>) -> Step {
         if self.done {
-            return Step::Abort(Abort::Unexpected(
-                msg.map_or(ClcType::Decline, |m| m.msg_type()),
-            ));
+            return after_the_end(msg);
         }
         self.done = true;
         let step = match msg {
@@ -494,9 +500,7 @@ impl ServerCore {
                 Ok(ClcMessage::Confirm(c)) => self.on_confirm(acc, &c),
                 Ok(m) => Step::Abort(Abort::Unexpected(m.msg_type())),
             },
-            ServerState::Done => Step::Abort(Abort::Unexpected(
-                msg.map_or(ClcType::Decline, |m| m.msg_type()),
-            )),
+            ServerState::Done => after_the_end(msg),
         }
     }
 
