@@ -28,7 +28,7 @@ for arg in "$@"; do
         *) SECS="$arg" ;;
     esac
 done
-TARGETS="${FUZZ_TARGETS:-commands moves clc cdc_receive}"
+TARGETS="${FUZZ_TARGETS:-commands moves clc cdc_receive conn}"
 
 stage() { printf '\n==== %s ====\n' "$*"; }
 

@@ -1,9 +1,9 @@
 //! SMC-D CLC handshake over the simulator: SMC-Dv2 (and v1) established on the LPAR and
-//! loopback boards with link-group reuse; every decline path with the reason code of the
-//! Linux (`net/smc/af_smc.c` device selection, `SMC_CLC_DECL_*` in `net/smc/smc_clc.h`) and a
-//! transparent TCP fallback that still carries data both ways; DMB
-//! exhaustion (`MAX_DMB`) and memory exhaustion (`MEM`) on either side without leaking
-//! DMBs; a wrong CLC version (`VERSMISMAT`); the CLC timeout on both sides.
+//! loopback boards with link-group reuse; every decline path with the reason code Linux's
+//! `net/smc/af_smc.c` picks and a transparent TCP fallback that still carries data both ways; DMB
+//! exhaustion (`MAX_DMB`) and memory exhaustion (a smaller RMB, then `MEM`) on either side
+//! without leaking DMBs; CLC versions above 2 read as 2, version 0 aborted; the CLC
+//! timeout on both sides.
 
 mod smcd_common;
 
@@ -92,14 +92,20 @@ fn v2_on_loopback_copy_and_nocopy() {
         let b = SmcBoard::loopback(nocopy).unwrap();
         let (cs, ss) = b.pair();
         assert!(Arc::ptr_eq(&cs, &ss), "loopback: one OS, one stack");
-        two_connections(&cs, &ss, 2);
-        // One stack plays both roles: one client and one server link group.
-        let mut roles: Vec<_> = cs.link_groups().iter().map(|l| l.role).collect();
-        roles.sort_by_key(|r| *r == Role::Server);
-        assert_eq!(roles, vec![Role::Client, Role::Server]);
-        let (c, _s) = pair(&cs, &ss);
-        assert_eq!(c.stats().nocopy, nocopy);
-        assert_eq!(c.first_contact(), Some(false));
+        // One stack plays both roles in one link group (Linux's `smcd_lgr_match` has no
+        // role for SMC-D): the server side opens it, the client side joins it.
+        for i in 0..2 {
+            let (c, s) = pair(&cs, &ss);
+            assert!(c.is_smc() && s.is_smc(), "{:?}", c.fallback_reason());
+            assert_eq!((c.smc_version(), s.smc_version()), (Some(2), Some(2)));
+            assert_eq!(s.first_contact(), Some(i == 0), "connection {i} (server)");
+            assert_eq!(c.first_contact(), Some(false), "connection {i} (client)");
+            assert_eq!(c.stats().nocopy, nocopy);
+            ping_pong(&c, s);
+        }
+        let lgrs = cs.link_groups();
+        assert_eq!(lgrs.len(), 1);
+        assert_eq!(lgrs[0].role, Role::Server);
     }
 }
 
@@ -109,30 +115,34 @@ fn without_an_eid_lpar_falls_to_v1_and_loopback_declines() {
         ueid: None,
         ..StackConfig::default()
     };
-    // No UEID and no SEID: the client cannot offer v2; the native device still does v1.
+    // No UEID and no SEID: the client still offers v2 (as Linux), the server drops v2
+    // (`NOUEID`) and the native device does v1.
     let b = lpar_with(none.clone(), none.clone());
     two_connections(&b.stacks[0], &b.stacks[1], 1);
-    // Loopback is emulated ISM, v2 only: nothing to offer at all.
+    // Loopback is emulated ISM, v2 only: the server declines the EID-less v2 offer.
     let lo = Custom::build(
         BoardKind::Loopback,
         BoardConfig::default(),
         vec![(none, None)],
     );
-    expect_fallback(&lo.stacks[0], &lo.stacks[0], DeclineReason::NOSMCDDEV);
+    expect_fallback(&lo.stacks[0], &lo.stacks[0], DeclineReason::NOUEID);
 }
 
 #[test]
-fn client_without_devices_is_nosmcddev() {
+fn client_without_devices_is_nosmcdev() {
+    // `smc_find_proposal_devices`: neither SMC-D nor SMC-R, `NOSMCDEV`.
     let b = SmcBoard::lpar().unwrap();
     let bare = SmcStack::new(StackConfig::default(), Vec::new()).unwrap();
-    expect_fallback(&bare, b.stack(1), DeclineReason::NOSMCDDEV);
+    expect_fallback(&bare, b.stack(1), DeclineReason::NOSMCDEV);
 }
 
 #[test]
-fn server_without_devices_is_nosmcd2dev() {
+fn server_without_devices_is_nosmcddev() {
+    // `smc_listen_v2_check` drops v2 (no ISMv2 device: `NOISM2SUPP`, not reported while
+    // v1 is left), then `smc_find_ism_v1_device_serv` finds no device: `NOSMCDDEV`.
     let b = SmcBoard::lpar().unwrap();
     let bare = SmcStack::new(StackConfig::default(), Vec::new()).unwrap();
-    expect_fallback(b.stack(0), &bare, DeclineReason::NOSMCD2DEV);
+    expect_fallback(b.stack(0), &bare, DeclineReason::NOSMCDDEV);
     assert!(
         b.stack(0).link_groups().is_empty(),
         "no link group on a decline"
@@ -169,14 +179,16 @@ fn unreachable_client_gid_is_nosmcd2dev() {
 }
 
 #[test]
-fn no_common_ueid_is_noueid() {
+fn no_common_ueid_is_nosmcddev() {
+    // `smc_find_ism_v2_device_serv` leaves an EID mismatch unreported, so a v2-only
+    // client ends in `smc_listen_find_device`'s default, `NOSMCDDEV`.
     let client = StackConfig {
         ueid: Some(other_ueid()),
         offer_v1: false,
         ..StackConfig::default()
     };
     let b = lpar_with(client.clone(), StackConfig::default());
-    expect_fallback(&b.stacks[0], &b.stacks[1], DeclineReason::NOUEID);
+    expect_fallback(&b.stacks[0], &b.stacks[1], DeclineReason::NOSMCDDEV);
     // Loopback: a second stack (another "client" of the same device) with another UEID.
     let lo = Custom::build(
         BoardKind::Loopback,
@@ -185,7 +197,7 @@ fn no_common_ueid_is_noueid() {
     );
     let ops: Arc<dyn SmcdOps> = lo.driver(0).clone();
     let other = SmcStack::new(client, vec![ops]).unwrap();
-    expect_fallback(&other, &lo.stacks[0], DeclineReason::NOUEID);
+    expect_fallback(&other, &lo.stacks[0], DeclineReason::NOSMCDDEV);
     // With v1 offered, an LPAR client without a common EID still gets SMC-Dv1.
     let v1 = StackConfig {
         ueid: Some(other_ueid()),
@@ -208,8 +220,7 @@ fn fill_dmbs(b: &SmcBoard, p: usize) -> Vec<ism_host_driver::ism::Dmb> {
         assert!(held.len() <= 4096, "DMB registration never runs out");
     };
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err:?}");
-    // SBA indices 32..1920 (`drivers/s390/net/ism.h` `ISM_DMB_BIT_OFFSET`, `ISM_NR_DMBS`): the
-    // driver runs out before the device table.
+    // SBA indices 32..1920 (`drivers/s390/net/ism_drv.c` `ism_alloc_dmb`): the driver runs out before the device table.
     assert_eq!(held.len(), 1920 - 32);
     held
 }
@@ -240,57 +251,102 @@ fn dmb_exhaustion_is_max_dmb_on_either_side() {
     }
 }
 
-#[test]
-fn memory_exhaustion_is_mem() {
-    // 64 KiB partitions: the SBA and IEQ fit, no RMB does.
-    let b = SmcBoard::start(
+fn small_memory_board(bytes: usize) -> SmcBoard {
+    SmcBoard::start(
         BoardKind::Lpar,
         2,
         BoardConfig {
-            partition_memory: 64 << 10,
+            partition_memory: bytes,
             ..BoardConfig::default()
         },
         IrqMode::Thread,
         StackConfig::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn memory_shortage_walks_down_to_a_smaller_rmb() {
+    // 64 KiB partitions: the SBA and IEQ fit, the configured 256 KiB RMB does not. Linux's
+    // `__smc_buf_create` tries the next smaller size when the device has no memory.
+    let b = small_memory_board(64 << 10);
+    let (cs, ss) = b.pair();
+    let (c, s) = pair(&cs, &ss);
+    assert!(c.is_smc() && s.is_smc(), "{:?}", c.fallback_reason());
+    for st in [&c, &s] {
+        let len = st.conn().unwrap().rmb().len;
+        assert!(
+            (len as usize) < StackConfig::default().buffer_size,
+            "RMB of {len} bytes"
+        );
+    }
+    ping_pong(&c, s);
+}
+
+#[test]
+fn memory_exhaustion_is_mem() {
+    // 24 KiB partitions: the SBA and IEQ fit, not even a 16 KiB RMB does.
+    let b = small_memory_board(24 << 10);
     let (cs, ss) = b.pair();
     expect_fallback(&cs, &ss, DeclineReason::MEM);
 }
 
+/// A version-2-layout proposal of partition 0 of `b` under header version `version`.
+fn raw_proposal(b: &SmcBoard, version: u8) -> Vec<u8> {
+    use ism_host_driver::smcd::clc::{IpPrefix, Proposal, ProposalV2, SmcType, SmcdV2Ext};
+    ClcMessage::Proposal(Proposal {
+        version,
+        typev1: SmcType::D,
+        typev2: SmcType::D,
+        smcr: Default::default(),
+        ism_gid: b.board().partition(0).gid().0,
+        ism_chid: b.board().chid(),
+        prefix: Some(IpPrefix {
+            outgoing_subnet: 0x7F00_0000,
+            prefix_len: 8,
+            ipv6: Vec::new(),
+        }),
+        v2: Some(ProposalV2 {
+            eids: vec![ism_host_driver::smcd::stack::default_ueid()],
+            smcd: Some(SmcdV2Ext::default()),
+            ..ProposalV2::default()
+        }),
+    })
+    .emit()
+}
+
 #[test]
-fn wrong_clc_version_is_versmismat() {
+fn clc_version_above_2_is_v2_and_version_0_aborts() {
     let b = SmcBoard::lpar().unwrap();
+    // Version 3: read as version 2 (`smc_listen_v2_check`), answered with a v2 ACCEPT.
     let (l, addr) = listen(b.stack(1));
-    let srv = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        s.fallback_reason()
-    });
+    let srv = std::thread::spawn(move || l.accept().map(|_| ()).map_err(|e| e.kind()));
     let mut raw = TcpStream::connect(addr).unwrap();
     raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    // A proposal header claiming CLC version 3.
-    let mut hdr = [0xE2, 0xD4, 0xC3, 0xD9, 1, 0, 52, 0x31];
-    raw.write_all(&hdr).unwrap();
+    raw.write_all(&raw_proposal(&b, 3)).unwrap();
     match read_clc(&mut raw).unwrap() {
-        ClcMessage::Decline(d) => assert_eq!(d.peer_diagnosis, DeclineReason::VERSMISMAT),
-        m => panic!("expected a decline, got {m:?}"),
+        ClcMessage::Accept(a) => assert!(a.v2.is_some(), "{a:?}"),
+        m => panic!("expected an accept, got {m:?}"),
     }
+    drop(raw);
+    // No CONFIRM came: the server's handshake fails and gives its RMB back.
+    assert!(join_within(srv, JOIN_TIMEOUT, "server").is_err());
+    assert!(b.stack(1).link_groups().is_empty());
+    // Version 0: `smc_clc_wait_msg` answers `-EPROTO`: no DECLINE, the connection closes.
+    let mut bytes = raw_proposal(&b, 2);
+    bytes[7] &= 0x0F;
+    let (l, addr) = listen(b.stack(1));
+    let srv = std::thread::spawn(move || l.accept().map(|_| ()).map_err(|e| e.kind()));
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    raw.write_all(&bytes).unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no DECLINE: {rest:?}");
     assert_eq!(
         join_within(srv, JOIN_TIMEOUT, "server"),
-        Some(DeclineReason::VERSMISMAT)
+        Err(std::io::ErrorKind::InvalidData)
     );
-    // Version 0 too.
-    hdr[7] = 0x01;
-    let (l, addr) = listen(b.stack(1));
-    let srv = std::thread::spawn(move || l.accept().map(|(s, _)| s.fallback_reason()).ok());
-    let mut raw = TcpStream::connect(addr).unwrap();
-    raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    raw.write_all(&hdr).unwrap();
-    assert!(matches!(
-        read_clc(&mut raw).unwrap(),
-        ClcMessage::Decline(d) if d.peer_diagnosis == DeclineReason::VERSMISMAT
-    ));
-    let _ = join_within(srv, JOIN_TIMEOUT, "server");
 }
 
 #[test]

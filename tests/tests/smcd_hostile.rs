@@ -332,11 +332,11 @@ fn hostile_clc_clients_get_a_decline_or_a_closed_connection() {
                 "case {i}: {m:?}"
             );
         }
+        // Garbage where a PROPOSAL belongs is `-EPROTO` in Linux's `smc_clc_wait_msg`: the
+        // connection ends without a DECLINE (a SYNCERR DECLINE would make a Linux client
+        // touch a link group it does not have yet).
         if i < 3 {
-            assert!(
-                matches!(answer, Some(ClcMessage::Decline(d)) if d.peer_diagnosis == DeclineReason::SYNCERR),
-                "case {i}: {answer:?}"
-            );
+            assert!(answer.is_none(), "case {i}: {answer:?}");
         }
     }
     // Still serving: a real client gets SMC-D.
@@ -435,7 +435,9 @@ fn a_hostile_server_never_makes_the_client_panic() {
         match i {
             0..=5 => assert!(r.is_err(), "case {i}: {r:?}"),
             6 => assert_eq!(r, Ok(Some(DeclineReason::MAX_DMB))),
-            7 => assert_eq!(r, Ok(Some(DeclineReason::MODEUNSUPP))),
+            // An accepted CHID that was never offered: `-EPROTO`, no DECLINE
+            // (`smc_v2_determine_accepted_chid`).
+            7 => assert_eq!(r, Err(std::io::ErrorKind::InvalidData)),
             _ => assert!(matches!(r, Ok(None) | Err(_)), "case {i}: {r:?}"),
         }
     }

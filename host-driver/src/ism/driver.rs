@@ -224,10 +224,30 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
                 &mut resp,
             );
         }
-        let _ = self.command(Request::UnregIeq, &mut resp);
-        let _ = self.command(Request::UnregSba, &mut resp);
-        self.hal.dma_free(self.ieq, PAGE);
-        self.hal.dma_free(self.sba, SBA_SIZE);
+        // As Linux's `drivers/s390/net/ism_drv.c` `unregister_ieq`/`unregister_sba`: memory
+        // the device refused to let go of stays allocated (the device may still write
+        // it); only success, or a device that no longer answers (`0xFFFF`), frees it.
+        if self.unregister_area(Request::UnregIeq, &mut resp) {
+            self.hal.dma_free(self.ieq, PAGE);
+        }
+        if self.unregister_area(Request::UnregSba, &mut resp) {
+            self.hal.dma_free(self.sba, SBA_SIZE);
+        }
+    }
+
+    /// Runs UNREG_IEQ/UNREG_SBA; whether the memory may be freed.
+    fn unregister_area(&self, req: Request, resp: &mut [u8; COMMAND_AREA_SIZE]) -> bool {
+        match self.command(req, resp) {
+            Ok(_) | Err(IsmError::DeviceRaw(0xFFFF)) => true,
+            Err(IsmError::Local(ErrorKind::NoDevice)) => true,
+            Err(e) => {
+                log::warn!(
+                    "ism: {} refused ({e:?}); its memory is kept",
+                    req.opcode().name()
+                );
+                false
+            }
+        }
     }
 
     /// Posts one command and returns the response length.
@@ -663,5 +683,76 @@ impl<H: Hal, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
             .field("v2", &self.v2)
             .field("attach", &self.attach)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ism::fake::{fake_device, FakeFunction};
+    use alloc::vec::Vec;
+
+    /// A function whose device refuses UNREG_SBA and UNREG_IEQ with `ret`, recording what
+    /// the driver frees.
+    #[derive(Clone)]
+    struct Refusing {
+        f: FakeFunction,
+        ret: u16,
+        freed: Arc<spin::Mutex<Vec<u64>>>,
+    }
+
+    impl Hal for Refusing {
+        type Memory = <FakeFunction as Hal>::Memory;
+        fn memory(&self) -> &Self::Memory {
+            self.f.memory()
+        }
+        fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr> {
+            self.f.dma_alloc(size, align)
+        }
+        fn dma_free(&self, addr: DevAddr, size: usize) {
+            self.freed.lock().push(addr.0);
+            self.f.dma_free(addr, size)
+        }
+    }
+
+    impl Bus for Refusing {
+        fn command(
+            &self,
+            request: &[u8],
+            response: &mut [u8; COMMAND_AREA_SIZE],
+        ) -> Result<(), super::super::BusError> {
+            let cmd = u32::from_be_bytes([request[0], request[1], request[2], request[3]]);
+            if cmd == 0x11 || cmd == 0x12 {
+                response[4..6].copy_from_slice(&self.ret.to_be_bytes());
+                return Ok(());
+            }
+            self.f.command(request, response)
+        }
+        fn store_block(&self, request: u64, data: &[u8]) -> Result<(), super::super::BusError> {
+            self.f.store_block(request, data)
+        }
+    }
+
+    fn removed_with(ret: u16) -> (usize, Vec<u64>) {
+        let f = FakeFunction::new(fake_device(1, false), 0);
+        let r = Refusing {
+            f,
+            ret,
+            freed: Arc::new(spin::Mutex::new(Vec::new())),
+        };
+        let d = IsmDriver::probe(r.clone(), r.clone(), 1).unwrap();
+        let areas = [d.sba.0, d.ieq.0];
+        d.remove();
+        let freed = r.freed.lock().clone();
+        (areas.iter().filter(|a| freed.contains(a)).count(), freed)
+    }
+
+    #[test]
+    fn refused_unregistration_keeps_the_sba_and_ieq() {
+        // A device that refuses (a real return code) may still write the areas.
+        let (n, freed) = removed_with(0x0008);
+        assert_eq!(n, 0, "freed {freed:x?}");
+        // A device that no longer answers (0xFFFF) is gone: Linux frees.
+        assert_eq!(removed_with(0xFFFF).0, 2);
     }
 }

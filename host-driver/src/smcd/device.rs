@@ -1,8 +1,8 @@
 //! The SMC-D device operations: what SMC needs from an ISM device (`struct smcd_ops` of
 //! Linux 6.10), as a trait, and its implementation on [`IsmDriver`].
 //!
-//! Errors are [`IsmError`]s; their [`ErrorKind`] is the errno SMC reacts to (`net/smc/af_smc.c`
-//! `smc_connect_ism`, `net/smc/smc_core.c` `smcd_new_buf_create`):
+//! Errors are [`IsmError`]s; their [`ErrorKind`] is the errno SMC reacts to (`net/smc/smc_core.c`
+//! `smcd_new_buf_create`):
 //! `NoSpace` for a full DMB table (CLC decline `MAX_DMB`), `NoMemory` (try a smaller
 //! buffer), anything else an I/O error. Optional operations return `NotSupported` by
 //! default, as a `NULL` op in Linux.

@@ -3,18 +3,27 @@
 //!
 //! * Each device gets one [`IsmClient`] ([`StackDevice`]); a DMB signal for SBA index `i`
 //!   goes to the connection whose RMB has index `i` (Linux's `smcd->conn[]`).
-//! * A link group is the set of connections with one peer GID over one device, in one
-//!   role (client or server); new connections reuse it (no "first contact"). An idle link
+//! * A link group is the set of connections with one peer GID over one device; new
+//!   connections reuse it (no "first contact") in either direction: as Linux's
+//!   `net/smc/smc_core.c` `smcd_lgr_match` notes, SMC-D has only one link-group role, so
+//!   the role that opened a link group is recorded ([`LinkGroup::role`]) but not matched.
+//!   An idle link
 //!   group lingers for reuse until [`SmcStack::close_idle_link_groups`] or
 //!   [`SmcStack::shutdown`] tears it down, which sends the peer a `SIGNAL_IEQ` shutdown
 //!   (event code 0x80).
-//! * Events: a software shutdown from a peer, or a device event naming a peer GID
-//!   (its function went down), terminates the link groups with that peer: their
-//!   connections fail with `ConnectionReset`. A TESTLINK request (0x83) is answered.
+//! * Events: a software shutdown from a peer terminates the link groups with that peer on
+//!   the VLAN the event names; a device event naming a peer GID (its function went down)
+//!   terminates them on every VLAN (`net/smc/smc_core.c` `smc_smcd_terminate`, called from
+//!   `net/smc/smc_ism.c` `smcd_handle_sw_event` / `smcd_handle_event`). Their connections
+//!   fail with `ConnectionReset`. A TESTLINK request (0x83) is answered.
+//! * Link-group ids start at a random point per stack and step by 256, as Linux's
+//!   `smc_lgr_create` steps `SMC_LGR_NUM_INCR`.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloc::string::String;
 #[cfg(test)]
@@ -40,6 +49,31 @@ pub const EVENT_RESPONSE: u16 = 0x0002;
 
 /// Most SBA indices a device has (routing table size).
 const MAX_INDEX: usize = ism_abi::wire::sba::NR_DMBS;
+
+/// Step between link-group ids (`SMC_LGR_NUM_INCR` in `net/smc/smc_core.h`).
+pub const LGR_ID_STEP: u32 = 256;
+
+/// The VLAN id of a device event: "every VLAN" (`VLAN_VID_MASK`).
+pub const VLAN_ALL: u16 = 0x0FFF;
+
+/// A fresh, unpredictable starting link-group id: the standard library's per-process random
+/// hash keys, the wall clock and a process-wide counter, so that two stacks (in one process
+/// or in two) do not start at the same id. Never 0.
+fn lgr_id_seed() -> u32 {
+    static STACKS: AtomicU32 = AtomicU32::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(STACKS.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(t) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let id = (h.finish() as u32) & !(LGR_ID_STEP - 1);
+    if id == 0 {
+        LGR_ID_STEP
+    } else {
+        id
+    }
+}
 
 /// Builds the 64-bit `info` of an SMC software event: link group id (bytes 0–3), VLAN id
 /// (bytes 4–5), code (bytes 6–7), big-endian as on s390.
@@ -68,6 +102,37 @@ pub struct StackConfig {
     pub hostname: String,
     /// How long to wait for a CLC message.
     pub clc_timeout: Duration,
+    /// The s390 CPU id the system EID is built from when [`StackConfig::seid`] is on.
+    pub cpu_id: CpuId,
+}
+
+/// The parts of an s390 CPU id that Linux builds the system EID from
+/// (`net/smc/smc_ism.c` `smc_ism_create_system_eid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuId {
+    /// The CPU identification (its low 16 bits go into the SEID).
+    pub ident: u32,
+    /// The machine type (e.g. 0x8561 for a z15).
+    pub machine: u16,
+}
+
+impl Default for CpuId {
+    /// A z15 with CPU ident 0x01_2345.
+    fn default() -> Self {
+        Self {
+            ident: 0x0001_2345,
+            machine: 0x8561,
+        }
+    }
+}
+
+impl StackConfig {
+    /// The system EID this stack offers and accepts, if [`StackConfig::seid`] is on: as
+    /// Linux builds it on s390, never all zeros.
+    pub fn system_eid(&self) -> Option<Eid> {
+        self.seid
+            .then(|| super::clc::s390_system_eid(self.cpu_id.ident, self.cpu_id.machine))
+    }
 }
 
 /// The user EID this model's stacks use unless configured otherwise.
@@ -89,11 +154,13 @@ impl Default for StackConfig {
             busy_poll: false,
             hostname: String::from("ism-sim"),
             clc_timeout: Duration::from_secs(6),
+            cpu_id: CpuId::default(),
         }
     }
 }
 
-/// Role of the local side in a link group.
+/// Role of the local side when the link group was opened (SMC-D link groups are shared by
+/// both directions; this is only a record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// We connected.
@@ -111,10 +178,13 @@ pub struct LinkGroup {
     pub device: usize,
     /// The peer's GID.
     pub peer_gid: SmcdGid,
-    /// Our role.
+    /// Our role in the handshake that opened the link group.
     pub role: Role,
+    /// The VLAN id (this model registers DMBs without VLAN: 0).
+    pub vlan_id: u16,
     conns: Mutex<Vec<Weak<Conn>>>,
     peer_shutdown: std::sync::atomic::AtomicBool,
+    sync_err: std::sync::atomic::AtomicBool,
 }
 
 impl LinkGroup {
@@ -141,6 +211,15 @@ impl LinkGroup {
     }
 }
 
+/// Client handshakes that have not yet settled on a link group.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Proposals sent whose ACCEPT is not handled yet.
+    running: usize,
+    /// Of those, the ones waiting in [`SmcStack::link_group_settled`].
+    waiting: usize,
+}
+
 /// Counters of a stack.
 #[derive(Debug, Default)]
 pub struct StackCounters {
@@ -154,6 +233,8 @@ pub struct StackCounters {
     pub shutdowns_sent: AtomicU64,
     /// TESTLINK requests answered.
     pub testlinks_answered: AtomicU64,
+    /// Client handshakes that waited for a link group another handshake was opening.
+    pub lgr_waits: AtomicU64,
 }
 
 /// One device of the stack, and its interrupt client.
@@ -228,7 +309,9 @@ pub struct SmcStack {
     devices: Vec<Arc<StackDevice>>,
     lgrs: Mutex<Vec<Arc<LinkGroup>>>,
     next_lgr_id: AtomicU32,
+    next_tag: AtomicU32,
     testlink: (Mutex<Vec<(SmcdGid, u32)>>, Condvar),
+    clients: (Mutex<InFlight>, Condvar),
     counters: StackCounters,
 }
 
@@ -239,7 +322,7 @@ impl SmcStack {
     /// # Errors
     /// The device's error if it has no room for another client.
     pub fn new(config: StackConfig, devices: Vec<Arc<dyn SmcdOps>>) -> Result<Arc<Self>, IsmError> {
-        let seed = Instant::now().elapsed().as_nanos() as u32 ^ std::process::id().rotate_left(16);
+        let seed = lgr_id_seed();
         let stack = Arc::new_cyclic(|weak: &Weak<SmcStack>| SmcStack {
             config,
             devices: devices
@@ -256,8 +339,10 @@ impl SmcStack {
                 })
                 .collect(),
             lgrs: Mutex::new(Vec::new()),
-            next_lgr_id: AtomicU32::new((seed & 0x00FF_FF00) | 1),
+            next_lgr_id: AtomicU32::new(seed),
+            next_tag: AtomicU32::new(seed),
             testlink: (Mutex::new(Vec::new()), Condvar::new()),
+            clients: (Mutex::new(InFlight::default()), Condvar::new()),
             counters: StackCounters::default(),
         });
         for d in &stack.devices {
@@ -290,29 +375,90 @@ impl SmcStack {
         self.lgrs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The link group for (`device`, `peer`, `role`), reused if one exists; returns it and
-    /// whether it is new ("first contact").
+    /// The link group for (`device`, `peer`), reused if one exists whatever its role;
+    /// returns it and whether it is new ("first contact"). `role` is recorded in a new one.
+    ///
+    /// The match is Linux's `net/smc/smc_core.c` `smcd_lgr_match`: same device, same peer
+    /// GID and, for an Emulated-ISM device, the same GID extension (both are compared as
+    /// part of [`SmcdGid`]); a link group that saw a synchronization error is never reused.
     pub fn link_group(&self, device: usize, peer: SmcdGid, role: Role) -> (Arc<LinkGroup>, bool) {
         let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-        // Reuse rule (`net/smc/smc_core.c` `smcd_lgr_match`, as fixed after 6.8): same device and
-        // same peer GID, and for an
-        // emulated device the same GID extension too (compared as part of SmcdGid).
-        if let Some(l) = lgrs
-            .iter()
-            .find(|l| l.device == device && l.peer_gid == peer && l.role == role)
-        {
+        if let Some(l) = lgrs.iter().find(|l| {
+            l.device == device && l.peer_gid == peer && !l.sync_err.load(Ordering::Acquire)
+        }) {
             self.counters.lgrs_reused.fetch_add(1, Ordering::Relaxed);
             return (l.clone(), false);
         }
-        (self.create_link_group(&mut lgrs, device, peer, role), true)
+        let l = self.create_link_group(&mut lgrs, device, peer, role);
+        drop(lgrs);
+        // Wake clients waiting in `link_group_settled` (taking their lock first, so that a
+        // waiter between its check and its wait cannot miss this).
+        drop(self.clients.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.clients.1.notify_all();
+        (l, true)
     }
 
-    /// A new link group for (`device`, `peer`, `role`) even if one exists: the client's
-    /// answer to a server that says "first contact" (Linux's `smc_conn_create`). New link
-    /// groups are found first by later [`SmcStack::link_group`] calls.
-    pub fn new_link_group(&self, device: usize, peer: SmcdGid, role: Role) -> Arc<LinkGroup> {
-        let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-        self.create_link_group(&mut lgrs, device, peer, role)
+    /// The link group for (`device`, `peer`), if there is one (no new one is opened).
+    pub fn find_link_group(&self, device: usize, peer: SmcdGid) -> Option<Arc<LinkGroup>> {
+        let lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+        let l = lgrs.iter().find(|l| {
+            l.device == device && l.peer_gid == peer && !l.sync_err.load(Ordering::Acquire)
+        })?;
+        self.counters.lgrs_reused.fetch_add(1, Ordering::Relaxed);
+        Some(l.clone())
+    }
+
+    /// A client handshake sent its proposal (see [`SmcStack::link_group_settled`]).
+    pub fn client_begin(&self) {
+        let (lock, _) = &self.clients;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).running += 1;
+    }
+
+    /// A client handshake settled on a link group, or ended.
+    pub fn client_end(&self) {
+        let (lock, cond) = &self.clients;
+        let mut f = lock.lock().unwrap_or_else(|e| e.into_inner());
+        f.running = f.running.saturating_sub(1);
+        cond.notify_all();
+    }
+
+    /// For a client whose server reuses a link group this stack does not have: waits (at
+    /// most `timeout`) while another of this stack's client handshakes, still before its
+    /// ACCEPT, may open it, and returns it if one did. `None` when nothing else is in
+    /// flight: the handshake is out of sync (`SYNCERR`).
+    ///
+    /// Linux declines at once (`smc_conn_create`); two connections opened at the same
+    /// moment then race. Waiting here closes that race for this stack's own connections;
+    /// on the wire nothing changes.
+    pub fn link_group_settled(
+        &self,
+        device: usize,
+        peer: SmcdGid,
+        timeout: Duration,
+    ) -> Option<Arc<LinkGroup>> {
+        let (lock, cond) = &self.clients;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut f = lock.lock().unwrap_or_else(|e| e.into_inner());
+        f.waiting += 1;
+        cond.notify_all();
+        self.counters.lgr_waits.fetch_add(1, Ordering::Relaxed);
+        let found = loop {
+            if let Some(l) = self.find_link_group(device, peer) {
+                break Some(l);
+            }
+            let now = std::time::Instant::now();
+            // Every other handshake in flight waits too: nobody will open it.
+            if f.running <= f.waiting || now >= deadline {
+                break None;
+            }
+            f = cond
+                .wait_timeout(f, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        f.waiting -= 1;
+        cond.notify_all();
+        found
     }
 
     fn create_link_group(
@@ -323,16 +469,61 @@ impl SmcStack {
         role: Role,
     ) -> Arc<LinkGroup> {
         let l = Arc::new(LinkGroup {
-            id: self.next_lgr_id.fetch_add(1, Ordering::Relaxed),
+            id: self.next_lgr_id.fetch_add(LGR_ID_STEP, Ordering::Relaxed),
             device,
             peer_gid: peer,
             role,
+            vlan_id: 0,
             conns: Mutex::new(Vec::new()),
             peer_shutdown: std::sync::atomic::AtomicBool::new(false),
+            sync_err: std::sync::atomic::AtomicBool::new(false),
         });
         lgrs.insert(0, l.clone());
         self.counters.lgrs_created.fetch_add(1, Ordering::Relaxed);
         l
+    }
+
+    /// Terminates `lgr` after the peer declined with the synchronization flag: it is no
+    /// longer reused, its connections fail with `ConnectionReset`, the peer is told. As
+    /// Linux's `net/smc/smc_clc.c` `smc_clc_wait_msg` (`sync_err`, then
+    /// `smc_lgr_terminate_sched`).
+    pub fn terminate_link_group(&self, lgr: &Arc<LinkGroup>) {
+        lgr.sync_err.store(true, Ordering::Release);
+        self.lgrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| !Arc::ptr_eq(l, lgr));
+        for c in lgr.connections() {
+            c.abort();
+        }
+        self.send_shutdown(lgr);
+        self.counters
+            .lgrs_terminated
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Device indices in the order Linux's `net/smc/smc_ism.c` `smcd_register_dev` keeps
+    /// its device list when the devices register in stack order (none has a PNET id):
+    /// each new device goes to the front, behind loopback-ism if that is already there.
+    /// Device selection walks the devices in this order.
+    pub fn linux_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = Vec::with_capacity(self.devices.len());
+        for (i, d) in self.devices.iter().enumerate() {
+            let front_is_loopback = order
+                .first()
+                .is_some_and(|&f| self.devices[f].ops.get_chid() == super::device::LOOPBACK_CHID);
+            if front_is_loopback && d.ops.get_chid() != super::device::LOOPBACK_CHID {
+                order.insert(1, i);
+            } else {
+                order.insert(0, i);
+            }
+        }
+        order
+    }
+
+    /// Whether any device is ISMv2-capable (Linux's system-wide `smc_ism_is_v2_capable`).
+    pub fn v2_capable(&self) -> bool {
+        self.devices.iter().any(|d| d.ops.supports_v2())
     }
 
     /// Forgets `lgr` if nothing uses it: no connection, and no handshake other than the
@@ -373,7 +564,7 @@ impl SmcStack {
         if lgr.peer_gid == own || lgr.peer_shutdown.load(Ordering::Acquire) {
             return;
         }
-        let info = event_info(lgr.id, 0, EVENT_REQUEST);
+        let info = event_info(lgr.id, lgr.vlan_id, EVENT_REQUEST);
         if dev
             .ops
             .signal_event(lgr.peer_gid, true, EVENT_CODE_SHUTDOWN, info)
@@ -424,7 +615,7 @@ impl SmcStack {
         peer: SmcdGid,
         timeout: Duration,
     ) -> Result<bool, IsmError> {
-        let tag = self.next_lgr_id.fetch_add(1, Ordering::Relaxed);
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
         self.devices[device].ops.signal_event(
             peer,
             true,
@@ -445,12 +636,14 @@ impl SmcStack {
         Ok(found.is_some())
     }
 
-    fn terminate_peer(&self, device: usize, peer_gid: u64, by_shutdown: bool) {
+    fn terminate_peer(&self, device: usize, peer_gid: u64, vlan: u16, by_shutdown: bool) {
         let gone: Vec<Arc<LinkGroup>> = {
             let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-            let (gone, keep): (Vec<_>, Vec<_>) = lgrs
-                .drain(..)
-                .partition(|l| l.device == device && l.peer_gid.gid == peer_gid);
+            let (gone, keep): (Vec<_>, Vec<_>) = lgrs.drain(..).partition(|l| {
+                l.device == device
+                    && l.peer_gid.gid == peer_gid
+                    && (vlan == VLAN_ALL || l.vlan_id == vlan)
+            });
             *lgrs = keep;
             gone
         };
@@ -467,10 +660,14 @@ impl SmcStack {
 
     fn on_event(&self, device: usize, ev: &IsmEvent) {
         match ev.event_type() {
-            Some(EventType::Device) => self.terminate_peer(device, ev.tok, false),
+            Some(EventType::Device) => self.terminate_peer(device, ev.tok, VLAN_ALL, false),
             Some(EventType::Software) if ev.code == EVENT_CODE_SHUTDOWN => {
-                log::debug!("smc: peer {:#x} shut its link groups down", ev.tok);
-                self.terminate_peer(device, ev.tok, true)
+                let vlan = (ev.info >> 16) as u16;
+                log::debug!(
+                    "smc: peer {:#x} shut its link groups on VLAN {vlan} down",
+                    ev.tok
+                );
+                self.terminate_peer(device, ev.tok, vlan, true)
             }
             Some(EventType::Software) if ev.code == EVENT_CODE_TESTLINK => {
                 let code = ev.info as u16;

@@ -25,9 +25,11 @@
 //! `max_links` (SMC-R; reserved for SMC-D), +38 `feature_mask` BE, +40 `vendor_exp_options`
 //! BE u32, +44 `reserved[8]` = 52 bytes.
 //!
-//! Length checks (stricter than Linux, which accepts any v2 length ≥ 78): v1 exactly 48; v2
-//! without first contact exactly 78; v2 with first contact 114 (36-byte FCE, release 0 only)
-//! or 130 (52-byte FCE). `typev1` must be D ([`ClcError::NotSmcd`] otherwise).
+//! Length checks as Linux's `net/smc/smc_clc.c` `smc_clc_msg_acc_conf_valid`: v1 exactly 48;
+//! v2 at least 78, parts read where the layout puts them and any excess ignored; with the
+//! first-contact flag the FCE is read from offset 74, parts beyond the message reading as
+//! zeros (Linux reads them from its zeroed buffer). `typev1` must be D
+//! ([`ClcError::NotSmcd`] otherwise).
 
 use alloc::vec::Vec;
 
@@ -348,39 +350,50 @@ impl AcceptConfirm {
             }
             None
         } else {
-            let expected_fce = match (first_contact, usize::from(len)) {
-                (false, LEN_V2) => None,
-                (true, l) if l == LEN_V2 + FCE_LEN => Some(false),
-                (true, l) if l == LEN_V2 + FCE_V2X_LEN => Some(true),
-                _ => return Err(ClcError::BadLength(len)),
-            };
+            // `net/smc/smc_clc.c` `smc_clc_msg_acc_conf_valid`: a v2 message needs at least
+            // the 78 bytes without extension; whatever follows is read where the layout puts
+            // it and anything beyond is ignored. Linux reads the first-contact extension
+            // whenever the flag is set, from a zeroed buffer: parts the message does not
+            // carry read as zeros.
+            let l = usize::from(len);
+            if l < LEN_V2 {
+                return Err(ClcError::BadLength(len));
+            }
             let d1: &D1Wire = take(bytes, 32, len)?;
-            let fce = match expected_fce {
-                None => None,
-                Some(v2x_form) => {
-                    let f: &FceWire = take(bytes, LEN_V2 - TRAILER_LEN, len)?;
-                    let release = f.os_release & 0x0F;
-                    let v2x = if v2x_form {
-                        let x: &FceV2xWire = take(bytes, LEN_V2 - TRAILER_LEN + FCE_LEN, len)?;
-                        Some(FceV2x {
-                            max_conns: x.max_conns,
-                            max_links: x.max_links,
-                            feature_mask: x.feature_mask.get(),
-                            vendor_exp_options: x.vendor_exp_options.get(),
-                        })
-                    } else if release >= 1 {
-                        return Err(ClcError::Malformed("FCE release >= 1 needs the v2.x form"));
-                    } else {
-                        None
-                    };
-                    Some(FirstContactExt {
-                        v2_direct: f.v2_direct & 0x80 != 0,
-                        os_type: f.os_release >> 4,
-                        release,
-                        hostname: f.hostname,
-                        v2x,
-                    })
+            let body = &bytes[..l - TRAILER_LEN];
+            let fce = if first_contact {
+                let at = LEN_V2 - TRAILER_LEN;
+                let mut f = [0u8; FCE_LEN];
+                if let Some(src) = body.get(at..at + FCE_LEN) {
+                    f.copy_from_slice(src);
                 }
+                let (f, _) =
+                    FceWire::read_from_prefix(&f[..]).map_err(|_| ClcError::BadLength(len))?;
+                let release = f.os_release & 0x0F;
+                const X_LEN: usize = FCE_V2X_LEN - FCE_LEN;
+                let mut x = [0u8; X_LEN];
+                let x_at = at + FCE_LEN;
+                let has_x = body.len() >= x_at + X_LEN;
+                if has_x {
+                    x.copy_from_slice(&body[x_at..x_at + X_LEN]);
+                }
+                let (x, _) =
+                    FceV2xWire::read_from_prefix(&x[..]).map_err(|_| ClcError::BadLength(len))?;
+                let v2x = (has_x || release >= 1).then(|| FceV2x {
+                    max_conns: x.max_conns,
+                    max_links: x.max_links,
+                    feature_mask: x.feature_mask.get(),
+                    vendor_exp_options: x.vendor_exp_options.get(),
+                });
+                Some(FirstContactExt {
+                    v2_direct: f.v2_direct & 0x80 != 0,
+                    os_type: f.os_release >> 4,
+                    release,
+                    hostname: f.hostname,
+                    v2x,
+                })
+            } else {
+                None
             };
             Some(AcceptConfirmV2 {
                 chid: d1.chid.get(),
@@ -598,15 +611,39 @@ pub(crate) mod tests {
             ..base()
         };
         assert!(v2.check().is_err());
+        // As Linux, the missing v2.x part reads as zeros.
         let e = v2.emit(AcceptConfirmKind::Accept);
-        assert!(matches!(
-            AcceptConfirm::parse(&e),
-            Err(ClcError::Malformed(_))
-        ));
-        // first contact without FCE
+        let (_, got) = AcceptConfirm::parse(&e).unwrap();
+        let fce = got.v2.unwrap().fce.unwrap();
+        assert_eq!((fce.release, fce.v2x.map(|x| x.feature_mask)), (1, Some(0)));
+        // First contact without FCE: the FCE reads as zeros (release 0).
         v2.v2.as_mut().unwrap().fce = None;
         let e = v2.emit(AcceptConfirmKind::Accept);
-        assert_eq!(AcceptConfirm::parse(&e), Err(ClcError::BadLength(78)));
+        let (_, got) = AcceptConfirm::parse(&e).unwrap();
+        let fce = got.v2.unwrap().fce.unwrap();
+        assert_eq!((fce.release, fce.os_type, fce.v2x), (0, 0, None));
+        // Shorter than 78 bytes: refused (`smc_clc_msg_acc_conf_valid`).
+        let mut e = v2.emit(AcceptConfirmKind::Accept);
+        e.drain(60..70);
+        e[5..7].copy_from_slice(&68u16.to_be_bytes());
+        assert_eq!(AcceptConfirm::parse(&e), Err(ClcError::BadLength(68)));
+        // Longer than its parts: the excess is ignored.
+        let mut long = base();
+        long.first_contact = false;
+        long.v2 = Some(AcceptConfirmV2 {
+            chid: 7,
+            eid: [1; 32],
+            gid_ext: 0,
+            fce: None,
+        });
+        let mut e = long.emit(AcceptConfirmKind::Confirm);
+        let n = e.len();
+        e.splice(n - 4..n - 4, [0xAB; 20]);
+        e[5..7].copy_from_slice(&((n + 20) as u16).to_be_bytes());
+        assert_eq!(
+            AcceptConfirm::parse(&e),
+            Ok((AcceptConfirmKind::Confirm, long))
+        );
     }
 
     fn arb_fce() -> impl Strategy<Value = FirstContactExt> {

@@ -1,5 +1,5 @@
-//! DECLINE (type 4): refuse SMC, with a reason; either side, at any point (`net/smc/smc_clc.c`
-//! `smc_clc_send_decline`).
+//! DECLINE (type 4): refuse SMC, with a reason; either side, at any point (`net/smc/smc_clc.h`
+//! `struct smc_clc_msg_decline`, sent by `net/smc/smc_clc.c` `smc_clc_send_decline`).
 //!
 //! | off | size | field                                                            |
 //! |-----|------|------------------------------------------------------------------|

@@ -196,7 +196,9 @@ impl ClcHeader {
         let eyecatcher = Eyecatcher::from_bytes(&w.eyecatcher).ok_or(ClcError::BadEyecatcher)?;
         let msg_type = ClcType::try_from(w.msg_type)?;
         let version = w.version_types >> 4;
-        if !(SMC_V1..=SMC_V2).contains(&version) {
+        // `net/smc/smc_clc.c` `smc_clc_wait_msg` refuses only versions below 1; every
+        // later version is read as version 2 (`smc_listen_v2_check`: "> SMC_V1").
+        if version < SMC_V1 {
             return Err(ClcError::BadVersion(version));
         }
         let length = w.length.get();

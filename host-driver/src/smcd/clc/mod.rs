@@ -10,9 +10,8 @@
 //! | trailer | 4    | eyecatcher again (`length − 4`)                        |
 //!
 //! All multi-byte integers are **network (big-endian) order**; layouts follow Linux's
-//! `net/smc/smc_clc.h` and `smc_clc.c`. Eyecatchers are EBCDIC: "SMCR" `E2 D4 C3 D9`
-//! (proposals, declines, SMC-R), "SMCD" `E2 D4 C3 C4` (SMC-D accept/confirm). Receivers
-//! accept either, on
+//! `net/smc/smc_clc.h`. Eyecatchers are EBCDIC: "SMCR" `E2 D4 C3 D9` (proposals,
+//! declines, SMC-R), "SMCD" `E2 D4 C3 C4` (SMC-D accept/confirm). Receivers accept either, on
 //! header and trailer independently, as Linux does.
 //!
 //! Style (as smoltcp's `wire`): fixed parts are zerocopy structs of unaligned big-endian
@@ -21,11 +20,14 @@
 //! offset sanity checks) and `emit`. Reading from a stream: peek the 8-byte header, call
 //! [`read_message_len`], read the rest, then [`ClcMessage::parse`].
 //!
-//! Choices where Linux's sources leave room (documented at each item):
-//! * versions other than 1 and 2 are rejected ([`ClcError::BadVersion`]);
+//! Choices where Linux leaves room, or where this model differs (documented at each item):
+//! * version 0 is rejected ([`ClcError::BadVersion`]); versions above 2 are parsed as
+//!   version 2, as Linux does (a proposal keeps the number it came with);
 //! * messages are bounded by [`MAX_MESSAGE_LEN`] (the largest legal proposal is 652 bytes);
-//! * lengths are checked exactly (Linux accepts an over-long v2 accept/confirm; this model
-//!   does not);
+//! * lengths: a v2 accept/confirm or proposal may be longer than its parts (the excess is
+//!   ignored, as Linux does); v1 messages and declines are checked exactly (as Linux);
+//!   [`crate::smcd::handshake::read_clc`] reads a message longer than [`MAX_MESSAGE_LEN`] up to
+//!   that bound and discards the rest (Linux's `smc_clc_wait_msg` does so at its buffer size);
 //! * only SMC-D accept/confirm bodies are modelled; an SMC-R one parses to
 //!   [`ClcError::NotSmcd`].
 
@@ -66,8 +68,7 @@ pub const SEID_NON_S390: Eid = [0; EID_LEN];
 /// Prefix of the s390 system EID (24 ASCII characters).
 pub const SEID_PREFIX: &[u8; 24] = b"IBM-SYSZ-ISMSEID00000000";
 
-/// The system EID of an s390 machine (`net/smc/smc_ism.c` `smc_ism_create_system_eid`):
-/// `"IBM-SYSZ-ISMSEID00000000"`, then four
+/// The system EID of an s390 machine (`smc_ism_create_system_eid`): `"IBM-SYSZ-ISMSEID00000000"`, then four
 /// uppercase hex digits of `cpu_ident & 0xFFFF` (`SMC_ISM_IDENT_MASK`), then four of the CPU
 /// machine type.
 pub fn s390_system_eid(cpu_ident: u32, machine_type: u16) -> Eid {
@@ -105,7 +106,7 @@ pub fn compress_dmbe_size(bytes: usize) -> u8 {
     (log2 + 1).min(SMCD_DMBE_SIZES)
 }
 
-/// Expands a compressed buffer size: `2^(c + 14)` bytes (`net/smc/smc_core.c`
+/// Expands a compressed buffer size: `2^(c + 14)` bytes (`net/smc/smc_core.h`
 /// `smc_uncompress_bufsize`).
 ///
 /// Only the low four bits of `c` are used (the wire field is a nibble), so the result is at
@@ -297,8 +298,9 @@ mod tests {
         assert_eq!(read_message_len(&h), Err(ClcError::BadEyecatcher));
         let h = [0xE2, 0xD4, 0xC3, 0xD9, 5, 0, 28, 0x10];
         assert_eq!(read_message_len(&h), Err(ClcError::BadType(5)));
-        let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 28, 0x30];
-        assert_eq!(read_message_len(&h), Err(ClcError::BadVersion(3)));
+        // Versions above 2 are read as version 2 (Linux); 0 is refused.
+        let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 44, 0x30];
+        assert_eq!(read_message_len(&h), Ok(44));
         let h = [0xE2, 0xD4, 0xC3, 0xD9, 4, 0, 28, 0x00];
         assert_eq!(read_message_len(&h), Err(ClcError::BadVersion(0)));
     }

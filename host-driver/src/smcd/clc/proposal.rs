@@ -1,8 +1,7 @@
 //! PROPOSAL (type 1): the client's offer, as Linux ≥ 5.10 builds it (always version 2), and
 //! the version-1 form older peers send.
 //!
-//! Version 2 (`net/smc/smc_clc.h` `struct smc_clc_msg_proposal` and its v2 extensions; X, Y as
-//! below):
+//! Version 2 (`net/smc/smc_clc.h` `struct smc_clc_msg_proposal_area`; X, Y as below):
 //!
 //! | off    | size   | field                                                              |
 //! |--------|--------|--------------------------------------------------------------------|
@@ -36,15 +35,17 @@
 //! trailer. This model always emits the SMC-D area in v1 (receivers locate the prefix via
 //! `iparea_offset`), and parses `iparea_offset` 0 or 40.
 //!
-//! The receiver's length check (v2) is
-//! `length = 80 + (typev1≠N ? 8 + 17·n6) + (typev2≠N ? 40 + 32·e) + (typev2∈{D,B} ? 48 + 10·g) +
-//! 4`;
-//! for v1 it is `40 + iparea_offset + 8 + 17·n6 + 4`. [`Proposal::parse`] performs it and
-//! additionally requires every offset field to point exactly where the layout puts the part
-//! (`iparea_offset` = 40 when the prefix area is present; `v2_ext_offset`;
-//! `smcd_v2_ext_offset`), and the counts to be within Linux's limits (8 each). Offsets of
-//! absent parts are ignored.
-//!
+//! The receiver reads as Linux's `net/smc/smc_clc.c` `smc_clc_msg_prop_valid` and the
+//! `smc_get_clc_*` accessors of `net/smc/smc_clc.h` do. Version 1 is checked exactly:
+//! `length = 40 + iparea_offset + 8 + 17·n6 + 4`. Version 2 (and any later version) is
+//! located by its offset fields, each bounded rather than required to be exact: the prefix
+//! area at `40 + iparea_offset` (an offset above 40 counts as 0), the v2 extension at
+//! `52 + v2_ext_offset` (non-zero and at most [`MAX_V2_EXT_OFFSET`], or the proposal is
+//! refused), the SMC-Dv2 extension at `X + 8 + smcd_v2_ext_offset` (non-zero and at most
+//! [`MAX_SMCD_V2_EXT_OFFSET`], else absent); counts are at most 8 each; bytes after the
+//! last part are ignored. The sender writes every offset exactly where the layout above
+//! puts the part.
+
 //! GID/CHID entries: an Emulated-ISM device (CHID 0xFF00..=0xFFFF) takes two consecutive
 //! entries, `{gid, chid}` then `{gid_ext, chid}`; a native device one. See
 //! [`select_v2_devices`] (the sender's capacity rule) and [`devices_from_entries`] (the
@@ -82,6 +83,13 @@ pub const MAX_IPV6_PREFIXES: usize = 8;
 pub const MAX_UEIDS: usize = 8;
 /// Most GID/CHID entries (`SMCD_CLC_MAX_V2_GID_ENTRIES`).
 pub const MAX_GID_ENTRIES: usize = 8;
+/// Largest `v2_ext_offset` a receiver follows: where the v2 extension starts after 8 IPv6
+/// prefixes (`net/smc/smc_clc.h` `smc_get_clc_v2_ext`).
+pub const MAX_V2_EXT_OFFSET: usize =
+    FIXED_LEN + PREFIX_LEN + MAX_IPV6_PREFIXES * IPV6_PREFIX_LEN - V2_EXT_BASE;
+/// Largest `smcd_v2_ext_offset` a receiver follows: where the SMC-Dv2 extension starts
+/// after 8 user EIDs (`net/smc/smc_clc.h` `smc_get_clc_smcd_v2_ext`).
+pub const MAX_SMCD_V2_EXT_OFFSET: usize = V2_EXT_LEN - 8 + MAX_UEIDS * EID_LEN;
 /// The supplemental-feature mask Linux sends (`SMC_FEATURE_MASK`).
 pub const SMC_FEATURE_MASK: u16 = SPF_EMULATED_ISM_DEV;
 /// Feature bit: Emulated-ISM devices (`SMC_SPF_EMULATED_ISM_DEV`).
@@ -446,7 +454,7 @@ impl Proposal {
                     return Err(ClcError::Malformed("v1 proposal has a v2 extension"));
                 }
             }
-            SMC_V2 => {
+            v if (SMC_V2..=0x0F).contains(&v) => {
                 if self.prefix.is_some() != (self.typev1 != SmcType::N) {
                     return Err(ClcError::Malformed("prefix area disagrees with typev1"));
                 }
@@ -608,82 +616,58 @@ impl Proposal {
             mac: base[32..38].try_into().unwrap_or_default(),
         };
         let iparea_offset = usize::from(u16::from_be_bytes([base[38], base[39]]));
-        let (ism_gid, ism_chid, mut pos) = if hdr.version == SMC_V1 {
-            if typev1 == SmcType::N {
-                return Err(ClcError::Malformed("v1 proposal offers no type"));
-            }
-            match iparea_offset {
-                0 => (0, 0, SMCD_AREA_OFFSET),
-                40 => {
-                    let f: &ProposalFixedWire = take(bytes, 0, len)?;
-                    (f.ism_gid.get(), f.ism_chid.get(), FIXED_LEN)
-                }
-                _ => return Err(ClcError::Malformed("iparea_offset")),
-            }
+        if hdr.version == SMC_V1 {
+            return Self::parse_v1(bytes, &hdr, smcr, iparea_offset);
+        }
+        // Version 2 (and later, read as 2), as `net/smc/smc_clc.c` `smc_clc_msg_prop_valid`
+        // and the `smc_get_clc_*` accessors of `net/smc/smc_clc.h` read it: every part is
+        // where its offset field points, offsets are bounded (not required to be exact),
+        // counts are at most 8, and bytes after the last part are ignored.
+        let body = &bytes[..bytes.len() - TRAILER_LEN];
+        let f: &ProposalFixedWire = take(body, 0, len)?;
+        let (ism_gid, ism_chid) = (f.ism_gid.get(), f.ism_chid.get());
+        // `smc_clc_proposal_get_prefix`: an offset beyond the SMC-D area counts as 0.
+        let off = if iparea_offset > FIXED_LEN - SMCD_AREA_OFFSET {
+            0
         } else {
-            let f: &ProposalFixedWire = take(bytes, 0, len)?;
-            if typev1 != SmcType::N && iparea_offset != FIXED_LEN - SMCD_AREA_OFFSET {
-                return Err(ClcError::Malformed("iparea_offset"));
-            }
-            (f.ism_gid.get(), f.ism_chid.get(), FIXED_LEN)
+            iparea_offset
         };
-
         let prefix = if typev1 != SmcType::N {
-            let p: &PrefixWire = take(bytes, pos, len)?;
-            pos += PREFIX_LEN;
-            let n6 = usize::from(p.ipv6_prefixes_cnt);
-            if n6 > MAX_IPV6_PREFIXES {
-                return Err(ClcError::Malformed("too many IPv6 prefixes"));
-            }
-            let mut ipv6 = Vec::with_capacity(n6);
-            for _ in 0..n6 {
-                let e: &Ipv6PrefixWire = take(bytes, pos, len)?;
-                pos += IPV6_PREFIX_LEN;
-                ipv6.push(Ipv6Prefix {
-                    prefix: e.prefix,
-                    prefix_len: e.prefix_len,
-                });
-            }
-            Some(IpPrefix {
-                outgoing_subnet: p.outgoing_subnet.get(),
-                prefix_len: p.prefix_len,
-                ipv6,
-            })
+            Some(Self::parse_prefix(body, SMCD_AREA_OFFSET + off, len)?.0)
         } else {
             None
         };
-
-        let v2 = if hdr.version >= SMC_V2 && typev2 != SmcType::N {
-            let f: &ProposalFixedWire = take(bytes, 0, len)?;
-            if usize::from(f.v2_ext_offset.get()) != pos - V2_EXT_BASE {
+        let v2 = if typev2 != SmcType::N {
+            // `smc_get_clc_v2_ext`: non-zero and at most where 8 IPv6 prefixes end.
+            let o = usize::from(f.v2_ext_offset.get());
+            if o == 0 || o > MAX_V2_EXT_OFFSET {
                 return Err(ClcError::Malformed("v2_ext_offset"));
             }
-            let x: &V2ExtWire = take(bytes, pos, len)?;
-            pos += V2_EXT_LEN;
+            let xpos = V2_EXT_BASE + o;
+            let x: &V2ExtWire = take(body, xpos, len)?;
             let eid_cnt = usize::from(x.eid_cnt);
             let gid_cnt = usize::from(x.ism_gid_cnt);
             if eid_cnt > MAX_UEIDS {
                 return Err(ClcError::Malformed("too many user EIDs"));
             }
+            if typev2.smcd_indicated() && gid_cnt > MAX_GID_ENTRIES {
+                return Err(ClcError::Malformed("too many GID/CHID entries"));
+            }
             let mut eids = Vec::with_capacity(eid_cnt);
-            for _ in 0..eid_cnt {
-                let e: &Eid = take(bytes, pos, len)?;
-                pos += EID_LEN;
+            for i in 0..eid_cnt {
+                let e: &Eid = take(body, xpos + V2_EXT_LEN + i * EID_LEN, len)?;
                 eids.push(*e);
             }
-            let smcd = if typev2.smcd_indicated() {
-                if usize::from(x.smcd_v2_ext_offset.get()) != V2_EXT_LEN - 8 + EID_LEN * eid_cnt {
-                    return Err(ClcError::Malformed("smcd_v2_ext_offset"));
-                }
-                if gid_cnt > MAX_GID_ENTRIES {
-                    return Err(ClcError::Malformed("too many GID/CHID entries"));
-                }
-                let d: &SmcdV2ExtWire = take(bytes, pos, len)?;
-                pos += SMCD_V2_EXT_LEN;
+            // `smc_get_clc_smcd_v2_ext`: non-zero and at most where 8 user EIDs end;
+            // otherwise there is none (the server then declines `NOV2DEXT`).
+            let so = usize::from(x.smcd_v2_ext_offset.get());
+            let smcd = if typev2.smcd_indicated() && so != 0 && so <= MAX_SMCD_V2_EXT_OFFSET {
+                let dpos = xpos + 8 + so;
+                let d: &SmcdV2ExtWire = take(body, dpos, len)?;
                 let mut entries = Vec::with_capacity(gid_cnt);
-                for _ in 0..gid_cnt {
-                    let e: &GidChidWire = take(bytes, pos, len)?;
-                    pos += GID_CHID_LEN;
+                for i in 0..gid_cnt {
+                    let e: &GidChidWire =
+                        take(body, dpos + SMCD_V2_EXT_LEN + i * GID_CHID_LEN, len)?;
                     entries.push((e.gid.get(), e.chid.get()));
                 }
                 Some(SmcdV2Ext {
@@ -706,10 +690,6 @@ impl Proposal {
         } else {
             None
         };
-
-        if pos + TRAILER_LEN != usize::from(len) {
-            return Err(ClcError::BadLength(len));
-        }
         Ok(Self {
             version: hdr.version,
             typev1,
@@ -719,6 +699,71 @@ impl Proposal {
             ism_chid,
             prefix,
             v2,
+        })
+    }
+}
+
+impl Proposal {
+    /// The prefix area at `pos` and the position after it.
+    fn parse_prefix(body: &[u8], pos: usize, len: u16) -> Result<(IpPrefix, usize), ClcError> {
+        let p: &PrefixWire = take(body, pos, len)?;
+        let mut at = pos + PREFIX_LEN;
+        let n6 = usize::from(p.ipv6_prefixes_cnt);
+        if n6 > MAX_IPV6_PREFIXES {
+            return Err(ClcError::Malformed("too many IPv6 prefixes"));
+        }
+        let mut ipv6 = Vec::with_capacity(n6);
+        for _ in 0..n6 {
+            let e: &Ipv6PrefixWire = take(body, at, len)?;
+            at += IPV6_PREFIX_LEN;
+            ipv6.push(Ipv6Prefix {
+                prefix: e.prefix,
+                prefix_len: e.prefix_len,
+            });
+        }
+        Ok((
+            IpPrefix {
+                outgoing_subnet: p.outgoing_subnet.get(),
+                prefix_len: p.prefix_len,
+                ipv6,
+            },
+            at,
+        ))
+    }
+
+    /// Version 1, checked exactly as `smc_clc_msg_prop_valid` does: a type offered, and
+    /// `length = 40 + iparea_offset + 8 + 17·n6 + 4`.
+    fn parse_v1(
+        bytes: &[u8],
+        hdr: &ClcHeader,
+        smcr: SmcrLocal,
+        iparea_offset: usize,
+    ) -> Result<Self, ClcError> {
+        let len = hdr.length;
+        if hdr.smc_type_v1() == SmcType::N {
+            return Err(ClcError::Malformed("v1 proposal offers no type"));
+        }
+        let (ism_gid, ism_chid, pos) = match iparea_offset {
+            0 => (0, 0, SMCD_AREA_OFFSET),
+            40 => {
+                let f: &ProposalFixedWire = take(bytes, 0, len)?;
+                (f.ism_gid.get(), f.ism_chid.get(), FIXED_LEN)
+            }
+            _ => return Err(ClcError::Malformed("iparea_offset")),
+        };
+        let (prefix, pos) = Self::parse_prefix(bytes, pos, len)?;
+        if pos + TRAILER_LEN != usize::from(len) {
+            return Err(ClcError::BadLength(len));
+        }
+        Ok(Self {
+            version: hdr.version,
+            typev1: hdr.smc_type_v1(),
+            typev2: hdr.smc_type_v2(),
+            smcr,
+            ism_gid,
+            ism_chid,
+            prefix: Some(prefix),
+            v2: None,
         })
     }
 }
@@ -1024,16 +1069,18 @@ pub(crate) mod tests {
         // v2, typev1 N, typev2 N: just the fixed part.
         let p = Proposal::parse(&good).unwrap();
         assert!(p.prefix.is_none() && p.v2.is_none());
-        // Declared length one too long for the content.
-        let mut bad = good.clone();
-        bad[6] = 85;
-        bad.insert(80, 0);
-        assert_eq!(Proposal::parse(&bad), Err(ClcError::BadLength(85)));
-        // Wrong v2_ext_offset.
+        // Longer than its parts: the excess is ignored (Linux checks a v2 length only
+        // against the minimum).
+        let mut long = good.clone();
+        long[6] = 85;
+        long.insert(80, 0);
+        assert_eq!(Proposal::parse(&long), Ok(p));
+        // v2_ext_offset: 0 or beyond the 8th IPv6 prefix is no extension (refused when
+        // typev2 offers one); in between, the extension is read where it points.
         let mut m = Vec::new();
         m.extend_from_slice(&[0xE2, 0xD4, 0xC3, 0xD9, 0x01, 0x00, 124, 0x22]);
         m.extend_from_slice(&[0; 42]);
-        m.extend_from_slice(&[0x00, 0x1D]);
+        m.extend_from_slice(&[0x00, 0x00]);
         m.extend_from_slice(&[0; 28]);
         m.extend_from_slice(&[0; 40]);
         m.extend_from_slice(&SMCR);
@@ -1041,8 +1088,17 @@ pub(crate) mod tests {
             Proposal::parse(&m),
             Err(ClcError::Malformed("v2_ext_offset"))
         );
+        m[51] = (MAX_V2_EXT_OFFSET + 1) as u8;
+        assert_eq!(
+            Proposal::parse(&m),
+            Err(ClcError::Malformed("v2_ext_offset"))
+        );
         m[51] = 0x1C;
         assert!(Proposal::parse(&m).is_ok());
+        // Pointing one byte further: the extension would end in the trailer.
+        m[51] = 0x1D;
+        assert_eq!(Proposal::parse(&m), Err(ClcError::BadLength(124)));
+        m[51] = 0x1C;
         // eid_cnt 9
         m[80] = 9;
         assert_eq!(

@@ -1,4 +1,4 @@
-//! Decline and fallback reason codes (`SMC_CLC_DECL_*` in `net/smc/smc_clc.h`).
+//! Decline and fallback reason codes (`SMC_CLC_DECL_*` of `net/smc/smc_clc.h`).
 //!
 //! A reason is a 32-bit code carried BE in a DECLINE's `peer_diagnosis`. [`DeclineReason`]
 //! wraps any `u32`, so codes this model does not know (newer kernels, other OSes) are kept
