@@ -228,7 +228,9 @@ fn one_connection(
         return failed;
     };
     let timeout = opts.io_timeout;
-    let rx = std::thread::spawn(move || match listener.accept() {
+    // A client whose handshake fails never reaches `accept`: wait no longer than it can take.
+    let limit = server.config().clc_timeout + timeout;
+    let rx = std::thread::spawn(move || match listener.accept_timeout(limit) {
         Ok((s, _)) => receive(s, seed, timeout),
         Err(_) => Received::Error(0),
     });

@@ -111,7 +111,7 @@ pub fn serve_one<T: Send + 'static>(
     f: impl FnOnce(Stream) -> T + Send + 'static,
 ) -> JoinHandle<T> {
     std::thread::spawn(move || {
-        let (s, _) = l.accept().expect("accept");
+        let (s, _) = l.accept_timeout(JOIN_TIMEOUT).expect("accept");
         s.set_timeout(Some(IO_TIMEOUT)).unwrap();
         f(s)
     })
