@@ -1217,7 +1217,7 @@ impl BenchReport {
                 frac,
                 samples.join(",")
             );
-            o.push_str(if i + 1 < self.series.len() {
+            o.push_str(if i + 1 < measured.len() {
                 ",\n"
             } else {
                 "\n"
