@@ -1217,11 +1217,7 @@ impl BenchReport {
                 frac,
                 samples.join(",")
             );
-            o.push_str(if i + 1 < measured.len() {
-                ",\n"
-            } else {
-                "\n"
-            });
+            o.push_str(if i + 1 < measured.len() { ",\n" } else { "\n" });
         }
         let _ = writeln!(
             o,
