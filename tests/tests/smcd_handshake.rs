@@ -261,7 +261,7 @@ fn wrong_clc_version_is_versmismat() {
     let b = SmcBoard::lpar().unwrap();
     let (l, addr) = listen(b.stack(1));
     let srv = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
+        let (s, _) = l.accept_timeout(JOIN_TIMEOUT).unwrap();
         s.fallback_reason()
     });
     let mut raw = TcpStream::connect(addr).unwrap();
@@ -280,7 +280,11 @@ fn wrong_clc_version_is_versmismat() {
     // Version 0 too.
     hdr[7] = 0x01;
     let (l, addr) = listen(b.stack(1));
-    let srv = std::thread::spawn(move || l.accept().map(|(s, _)| s.fallback_reason()).ok());
+    let srv = std::thread::spawn(move || {
+        l.accept_timeout(JOIN_TIMEOUT)
+            .map(|(s, _)| s.fallback_reason())
+            .ok()
+    });
     let mut raw = TcpStream::connect(addr).unwrap();
     raw.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     raw.write_all(&hdr).unwrap();
@@ -327,7 +331,7 @@ fn clc_timeout_on_both_sides() {
     let silent = TcpStream::connect(addr).unwrap();
     assert!(eventually(JOIN_TIMEOUT, || l.stats().in_progress == 1));
     let c = connect(&b.stacks[0], addr);
-    let (s, _) = l.accept().unwrap();
+    let (s, _) = l.accept_timeout(JOIN_TIMEOUT).unwrap();
     s.set_timeout(Some(IO_TIMEOUT)).unwrap();
     assert!(c.is_smc());
     ping_pong(&c, s);

@@ -191,9 +191,14 @@ fn handshakes_complete_before_accept() {
         .collect();
     assert!(clients.iter().all(Stream::is_smc));
     assert!(eventually(JOIN_TIMEOUT, || l.stats().queued == 3));
-    for c in &clients {
+    for _ in 0..clients.len() {
+        // Handshakes finish in any order: find the client by its address.
+        let (s, from) = l.accept_timeout(JOIN_TIMEOUT).unwrap();
+        let c = clients
+            .iter()
+            .find(|c| c.local_addr().unwrap() == from)
+            .expect("one of ours");
         c.set_timeout(Some(IO_TIMEOUT)).unwrap();
-        let (s, _) = l.accept().unwrap();
         s.set_timeout(Some(IO_TIMEOUT)).unwrap();
         assert!(s.is_smc());
         ping_pong(c, s);
@@ -216,7 +221,9 @@ fn a_failing_client_is_never_the_listeners_error() {
     let l = Arc::new(l);
     let l2 = l.clone();
     let srv = std::thread::spawn(move || {
-        let (s, _) = l2.accept().expect("the good client, not an error");
+        let (s, _) = l2
+            .accept_timeout(JOIN_TIMEOUT)
+            .expect("the good client, not an error");
         s
     });
     assert!(eventually(JOIN_TIMEOUT, || l.stats().failed == 3));
@@ -240,7 +247,7 @@ fn the_backlog_is_bounded() {
     let e = Stream::connect(&client, addr).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     assert_eq!(l.stats().queued, 1);
-    let (s, _) = l.accept().unwrap();
+    let (s, _) = l.accept_timeout(JOIN_TIMEOUT).unwrap();
     s.set_timeout(Some(IO_TIMEOUT)).unwrap();
     first.set_timeout(Some(IO_TIMEOUT)).unwrap();
     ping_pong(&first, s);
