@@ -141,6 +141,9 @@ pub struct Conn {
     notify: Notify,
     counters: ConnCounters,
     timeout_ms: AtomicU64,
+    /// A wait fails at once with `WouldBlock` (the fuzz entry point; see
+    /// `Conn::set_nonblocking`).
+    nonblocking: AtomicBool,
 }
 
 fn cursor(total: u64, ring: u32) -> Cursor {
@@ -189,6 +192,7 @@ impl Conn {
             notify: Notify::new(),
             counters: ConnCounters::default(),
             timeout_ms: AtomicU64::new(0),
+            nonblocking: AtomicBool::new(false),
         }
     }
 
@@ -242,6 +246,14 @@ impl Conn {
         self.timeout_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Test and fuzz entry point: every wait for the peer fails at once with `WouldBlock`
+    /// (as a non-blocking socket's), so a harness can drive one connection from a single
+    /// thread, without timing, and check each call's result.
+    #[cfg(feature = "test-utils")]
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
     fn wait_mode(&self) -> WaitMode {
         if self.busy_poll.load(Ordering::Relaxed) {
             WaitMode::BusyPoll
@@ -291,6 +303,12 @@ impl Conn {
     /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
     /// the peer's cursors even if an interrupt was lost on the way.
     fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "SMC-D connection not ready",
+            ));
+        }
         self.counters.waits.fetch_add(1, Ordering::Relaxed);
         let slice = Instant::now() + RECHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
