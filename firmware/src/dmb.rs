@@ -238,4 +238,15 @@ mod tests {
         assert!(t.lease(DmbToken(0)).is_none());
         assert!(t.lease(DmbToken(u64::MAX)).is_none());
     }
+
+    #[test]
+    fn a_token_naming_a_slot_past_the_table_is_refused() {
+        let t = DmbTable::<4>::new(0x1234);
+        // The last slot is fine; the one just past the table (and any further) is not.
+        assert_eq!(t.decode(t.token(3, 9)), Some((3, 9)));
+        for slot in [4, 5, 63, (1 << SLOT_BITS) - 1] {
+            assert_eq!(t.decode(t.token(slot, 9)), None, "slot {slot}");
+            assert!(t.lease(t.token(slot, 9)).is_none(), "slot {slot}");
+        }
+    }
 }

@@ -114,11 +114,42 @@ impl Drop for LeaseGuard<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Longest a revoke with no lease held may take before the test calls it hung.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Polls `cond` (yielding in between) until it holds or [`LIMIT`] passes.
+    fn within(mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + LIMIT;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        cond()
+    }
+
+    /// `revoke` on a helper thread, failing the test instead of spinning forever when a
+    /// lease was never returned.
+    fn revoke_within(l: &Arc<Lease>) -> bool {
+        let t = {
+            let l = l.clone();
+            std::thread::spawn(move || l.revoke())
+        };
+        assert!(within(|| t.is_finished()), "revoke hung");
+        t.join().unwrap()
+    }
 
     #[test]
     fn generations_and_revocation() {
-        let l = Lease::new();
+        let l = Arc::new(Lease::new());
         assert!(l.acquire(None).is_none());
+        assert_eq!(l.live_generation(), None);
         let g = l.publish(3);
         assert_eq!(g, 1);
         assert_eq!(l.live_generation(), Some(1));
@@ -126,22 +157,52 @@ mod tests {
             let _a = l.acquire(Some(1)).unwrap();
             let _b = l.acquire(None).unwrap();
             assert!(l.acquire(Some(2)).is_none());
+            assert!(l.acquire(Some(0)).is_none());
         }
-        assert!(l.revoke());
-        assert!(!l.revoke());
+        assert!(revoke_within(&l));
+        assert_eq!(l.live_generation(), None);
+        assert!(!revoke_within(&l));
         assert!(l.acquire(Some(1)).is_none());
+        assert!(l.acquire(None).is_none());
         assert_eq!(l.publish(3), 2);
-        l.revoke();
+        assert_eq!(l.live_generation(), Some(2));
+        assert!(l.acquire(Some(1)).is_none(), "a stale generation");
+        revoke_within(&l);
         assert_eq!(l.publish(3), 3);
-        l.revoke();
+        revoke_within(&l);
         assert_eq!(l.publish(3), 1, "generations wrap to 1, never 0");
+        revoke_within(&l);
+        assert_eq!(l.publish(u32::MAX), 2);
+    }
+
+    #[test]
+    fn returned_leases_let_revoke_finish() {
+        let l = Arc::new(Lease::new());
+        l.publish(7);
+        for _ in 0..3 {
+            drop(l.acquire(Some(1)).unwrap());
+        }
+        let held: std::vec::Vec<_> = (0..5).map(|_| l.acquire(None).unwrap()).collect();
+        drop(held);
+        assert!(revoke_within(&l), "every lease was returned");
+    }
+
+    #[test]
+    fn a_saturated_count_refuses_new_leases() {
+        // Every count bit set: one more lease would carry into `LIVE`.
+        let l = Lease {
+            state: AtomicU64::new((5u64 << 32) | LIVE | (COUNT_MASK - 1)),
+        };
+        let last = l.acquire(Some(5)).expect("one below saturation");
+        assert!(l.acquire(Some(5)).is_none(), "saturated");
+        assert!(l.acquire(None).is_none(), "saturated");
+        assert_eq!(l.live_generation(), Some(5), "LIVE and generation intact");
+        drop(last);
+        assert!(l.acquire(Some(5)).is_some(), "room again");
     }
 
     #[test]
     fn revoke_waits_for_holders() {
-        extern crate std;
-        use std::sync::atomic::AtomicBool;
-        use std::sync::Arc;
         let l = Arc::new(Lease::new());
         l.publish(u32::MAX);
         let g = l.acquire(None).unwrap();
@@ -153,12 +214,25 @@ mod tests {
                 done.store(true, Ordering::SeqCst);
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Observable: the revoker has cleared LIVE, so it is past its first step and can
+        // only be waiting for the held lease now.
         assert!(
-            !done.load(Ordering::SeqCst),
-            "revoke returned while a lease was held"
+            within(|| l.live_generation().is_none()),
+            "revoke never started"
         );
+        // A negative check cannot be observed, only given time: for 20 ms (bounded) the
+        // revoker must not finish.
+        let end = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < end {
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "revoke returned while a lease was held"
+            );
+            std::thread::yield_now();
+        }
+        assert!(l.acquire(None).is_none(), "no new lease while revoking");
         drop(g);
+        assert!(within(|| t.is_finished()), "revoke did not finish");
         t.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
     }

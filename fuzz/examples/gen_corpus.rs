@@ -281,8 +281,56 @@ fn cdc_receive(dir: &Path) {
     }
 }
 
+/// `conn` seeds (format in `fuzz/src/conn.rs`): header, then operations.
+fn conn(dir: &Path) {
+    // Ring lengths: 0x0FFF & v, plus 1 (small), or 16 KiB << (v & 3) when v >> 14 == 3.
+    let header = |ours: u16, peers: u16, sndbuf: u16, nocopy: bool| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&ours.to_be_bytes());
+        b.extend_from_slice(&peers.to_be_bytes());
+        b.extend_from_slice(&sndbuf.to_be_bytes());
+        b.push(u8::from(nocopy));
+        b
+    };
+    let honest = |ahead: u32, back: u32, flags: u8| {
+        let mut b = vec![0u8, 0];
+        b.extend_from_slice(&ahead.to_be_bytes());
+        b.extend_from_slice(&back.to_be_bytes());
+        b.push(flags);
+        b
+    };
+    let read = |n: u16| [&[2u8][..], &n.to_be_bytes()].concat();
+    let wr = |n: u16| [&[4u8][..], &n.to_be_bytes()].concat();
+    for (name, nocopy) in [("steady-copy", false), ("steady-nocopy", true)] {
+        // Small rings (100 and 60 bytes) that wrap within a few operations.
+        let mut b = header(99, 59, 40, nocopy);
+        for _ in 0..6 {
+            b.extend(wr(50));
+            b.extend(honest(70, 10, 0));
+            b.extend(read(33));
+            b.extend(read(80));
+        }
+        b.extend([7, 2]); // close
+        write(dir, name, &b);
+    }
+    // A forged CDC: cursors far outside both rings, every flag.
+    let mut b = header(0xC000, 0xC001, 4000, false);
+    b.extend([1u8, 1]);
+    b.extend(0xFFFFu16.to_be_bytes());
+    b.extend(0xFFFF_FFF0u32.to_be_bytes());
+    b.extend(7u16.to_be_bytes());
+    b.extend(3u32.to_be_bytes());
+    b.extend([0xFF, 0xFF]);
+    b.extend(read(1000));
+    b.extend(wr(40_000));
+    b.extend([6u8, 1]); // refuse moves
+    b.extend(wr(10));
+    write(dir, "forged", &b);
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    conn(&root.join("conn"));
     commands(&root.join("commands"));
     moves(&root.join("moves"));
     clc(&root.join("clc"));

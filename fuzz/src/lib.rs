@@ -6,11 +6,14 @@
 //! * [`ops`]: the byte format the `commands` and `moves` targets decode (the seed generator
 //!   encodes the same format);
 //! * [`cdc`]: the receive-side cursor arithmetic checks of `cdc_receive`;
-//! * [`clc`]: the parse/emit checks of `clc`.
+//! * [`clc`]: the parse/emit checks of `clc`;
+//! * [`conn`]: the real `Conn` of one SMC-D connection against a forged or honest peer, its
+//!   memory accesses, moves and results checked (target `conn`).
 //!
 //! Every check panics on violation, which libFuzzer reports as a crash.
 
 pub mod cdc;
 pub mod clc;
+pub mod conn;
 pub mod device;
 pub mod ops;

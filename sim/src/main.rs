@@ -12,6 +12,27 @@ use ism_sim::host::IrqMode;
 use ism_sim::smc::SmcBoard;
 use ism_sim::workload::{run_stream, StreamOptions, StreamReport};
 
+/// Largest `--bytes` of a stream or the demo.
+const MAX_BYTES: u64 = 16 << 30;
+/// Largest `stream --chunk` (one write buffer is allocated of this size).
+const MAX_CHUNK: i64 = 16 << 20;
+/// Smallest and largest `stream --buffer` (what an RMB can be).
+const MIN_BUFFER: i64 = 16 << 10;
+/// Largest `stream --buffer`.
+const MAX_BUFFER: i64 = 1 << 20;
+/// Longest soak.
+const MAX_SOAK_SECONDS: u64 = 7 * 24 * 3600;
+/// Most soak workers per board (each runs a client and a server thread).
+const MAX_WORKERS: i64 = 64;
+/// Largest soak connection.
+const MAX_SOAK_BYTES: u64 = 1 << 30;
+/// Most bench rounds.
+const MAX_ROUNDS: i64 = 1000;
+
+fn bytes_arg() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_BYTES)
+}
+
 /// Run the ISM device (and SMC-D on top of it) on a simulated IBM Z board.
 #[derive(Parser, Debug)]
 #[command(name = "ism-sim", version, about)]
@@ -39,8 +60,8 @@ enum Command {
     /// streams on the LPAR board and on the loopback board (copy and no-copy), every byte
     /// verified, with their throughput.
     Demo {
-        /// Bytes per demo stream.
-        #[arg(long, default_value_t = 64 << 20)]
+        /// Bytes per demo stream (1 to 16 GiB).
+        #[arg(long, default_value_t = 64 << 20, value_parser = bytes_arg())]
         bytes: u64,
     },
     /// Run one SMC-D stream (client to server, every byte verified) and print throughput.
@@ -51,15 +72,15 @@ enum Command {
         /// Send without copying (attach the peer's DMB; loopback board only).
         #[arg(long)]
         nocopy: bool,
-        /// Bytes to send.
-        #[arg(long, default_value_t = 256 << 20)]
+        /// Bytes to send (1 to 16 GiB).
+        #[arg(long, default_value_t = 256 << 20, value_parser = bytes_arg())]
         bytes: u64,
-        /// Bytes per write.
-        #[arg(long, default_value_t = 64_000)]
-        chunk: usize,
-        /// RMB (DMB) size in bytes (16 KiB × 2^n up to 1 MiB).
-        #[arg(long, default_value_t = 1 << 20)]
-        buffer: usize,
+        /// Bytes per write (1 to 16 MiB).
+        #[arg(long, default_value_t = 64_000, value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNK))]
+        chunk: u32,
+        /// RMB (DMB) size in bytes (16 KiB to 1 MiB; rounded to 16 KiB × 2^n).
+        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(MIN_BUFFER..=MAX_BUFFER))]
+        buffer: u32,
         /// Busy-poll instead of blocking on interrupts.
         #[arg(long)]
         busy_poll: bool,
@@ -68,17 +89,18 @@ enum Command {
     /// crashed and restarted at random) and the loopback board (copy and no-copy); prints
     /// connections, bytes delivered, errors and corruptions (fails if any corruption).
     Soak {
-        /// How long to start new connections.
-        #[arg(long, default_value_t = 60)]
+        /// How long to start new connections (1 s to 7 days); the run ends when the
+        /// connections running then are done (each at most --max-bytes).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_SOAK_SECONDS))]
         seconds: u64,
         /// Seed of sizes, chunks and crash times.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Connection loops per board.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Largest connection in bytes.
-        #[arg(long, default_value_t = 2 << 20)]
+        /// Connection loops per board (1 to 64).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
+        workers: u16,
+        /// Largest connection in bytes (1 to 1 GiB).
+        #[arg(long, default_value_t = 2 << 20, value_parser = clap::value_parser!(u64).range(1..=MAX_SOAK_BYTES))]
         max_bytes: u64,
         /// Do not crash partitions.
         #[arg(long)]
@@ -95,7 +117,7 @@ enum Command {
     /// busy-poll), plus this machine's memcpy and cache-line limits.
     Bench {
         /// Rounds (medians are over rounds; default 5, with --quick 2).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_ROUNDS))]
         rounds: Option<u32>,
         /// A short run (a few seconds).
         #[arg(long)]
@@ -138,7 +160,7 @@ fn write_trace(path: &Option<PathBuf>, board: &Board) -> Result<(), String> {
 fn smc_board(
     kind: BoardKind,
     nocopy: bool,
-    buffer: usize,
+    buffer: u32,
     trace: bool,
     busy_poll: bool,
 ) -> Result<SmcBoard, String> {
@@ -148,7 +170,7 @@ fn smc_board(
     };
     let stack_cfg = StackConfig {
         nocopy,
-        buffer_size: buffer,
+        buffer_size: buffer as usize,
         busy_poll,
         ..StackConfig::default()
     };
@@ -177,14 +199,14 @@ fn print_stream(label: &str, r: &StreamReport) {
 fn soak(
     seconds: u64,
     seed: u64,
-    workers: usize,
+    workers: u16,
     max_bytes: u64,
     crashes: bool,
 ) -> Result<(), String> {
     let opts = ism_sim::soak::SoakOptions {
         duration: std::time::Duration::from_secs(seconds),
         seed,
-        workers: workers.max(1),
+        workers: usize::from(workers.max(1)),
         max_bytes: max_bytes.max(1),
         crashes,
         ..Default::default()
@@ -251,7 +273,7 @@ fn stream(
     board: BoardArg,
     nocopy: bool,
     opts: StreamOptions,
-    buffer: usize,
+    buffer: u32,
 ) -> Result<(), String> {
     let kind = match board {
         BoardArg::Lpar => BoardKind::Lpar,
@@ -324,7 +346,19 @@ fn bench(
     no_progress: bool,
     only: Vec<String>,
 ) -> Result<(), String> {
-    use ism_sim::bench::{run, BenchOptions};
+    use ism_sim::bench::{run, BenchOptions, Metric, Transport};
+    let known = || {
+        Metric::ALL
+            .iter()
+            .map(|m| m.key())
+            .chain(Transport::ALL.iter().map(|t| t.key()))
+    };
+    if let Some(bad) = only.iter().find(|k| !known().any(|x| x == k.as_str())) {
+        return Err(format!(
+            "--only: unknown key {bad:?} (known: {})",
+            known().collect::<Vec<_>>().join(", ")
+        ));
+    }
     let mut opts = if quick {
         BenchOptions::quick()
     } else {
@@ -336,7 +370,11 @@ fn bench(
     opts.pinning = pin;
     opts.progress = !no_progress;
     opts.only = only;
-    opts.command = std::env::args().collect::<Vec<_>>().join(" ");
+    // `args_os`: an argument that is not UTF-8 (a file name) must not panic here.
+    opts.command = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let r = run(&opts)?;
     let json_to_stdout = json.as_deref() == Some(std::path::Path::new("-"));
     if json_to_stdout {
@@ -371,7 +409,7 @@ fn main() -> ExitCode {
         } => {
             let opts = StreamOptions {
                 bytes,
-                chunk,
+                chunk: chunk as usize,
                 busy_poll,
                 seed: 1,
             };

@@ -161,7 +161,7 @@ fn partition_crash_mid_stream_is_an_error_not_a_hang() {
     let l = Listener::bind(&ss, "127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let srv = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
+        let (s, _) = l.accept_timeout(Duration::from_secs(60)).unwrap();
         // Nothing tells the crashed partition's own (dead) reader; it just times out.
         s.set_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = vec![0u8; 4096];
@@ -225,7 +225,8 @@ fn exhausted_dmbs_decline_with_max_dmb() {
     let l = Listener::bind(&ss, "127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let srv = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let (mut s, _) = l.accept_timeout(Duration::from_secs(60)).unwrap();
+        s.set_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut v = Vec::new();
         s.read_to_end(&mut v).unwrap();
         (v, s.fallback_reason())

@@ -24,7 +24,10 @@ fn echo_roundtrip(
     let l = Listener::bind(&ss, "127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let srv = thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        // Every wait bounded: a hang fails the test instead.
+        let limit = std::time::Duration::from_secs(60);
+        let (mut s, _) = l.accept_timeout(limit).unwrap();
+        s.set_timeout(Some(limit)).unwrap();
         let mut buf = vec![0u8; n];
         s.read_exact(&mut buf).unwrap();
         s.write_all(&buf).unwrap();
@@ -34,6 +37,8 @@ fn echo_roundtrip(
         s.stats()
     });
     let mut c = Stream::connect(&cs, addr).unwrap();
+    c.set_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     assert!(c.is_smc(), "fallback: {:?}", c.fallback_reason());
     assert_eq!(c.smc_version(), Some(2), "SMC-Dv2 is preferred");
     let data = pattern(n, 7);

@@ -46,7 +46,9 @@ fn nocopy_client_closing_at_once_loses_nothing() {
         let l = ism_host_driver::smcd::Listener::bind(&ss, "127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let rx = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
+            let limit = std::time::Duration::from_secs(60);
+            let (mut s, _) = l.accept_timeout(limit).unwrap();
+            s.set_timeout(Some(limit)).unwrap();
             let mut v = Vec::new();
             s.read_to_end(&mut v).unwrap();
             (v, s.is_smc())

@@ -98,6 +98,7 @@ fn peer_close_wakes_a_blocked_writer() {
     for b in boards() {
         let (cs, ss) = b.pair();
         let (c, s) = pair(&cs, &ss);
+        let watch = c.try_clone().unwrap();
         // Far more than the ring: the writer blocks until the peer goes away.
         let w = std::thread::spawn(move || {
             let r = (&c).write_all(&vec![7u8; 400_000]);
@@ -108,8 +109,8 @@ fn peer_close_wakes_a_blocked_writer() {
             .unwrap()
             .available()
             > 0));
-        std::thread::sleep(Duration::from_millis(20));
-        drop(s);
+        until_blocked(&watch, 0);
+        drop((s, watch));
         let (r, sent) = join_within(w, JOIN_TIMEOUT, "blocked writer");
         assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
         assert!(sent < 400_000 && sent <= 2 * (SMALL_BUF as u64));
@@ -121,12 +122,14 @@ fn abort_resets_the_peer_also_a_blocked_reader() {
     for b in boards() {
         let (cs, ss) = b.pair();
         let (c, s) = pair(&cs, &ss);
+        let watch = s.try_clone().unwrap();
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 100];
             let r = (&s).read(&mut buf);
             (r.map_err(|e| e.kind()), s)
         });
-        std::thread::sleep(Duration::from_millis(30));
+        until_blocked(&watch, 0);
+        drop(watch);
         c.abort();
         let (r, s) = join_within(reader, JOIN_TIMEOUT, "blocked reader");
         assert_eq!(r, Err(ErrorKind::ConnectionReset));
@@ -191,12 +194,17 @@ fn idle_link_groups_are_torn_down_and_the_peer_is_told() {
     assert_eq!(ls.counters().shutdowns_sent.load(Ordering::Relaxed), 0);
 }
 
-/// A reader blocked on `s` ends with an error (not end of stream, not a hang).
+/// A reader blocked on `s` (returned once it is: it has waited), to check that it ends
+/// with an error (not end of stream, not a hang).
 fn blocked_reader(s: Stream) -> std::thread::JoinHandle<(std::io::Result<usize>, Stream)> {
-    std::thread::spawn(move || {
+    let watch = s.try_clone().unwrap();
+    let before = watch.conn().unwrap().stats().waits;
+    let t = std::thread::spawn(move || {
         let r = (&s).read(&mut [0u8; 64]);
         (r, s)
-    })
+    });
+    until_blocked(&watch, before);
+    t
 }
 
 #[test]
@@ -207,7 +215,6 @@ fn shutdown_event_terminates_the_peers_connections() {
     let (c2, s2) = pair(&cs, &ss);
     let lgr_id = cs.link_groups()[0].id;
     let reader = blocked_reader(s);
-    std::thread::sleep(Duration::from_millis(30));
     // Partition 0 tells partition 1 that its link group is gone.
     let info = event_info(lgr_id, 0, EVENT_REQUEST);
     b.host(0)
@@ -233,7 +240,6 @@ fn shutdown_event_terminates_the_peers_connections() {
     // A whole-stack shutdown: own connections fail, the peer's too.
     let (c, s) = pair(&cs, &ss);
     let reader = blocked_reader(s);
-    std::thread::sleep(Duration::from_millis(30));
     cs.shutdown();
     expect_err(
         (&c).read(&mut [0u8; 4]),
@@ -251,14 +257,21 @@ fn crashed_peer_partition_ends_connections() {
     let (cs, ss) = b.pair();
     let (c, s) = pair(&cs, &ss);
     send_pattern(&c, 9, 1_000, 1_000, &mut Rng::new(9)).unwrap();
+    let watch = s.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         // The data sent before the crash is readable, then the error.
         let mut buf = vec![0u8; 1_000];
         (&s).read_exact(&mut buf).unwrap();
+        tx.send(()).unwrap();
         let r = (&s).read(&mut [0u8; 64]);
         (r, s)
     });
-    std::thread::sleep(Duration::from_millis(30));
+    rx.recv_timeout(JOIN_TIMEOUT)
+        .expect("the data before the crash");
+    // Blocked in the second read: it waits again (it re-waits at least every 20 ms).
+    until_blocked(&watch, watch.conn().unwrap().stats().waits);
+    drop(watch);
     b.board().crash(0);
     let (r, s) = join_within(reader, JOIN_TIMEOUT, "reader after peer crash");
     assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionReset);

@@ -107,6 +107,10 @@ pub struct IsmDriver<H: Hal, B: Bus> {
     /// DMBs registered and not yet unregistered (`remove` unregisters what is left).
     registered: spin::Mutex<Vec<Dmb>>,
     removed: AtomicBool,
+    /// Clients were told the function is gone.
+    told_gone: AtomicBool,
+    /// The function is unusable (see [`IsmDriver::function_gone`]).
+    gone: AtomicBool,
 }
 
 fn align_for(len: usize) -> usize {
@@ -153,6 +157,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             deferred: spin::Mutex::new(Vec::new()),
             registered: spin::Mutex::new(Vec::new()),
             removed: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            told_gone: AtomicBool::new(false),
         };
         if let Err(e) = drv.init() {
             drv.hal.dma_free(drv.ieq, PAGE);
@@ -211,6 +217,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Clients first: their connections end before their DMBs go away.
+        self.tell_gone();
         let left = core::mem::take(&mut *self.registered.lock());
         for dmb in &left {
             let _ = self.unregister_dmb(dmb);
@@ -233,6 +241,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         if self.unregister_area(Request::UnregSba, &mut resp) {
             self.hal.dma_free(self.sba, SBA_SIZE);
         }
+        self.gone.store(true, Ordering::Release);
     }
 
     /// Runs UNREG_IEQ/UNREG_SBA; whether the memory may be freed.
@@ -250,6 +259,41 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         }
     }
 
+    /// The platform reports that the function is no longer available (on s390, a zPCI
+    /// availability or error event; in the simulator, the board taking the partition's
+    /// function down). Every client is told once ([`IsmClient::handle_function_gone`]), and
+    /// from now on commands and moves fail with `NoDevice` without reaching the device,
+    /// which after a restart of the function may belong to another boot of the partition.
+    /// The driver notices this by itself when the device answers a command or a move with
+    /// "function offline".
+    pub fn function_gone(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.tell_gone();
+    }
+
+    /// Whether the function is gone ([`IsmDriver::function_gone`], or removed).
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    fn tell_gone(&self) {
+        if self.told_gone.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::debug!("ism: function {:#x} gone", self.gid.0);
+        let clients = self.clients.read().clone();
+        for c in clients {
+            c.handle_function_gone();
+        }
+    }
+
+    fn check_offline(&self, e: IsmError) -> IsmError {
+        if e.kind() == ErrorKind::NoDevice {
+            self.function_gone();
+        }
+        e
+    }
+
     /// Posts one command and returns the response length.
     ///
     /// # Errors
@@ -264,12 +308,15 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         let n = req
             .emit(&mut buf)
             .ok_or(IsmError::Local(ErrorKind::InvalidArgument))?;
+        if self.is_gone() {
+            return Err(IsmError::Local(ErrorKind::NoDevice));
+        }
         let _g = self.cmd_lock.lock();
         resp.fill(0);
         resp[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
         self.bus
             .command(&buf[..n], resp)
-            .map_err(IsmError::from_bus)?;
+            .map_err(|e| self.check_offline(IsmError::from_bus(e)))?;
         let hdr = ResponseHeader::read_from_prefix(&resp[..])
             .map_err(|_| IsmError::DeviceRaw(0xFFFF))?
             .0;
@@ -277,7 +324,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             0 => Ok(hdr.len.get() as usize),
             ret => {
                 log::debug!("ism: {} failed: ret {:#x}", req.opcode().name(), ret);
-                Err(IsmError::from_ret(ret))
+                Err(self.check_offline(IsmError::from_ret(ret)))
             }
         }
     }
@@ -514,7 +561,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     /// Unregisters a DMB and frees its memory, or, if the device defers the release because
     /// the DMB is still attached elsewhere, frees it when the device's
     /// `BUF_DMB_UNREGISTERED` event arrives. A device that does not answer (`0xFFFF`) is
-    /// treated as done, as Linux does.
+    /// treated as done, as Linux does; so is a function that is gone (the device dropped
+    /// its DMBs when it went down).
     ///
     /// # Errors
     /// The device's error (memory is then not freed).
@@ -526,6 +574,9 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
                 Self::body::<UnregDmbResponse>(&resp).is_ok_and(|r| r.state.get() == UNREG_DEFERRED)
             }
             Err(IsmError::DeviceRaw(0xFFFF)) => false,
+            // A function that went down lost its DMBs with it (the device dropped them):
+            // the memory is ours again.
+            Err(_) if self.is_gone() => false,
             Err(e) => return Err(e),
         };
         self.registered.lock().retain(|d| d.token != dmb.token);
@@ -605,6 +656,9 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         offset: u32,
         data: &[u8],
     ) -> Result<(), IsmError> {
+        if self.is_gone() {
+            return Err(IsmError::Local(ErrorKind::NoDevice));
+        }
         let mut off = offset as usize;
         let mut rest = data;
         while !rest.is_empty() {
@@ -622,7 +676,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
             }
             self.bus
                 .store_block(word, &rest[..n])
-                .map_err(IsmError::from_bus)?;
+                .map_err(|e| self.check_offline(IsmError::from_bus(e)))?;
             off += n;
             rest = &rest[n..];
         }

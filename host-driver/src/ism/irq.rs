@@ -56,6 +56,12 @@ pub trait IsmClient: Send + Sync {
     fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16);
     /// An event arrived.
     fn handle_event(&self, event: &IsmEvent);
+    /// The function is gone: the platform took it away (its partition's function went
+    /// down or was deconfigured) or the driver is being removed. Nothing registered with
+    /// it works any more, and no signal will come; called at most once. As Linux's
+    /// `ism_remove` → `smcd_unregister_dev` (`net/smc/smc_ism.c`), which ends every SMC-D
+    /// connection over the device. The default does nothing.
+    fn handle_function_gone(&self) {}
 }
 
 /// What one run of the handler found.

@@ -141,7 +141,10 @@ pub struct Conn {
     blocking: WaitMode,
     notify: Notify,
     counters: ConnCounters,
-    deadline_ms: AtomicU64,
+    timeout_ms: AtomicU64,
+    /// A wait fails at once with `WouldBlock` (the fuzz entry point; see
+    /// `Conn::set_nonblocking`).
+    nonblocking: AtomicBool,
 }
 
 fn cursor(total: u64, ring: u32) -> Cursor {
@@ -189,7 +192,8 @@ impl Conn {
             blocking: wait,
             notify: Notify::new(),
             counters: ConnCounters::default(),
-            deadline_ms: AtomicU64::new(0),
+            timeout_ms: AtomicU64::new(0),
+            nonblocking: AtomicBool::new(false),
         }
     }
 
@@ -240,7 +244,15 @@ impl Conn {
 
     /// Time limit for one wait in milliseconds (0: none).
     pub fn set_timeout_ms(&self, ms: u64) {
-        self.deadline_ms.store(ms, Ordering::Relaxed);
+        self.timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Test and fuzz entry point: every wait for the peer fails at once with `WouldBlock`
+    /// (as a non-blocking socket's), so a harness can drive one connection from a single
+    /// thread, without timing, and check each call's result.
+    #[cfg(feature = "test-utils")]
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
     }
 
     fn wait_mode(&self) -> WaitMode {
@@ -285,13 +297,19 @@ impl Conn {
 
     /// The end of the time limit for one read or write starting now.
     fn deadline(&self) -> Option<Instant> {
-        let ms = self.deadline_ms.load(Ordering::Relaxed);
+        let ms = self.timeout_ms.load(Ordering::Relaxed);
         (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
     }
 
     /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
     /// the peer's cursors even if an interrupt was lost on the way.
     fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "SMC-D connection not ready",
+            ));
+        }
         self.counters.waits.fetch_add(1, Ordering::Relaxed);
         let slice = Instant::now() + RECHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
@@ -409,43 +427,64 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends all of `buf`, waiting for the peer to make room as needed; returns `buf.len()`.
+    /// Sends `buf`, waiting for the peer to make room as needed; returns how many bytes
+    /// went into the peer's ring: `buf.len()`, or fewer if a wait timed out or the
+    /// connection failed after a part was sent (as TCP's `send` returns a short count).
     ///
     /// # Errors
+    /// Only if nothing was sent (`std::io::Write`: an error means no byte was written):
     /// `BrokenPipe` after a local or peer close, `ConnectionReset` after an abort or
     /// termination, `TimedOut` if a wait exceeds the time limit.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = self.deadline();
         let mut done = 0;
+        // Linux's `smc_tx_sendmsg` likewise returns the bytes copied so far when a wait
+        // ends in an error after some were sent.
+        let short = |done: usize, e: io::Error| if done > 0 { Ok(done) } else { Err(e) };
         while done < buf.len() {
             let seen = self.notify.seq();
             let peer = self.peer_cdc();
-            self.check_writable(&peer)?;
+            if let Err(e) = self.check_writable(&peer) {
+                return short(done, e);
+            }
             let space = self.peer_space(&peer) as usize;
             if space == 0 {
                 let was = self
                     .local_prod_flags
                     .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
-                if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
-                    self.send_cdc()?;
+                let r = if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
+                    self.send_cdc()
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = r.and_then(|()| self.wait(seen, deadline)) {
+                    return short(done, e);
                 }
-                self.wait(seen, deadline)?;
                 continue;
             }
             let mut n = space.min(buf.len() - done);
             let src = &buf[done..done + n];
-            if self.attached.is_some() {
-                self.put_into_peer_ring(src)?;
+            let put = if self.attached.is_some() {
+                self.put_into_peer_ring(src)
             } else {
                 n = n.min(sndbuf.len());
                 sndbuf[..n].copy_from_slice(&src[..n]);
-                self.put_into_peer_ring(&sndbuf[..n])?;
+                self.put_into_peer_ring(&sndbuf[..n])
+            };
+            // Data that did not reach the peer's ring was not sent: the producer cursor
+            // stays, and the count is what was sent before.
+            if let Err(e) = put {
+                return short(done, e);
             }
             self.prod.fetch_add(n as u64, Ordering::AcqRel);
             self.local_prod_flags
                 .fetch_and(!ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
-            self.send_cdc()?;
+            // Without the CDC the peer never learns of these bytes: they count as sent only
+            // if it goes out (a failed CDC marks the connection broken).
+            if let Err(e) = self.send_cdc() {
+                return short(done, e);
+            }
             self.counters
                 .bytes_sent
                 .fetch_add(n as u64, Ordering::Relaxed);

@@ -227,7 +227,8 @@ pub struct StackCounters {
     pub lgrs_created: AtomicU64,
     /// Link groups reused by a new connection.
     pub lgrs_reused: AtomicU64,
-    /// Link groups terminated by a peer (shutdown or device event).
+    /// Link groups terminated by a peer (shutdown or device event), or because our own
+    /// function went away.
     pub lgrs_terminated: AtomicU64,
     /// Shutdown events sent.
     pub shutdowns_sent: AtomicU64,
@@ -283,6 +284,12 @@ impl IsmClient for StackDevice {
             stack.on_event(self.index, event);
         }
     }
+
+    fn handle_function_gone(&self) {
+        if let Some(stack) = self.stack.upgrade() {
+            stack.terminate_device(self.index);
+        }
+    }
 }
 
 /// The client the stack registers with a driver: forwards to its [`StackDevice`] while the
@@ -299,6 +306,12 @@ impl IsmClient for ClientLink {
     fn handle_event(&self, event: &IsmEvent) {
         if let Some(d) = self.0.upgrade() {
             d.handle_event(event);
+        }
+    }
+
+    fn handle_function_gone(&self) {
+        if let Some(d) = self.0.upgrade() {
+            d.handle_function_gone();
         }
     }
 }
@@ -651,6 +664,26 @@ impl SmcStack {
             if by_shutdown {
                 l.peer_shutdown.store(true, Ordering::Release);
             }
+            l.terminate();
+            self.counters
+                .lgrs_terminated
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Our own function of device `device` is gone: every link group over it ends, and
+    /// its connections fail with `ConnectionReset` (Linux's `smc_smcd_terminate_all`,
+    /// `net/smc/smc_core.c`). No peer is told: the device cannot reach it any more (the
+    /// peers learn from the device's own event).
+    pub fn terminate_device(&self, device: usize) {
+        let gone: Vec<Arc<LinkGroup>> = {
+            let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+            let (gone, keep): (Vec<_>, Vec<_>) = lgrs.drain(..).partition(|l| l.device == device);
+            *lgrs = keep;
+            gone
+        };
+        for l in gone {
+            l.peer_shutdown.store(true, Ordering::Release);
             l.terminate();
             self.counters
                 .lgrs_terminated

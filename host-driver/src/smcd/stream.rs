@@ -2,10 +2,16 @@
 //! both ends agree and over the same TCP connection otherwise (transparently: the
 //! application sees `Read + Write` either way, and [`Stream::fallback_reason`] says why).
 
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::clc::DeclineReason;
 use super::conn::{Conn, ConnStats};
@@ -86,10 +92,18 @@ impl Stream {
     /// possible.
     ///
     /// # Errors
-    /// TCP connect errors, CLC timeouts and malformed CLC answers.
+    /// TCP connect errors, malformed CLC answers, and `TimedOut` if the server does not
+    /// answer within the stack's CLC timeout.
     pub fn connect(stack: &Arc<SmcStack>, addr: impl ToSocketAddrs) -> io::Result<Stream> {
         let mut tcp = TcpStream::connect(addr)?;
-        let outcome = handshake::client(stack, &mut tcp)?;
+        let outcome = handshake::client(stack, &mut tcp).map_err(|e| {
+            // A read timeout on the socket reads as `WouldBlock` on Unix: say what it is.
+            if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(io::ErrorKind::TimedOut, "CLC handshake timed out")
+            } else {
+                e
+            }
+        })?;
         Ok(Self::from_outcome(stack, tcp, outcome))
     }
 
@@ -155,14 +169,23 @@ impl Stream {
         }
     }
 
-    /// Limit for one blocking read or write; `None` waits forever.
+    /// Limit for one blocking read or write; `None` waits forever. A write that times out
+    /// after sending part of its buffer returns that count, as TCP does.
     ///
     /// # Errors
-    /// As `TcpStream::set_read_timeout`.
+    /// As `TcpStream::set_read_timeout`: `InvalidInput` for `Some(Duration::ZERO)`, on
+    /// SMC-D and TCP alike.
     pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        if t == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
         match self.conn() {
             Some(c) => {
-                c.set_timeout_ms(t.map_or(0, |d| d.as_millis().max(1) as u64));
+                let ms = t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                c.set_timeout_ms(ms.max(u64::from(t.is_some())));
                 Ok(())
             }
             None => {
@@ -191,11 +214,23 @@ impl Stream {
         }
     }
 
-    /// Aborts the connection: the peer's reads and writes fail with `ConnectionReset`.
+    /// Aborts the connection, as a TCP reset does: the peer first reads what had already
+    /// reached it, then its reads fail with `ConnectionReset`, and its writes fail with
+    /// `ConnectionReset` or `BrokenPipe`. Local reads and writes fail from now on
+    /// (SMC-D: `ConnectionReset`).
+    ///
+    /// On SMC-D the peer's CDC carries the abort flag (Linux's `smc_close_active_abort`);
+    /// on a TCP fallback stream the socket sends a RST (a `connect` with `AF_UNSPEC`, which
+    /// Linux's `tcp_disconnect` answers with a reset), even while other handles of the
+    /// stream are open.
     pub fn abort(&self) {
         match self.conn() {
             Some(c) => c.abort(),
             None => {
+                #[cfg(unix)]
+                if rustix::net::connect_unspec(&self.shared.tcp).is_ok() {
+                    return;
+                }
                 let _ = self.shared.tcp.shutdown(Shutdown::Both);
             }
         }
@@ -278,39 +313,331 @@ impl core::fmt::Debug for Stream {
     }
 }
 
-/// A listening socket whose accepted connections run the server side of the handshake.
+/// Most connections a [`Listener`] holds that `accept` has not taken yet, completed or
+/// still in their handshake (Linux's default `somaxconn`, 4096, is for kernels; a
+/// simulated OS needs fewer).
+pub const DEFAULT_BACKLOG: usize = 128;
+
+/// Counters of a [`Listener`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Handshakes that ended in a connection (SMC-D or fallback) put in the backlog.
+    pub completed: u64,
+    /// Handshakes that failed (the client went away, spoke garbage, or timed out); the
+    /// client's TCP connection was closed and `accept` never sees it.
+    pub failed: u64,
+    /// Completed connections waiting for `accept`.
+    pub queued: usize,
+    /// Handshakes running now.
+    pub in_progress: usize,
+}
+
+#[derive(Default)]
+struct BacklogState {
+    ready: VecDeque<(Stream, SocketAddr)>,
+    /// Handshakes running: a handle of each one's socket, to cut it short on drop.
+    running: BTreeMap<u64, TcpStream>,
+    workers: Vec<JoinHandle<()>>,
+    closed: bool,
+    /// An error of the listening socket itself (not of one client), for `accept`.
+    error: Option<io::Error>,
+    completed: u64,
+    failed: u64,
+}
+
+struct Backlog {
+    state: Mutex<BacklogState>,
+    /// Signalled when a connection is queued, a slot frees, or the listener closes.
+    cond: Condvar,
+    limit: usize,
+    next_id: AtomicU64,
+}
+
+impl Backlog {
+    fn lock(&self) -> MutexGuard<'_, BacklogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A listening socket. As in Linux (`net/smc/af_smc.c`, `smc_listen_work`), the server
+/// side of the CLC handshake runs in the background for every incoming connection,
+/// whether or not the program calls [`Listener::accept`]: an acceptor thread takes TCP
+/// connections and starts one handshake thread each; connections whose handshake
+/// completed (over SMC-D or fallen back to TCP) wait in a bounded backlog for `accept`.
+/// A client whose handshake fails is closed and counted ([`Listener::stats`]), never
+/// returned by `accept`. Dropping the listener closes the socket, cuts running handshakes
+/// short, joins its threads and closes the connections nobody accepted.
 pub struct Listener {
-    tcp: TcpListener,
-    stack: Arc<SmcStack>,
+    addr: SocketAddr,
+    backlog: Arc<Backlog>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl Listener {
-    /// Binds to `addr`.
+    /// Binds to `addr` with a backlog of [`DEFAULT_BACKLOG`] and starts accepting.
     ///
     /// # Errors
-    /// As `TcpListener::bind`.
+    /// As `TcpListener::bind`; an error spawning the acceptor thread.
     pub fn bind(stack: &Arc<SmcStack>, addr: impl ToSocketAddrs) -> io::Result<Listener> {
+        Self::bind_with_backlog(stack, addr, DEFAULT_BACKLOG)
+    }
+
+    /// Binds to `addr`, holding at most `backlog` (at least 1) connections that `accept`
+    /// has not taken, completed or in their handshake; further clients wait in the TCP
+    /// listen queue.
+    ///
+    /// # Errors
+    /// As `TcpListener::bind`; an error spawning the acceptor thread.
+    pub fn bind_with_backlog(
+        stack: &Arc<SmcStack>,
+        addr: impl ToSocketAddrs,
+        backlog: usize,
+    ) -> io::Result<Listener> {
+        let tcp = TcpListener::bind(addr)?;
+        let addr = tcp.local_addr()?;
+        let shared = Arc::new(Backlog {
+            state: Mutex::new(BacklogState::default()),
+            cond: Condvar::new(),
+            limit: backlog.max(1),
+            next_id: AtomicU64::new(0),
+        });
+        let (b, st) = (shared.clone(), stack.clone());
+        let acceptor = std::thread::Builder::new()
+            .name("smc-listen".into())
+            .spawn(move || acceptor(&tcp, &st, &b))?;
         Ok(Self {
-            tcp: TcpListener::bind(addr)?,
-            stack: stack.clone(),
+            addr,
+            backlog: shared,
+            acceptor: Some(acceptor),
         })
     }
 
     /// The bound address.
     ///
     /// # Errors
-    /// As `TcpListener::local_addr`.
+    /// None today; fallible like `TcpListener::local_addr`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.addr)
     }
 
-    /// Accepts one connection and runs the handshake (SMC-D or fallback).
+    /// Takes the next connection whose handshake completed (SMC-D or fallback), waiting
+    /// for one.
     ///
     /// # Errors
-    /// Accept errors, CLC timeouts and I/O errors during the handshake.
+    /// Only errors of the listening socket itself (for example, no file descriptors
+    /// left); a client's failed handshake is not an error here.
     pub fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
-        let (mut tcp, addr) = self.tcp.accept()?;
-        let outcome = handshake::server(&self.stack, &mut tcp)?;
-        Ok((Stream::from_outcome(&self.stack, tcp, outcome), addr))
+        self.accept_until(None)
     }
+
+    /// [`Listener::accept`], waiting at most `limit`.
+    ///
+    /// # Errors
+    /// `TimedOut` if no connection completed its handshake within `limit`; as
+    /// [`Listener::accept`] otherwise.
+    pub fn accept_timeout(&self, limit: Duration) -> io::Result<(Stream, SocketAddr)> {
+        self.accept_until(Some(Instant::now().checked_add(limit)))
+    }
+
+    /// `until`: `None` waits forever, `Some(None)` is a deadline too far to represent.
+    fn accept_until(&self, until: Option<Option<Instant>>) -> io::Result<(Stream, SocketAddr)> {
+        let mut st = self.backlog.lock();
+        loop {
+            if let Some(c) = st.ready.pop_front() {
+                self.backlog.cond.notify_all();
+                return Ok(c);
+            }
+            if let Some(e) = st.error.take() {
+                return Err(e);
+            }
+            st = match until {
+                Some(Some(deadline)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no connection to accept",
+                        ));
+                    }
+                    self.backlog
+                        .cond
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                _ => self
+                    .backlog
+                    .cond
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Counters and the backlog's current contents.
+    pub fn stats(&self) -> ListenerStats {
+        let st = self.backlog.lock();
+        ListenerStats {
+            completed: st.completed,
+            failed: st.failed,
+            queued: st.ready.len(),
+            in_progress: st.running.len(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let workers = {
+            let mut st = self.backlog.lock();
+            st.closed = true;
+            for t in st.running.values() {
+                let _ = t.shutdown(Shutdown::Both);
+            }
+            core::mem::take(&mut st.workers)
+        };
+        self.backlog.cond.notify_all();
+        // Wake the acceptor out of `accept` with a connection of our own; it sees `closed`
+        // and drops the listening socket.
+        let ip = match self.addr.ip() {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::new(ip, self.addr.port()),
+            Duration::from_secs(1),
+        );
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        // Workers started before `closed` was set and not yet in the list are gone now
+        // too (the acceptor adds them before it checks `closed` again); what they queued is
+        // dropped here, which closes those connections.
+        let rest = core::mem::take(&mut *self.backlog.lock());
+        for w in rest.workers {
+            let _ = w.join();
+        }
+        drop(rest.ready);
+    }
+}
+
+impl core::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The acceptor thread: takes TCP connections while the backlog has room and starts a
+/// handshake thread for each.
+fn acceptor(tcp: &TcpListener, stack: &Arc<SmcStack>, b: &Arc<Backlog>) {
+    loop {
+        {
+            let mut st = b.lock();
+            while !st.closed && st.ready.len() + st.running.len() >= b.limit {
+                st = b.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.closed {
+                return;
+            }
+        }
+        let (sock, addr) = match tcp.accept() {
+            Ok(c) => c,
+            // A client that went away between SYN and accept, or an interrupted call.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // The socket's own trouble (descriptors, memory): tell `accept`, and back
+                // off briefly instead of spinning on it.
+                log::warn!("smc: listen: accept failed: {e}");
+                let mut st = b.lock();
+                if st.closed {
+                    return;
+                }
+                st.error = Some(e);
+                b.cond.notify_all();
+                let _ = b
+                    .cond
+                    .wait_timeout(st, Duration::from_millis(10))
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+        };
+        let id = b.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut st = b.lock();
+        if st.closed {
+            return; // our own wake-up connection, or a client too late: closed with `sock`
+        }
+        let Ok(handle) = sock.try_clone() else {
+            st.failed += 1;
+            continue;
+        };
+        st.running.insert(id, handle);
+        let (b2, stack) = (b.clone(), stack.clone());
+        let spawned = std::thread::Builder::new()
+            .name("smc-handshake".into())
+            .spawn(move || handshake_worker(id, sock, addr, &stack, &b2));
+        match spawned {
+            Ok(h) => {
+                st.workers.retain(|w| !w.is_finished());
+                st.workers.push(h);
+            }
+            Err(e) => {
+                log::warn!("smc: listen: no thread for a handshake: {e}");
+                st.running.remove(&id);
+                st.failed += 1;
+            }
+        }
+    }
+}
+
+/// One connection's server-side handshake; the result goes to the backlog, a failure
+/// only to the log and the counters.
+fn handshake_worker(
+    id: u64,
+    mut sock: TcpStream,
+    addr: SocketAddr,
+    stack: &Arc<SmcStack>,
+    b: &Backlog,
+) {
+    let r = handshake::server(stack, &mut sock);
+    let stream = match r {
+        Ok(outcome) => Some(Stream::from_outcome(stack, sock, outcome)),
+        Err(e) => {
+            log::debug!("smc: handshake with {addr} failed: {e}");
+            None
+        }
+    };
+    let mut st = b.lock();
+    st.running.remove(&id);
+    match stream {
+        Some(s) if !st.closed => {
+            st.completed += 1;
+            st.ready.push_back((s, addr));
+        }
+        Some(s) => {
+            // The listener is gone: nobody will accept this connection.
+            drop(st);
+            drop(s);
+            b.cond.notify_all();
+            return;
+        }
+        None => st.failed += 1,
+    }
+    drop(st);
+    b.cond.notify_all();
 }

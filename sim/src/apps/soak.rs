@@ -228,9 +228,23 @@ fn one_connection(
         return failed;
     };
     let timeout = opts.io_timeout;
-    let rx = std::thread::spawn(move || match listener.accept() {
-        Ok((s, _)) => receive(s, seed, timeout),
-        Err(_) => Received::Error(0),
+    // A client whose handshake fails never reaches `accept`: stop waiting when the client
+    // gives up, and in any case after the longest a handshake can take.
+    let limit = server.config().clc_timeout + timeout;
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let client_gone = gave_up.clone();
+    let rx = std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        loop {
+            match listener.accept_timeout(Duration::from_millis(20)) {
+                Ok((s, _)) => return receive(s, seed, timeout),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::TimedOut
+                        && !client_gone.load(Ordering::Acquire)
+                        && Instant::now() < deadline => {}
+                Err(_) => return Received::Error(0),
+            }
+        }
     });
     let sent = match Stream::connect(client, addr) {
         Ok(mut s) => {
@@ -243,8 +257,7 @@ fn one_connection(
             r.map(|_| (smc, nocopy))
         }
         Err(e) => {
-            // Unblock the acceptor: a plain TCP connection that says nothing.
-            let _ = std::net::TcpStream::connect(addr);
+            gave_up.store(true, Ordering::Release);
             Err(e)
         }
     };

@@ -128,9 +128,13 @@ pub fn run_stream(board: &SmcBoard, opts: StreamOptions) -> Result<StreamReport,
     let (cs, ss) = board.pair();
     let listener = Listener::bind(&ss, "127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // A client whose handshake failed never reaches `accept`.
+    let limit = 2 * ss.config().clc_timeout;
     let receiver = std::thread::spawn(
         move || -> Result<(u64, bool, StreamStats, Instant), String> {
-            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            let (mut s, _) = listener
+                .accept_timeout(limit)
+                .map_err(|e| format!("accept: {e}"))?;
             s.set_busy_poll(opts.busy_poll);
             let mut pat = Pattern::new(opts.seed);
             let mut buf = vec![0u8; 1 << 20];

@@ -9,6 +9,7 @@
 //! device drops that function's DMBs (moves in flight finish first, none follows), its
 //! peers get device events, and its commands and moves fail until [`Board::restart`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -238,9 +239,17 @@ pub struct Partition {
     port: SimPort,
     irq: Arc<IrqLine>,
     gid: Gid,
+    /// How many times the function went down (the platform's availability events).
+    downs: Arc<AtomicU64>,
 }
 
 impl Partition {
+    /// How many times the function went down so far; an OS compares it with the count at
+    /// its boot to learn that its function is gone.
+    pub fn downs(&self) -> &Arc<AtomicU64> {
+        &self.downs
+    }
+
     /// Position on the board.
     pub fn index(&self) -> usize {
         self.index
@@ -391,6 +400,7 @@ impl Board {
                     },
                     irq: irqs[i].clone(),
                     gid: gids[i],
+                    downs: Arc::new(AtomicU64::new(0)),
                 }
             })
             .collect();
@@ -474,6 +484,12 @@ impl Board {
             );
         }
         self.device.function_down(FunctionId(i as u16), reason);
+        // The platform tells the partition's OS (on s390 a zPCI availability event), whose
+        // driver then ends everything on the function.
+        if let Some(p) = self.partitions.get(i) {
+            p.downs.fetch_add(1, Ordering::AcqRel);
+            p.irq.platform_event();
+        }
     }
 
     /// Partition `i` rebooted: its function is back with nothing registered, and its memory

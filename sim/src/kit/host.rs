@@ -70,6 +70,15 @@ pub struct Host {
     thread: Option<JoinHandle<()>>,
     stats: Arc<HostStats>,
     mode: IrqMode,
+    /// The partition's count of function-down events, and its value at this boot.
+    downs: (Arc<AtomicU64>, u64),
+}
+
+/// Tells the driver its function is gone if the board took it down since `at_boot`.
+fn check_function(driver: &SimDriver, downs: &AtomicU64, at_boot: u64) {
+    if downs.load(Ordering::Acquire) != at_boot && !driver.is_gone() {
+        driver.function_gone();
+    }
 }
 
 fn run_handler(driver: &SimDriver, stats: &HostStats, trace: Option<&(Arc<Tracer>, u32)>) {
@@ -108,11 +117,15 @@ impl Host {
             }))?;
         }
         let irq = p.irq().clone();
+        let downs = p.downs().clone();
+        // Counted after the probe: a function that went down before it failed the probe.
+        let at_boot = downs.load(Ordering::Acquire);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(HostStats::default());
         let trace = tracer.map(|t| (t, p.index() as u32));
         let thread = (mode == IrqMode::Thread).then(|| {
             let (d, l, s, st) = (driver.clone(), irq.clone(), stop.clone(), stats.clone());
+            let dn = downs.clone();
             std::thread::Builder::new()
                 .name(format!("ism-irq-{}", p.index()))
                 .spawn(move || {
@@ -123,6 +136,7 @@ impl Host {
                             }
                             run_handler(&d, &st, trace.as_ref());
                         }
+                        check_function(&d, &dn, at_boot);
                     }
                 })
                 .expect("spawn interrupt thread")
@@ -134,6 +148,7 @@ impl Host {
             thread,
             stats,
             mode,
+            downs: (downs, at_boot),
         })
     }
 
@@ -154,6 +169,7 @@ impl Host {
 
     /// Runs the handler if the line is pending or the SBA shows work; returns whether it ran.
     pub fn poll(&self) -> bool {
+        check_function(&self.driver, &self.downs.0, self.downs.1);
         let pending = self.irq.take();
         if pending || self.driver.irq_pending() {
             run_handler(&self.driver, &self.stats, None);

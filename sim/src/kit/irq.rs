@@ -106,6 +106,17 @@ impl IrqLine {
         self.faults.as_ref().and_then(|f| f.config().delay_irq)
     }
 
+    /// Wakes the interrupt thread for a platform event (the function went down), as if
+    /// the line were raised, but without fault injection, tracing or counting: it is not
+    /// the device's interrupt (on s390 such events arrive as machine checks).
+    pub fn platform_event(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cond.notify_all();
+        }
+    }
+
     /// Wakes every waiter without raising (used to stop interrupt threads).
     pub fn kick(&self) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());

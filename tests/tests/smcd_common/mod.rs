@@ -55,6 +55,16 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits (bounded by [`JOIN_TIMEOUT`]) until a reader or writer of `s` has waited once more
+/// than `before` times: an observable sign that it is blocked, instead of a sleep.
+pub fn until_blocked(s: &Stream, before: u64) {
+    let c = s.conn().expect("an SMC-D stream").clone();
+    assert!(
+        eventually(JOIN_TIMEOUT, || c.stats().waits > before),
+        "never blocked"
+    );
+}
+
 /// Stack options with a small ring.
 pub fn small_cfg(nocopy: bool) -> StackConfig {
     StackConfig {
@@ -111,7 +121,7 @@ pub fn serve_one<T: Send + 'static>(
     f: impl FnOnce(Stream) -> T + Send + 'static,
 ) -> JoinHandle<T> {
     std::thread::spawn(move || {
-        let (s, _) = l.accept().expect("accept");
+        let (s, _) = l.accept_timeout(JOIN_TIMEOUT).expect("accept");
         s.set_timeout(Some(IO_TIMEOUT)).unwrap();
         f(s)
     })

@@ -203,7 +203,8 @@ fn connect(t: Transport, busy: bool) -> Result<(Option<SmcBoard>, Endpoint, Endp
             let (cs, ss) = board.pair();
             let l = Listener::bind(&ss, "127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
             let addr = l.local_addr().map_err(|e| e.to_string())?;
-            let server = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+            let limit = 2 * ss.config().clc_timeout;
+            let server = std::thread::spawn(move || l.accept_timeout(limit).map(|(s, _)| s));
             let c = Stream::connect(&cs, addr).map_err(|e| format!("connect: {e}"))?;
             let s = server
                 .join()

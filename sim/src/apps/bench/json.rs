@@ -83,11 +83,7 @@ impl BenchReport {
                 frac,
                 samples.join(",")
             );
-            o.push_str(if i + 1 < self.series.len() {
-                ",\n"
-            } else {
-                "\n"
-            });
+            o.push_str(if i + 1 < measured.len() { ",\n" } else { "\n" });
         }
         let _ = writeln!(
             o,
