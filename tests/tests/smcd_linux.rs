@@ -135,7 +135,10 @@ fn raw_client(addr: std::net::SocketAddr, first: &ClcMessage) -> (Option<ClcMess
     (read_clc(&mut t).ok(), t)
 }
 
-/// Serves `n` connections of `stack` on a thread (handshake results are returned).
+/// How long a test waits for connections whose handshakes are meant to fail.
+const SHORT: Duration = Duration::from_millis(500);
+
+/// Serves `n` connections of `stack` on a thread (what `accept` returned, in order).
 fn serve_n(
     stack: &Arc<SmcStack>,
     n: usize,
@@ -143,9 +146,40 @@ fn serve_n(
     std::net::SocketAddr,
     std::thread::JoinHandle<Vec<std::io::Result<Stream>>>,
 ) {
+    serve_n_within(stack, n, JOIN_TIMEOUT / 2)
+}
+
+/// [`serve_n`], all accepts within `limit`: a handshake that fails never reaches `accept`
+/// (it is not the listener's error), so the accepts after the deadline are `TimedOut`.
+fn serve_n_within(
+    stack: &Arc<SmcStack>,
+    n: usize,
+    limit: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Vec<std::io::Result<Stream>>>,
+) {
     let (l, addr) = listen(stack);
-    let h = std::thread::spawn(move || (0..n).map(|_| l.accept().map(|(s, _)| s)).collect());
+    let deadline = std::time::Instant::now() + limit;
+    let h = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                l.accept_timeout(left).map(|(s, _)| s)
+            })
+            .collect()
+    });
     (addr, h)
+}
+
+/// The server delivered none of its connections: each handshake failed.
+fn none_accepted(srv: std::thread::JoinHandle<Vec<std::io::Result<Stream>>>) {
+    for r in join_within(srv, JOIN_TIMEOUT, "server") {
+        assert_eq!(
+            r.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+    }
 }
 
 /// `net/smc/smc_core.c` `smcd_lgr_match`: "there is only one lgr role for SMC-D". A
@@ -274,14 +308,14 @@ fn the_system_eid_is_built_as_on_s390_and_matched_first() {
     assert!(seid[24..].iter().all(u8::is_ascii_hexdigit), "{seid:?}");
     assert_eq!(v2.eids, vec![default_ueid()], "the UEID is offered too");
     // The server has both in common: it negotiates the SEID.
-    let (addr, srv) = serve_n(&ss, 1);
+    let (addr, srv) = serve_n_within(&ss, 1, SHORT);
     let (answer, t) = raw_client(addr, &ClcMessage::Proposal(p));
     match answer {
         Some(ClcMessage::Accept(a)) => assert_eq!(a.v2.unwrap().eid, seid),
         m => panic!("expected an accept: {m:?}"),
     }
     drop(t);
-    let _ = join_within(srv, JOIN_TIMEOUT, "server");
+    none_accepted(srv);
 }
 
 /// `net/smc/af_smc.c` `smc_find_proposal_devices` / `smc_find_ism_v2_device_clnt`: SMC-Dv2
@@ -318,7 +352,7 @@ fn the_feature_mask_is_what_both_sides_have() {
     // Server side: a Linux client without features.
     let mut p = captured_proposal(&a);
     p.v2.as_mut().unwrap().feature_mask = 0;
-    let (addr, srv) = serve_n(&z, 1);
+    let (addr, srv) = serve_n_within(&z, 1, SHORT);
     let (answer, t) = raw_client(addr, &ClcMessage::Proposal(p));
     match answer {
         Some(ClcMessage::Accept(acc)) => {
@@ -328,7 +362,7 @@ fn the_feature_mask_is_what_both_sides_have() {
         m => panic!("expected an accept: {m:?}"),
     }
     drop(t);
-    let _ = join_within(srv, JOIN_TIMEOUT, "server");
+    none_accepted(srv);
     // Client side: a Linux server without features, with a real RMB on partition 1.
     let peer = b.host(1).driver().clone();
     let client_gid = SmcdGid {
@@ -490,7 +524,7 @@ fn over_long_v2_messages_are_read_and_bad_v1_lengths_abort() {
         m[5..7].copy_from_slice(&((n + extra) as u16).to_be_bytes());
         m
     };
-    let (addr, srv) = serve_n(&z, 3);
+    let (addr, srv) = serve_n_within(&z, 3, SHORT);
     for extra in [100, 2000] {
         let mut t = TcpStream::connect(addr).unwrap();
         t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -517,7 +551,7 @@ fn over_long_v2_messages_are_read_and_bad_v1_lengths_abort() {
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut t, &mut rest);
     assert!(rest.is_empty(), "no DECLINE: {rest:?}");
-    let _ = join_within(srv, JOIN_TIMEOUT, "server");
+    none_accepted(srv);
 }
 
 /// `net/smc/af_smc.c` `smc_connect_ism`: when the client cannot attach the server's RMB
