@@ -91,6 +91,7 @@ struct Control<const F: usize, const D: usize> {
 
 /// Error returned by [`Device::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// More functions than the device's capacity `F` (or than 64).
     TooManyFunctions,
@@ -99,6 +100,18 @@ pub enum ConfigError {
     /// A function's domain is not on the board.
     UnknownDomain,
 }
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConfigError::TooManyFunctions => "more functions than the device holds",
+            ConfigError::DuplicateGid => "two functions share a GID",
+            ConfigError::UnknownDomain => "a function's memory domain is not on the board",
+        })
+    }
+}
+
+impl core::error::Error for ConfigError {}
 
 /// An ISM device with up to `F` functions and a table of `D` DMBs, running on board `B`.
 pub struct Device<B: Board, const F: usize, const D: usize> {

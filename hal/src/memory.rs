@@ -14,6 +14,7 @@ use crate::ids::DevAddr;
 
 /// Why a memory access was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemError {
     /// Some byte of `[addr, addr + len)` lies outside the domain (or the range overflows).
     OutOfBounds,
@@ -36,6 +37,8 @@ impl core::fmt::Display for MemError {
         f.write_str(self.as_str())
     }
 }
+
+impl core::error::Error for MemError {}
 
 /// The memory of one domain, addressed by device address.
 ///

@@ -11,7 +11,9 @@ use ism_firmware::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
 use ism_firmware::{MoveError, ReturnCode};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
-use ism_host_driver::ism::{Bus, BusError, ErrorKind, Hal, IsmDriver, IsmError};
+use ism_host_driver::ism::{
+    event_code, Bus, BusError, ErrorKind, EventType, Hal, IsmDriver, IsmError,
+};
 use ism_host_driver::smcd::device::{SmcdGid, SmcdOps};
 use ism_sim::board::SimPort;
 use ism_sim::demo::RecordingClient;
@@ -345,7 +347,7 @@ fn coalesced_signals_deliver_once_per_dmb_with_all_data() {
 fn sw_infos(c: &RecordingClient) -> Vec<u64> {
     c.wait_events(0, Duration::ZERO)
         .iter()
-        .filter(|e| e.ty == 2)
+        .filter(|e| e.is(EventType::Software))
         .map(|e| e.info)
         .collect()
 }
@@ -370,7 +372,7 @@ fn ieq_wraps_past_15_events_when_drained_between_bursts() {
     );
     assert!(evs
         .iter()
-        .all(|e| e.ty == 2 && e.code == 0x83 && e.tok == s.gid().0));
+        .all(|e| e.is(EventType::Software) && e.code == 0x83 && e.tok == s.gid().0));
     assert!(
         evs.windows(2).all(|w| w[0].time <= w[1].time),
         "time stamps do not go back"
@@ -594,8 +596,9 @@ fn attach_detach_on_loopback_with_deferred_release() {
     assert_eq!(d.deferred_releases(), 0);
     let evs = cs[0].wait_events(0, Duration::ZERO);
     assert!(
-        evs.iter()
-            .any(|e| e.ty == 0 && e.code == 4 && e.tok == dmb.token.0),
+        evs.iter().any(|e| e.is(EventType::Buffer)
+            && e.code == event_code::BUF_DMB_UNREGISTERED
+            && e.tok == dmb.token.0),
         "{evs:?}"
     );
     assert_eq!(
@@ -701,8 +704,9 @@ fn partition_crash_mid_transfer_then_restart() {
     // The peer got a device event naming the crashed GID.
     let evs = cs[1].wait_events(1, WAIT);
     assert!(
-        evs.iter()
-            .any(|e| e.ty == 1 && e.code == 1 && e.tok == owner_gid.0),
+        evs.iter().any(|e| e.is(EventType::Device)
+            && e.code == event_code::DEV_GID_ERR_STATE
+            && e.tok == owner_gid.0),
         "device event on the peer: {evs:?}"
     );
     assert!(writer_query_fails(&hs[1], owner_gid));

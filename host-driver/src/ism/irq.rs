@@ -38,6 +38,11 @@ impl IsmEvent {
         EventType::from_raw(self.ty)
     }
 
+    /// Whether the event is of type `t`.
+    pub fn is(&self, t: EventType) -> bool {
+        self.ty == t.raw()
+    }
+
     fn from_entry(e: &Event) -> Self {
         Self {
             ty: e.ty.get(),

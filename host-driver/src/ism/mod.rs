@@ -23,3 +23,4 @@ pub use driver::{Dmb, IsmDriver, IsmInfo};
 pub use error::{ErrorKind, IsmError};
 pub use hal::{Bus, BusError, Hal};
 pub use irq::{IsmClient, IsmEvent};
+pub use ism_abi::wire::ieq::{event_code, EventType};

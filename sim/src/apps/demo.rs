@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ism_hal::{DevAddr, DmaMemory};
-use ism_host_driver::ism::{IsmClient, IsmEvent};
+use ism_host_driver::ism::{event_code, EventType, IsmClient, IsmEvent};
 
 use crate::board::{Board, BoardConfig, BoardKind};
 use crate::host::{Host, IrqMode};
@@ -174,7 +174,7 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
     }
     let a = hosts[0].driver();
     let b = hosts[1].driver();
-    let software = |evs: &[IsmEvent]| evs.iter().filter(|e| e.ty == 2).count();
+    let software = |evs: &[IsmEvent]| evs.iter().filter(|e| e.is(EventType::Software)).count();
     for batch in 0..2u64 {
         for i in 0..10u64 {
             b.signal_event(a.gid(), true, 0x83, batch * 10 + i)
@@ -189,20 +189,28 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
         "  LPAR 1 -> LPAR 0: 20 SIGNAL_IEQ software events in two bursts (the 15-entry IEQ wraps)"
     );
     let evs = clients[0].wait_events_until(WAIT, |e| software(e) >= 20);
-    let sw: Vec<u64> = evs.iter().filter(|e| e.ty == 2).map(|e| e.info).collect();
+    let sw: Vec<u64> = evs
+        .iter()
+        .filter(|e| e.is(EventType::Software))
+        .map(|e| e.info)
+        .collect();
     check(
         &mut log,
         sw == (0..20).collect::<Vec<_>>()
-            && evs.iter().filter(|e| e.ty == 2).all(|e| e.tok == b.gid().0),
+            && evs
+                .iter()
+                .filter(|e| e.is(EventType::Software))
+                .all(|e| e.tok == b.gid().0),
         "LPAR 0 drained all 20 in order, each tagged with LPAR 1's GID",
     );
     board.crash(1);
     let _ = writeln!(log, "  LPAR 1 crashes");
-    let evs = clients[0].wait_events_until(WAIT, |e| e.iter().any(|e| e.ty == 1));
+    let evs = clients[0].wait_events_until(WAIT, |e| e.iter().any(|e| e.is(EventType::Device)));
     check(
         &mut log,
-        evs.iter()
-            .any(|e| e.ty == 1 && e.tok == b.gid().0 && e.code == 1),
+        evs.iter().any(|e| {
+            e.is(EventType::Device) && e.tok == b.gid().0 && e.code == event_code::DEV_GID_ERR_STATE
+        }),
         "LPAR 0 received a device event (GID error state) naming LPAR 1",
     );
     check(
