@@ -18,7 +18,8 @@ use portable_atomic::AtomicU64;
 
 use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
 use ism_hal::{
-    Board, Clock, DevAddr, DmaMemory, DmbToken, DomainId, FunctionId, Gid, InterruptLine,
+    Board, Clock, DevAddr, DmaMemory, DmaMemoryExt, DmbToken, DomainId, FunctionId, Gid,
+    InterruptLine,
 };
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -366,12 +367,8 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             entry_len: (ieq::ENTRY_LEN as u64).into(),
             reserved: 0.into(),
         };
-        for (i, word) in header.as_bytes().chunks_exact(8).enumerate() {
-            let mut w = [0; 8];
-            w.copy_from_slice(word);
-            mem.store_u64(DevAddr(addr.0 + 8 * i as u64), w)
-                .map_err(|_| ReturnCode::InvalidAddress)?;
-        }
+        mem.store_words(addr, &header)
+            .map_err(|_| ReturnCode::InvalidAddress)?;
         q.addr = Some(addr);
         q.len = len as usize;
         q.entries = ieq::entries(len as usize);
@@ -801,12 +798,8 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
                 info: info.into(),
             };
             let at = base.0 + ieq::entry_offset(k) as u64;
-            for (i, word) in ev.as_bytes().chunks_exact(8).enumerate() {
-                let mut w = [0; 8];
-                w.copy_from_slice(word);
-                let _ = mem.store_u64(DevAddr(at + 8 * i as u64), w);
-            }
-            let _ = mem.store_u64(base, (k as u64 + 1).to_be_bytes());
+            let _ = mem.store_words(DevAddr(at), &ev);
+            let _ = mem.store_be_u64(base, k as u64 + 1);
             q.next = (k + 1) % q.entries;
         }
         if let Some(_l) = t.sba_lease.acquire(None) {

@@ -212,6 +212,36 @@ mod tests {
     }
 
     #[test]
+    fn typed_words_round_trip_and_refuse_whole() {
+        use crate::memory::DmaMemoryExt;
+        let m = FakeMemory::new(0x1000, 64);
+        let v: [u64; 3] = [1, u64::MAX, 0x0102_0304_0506_0708];
+        m.store_words(DevAddr(0x1008), &v).unwrap();
+        assert_eq!(m.load_words::<[u64; 3]>(DevAddr(0x1008)), Ok(v));
+        m.store_be_u64(DevAddr(0x1000), 0x1122).unwrap();
+        assert_eq!(m.snapshot(0x1000, 8), [0, 0, 0, 0, 0, 0, 0x11, 0x22]);
+        assert_eq!(m.load_be_u64(DevAddr(0x1000)), Ok(0x1122));
+        // Misaligned address or odd size, and a range past the end: nothing written.
+        assert_eq!(
+            m.store_words(DevAddr(0x1004), &v),
+            Err(MemError::Misaligned)
+        );
+        assert_eq!(
+            m.store_words(DevAddr(0x1000), &[1u8; 12]),
+            Err(MemError::Misaligned)
+        );
+        assert_eq!(
+            m.store_words(DevAddr(0x1030), &[7u64; 3]),
+            Err(MemError::OutOfBounds)
+        );
+        assert_eq!(m.snapshot(0x1030, 16), [0; 16]);
+        assert_eq!(
+            m.load_words::<[u64; 3]>(DevAddr(0x1030)),
+            Err(MemError::OutOfBounds)
+        );
+    }
+
+    #[test]
     fn atomics_return_the_old_value() {
         let m = FakeMemory::new(0, 8);
         assert_eq!(m.fetch_or_u8(DevAddr(3), 0x81), Ok(0));
