@@ -12,11 +12,10 @@ use ism_firmware::{MoveError, ReturnCode};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
 use ism_host_driver::ism::{
-    event_code, Bus, BusError, ErrorKind, EventType, Hal, IsmDriver, IsmError,
+    event_code, Bus, BusError, ErrorKind, EventType, Hal, IsmDriver, IsmError, RecordingClient,
 };
 use ism_host_driver::smcd::device::{SmcdGid, SmcdOps};
 use ism_sim::board::SimPort;
-use ism_sim::demo::RecordingClient;
 use ism_sim::{Board, BoardConfig, BoardKind, Host, IrqMode};
 use ism_tests::util::{wait_until, Rng};
 

@@ -2,75 +2,19 @@
 //! ISM driver: register, move, signal, software events, and a crash, each step verified.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ism_hal::{DevAddr, DmaMemory};
-use ism_host_driver::ism::{event_code, EventType, IsmClient, IsmEvent};
+use ism_host_driver::ism::{event_code, EventType, IsmEvent};
+
+/// The recording client the demo waits on (defined in the driver crate).
+pub use ism_host_driver::ism::RecordingClient;
 
 use crate::board::{Board, BoardConfig, BoardKind};
 use crate::host::{Host, IrqMode};
 
 /// Signals `(sba_idx, dmbe_mask)` and events seen so far.
-type Seen = (Vec<(u32, u16)>, Vec<IsmEvent>);
-
-/// A client that records what the handler delivers and lets a thread wait for it.
-#[derive(Default)]
-pub struct RecordingClient {
-    seen: Mutex<Seen>,
-    cond: Condvar,
-}
-
-impl RecordingClient {
-    /// Waits until at least `n` signals were delivered; returns them.
-    pub fn wait_signals(&self, n: usize, timeout: Duration) -> Vec<(u32, u16)> {
-        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, timeout, |s| s.0.len() < n)
-            .unwrap_or_else(|e| e.into_inner());
-        g.0.clone()
-    }
-
-    /// Waits until at least `n` events were delivered; returns them.
-    pub fn wait_events(&self, n: usize, timeout: Duration) -> Vec<IsmEvent> {
-        self.wait_events_until(timeout, |e| e.len() >= n)
-    }
-
-    /// Waits until the events delivered so far satisfy `done`; returns them.
-    pub fn wait_events_until(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&[IsmEvent]) -> bool,
-    ) -> Vec<IsmEvent> {
-        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, timeout, |s| !done(&s.1))
-            .unwrap_or_else(|e| e.into_inner());
-        g.1.clone()
-    }
-}
-
-impl IsmClient for RecordingClient {
-    fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .push((sba_idx, dmbe_mask));
-        self.cond.notify_all();
-    }
-    fn handle_event(&self, event: &IsmEvent) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .push(*event);
-        self.cond.notify_all();
-    }
-}
-
 /// The outcome of [`run_device_demo`]: a readable log and whether every check passed.
 pub struct DemoReport {
     /// One line per step.

@@ -1,11 +1,11 @@
 //! The checks, and the one list of them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_abi::{DevAddr, DmbToken, Gid, Request};
 use ism_hal::DmaMemory;
-use ism_host_driver::ism::{Bus, BusError, Hal, IsmClient, IsmDriver, IsmEvent};
+use ism_host_driver::ism::{Bus, BusError, Hal, IsmDriver, RecordingClient};
 
 use super::dut::{CheckResult, DeviceUnderTest};
 use super::harness::{
@@ -781,27 +781,6 @@ impl<D: DeviceUnderTest> Drop for Probed<'_, D> {
     }
 }
 
-#[derive(Default)]
-struct Recorder {
-    signals: Mutex<Vec<(u32, u16)>>,
-    events: Mutex<Vec<IsmEvent>>,
-}
-
-impl IsmClient for Recorder {
-    fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
-        self.signals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((sba_idx, dmbe_mask));
-    }
-    fn handle_event(&self, event: &IsmEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(*event);
-    }
-}
-
 /// The crate's port of Linux's ISM driver works over the device: probe (ISMv2 if offered),
 /// REG_DMB through the driver, a 20000-byte move at offset 3000 (chunked at 4 KiB, signal
 /// on the last chunk) arrives intact and the owner's interrupt handler reports exactly one
@@ -821,7 +800,7 @@ pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult
     if owner.0.chid() != dut.chid() {
         return Err("driver reports a different CHID".into());
     }
-    let rec = Arc::new(Recorder::default());
+    let rec = Arc::new(RecordingClient::default());
     let client = must(owner.0.add_client(rec.clone()), "add client")?;
     let dmb = must(
         owner.0.register_dmb(64 << 10, writer.0.gid(), None, client),
@@ -836,11 +815,7 @@ pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult
         return Err("no interrupt after the driver's signalled move".into());
     }
     let report = owner.0.handle_irq();
-    let sig = rec
-        .signals
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let sig = rec.signals();
     if sig != [(dmb.sba_idx, DMBE0_MASK)] || report.signals != 1 {
         return Err(format!(
             "handler delivered {sig:?}, want exactly [({}, 0x1000)]",
@@ -863,7 +838,7 @@ pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult
         return Err("no interrupt after signal_event".into());
     }
     owner.0.handle_irq();
-    let evs = rec.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let evs = rec.events();
     let found = evs.iter().any(|e| {
         e.ty == EVENT_SOFTWARE && e.code == 0x83 && e.tok == writer.0.gid().0 && e.info == 0x77
     });
