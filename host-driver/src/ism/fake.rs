@@ -116,8 +116,8 @@ impl Bus for FakeFunction {
 mod tests {
     use super::*;
     use crate::ism::{ErrorKind, IsmDriver, IsmError, RecordingClient};
-    use std::vec::Vec;
     use ism_abi::wire::ieq::EventType;
+    use std::vec::Vec;
 
     type Drv = IsmDriver<FakeFunction, FakeFunction>;
 
