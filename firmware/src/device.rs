@@ -613,7 +613,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     }
 
     fn attach_offered(&self, me: &FunctionState) -> bool {
-        self.board.same_memory(me.config.domain, me.config.domain)
+        self.board.may_map(me.config.domain, me.config.domain)
     }
 
     /// ATTACH_DMB (extension): the caller must be the DMB's authorized writer and share the
@@ -638,7 +638,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let owner_domain = self.functions[info.owner.index()].config.domain;
         let mask = 1u64 << f.index();
         if info.rgid != me.config.gid
-            || !self.board.same_memory(me.config.domain, owner_domain)
+            || !self.board.may_map(me.config.domain, owner_domain)
             || c.slots[slot].attachers & mask != 0
         {
             return Err(ReturnCode::AttachNotPermitted);

@@ -147,7 +147,7 @@ pub struct FakeBoard {
     pub irqs: Vec<FakeIrq>,
     /// The clock.
     pub clock: FakeClock,
-    /// Answer of `same_memory` for equal domains (no-copy offered); unequal ones never are.
+    /// Answer of `may_map` for equal domains (no-copy offered); unequal ones never are.
     pub shared_memory: bool,
 }
 
@@ -180,7 +180,7 @@ impl Board for FakeBoard {
     fn clock(&self) -> &FakeClock {
         &self.clock
     }
-    fn same_memory(&self, a: DomainId, b: DomainId) -> bool {
+    fn may_map(&self, a: DomainId, b: DomainId) -> bool {
         self.shared_memory && a == b
     }
 }

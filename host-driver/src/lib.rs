@@ -1,7 +1,7 @@
 //! # ism-host-driver: the operating-system side of ISM and SMC-D
 //!
 //! * [`ism`]: the driver of one ISM function, as Linux's `ism_drv` (probe, commands, DMBs,
-//!   moves, the interrupt handler), generic over a small [`ism::Hal`];
+//!   moves, the interrupt handler), generic over a small [`ism::HostMemory`];
 //! * [`smcd`]: the SMC-D device operations (`smcd_ops`) and the SMC-D protocol: CLC
 //!   handshake messages, CDC messages and cursors, connections and streams.
 //!

@@ -19,5 +19,5 @@ pub mod kit;
 pub use apps::{bench, demo, soak, workload};
 pub use kit::{board, fault, host, irq, memory, rng, smc, trace};
 
-pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};
+pub use board::{BoardConfig, BoardKind, Partition, SimBoard, SimDriver};
 pub use host::{Host, IrqMode};

@@ -12,25 +12,26 @@ use ism_firmware::{MoveError, ReturnCode};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
 use ism_host_driver::ism::{
-    event_code, Bus, BusError, ErrorKind, EventType, Hal, IsmDriver, IsmError, RecordingClient,
+    event_code, Bus, BusError, ErrorKind, EventType, HostMemory, IsmDriver, IsmError,
+    RecordingClient,
 };
 use ism_host_driver::smcd::device::{SmcdGid, SmcdOps};
 use ism_sim::board::SimPort;
-use ism_sim::{Board, BoardConfig, BoardKind, Host, IrqMode};
+use ism_sim::{BoardConfig, BoardKind, Host, IrqMode, SimBoard};
 use ism_tests::util::{wait_until, Rng};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn board(kind: BoardKind, n: usize, mib: usize) -> Board {
+fn board(kind: BoardKind, n: usize, mib: usize) -> SimBoard {
     let cfg = BoardConfig {
         partition_memory: mib << 20,
         ..BoardConfig::default()
     };
-    Board::build(kind, n, cfg)
+    SimBoard::build(kind, n, cfg)
 }
 
 /// Starts a host on every partition, each with one recording client (id 0).
-fn hosts(b: &Board, mode: IrqMode) -> (Vec<Host>, Vec<Arc<RecordingClient>>) {
+fn hosts(b: &SimBoard, mode: IrqMode) -> (Vec<Host>, Vec<Arc<RecordingClient>>) {
     let hs: Vec<Host> = b
         .partitions()
         .iter()
@@ -70,7 +71,7 @@ fn registered_sba_ieq(port: &SimPort) -> (u64, u64) {
 fn probe_remove_and_reprobe() {
     let b = board(BoardKind::Lpar, 2, 16);
     let p = b.partition(0);
-    let free0 = p.hal().free_bytes();
+    let free0 = p.host_memory().free_bytes();
     assert_eq!(registered_sba_ieq(p.port()), (0, 0));
     let d = p.probe(b.chid()).expect("probe");
     assert_eq!(d.gid(), p.gid());
@@ -83,12 +84,12 @@ fn probe_remove_and_reprobe() {
     assert_eq!(info.ieq_len, 512);
     assert_eq!(info.vlans, vec![0x1FFF]);
     assert_eq!(registered_sba_ieq(p.port()), (info.sba.0, info.ieq.0));
-    assert!(p.hal().free_bytes() < free0);
+    assert!(p.host_memory().free_bytes() < free0);
     d.remove();
     d.remove(); // harmless
     assert_eq!(registered_sba_ieq(p.port()), (0, 0));
     assert_eq!(
-        p.hal().free_bytes(),
+        p.host_memory().free_bytes(),
         free0,
         "remove frees the SBA and IEQ pages"
     );
@@ -107,7 +108,7 @@ fn probe_remove_and_reprobe() {
     d2.unregister_dmb(&dmb).unwrap();
     d2.remove();
     peer.remove();
-    assert_eq!(p.hal().free_bytes(), free0);
+    assert_eq!(p.host_memory().free_bytes(), free0);
 }
 
 /// A bus that records every store-block (request word, length) on its way to the device.
@@ -140,7 +141,7 @@ fn moves_are_chunked_at_4k_with_exactly_one_signal() {
         inner: b.partition(1).port().clone(),
         stores: stores.clone(),
     };
-    let writer = IsmDriver::probe(b.partition(1).hal().clone(), bus, b.chid()).unwrap();
+    let writer = IsmDriver::probe(b.partition(1).host_memory().clone(), bus, b.chid()).unwrap();
     owner
         .add_client(Arc::new(RecordingClient::default()))
         .unwrap();
@@ -545,7 +546,7 @@ fn attach_detach_on_loopback_with_deferred_release() {
     let ops: &dyn SmcdOps = &**d;
     assert!(ops.support_dmb_nocopy());
     let dmb = d.register_dmb(64 << 10, d.gid(), None, 0).unwrap();
-    let free_registered = b.partition(0).hal().free_bytes();
+    let free_registered = b.partition(0).host_memory().free_bytes();
     let att = d.attach_dmb(dmb.token).unwrap();
     assert!(att.attached);
     assert_eq!(
@@ -582,7 +583,7 @@ fn attach_detach_on_loopback_with_deferred_release() {
         "token revoked"
     );
     assert_eq!(
-        b.partition(0).hal().free_bytes(),
+        b.partition(0).host_memory().free_bytes(),
         free_registered,
         "memory not freed yet"
     );
@@ -601,7 +602,7 @@ fn attach_detach_on_loopback_with_deferred_release() {
         "{evs:?}"
     );
     assert_eq!(
-        b.partition(0).hal().free_bytes(),
+        b.partition(0).host_memory().free_bytes(),
         free_registered + (64 << 10),
         "freed at detach"
     );
@@ -643,7 +644,7 @@ fn partition_crash_mid_transfer_then_restart() {
     let b = board(BoardKind::Lpar, 2, 32);
     let (mut hs, cs) = hosts(&b, IrqMode::Thread);
     let owner_gid = hs[0].driver().gid();
-    let owner_mem = b.partition(0).hal().clone();
+    let owner_mem = b.partition(0).host_memory().clone();
     let dmb = hs[0]
         .driver()
         .register_dmb(1 << 20, hs[1].driver().gid(), None, 0)
@@ -753,7 +754,7 @@ fn writer_query_fails(h: &Host, gid: Gid) -> bool {
 fn remove_unregisters_dmbs_still_registered() {
     let b = board(BoardKind::Lpar, 2, 16);
     let p = b.partition(0);
-    let free0 = p.hal().free_bytes();
+    let free0 = p.host_memory().free_bytes();
     let d = p.probe(b.chid()).unwrap();
     let peer = b.partition(1).probe(b.chid()).unwrap();
     d.add_client(Arc::new(RecordingClient::default())).unwrap();
@@ -771,5 +772,5 @@ fn remove_unregisters_dmbs_still_registered() {
         .move_data(kept.token, 0, true, 0, b"after remove")
         .unwrap_err();
     assert_eq!(e, IsmError::Move(MoveError::InvalidToken));
-    assert_eq!(p.hal().free_bytes(), free0, "and frees its memory");
+    assert_eq!(p.host_memory().free_bytes(), free0, "and frees its memory");
 }

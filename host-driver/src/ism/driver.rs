@@ -26,7 +26,7 @@ use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
 use zerocopy::FromBytes;
 
 use super::error::{ErrorKind, IsmError};
-use super::hal::{Bus, Hal};
+use super::hal::{Bus, HostMemory};
 use super::irq::{self, IeqCursor, IrqReport, IsmClient, IsmEvent};
 
 /// Page size of DMA allocations.
@@ -89,7 +89,7 @@ struct Deferred {
 }
 
 /// The driver of one ISM function. Share it with `Arc`; every method takes `&self`.
-pub struct IsmDriver<H: Hal, B: Bus> {
+pub struct IsmDriver<H: HostMemory, B: Bus> {
     hal: H,
     bus: B,
     chid: u16,
@@ -117,7 +117,7 @@ fn alloc_size(len: usize) -> usize {
     len.div_ceil(PAGE) * PAGE
 }
 
-impl<H: Hal, B: Bus> IsmDriver<H, B> {
+impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     /// Probes the function as Linux does: allocates and registers the SBA (one page) and the
     /// IEQ (one page, 512 bytes registered), reads the GID, tries ADD_VLAN_ID 0x1FFF (success
     /// = ISMv2), and reads QUERY_INFO (extensions). `chid` is the function's PCHID.
@@ -298,7 +298,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     }
 
     /// The platform.
-    pub fn hal(&self) -> &H {
+    pub fn host_memory(&self) -> &H {
         &self.hal
     }
 
@@ -655,7 +655,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     }
 }
 
-impl<H: Hal, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
+impl<H: HostMemory, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IsmDriver")
             .field("gid", &self.gid)

@@ -8,12 +8,12 @@ use ism_firmware::{Device, FunctionConfig};
 use ism_hal::fakes::{FakeBoard, FakeMemory};
 use ism_hal::{DevAddr, DmaMemory, DomainId, FunctionId, Gid};
 
-use super::hal::{Bus, BusError, Hal};
+use super::hal::{Bus, BusError, HostMemory};
 
 /// The fake device type: 4 functions, 64 DMBs.
 pub type FakeIsmDevice = Device<FakeBoard, 4, 64>;
 
-/// One function of a fake device, usable as both [`Hal`] and [`Bus`].
+/// One function of a fake device, usable as both [`HostMemory`] and [`Bus`].
 #[derive(Clone)]
 pub struct FakeFunction {
     device: Arc<FakeIsmDevice>,
@@ -73,7 +73,7 @@ impl FakeFunction {
     }
 }
 
-impl Hal for FakeFunction {
+impl HostMemory for FakeFunction {
     type Memory = FakeMemory;
 
     fn memory(&self) -> &FakeMemory {

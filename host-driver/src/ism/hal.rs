@@ -28,7 +28,7 @@ impl core::fmt::Display for BusError {
 impl core::error::Error for BusError {}
 
 /// The partition's memory, as the OS sees it.
-pub trait Hal: Send + Sync {
+pub trait HostMemory: Send + Sync {
     /// The memory type.
     type Memory: DmaMemory + Send + Sync;
 

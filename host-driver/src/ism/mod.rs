@@ -1,7 +1,7 @@
 //! The driver of one ISM function, mirroring Linux's `ism_drv`.
 //!
 //! * [`hal`]: what the driver needs from its platform: the partition's DMA memory
-//!   ([`Hal`]) and the function's two address spaces, commands and store-blocks ([`Bus`]);
+//!   ([`HostMemory`]) and the function's two address spaces, commands and store-blocks ([`Bus`]);
 //! * [`driver`]: [`IsmDriver`]: probe and remove, commands, DMB registration with the
 //!   SBA-index bitmap, moves chunked at 4 KiB, attach/detach where offered;
 //! * [`irq`]: the interrupt handler (SBA walk, IEQ drain) and the [`IsmClient`] trait through
@@ -25,7 +25,7 @@ pub mod recording;
 
 pub use driver::{Dmb, IsmDriver, IsmInfo};
 pub use error::{ErrorKind, IsmError};
-pub use hal::{Bus, BusError, Hal};
+pub use hal::{Bus, BusError, HostMemory};
 pub use irq::{IsmClient, IsmEvent};
 pub use ism_abi::wire::ieq::{event_code, EventType};
 #[cfg(any(test, feature = "std"))]

@@ -11,7 +11,7 @@ use ism_host_driver::ism::{event_code, EventType, IsmEvent};
 /// The recording client the demo waits on (defined in the driver crate).
 pub use ism_host_driver::ism::RecordingClient;
 
-use crate::board::{Board, BoardConfig, BoardKind};
+use crate::board::{BoardConfig, BoardKind, SimBoard};
 use crate::host::{Host, IrqMode};
 
 /// Signals `(sba_idx, dmbe_mask)` and events seen so far.
@@ -22,7 +22,7 @@ pub struct DemoReport {
     /// Number of failed checks.
     pub failures: usize,
     /// The board (for its trace and counters).
-    pub board: Board,
+    pub board: SimBoard,
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
         partition_memory: 16 << 20,
         ..BoardConfig::default()
     };
-    let board = Board::build(BoardKind::Lpar, 2, cfg);
+    let board = SimBoard::build(BoardKind::Lpar, 2, cfg);
     let mut log = String::new();
     let mut failures = 0;
     let mut check = |log: &mut String, ok: bool, what: &str| {

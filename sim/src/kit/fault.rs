@@ -2,7 +2,7 @@
 //! interrupts, fail commands (the host reads `0xFFFF`, "no response") and refuse
 //! store-blocks, at configurable rates and from a seeded generator, so a failing run can be
 //! replayed. Partition crashes, IEQ overflow and DMB exhaustion need no wrapper: a test calls
-//! [`crate::board::Board::crash`], sends more than 15 events, or registers DMBs until the
+//! [`crate::board::SimBoard::crash`], sends more than 15 events, or registers DMBs until the
 //! device says no.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_abi::{DevAddr, DmbToken, Gid, Request};
 use ism_hal::DmaMemory;
-use ism_host_driver::ism::{Bus, BusError, Hal, IsmDriver, RecordingClient};
+use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, RecordingClient};
 
 use super::dut::{CheckResult, DeviceUnderTest};
 use super::harness::{
@@ -754,9 +754,9 @@ impl<B: Bus> Bus for BusRef<'_, B> {
     }
 }
 
-struct HalRef<'a, H>(&'a H);
+struct HostMemoryRef<'a, H>(&'a H);
 
-impl<H: Hal> Hal for HalRef<'_, H> {
+impl<H: HostMemory> HostMemory for HostMemoryRef<'_, H> {
     type Memory = H::Memory;
     fn memory(&self) -> &H::Memory {
         self.0.memory()
@@ -769,8 +769,10 @@ impl<H: Hal> Hal for HalRef<'_, H> {
     }
 }
 
-type RefDriver<'a, D> =
-    IsmDriver<HalRef<'a, <D as DeviceUnderTest>::Hal>, BusRef<'a, <D as DeviceUnderTest>::Bus>>;
+type RefDriver<'a, D> = IsmDriver<
+    HostMemoryRef<'a, <D as DeviceUnderTest>::HostMemory>,
+    BusRef<'a, <D as DeviceUnderTest>::Bus>,
+>;
 
 /// Removes the driver when dropped (also when a check fails half-way).
 struct Probed<'a, D: DeviceUnderTest>(RefDriver<'a, D>);
@@ -790,9 +792,13 @@ pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult
     take_all_irqs(dut);
     let n = dut.functions().min(2);
     let probe = |f: usize| -> Result<Probed<'_, D>, String> {
-        IsmDriver::probe(HalRef(dut.hal(f)), BusRef(dut.bus(f)), dut.chid())
-            .map(Probed)
-            .map_err(|e| format!("driver probe of function {f}: {e}"))
+        IsmDriver::probe(
+            HostMemoryRef(dut.host_memory(f)),
+            BusRef(dut.bus(f)),
+            dut.chid(),
+        )
+        .map(Probed)
+        .map_err(|e| format!("driver probe of function {f}: {e}"))
     };
     let owner = probe(0)?;
     let writer_own = if n > 1 { Some(probe(1)?) } else { None };
