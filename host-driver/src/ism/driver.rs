@@ -157,6 +157,8 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         if let Err(e) = drv.init() {
             drv.hal.dma_free(drv.ieq, PAGE);
             drv.hal.dma_free(drv.sba, SBA_SIZE);
+            // Already undone: Drop must not release it again.
+            drv.removed.store(true, Ordering::Release);
             return Err(e);
         }
         Ok(drv)
@@ -206,7 +208,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
 
     /// Removes the function (the reverse of probe): DEL_VLAN_ID 0x1FFF if v2, UNREG_IEQ,
     /// UNREG_SBA, frees the pages. DMBs still registered are unregistered first. Calling it
-    /// twice is harmless.
+    /// twice is harmless; dropping the driver does it too.
     pub fn remove(&self) {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
@@ -652,6 +654,15 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
                 self.hal.dma_free(x.addr, x.size);
             }
         }
+    }
+}
+
+/// Dropping the driver releases the function, as [`IsmDriver::remove`] does (nothing happens
+/// if it was removed already), so a driver that goes out of scope leaves no SBA, IEQ or DMB
+/// registered and no DMA page allocated.
+impl<H: HostMemory, B: Bus> Drop for IsmDriver<H, B> {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

@@ -156,6 +156,26 @@ mod tests {
     }
 
     #[test]
+    fn dropping_the_driver_releases_the_function() {
+        let dev = fake_device(2, false);
+        let f0 = FakeFunction::new(dev.clone(), 0);
+        let f1 = FakeFunction::new(dev, 1);
+        let owner = IsmDriver::probe(f0.clone(), f0.clone(), 0x0123).unwrap();
+        let writer = IsmDriver::probe(f1.clone(), f1, 0x0123).unwrap();
+        let c = owner
+            .add_client(Arc::new(RecordingClient::default()))
+            .unwrap();
+        let dmb = owner.register_dmb(4096, writer.gid(), None, c).unwrap();
+        drop(owner);
+        // The DMB is gone, and the function can be probed again (REG_SBA and REG_IEQ would be
+        // refused as already registered otherwise).
+        let e = writer.move_data(dmb.token, 0, false, 0, &[1]).unwrap_err();
+        assert_eq!(e, IsmError::Move(ism_abi::MoveError::InvalidToken));
+        let again = IsmDriver::probe(f0.clone(), f0, 0x0123).unwrap();
+        assert_eq!(again.gid(), Gid(0x100));
+    }
+
+    #[test]
     fn dmb_move_signal_reaches_the_owner_client() {
         let (a, b) = pair();
         let rec = Arc::new(RecordingClient::default());
