@@ -5,7 +5,8 @@
 //! * [`smcd`]: the SMC-D device operations (`smcd_ops`) and the SMC-D protocol: CLC
 //!   handshake messages, CDC messages and cursors, connections and streams.
 //!
-//! The core is `no_std + alloc`; the `std` feature adds what needs sockets and threads.
+//! The core is `no_std + alloc` (`scripts/test.sh` builds it without `std` for
+//! `thumbv7em-none-eabihf`); the `std` feature adds what needs sockets and threads.
 #![no_std]
 #![deny(unsafe_code)]
 
