@@ -38,6 +38,9 @@ rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target
 cargo build -p ism-firmware --target thumbv7em-none-eabihf
 cargo build -p ism-firmware --target thumbv7em-none-eabihf --features defmt
 
+stage "host driver builds without std (no_std + alloc, thumbv7em-none-eabihf)"
+cargo build -p ism-host-driver --no-default-features --target thumbv7em-none-eabihf
+
 if [ "$QUICK" = 1 ]; then
     echo "quick run: skipping loom, Miri and QEMU"
     exit 0

@@ -57,6 +57,8 @@ impl core::fmt::Display for ReturnCode {
     }
 }
 
+impl core::error::Error for ReturnCode {}
+
 code_table! {
     /// Why a store-block move was refused (the code a board reports for a refused store);
     /// its text is a short description. Nothing was written when a move fails.
@@ -82,6 +84,8 @@ impl core::fmt::Display for MoveError {
         f.write_str(self.as_str())
     }
 }
+
+impl core::error::Error for MoveError {}
 
 #[cfg(test)]
 mod tests {

@@ -164,7 +164,7 @@ impl Board for FastBoard {
     fn clock(&self) -> &TickClock {
         &self.clock
     }
-    fn same_memory(&self, _: DomainId, _: DomainId) -> bool {
+    fn may_map(&self, _: DomainId, _: DomainId) -> bool {
         false
     }
 }

@@ -18,7 +18,8 @@ use portable_atomic::AtomicU64;
 
 use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
 use ism_hal::{
-    Board, Clock, DevAddr, DmaMemory, DmbToken, DomainId, FunctionId, Gid, InterruptLine,
+    Board, Clock, DevAddr, DmaMemory, DmaMemoryExt, DmbToken, DomainId, FunctionId, Gid,
+    InterruptLine,
 };
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -93,6 +94,7 @@ struct Control<const F: usize, const D: usize> {
 /// Error returned by [`Device::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ConfigError {
     /// More functions than the device's capacity `F` (or than 64).
     TooManyFunctions,
@@ -101,6 +103,18 @@ pub enum ConfigError {
     /// A function's domain is not on the board.
     UnknownDomain,
 }
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConfigError::TooManyFunctions => "more functions than the device holds",
+            ConfigError::DuplicateGid => "two functions share a GID",
+            ConfigError::UnknownDomain => "a function's memory domain is not on the board",
+        })
+    }
+}
+
+impl core::error::Error for ConfigError {}
 
 /// An ISM device with up to `F` functions and a table of `D` DMBs, running on board `B`.
 pub struct Device<B: Board, const F: usize, const D: usize> {
@@ -357,12 +371,8 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             entry_len: (ieq::ENTRY_LEN as u64).into(),
             reserved: 0.into(),
         };
-        for (i, word) in header.as_bytes().chunks_exact(8).enumerate() {
-            let mut w = [0; 8];
-            w.copy_from_slice(word);
-            mem.store_u64(DevAddr(addr.0 + 8 * i as u64), w)
-                .map_err(|_| ReturnCode::InvalidAddress)?;
-        }
+        mem.store_words(addr, &header)
+            .map_err(|_| ReturnCode::InvalidAddress)?;
         q.addr = Some(addr);
         q.len = len as usize;
         q.entries = ieq::entries(len as usize);
@@ -607,7 +617,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     }
 
     fn attach_offered(&self, me: &FunctionState) -> bool {
-        self.board.same_memory(me.config.domain, me.config.domain)
+        self.board.may_map(me.config.domain, me.config.domain)
     }
 
     /// ATTACH_DMB (extension): the caller must be the DMB's authorized writer and share the
@@ -632,7 +642,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let owner_domain = self.functions[info.owner.index()].config.domain;
         let mask = 1u64 << f.index();
         if info.rgid != me.config.gid
-            || !self.board.same_memory(me.config.domain, owner_domain)
+            || !self.board.may_map(me.config.domain, owner_domain)
             || c.slots[slot].attachers & mask != 0
         {
             return Err(ReturnCode::AttachNotPermitted);
@@ -792,12 +802,8 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
                 info: info.into(),
             };
             let at = base.0 + ieq::entry_offset(k) as u64;
-            for (i, word) in ev.as_bytes().chunks_exact(8).enumerate() {
-                let mut w = [0; 8];
-                w.copy_from_slice(word);
-                let _ = mem.store_u64(DevAddr(at + 8 * i as u64), w);
-            }
-            let _ = mem.store_u64(base, (k as u64 + 1).to_be_bytes());
+            let _ = mem.store_words(DevAddr(at), &ev);
+            let _ = mem.store_be_u64(base, k as u64 + 1);
             q.next = (k + 1) % q.entries;
         }
         if let Some(_l) = t.sba_lease.acquire(None) {

@@ -31,27 +31,11 @@ use ism_hal::fakes::FakeBoard;
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, DomainId, FunctionId, Gid};
 
+pub use crate::geometry::{domain_base, gid, DOMAIN_SIZE, FUNCTIONS, TABLE};
 use crate::ops::{MoveTarget, Op};
-
-/// Functions (and domains) on the board.
-pub const FUNCTIONS: usize = 3;
-/// Bytes per memory domain.
-pub const DOMAIN_SIZE: usize = 32 << 10;
-/// DMB table size (small, so "table full" is reached).
-pub const TABLE: usize = 8;
 
 /// The device under test.
 pub type FuzzDevice = Device<FakeBoard, 4, TABLE>;
-
-/// The GID of function `f`.
-pub fn gid(f: usize) -> Gid {
-    Gid(0x4953_4D00_0000_0100 + 0x100 * f as u64)
-}
-
-/// Device address of the first byte of domain `d` (as `FakeBoard` lays them out).
-pub fn domain_base(d: usize) -> u64 {
-    ((d as u64) + 1) << 32
-}
 
 /// Life cycle of a DMB in the shadow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

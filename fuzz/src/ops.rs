@@ -20,7 +20,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use ism_firmware::command::Request;
 use ism_hal::{DevAddr, DmbToken, Gid};
 
-use crate::device::{domain_base, gid, DOMAIN_SIZE, FUNCTIONS};
+use crate::geometry::{domain_base, gid, DOMAIN_SIZE, FUNCTIONS};
 
 /// An address: mostly inside (or just past) one of the domains, sometimes anything.
 #[derive(Arbitrary, Clone, Copy, Debug)]

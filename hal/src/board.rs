@@ -31,5 +31,5 @@ pub trait Board {
     /// copying into it, because both are one memory. A board without no-copy support (an
     /// LPAR board, where the device copies between partitions) returns `false`, even for
     /// `a == b`.
-    fn same_memory(&self, a: DomainId, b: DomainId) -> bool;
+    fn may_map(&self, a: DomainId, b: DomainId) -> bool;
 }

@@ -147,7 +147,7 @@ pub struct FakeBoard {
     pub irqs: Vec<FakeIrq>,
     /// The clock.
     pub clock: FakeClock,
-    /// Answer of `same_memory` for equal domains (no-copy offered); unequal ones never are.
+    /// Answer of `may_map` for equal domains (no-copy offered); unequal ones never are.
     pub shared_memory: bool,
 }
 
@@ -180,7 +180,7 @@ impl Board for FakeBoard {
     fn clock(&self) -> &FakeClock {
         &self.clock
     }
-    fn same_memory(&self, a: DomainId, b: DomainId) -> bool {
+    fn may_map(&self, a: DomainId, b: DomainId) -> bool {
         self.shared_memory && a == b
     }
 }
@@ -209,6 +209,36 @@ mod tests {
         );
         assert!(m.contains(DevAddr(0x1040), 0));
         assert!(!m.contains(DevAddr(0x1040), 1));
+    }
+
+    #[test]
+    fn typed_words_round_trip_and_refuse_whole() {
+        use crate::memory::DmaMemoryExt;
+        let m = FakeMemory::new(0x1000, 64);
+        let v: [u64; 3] = [1, u64::MAX, 0x0102_0304_0506_0708];
+        m.store_words(DevAddr(0x1008), &v).unwrap();
+        assert_eq!(m.load_words::<[u64; 3]>(DevAddr(0x1008)), Ok(v));
+        m.store_be_u64(DevAddr(0x1000), 0x1122).unwrap();
+        assert_eq!(m.snapshot(0x1000, 8), [0, 0, 0, 0, 0, 0, 0x11, 0x22]);
+        assert_eq!(m.load_be_u64(DevAddr(0x1000)), Ok(0x1122));
+        // Misaligned address or odd size, and a range past the end: nothing written.
+        assert_eq!(
+            m.store_words(DevAddr(0x1004), &v),
+            Err(MemError::Misaligned)
+        );
+        assert_eq!(
+            m.store_words(DevAddr(0x1000), &[1u8; 12]),
+            Err(MemError::Misaligned)
+        );
+        assert_eq!(
+            m.store_words(DevAddr(0x1030), &[7u64; 3]),
+            Err(MemError::OutOfBounds)
+        );
+        assert_eq!(m.snapshot(0x1030, 16), [0; 16]);
+        assert_eq!(
+            m.load_words::<[u64; 3]>(DevAddr(0x1030)),
+            Err(MemError::OutOfBounds)
+        );
     }
 
     #[test]

@@ -38,4 +38,4 @@ pub use board::Board;
 pub use clock::Clock;
 pub use ids::{DevAddr, DmbToken, DomainId, FunctionId, Gid};
 pub use irq::InterruptLine;
-pub use memory::{DmaMemory, MemError};
+pub use memory::{DmaMemory, DmaMemoryExt, MemError};

@@ -10,10 +10,13 @@
 //! and the event queue (IEQ) are read and written by host and device at the same time, so
 //! they go through the atomic accessors.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
 use crate::ids::DevAddr;
 
 /// Why a memory access was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemError {
     /// Some byte of `[addr, addr + len)` lies outside the domain (or the range overflows).
     OutOfBounds,
@@ -36,6 +39,8 @@ impl core::fmt::Display for MemError {
         f.write_str(self.as_str())
     }
 }
+
+impl core::error::Error for MemError {}
 
 /// The memory of one domain, addressed by device address.
 ///
@@ -105,6 +110,74 @@ pub trait DmaMemory {
     /// [`MemError::OutOfBounds`].
     fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError>;
 }
+
+/// Typed accesses on any [`DmaMemory`]: a whole wire layout (a zerocopy struct whose size is
+/// a multiple of 8, such as an IEQ entry or header) or one big-endian doubleword, through the
+/// atomic 8-byte accessors, so that a concurrent reader never sees a torn doubleword.
+pub trait DmaMemoryExt: DmaMemory {
+    /// Stores `value` at `addr`, one atomic doubleword at a time in ascending address order.
+    ///
+    /// # Errors
+    /// [`MemError::Misaligned`] unless `addr` is 8-byte aligned and the size of `T` a
+    /// multiple of 8; [`MemError::OutOfBounds`] if the range is not inside the domain. Nothing
+    /// is written on an error.
+    fn store_words<T: IntoBytes + Immutable>(
+        &self,
+        addr: DevAddr,
+        value: &T,
+    ) -> Result<(), MemError> {
+        let bytes = value.as_bytes();
+        if !addr.0.is_multiple_of(8) || !bytes.len().is_multiple_of(8) {
+            return Err(MemError::Misaligned);
+        }
+        if !self.contains(addr, bytes.len() as u64) {
+            return Err(MemError::OutOfBounds);
+        }
+        for (i, word) in bytes.chunks_exact(8).enumerate() {
+            let mut w = [0; 8];
+            w.copy_from_slice(word);
+            self.store_u64(DevAddr(addr.0 + 8 * i as u64), w)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a `T` from `addr`, one atomic doubleword at a time in ascending address order.
+    ///
+    /// # Errors
+    /// As [`DmaMemoryExt::store_words`].
+    fn load_words<T: FromBytes + IntoBytes>(&self, addr: DevAddr) -> Result<T, MemError> {
+        let mut value = T::new_zeroed();
+        let bytes = value.as_mut_bytes();
+        if !addr.0.is_multiple_of(8) || bytes.len() % 8 != 0 {
+            return Err(MemError::Misaligned);
+        }
+        if !self.contains(addr, bytes.len() as u64) {
+            return Err(MemError::OutOfBounds);
+        }
+        for (i, word) in bytes.chunks_exact_mut(8).enumerate() {
+            word.copy_from_slice(&self.load_u64(DevAddr(addr.0 + 8 * i as u64))?);
+        }
+        Ok(value)
+    }
+
+    /// Atomically loads the big-endian `u64` at `addr` (acquire).
+    ///
+    /// # Errors
+    /// As [`DmaMemory::load_u64`].
+    fn load_be_u64(&self, addr: DevAddr) -> Result<u64, MemError> {
+        self.load_u64(addr).map(u64::from_be_bytes)
+    }
+
+    /// Atomically stores `value` big-endian at `addr` (release).
+    ///
+    /// # Errors
+    /// As [`DmaMemory::store_u64`].
+    fn store_be_u64(&self, addr: DevAddr, value: u64) -> Result<(), MemError> {
+        self.store_u64(addr, value.to_be_bytes())
+    }
+}
+
+impl<M: DmaMemory + ?Sized> DmaMemoryExt for M {}
 
 impl<M: DmaMemory + ?Sized> DmaMemory for &M {
     fn base(&self) -> DevAddr {

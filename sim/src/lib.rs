@@ -6,7 +6,7 @@
 //!
 //! The crate has two halves, each a folder:
 //! * [`kit`]: the board kit: [`board`], [`memory`], [`irq`], [`fault`], [`trace`], [`host`],
-//!   [`smc`];
+//!   [`smc`], [`rng`];
 //! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`demo`], [`soak`],
 //!   [`workload`].
 //!
@@ -17,7 +17,7 @@ pub mod apps;
 pub mod kit;
 
 pub use apps::{bench, demo, soak, workload};
-pub use kit::{board, fault, host, irq, memory, smc, trace};
+pub use kit::{board, fault, host, irq, memory, rng, smc, trace};
 
-pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};
+pub use board::{BoardConfig, BoardKind, Partition, SimBoard, SimDriver};
 pub use host::{Host, IrqMode};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use ism_host_driver::smcd::StackConfig;
-use ism_sim::board::{Board, BoardConfig, BoardKind};
+use ism_sim::board::{BoardConfig, BoardKind, SimBoard};
 use ism_sim::demo::run_device_demo;
 use ism_sim::host::IrqMode;
 use ism_sim::smc::SmcBoard;
@@ -144,7 +144,7 @@ enum Command {
     },
 }
 
-fn write_trace(path: &Option<PathBuf>, board: &Board) -> Result<(), String> {
+fn write_trace(path: &Option<PathBuf>, board: &SimBoard) -> Result<(), String> {
     if let (Some(path), Some(t)) = (path, board.tracer()) {
         std::fs::write(path, t.to_json())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -308,7 +308,7 @@ fn info(partitions: u8, trace: &Option<PathBuf>) -> Result<(), String> {
         (BoardKind::Lpar, partitions as usize),
         (BoardKind::Loopback, 1),
     ] {
-        let board = Board::build(kind, n, cfg.clone());
+        let board = SimBoard::build(kind, n, cfg.clone());
         println!("{kind:?} board, CHID {:#06x}", board.chid());
         for p in board.partitions() {
             let d = p.probe(board.chid()).map_err(|e| format!("probe: {e}"))?;

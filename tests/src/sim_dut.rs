@@ -1,17 +1,17 @@
 //! [`DeviceUnderTest`] for the `ism-sim` boards: the reference implementation a vendor can
 //! copy. Each function's bus is the board's [`SimPort`], its memory the partition's
-//! [`SimHal`], its interrupt the partition's interrupt line.
+//! [`SimHostMemory`], its interrupt the partition's interrupt line.
 
 use std::time::Duration;
 
-use ism_sim::board::{SimHal, SimPort};
-use ism_sim::{Board, BoardConfig, BoardKind};
+use ism_sim::board::{SimHostMemory, SimPort};
+use ism_sim::{BoardConfig, BoardKind, SimBoard};
 
 use crate::conformance::DeviceUnderTest;
 
 /// A simulator board under test.
 pub struct SimDut {
-    board: Board,
+    board: SimBoard,
 }
 
 impl SimDut {
@@ -32,18 +32,18 @@ impl SimDut {
             ..BoardConfig::default()
         };
         Self {
-            board: Board::build(kind, n, cfg),
+            board: SimBoard::build(kind, n, cfg),
         }
     }
 
     /// The board.
-    pub fn board(&self) -> &Board {
+    pub fn board(&self) -> &SimBoard {
         &self.board
     }
 }
 
 impl DeviceUnderTest for SimDut {
-    type Hal = SimHal;
+    type HostMemory = SimHostMemory;
     type Bus = SimPort;
 
     fn functions(&self) -> usize {
@@ -54,8 +54,8 @@ impl DeviceUnderTest for SimDut {
         self.board.partition(f).port()
     }
 
-    fn hal(&self, f: usize) -> &SimHal {
-        self.board.partition(f).hal()
+    fn host_memory(&self, f: usize) -> &SimHostMemory {
+        self.board.partition(f).host_memory()
     }
 
     fn wait_irq(&self, f: usize, timeout: Duration) -> bool {

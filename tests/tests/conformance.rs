@@ -12,7 +12,7 @@ ism_tests::conformance_tests!(loopback, SimDut::loopback());
 #[test]
 fn run_all_passes_on_a_three_partition_board_and_leaves_it_clean() {
     let dut = SimDut::lpar(3);
-    let free: Vec<u64> = (0..3).map(|f| dut.hal(f).free_bytes()).collect();
+    let free: Vec<u64> = (0..3).map(|f| dut.host_memory(f).free_bytes()).collect();
     let results = conformance::run_all(&dut);
     assert_eq!(results.len(), conformance::checks::<SimDut>().len());
     let failed: Vec<String> = results
@@ -22,7 +22,7 @@ fn run_all_passes_on_a_three_partition_board_and_leaves_it_clean() {
     assert!(failed.is_empty(), "{failed:#?}");
     // Checks undo what they register and free what they allocate.
     assert_eq!(dut.board().device().dmbs_in_use(), 0);
-    let after: Vec<u64> = (0..3).map(|f| dut.hal(f).free_bytes()).collect();
+    let after: Vec<u64> = (0..3).map(|f| dut.host_memory(f).free_bytes()).collect();
     assert_eq!(free, after, "checks leaked DMA memory");
 }
 
@@ -30,7 +30,7 @@ fn run_all_passes_on_a_three_partition_board_and_leaves_it_clean() {
 #[test]
 fn a_broken_device_fails_the_signal_check() {
     use ism_host_driver::ism::{Bus, BusError};
-    use ism_sim::board::{SimHal, SimPort};
+    use ism_sim::board::{SimHostMemory, SimPort};
     use std::time::Duration;
 
     struct NoSignal(SimDut, Vec<Dropper>);
@@ -48,7 +48,7 @@ fn a_broken_device_fails_the_signal_check() {
         }
     }
     impl DeviceUnderTest for NoSignal {
-        type Hal = SimHal;
+        type HostMemory = SimHostMemory;
         type Bus = Dropper;
         fn functions(&self) -> usize {
             self.0.functions()
@@ -56,8 +56,8 @@ fn a_broken_device_fails_the_signal_check() {
         fn bus(&self, f: usize) -> &Dropper {
             &self.1[f]
         }
-        fn hal(&self, f: usize) -> &SimHal {
-            self.0.hal(f)
+        fn host_memory(&self, f: usize) -> &SimHostMemory {
+            self.0.host_memory(f)
         }
         fn wait_irq(&self, f: usize, _timeout: Duration) -> bool {
             self.0.wait_irq(f, Duration::ZERO)

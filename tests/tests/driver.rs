@@ -11,25 +11,27 @@ use ism_firmware::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
 use ism_firmware::{MoveError, ReturnCode};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
-use ism_host_driver::ism::{Bus, BusError, ErrorKind, Hal, IsmDriver, IsmError};
+use ism_host_driver::ism::{
+    event_code, Bus, BusError, ErrorKind, EventType, HostMemory, IsmDriver, IsmError,
+    RecordingClient,
+};
 use ism_host_driver::smcd::device::{SmcdGid, SmcdOps};
 use ism_sim::board::SimPort;
-use ism_sim::demo::RecordingClient;
-use ism_sim::{Board, BoardConfig, BoardKind, Host, IrqMode};
+use ism_sim::{BoardConfig, BoardKind, Host, IrqMode, SimBoard};
 use ism_tests::util::{wait_until, Rng};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn board(kind: BoardKind, n: usize, mib: usize) -> Board {
+fn board(kind: BoardKind, n: usize, mib: usize) -> SimBoard {
     let cfg = BoardConfig {
         partition_memory: mib << 20,
         ..BoardConfig::default()
     };
-    Board::build(kind, n, cfg)
+    SimBoard::build(kind, n, cfg)
 }
 
 /// Starts a host on every partition, each with one recording client (id 0).
-fn hosts(b: &Board, mode: IrqMode) -> (Vec<Host>, Vec<Arc<RecordingClient>>) {
+fn hosts(b: &SimBoard, mode: IrqMode) -> (Vec<Host>, Vec<Arc<RecordingClient>>) {
     let hs: Vec<Host> = b
         .partitions()
         .iter()
@@ -69,7 +71,7 @@ fn registered_sba_ieq(port: &SimPort) -> (u64, u64) {
 fn probe_remove_and_reprobe() {
     let b = board(BoardKind::Lpar, 2, 16);
     let p = b.partition(0);
-    let free0 = p.hal().free_bytes();
+    let free0 = p.host_memory().free_bytes();
     assert_eq!(registered_sba_ieq(p.port()), (0, 0));
     let d = p.probe(b.chid()).expect("probe");
     assert_eq!(d.gid(), p.gid());
@@ -82,12 +84,12 @@ fn probe_remove_and_reprobe() {
     assert_eq!(info.ieq_len, 512);
     assert_eq!(info.vlans, vec![0x1FFF]);
     assert_eq!(registered_sba_ieq(p.port()), (info.sba.0, info.ieq.0));
-    assert!(p.hal().free_bytes() < free0);
+    assert!(p.host_memory().free_bytes() < free0);
     d.remove();
     d.remove(); // harmless
     assert_eq!(registered_sba_ieq(p.port()), (0, 0));
     assert_eq!(
-        p.hal().free_bytes(),
+        p.host_memory().free_bytes(),
         free0,
         "remove frees the SBA and IEQ pages"
     );
@@ -106,7 +108,7 @@ fn probe_remove_and_reprobe() {
     d2.unregister_dmb(&dmb).unwrap();
     d2.remove();
     peer.remove();
-    assert_eq!(p.hal().free_bytes(), free0);
+    assert_eq!(p.host_memory().free_bytes(), free0);
 }
 
 /// A bus that records every store-block (request word, length) on its way to the device.
@@ -139,7 +141,7 @@ fn moves_are_chunked_at_4k_with_exactly_one_signal() {
         inner: b.partition(1).port().clone(),
         stores: stores.clone(),
     };
-    let writer = IsmDriver::probe(b.partition(1).hal().clone(), bus, b.chid()).unwrap();
+    let writer = IsmDriver::probe(b.partition(1).host_memory().clone(), bus, b.chid()).unwrap();
     owner
         .add_client(Arc::new(RecordingClient::default()))
         .unwrap();
@@ -345,7 +347,7 @@ fn coalesced_signals_deliver_once_per_dmb_with_all_data() {
 fn sw_infos(c: &RecordingClient) -> Vec<u64> {
     c.wait_events(0, Duration::ZERO)
         .iter()
-        .filter(|e| e.ty == 2)
+        .filter(|e| e.is(EventType::Software))
         .map(|e| e.info)
         .collect()
 }
@@ -370,7 +372,7 @@ fn ieq_wraps_past_15_events_when_drained_between_bursts() {
     );
     assert!(evs
         .iter()
-        .all(|e| e.ty == 2 && e.code == 0x83 && e.tok == s.gid().0));
+        .all(|e| e.is(EventType::Software) && e.code == 0x83 && e.tok == s.gid().0));
     assert!(
         evs.windows(2).all(|w| w[0].time <= w[1].time),
         "time stamps do not go back"
@@ -544,7 +546,7 @@ fn attach_detach_on_loopback_with_deferred_release() {
     let ops: &dyn SmcdOps = &**d;
     assert!(ops.support_dmb_nocopy());
     let dmb = d.register_dmb(64 << 10, d.gid(), None, 0).unwrap();
-    let free_registered = b.partition(0).hal().free_bytes();
+    let free_registered = b.partition(0).host_memory().free_bytes();
     let att = d.attach_dmb(dmb.token).unwrap();
     assert!(att.attached);
     assert_eq!(
@@ -581,7 +583,7 @@ fn attach_detach_on_loopback_with_deferred_release() {
         "token revoked"
     );
     assert_eq!(
-        b.partition(0).hal().free_bytes(),
+        b.partition(0).host_memory().free_bytes(),
         free_registered,
         "memory not freed yet"
     );
@@ -594,12 +596,13 @@ fn attach_detach_on_loopback_with_deferred_release() {
     assert_eq!(d.deferred_releases(), 0);
     let evs = cs[0].wait_events(0, Duration::ZERO);
     assert!(
-        evs.iter()
-            .any(|e| e.ty == 0 && e.code == 4 && e.tok == dmb.token.0),
+        evs.iter().any(|e| e.is(EventType::Buffer)
+            && e.code == event_code::BUF_DMB_UNREGISTERED
+            && e.tok == dmb.token.0),
         "{evs:?}"
     );
     assert_eq!(
-        b.partition(0).hal().free_bytes(),
+        b.partition(0).host_memory().free_bytes(),
         free_registered + (64 << 10),
         "freed at detach"
     );
@@ -641,7 +644,7 @@ fn partition_crash_mid_transfer_then_restart() {
     let b = board(BoardKind::Lpar, 2, 32);
     let (mut hs, cs) = hosts(&b, IrqMode::Thread);
     let owner_gid = hs[0].driver().gid();
-    let owner_mem = b.partition(0).hal().clone();
+    let owner_mem = b.partition(0).host_memory().clone();
     let dmb = hs[0]
         .driver()
         .register_dmb(1 << 20, hs[1].driver().gid(), None, 0)
@@ -701,8 +704,9 @@ fn partition_crash_mid_transfer_then_restart() {
     // The peer got a device event naming the crashed GID.
     let evs = cs[1].wait_events(1, WAIT);
     assert!(
-        evs.iter()
-            .any(|e| e.ty == 1 && e.code == 1 && e.tok == owner_gid.0),
+        evs.iter().any(|e| e.is(EventType::Device)
+            && e.code == event_code::DEV_GID_ERR_STATE
+            && e.tok == owner_gid.0),
         "device event on the peer: {evs:?}"
     );
     assert!(writer_query_fails(&hs[1], owner_gid));
@@ -750,7 +754,7 @@ fn writer_query_fails(h: &Host, gid: Gid) -> bool {
 fn remove_unregisters_dmbs_still_registered() {
     let b = board(BoardKind::Lpar, 2, 16);
     let p = b.partition(0);
-    let free0 = p.hal().free_bytes();
+    let free0 = p.host_memory().free_bytes();
     let d = p.probe(b.chid()).unwrap();
     let peer = b.partition(1).probe(b.chid()).unwrap();
     d.add_client(Arc::new(RecordingClient::default())).unwrap();
@@ -768,5 +772,5 @@ fn remove_unregisters_dmbs_still_registered() {
         .move_data(kept.token, 0, true, 0, b"after remove")
         .unwrap_err();
     assert_eq!(e, IsmError::Move(MoveError::InvalidToken));
-    assert_eq!(p.hal().free_bytes(), free0, "and frees its memory");
+    assert_eq!(p.host_memory().free_bytes(), free0, "and frees its memory");
 }

@@ -9,10 +9,9 @@ use ism_firmware::command::Request;
 use ism_firmware::{MoveError, ReturnCode};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
-use ism_host_driver::ism::{Bus, BusError, Hal, IsmError};
+use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmError, RecordingClient};
 use ism_sim::board::SimPort;
-use ism_sim::demo::RecordingClient;
-use ism_sim::{Board, BoardConfig, BoardKind, SimDriver};
+use ism_sim::{BoardConfig, BoardKind, SimBoard, SimDriver};
 use ism_tests::util::{hash_domain, Rng};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use std::sync::Arc;
 const MEM: u64 = 2 << 20;
 
 struct Rig {
-    board: Board,
+    board: SimBoard,
     /// Drivers of partitions 0 and 1; partition 2 stays unprobed (raw attacker).
     d: Vec<Arc<SimDriver>>,
 }
@@ -30,7 +29,7 @@ fn rig() -> Rig {
         partition_memory: MEM as usize,
         ..BoardConfig::default()
     };
-    let board = Board::build(BoardKind::Lpar, 3, cfg);
+    let board = SimBoard::build(BoardKind::Lpar, 3, cfg);
     let d: Vec<Arc<SimDriver>> = (0..2)
         .map(|i| board.partition(i).probe(board.chid()).unwrap())
         .collect();
@@ -45,7 +44,7 @@ impl Rig {
         self.board
             .partitions()
             .iter()
-            .map(|p| hash_domain(p.hal().memory()))
+            .map(|p| hash_domain(p.host_memory().memory()))
             .collect()
     }
 
@@ -54,7 +53,7 @@ impl Rig {
     }
 
     fn base(&self, i: usize) -> u64 {
-        self.board.partition(i).hal().memory().base().0
+        self.board.partition(i).host_memory().memory().base().0
     }
 
     fn gid(&self, i: usize) -> Gid {
@@ -414,7 +413,7 @@ fn commands_cannot_make_the_device_touch_another_domain() {
     let mut last = [0u8; 1];
     r.board
         .partition(2)
-        .hal()
+        .host_memory()
         .memory()
         .read(DevAddr(own + MEM - 1), &mut last)
         .unwrap();
@@ -426,7 +425,7 @@ fn commands_cannot_make_the_device_touch_another_domain() {
 fn the_device_never_writes_unregistered_sba_ieq_or_dmb_memory() {
     let r = rig();
     let owner = &r.d[0];
-    let mem = r.board.partition(0).hal().memory();
+    let mem = r.board.partition(0).host_memory().memory();
     let dmb = owner.register_dmb(8192, r.gid(1), None, 0).unwrap();
     owner.unregister_dmb(&dmb).unwrap();
     // The freed DMB memory now holds something else of partition 0's.
@@ -440,7 +439,12 @@ fn the_device_never_writes_unregistered_sba_ieq_or_dmb_memory() {
     // Remove the driver (UNREG_IEQ, UNREG_SBA); the pages get reused with a pattern.
     let (sba, ieq, _) = r.info(0);
     // A DMB buffer for later, allocated while the SBA and IEQ pages are still in use.
-    let buf = r.board.partition(0).hal().dma_alloc(4096, 4096).unwrap();
+    let buf = r
+        .board
+        .partition(0)
+        .host_memory()
+        .dma_alloc(4096, 4096)
+        .unwrap();
     owner.remove();
     assert_eq!(r.info(0), (0, 0, 0));
     mem.write(DevAddr(sba), &[0xA5; 4096]).unwrap();

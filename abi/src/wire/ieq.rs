@@ -28,6 +28,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{U32, U64};
+use crate::table::code_table;
 
 /// Size of the header and of each entry.
 pub const ENTRY_LEN: usize = 32;
@@ -36,27 +37,16 @@ pub const LINUX_IEQ_LEN: usize = 512;
 /// Largest accepted queue length (one page).
 pub const MAX_IEQ_LEN: usize = 4096;
 
-/// Event types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum EventType {
-    /// Buffer event (`ISM_EVENT_BUF`, formerly `ISM_EVENT_DMB`): `tok` is a DMB token.
-    Buffer = 0,
-    /// Device event (`ISM_EVENT_DEV`, formerly `ISM_EVENT_GID`): `tok` is a GID.
-    Device = 1,
-    /// Software event from SIGNAL_IEQ (`ISM_EVENT_SWR`): `tok` is the sender's GID.
-    Software = 2,
-}
-
-impl EventType {
-    /// The type for a raw value.
-    pub fn from_raw(raw: u32) -> Option<Self> {
-        match raw {
-            0 => Some(Self::Buffer),
-            1 => Some(Self::Device),
-            2 => Some(Self::Software),
-            _ => None,
-        }
+code_table! {
+    /// Event types (the `type` of an IEQ entry); the text is Linux's name.
+    #[non_exhaustive]
+    pub enum EventType: u32, text = name {
+        /// Buffer event (`ISM_EVENT_BUF`, formerly `ISM_EVENT_DMB`): `tok` is a DMB token.
+        Buffer = 0 => "ISM_EVENT_BUF",
+        /// Device event (`ISM_EVENT_DEV`, formerly `ISM_EVENT_GID`): `tok` is a GID.
+        Device = 1 => "ISM_EVENT_DEV",
+        /// Software event from SIGNAL_IEQ (`ISM_EVENT_SWR`): `tok` is the sender's GID.
+        Software = 2 => "ISM_EVENT_SWR",
     }
 }
 

@@ -240,7 +240,7 @@ impl Board for SelfTestBoard {
         &self.clock
     }
 
-    fn same_memory(&self, _a: DomainId, _b: DomainId) -> bool {
+    fn may_map(&self, _a: DomainId, _b: DomainId) -> bool {
         false
     }
 }

@@ -26,7 +26,7 @@ use ism_hal::{DevAddr, DmaMemory, DmbToken, Gid};
 use zerocopy::FromBytes;
 
 use super::error::{ErrorKind, IsmError};
-use super::hal::{Bus, Hal};
+use super::hal::{Bus, HostMemory};
 use super::irq::{self, IeqCursor, IrqReport, IsmClient, IsmEvent};
 
 /// Page size of DMA allocations.
@@ -89,7 +89,7 @@ struct Deferred {
 }
 
 /// The driver of one ISM function. Share it with `Arc`; every method takes `&self`.
-pub struct IsmDriver<H: Hal, B: Bus> {
+pub struct IsmDriver<H: HostMemory, B: Bus> {
     hal: H,
     bus: B,
     chid: u16,
@@ -121,7 +121,7 @@ fn alloc_size(len: usize) -> usize {
     len.div_ceil(PAGE) * PAGE
 }
 
-impl<H: Hal, B: Bus> IsmDriver<H, B> {
+impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     /// Probes the function as Linux does: allocates and registers the SBA (one page) and the
     /// IEQ (one page, 512 bytes registered), reads the GID, tries ADD_VLAN_ID 0x1FFF (success
     /// = ISMv2), and reads QUERY_INFO (extensions). `chid` is the function's PCHID.
@@ -163,6 +163,8 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
         if let Err(e) = drv.init() {
             drv.hal.dma_free(drv.ieq, PAGE);
             drv.hal.dma_free(drv.sba, SBA_SIZE);
+            // Already undone: Drop must not release it again.
+            drv.removed.store(true, Ordering::Release);
             return Err(e);
         }
         Ok(drv)
@@ -212,7 +214,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
 
     /// Removes the function (the reverse of probe): DEL_VLAN_ID 0x1FFF if v2, UNREG_IEQ,
     /// UNREG_SBA, frees the pages. DMBs still registered are unregistered first. Calling it
-    /// twice is harmless.
+    /// twice is harmless; dropping the driver does it too.
     pub fn remove(&self) {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
@@ -365,7 +367,7 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     }
 
     /// The platform.
-    pub fn hal(&self) -> &H {
+    pub fn host_memory(&self) -> &H {
         &self.hal
     }
 
@@ -729,7 +731,16 @@ impl<H: Hal, B: Bus> IsmDriver<H, B> {
     }
 }
 
-impl<H: Hal, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
+/// Dropping the driver releases the function, as [`IsmDriver::remove`] does (nothing happens
+/// if it was removed already), so a driver that goes out of scope leaves no SBA, IEQ or DMB
+/// registered and no DMA page allocated.
+impl<H: HostMemory, B: Bus> Drop for IsmDriver<H, B> {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+impl<H: HostMemory, B: Bus> core::fmt::Debug for IsmDriver<H, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IsmDriver")
             .field("gid", &self.gid)
@@ -755,8 +766,8 @@ mod tests {
         freed: Arc<spin::Mutex<Vec<u64>>>,
     }
 
-    impl Hal for Refusing {
-        type Memory = <FakeFunction as Hal>::Memory;
+    impl HostMemory for Refusing {
+        type Memory = <FakeFunction as HostMemory>::Memory;
         fn memory(&self) -> &Self::Memory {
             self.f.memory()
         }

@@ -4,6 +4,7 @@ use ism_abi::{MoveError, ReturnCode};
 
 /// What kind of failure, as an errno a Linux caller would see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// `ENOSPC`: no free SBA index, or the device's DMB table is full.
     NoSpace,
@@ -42,6 +43,7 @@ impl ErrorKind {
 
 /// An ISM driver error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IsmError {
     /// The device answered with a known non-zero return code.
     Device(ReturnCode),
@@ -107,8 +109,7 @@ impl core::fmt::Display for IsmError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for IsmError {}
+impl core::error::Error for IsmError {}
 
 #[cfg(test)]
 mod tests {

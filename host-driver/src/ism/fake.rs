@@ -8,12 +8,12 @@ use ism_firmware::{Device, FunctionConfig};
 use ism_hal::fakes::{FakeBoard, FakeMemory};
 use ism_hal::{DevAddr, DmaMemory, DomainId, FunctionId, Gid};
 
-use super::hal::{Bus, BusError, Hal};
+use super::hal::{Bus, BusError, HostMemory};
 
 /// The fake device type: 4 functions, 64 DMBs.
 pub type FakeIsmDevice = Device<FakeBoard, 4, 64>;
 
-/// One function of a fake device, usable as both [`Hal`] and [`Bus`].
+/// One function of a fake device, usable as both [`HostMemory`] and [`Bus`].
 #[derive(Clone)]
 pub struct FakeFunction {
     device: Arc<FakeIsmDevice>,
@@ -73,7 +73,7 @@ impl FakeFunction {
     }
 }
 
-impl Hal for FakeFunction {
+impl HostMemory for FakeFunction {
     type Memory = FakeMemory;
 
     fn memory(&self) -> &FakeMemory {
@@ -115,25 +115,9 @@ impl Bus for FakeFunction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ism::{ErrorKind, IsmClient, IsmDriver, IsmError, IsmEvent};
+    use crate::ism::{ErrorKind, IsmDriver, IsmError, RecordingClient};
     use ism_abi::wire::ieq::EventType;
-    use std::sync::Mutex;
     use std::vec::Vec;
-
-    #[derive(Default)]
-    struct Recorder {
-        signals: Mutex<Vec<(u32, u16)>>,
-        events: Mutex<Vec<IsmEvent>>,
-    }
-
-    impl IsmClient for Recorder {
-        fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
-            self.signals.lock().unwrap().push((sba_idx, dmbe_mask));
-        }
-        fn handle_event(&self, event: &IsmEvent) {
-            self.events.lock().unwrap().push(*event);
-        }
-    }
 
     type Drv = IsmDriver<FakeFunction, FakeFunction>;
 
@@ -172,9 +156,29 @@ mod tests {
     }
 
     #[test]
+    fn dropping_the_driver_releases_the_function() {
+        let dev = fake_device(2, false);
+        let f0 = FakeFunction::new(dev.clone(), 0);
+        let f1 = FakeFunction::new(dev, 1);
+        let owner = IsmDriver::probe(f0.clone(), f0.clone(), 0x0123).unwrap();
+        let writer = IsmDriver::probe(f1.clone(), f1, 0x0123).unwrap();
+        let c = owner
+            .add_client(Arc::new(RecordingClient::default()))
+            .unwrap();
+        let dmb = owner.register_dmb(4096, writer.gid(), None, c).unwrap();
+        drop(owner);
+        // The DMB is gone, and the function can be probed again (REG_SBA and REG_IEQ would be
+        // refused as already registered otherwise).
+        let e = writer.move_data(dmb.token, 0, false, 0, &[1]).unwrap_err();
+        assert_eq!(e, IsmError::Move(ism_abi::MoveError::InvalidToken));
+        let again = IsmDriver::probe(f0.clone(), f0, 0x0123).unwrap();
+        assert_eq!(again.gid(), Gid(0x100));
+    }
+
+    #[test]
     fn dmb_move_signal_reaches_the_owner_client() {
         let (a, b) = pair();
-        let rec = Arc::new(Recorder::default());
+        let rec = Arc::new(RecordingClient::default());
         let client = a.add_client(rec.clone()).unwrap();
         let dmb = a.register_dmb(16384, b.gid(), None, client).unwrap();
         assert_eq!(dmb.sba_idx, 32);
@@ -188,7 +192,7 @@ mod tests {
         assert!(a.irq_pending());
         let r = a.handle_irq();
         assert_eq!(r.signals, 1, "chunks are signalled once, on the last");
-        assert_eq!(*rec.signals.lock().unwrap(), [(32, 0x1000)]);
+        assert_eq!(rec.signals(), [(32, 0x1000)]);
         assert!(!a.irq_pending());
         // Writing it from the owner itself is refused: only rgid may write.
         let e = a.move_data(dmb.token, 0, false, 0, &[1]).unwrap_err();
@@ -203,7 +207,7 @@ mod tests {
     #[test]
     fn events_are_drained_in_order_across_the_wrap() {
         let (a, b) = pair();
-        let rec = Arc::new(Recorder::default());
+        let rec = Arc::new(RecordingClient::default());
         a.add_client(rec.clone()).unwrap();
         for round in 0..3u64 {
             for i in 0..10u64 {
@@ -212,7 +216,7 @@ mod tests {
             }
             a.handle_irq();
         }
-        let ev = rec.events.lock().unwrap();
+        let ev = rec.events();
         assert_eq!(ev.len(), 30);
         for (n, e) in ev.iter().enumerate() {
             assert_eq!(e.event_type(), Some(EventType::Software));
@@ -224,7 +228,7 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_locally() {
         let (a, b) = pair();
-        let c = a.add_client(Arc::new(Recorder::default())).unwrap();
+        let c = a.add_client(Arc::new(RecordingClient::default())).unwrap();
         let e = a.register_dmb(0, b.gid(), None, c).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         let e = a.register_dmb((1 << 20) + 1, b.gid(), None, c).unwrap_err();
@@ -243,7 +247,7 @@ mod tests {
         let f = FakeFunction::new(dev, 0);
         let a: Drv = IsmDriver::probe(f.clone(), f, 0xFFFF).unwrap();
         assert!(a.supports_attach());
-        let c = a.add_client(Arc::new(Recorder::default())).unwrap();
+        let c = a.add_client(Arc::new(RecordingClient::default())).unwrap();
         let dmb = a.register_dmb(16384, a.gid(), None, c).unwrap();
         let att = a.attach_dmb(dmb.token).unwrap();
         assert_eq!((att.addr, att.len, att.attached), (dmb.addr, dmb.len, true));

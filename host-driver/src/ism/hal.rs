@@ -7,6 +7,7 @@ use ism_hal::{DevAddr, DmaMemory};
 
 /// A bus-level failure: the request never reached the device or no answer came back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BusError {
     /// The function is gone (hot-unplugged, partition deactivated).
     NoDevice,
@@ -15,8 +16,19 @@ pub enum BusError {
     StoreRefused(u8),
 }
 
+impl core::fmt::Display for BusError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BusError::NoDevice => f.write_str("the function is gone"),
+            BusError::StoreRefused(code) => write!(f, "store-block refused with code {code}"),
+        }
+    }
+}
+
+impl core::error::Error for BusError {}
+
 /// The partition's memory, as the OS sees it.
-pub trait Hal: Send + Sync {
+pub trait HostMemory: Send + Sync {
     /// The memory type.
     type Memory: DmaMemory + Send + Sync;
 

@@ -13,9 +13,9 @@
 
 use ism_abi::wire::ieq::{Event, EventType};
 use ism_abi::wire::sba::{self, SbaFlags, FIRST_DMB_INDEX, NR_DMBS};
-use zerocopy::FromBytes;
+use zerocopy::FromZeros;
 
-use ism_hal::{DevAddr, DmaMemory};
+use ism_hal::{DevAddr, DmaMemory, DmaMemoryExt};
 
 /// An event taken from the IEQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,11 @@ impl IsmEvent {
     /// The event type, if known.
     pub fn event_type(&self) -> Option<EventType> {
         EventType::from_raw(self.ty)
+    }
+
+    /// Whether the event is of type `t`.
+    pub fn is(&self, t: EventType) -> bool {
+        self.ty == t.raw()
     }
 
     fn from_entry(e: &Event) -> Self {
@@ -125,7 +130,7 @@ pub(crate) fn drain_ieq<M: DmaMemory + ?Sized>(
     cursor: &mut IeqCursor,
     mut deliver: impl FnMut(&IsmEvent),
 ) -> u32 {
-    let head = i64::from_be_bytes(mem.load_u64(ieq_base).unwrap_or([0; 8]));
+    let head = mem.load_be_u64(ieq_base).unwrap_or(0) as i64;
     // A device that writes an index outside 0..=entries is broken; stop rather than loop.
     if !(0..=cursor.entries).contains(&head) {
         return 0;
@@ -137,14 +142,12 @@ pub(crate) fn drain_ieq<M: DmaMemory + ?Sized>(
             cursor.last = 0;
         }
         let at = ieq_base.0 + ism_abi::wire::ieq::entry_offset(cursor.last as usize) as u64;
-        let mut raw = [0u8; 32];
-        for (i, chunk) in raw.chunks_exact_mut(8).enumerate() {
-            chunk.copy_from_slice(&mem.load_u64(DevAddr(at + 8 * i as u64)).unwrap_or([0; 8]));
-        }
-        if let Ok(e) = Event::read_from_bytes(&raw) {
-            deliver(&IsmEvent::from_entry(&e));
-            n += 1;
-        }
+        // An entry the memory refuses reads as zeros, as the driver cannot do better.
+        let e = mem
+            .load_words::<Event>(DevAddr(at))
+            .unwrap_or_else(|_| Event::new_zeroed());
+        deliver(&IsmEvent::from_entry(&e));
+        n += 1;
     }
     n
 }

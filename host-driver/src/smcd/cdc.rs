@@ -291,8 +291,7 @@ impl fmt::Display for CdcError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for CdcError {}
+impl core::error::Error for CdcError {}
 
 /// An SMC-D CDC message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

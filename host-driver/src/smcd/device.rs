@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 
 use ism_hal::{DmaMemory, DmbToken, Gid};
 
-use crate::ism::{Bus, Dmb, ErrorKind, Hal, IsmClient, IsmDriver, IsmError};
+use crate::ism::{Bus, Dmb, ErrorKind, HostMemory, IsmClient, IsmDriver, IsmError};
 
 /// An SMC-D GID: 64 bits for native ISM, plus an extension for Emulated-ISM (6.8+).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ pub trait SmcdOps: Send + Sync {
     }
 }
 
-impl<H: Hal, B: Bus> SmcdOps for IsmDriver<H, B> {
+impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
     fn query_remote_gid(&self, rgid: SmcdGid, vid_valid: bool, vid: u16) -> Result<(), IsmError> {
         // Native ISM GIDs are 64 bits; an extension can only match an emulated device's.
         if rgid.gid_ext != 0 && !is_emulated_chid(self.chid()) {

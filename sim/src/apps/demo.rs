@@ -2,75 +2,19 @@
 //! ISM driver: register, move, signal, software events, and a crash, each step verified.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ism_hal::{DevAddr, DmaMemory};
-use ism_host_driver::ism::{IsmClient, IsmEvent};
+use ism_host_driver::ism::{event_code, EventType, IsmEvent};
 
-use crate::board::{Board, BoardConfig, BoardKind};
+/// The recording client the demo waits on (defined in the driver crate).
+pub use ism_host_driver::ism::RecordingClient;
+
+use crate::board::{BoardConfig, BoardKind, SimBoard};
 use crate::host::{Host, IrqMode};
 
 /// Signals `(sba_idx, dmbe_mask)` and events seen so far.
-type Seen = (Vec<(u32, u16)>, Vec<IsmEvent>);
-
-/// A client that records what the handler delivers and lets a thread wait for it.
-#[derive(Default)]
-pub struct RecordingClient {
-    seen: Mutex<Seen>,
-    cond: Condvar,
-}
-
-impl RecordingClient {
-    /// Waits until at least `n` signals were delivered; returns them.
-    pub fn wait_signals(&self, n: usize, timeout: Duration) -> Vec<(u32, u16)> {
-        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, timeout, |s| s.0.len() < n)
-            .unwrap_or_else(|e| e.into_inner());
-        g.0.clone()
-    }
-
-    /// Waits until at least `n` events were delivered; returns them.
-    pub fn wait_events(&self, n: usize, timeout: Duration) -> Vec<IsmEvent> {
-        self.wait_events_until(timeout, |e| e.len() >= n)
-    }
-
-    /// Waits until the events delivered so far satisfy `done`; returns them.
-    pub fn wait_events_until(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&[IsmEvent]) -> bool,
-    ) -> Vec<IsmEvent> {
-        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, timeout, |s| !done(&s.1))
-            .unwrap_or_else(|e| e.into_inner());
-        g.1.clone()
-    }
-}
-
-impl IsmClient for RecordingClient {
-    fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .push((sba_idx, dmbe_mask));
-        self.cond.notify_all();
-    }
-    fn handle_event(&self, event: &IsmEvent) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .push(*event);
-        self.cond.notify_all();
-    }
-}
-
 /// The outcome of [`run_device_demo`]: a readable log and whether every check passed.
 pub struct DemoReport {
     /// One line per step.
@@ -78,7 +22,7 @@ pub struct DemoReport {
     /// Number of failed checks.
     pub failures: usize,
     /// The board (for its trace and counters).
-    pub board: Board,
+    pub board: SimBoard,
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -90,7 +34,7 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
         partition_memory: 16 << 20,
         ..BoardConfig::default()
     };
-    let board = Board::build(BoardKind::Lpar, 2, cfg);
+    let board = SimBoard::build(BoardKind::Lpar, 2, cfg);
     let mut log = String::new();
     let mut failures = 0;
     let mut check = |log: &mut String, ok: bool, what: &str| {
@@ -174,7 +118,7 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
     }
     let a = hosts[0].driver();
     let b = hosts[1].driver();
-    let software = |evs: &[IsmEvent]| evs.iter().filter(|e| e.ty == 2).count();
+    let software = |evs: &[IsmEvent]| evs.iter().filter(|e| e.is(EventType::Software)).count();
     for batch in 0..2u64 {
         for i in 0..10u64 {
             b.signal_event(a.gid(), true, 0x83, batch * 10 + i)
@@ -189,20 +133,28 @@ pub fn run_device_demo(trace: bool) -> DemoReport {
         "  LPAR 1 -> LPAR 0: 20 SIGNAL_IEQ software events in two bursts (the 15-entry IEQ wraps)"
     );
     let evs = clients[0].wait_events_until(WAIT, |e| software(e) >= 20);
-    let sw: Vec<u64> = evs.iter().filter(|e| e.ty == 2).map(|e| e.info).collect();
+    let sw: Vec<u64> = evs
+        .iter()
+        .filter(|e| e.is(EventType::Software))
+        .map(|e| e.info)
+        .collect();
     check(
         &mut log,
         sw == (0..20).collect::<Vec<_>>()
-            && evs.iter().filter(|e| e.ty == 2).all(|e| e.tok == b.gid().0),
+            && evs
+                .iter()
+                .filter(|e| e.is(EventType::Software))
+                .all(|e| e.tok == b.gid().0),
         "LPAR 0 drained all 20 in order, each tagged with LPAR 1's GID",
     );
     board.crash(1);
     let _ = writeln!(log, "  LPAR 1 crashes");
-    let evs = clients[0].wait_events_until(WAIT, |e| e.iter().any(|e| e.ty == 1));
+    let evs = clients[0].wait_events_until(WAIT, |e| e.iter().any(|e| e.is(EventType::Device)));
     check(
         &mut log,
-        evs.iter()
-            .any(|e| e.ty == 1 && e.tok == b.gid().0 && e.code == 1),
+        evs.iter().any(|e| {
+            e.is(EventType::Device) && e.tok == b.gid().0 && e.code == event_code::DEV_GID_ERR_STATE
+        }),
         "LPAR 0 received a device event (GID error state) naming LPAR 1",
     );
     check(

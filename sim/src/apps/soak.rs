@@ -26,6 +26,7 @@ use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, Stream};
 
 use crate::board::{BoardConfig, BoardKind};
 use crate::host::IrqMode;
+use crate::rng::Rng;
 use crate::smc::SmcBoard;
 use crate::workload::Pattern;
 
@@ -126,25 +127,6 @@ struct Counters {
     after_restart: AtomicU64,
 }
 
-/// xorshift64: the soak's random choices.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// What the receiving side saw.
 enum Received {
     /// Clean end of stream after `n` verified bytes.
@@ -215,7 +197,7 @@ fn one_connection(
     };
     let len = rng.range(1, opts.max_bytes.max(1));
     let chunk = rng.range(1, 256 << 10) as usize;
-    let seed = rng.next();
+    let seed = rng.next_u64();
     let listener = match Listener::bind(server, "127.0.0.1:0") {
         Ok(l) => l,
         Err(_) => {
@@ -458,17 +440,4 @@ pub fn run_soak(opts: &SoakOptions) -> Result<SoakReport, String> {
         restart_failures: l(&c.restart_failures),
         verified_after_restart: l(&c.after_restart),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rng_range_is_inclusive_and_bounded() {
-        let mut r = Rng::new(3);
-        let v: Vec<u64> = (0..1000).map(|_| r.range(2, 4)).collect();
-        assert!(v.iter().all(|x| (2..=4).contains(x)));
-        assert!(v.contains(&2) && v.contains(&4));
-    }
 }

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use ism_host_driver::smcd::{Listener, Stream, StreamStats};
 
 use crate::board::BoardKind;
+use crate::rng::Rng;
 use crate::smc::SmcBoard;
 
-/// A reproducible byte sequence (xorshift64*), generated in blocks.
+/// A reproducible byte sequence (the [`Rng`]'s output, little-endian), generated in blocks.
 #[derive(Clone, Debug)]
 pub struct Pattern {
-    state: u64,
+    rng: Rng,
     word: [u8; 8],
     used: usize,
 }
@@ -24,19 +25,14 @@ impl Pattern {
     /// The sequence for `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: Rng::new(seed),
             word: [0; 8],
             used: 8,
         }
     }
 
     fn next_word(&mut self) -> [u8; 8] {
-        let mut x = self.state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.state = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
+        self.rng.next_u64().to_le_bytes()
     }
 
     /// Fills `buf` with the next bytes of the sequence.

@@ -1,13 +1,13 @@
 //! Boards: the device plus the partitions it connects.
 //!
-//! * [`Board::lpar`]: `n` partitions, each its own memory domain and ISM function (distinct
+//! * [`SimBoard::lpar`]: `n` partitions, each its own memory domain and ISM function (distinct
 //!   GIDs, one CHID): the device copies between domains, as between LPARs.
-//! * [`Board::loopback`]: one memory domain and one function with the reserved CHID 0xFFFF,
+//! * [`SimBoard::loopback`]: one memory domain and one function with the reserved CHID 0xFFFF,
 //!   where the device offers ATTACH_DMB (Linux's loopback-ism with no-copy).
 //!
-//! A board can crash or deactivate a partition ([`Board::crash`], [`Board::disable`]): the
+//! A board can crash or deactivate a partition ([`SimBoard::crash`], [`SimBoard::disable`]): the
 //! device drops that function's DMBs (moves in flight finish first, none follows), its
-//! peers get device events, and its commands and moves fail until [`Board::restart`].
+//! peers get device events, and its commands and moves fail until [`SimBoard::restart`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ism_firmware::{Device, DownReason, FunctionConfig, StatsSnapshot};
 use ism_hal::regs::{FunctionRegisters, COMMAND_AREA_SIZE};
 use ism_hal::{Clock, DevAddr, DmaMemory, DomainId, FunctionId, Gid};
-use ism_host_driver::ism::{Bus, BusError, Hal, IsmDriver, IsmError};
+use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
 
 use crate::fault::{FaultConfig, FaultCounts, FaultInjector};
 use crate::irq::IrqLine;
@@ -68,7 +68,7 @@ impl ism_hal::Board for SimHw {
     fn clock(&self) -> &SimClock {
         &self.clock
     }
-    fn same_memory(&self, a: DomainId, b: DomainId) -> bool {
+    fn may_map(&self, a: DomainId, b: DomainId) -> bool {
         self.shared && a == b
     }
 }
@@ -111,13 +111,13 @@ impl Default for BoardConfig {
 
 /// The partition OS's view of its memory: the domain and its DMA allocator.
 #[derive(Clone)]
-pub struct SimHal {
+pub struct SimHostMemory {
     memory: Arc<MemoryDomain>,
     pool: Arc<DmaPool>,
     epoch: u64,
 }
 
-impl Hal for SimHal {
+impl HostMemory for SimHostMemory {
     type Memory = MemoryDomain;
 
     fn memory(&self) -> &MemoryDomain {
@@ -135,7 +135,7 @@ impl Hal for SimHal {
     }
 }
 
-impl SimHal {
+impl SimHostMemory {
     /// Bytes still free in the partition.
     pub fn free_bytes(&self) -> u64 {
         self.pool.free_bytes()
@@ -230,12 +230,12 @@ impl Bus for SimPort {
 }
 
 /// The driver of a simulated function.
-pub type SimDriver = IsmDriver<SimHal, SimPort>;
+pub type SimDriver = IsmDriver<SimHostMemory, SimPort>;
 
 /// One partition: its memory, its function, its interrupt line.
 pub struct Partition {
     index: usize,
-    hal: SimHal,
+    hal: SimHostMemory,
     port: SimPort,
     irq: Arc<IrqLine>,
     gid: Gid,
@@ -261,7 +261,7 @@ impl Partition {
     }
 
     /// The partition's memory and allocator.
-    pub fn hal(&self) -> &SimHal {
+    pub fn host_memory(&self) -> &SimHostMemory {
         &self.hal
     }
 
@@ -281,7 +281,7 @@ impl Partition {
     /// The driver's error.
     pub fn probe(&self, chid: u16) -> Result<Arc<SimDriver>, IsmError> {
         // The OS of the current boot: its frees count only until the partition reboots.
-        let hal = SimHal {
+        let hal = SimHostMemory {
             epoch: self.hal.pool.epoch(),
             ..self.hal.clone()
         };
@@ -290,7 +290,7 @@ impl Partition {
 }
 
 /// A board: the device and its partitions.
-pub struct Board {
+pub struct SimBoard {
     kind: BoardKind,
     device: Arc<SimDevice>,
     partitions: Vec<Partition>,
@@ -306,7 +306,7 @@ fn clock_salt() -> u32 {
     (n as u32) ^ ((n >> 32) as u32).rotate_left(13) ^ std::process::id()
 }
 
-impl Board {
+impl SimBoard {
     /// An LPAR board with `n` partitions (1..=8) and default options.
     ///
     /// # Panics
@@ -386,7 +386,7 @@ impl Board {
                 }
                 Partition {
                     index: i,
-                    hal: SimHal {
+                    hal: SimHostMemory {
                         memory: mem,
                         pool,
                         epoch: 0,
@@ -509,13 +509,13 @@ mod tests {
 
     #[test]
     fn lpar_partitions_have_distinct_gids_and_domains() {
-        let b = Board::lpar(3);
+        let b = SimBoard::lpar(3);
         assert_eq!(b.partitions().len(), 3);
         let g: Vec<_> = b.partitions().iter().map(|p| p.gid()).collect();
         assert!(g[0] != g[1] && g[1] != g[2]);
         assert_ne!(
-            b.partition(0).hal().memory().base(),
-            b.partition(1).hal().memory().base()
+            b.partition(0).host_memory().memory().base(),
+            b.partition(1).host_memory().memory().base()
         );
         let d = b.partition(0).probe(b.chid()).unwrap();
         assert!(!d.supports_attach());
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn loopback_offers_attach() {
-        let b = Board::loopback();
+        let b = SimBoard::loopback();
         let d = b.partition(0).probe(b.chid()).unwrap();
         assert!(d.supports_attach());
         assert_eq!(d.chid(), 0xFFFF);

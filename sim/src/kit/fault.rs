@@ -2,11 +2,13 @@
 //! interrupts, fail commands (the host reads `0xFFFF`, "no response") and refuse
 //! store-blocks, at configurable rates and from a seeded generator, so a failing run can be
 //! replayed. Partition crashes, IEQ overflow and DMB exhaustion need no wrapper: a test calls
-//! [`crate::board::Board::crash`], sends more than 15 events, or registers DMBs until the
+//! [`crate::board::SimBoard::crash`], sends more than 15 events, or registers DMBs until the
 //! device says no.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::rng;
 
 /// What to inject. Rates are in parts per million of the operations concerned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,7 +61,7 @@ pub struct FaultInjector {
 impl FaultInjector {
     /// An injector for `cfg`.
     pub fn new(cfg: FaultConfig) -> Self {
-        let seed = cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let seed = rng::seed_state(cfg.seed);
         Self {
             cfg,
             rng: AtomicU64::new(seed),
@@ -80,15 +82,12 @@ impl FaultInjector {
         }
         let mut x = self.rng.load(Ordering::Relaxed);
         loop {
-            let mut n = x;
-            n ^= n << 13;
-            n ^= n >> 7;
-            n ^= n << 17;
+            let (n, out) = rng::step(x);
             match self
                 .rng
                 .compare_exchange_weak(x, n, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return (n % 1_000_000) < ppm as u64,
+                Ok(_) => return (out % 1_000_000) < ppm as u64,
                 Err(now) => x = now,
             }
         }

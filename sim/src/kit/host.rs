@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ism_host_driver::ism::{IsmClient, IsmError, IsmEvent};
+use ism_host_driver::ism::{EventType, IsmClient, IsmError, IsmEvent};
 
 use crate::board::{Partition, SimDriver};
 use crate::irq::IrqLine;
@@ -36,10 +36,10 @@ impl IsmClient for TraceEvents {
     fn handle_irq(&self, _sba_idx: u32, _dmbe_mask: u16) {}
 
     fn handle_event(&self, e: &IsmEvent) {
-        let name = match e.ty {
-            0 => "buffer event",
-            1 => "device event",
-            2 => "software event",
+        let name = match e.event_type() {
+            Some(EventType::Buffer) => "buffer event",
+            Some(EventType::Device) => "device event",
+            Some(EventType::Software) => "software event",
             _ => "event",
         };
         let args = [

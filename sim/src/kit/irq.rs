@@ -1,14 +1,16 @@
 //! Interrupt delivery: one line per ISM function that wakes a waiting host thread.
 //!
-//! `raise` sets the line pending and, only if a thread is asleep on it, wakes it. A waiter
-//! first spins briefly (an idle vCPU on this kind of machine takes ~20 µs to wake, so a short
-//! spin keeps back-to-back interrupts cheap), then sleeps on a condition variable.
+//! `raise` sets the line pending and wakes a waiter. A waiter first spins briefly (an idle
+//! vCPU on this kind of machine takes ~20 µs to wake, so a short spin keeps back-to-back
+//! interrupts cheap), then sleeps. The spinning and sleeping is the workspace's one
+//! spin-then-sleep waiter, [`Notify`] of the SMC-D layer.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ism_hal::InterruptLine;
+use ism_host_driver::smcd::wait::{Notify, WaitMode};
 
 use crate::fault::FaultInjector;
 use crate::trace::Tracer;
@@ -16,9 +18,7 @@ use crate::trace::Tracer;
 /// One function's interrupt line.
 pub struct IrqLine {
     pending: AtomicBool,
-    sleepers: AtomicU32,
-    lock: Mutex<()>,
-    cond: Condvar,
+    wake: Notify,
     raised: AtomicU64,
     spin: Duration,
     trace: Option<(Arc<Tracer>, u32)>,
@@ -31,9 +31,7 @@ impl IrqLine {
     pub fn new(spin: Duration, trace: Option<(Arc<Tracer>, u32)>) -> Self {
         Self {
             pending: AtomicBool::new(false),
-            sleepers: AtomicU32::new(0),
-            lock: Mutex::new(()),
-            cond: Condvar::new(),
+            wake: Notify::new(),
             raised: AtomicU64::new(0),
             spin,
             trace,
@@ -62,43 +60,18 @@ impl IrqLine {
         self.raised.load(Ordering::Relaxed)
     }
 
-    /// Waits until the line is pending (and takes it) or `timeout` passes; returns whether
-    /// an interrupt was taken.
+    /// Waits until the line is pending (and takes it), [`IrqLine::kick`] is called or
+    /// `timeout` passes; returns whether an interrupt was taken.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        while start.elapsed() < self.spin.min(timeout) {
-            if self.take() {
-                return true;
-            }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(16) {
-                // Yield now and then: on a machine with fewer cores than spinning threads
-                // the thread that will raise this line may need this core.
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        // Read the wake counter before looking at the line: a raise in between moves it.
+        let seen = self.wake.seq();
+        if self.take() {
+            return true;
         }
-        let deadline = start + timeout;
-        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let taken = loop {
-            if self.take() {
-                break true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break false;
-            }
-            guard = self
-                .cond
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        taken
+        let deadline = Instant::now() + timeout;
+        let mode = WaitMode::Blocking(self.spin.min(timeout));
+        self.wake.wait(seen, mode, Some(deadline), || false);
+        self.take()
     }
 
     /// Extra latency the board injects before the handler runs.
@@ -110,17 +83,14 @@ impl IrqLine {
     /// the line were raised, but without fault injection, tracing or counting: it is not
     /// the device's interrupt (on s390 such events arrive as machine checks).
     pub fn platform_event(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.cond.notify_all();
-        }
+        self.pending.store(true, Ordering::Release);
+        self.wake.notify();
     }
 
-    /// Wakes every waiter without raising (used to stop interrupt threads).
+    /// Wakes every waiter without raising: their `wait` returns `false` (used to stop
+    /// interrupt threads).
     pub fn kick(&self) {
-        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.cond.notify_all();
+        self.wake.notify();
     }
 }
 
@@ -133,13 +103,10 @@ impl InterruptLine for IrqLine {
         if let Some((t, pid)) = &self.trace {
             t.instant(*pid, "irq", "interrupt", &[]);
         }
-        let was = self.pending.swap(true, Ordering::AcqRel);
-        // SeqCst pairs with the sleeper's increment: either the waiter sees `pending` before
-        // sleeping, or we see it counted and notify under the lock.
-        if !was && self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.cond.notify_all();
-        }
+        // Pending first, then the counter: a waiter that read the counter before this raise
+        // sees it move; one that reads it after also sees the line pending.
+        self.pending.store(true, Ordering::Release);
+        self.wake.notify();
     }
 }
 
@@ -157,6 +124,26 @@ mod tests {
         assert!(t.join().unwrap());
         assert!(!line.is_pending(), "the waiter took the interrupt");
         assert_eq!(line.raised(), 1);
+    }
+
+    #[test]
+    fn kick_ends_a_wait_without_an_interrupt() {
+        let line = Arc::new(IrqLine::new(Duration::ZERO, None));
+        let l2 = line.clone();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            (l2.wait(Duration::from_secs(10)), start.elapsed())
+        });
+        // Kick until the waiter is gone (it may not be waiting yet at the first kick).
+        let start = Instant::now();
+        while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+            line.kick();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (taken, waited) = t.join().unwrap();
+        assert!(!taken);
+        assert!(waited < Duration::from_secs(5), "kick did not end the wait");
+        assert_eq!(line.raised(), 0);
     }
 
     #[test]

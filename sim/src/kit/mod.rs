@@ -8,12 +8,14 @@
 //! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
 //! * [`trace`]: Chrome/Perfetto trace export;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
-//! * [`smc`]: SMC-D stacks on a board's partitions.
+//! * [`smc`]: SMC-D stacks on a board's partitions;
+//! * [`rng`]: the one pseudo-random generator (workloads, soak, faults, tests).
 
 pub mod board;
 pub mod fault;
 pub mod host;
 pub mod irq;
 pub mod memory;
+pub mod rng;
 pub mod smc;
 pub mod trace;

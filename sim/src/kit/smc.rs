@@ -12,12 +12,12 @@ use ism_host_driver::ism::IsmError;
 use ism_host_driver::smcd::device::SmcdOps;
 use ism_host_driver::smcd::{SmcStack, StackConfig};
 
-use crate::board::{Board, BoardConfig, BoardKind};
+use crate::board::{BoardConfig, BoardKind, SimBoard};
 use crate::host::{Host, IrqMode};
 
 /// A board whose partitions run SMC-D stacks.
 pub struct SmcBoard {
-    board: Board,
+    board: SimBoard,
     /// `None` only while a partition reboots (or if its reboot failed).
     hosts: Vec<Option<Host>>,
     stacks: Vec<Arc<SmcStack>>,
@@ -38,7 +38,7 @@ impl SmcBoard {
         irq: IrqMode,
         stack_cfg: StackConfig,
     ) -> Result<Self, IsmError> {
-        let board = Board::build(kind, partitions, board_cfg);
+        let board = SimBoard::build(kind, partitions, board_cfg);
         let tracer = board.tracer().cloned();
         let mut hosts = Vec::new();
         let mut stacks = Vec::new();
@@ -90,7 +90,7 @@ impl SmcBoard {
     }
 
     /// The board.
-    pub fn board(&self) -> &Board {
+    pub fn board(&self) -> &SimBoard {
         &self.board
     }
 

@@ -1,11 +1,11 @@
 //! The checks, and the one list of them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_abi::{DevAddr, DmbToken, Gid, Request};
 use ism_hal::DmaMemory;
-use ism_host_driver::ism::{Bus, BusError, Hal, IsmClient, IsmDriver, IsmEvent};
+use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, RecordingClient};
 
 use super::dut::{CheckResult, DeviceUnderTest};
 use super::harness::{
@@ -754,9 +754,9 @@ impl<B: Bus> Bus for BusRef<'_, B> {
     }
 }
 
-struct HalRef<'a, H>(&'a H);
+struct HostMemoryRef<'a, H>(&'a H);
 
-impl<H: Hal> Hal for HalRef<'_, H> {
+impl<H: HostMemory> HostMemory for HostMemoryRef<'_, H> {
     type Memory = H::Memory;
     fn memory(&self) -> &H::Memory {
         self.0.memory()
@@ -769,38 +769,10 @@ impl<H: Hal> Hal for HalRef<'_, H> {
     }
 }
 
-type RefDriver<'a, D> =
-    IsmDriver<HalRef<'a, <D as DeviceUnderTest>::Hal>, BusRef<'a, <D as DeviceUnderTest>::Bus>>;
-
-/// Removes the driver when dropped (also when a check fails half-way).
-struct Probed<'a, D: DeviceUnderTest>(RefDriver<'a, D>);
-
-impl<D: DeviceUnderTest> Drop for Probed<'_, D> {
-    fn drop(&mut self) {
-        self.0.remove();
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    signals: Mutex<Vec<(u32, u16)>>,
-    events: Mutex<Vec<IsmEvent>>,
-}
-
-impl IsmClient for Recorder {
-    fn handle_irq(&self, sba_idx: u32, dmbe_mask: u16) {
-        self.signals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((sba_idx, dmbe_mask));
-    }
-    fn handle_event(&self, event: &IsmEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(*event);
-    }
-}
+type RefDriver<'a, D> = IsmDriver<
+    HostMemoryRef<'a, <D as DeviceUnderTest>::HostMemory>,
+    BusRef<'a, <D as DeviceUnderTest>::Bus>,
+>;
 
 /// The crate's port of Linux's ISM driver works over the device: probe (ISMv2 if offered),
 /// REG_DMB through the driver, a 20000-byte move at offset 3000 (chunked at 4 KiB, signal
@@ -810,37 +782,37 @@ impl IsmClient for Recorder {
 pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult {
     take_all_irqs(dut);
     let n = dut.functions().min(2);
-    let probe = |f: usize| -> Result<Probed<'_, D>, String> {
-        IsmDriver::probe(HalRef(dut.hal(f)), BusRef(dut.bus(f)), dut.chid())
-            .map(Probed)
-            .map_err(|e| format!("driver probe of function {f}: {e}"))
+    // A dropped driver removes itself, also when the check fails half-way.
+    let probe = |f: usize| -> Result<RefDriver<'_, D>, String> {
+        IsmDriver::probe(
+            HostMemoryRef(dut.host_memory(f)),
+            BusRef(dut.bus(f)),
+            dut.chid(),
+        )
+        .map_err(|e| format!("driver probe of function {f}: {e}"))
     };
     let owner = probe(0)?;
     let writer_own = if n > 1 { Some(probe(1)?) } else { None };
     let writer = writer_own.as_ref().unwrap_or(&owner);
-    if owner.0.chid() != dut.chid() {
+    if owner.chid() != dut.chid() {
         return Err("driver reports a different CHID".into());
     }
-    let rec = Arc::new(Recorder::default());
-    let client = must(owner.0.add_client(rec.clone()), "add client")?;
+    let rec = Arc::new(RecordingClient::default());
+    let client = must(owner.add_client(rec.clone()), "add client")?;
     let dmb = must(
-        owner.0.register_dmb(64 << 10, writer.0.gid(), None, client),
+        owner.register_dmb(64 << 10, writer.gid(), None, client),
         "register DMB",
     )?;
     let data: Vec<u8> = (0..20_000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
     must(
-        writer.0.move_data(dmb.token, 0, true, 3000, &data),
+        writer.move_data(dmb.token, 0, true, 3000, &data),
         "move_data",
     )?;
     if !dut.wait_irq(0, dut.irq_timeout()) {
         return Err("no interrupt after the driver's signalled move".into());
     }
-    let report = owner.0.handle_irq();
-    let sig = rec
-        .signals
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let report = owner.handle_irq();
+    let sig = rec.signals();
     if sig != [(dmb.sba_idx, DMBE0_MASK)] || report.signals != 1 {
         return Err(format!(
             "handler delivered {sig:?}, want exactly [({}, 0x1000)]",
@@ -849,31 +821,31 @@ pub fn check_linux_driver_round_trip<D: DeviceUnderTest>(dut: &D) -> CheckResult
     }
     let mut back = vec![0u8; data.len()];
     must(
-        owner.0.memory().read(DevAddr(dmb.addr.0 + 3000), &mut back),
+        owner.memory().read(DevAddr(dmb.addr.0 + 3000), &mut back),
         "read DMB",
     )?;
     if back != data {
         return Err("data moved by the driver differs in the owner's DMB".into());
     }
     must(
-        writer.0.signal_event(owner.0.gid(), true, 0x83, 0x77),
+        writer.signal_event(owner.gid(), true, 0x83, 0x77),
         "signal_event",
     )?;
     if !dut.wait_irq(0, dut.irq_timeout()) {
         return Err("no interrupt after signal_event".into());
     }
-    owner.0.handle_irq();
-    let evs = rec.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    owner.handle_irq();
+    let evs = rec.events();
     let found = evs.iter().any(|e| {
-        e.ty == EVENT_SOFTWARE && e.code == 0x83 && e.tok == writer.0.gid().0 && e.info == 0x77
+        e.ty == EVENT_SOFTWARE && e.code == 0x83 && e.tok == writer.gid().0 && e.info == 0x77
     });
     if !found {
         return Err(format!(
             "software event not delivered by the handler: {evs:?}"
         ));
     }
-    must(owner.0.unregister_dmb(&dmb), "unregister DMB")?;
-    if writer.0.move_data(dmb.token, 0, false, 0, &[1]).is_ok() {
+    must(owner.unregister_dmb(&dmb), "unregister DMB")?;
+    if writer.move_data(dmb.token, 0, false, 0, &[1]).is_ok() {
         return Err("a move after unregister_dmb succeeded".into());
     }
     Ok(())

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use ism_host_driver::ism::{Bus, Hal};
+use ism_host_driver::ism::{Bus, HostMemory};
 
 /// A device under test, seen only through what its hosts see.
 pub trait DeviceUnderTest {
     /// The partition memory and DMA allocator of a function's host.
-    type Hal: Hal;
+    type HostMemory: HostMemory;
     /// A function's command area and store-block path.
     type Bus: Bus;
 
@@ -18,7 +18,7 @@ pub trait DeviceUnderTest {
     fn bus(&self, f: usize) -> &Self::Bus;
 
     /// The memory of the partition that owns function `f`.
-    fn hal(&self, f: usize) -> &Self::Hal;
+    fn host_memory(&self, f: usize) -> &Self::HostMemory;
 
     /// Waits up to `timeout` for function `f`'s interrupt; returns whether one was taken
     /// (acknowledged). A zero timeout takes a pending interrupt without waiting.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ism_abi::regs::COMMAND_AREA_SIZE;
 use ism_abi::{DevAddr, DmbToken, Gid, Request};
 use ism_hal::DmaMemory;
-use ism_host_driver::ism::{Bus, BusError, Hal};
+use ism_host_driver::ism::{Bus, BusError, HostMemory};
 
 use super::checks::{IEQ_ENTRY_LEN, IEQ_LEN, PAGE, SBA_SIZE};
 use super::dut::{Check, CheckResult, DeviceUnderTest};
@@ -241,17 +241,21 @@ impl<'a, D: DeviceUnderTest> Session<'a, D> {
         Ok(s)
     }
 
-    pub(super) fn mem(&self) -> &<D::Hal as Hal>::Memory {
-        self.dut.hal(self.f).memory()
+    pub(super) fn mem(&self) -> &<D::HostMemory as HostMemory>::Memory {
+        self.dut.host_memory(self.f).memory()
     }
 
     pub(super) fn alloc(&mut self, size: usize, align: usize) -> Result<DevAddr, String> {
-        let a = self.dut.hal(self.f).dma_alloc(size, align).ok_or_else(|| {
-            format!(
-                "function {}: cannot allocate {size} bytes of DMA memory",
-                self.f
-            )
-        })?;
+        let a = self
+            .dut
+            .host_memory(self.f)
+            .dma_alloc(size, align)
+            .ok_or_else(|| {
+                format!(
+                    "function {}: cannot allocate {size} bytes of DMA memory",
+                    self.f
+                )
+            })?;
         self.allocs.push((a, size));
         Ok(a)
     }
@@ -357,7 +361,7 @@ impl<D: DeviceUnderTest> Drop for Session<'_, D> {
             let _ = command(self.dut, self.f, Request::UnregSba);
         }
         for (a, n) in self.allocs.drain(..) {
-            self.dut.hal(self.f).dma_free(a, n);
+            self.dut.host_memory(self.f).dma_free(a, n);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A conformance suite for ISM devices, written against the **host-visible interface only**:
 //! the command area and store-blocks of each function ([`Bus`](ism_host_driver::ism::Bus)), the partition memory the
-//! device reads and writes ([`Hal`](ism_host_driver::ism::Hal): SBA, IEQ and DMBs live there), and each function's
+//! device reads and writes ([`HostMemory`](ism_host_driver::ism::HostMemory): SBA, IEQ and DMBs live there), and each function's
 //! interrupt. Nothing here looks inside the device, so the same checks run against the
 //! `ism-sim` boards, a QEMU device model, or a vendor's hardware behind a thin shim.
 //!
@@ -23,7 +23,7 @@
 //!      `command` posts the request bytes to the function's command area (body, then header)
 //!      and reads back the response header and, if `ret == 0`, the body up to `len`; and
 //!      whose `store_block` issues one store-block with the given 64-bit request word;
-//!    * [`DeviceUnderTest::hal`]: an [`ism_host_driver::ism::Hal`] for the memory of the
+//!    * [`DeviceUnderTest::host_memory`]: an [`ism_host_driver::ism::HostMemory`] for the memory of the
 //!      partition that owns function `f`: byte access by device address, and a DMA allocator
 //!      (the checks allocate SBA, IEQ and DMB buffers from it and free them again);
 //!    * [`DeviceUnderTest::wait_irq`]: wait up to a timeout for function `f`'s interrupt and

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ism_host_driver::smcd::device::SmcdOps;
 use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, Stream};
-use ism_sim::board::{Board, BoardConfig, BoardKind, SimDriver};
+use ism_sim::board::{BoardConfig, BoardKind, SimBoard, SimDriver};
 use ism_sim::host::{Host, IrqMode};
 use ism_sim::workload::Pattern;
 
@@ -78,7 +78,7 @@ pub fn small_cfg(nocopy: bool) -> StackConfig {
 /// that the partition's OS believes in, different from the board's).
 pub struct Custom {
     /// The board.
-    pub board: Board,
+    pub board: SimBoard,
     /// One host per partition.
     pub hosts: Vec<Host>,
     /// One stack per partition that got one (`None` options: no stack).
@@ -92,7 +92,7 @@ impl Custom {
         board_cfg: BoardConfig,
         parts: Vec<(StackConfig, Option<u16>)>,
     ) -> Self {
-        let board = Board::build(kind, parts.len(), board_cfg);
+        let board = SimBoard::build(kind, parts.len(), board_cfg);
         let mut hosts = Vec::new();
         let mut stacks = Vec::new();
         for (p, (cfg, chid)) in board.partitions().iter().zip(parts) {

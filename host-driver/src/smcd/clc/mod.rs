@@ -154,8 +154,7 @@ impl fmt::Display for ClcError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ClcError {}
+impl core::error::Error for ClcError {}
 
 /// Validates an 8-byte CLC header as a stream reader peeks it, and returns the total message
 /// length (header and trailer included) still to be read as one message.
