@@ -24,6 +24,7 @@ pub mod fault;
 pub mod host;
 pub mod irq;
 pub mod memory;
+pub mod process;
 pub mod smc;
 pub mod soak;
 pub mod trace;

@@ -120,6 +120,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_name = "KEYS")]
         only: Vec<String>,
     },
+    /// Run a board as a device process that other processes attach to
+    /// (`ism_sim::process::attach`), or show a running board's state (`board status NAME`).
+    Board(ism_sim::process::cli::BoardCli),
 }
 
 fn write_trace(path: &Option<PathBuf>, board: &Board) -> Result<(), String> {
@@ -394,6 +397,7 @@ fn main() -> ExitCode {
             no_progress,
             only,
         } => bench(rounds, quick, json, svg, pin, no_progress, only),
+        Command::Board(b) => ism_sim::process::cli::run(b),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -128,6 +128,46 @@ impl SharedMapping {
         })
     }
 
+    /// Replaces what a shared mapping shows by the first [`SharedMapping::len`] bytes of the
+    /// file `fd`, at the same address (`MAP_FIXED`): the board gives a reattached function
+    /// a new memory object without moving the device's view of it. Anyone still mapping the
+    /// old object keeps only that.
+    ///
+    /// # Errors
+    /// `Unsupported` for heap memory; `InvalidInput` if the file is too small; `mmap`'s
+    /// error (the old mapping then stays).
+    pub fn replace_backing(&self, fd: impl AsFd) -> std::io::Result<()> {
+        if !matches!(self.backing, Backing::Shared) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "heap memory has no backing file",
+            ));
+        }
+        let size = rustix::fs::fstat(&fd)?.st_size;
+        if u64::try_from(size).map_or(true, |s| s < self.len as u64) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "memory object is smaller than the mapping",
+            ));
+        }
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: replaces exactly our own mapping (same address and length) with a mapping
+        // of the same size and protection; the region is only ever reached through atomics
+        // and volatile accesses made through `&self`, so no Rust reference to its bytes
+        // exists, and an access racing with the replacement sees old or new pages.
+        unsafe {
+            rustix::mm::mmap(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                fd,
+                0,
+            )?
+        };
+        Ok(())
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -237,6 +277,11 @@ impl MemoryDomain {
             ));
         }
         Ok(Self { map, base })
+    }
+
+    /// The mapping under the domain.
+    pub fn mapping(&self) -> &SharedMapping {
+        &self.map
     }
 
     /// Offset of `[addr, addr + len)` in the mapping, if inside it.
