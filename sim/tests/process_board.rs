@@ -568,7 +568,7 @@ fn a_hostile_process_cannot_reach_another_partition() {
         std::thread::yield_now();
     }
     assert_eq!(
-        page.word(regs::SQ_ERROR).load(Ordering::Acquire),
+        page.desc_status(head).load(Ordering::Acquire),
         process::layout::SQ_ERR_MALFORMED
     );
     // The stream between the other two processes was never disturbed.
@@ -586,5 +586,78 @@ fn a_hostile_process_cannot_reach_another_partition() {
     );
     drop(h);
     drop(server);
+    board.stop();
+}
+
+/// Store-blocks without signal are posted: a refused one is reported by the next
+/// signalling store-block to the same DMB, which the board refuses too (the batch never
+/// signals data that did not land) and by `flush`; store-blocks to other DMBs go on.
+#[test]
+fn a_refused_posted_store_block_fails_its_batch_only() {
+    use ism_hal::DmaMemory;
+    use ism_host_driver::ism::{IsmClient, IsmEvent};
+    use std::sync::Mutex;
+    struct Signals(Mutex<Vec<u32>>);
+    impl IsmClient for Signals {
+        fn handle_irq(&self, sba_idx: u32, _mask: u16) {
+            self.0.lock().unwrap().push(sba_idx);
+        }
+        fn handle_event(&self, _e: &IsmEvent) {}
+    }
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "posted", 2);
+    let owner = process::attach_in(&dir.0, "posted").unwrap();
+    let writer = process::attach_in(&dir.0, "posted").unwrap();
+    let signals = std::sync::Arc::new(Signals(Mutex::new(Vec::new())));
+    let client = owner.driver().add_client(signals.clone()).unwrap();
+    let d1 = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), None, client)
+        .unwrap();
+    let d2 = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), None, client)
+        .unwrap();
+    let w = writer.driver();
+    // Past the end of d1: refused, but posted.
+    assert!(w.move_data(d1.token, 0, false, 8000, &[1; 1000]).is_ok());
+    // Another DMB is not affected.
+    w.move_data(d2.token, 0, true, 0, &[2; 100]).unwrap();
+    // d1's batch ends: refused with the posted store-block's reason, nothing lands.
+    let e = w.move_data(d1.token, 0, true, 0, &[3; 100]).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("Store") || format!("{e}").contains("refused"),
+        "{e:?}"
+    );
+    let mut back = [0u8; 100];
+    owner.driver().memory().read(d1.addr, &mut back).unwrap();
+    assert_eq!(back, [0; 100], "data of a failed batch landed");
+    owner.driver().memory().read(d2.addr, &mut back).unwrap();
+    assert_eq!(back, [2; 100]);
+    // The next batch to d1 works again.
+    w.move_data(d1.token, 0, true, 0, &[4; 100]).unwrap();
+    owner.driver().memory().read(d1.addr, &mut back).unwrap();
+    assert_eq!(back, [4; 100]);
+    // `flush` reports the posted refusal once.
+    assert!(matches!(
+        writer.raw().bus().flush(),
+        Err(BusError::StoreRefused(4))
+    ));
+    assert_eq!(writer.raw().bus().flush(), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut got = signals.0.lock().unwrap().clone();
+        got.sort();
+        if got == {
+            let mut v = vec![d1.sba_idx, d2.sba_idx];
+            v.sort();
+            v
+        } {
+            break;
+        }
+        assert!(Instant::now() < deadline, "signals {got:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop((owner, writer));
     board.stop();
 }

@@ -784,14 +784,15 @@ fn send_with_fds(conn: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::i
 /// `stop`. Spins for `spin` after the last work, then sleeps on the doorbell.
 fn worker(dev: &ProcDevice, f: FunctionId, page: &RegPage, stop: &AtomicBool, spin: Duration) {
     let mut buf = vec![0u8; SLOT_DATA];
+    let mut poisoned = Poisoned::new();
     let mut last_work = Instant::now();
     let mut spins = 0u32;
     while !stop.load(Ordering::Acquire) {
-        let mut did = drain_ring(dev, f, page, &mut buf);
+        let mut did = drain_ring(dev, f, page, &mut buf, &mut poisoned);
         let seq = page.word(regs::CMD_SEQ).load(Ordering::Acquire);
         if seq != page.word(regs::CMD_DONE).load(Ordering::Relaxed) {
             // Store-blocks posted before the command come first (PCI ordering).
-            drain_ring(dev, f, page, &mut buf);
+            drain_ring(dev, f, page, &mut buf, &mut poisoned);
             dev.doorbell(f, page.command());
             page.word(regs::CMD_DONE).store(seq, Ordering::Release);
             did = true;
@@ -830,39 +831,65 @@ fn has_work(page: &RegPage) -> bool {
             != page.word(regs::CMD_DONE).load(Ordering::SeqCst)
 }
 
-/// Executes the ring's entries in order; returns whether there were any. After a refused
-/// entry, later ones are skipped until the host clears `SQ_ERROR`.
-fn drain_ring(dev: &ProcDevice, f: FunctionId, page: &RegPage, buf: &mut [u8]) -> bool {
+/// Tokens whose posted store-blocks were refused, with the status: later store-blocks
+/// to the same DMB are refused with it (not executed) up to and including the next
+/// signalling one, which reports it. So a batch "data, then signal" never signals data that
+/// did not land, and one connection's refusal does not touch another DMB's stores.
+type Poisoned = std::collections::HashMap<u64, u32>;
+
+/// Most poisoned tokens remembered (a host that refuses itself more is only hurting itself).
+const MAX_POISONED: usize = 64;
+
+/// Executes the ring's entries in order, writing each entry's status; returns whether
+/// there were any.
+fn drain_ring(
+    dev: &ProcDevice,
+    f: FunctionId,
+    page: &RegPage,
+    buf: &mut [u8],
+    poisoned: &mut Poisoned,
+) -> bool {
     let head = page.word(regs::SQ_HEAD).load(Ordering::Acquire);
     let mut tail = page.word(regs::SQ_TAIL).load(Ordering::Relaxed);
     if head == tail {
         return false;
     }
     let err = page.word(regs::SQ_ERROR);
+    let report = |status: u32| {
+        let _ = err.compare_exchange(0, status, Ordering::AcqRel, Ordering::Relaxed);
+    };
     if head.wrapping_sub(tail) > RING_SLOTS {
         // A host that claims more entries than slots: drop them all.
-        let _ = err.compare_exchange(
-            0,
-            layout::SQ_ERR_MALFORMED,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        report(layout::SQ_ERR_MALFORMED);
         page.word(regs::SQ_TAIL).store(head, Ordering::Release);
         return true;
     }
     while tail != head {
-        if err.load(Ordering::Acquire) == 0 {
-            let req = page.desc_request(tail).load(Ordering::Relaxed);
-            let len = page.desc_len(tail).load(Ordering::Relaxed) as usize;
-            if len > SLOT_DATA {
-                err.store(layout::SQ_ERR_MALFORMED, Ordering::Release);
-            } else {
-                let _ = page.read_slot(tail, &mut buf[..len]);
-                if let Err(e) = dev.store_block(f, req, &buf[..len]) {
-                    err.store(layout::SQ_ERR_REFUSED | e as u32, Ordering::Release);
-                }
+        let req = page.desc_request(tail).load(Ordering::Relaxed);
+        let len = page.desc_len(tail).load(Ordering::Relaxed) as usize;
+        let token = req & 0xFFFF_FFFF_0000_0000;
+        let signal = req & ism_firmware::wire::move_request::SIGNAL_FLAG != 0;
+        let status = if len > SLOT_DATA {
+            layout::SQ_ERR_MALFORMED
+        } else if let Some(&s) = poisoned.get(&token) {
+            s
+        } else {
+            let _ = page.read_slot(tail, &mut buf[..len]);
+            match dev.store_block(f, req, &buf[..len]) {
+                Ok(()) => 0,
+                Err(e) => layout::SQ_ERR_REFUSED | e as u32,
             }
+        };
+        if signal {
+            poisoned.remove(&token);
+        } else if status != 0 {
+            if poisoned.len() >= MAX_POISONED {
+                poisoned.clear();
+            }
+            poisoned.insert(token, status);
+            report(status);
         }
+        page.desc_status(tail).store(status, Ordering::Relaxed);
         tail = tail.wrapping_add(1);
         page.word(regs::SQ_TAIL).store(tail, Ordering::Release);
     }

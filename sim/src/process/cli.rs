@@ -257,6 +257,9 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
         let tx = tx.try_clone().map_err(|e| format!("socketpair: {e}"))?;
         signal_hook::low_level::pipe::register(sig, tx).map_err(|e| format!("signal: {e}"))?;
     }
+    // Keep other processes of the same user out of the board's /proc entries (and so out
+    // of its memory objects).
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let board = ProcessBoard::start(opts).map_err(|e| e.to_string())?;
     board.run(rx.as_fd()).map_err(|e| e.to_string())
 }

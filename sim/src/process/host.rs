@@ -252,35 +252,45 @@ impl BusInner {
         }
     }
 
-    /// Waits until the board consumed every entry up to `head`, then takes the ring's
-    /// sticky error.
-    fn drain(&self, head: u32) -> Result<(), BusError> {
+    /// Waits until the board consumed every entry before `head`.
+    fn wait_consumed(&self, head: u32) -> Result<(), BusError> {
         let tail = self.page.word(regs::SQ_TAIL);
         self.wait_progress(COMMAND_TIMEOUT, || {
             head.wrapping_sub(tail.load(Ordering::Acquire)) as i32 <= 0
-        })?;
-        match self.page.word(regs::SQ_ERROR).swap(0, Ordering::AcqRel) {
-            0 => Ok(()),
-            e if e & layout::SQ_ERR_REFUSED != 0 => Err(BusError::StoreRefused(e as u8)),
-            _ => Err(BusError::StoreRefused(
-                ism_firmware::MoveError::TooLong as u8,
-            )),
-        }
+        })
+    }
+}
+
+/// The bus error of a ring entry status.
+fn status_error(status: u32) -> Result<(), BusError> {
+    match status {
+        0 => Ok(()),
+        s if s & layout::SQ_ERR_REFUSED != 0 => Err(BusError::StoreRefused(s as u8)),
+        _ => Err(BusError::StoreRefused(
+            ism_firmware::MoveError::TooLong as u8,
+        )),
     }
 }
 
 impl ProcBus {
     /// Waits until every store-block posted so far was executed and reports the first
-    /// refused one since the last report. Store-blocks without the signal flag are posted
-    /// (they return before the board ran them); a refusal among them is reported by the
-    /// next signalling store-block, the next store-block after the board saw it, or here.
+    /// refused posted one since the last flush. Store-blocks without the signal flag are
+    /// posted (they return before the board ran them); a refusal among them is reported
+    /// here, and by the next signalling store-block to the same DMB (which the board then
+    /// refuses too, so a batch never signals data that did not land).
     ///
     /// # Errors
     /// [`BusError::StoreRefused`] for a refused store-block, [`BusError::NoDevice`] if the
     /// board is gone.
     pub fn flush(&self) -> Result<(), BusError> {
         let head = self.inner.sq.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner.drain(*head)
+        self.inner.wait_consumed(*head)?;
+        status_error(
+            self.inner
+                .page
+                .word(regs::SQ_ERROR)
+                .swap(0, Ordering::AcqRel),
+        )
     }
 
     /// Whether the board still serves this function.
@@ -335,10 +345,6 @@ impl Bus for ProcBus {
             return Err(BusError::NoDevice);
         }
         let p = &inner.page;
-        if p.word(regs::SQ_ERROR).load(Ordering::Acquire) != 0 {
-            // An earlier posted store-block was refused: report it now.
-            return inner.drain(*head);
-        }
         let tail = p.word(regs::SQ_TAIL);
         if head.wrapping_sub(tail.load(Ordering::Acquire)) >= RING_SLOTS {
             let h = *head;
@@ -356,7 +362,8 @@ impl Bus for ProcBus {
         inner.ring_doorbell();
         if request & ism_firmware::wire::move_request::SIGNAL_FLAG != 0 {
             // A signalling store-block completes the batch: wait for it and report.
-            return inner.drain(*head);
+            inner.wait_consumed(*head)?;
+            return status_error(p.desc_status(slot).load(Ordering::Acquire));
         }
         Ok(())
     }

@@ -154,13 +154,13 @@ pub mod regs {
     pub const SQ_HEAD: usize = 0x060;
     /// `u32`: ring entries consumed (board; wrapping counter).
     pub const SQ_TAIL: usize = 0x064;
-    /// `u32`: sticky ring error (board sets, host clears): 0 = none, `0x100 | code` for a
-    /// refused store-block (code = the device's move error), [`super::SQ_ERR_MALFORMED`].
+    /// `u32`: first error of a posted (non-signalling) ring entry since the host last
+    /// cleared it (board sets if 0, host swaps 0 in `flush`): an entry status.
     pub const SQ_ERROR: usize = 0x068;
     /// Command area: 32 8-byte registers (the device's command bytes, big-endian).
     pub const COMMAND: usize = 0x100;
-    /// Ring descriptors: `RING_SLOTS` × 16 bytes: `u64` request word, `u32` length,
-    /// `u32` reserved.
+    /// Ring descriptors: `RING_SLOTS` × 16 bytes: `u64` request word (host), `u32` length
+    /// (host), `u32` status (board, before it advances `SQ_TAIL` past the entry).
     pub const DESCRIPTORS: usize = 0x400;
     /// Size of one descriptor.
     pub const DESCRIPTOR_LEN: usize = 16;
@@ -179,9 +179,9 @@ pub const BOARD_RUNNING: u32 = 1;
 /// `BOARD_STATE`: the board stopped (or detached the function); nothing more will happen.
 pub const BOARD_STOPPED: u32 = 2;
 
-/// `SQ_ERROR` prefix of a refused store-block (`0x100 | move error code`).
+/// Entry status prefix of a refused store-block (`0x100 | move error code`).
 pub const SQ_ERR_REFUSED: u32 = 0x100;
-/// `SQ_ERROR` of a malformed ring entry (length over 4096, or more entries than slots).
+/// Entry status of a malformed ring entry (length over 4096, or more entries than slots).
 pub const SQ_ERR_MALFORMED: u32 = 0x200;
 
 /// A NUL-padded message field from `text` (cut at a character boundary).

@@ -71,6 +71,11 @@ impl RegPage {
         self.word(regs::DESCRIPTORS + (slot % RING_SLOTS) as usize * regs::DESCRIPTOR_LEN + 8)
     }
 
+    /// The status word of ring slot `slot`.
+    pub fn desc_status(&self, slot: u32) -> &AtomicU32 {
+        self.word(regs::DESCRIPTORS + (slot % RING_SLOTS) as usize * regs::DESCRIPTOR_LEN + 12)
+    }
+
     fn slot_addr(slot: u32) -> DevAddr {
         DevAddr((regs::SLOT_DATA_BASE + (slot % RING_SLOTS) as usize * SLOT_DATA) as u64)
     }
