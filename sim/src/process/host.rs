@@ -681,12 +681,10 @@ impl RawAttachment {
         futex_wake(self.page.word(regs::IRQ));
     }
 
-    /// Detaches in an orderly way: the board brings the function down with
-    /// `DEV_GID_DISABLED` for the peers (a drop without this is a crash).
-    pub fn detach(mut self) {
-        let _ = rustix::net::send(&*self.sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
-        self.stop_monitor();
-    }
+    /// Detaches in an orderly way (as dropping does): the board brings the function down
+    /// with `DEV_GID_DISABLED` for the peers. Only a process that dies without detaching
+    /// (its socket hangs up without BYE) is a partition crash.
+    pub fn detach(self) {}
 
     fn stop_monitor(&mut self) {
         self.stop.store(true, Ordering::Release);
@@ -698,6 +696,7 @@ impl RawAttachment {
 
 impl Drop for RawAttachment {
     fn drop(&mut self) {
+        let _ = rustix::net::send(&*self.sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
         self.stop_monitor();
     }
 }
@@ -819,11 +818,11 @@ impl Attachment {
     }
 
     /// Detaches in an orderly way: stops the interrupt thread, removes the driver
-    /// (UNREG_IEQ, UNREG_SBA), says BYE (peers get `DEV_GID_DISABLED`).
+    /// (UNREG_IEQ, UNREG_SBA), says BYE (peers get `DEV_GID_DISABLED`). Dropping says BYE
+    /// too, without removing the driver first.
     pub fn detach(mut self) {
         self.stop_irq();
         self.driver.remove();
-        let _ = rustix::net::send(&*self.raw.sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
     }
 }
 
