@@ -394,7 +394,11 @@ fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
         "{err}"
     );
     // A killed board leaves its socket; hosts are told, a new board reclaims it.
+    let holder = Proc::spawn(&dir.0, &["board", "attach", "dup"], "holder");
+    holder.expect_line("attached to board dup");
     board.kill();
+    let (ok, err) = holder.wait();
+    assert!(!ok && err.contains("board dup went away"), "{err}");
     assert!(process::socket_path(&dir.0, "dup").exists());
     match process::attach_raw_in(&dir.0, "dup") {
         Err(e @ AttachError::BoardGone { .. }) => {

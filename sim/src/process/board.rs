@@ -817,7 +817,8 @@ fn worker(dev: &ProcDevice, f: FunctionId, page: &RegPage, stop: &AtomicBool, sp
         let seen = page.word(regs::DOORBELL).load(Ordering::SeqCst);
         page.word(regs::BOARD_SLEEPING).store(1, Ordering::SeqCst);
         if !has_work(page) && !stop.load(Ordering::Acquire) {
-            futex_wait(page.word(regs::DOORBELL), seen, Duration::from_millis(500));
+            // The timeout is only a safety net: the host and `detach` wake this futex.
+            futex_wait(page.word(regs::DOORBELL), seen, Duration::from_secs(2));
         }
         page.word(regs::BOARD_SLEEPING).store(0, Ordering::SeqCst);
         last_work = Instant::now();

@@ -198,10 +198,23 @@ fn hold(name: &str) -> Result<(), String> {
         a.raw().function(),
         a.gid().0
     ));
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    a.detach();
-    Ok(())
+    // Until standard input closes, or the board goes away.
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    let lost = tx.clone();
+    a.raw().on_board_lost(Box::new(move || {
+        let _ = lost.send(false);
+    }));
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(true);
+    });
+    if rx.recv() == Ok(true) {
+        a.detach();
+        Ok(())
+    } else {
+        Err(format!("board {name} went away"))
+    }
 }
 
 /// Runs `ism-sim board ...`.

@@ -383,6 +383,7 @@ pub struct RawAttachment {
     page: Arc<RegPage>,
     sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
+    kicked: AtomicBool,
     monitor: Option<JoinHandle<()>>,
     on_lost: Arc<LostHooks>,
 }
@@ -516,6 +517,7 @@ pub fn attach_raw_version(
         page,
         sock,
         stop,
+        kicked: AtomicBool::new(false),
         monitor: Some(monitor),
         on_lost,
     })
@@ -530,13 +532,10 @@ fn watch(
     page: &RegPage,
     on_lost: &LostHooks,
 ) {
-    let timeout = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    };
     while !stop.load(Ordering::Acquire) {
         let mut fds = [PollFd::new(sock, PollFlags::IN)];
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
+        // No timeout: a hang-up, or `stop_monitor`'s shutdown of the socket, ends the wait.
+        match rustix::event::poll(&mut fds, None) {
             Ok(0) | Err(rustix::io::Errno::INTR) => continue,
             Ok(_) => {}
             Err(_) => break,
@@ -628,12 +627,15 @@ impl RawAttachment {
         &self.page
     }
 
-    /// Runs `hook` (once) when the board is lost.
+    /// Runs `hook` once when the board is lost (at once if it already is).
     pub fn on_board_lost(&self, hook: Box<dyn Fn() + Send>) {
-        self.on_lost
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+        let mut hooks = self.on_lost.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bus.inner.dead.load(Ordering::Acquire) {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(hook);
+        }
     }
 
     /// Takes a pending interrupt without waiting; returns whether one was pending.
@@ -664,20 +666,22 @@ impl RawAttachment {
                 return true;
             }
             let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() || !self.is_alive() {
+            if left.is_zero() || !self.is_alive() || self.kicked.load(Ordering::Acquire) {
                 return false;
             }
             let waiters = self.page.word(regs::IRQ_WAITERS);
             waiters.fetch_add(1, Ordering::SeqCst);
             if irq.load(Ordering::SeqCst) == 0 {
-                futex_wait(irq, 0, left.min(Duration::from_millis(100)));
+                futex_wait(irq, 0, left.min(Duration::from_secs(1)));
             }
             waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Wakes a thread sleeping in [`RawAttachment::wait_irq`] without an interrupt.
+    /// Ends every [`RawAttachment::wait_irq`], now and later, without an interrupt (the
+    /// attachment is closing).
     fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
         futex_wake(self.page.word(regs::IRQ));
     }
 
@@ -688,6 +692,7 @@ impl RawAttachment {
 
     fn stop_monitor(&mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Read);
         if let Some(m) = self.monitor.take() {
             let _ = m.join();
         }
@@ -696,6 +701,7 @@ impl RawAttachment {
 
 impl Drop for RawAttachment {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
         let _ = rustix::net::send(&*self.sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
         self.stop_monitor();
     }
@@ -751,11 +757,11 @@ pub fn attach_in(dir: &Path, name: &str) -> Result<Attachment, AttachError> {
             .name(format!("ism-irq-fn{}", raw.function))
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    if raw.wait_irq(Duration::from_millis(100)) || driver.irq_pending() {
+                    if raw.wait_irq(Duration::from_secs(1)) || driver.irq_pending() {
                         driver.handle_irq();
                     } else if !raw.is_alive() {
                         // Nothing will come any more; do not spin.
-                        std::thread::sleep(Duration::from_millis(20));
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             })
