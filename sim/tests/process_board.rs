@@ -623,6 +623,15 @@ fn a_refused_posted_store_block_fails_its_batch_only() {
         .register_dmb(8192, writer.gid(), None, client)
         .unwrap();
     let w = writer.driver();
+    // `board status` lists both DMBs: owner, writer, length.
+    let s = board.status();
+    let dmbs = s["dmbs"].as_array().unwrap();
+    assert_eq!(dmbs.len(), 2, "{s}");
+    for d in dmbs {
+        assert_eq!(d["owner"], owner.raw().function(), "{d}");
+        assert_eq!(d["len"], 8192, "{d}");
+        assert_eq!(d["writer"], format!("{:#018x}", writer.gid().0), "{d}");
+    }
     // Past the end of d1: refused, but posted.
     assert!(w.move_data(d1.token, 0, false, 8000, &[1; 1000]).is_ok());
     // Another DMB is not affected.
@@ -663,5 +672,11 @@ fn a_refused_posted_store_block_fails_its_batch_only() {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop((owner, writer));
+    // Both detached: their DMBs are gone.
+    let deadline = Instant::now() + WAIT;
+    while !board.status()["dmbs"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "DMBs left after detach");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     board.stop();
 }

@@ -11,12 +11,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use ism_firmware::{Device, DownReason, FunctionConfig};
+use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{Clock, DomainId, FunctionId, Gid, InterruptLine};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::dmbs::DmbShadow;
 use super::layout::{self, regs, Hello, Welcome, REGS_SIZE, RING_SLOTS, SLOT_DATA};
 use super::page::{futex_wait, futex_wake, RegPage};
 use crate::board::{BoardKind, LOOPBACK_CHID, LPAR_CHID, MAX_DMBS};
@@ -204,6 +206,7 @@ pub struct ProcessBoard {
     /// The shared memory object of a loopback board.
     shared_mem: Option<OwnedFd>,
     slots: Vec<Option<Attached>>,
+    dmbs: Arc<DmbShadow>,
     counters: Arc<BoardCounters>,
     started: SystemTime,
     log: Mutex<Box<dyn std::io::Write + Send>>,
@@ -328,6 +331,7 @@ impl ProcessBoard {
 
         let board = Self {
             slots: (0..n).map(|_| None).collect(),
+            dmbs: Arc::default(),
             opts,
             socket,
             lock_file,
@@ -460,6 +464,7 @@ impl ProcessBoard {
         }
         let dmbs = self.device.dmbs_in_use();
         self.device.function_down(FunctionId(i as u16), reason);
+        self.dmbs.function_down(i as u16);
         let freed = dmbs - self.device.dmbs_in_use();
         page.word(regs::BOARD_STATE)
             .store(layout::BOARD_STOPPED, Ordering::SeqCst);
@@ -620,15 +625,16 @@ impl ProcessBoard {
         self.device.function_up(FunctionId(i as u16));
         let stop = Arc::new(AtomicBool::new(false));
         let worker = {
-            let (dev, page, stop, spin) = (
+            let (dev, page, stop, spin, dmbs) = (
                 self.device.clone(),
                 page.clone(),
                 stop.clone(),
                 self.opts.spin,
+                self.dmbs.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("ism-fn{i}"))
-                .spawn(move || worker(&dev, FunctionId(i as u16), &page, &stop, spin))?
+                .spawn(move || worker(&dev, FunctionId(i as u16), &page, &stop, spin, &dmbs))?
         };
         let fds = [mem_fd.as_fd(), regs_fd.as_fd()];
         let sent = send_with_fds(&conn, w.as_bytes(), &fds);
@@ -677,6 +683,16 @@ impl ProcessBoard {
             "uptime_secs": self.started.elapsed().map_or(0, |d| d.as_secs()),
             "functions": functions,
             "dmbs_in_use": self.device.dmbs_in_use(),
+            "dmbs": self.dmbs.records().iter().map(|r| json!({
+                "token": format!("{:#018x}", r.token),
+                "owner": r.owner,
+                "len": r.len,
+                "sba_idx": r.sba_idx,
+                "writer": format!("{:#018x}", r.writer),
+                "vlan": r.vlan,
+                "attached_by": (0..64).filter(|b| r.attached & (1u64 << b) != 0).collect::<Vec<_>>(),
+                "unregistered": r.unregistered,
+            })).collect::<Vec<_>>(),
             "counters": {
                 "commands": s.commands,
                 "moves": s.moves,
@@ -782,7 +798,14 @@ fn send_with_fds(conn: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::i
 
 /// Serves function `f`: its ring (store-blocks, in order) and its command area, until
 /// `stop`. Spins for `spin` after the last work, then sleeps on the doorbell.
-fn worker(dev: &ProcDevice, f: FunctionId, page: &RegPage, stop: &AtomicBool, spin: Duration) {
+fn worker(
+    dev: &ProcDevice,
+    f: FunctionId,
+    page: &RegPage,
+    stop: &AtomicBool,
+    spin: Duration,
+    dmbs: &DmbShadow,
+) {
     let mut buf = vec![0u8; SLOT_DATA];
     let mut poisoned = Poisoned::new();
     let mut last_work = Instant::now();
@@ -793,8 +816,14 @@ fn worker(dev: &ProcDevice, f: FunctionId, page: &RegPage, stop: &AtomicBool, sp
         if seq != page.word(regs::CMD_DONE).load(Ordering::Relaxed) {
             // Store-blocks posted before the command come first (PCI ordering).
             drain_ring(dev, f, page, &mut buf, &mut poisoned);
-            dev.doorbell(f, page.command());
+            // As `Device::doorbell`: the area is read once (a host may change it meanwhile).
+            let mut req = [0u8; COMMAND_AREA_SIZE];
+            page.command().read_bytes(&mut req);
+            let mut resp = [0u8; COMMAND_AREA_SIZE];
+            let n = dev.execute(f, &req, &mut resp);
+            page.command().write_bytes(0, &resp[..n]);
             page.word(regs::CMD_DONE).store(seq, Ordering::Release);
+            dmbs.observe(f.0, &req, &resp[..n]);
             did = true;
         }
         if did {

@@ -305,6 +305,37 @@ fn print_status(v: &serde_json::Value) {
         );
     }
     println!("DMBs in use: {}", v["dmbs_in_use"]);
+    let dmbs = v["dmbs"].as_array().cloned().unwrap_or_default();
+    if !dmbs.is_empty() {
+        println!(
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}",
+            "token", "owner", "len", "idx", "writer", "attached by"
+        );
+    }
+    for d in &dmbs {
+        let attached: Vec<String> = d["attached_by"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default();
+        println!(
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}{}",
+            d["token"].as_str().unwrap_or("?"),
+            d["owner"],
+            d["len"],
+            d["sba_idx"],
+            d["writer"].as_str().unwrap_or("?"),
+            if attached.is_empty() {
+                "-".to_owned()
+            } else {
+                attached.join(",")
+            },
+            if d["unregistered"] == true {
+                " (unregistered)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(c) = v["counters"].as_object() {
         let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("counters: {}", line.join(", "));

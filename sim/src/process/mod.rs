@@ -20,6 +20,7 @@
 
 pub mod board;
 pub mod cli;
+pub mod dmbs;
 pub mod host;
 pub mod layout;
 pub mod page;
