@@ -61,16 +61,25 @@ pub enum Transport {
     SmcLo,
     /// SMC-D on the loopback board, no-copy (the peer's DMB attached).
     SmcLoNocopy,
+    /// SMC-D between two processes on an LPAR process board (`crate::process::bench`).
+    ProcLpar,
+    /// SMC-D between two processes on a loopback process board, copy mode.
+    ProcLo,
+    /// SMC-D between two processes on a loopback process board, no-copy.
+    ProcLoNocopy,
 }
 
 impl Transport {
     /// All transports, in table order.
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 8] = [
         Transport::Tcp,
         Transport::Unix,
         Transport::SmcLpar,
         Transport::SmcLo,
         Transport::SmcLoNocopy,
+        Transport::ProcLpar,
+        Transport::ProcLo,
+        Transport::ProcLoNocopy,
     ];
 
     /// Human-readable name.
@@ -81,6 +90,9 @@ impl Transport {
             Transport::SmcLpar => "SMC-D LPAR (copy)",
             Transport::SmcLo => "SMC-D loopback (copy)",
             Transport::SmcLoNocopy => "SMC-D loopback no-copy",
+            Transport::ProcLpar => "2 procs: LPAR (copy)",
+            Transport::ProcLo => "2 procs: loopback (copy)",
+            Transport::ProcLoNocopy => "2 procs: lo no-copy",
         }
     }
 
@@ -92,6 +104,9 @@ impl Transport {
             Transport::SmcLpar => "smcd_lpar",
             Transport::SmcLo => "smcd_lo",
             Transport::SmcLoNocopy => "smcd_lo_nocopy",
+            Transport::ProcLpar => "proc_lpar",
+            Transport::ProcLo => "proc_lo",
+            Transport::ProcLoNocopy => "proc_lo_nocopy",
         }
     }
 
@@ -560,6 +575,10 @@ fn connect(t: Transport, busy: bool) -> Result<(Option<SmcBoard>, Endpoint, Endp
             let (c, s) = pair(Sock::Smc(c), Sock::Smc(s));
             Ok((Some(board), c, s))
         }
+        Transport::ProcLpar | Transport::ProcLo | Transport::ProcLoNocopy => Err(format!(
+            "{}: a cross-process cell has no local server end",
+            t.label()
+        )),
     }
 }
 
@@ -709,6 +728,14 @@ fn stream(
 
 /// Measures one cell; returns the value in the metric's unit.
 fn run_cell(metric: Metric, t: Transport, opts: &BenchOptions) -> Result<f64, String> {
+    if let Some((kind, nocopy)) = match t {
+        Transport::ProcLpar => Some((BoardKind::Lpar, false)),
+        Transport::ProcLo => Some((BoardKind::Loopback, false)),
+        Transport::ProcLoNocopy => Some((BoardKind::Loopback, true)),
+        _ => None,
+    } {
+        return run_process_cell(metric, kind, nocopy, opts);
+    }
     let (board, client, server) = connect(t, metric == Metric::LatencyBusy)?;
     let v = match metric {
         Metric::MsgRate => {
@@ -726,6 +753,36 @@ fn run_cell(metric: Metric, t: Transport, opts: &BenchOptions) -> Result<f64, St
     };
     drop(board);
     Ok(v)
+}
+
+/// A cross-process cell: the server in a child process ([`crate::process::bench`]).
+fn run_process_cell(
+    metric: Metric,
+    kind: BoardKind,
+    nocopy: bool,
+    opts: &BenchOptions,
+) -> Result<f64, String> {
+    use crate::process::bench::{run_cell, CellKind};
+    let cell = match metric {
+        Metric::MsgRate => CellKind::PingPong(MSG_RATE_SIZE),
+        Metric::Latency | Metric::LatencyBusy => CellKind::PingPong(LATENCY_SIZE),
+        Metric::Bandwidth => CellKind::Stream(BANDWIDTH_SIZE),
+    };
+    let busy = metric == Metric::LatencyBusy;
+    let (n, d) = run_cell(
+        kind,
+        nocopy,
+        busy,
+        cell,
+        opts.warmup,
+        opts.cell,
+        opts.pinning.cores(),
+    )?;
+    Ok(match metric {
+        Metric::MsgRate => n as f64 / d.as_secs_f64(),
+        Metric::Latency | Metric::LatencyBusy => d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0,
+        Metric::Bandwidth => n as f64 / d.as_secs_f64() / 1e6,
+    })
 }
 
 // ------------------------------------------------------------------------- limits
@@ -1239,7 +1296,10 @@ impl BenchReport {
         const GAP: f64 = 6.0;
         const PANEL_HEAD: f64 = 34.0;
         const PANEL_GAP: f64 = 22.0;
-        const COLORS: [&str; 5] = ["#7f7f7f", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728"];
+        // Cross-process rows in lighter shades of their in-process rows' colours.
+        const COLORS: [&str; 8] = [
+            "#7f7f7f", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728", "#aec7e8", "#98df8a", "#ff9896",
+        ];
         let n = Transport::ALL.len() as f64;
         let panel_h = PANEL_HEAD + n * (BAR_H + GAP);
         let top = 76.0;
@@ -1464,6 +1524,7 @@ mod tests {
             series,
         };
         assert!(r.table().contains("SMC-D loopback no-copy"));
+        assert!(r.table().contains("2 procs: lo no-copy"));
         assert!(r.to_json().contains("\"ratio_to_tcp\":1"));
         assert!(r.to_svg().ends_with("</svg>\n"));
         assert_eq!(r.date.len(), "2026-01-01 00:00:00 UTC".len());

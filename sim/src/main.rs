@@ -242,6 +242,9 @@ fn demo(trace: &Option<PathBuf>, bytes: u64) -> Result<(), String> {
         }
     }
     println!("  (these rates include generating and checking every byte; `ism-sim bench` measures the transports alone)");
+    println!();
+    println!("== 3. two processes on a process board (`ism-sim board`) ==");
+    failures += ism_sim::process::demo::run(bytes.min(64 << 20))? as usize;
     if failures > 0 {
         return Err(format!("{failures} check(s) failed"));
     }

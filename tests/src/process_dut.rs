@@ -105,63 +105,9 @@ impl DeviceUnderTest for ProcessDut {
 }
 
 /// A process board run by a thread of this process (the same socket, memory objects and
-/// register objects as `ism-sim board`), in a directory of its own: lets `cargo test` run
-/// the suite over the process interface without starting a board first.
-pub struct LocalBoard {
-    dir: std::path::PathBuf,
-    name: String,
-    stop: std::os::unix::net::UnixStream,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LocalBoard {
-    /// Starts a board of `kind` with `max_functions` functions of 16 MiB.
-    ///
-    /// # Panics
-    /// If the board cannot start.
-    pub fn start(kind: ism_sim::BoardKind, max_functions: usize) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ism-dut-{}-{n}", std::process::id()));
-        let name = format!("dut{n}");
-        let mut opts = ism_sim::process::BoardOptions::new(&name, kind);
-        opts.dir = dir.clone();
-        opts.max_functions = max_functions;
-        opts.memory = 16 << 20;
-        let board = ism_sim::process::ProcessBoard::start_with_log(opts, Box::new(std::io::sink()))
-            .expect("start a process board");
-        let (rx, stop) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let thread = std::thread::spawn(move || {
-            use std::os::fd::AsFd;
-            board.run(rx.as_fd()).expect("board runs");
-        });
-        Self {
-            dir,
-            name,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The socket directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The board's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for LocalBoard {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let _ = (&self.stop).write_all(&[1]);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// register objects as `ism-sim board`): lets `cargo test` run the suite over the process
+/// interface without starting a board first.
+pub fn local_board(kind: ism_sim::BoardKind, max_functions: usize) -> process::LocalBoard {
+    process::LocalBoard::start(kind, max_functions, 16 << 20, Box::new(std::io::sink()))
+        .expect("start a process board")
 }

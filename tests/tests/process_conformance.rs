@@ -6,12 +6,13 @@
 //!   `scripts/test.sh` does for both kinds of `ism-sim board` process. Without the variable
 //!   it says so and checks nothing else.
 
+use ism_sim::process::LocalBoard;
 use ism_sim::BoardKind;
 use ism_tests::conformance::{self, DeviceUnderTest};
-use ism_tests::process_dut::{LocalBoard, ProcessDut, BOARD_ENV};
+use ism_tests::process_dut::{local_board, ProcessDut, BOARD_ENV};
 
 fn dut(kind: BoardKind) -> (ProcessDut, LocalBoard) {
-    let board = LocalBoard::start(kind, 2);
+    let board = local_board(kind, 2);
     let dut = ProcessDut::attach(board.dir(), board.name(), 2).expect("attach");
     (dut, board)
 }

@@ -82,6 +82,9 @@ pub enum BoardQuery {
         /// The board's name.
         name: String,
     },
+    /// The server process of a cross-process `ism-sim bench` cell.
+    #[command(hide = true)]
+    BenchPeer(super::bench::PeerArgs),
 }
 
 /// Byte `pos` of the stream `send` writes and `serve` checks.
@@ -248,6 +251,7 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
             nocopy,
         }) => return send(&name, &addr, bytes, nocopy),
         Some(BoardQuery::Attach { name }) => return hold(&name),
+        Some(BoardQuery::BenchPeer(a)) => return super::bench::run_peer(&a),
         None => {}
     }
     let kind = match cli.kind {

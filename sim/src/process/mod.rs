@@ -18,11 +18,14 @@
 //!
 //! Every byte layout is in [`layout`].
 
+pub mod bench;
 pub mod board;
 pub mod cli;
+pub mod demo;
 pub mod dmbs;
 pub mod host;
 pub mod layout;
+pub mod local;
 pub mod page;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +35,7 @@ pub use host::{
     attach, attach_in, attach_raw, attach_raw_in, board_status, board_status_in, AttachError,
     Attachment, ProcBus, ProcDriver, ProcHal, RawAttachment,
 };
+pub use local::LocalBoard;
 
 /// Environment variable that overrides the directory of board sockets.
 pub const DIR_ENV: &str = "ISM_SIM_DIR";
