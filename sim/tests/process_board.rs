@@ -680,3 +680,42 @@ fn a_refused_posted_store_block_fails_its_batch_only() {
     }
     board.stop();
 }
+
+/// A client that connects and says nothing delays nobody: attaches and status queries are
+/// served meanwhile, and the silent connection is dropped after its grace period.
+#[test]
+fn a_silent_connection_delays_no_one() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "quiet", 2);
+    let silent = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    let addr = SocketAddrUnix::new(process::socket_path(&dir.0, "quiet")).unwrap();
+    rustix::net::connect(&silent, &addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let a = process::attach_raw_in(&dir.0, "quiet").expect("attach");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "attach took {:?}",
+        t.elapsed()
+    );
+    drop(a);
+    // The board hangs up on the silent client after its grace period.
+    let mut fds = [rustix::event::PollFd::new(
+        &silent,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::time::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    assert_eq!(rustix::event::poll(&mut fds, Some(&ts)).unwrap(), 1);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        rustix::net::recv(&silent, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+            .unwrap()
+            .0,
+        0
+    );
+    board.stop();
+}

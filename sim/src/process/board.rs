@@ -24,6 +24,9 @@ use super::page::{futex_wait, futex_wake, RegPage};
 use crate::board::{BoardKind, LOOPBACK_CHID, LPAR_CHID, MAX_DMBS};
 use crate::memory::{MemoryDomain, SharedMapping, PAGE};
 
+/// How long a new connection may take to send its first message.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Most functions a process board can have.
 pub const MAX_PROCESS_FUNCTIONS: usize = 32;
 
@@ -386,18 +389,29 @@ impl ProcessBoard {
     }
 
     fn serve(&mut self, stop: BorrowedFd<'_>) -> Result<(), BoardError> {
+        // New connections wait here for their first message, so a client that connects and
+        // says nothing delays no one (and is dropped after `FIRST_MESSAGE_TIMEOUT`).
+        let mut pending: Vec<(OwnedFd, Instant)> = Vec::new();
         loop {
             let attached: Vec<usize> = (0..self.slots.len())
                 .filter(|&i| self.slots[i].is_some())
                 .collect();
-            let mut fds = Vec::with_capacity(attached.len() + 2);
+            let mut fds = Vec::with_capacity(attached.len() + pending.len() + 2);
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
             fds.push(PollFd::new(&stop, PollFlags::IN));
             for &i in &attached {
                 let a = self.slots[i].as_ref().expect("attached");
                 fds.push(PollFd::new(&a.conn, PollFlags::IN));
             }
-            match rustix::event::poll(&mut fds, None) {
+            for (c, _) in &pending {
+                fds.push(PollFd::new(c, PollFlags::IN));
+            }
+            let tick = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            let timeout = (!pending.is_empty()).then_some(&tick);
+            match rustix::event::poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(BoardError::Io("poll".into(), e.into())),
@@ -412,12 +426,19 @@ impl ProcessBoard {
                     self.on_host_message(i);
                 }
             }
+            let first_pending = attached.len() + 2;
+            let mut still = Vec::new();
+            for (k, (c, since)) in std::mem::take(&mut pending).into_iter().enumerate() {
+                if !ready[first_pending + k].is_empty() {
+                    self.on_connection(c);
+                } else if since.elapsed() < FIRST_MESSAGE_TIMEOUT {
+                    still.push((c, since));
+                }
+            }
+            pending = still;
             if !ready[0].is_empty() {
-                match rustix::net::accept(&self.listener) {
-                    Ok(conn) => {
-                        set_cloexec(&conn);
-                        self.on_connection(conn);
-                    }
+                match rustix::net::accept_with(&self.listener, rustix::net::SocketFlags::CLOEXEC) {
+                    Ok(conn) => pending.push((conn, Instant::now())),
                     Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
                     Err(e) => return Err(BoardError::Io("accept".into(), e.into())),
                 }
@@ -462,10 +483,14 @@ impl ProcessBoard {
         if let Some(w) = a.worker.take() {
             let _ = w.join();
         }
-        let dmbs = self.device.dmbs_in_use();
+        let freed = self
+            .dmbs
+            .records()
+            .iter()
+            .filter(|r| usize::from(r.owner) == i)
+            .count();
         self.device.function_down(FunctionId(i as u16), reason);
         self.dmbs.function_down(i as u16);
-        let freed = dmbs - self.device.dmbs_in_use();
         page.word(regs::BOARD_STATE)
             .store(layout::BOARD_STOPPED, Ordering::SeqCst);
         page.word(regs::IRQ).store(1, Ordering::SeqCst);
@@ -496,16 +521,11 @@ impl ProcessBoard {
     fn on_connection(&mut self, conn: OwnedFd) {
         let _ = rustix::net::sockopt::set_socket_timeout(
             &conn,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(Duration::from_secs(2)),
-        );
-        let _ = rustix::net::sockopt::set_socket_timeout(
-            &conn,
             rustix::net::sockopt::Timeout::Send,
             Some(Duration::from_secs(2)),
         );
         let mut buf = [0u8; 64];
-        let n = match rustix::net::recv(&conn, &mut buf, RecvFlags::empty()) {
+        let n = match rustix::net::recv(&conn, &mut buf, RecvFlags::DONTWAIT) {
             Ok((n, _)) => n,
             Err(_) => return,
         };
