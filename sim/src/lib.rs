@@ -7,7 +7,10 @@
 //! * [`bench`](mod@bench): TCP, UNIX and SMC-D measured side by side (`ism-sim bench`);
 //! * [`board`]: boards, partitions, the host-visible interface of a function, faults;
 //! * [`fault`]: fault injection (lost/delayed interrupts, failed commands and moves);
-//! * [`memory`]: a partition's memory (one contiguous mapping) and its DMA allocator;
+//! * [`memory`]: a partition's memory (one contiguous mapping, private or a shared memfd,
+//!   reached only through 8-byte atomics) and its DMA allocator;
+//! * [`process`]: process boards (`ism-sim board`) and hosts in other processes
+//!   ([`process::attach`]), as `docs/host-interface.md` specifies;
 //! * [`irq`]: interrupt lines that wake a waiting host thread;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
 //! * [`smc`]: SMC-D stacks on a board's partitions;
