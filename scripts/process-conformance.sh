@@ -29,7 +29,7 @@ for kind in lpar loopback; do
     done
     "$BIN" board status "$name"
     ISM_CONFORMANCE_BOARD="$name" cargo test -p ism-tests --test process_conformance \
-        external_board_passes_run_all -- --nocapture
+        external_board_passes_run_all -- --ignored --exact --nocapture
     kill -TERM "$pid"
     wait "$pid"
     if [ -e "$DIR/$name.sock" ] || [ -e "$DIR/$name.lock" ]; then
