@@ -945,3 +945,24 @@ fn drain_ring(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_objects_cannot_shrink_or_grow_but_can_be_zeroed() {
+        let fd = memfd("ism-test", 8192).unwrap();
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "shrunk");
+        assert!(rustix::fs::ftruncate(&fd, 1 << 20).is_err(), "grew");
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        assert!(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+        rustix::fs::fallocate(
+            &fd,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            0,
+            4096,
+        )
+        .unwrap();
+    }
+}

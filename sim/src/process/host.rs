@@ -465,6 +465,15 @@ pub fn attach_raw_version(
         let what = what.to_owned();
         move |e: std::io::Error| AttachError::Io(what, e)
     };
+    // A board that could shrink an object under us would make our accesses fault.
+    for fd in [&mem_fd, &regs_fd] {
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| io("seals")(e.into()))?;
+        if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(AttachError::Protocol(
+                "the board's memory objects are not sealed against shrinking".into(),
+            ));
+        }
+    }
     let map = SharedMapping::map_shared(&mem_fd, mem_size as usize).map_err(io("map memory"))?;
     let memory = Arc::new(MemoryDomain::from_mapping(mem_base, map).map_err(io("memory"))?);
     let page = Arc::new(
