@@ -190,6 +190,20 @@ impl SharedMapping {
         Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(8 * index).cast()) })
     }
 
+    /// The `count` 8-byte words from word `first` on, if inside the mapping.
+    pub fn words(&self, first: usize, count: usize) -> Option<&[AtomicU64]> {
+        if first.checked_add(count)? > self.len / 8 {
+            return None;
+        }
+        // SAFETY: words `first .. first + count` lie inside the live mapping, which outlives
+        // `&self`; the base is page-aligned, so every word is 8-aligned; every access to
+        // these locations is an 8-byte atomic (this type's rule), so a slice of `AtomicU64`
+        // over them is sound.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(8 * first).cast::<AtomicU64>(), count)
+        })
+    }
+
     /// The 4-byte atomic at byte offset `off` (4-aligned), for control words whose
     /// locations the caller's layout reserves for 4-byte access only.
     pub fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
@@ -320,17 +334,28 @@ impl MemoryDomain {
         });
     }
 
-    /// Copies `len` bytes at offset `off` word by word: `word(i, k, n)` is called with
-    /// each word index `i`, the first byte `k` in it and the byte count `n`, in order.
-    fn for_words(off: usize, len: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-        let mut pos = 0;
-        while pos < len {
-            let at = off + pos;
-            let k = at % 8;
-            let n = (8 - k).min(len - pos);
-            f(at / 8, k, n, pos);
-            pos += n;
-        }
+    /// Splits `[off, off + len)` into a partial head word, whole middle words and a
+    /// partial tail word: `(head, first_whole_word, whole_words, tail)`, where `head` and
+    /// `tail` are `(word, first byte, byte count)` if present.
+    #[allow(clippy::type_complexity)]
+    fn split(
+        off: usize,
+        len: usize,
+    ) -> (
+        Option<(usize, usize, usize)>,
+        usize,
+        usize,
+        Option<(usize, usize, usize)>,
+    ) {
+        let k = off % 8;
+        let head_n = if k == 0 { 0 } else { (8 - k).min(len) };
+        let head = (head_n > 0).then_some((off / 8, k, head_n));
+        let mid_start = off + head_n;
+        let whole = (len - head_n) / 8;
+        let tail_n = len - head_n - 8 * whole;
+        let tail_start = mid_start + 8 * whole;
+        let tail = (tail_n > 0).then_some((tail_start / 8, 0, tail_n));
+        (head, mid_start / 8, whole, tail)
     }
 }
 
@@ -345,18 +370,32 @@ impl DmaMemory for MemoryDomain {
 
     fn read(&self, addr: DevAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let off = self.offset(addr, buf.len())?;
-        let order = if Self::small_aligned(addr, buf.len()) {
+        let small = Self::small_aligned(addr, buf.len());
+        let order = if small {
             Ordering::Acquire
         } else {
             Ordering::Relaxed
         };
-        Self::for_words(off, buf.len(), |i, k, n, pos| {
-            if let Some(w) = self.map.word(i) {
-                let b = bytes(w.load(order));
-                buf[pos..pos + n].copy_from_slice(&b[k..k + n]);
-            }
-        });
-        if order == Ordering::Relaxed {
+        let (head, first, whole, tail) = Self::split(off, buf.len());
+        let mut pos = 0;
+        if let Some((i, k, n)) = head {
+            let w = self.map.word(i).ok_or(MemError::OutOfBounds)?;
+            buf[..n].copy_from_slice(&bytes(w.load(order))[k..k + n]);
+            pos = n;
+        }
+        let words = self.map.words(first, whole).ok_or(MemError::OutOfBounds)?;
+        for (w, chunk) in words
+            .iter()
+            .zip(buf[pos..pos + 8 * whole].chunks_exact_mut(8))
+        {
+            chunk.copy_from_slice(&w.load(order).to_ne_bytes());
+        }
+        pos += 8 * whole;
+        if let Some((i, _, n)) = tail {
+            let w = self.map.word(i).ok_or(MemError::OutOfBounds)?;
+            buf[pos..pos + n].copy_from_slice(&bytes(w.load(order))[..n]);
+        }
+        if !small {
             // Pairs with the writer's release (the signal, the CDC message) for bytes read
             // after the caller's own acquire: keeps later accesses after these loads.
             std::sync::atomic::fence(Ordering::Acquire);
@@ -373,17 +412,24 @@ impl DmaMemory for MemoryDomain {
             std::sync::atomic::fence(Ordering::Release);
             Ordering::Relaxed
         };
-        Self::for_words(off, data.len(), |i, k, n, pos| {
-            if let Some(w) = self.map.word(i) {
-                if n == 8 {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&data[pos..pos + 8]);
-                    w.store(u64::from_ne_bytes(b), order);
-                } else {
-                    Self::merge(w, k, &data[pos..pos + n], order);
-                }
-            }
-        });
+        let (head, first, whole, tail) = Self::split(off, data.len());
+        let mut pos = 0;
+        if let Some((i, k, n)) = head {
+            let w = self.map.word(i).ok_or(MemError::OutOfBounds)?;
+            Self::merge(w, k, &data[..n], order);
+            pos = n;
+        }
+        let words = self.map.words(first, whole).ok_or(MemError::OutOfBounds)?;
+        for (w, chunk) in words.iter().zip(data[pos..pos + 8 * whole].chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_ne_bytes(b), order);
+        }
+        pos += 8 * whole;
+        if let Some((i, _, n)) = tail {
+            let w = self.map.word(i).ok_or(MemError::OutOfBounds)?;
+            Self::merge(w, 0, &data[pos..pos + n], order);
+        }
         Ok(())
     }
 
@@ -391,15 +437,14 @@ impl DmaMemory for MemoryDomain {
         let len = usize::try_from(len).map_err(|_| MemError::OutOfBounds)?;
         let off = self.offset(addr, len)?;
         const ZEROS: [u8; 8] = [0; 8];
-        Self::for_words(off, len, |i, k, n, _| {
-            if let Some(w) = self.map.word(i) {
-                if n == 8 {
-                    w.store(0, Ordering::Relaxed);
-                } else {
-                    Self::merge(w, k, &ZEROS[..n], Ordering::Relaxed);
-                }
-            }
-        });
+        let (head, first, whole, tail) = Self::split(off, len);
+        for (i, k, n) in head.into_iter().chain(tail) {
+            let w = self.map.word(i).ok_or(MemError::OutOfBounds)?;
+            Self::merge(w, k, &ZEROS[..n], Ordering::Relaxed);
+        }
+        for w in self.map.words(first, whole).ok_or(MemError::OutOfBounds)? {
+            w.store(0, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -617,6 +662,33 @@ mod tests {
         let mut back = [0u8; 16];
         m.read(DevAddr(0), &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0x0F));
+    }
+
+    /// Every start offset and length around word boundaries: the bytes land, their
+    /// neighbours stay, reads return them, zeroing clears exactly them.
+    #[test]
+    fn every_alignment_and_length_copies_exactly_its_bytes() {
+        let m = MemoryDomain::new(0, 4096);
+        for off in 0..17u64 {
+            for len in 0..42usize {
+                m.write(DevAddr(0), &[0xEE; 80]).unwrap();
+                let data: Vec<u8> = (0..len).map(|i| i as u8 + 1).collect();
+                m.write(DevAddr(8 + off), &data).unwrap();
+                let mut all = [0u8; 80];
+                m.read(DevAddr(0), &mut all).unwrap();
+                let (o, e) = (8 + off as usize, 8 + off as usize + len);
+                assert!(all[..o].iter().all(|&b| b == 0xEE), "{off} {len}");
+                assert_eq!(&all[o..e], &data[..], "{off} {len}");
+                assert!(all[e..].iter().all(|&b| b == 0xEE), "{off} {len}");
+                let mut back = vec![0u8; len];
+                m.read(DevAddr(8 + off), &mut back).unwrap();
+                assert_eq!(back, data);
+                m.zero(DevAddr(8 + off), len as u64).unwrap();
+                m.read(DevAddr(0), &mut all).unwrap();
+                assert!(all[o..e].iter().all(|&b| b == 0), "{off} {len}");
+                assert!(all[..o].iter().chain(&all[e..]).all(|&b| b == 0xEE));
+            }
+        }
     }
 
     /// Miri: a reader copying bytes that a writer copies at the same time (no protocol
