@@ -33,6 +33,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 stage "cargo test (workspace)"
 cargo test --workspace
 
+stage "conformance suite against process boards in separate processes"
+bash scripts/process-conformance.sh
+
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"
 rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
 cargo build -p ism-firmware --target thumbv7em-none-eabihf

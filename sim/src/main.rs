@@ -142,6 +142,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_name = "KEYS")]
         only: Vec<String>,
     },
+    /// Run a board as a device process that other processes attach to
+    /// (`ism_sim::process::attach`), or show a running board's state (`board status NAME`).
+    Board(ism_sim::process::cli::BoardCli),
 }
 
 fn write_trace(path: &Option<PathBuf>, board: &SimBoard) -> Result<(), String> {
@@ -261,6 +264,9 @@ fn demo(trace: &Option<PathBuf>, bytes: u64) -> Result<(), String> {
         }
     }
     println!("  (these rates include generating and checking every byte; `ism-sim bench` measures the transports alone)");
+    println!();
+    println!("== 3. two processes on a process board (`ism-sim board`) ==");
+    failures += ism_sim::process::demo::run(bytes.min(64 << 20))? as usize;
     if failures > 0 {
         return Err(format!("{failures} check(s) failed"));
     }
@@ -432,6 +438,7 @@ fn main() -> ExitCode {
             no_progress,
             only,
         } => bench(rounds, quick, json, svg, pin, no_progress, only),
+        Command::Board(b) => ism_sim::process::cli::run(b),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

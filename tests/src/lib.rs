@@ -6,6 +6,8 @@
 //!   from [`conformance_tests!`] (or calls [`conformance::run_all`]).
 //! * [`sim_dut`]: that trait implemented for the `ism-sim` boards (LPAR and loopback), as the
 //!   reference a vendor can copy.
+//! * [`process_dut`]: that trait for a process board reached by name (`ism-sim board`, or
+//!   any board implementing `docs/host-interface.md`);
 //! * [`util`]: small helpers the integration tests share (a seeded PRNG, memory hashing,
 //!   bounded waiting).
 //!
@@ -14,5 +16,6 @@
 //! `conformance.rs` (the suite against the simulator, one test per check and board).
 
 pub mod conformance;
+pub mod process_dut;
 pub mod sim_dut;
 pub mod util;

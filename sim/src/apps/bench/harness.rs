@@ -221,6 +221,10 @@ fn connect(t: Transport, busy: bool) -> Result<(Option<SmcBoard>, Endpoint, Endp
             let (c, s) = pair(Sock::Smc(c), Sock::Smc(s));
             Ok((Some(board), c, s))
         }
+        Transport::ProcLpar | Transport::ProcLo | Transport::ProcLoNocopy => Err(format!(
+            "{}: a cross-process cell has no local server end",
+            t.label()
+        )),
     }
 }
 
@@ -370,6 +374,14 @@ fn stream(
 
 /// Measures one cell; returns the value in the metric's unit.
 pub(super) fn run_cell(metric: Metric, t: Transport, opts: &BenchOptions) -> Result<f64, String> {
+    if let Some((kind, nocopy)) = match t {
+        Transport::ProcLpar => Some((BoardKind::Lpar, false)),
+        Transport::ProcLo => Some((BoardKind::Loopback, false)),
+        Transport::ProcLoNocopy => Some((BoardKind::Loopback, true)),
+        _ => None,
+    } {
+        return run_process_cell(metric, kind, nocopy, opts);
+    }
     let (board, client, server) = connect(t, metric == Metric::LatencyBusy)?;
     let v = match metric {
         Metric::MsgRate => {
@@ -387,6 +399,36 @@ pub(super) fn run_cell(metric: Metric, t: Transport, opts: &BenchOptions) -> Res
     };
     drop(board);
     Ok(v)
+}
+
+/// A cross-process cell: the server in a child process ([`crate::process::bench`]).
+fn run_process_cell(
+    metric: Metric,
+    kind: BoardKind,
+    nocopy: bool,
+    opts: &BenchOptions,
+) -> Result<f64, String> {
+    use crate::process::bench::{run_cell, CellKind};
+    let cell = match metric {
+        Metric::MsgRate => CellKind::PingPong(MSG_RATE_SIZE),
+        Metric::Latency | Metric::LatencyBusy => CellKind::PingPong(LATENCY_SIZE),
+        Metric::Bandwidth => CellKind::Stream(BANDWIDTH_SIZE),
+    };
+    let busy = metric == Metric::LatencyBusy;
+    let (n, d) = run_cell(
+        kind,
+        nocopy,
+        busy,
+        cell,
+        opts.warmup,
+        opts.cell,
+        opts.pinning.cores(),
+    )?;
+    Ok(match metric {
+        Metric::MsgRate => n as f64 / d.as_secs_f64(),
+        Metric::Latency | Metric::LatencyBusy => d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0,
+        Metric::Bandwidth => n as f64 / d.as_secs_f64() / 1e6,
+    })
 }
 
 // ------------------------------------------------------------------------- run

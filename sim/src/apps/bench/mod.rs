@@ -63,16 +63,25 @@ pub enum Transport {
     SmcLo,
     /// SMC-D on the loopback board, no-copy (the peer's DMB attached).
     SmcLoNocopy,
+    /// SMC-D between two processes on an LPAR process board (`crate::process::bench`).
+    ProcLpar,
+    /// SMC-D between two processes on a loopback process board, copy mode.
+    ProcLo,
+    /// SMC-D between two processes on a loopback process board, no-copy.
+    ProcLoNocopy,
 }
 
 impl Transport {
     /// All transports, in table order.
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 8] = [
         Transport::Tcp,
         Transport::Unix,
         Transport::SmcLpar,
         Transport::SmcLo,
         Transport::SmcLoNocopy,
+        Transport::ProcLpar,
+        Transport::ProcLo,
+        Transport::ProcLoNocopy,
     ];
 
     /// Human-readable name.
@@ -83,6 +92,9 @@ impl Transport {
             Transport::SmcLpar => "SMC-D LPAR (copy)",
             Transport::SmcLo => "SMC-D loopback (copy)",
             Transport::SmcLoNocopy => "SMC-D loopback no-copy",
+            Transport::ProcLpar => "2 procs: LPAR (copy)",
+            Transport::ProcLo => "2 procs: loopback (copy)",
+            Transport::ProcLoNocopy => "2 procs: lo no-copy",
         }
     }
 
@@ -94,6 +106,9 @@ impl Transport {
             Transport::SmcLpar => "smcd_lpar",
             Transport::SmcLo => "smcd_lo",
             Transport::SmcLoNocopy => "smcd_lo_nocopy",
+            Transport::ProcLpar => "proc_lpar",
+            Transport::ProcLo => "proc_lo",
+            Transport::ProcLoNocopy => "proc_lo_nocopy",
         }
     }
 

@@ -259,6 +259,7 @@ mod tests {
             series,
         };
         assert!(r.table().contains("SMC-D loopback no-copy"));
+        assert!(r.table().contains("2 procs: lo no-copy"));
         assert!(r.to_json().contains("\"ratio_to_tcp\":1"));
         assert!(r.to_svg().ends_with("</svg>\n"));
         assert_eq!(r.date.len(), "2026-01-01 00:00:00 UTC".len());

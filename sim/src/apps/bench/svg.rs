@@ -15,7 +15,10 @@ impl BenchReport {
         const GAP: f64 = 6.0;
         const PANEL_HEAD: f64 = 34.0;
         const PANEL_GAP: f64 = 22.0;
-        const COLORS: [&str; 5] = ["#7f7f7f", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728"];
+        // Cross-process rows in lighter shades of their in-process rows' colours.
+        const COLORS: [&str; 8] = [
+            "#7f7f7f", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728", "#aec7e8", "#98df8a", "#ff9896",
+        ];
         let n = Transport::ALL.len() as f64;
         let panel_h = PANEL_HEAD + n * (BAR_H + GAP);
         let top = 76.0;

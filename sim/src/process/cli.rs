@@ -1,0 +1,347 @@
+//! `ism-sim board ...`: run a process board in the foreground, or query one.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::board::{BoardOptions, ProcessBoard};
+use crate::board::BoardKind;
+
+/// Which kind of process board.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindArg {
+    /// Each attached process is its own partition with its own memory.
+    Lpar,
+    /// All attached processes share one partition memory (no-copy attach works).
+    Loopback,
+}
+
+/// `ism-sim board`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BoardCli {
+    /// A query instead of running a board.
+    #[command(subcommand)]
+    pub query: Option<BoardQuery>,
+    /// Kind of board.
+    #[arg(long, value_enum, default_value_t = KindArg::Lpar)]
+    pub kind: KindArg,
+    /// Name hosts attach by (default: the kind's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most processes attached at once (1..=32).
+    #[arg(long, default_value_t = 16)]
+    pub max_functions: usize,
+    /// Partition memory per function in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: usize,
+}
+
+/// Queries of a running board.
+#[derive(Subcommand, Debug)]
+pub enum BoardQuery {
+    /// Show a running board: functions, GIDs, counters.
+    Status {
+        /// The board's name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach this process to a board and serve SMC-D connections: every byte received is
+    /// checked against the pattern `send` writes; one line per connection.
+    Serve {
+        /// The board's name.
+        name: String,
+        /// TCP address to listen on (CLC handshake).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Stop after this many connections (0: never).
+        #[arg(long, default_value_t = 0)]
+        connections: u64,
+        /// Offer no-copy (loopback board).
+        #[arg(long)]
+        nocopy: bool,
+    },
+    /// Attach this process to a board, connect to a `serve` and send the pattern.
+    Send {
+        /// The board's name.
+        name: String,
+        /// The server's address (as `serve` printed it).
+        addr: String,
+        /// Bytes to send (0: until the connection fails).
+        #[arg(long, default_value_t = 64 << 20)]
+        bytes: u64,
+        /// Send without copying (loopback board).
+        #[arg(long)]
+        nocopy: bool,
+    },
+    /// Attach this process to a board and hold the function until standard input closes.
+    Attach {
+        /// The board's name.
+        name: String,
+    },
+    /// The server process of a cross-process `ism-sim bench` cell.
+    #[command(hide = true)]
+    BenchPeer(super::bench::PeerArgs),
+}
+
+/// Byte `pos` of the stream `send` writes and `serve` checks.
+pub fn pattern(pos: u64) -> u8 {
+    (pos as u8).wrapping_mul(31) ^ (pos >> 11) as u8
+}
+
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn stack_cfg(nocopy: bool) -> ism_host_driver::smcd::StackConfig {
+    ism_host_driver::smcd::StackConfig {
+        nocopy,
+        ..Default::default()
+    }
+}
+
+fn serve(name: &str, listen: &str, connections: u64, nocopy: bool) -> Result<(), String> {
+    use std::io::Read as _;
+    let a = super::attach(name).map_err(|e| e.to_string())?;
+    let stack = a.smc_stack(stack_cfg(nocopy)).map_err(|e| e.to_string())?;
+    let l = ism_host_driver::smcd::Listener::bind(&stack, listen).map_err(|e| e.to_string())?;
+    say(&format!(
+        "listening on {} (board {name}, function {}, gid {:#018x})",
+        l.local_addr().map_err(|e| e.to_string())?,
+        a.raw().function(),
+        a.gid().0
+    ));
+    let mut n = 0u64;
+    while connections == 0 || n < connections {
+        let (mut s, peer) = match l.accept() {
+            Ok(x) => x,
+            Err(e) => return Err(format!("accept: {e}")),
+        };
+        n += 1;
+        let smc = s.is_smc();
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 256 << 10];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    if let Some(i) = (0..k).find(|&i| buf[i] != pattern(pos + i as u64)) {
+                        break Err(format!("WRONG BYTE at {}", pos + i as u64));
+                    }
+                    pos += k as u64;
+                }
+                Err(e) => break Err(format!("{e} ({:?})", e.kind())),
+            }
+        };
+        match end {
+            Ok(()) => say(&format!(
+                "connection {n} from {peer}: smc {smc}: {pos} bytes verified, closed by the peer"
+            )),
+            Err(e) => say(&format!(
+                "connection {n} from {peer}: smc {smc}: {pos} bytes verified, then error: {e}"
+            )),
+        }
+    }
+    a.detach();
+    Ok(())
+}
+
+fn send(name: &str, addr: &str, bytes: u64, nocopy: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let a = super::attach(name).map_err(|e| e.to_string())?;
+    let stack = a.smc_stack(stack_cfg(nocopy)).map_err(|e| e.to_string())?;
+    let mut s = ism_host_driver::smcd::Stream::connect(&stack, addr).map_err(|e| e.to_string())?;
+    say(&format!(
+        "connected to {addr}: smc {} (board {name}, function {}, gid {:#018x})",
+        s.is_smc(),
+        a.raw().function(),
+        a.gid().0
+    ));
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64_000];
+    let r = loop {
+        if bytes != 0 && pos >= bytes {
+            break Ok(());
+        }
+        let k = if bytes == 0 {
+            buf.len() as u64
+        } else {
+            (bytes - pos).min(buf.len() as u64)
+        };
+        for (i, b) in buf[..k as usize].iter_mut().enumerate() {
+            *b = pattern(pos + i as u64);
+        }
+        if let Err(e) = s.write_all(&buf[..k as usize]) {
+            break Err(format!("{e} ({:?})", e.kind()));
+        }
+        pos += k;
+    };
+    drop(s);
+    match r {
+        Ok(()) => {
+            say(&format!("sent {pos} bytes"));
+            a.detach();
+            Ok(())
+        }
+        Err(e) => Err(format!("after {pos} bytes: {e}")),
+    }
+}
+
+fn hold(name: &str) -> Result<(), String> {
+    use std::io::Read as _;
+    let a = super::attach(name).map_err(|e| e.to_string())?;
+    say(&format!(
+        "attached to board {name}: function {}, gid {:#018x}",
+        a.raw().function(),
+        a.gid().0
+    ));
+    // Until standard input closes, or the board goes away.
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    let lost = tx.clone();
+    a.raw().on_board_lost(Box::new(move || {
+        let _ = lost.send(false);
+    }));
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(true);
+    });
+    if rx.recv() == Ok(true) {
+        a.detach();
+        Ok(())
+    } else {
+        Err(format!("board {name} went away"))
+    }
+}
+
+/// Runs `ism-sim board ...`.
+///
+/// # Errors
+/// A readable message.
+pub fn run(cli: BoardCli) -> Result<(), String> {
+    match cli.query {
+        Some(BoardQuery::Status { name, json }) => {
+            let v = super::board_status(&name).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_status(&v);
+            }
+            return Ok(());
+        }
+        Some(BoardQuery::Serve {
+            name,
+            listen,
+            connections,
+            nocopy,
+        }) => return serve(&name, &listen, connections, nocopy),
+        Some(BoardQuery::Send {
+            name,
+            addr,
+            bytes,
+            nocopy,
+        }) => return send(&name, &addr, bytes, nocopy),
+        Some(BoardQuery::Attach { name }) => return hold(&name),
+        Some(BoardQuery::BenchPeer(a)) => return super::bench::run_peer(&a),
+        None => {}
+    }
+    let kind = match cli.kind {
+        KindArg::Lpar => BoardKind::Lpar,
+        KindArg::Loopback => BoardKind::Loopback,
+    };
+    let name = cli.name.unwrap_or_else(|| {
+        match kind {
+            BoardKind::Lpar => "lpar",
+            BoardKind::Loopback => "loopback",
+        }
+        .to_owned()
+    });
+    let mut opts = BoardOptions::new(&name, kind);
+    opts.max_functions = cli.max_functions;
+    opts.memory = cli.memory_mib.saturating_mul(1 << 20);
+    // SIGINT/SIGTERM write to this socket pair; the board's poll loop sees it.
+    let (rx, tx) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let tx = tx.try_clone().map_err(|e| format!("socketpair: {e}"))?;
+        signal_hook::low_level::pipe::register(sig, tx).map_err(|e| format!("signal: {e}"))?;
+    }
+    // Keep other processes of the same user out of the board's /proc entries (and so out
+    // of its memory objects).
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let board = ProcessBoard::start(opts).map_err(|e| e.to_string())?;
+    board.run(rx.as_fd()).map_err(|e| e.to_string())
+}
+
+fn print_status(v: &serde_json::Value) {
+    let s = |k: &str| v[k].to_string().trim_matches('"').to_owned();
+    println!(
+        "board {} ({}, pid {}, CHID {}, spec version {}, up {} s)",
+        s("name"),
+        s("kind"),
+        s("pid"),
+        s("chid"),
+        s("spec_version"),
+        s("uptime_secs")
+    );
+    let fns = v["functions"].as_array().cloned().unwrap_or_default();
+    println!(
+        "functions: {} of {} attached",
+        fns.len(),
+        s("max_functions")
+    );
+    println!("  {:>3}  {:<20} {:>8}  {:>8}", "fn", "gid", "pid", "online");
+    for f in &fns {
+        println!(
+            "  {:>3}  {:<20} {:>8}  {:>8}",
+            f["function"],
+            f["gid"].as_str().unwrap_or("?"),
+            f["pid"],
+            f["online"]
+        );
+    }
+    println!("DMBs in use: {}", v["dmbs_in_use"]);
+    let dmbs = v["dmbs"].as_array().cloned().unwrap_or_default();
+    if !dmbs.is_empty() {
+        println!(
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}",
+            "token", "owner", "len", "idx", "writer", "attached by"
+        );
+    }
+    for d in &dmbs {
+        let attached: Vec<String> = d["attached_by"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default();
+        println!(
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}{}",
+            d["token"].as_str().unwrap_or("?"),
+            d["owner"],
+            d["len"],
+            d["sba_idx"],
+            d["writer"].as_str().unwrap_or("?"),
+            if attached.is_empty() {
+                "-".to_owned()
+            } else {
+                attached.join(",")
+            },
+            if d["unregistered"] == true {
+                " (unregistered)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(c) = v["counters"].as_object() {
+        let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("counters: {}", line.join(", "));
+    }
+}

@@ -1,0 +1,848 @@
+//! The host side: attach to a board by name and get an ISM function: its memory, its bus
+//! (command area and store-block ring in the shared register object) and its interrupt;
+//! with [`attach`], also the ISM driver probed on it and an interrupt thread.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ism_hal::regs::COMMAND_AREA_SIZE;
+use ism_hal::{DevAddr, DmaMemory, Gid};
+use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
+use ism_host_driver::smcd::device::SmcdOps;
+use ism_host_driver::smcd::{SmcStack, StackConfig};
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::layout::{self, regs, Hello, Welcome, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use super::page::{futex_wait, futex_wake, RegPage};
+use crate::board::BoardKind;
+use crate::memory::{DmaPool, MemoryDomain, SharedMapping};
+
+/// How long a command may take before the host gives up on the board.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a host spins on a shared word before it sleeps on it.
+const HOST_SPIN: Duration = Duration::from_micros(50);
+
+/// Why an attach (or a status query) failed.
+#[derive(Debug)]
+pub enum AttachError {
+    /// No board of that name: no socket.
+    NoBoard {
+        /// The name.
+        name: String,
+        /// Where its socket would be.
+        path: std::path::PathBuf,
+    },
+    /// The socket exists but nobody listens: the board was killed.
+    BoardGone {
+        /// The name.
+        name: String,
+        /// The stale socket.
+        path: std::path::PathBuf,
+    },
+    /// The board refused (version, full, ...): `status` and its message.
+    Refused {
+        /// `WELCOME.status`.
+        status: u32,
+        /// The board's reason.
+        message: String,
+    },
+    /// The board answered something this host does not understand.
+    Protocol(String),
+    /// A system call failed.
+    Io(String, std::io::Error),
+    /// The ISM driver's probe failed.
+    Probe(IsmError),
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachError::NoBoard { name, path } => write!(
+                f,
+                "no board named {name} (no socket at {}); start one with `ism-sim board --name {name}`",
+                path.display()
+            ),
+            AttachError::BoardGone { name, path } => write!(
+                f,
+                "board {name} is not running (its socket {} is stale: the board was killed)",
+                path.display()
+            ),
+            AttachError::Refused { message, .. } => write!(f, "the board refused: {message}"),
+            AttachError::Protocol(s) => write!(f, "protocol error: {s}"),
+            AttachError::Io(what, e) => write!(f, "{what}: {e}"),
+            AttachError::Probe(e) => write!(f, "ISM driver probe failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+fn connect(dir: &Path, name: &str) -> Result<OwnedFd, AttachError> {
+    if !super::valid_name(name) {
+        return Err(AttachError::Protocol(format!("bad board name {name:?}")));
+    }
+    let path = super::socket_path(dir, name);
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| AttachError::Io("socket".into(), e.into()))?;
+    let addr = SocketAddrUnix::new(&path)
+        .map_err(|e| AttachError::Io(format!("socket path {}", path.display()), e.into()))?;
+    match rustix::net::connect(&sock, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOENT) => {
+            return Err(AttachError::NoBoard {
+                name: name.to_owned(),
+                path,
+            })
+        }
+        Err(rustix::io::Errno::CONNREFUSED) => {
+            return Err(AttachError::BoardGone {
+                name: name.to_owned(),
+                path,
+            })
+        }
+        Err(e) => {
+            return Err(AttachError::Io(
+                format!("connect {}", path.display()),
+                e.into(),
+            ))
+        }
+    }
+    for t in [
+        rustix::net::sockopt::Timeout::Recv,
+        rustix::net::sockopt::Timeout::Send,
+    ] {
+        let _ = rustix::net::sockopt::set_socket_timeout(&sock, t, Some(Duration::from_secs(5)));
+    }
+    Ok(sock)
+}
+
+/// Asks board `name` for its status (functions, counters): the JSON `ism-sim board
+/// status` prints.
+///
+/// # Errors
+/// [`AttachError`] if the board cannot be reached or answers nonsense.
+pub fn board_status(name: &str) -> Result<serde_json::Value, AttachError> {
+    board_status_in(&super::board_dir(), name)
+}
+
+/// [`board_status`] of a board whose socket is in `dir`.
+///
+/// # Errors
+/// As [`board_status`].
+pub fn board_status_in(dir: &Path, name: &str) -> Result<serde_json::Value, AttachError> {
+    let sock = connect(dir, name)?;
+    rustix::net::send(&sock, &layout::STATUS_MAGIC, SendFlags::NOSIGNAL)
+        .map_err(|e| AttachError::Io("send".into(), e.into()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (n, _) = rustix::net::recv(&sock, &mut buf, RecvFlags::empty())
+        .map_err(|e| AttachError::Io("recv".into(), e.into()))?;
+    serde_json::from_slice(&buf[..n]).map_err(|e| AttachError::Protocol(format!("status: {e}")))
+}
+
+/// What runs when the board is lost.
+type LostHooks = Mutex<Vec<Box<dyn Fn() + Send>>>;
+
+/// The partition memory of an attached function and its DMA allocator.
+#[derive(Clone)]
+pub struct ProcHal {
+    memory: Arc<MemoryDomain>,
+    pool: Arc<DmaPool>,
+}
+
+impl HostMemory for ProcHal {
+    type Memory = MemoryDomain;
+
+    fn memory(&self) -> &MemoryDomain {
+        &self.memory
+    }
+
+    fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr> {
+        let a = self.pool.alloc(size as u64, align as u64).ok()?;
+        self.memory.zero(a, size as u64).ok()?;
+        Some(a)
+    }
+
+    fn dma_free(&self, addr: DevAddr, size: usize) {
+        self.pool.free(addr, size as u64);
+    }
+}
+
+impl ProcHal {
+    /// Bytes still free in the function's allocation range.
+    pub fn free_bytes(&self) -> u64 {
+        self.pool.free_bytes()
+    }
+}
+
+/// The bus of an attached function: the command area and the store-block ring of its
+/// register object.
+#[derive(Clone)]
+pub struct ProcBus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    page: Arc<RegPage>,
+    /// One command at a time.
+    cmd: Mutex<()>,
+    /// The ring's producer (host side): the next `SQ_HEAD`.
+    sq: Mutex<u32>,
+    /// The control socket hung up, or the board said it stopped.
+    dead: Arc<AtomicBool>,
+}
+
+impl BusInner {
+    fn alive(&self) -> bool {
+        !self.dead.load(Ordering::Acquire)
+            && self.page.word(regs::BOARD_STATE).load(Ordering::Acquire) == layout::BOARD_RUNNING
+    }
+
+    fn ring_doorbell(&self) {
+        let p = &self.page;
+        p.word(regs::DOORBELL).fetch_add(1, Ordering::SeqCst);
+        if p.word(regs::BOARD_SLEEPING).load(Ordering::SeqCst) != 0 {
+            futex_wake(p.word(regs::DOORBELL));
+        }
+    }
+
+    /// Waits until `done()` (spinning, then sleeping on `PROGRESS`), the board dies, or
+    /// `timeout` passes.
+    fn wait_progress(&self, timeout: Duration, done: impl Fn() -> bool) -> Result<(), BusError> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while start.elapsed() < HOST_SPIN {
+            if done() {
+                return Ok(());
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(16) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        let p = &self.page;
+        loop {
+            if done() {
+                return Ok(());
+            }
+            if !self.alive() || start.elapsed() >= timeout {
+                return Err(BusError::NoDevice);
+            }
+            let seen = p.word(regs::PROGRESS).load(Ordering::SeqCst);
+            p.word(regs::PROGRESS_WAITERS)
+                .fetch_add(1, Ordering::SeqCst);
+            if !done() {
+                futex_wait(p.word(regs::PROGRESS), seen, Duration::from_millis(50));
+            }
+            p.word(regs::PROGRESS_WAITERS)
+                .fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until the board consumed every entry before `head`.
+    fn wait_consumed(&self, head: u32) -> Result<(), BusError> {
+        let tail = self.page.word(regs::SQ_TAIL);
+        self.wait_progress(COMMAND_TIMEOUT, || {
+            head.wrapping_sub(tail.load(Ordering::Acquire)) as i32 <= 0
+        })
+    }
+}
+
+/// The bus error of a ring entry status.
+fn status_error(status: u32) -> Result<(), BusError> {
+    match status {
+        0 => Ok(()),
+        s if s & layout::SQ_ERR_REFUSED != 0 => Err(BusError::StoreRefused(s as u8)),
+        _ => Err(BusError::StoreRefused(
+            ism_firmware::MoveError::TooLong as u8,
+        )),
+    }
+}
+
+impl ProcBus {
+    /// Waits until every store-block posted so far was executed and reports the first
+    /// refused posted one since the last flush. Store-blocks without the signal flag are
+    /// posted (they return before the board ran them); a refusal among them is reported
+    /// here, and by the next signalling store-block to the same DMB (which the board then
+    /// refuses too, so a batch never signals data that did not land).
+    ///
+    /// # Errors
+    /// [`BusError::StoreRefused`] for a refused store-block, [`BusError::NoDevice`] if the
+    /// board is gone.
+    pub fn flush(&self) -> Result<(), BusError> {
+        let head = self.inner.sq.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.wait_consumed(*head)?;
+        status_error(
+            self.inner
+                .page
+                .word(regs::SQ_ERROR)
+                .swap(0, Ordering::AcqRel),
+        )
+    }
+
+    /// Whether the board still serves this function.
+    pub fn is_alive(&self) -> bool {
+        self.inner.alive()
+    }
+}
+
+impl Bus for ProcBus {
+    fn command(
+        &self,
+        request: &[u8],
+        response: &mut [u8; COMMAND_AREA_SIZE],
+    ) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let _g = inner.cmd.lock().unwrap_or_else(|e| e.into_inner());
+        if !inner.alive() {
+            return Err(BusError::NoDevice);
+        }
+        let p = &inner.page;
+        let regs_ = p.command();
+        regs_.post_request(&request[..request.len().min(COMMAND_AREA_SIZE)]);
+        let seq = p
+            .word(regs::CMD_SEQ)
+            .load(Ordering::Relaxed)
+            .wrapping_add(1);
+        p.word(regs::CMD_SEQ).store(seq, Ordering::SeqCst);
+        inner.ring_doorbell();
+        let done = p.word(regs::CMD_DONE);
+        inner.wait_progress(COMMAND_TIMEOUT, || done.load(Ordering::Acquire) == seq)?;
+        // Header first; the body only on success, up to `len` (Linux's `ism_cmd`).
+        regs_.read_bytes(&mut response[..8]);
+        let ret = u16::from_be_bytes([response[4], response[5]]);
+        let len = (u16::from_be_bytes([response[6], response[7]]) as usize).min(COMMAND_AREA_SIZE);
+        if ret == 0 && len > 8 {
+            let mut all = [0u8; COMMAND_AREA_SIZE];
+            regs_.read_bytes(&mut all[..len.div_ceil(8) * 8]);
+            response[8..len].copy_from_slice(&all[8..len]);
+        }
+        Ok(())
+    }
+
+    fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError> {
+        if data.len() > SLOT_DATA {
+            return Err(BusError::StoreRefused(
+                ism_firmware::MoveError::TooLong as u8,
+            ));
+        }
+        let inner = &self.inner;
+        let mut head = inner.sq.lock().unwrap_or_else(|e| e.into_inner());
+        if !inner.alive() {
+            return Err(BusError::NoDevice);
+        }
+        let p = &inner.page;
+        let tail = p.word(regs::SQ_TAIL);
+        if head.wrapping_sub(tail.load(Ordering::Acquire)) >= RING_SLOTS {
+            let h = *head;
+            inner.wait_progress(COMMAND_TIMEOUT, || {
+                h.wrapping_sub(tail.load(Ordering::Acquire)) < RING_SLOTS
+            })?;
+        }
+        let slot = *head;
+        p.write_slot(slot, data)
+            .map_err(|_| BusError::StoreRefused(ism_firmware::MoveError::TooLong as u8))?;
+        p.desc_request(slot).store(request, Ordering::Relaxed);
+        p.desc_len(slot).store(data.len() as u32, Ordering::Relaxed);
+        *head = slot.wrapping_add(1);
+        p.word(regs::SQ_HEAD).store(*head, Ordering::SeqCst);
+        inner.ring_doorbell();
+        if request & ism_firmware::wire::move_request::SIGNAL_FLAG != 0 {
+            // A signalling store-block completes the batch: wait for it and report.
+            inner.wait_consumed(*head)?;
+            return status_error(p.desc_status(slot).load(Ordering::Acquire));
+        }
+        Ok(())
+    }
+}
+
+/// A function attached to a board, without a driver: its memory, bus and interrupt (what
+/// a conformance suite drives directly).
+pub struct RawAttachment {
+    name: String,
+    kind: BoardKind,
+    function: u32,
+    gid: Gid,
+    chid: u16,
+    max_functions: u32,
+    hal: ProcHal,
+    bus: ProcBus,
+    page: Arc<RegPage>,
+    sock: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+    kicked: AtomicBool,
+    monitor: Option<JoinHandle<()>>,
+    on_lost: Arc<LostHooks>,
+}
+
+/// Attaches to board `name` (in [`super::board_dir`]) and returns the raw function.
+///
+/// # Errors
+/// [`AttachError`]: no such board, a killed board, a refusal (version, full), or a
+/// malformed answer.
+pub fn attach_raw(name: &str) -> Result<RawAttachment, AttachError> {
+    attach_raw_in(&super::board_dir(), name)
+}
+
+/// [`attach_raw`] to a board whose socket is in `dir`.
+///
+/// # Errors
+/// As [`attach_raw`].
+pub fn attach_raw_in(dir: &Path, name: &str) -> Result<RawAttachment, AttachError> {
+    attach_raw_version(dir, name, layout::SPEC_VERSION)
+}
+
+/// [`attach_raw_in`] announcing spec version `version` (to test a board's refusal).
+#[doc(hidden)]
+pub fn attach_raw_version(
+    dir: &Path,
+    name: &str,
+    version: u32,
+) -> Result<RawAttachment, AttachError> {
+    let sock = connect(dir, name)?;
+    let hello = Hello {
+        magic: layout::HELLO_MAGIC,
+        version: version.into(),
+        flags: 0.into(),
+        pid: std::process::id().into(),
+        reserved: 0.into(),
+    };
+    rustix::net::send(&sock, hello.as_bytes(), SendFlags::NOSIGNAL)
+        .map_err(|e| AttachError::Io("send HELLO".into(), e.into()))?;
+    let (bytes, fds) = recv_with_fds(&sock)?;
+    let w = Welcome::read_from_bytes(&bytes[..])
+        .map_err(|_| AttachError::Protocol(format!("WELCOME of {} bytes", bytes.len())))?;
+    if w.magic != layout::WELCOME_MAGIC {
+        return Err(AttachError::Protocol("WELCOME without its magic".into()));
+    }
+    if w.status.get() != layout::STATUS_OK {
+        return Err(AttachError::Refused {
+            status: w.status.get(),
+            message: layout::message_text(&w.message),
+        });
+    }
+    if w.version.get() != layout::SPEC_VERSION {
+        return Err(AttachError::Protocol(format!(
+            "the board speaks spec version {}, this host {}",
+            w.version.get(),
+            layout::SPEC_VERSION
+        )));
+    }
+    let [mem_fd, regs_fd]: [OwnedFd; 2] = fds
+        .try_into()
+        .map_err(|_| AttachError::Protocol("WELCOME without its two memory objects".into()))?;
+    let kind = match w.kind.get() {
+        layout::KIND_LPAR => BoardKind::Lpar,
+        layout::KIND_LOOPBACK => BoardKind::Loopback,
+        k => return Err(AttachError::Protocol(format!("unknown board kind {k}"))),
+    };
+    let (mem_base, mem_size) = (w.mem_base.get(), w.mem_size.get());
+    let (pool_base, pool_size) = (w.pool_base.get(), w.pool_size.get());
+    if pool_base < mem_base
+        || pool_base.checked_add(pool_size).is_none()
+        || pool_base + pool_size > mem_base.saturating_add(mem_size)
+        || w.regs_size.get() < REGS_SIZE as u64
+        || w.ring_slots.get() != RING_SLOTS
+    {
+        return Err(AttachError::Protocol(
+            "inconsistent WELCOME geometry".into(),
+        ));
+    }
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| AttachError::Io(what, e)
+    };
+    // A board that could shrink an object under us would make our accesses fault.
+    for fd in [&mem_fd, &regs_fd] {
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| io("seals")(e.into()))?;
+        if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(AttachError::Protocol(
+                "the board's memory objects are not sealed against shrinking".into(),
+            ));
+        }
+    }
+    let map = SharedMapping::map_shared(&mem_fd, mem_size as usize).map_err(io("map memory"))?;
+    let memory = Arc::new(MemoryDomain::from_mapping(mem_base, map).map_err(io("memory"))?);
+    let page = Arc::new(
+        RegPage::new(SharedMapping::map_shared(&regs_fd, REGS_SIZE).map_err(io("map registers"))?)
+            .map_err(io("registers"))?,
+    );
+    drop((mem_fd, regs_fd));
+    if !page.is_valid() {
+        return Err(AttachError::Protocol(
+            "register object without magic/version".into(),
+        ));
+    }
+    let dead = Arc::new(AtomicBool::new(false));
+    let sock = Arc::new(sock);
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_lost: Arc<LostHooks> = Arc::default();
+    let monitor = {
+        let (sock, dead, stop, page, on_lost) = (
+            sock.clone(),
+            dead.clone(),
+            stop.clone(),
+            page.clone(),
+            on_lost.clone(),
+        );
+        std::thread::Builder::new()
+            .name("ism-board-watch".into())
+            .spawn(move || watch(&sock, &dead, &stop, &page, &on_lost))
+            .map_err(io("spawn"))?
+    };
+    let bus = ProcBus {
+        inner: Arc::new(BusInner {
+            page: page.clone(),
+            cmd: Mutex::new(()),
+            sq: Mutex::new(page.word(regs::SQ_HEAD).load(Ordering::Acquire)),
+            dead: dead.clone(),
+        }),
+    };
+    Ok(RawAttachment {
+        name: name.to_owned(),
+        kind,
+        function: w.function.get(),
+        gid: Gid(w.gid.get()),
+        chid: w.chid.get(),
+        max_functions: w.max_functions.get(),
+        hal: ProcHal {
+            memory,
+            pool: Arc::new(DmaPool::new(pool_base, pool_size)),
+        },
+        bus,
+        page,
+        sock,
+        stop,
+        kicked: AtomicBool::new(false),
+        monitor: Some(monitor),
+        on_lost,
+    })
+}
+
+/// Watches the control socket: a hang-up means the board is gone. Marks the attachment
+/// dead, wakes every waiter on the register object, runs the `on_lost` hooks.
+fn watch(
+    sock: &OwnedFd,
+    dead: &AtomicBool,
+    stop: &AtomicBool,
+    page: &RegPage,
+    on_lost: &LostHooks,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        // No timeout: a hang-up, or `stop_monitor`'s shutdown of the socket, ends the wait.
+        match rustix::event::poll(&mut fds, None) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        let mut buf = [0u8; 16];
+        match rustix::net::recv(sock, &mut buf, RecvFlags::DONTWAIT) {
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            Ok((n, _)) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    if stop.load(Ordering::Acquire) {
+        return;
+    }
+    dead.store(true, Ordering::Release);
+    for w in [regs::IRQ, regs::PROGRESS] {
+        page.word(w).fetch_add(1, Ordering::SeqCst);
+        futex_wake(page.word(w));
+    }
+    for hook in on_lost.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        hook();
+    }
+}
+
+fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), AttachError> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut buf = vec![0u8; 512];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let r = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+        .map_err(|e| AttachError::Io("receive WELCOME".into(), e.into()))?;
+    let mut fds = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(it) = msg {
+            fds.extend(it);
+        }
+    }
+    if r.bytes == 0 {
+        return Err(AttachError::Protocol(
+            "the board hung up without a WELCOME".into(),
+        ));
+    }
+    buf.truncate(r.bytes);
+    Ok((buf, fds))
+}
+
+impl RawAttachment {
+    /// The board's name.
+    pub fn board_name(&self) -> &str {
+        &self.name
+    }
+    /// LPAR or loopback.
+    pub fn kind(&self) -> BoardKind {
+        self.kind
+    }
+    /// The function's index on the board.
+    pub fn function(&self) -> u32 {
+        self.function
+    }
+    /// The function's GID.
+    pub fn gid(&self) -> Gid {
+        self.gid
+    }
+    /// The device's CHID.
+    pub fn chid(&self) -> u16 {
+        self.chid
+    }
+    /// Most functions the board serves.
+    pub fn max_functions(&self) -> u32 {
+        self.max_functions
+    }
+    /// The partition memory and allocator.
+    pub fn hal(&self) -> &ProcHal {
+        &self.hal
+    }
+    /// The bus.
+    pub fn bus(&self) -> &ProcBus {
+        &self.bus
+    }
+    /// Whether the board still serves this function.
+    pub fn is_alive(&self) -> bool {
+        self.bus.is_alive()
+    }
+
+    /// The register object as this host maps it: everything a (hostile) host can write
+    /// directly.
+    pub fn register_object(&self) -> &RegPage {
+        &self.page
+    }
+
+    /// Runs `hook` once when the board is lost (at once if it already is).
+    pub fn on_board_lost(&self, hook: Box<dyn Fn() + Send>) {
+        let mut hooks = self.on_lost.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bus.inner.dead.load(Ordering::Acquire) {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(hook);
+        }
+    }
+
+    /// Takes a pending interrupt without waiting; returns whether one was pending.
+    pub fn take_irq(&self) -> bool {
+        self.page.word(regs::IRQ).swap(0, Ordering::AcqRel) != 0 && self.is_alive()
+    }
+
+    /// Waits up to `timeout` for the function's interrupt and takes it; returns whether
+    /// one was taken. Spins briefly, then sleeps on the `IRQ` futex; returns `false` at
+    /// once if the board is gone.
+    pub fn wait_irq(&self, timeout: Duration) -> bool {
+        let irq: &AtomicU32 = self.page.word(regs::IRQ);
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while start.elapsed() < HOST_SPIN.min(timeout) {
+            if self.take_irq() {
+                return true;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(16) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        loop {
+            if self.take_irq() {
+                return true;
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() || !self.is_alive() || self.kicked.load(Ordering::Acquire) {
+                return false;
+            }
+            let waiters = self.page.word(regs::IRQ_WAITERS);
+            waiters.fetch_add(1, Ordering::SeqCst);
+            if irq.load(Ordering::SeqCst) == 0 {
+                futex_wait(irq, 0, left.min(Duration::from_secs(1)));
+            }
+            waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Ends every [`RawAttachment::wait_irq`], now and later, without an interrupt (the
+    /// attachment is closing).
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        futex_wake(self.page.word(regs::IRQ));
+    }
+
+    /// Detaches in an orderly way (as dropping does): the board brings the function down
+    /// with `DEV_GID_DISABLED` for the peers. Only a process that dies without detaching
+    /// (its socket hangs up without BYE) is a partition crash.
+    pub fn detach(self) {}
+
+    fn stop_monitor(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Read);
+        if let Some(m) = self.monitor.take() {
+            let _ = m.join();
+        }
+    }
+}
+
+impl Drop for RawAttachment {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = rustix::net::send(&*self.sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
+        self.stop_monitor();
+    }
+}
+
+/// The driver of an attached function.
+pub type ProcDriver = IsmDriver<ProcHal, ProcBus>;
+
+/// A function attached to a board with the ISM driver probed on it and an interrupt thread
+/// running its handler: what a program uses ([`Attachment::smc_stack`] for SMC-D).
+pub struct Attachment {
+    raw: Arc<RawAttachment>,
+    driver: Arc<ProcDriver>,
+    stop: Arc<AtomicBool>,
+    irq_thread: Option<JoinHandle<()>>,
+    stacks: Arc<Mutex<Vec<Weak<SmcStack>>>>,
+}
+
+/// Attaches to board `name`, probes the ISM driver and starts its interrupt thread.
+///
+/// # Errors
+/// [`AttachError`] as [`attach_raw`], or the driver's probe error.
+pub fn attach(name: &str) -> Result<Attachment, AttachError> {
+    attach_in(&super::board_dir(), name)
+}
+
+/// [`attach`] to a board whose socket is in `dir`.
+///
+/// # Errors
+/// As [`attach`].
+pub fn attach_in(dir: &Path, name: &str) -> Result<Attachment, AttachError> {
+    let raw = Arc::new(attach_raw_in(dir, name)?);
+    let driver = Arc::new(
+        IsmDriver::probe(raw.hal.clone(), raw.bus.clone(), raw.chid).map_err(AttachError::Probe)?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stacks: Arc<Mutex<Vec<Weak<SmcStack>>>> = Arc::default();
+    {
+        // The board is gone: every connection of this process's stacks ends now with an
+        // error, instead of waiting for data that cannot come.
+        let stacks = stacks.clone();
+        raw.on_board_lost(Box::new(move || {
+            for s in stacks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                if let Some(s) = s.upgrade() {
+                    s.shutdown();
+                }
+            }
+        }));
+    }
+    let irq_thread = {
+        let (raw, driver, stop) = (raw.clone(), driver.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("ism-irq-fn{}", raw.function))
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if raw.wait_irq(Duration::from_secs(1)) || driver.irq_pending() {
+                        driver.handle_irq();
+                    } else if !raw.is_alive() {
+                        // Nothing will come any more; do not spin.
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+            .map_err(|e| AttachError::Io("spawn".into(), e))?
+    };
+    Ok(Attachment {
+        raw,
+        driver,
+        stop,
+        irq_thread: Some(irq_thread),
+        stacks,
+    })
+}
+
+impl Attachment {
+    /// The driver.
+    pub fn driver(&self) -> &Arc<ProcDriver> {
+        &self.driver
+    }
+
+    /// The raw function (memory, bus, interrupt).
+    pub fn raw(&self) -> &RawAttachment {
+        &self.raw
+    }
+
+    /// The function's GID.
+    pub fn gid(&self) -> Gid {
+        self.raw.gid
+    }
+
+    /// Whether the board still serves this function.
+    pub fn is_alive(&self) -> bool {
+        self.raw.is_alive()
+    }
+
+    /// An SMC-D stack of this process over the function (connections end with an error
+    /// if the board goes away).
+    ///
+    /// # Errors
+    /// The driver's error if it has no room for another client.
+    pub fn smc_stack(&self, cfg: StackConfig) -> Result<Arc<SmcStack>, IsmError> {
+        let ops: Arc<dyn SmcdOps> = self.driver.clone();
+        let s = SmcStack::new(cfg, vec![ops])?;
+        self.stacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&s));
+        if !self.is_alive() {
+            s.shutdown();
+        }
+        Ok(s)
+    }
+
+    fn stop_irq(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.raw.kick();
+        if let Some(t) = self.irq_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Detaches in an orderly way: stops the interrupt thread, removes the driver
+    /// (UNREG_IEQ, UNREG_SBA), says BYE (peers get `DEV_GID_DISABLED`). Dropping says BYE
+    /// too, without removing the driver first.
+    pub fn detach(mut self) {
+        self.stop_irq();
+        self.driver.remove();
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.stop_irq();
+    }
+}

@@ -1,0 +1,229 @@
+//! Every byte that crosses the process boundary of a process board, in one place: the
+//! control-socket messages and the layout of a function's register object. The spec,
+//! `docs/host-interface.md`, restates these tables; the offset asserts below keep the two
+//! from drifting apart.
+//!
+//! All integers in this module are **little-endian** (board and hosts share one machine;
+//! the spec requires a little-endian machine). The command area carries the device's own
+//! big-endian command bytes untouched.
+
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Version of the host interface this crate speaks (HELLO and WELCOME carry it).
+pub const SPEC_VERSION: u32 = 1;
+
+/// `HELLO.magic`: the bytes `ISMHELLO`.
+pub const HELLO_MAGIC: [u8; 8] = *b"ISMHELLO";
+/// `WELCOME.magic`: the bytes `ISMBOARD`.
+pub const WELCOME_MAGIC: [u8; 8] = *b"ISMBOARD";
+/// `STATUS.magic`: the bytes `ISMSTATS` (a status query; the reply is JSON text).
+pub const STATUS_MAGIC: [u8; 8] = *b"ISMSTATS";
+/// `BYE.magic`: the bytes `ISMBYE\0\0` (an orderly detach).
+pub const BYE_MAGIC: [u8; 8] = *b"ISMBYE\0\0";
+/// Magic at offset 0 of a register object: the bytes `ISMREGS1`.
+pub const REGS_MAGIC: [u8; 8] = *b"ISMREGS1";
+
+/// The first message of a host on a fresh connection: it asks for a function.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Hello {
+    /// [`HELLO_MAGIC`].
+    pub magic: [u8; 8],
+    /// The host's [`SPEC_VERSION`].
+    pub version: U32,
+    /// Reserved, 0.
+    pub flags: U32,
+    /// The host's process id (for the board's log only).
+    pub pid: U32,
+    /// Reserved, 0.
+    pub reserved: U32,
+}
+
+const _: () = assert!(core::mem::size_of::<Hello>() == 24);
+const _: () = assert!(core::mem::offset_of!(Hello, version) == 8);
+const _: () = assert!(core::mem::offset_of!(Hello, pid) == 16);
+
+/// `WELCOME.status`: the function is the host's.
+pub const STATUS_OK: u32 = 0;
+/// `WELCOME.status`: the board speaks another spec version.
+pub const STATUS_VERSION: u32 = 1;
+/// `WELCOME.status`: every function is attached (`--max-functions`).
+pub const STATUS_FULL: u32 = 2;
+/// `WELCOME.status`: the first message was not a HELLO.
+pub const STATUS_BAD_HELLO: u32 = 3;
+/// `WELCOME.status`: the board failed to set the function up (out of memory, ...).
+pub const STATUS_INTERNAL: u32 = 4;
+
+/// `WELCOME.kind` of an LPAR board.
+pub const KIND_LPAR: u32 = 1;
+/// `WELCOME.kind` of a loopback board.
+pub const KIND_LOOPBACK: u32 = 2;
+
+/// The board's answer to a HELLO. With `status == STATUS_OK` it carries two file
+/// descriptors (`SCM_RIGHTS`): first the partition memory, then the register object;
+/// otherwise none, and `message` says why (UTF-8, NUL-padded).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Welcome {
+    /// [`WELCOME_MAGIC`].
+    pub magic: [u8; 8],
+    /// The board's [`SPEC_VERSION`].
+    pub version: U32,
+    /// [`STATUS_OK`] or why not.
+    pub status: U32,
+    /// [`KIND_LPAR`] or [`KIND_LOOPBACK`].
+    pub kind: U32,
+    /// The function's index on the board (0-based).
+    pub function: U32,
+    /// The function's GID.
+    pub gid: U64,
+    /// The device's CHID.
+    pub chid: U16,
+    /// Reserved, 0.
+    pub reserved0: [u8; 6],
+    /// Device address of byte 0 of the memory object.
+    pub mem_base: U64,
+    /// Bytes of the memory object to map.
+    pub mem_size: U64,
+    /// Device address of the range the host allocates its DMA buffers from.
+    pub pool_base: U64,
+    /// Size of that range.
+    pub pool_size: U64,
+    /// Bytes of the register object to map.
+    pub regs_size: U64,
+    /// Store-block ring slots in the register object.
+    pub ring_slots: U32,
+    /// Most functions the board serves at once.
+    pub max_functions: U32,
+    /// Why the attach was refused (UTF-8, NUL-padded).
+    pub message: [u8; 168],
+}
+
+const _: () = assert!(core::mem::size_of::<Welcome>() == 256);
+const _: () = assert!(core::mem::offset_of!(Welcome, gid) == 24);
+const _: () = assert!(core::mem::offset_of!(Welcome, chid) == 32);
+const _: () = assert!(core::mem::offset_of!(Welcome, mem_base) == 40);
+const _: () = assert!(core::mem::offset_of!(Welcome, regs_size) == 72);
+const _: () = assert!(core::mem::offset_of!(Welcome, ring_slots) == 80);
+const _: () = assert!(core::mem::offset_of!(Welcome, message) == 88);
+
+/// The 8-byte messages a connection carries after the WELCOME (host to board): [`BYE_MAGIC`].
+pub const CONTROL_MSG_LEN: usize = 8;
+
+// ------------------------------------------------------------------ register object
+
+/// Store-block ring slots.
+pub const RING_SLOTS: u32 = 64;
+/// Bytes of one slot's data (one store-block).
+pub const SLOT_DATA: usize = 4096;
+/// Size of the register object: the control page, then the slots' data.
+pub const REGS_SIZE: usize = 4096 + RING_SLOTS as usize * SLOT_DATA;
+
+/// Offsets in the register object. Each location has one access width: `u64` words are
+/// 8-byte atomics, `u32` words 4-byte atomics, the command area 8-byte volatile registers,
+/// slot data 8-byte atomic words.
+pub mod regs {
+    /// `u64`: [`super::REGS_MAGIC`] (board writes before sending the WELCOME).
+    pub const MAGIC: usize = 0x000;
+    /// `u32`: spec version.
+    pub const VERSION: usize = 0x008;
+    /// `u32`: function index.
+    pub const FUNCTION: usize = 0x00C;
+    /// `u64`: the function's GID.
+    pub const GID: usize = 0x010;
+    /// `u32`: board state: [`super::BOARD_RUNNING`] or [`super::BOARD_STOPPED`].
+    pub const BOARD_STATE: usize = 0x018;
+    /// `u32`, futex: host adds 1 after posting a command or store-blocks.
+    pub const DOORBELL: usize = 0x040;
+    /// `u32`: board sets 1 before it sleeps on `DOORBELL`, 0 after.
+    pub const BOARD_SLEEPING: usize = 0x044;
+    /// `u32`: host's command sequence number (adds 1 per command, after the request).
+    pub const CMD_SEQ: usize = 0x048;
+    /// `u32`: board copies `CMD_SEQ` here after writing the response.
+    pub const CMD_DONE: usize = 0x04C;
+    /// `u32`, futex: board adds 1 after finishing commands or ring entries.
+    pub const PROGRESS: usize = 0x050;
+    /// `u32`: number of host threads sleeping on `PROGRESS`.
+    pub const PROGRESS_WAITERS: usize = 0x054;
+    /// `u32`, futex: 1 = interrupt pending (board sets, host takes by swapping 0).
+    pub const IRQ: usize = 0x058;
+    /// `u32`: number of host threads sleeping on `IRQ`.
+    pub const IRQ_WAITERS: usize = 0x05C;
+    /// `u32`: ring entries produced (host; wrapping counter).
+    pub const SQ_HEAD: usize = 0x060;
+    /// `u32`: ring entries consumed (board; wrapping counter).
+    pub const SQ_TAIL: usize = 0x064;
+    /// `u32`: first error of a posted (non-signalling) ring entry since the host last
+    /// cleared it (board sets if 0, host swaps 0 in `flush`): an entry status.
+    pub const SQ_ERROR: usize = 0x068;
+    /// Command area: 32 8-byte registers (the device's command bytes, big-endian).
+    pub const COMMAND: usize = 0x100;
+    /// Ring descriptors: `RING_SLOTS` × 16 bytes: `u64` request word (host), `u32` length
+    /// (host), `u32` status (board, before it advances `SQ_TAIL` past the entry).
+    pub const DESCRIPTORS: usize = 0x400;
+    /// Size of one descriptor.
+    pub const DESCRIPTOR_LEN: usize = 16;
+    /// Data of slot `i` at `SLOT_DATA_BASE + i * 4096`.
+    pub const SLOT_DATA_BASE: usize = 0x1000;
+}
+
+const _: () = assert!(regs::COMMAND + ism_hal::regs::COMMAND_AREA_SIZE <= regs::DESCRIPTORS);
+const _: () =
+    assert!(regs::DESCRIPTORS + RING_SLOTS as usize * regs::DESCRIPTOR_LEN <= regs::SLOT_DATA_BASE);
+const _: () = assert!(regs::SLOT_DATA_BASE + RING_SLOTS as usize * SLOT_DATA == REGS_SIZE);
+const _: () = assert!(RING_SLOTS.is_power_of_two());
+
+/// `BOARD_STATE`: the board serves this function.
+pub const BOARD_RUNNING: u32 = 1;
+/// `BOARD_STATE`: the board stopped (or detached the function); nothing more will happen.
+pub const BOARD_STOPPED: u32 = 2;
+
+/// Entry status prefix of a refused store-block (`0x100 | move error code`).
+pub const SQ_ERR_REFUSED: u32 = 0x100;
+/// Entry status of a malformed ring entry (length over 4096, or more entries than slots).
+pub const SQ_ERR_MALFORMED: u32 = 0x200;
+
+/// A NUL-padded message field from `text` (cut at a character boundary).
+pub fn message_field<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut end = text.len().min(N);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&text.as_bytes()[..end]);
+    out
+}
+
+/// The text of a NUL-padded message field (lossy).
+pub fn message_text(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_golden_bytes() {
+        let h = Hello {
+            magic: HELLO_MAGIC,
+            version: 1.into(),
+            flags: 0.into(),
+            pid: 0x0102_0304.into(),
+            reserved: 0.into(),
+        };
+        let mut want = Vec::from(*b"ISMHELLO");
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
+        assert_eq!(h.as_bytes(), &want[..]);
+    }
+
+    #[test]
+    fn message_fields_round_trip_and_cut_at_char_boundaries() {
+        let f: [u8; 4] = message_field("aé€");
+        assert_eq!(message_text(&f), "aé");
+        let f: [u8; 16] = message_field("board full");
+        assert_eq!(message_text(&f), "board full");
+    }
+}

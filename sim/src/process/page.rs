@@ -1,0 +1,161 @@
+//! A function's register object as both sides map it: control words, the command area, and
+//! the store-block ring (layout in [`super::layout`]), plus the futex waits and wakes on it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ism_hal::regs::FunctionRegisters;
+use ism_hal::{DevAddr, DmaMemory, MemError};
+
+use super::layout::{self, regs, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use crate::memory::{MemoryDomain, SharedMapping};
+
+/// The register object of one function.
+pub struct RegPage {
+    dom: MemoryDomain,
+}
+
+impl RegPage {
+    /// Wraps a mapping of a register object (at least [`REGS_SIZE`] bytes).
+    ///
+    /// # Errors
+    /// `InvalidInput` if the mapping is too small.
+    pub fn new(map: SharedMapping) -> std::io::Result<Self> {
+        if map.len() < REGS_SIZE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "register object too small",
+            ));
+        }
+        Ok(Self {
+            dom: MemoryDomain::from_mapping(0, map)?,
+        })
+    }
+
+    /// The mapping (for [`SharedMapping::replace_backing`]).
+    pub fn mapping(&self) -> &SharedMapping {
+        self.dom.mapping()
+    }
+
+    /// The `u32` control word at `off` (one of [`layout::regs`]).
+    pub fn word(&self, off: usize) -> &AtomicU32 {
+        self.dom
+            .mapping()
+            .u32_at(off)
+            .expect("control word offsets are inside the page")
+    }
+
+    /// The `u64` control word at `off` (8-aligned).
+    pub fn word64(&self, off: usize) -> &AtomicU64 {
+        self.dom
+            .mapping()
+            .word(off / 8)
+            .expect("control word offsets are inside the page")
+    }
+
+    /// The command area.
+    pub fn command(&self) -> &FunctionRegisters {
+        self.dom
+            .mapping()
+            .registers_at(regs::COMMAND)
+            .expect("command area inside the page")
+    }
+
+    /// The request word of ring slot `slot`.
+    pub fn desc_request(&self, slot: u32) -> &AtomicU64 {
+        self.word64(regs::DESCRIPTORS + (slot % RING_SLOTS) as usize * regs::DESCRIPTOR_LEN)
+    }
+
+    /// The length word of ring slot `slot`.
+    pub fn desc_len(&self, slot: u32) -> &AtomicU32 {
+        self.word(regs::DESCRIPTORS + (slot % RING_SLOTS) as usize * regs::DESCRIPTOR_LEN + 8)
+    }
+
+    /// The status word of ring slot `slot`.
+    pub fn desc_status(&self, slot: u32) -> &AtomicU32 {
+        self.word(regs::DESCRIPTORS + (slot % RING_SLOTS) as usize * regs::DESCRIPTOR_LEN + 12)
+    }
+
+    fn slot_addr(slot: u32) -> DevAddr {
+        DevAddr((regs::SLOT_DATA_BASE + (slot % RING_SLOTS) as usize * SLOT_DATA) as u64)
+    }
+
+    /// Copies `data` (at most 4096 bytes) into slot `slot`'s data.
+    ///
+    /// # Errors
+    /// `OutOfBounds` if `data` is longer than a slot.
+    pub fn write_slot(&self, slot: u32, data: &[u8]) -> Result<(), MemError> {
+        if data.len() > SLOT_DATA {
+            return Err(MemError::OutOfBounds);
+        }
+        self.dom.write(Self::slot_addr(slot), data)
+    }
+
+    /// Copies slot `slot`'s first `buf.len()` bytes (at most 4096) into `buf`.
+    ///
+    /// # Errors
+    /// `OutOfBounds` if `buf` is longer than a slot.
+    pub fn read_slot(&self, slot: u32, buf: &mut [u8]) -> Result<(), MemError> {
+        if buf.len() > SLOT_DATA {
+            return Err(MemError::OutOfBounds);
+        }
+        self.dom.read(Self::slot_addr(slot), buf)
+    }
+
+    /// Zeroes the whole object and writes the identification words (board side, before
+    /// the object is handed to a host).
+    pub fn initialise(&self, function: u32, gid: u64) {
+        let _ = self.dom.zero(DevAddr(0), REGS_SIZE as u64);
+        self.word(regs::VERSION)
+            .store(layout::SPEC_VERSION, Ordering::Relaxed);
+        self.word(regs::FUNCTION).store(function, Ordering::Relaxed);
+        self.word64(regs::GID).store(gid, Ordering::Relaxed);
+        self.word(regs::BOARD_STATE)
+            .store(layout::BOARD_RUNNING, Ordering::Relaxed);
+        self.word64(regs::MAGIC)
+            .store(u64::from_ne_bytes(layout::REGS_MAGIC), Ordering::Release);
+    }
+
+    /// Whether the object carries the magic and `version`.
+    pub fn is_valid(&self) -> bool {
+        self.word64(regs::MAGIC).load(Ordering::Acquire) == u64::from_ne_bytes(layout::REGS_MAGIC)
+            && self.word(regs::VERSION).load(Ordering::Relaxed) == layout::SPEC_VERSION
+    }
+}
+
+/// Sleeps on `word` while it holds `expected`, for at most `timeout` (shared futex: the
+/// word lives in memory another process maps). Returns early on a wake, a changed value,
+/// or a signal.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    use rustix::thread::futex;
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes every thread (of any process) sleeping on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_and_wrap() {
+        let p = RegPage::new(SharedMapping::heap(REGS_SIZE)).unwrap();
+        p.initialise(3, 0x1234);
+        assert!(p.is_valid());
+        p.write_slot(RING_SLOTS + 1, &[7; 100]).unwrap();
+        let mut b = [0u8; 100];
+        p.read_slot(1, &mut b).unwrap();
+        assert_eq!(b, [7; 100]);
+        assert!(p.write_slot(0, &[0; SLOT_DATA + 1]).is_err());
+        p.desc_len(5).store(9, Ordering::Relaxed);
+        assert_eq!(p.desc_len(5 + RING_SLOTS).load(Ordering::Relaxed), 9);
+    }
+}

@@ -1,0 +1,721 @@
+//! Process boards end to end: boards and hosts as separate processes (`ism-sim board`,
+//! `ism-sim board serve|send|attach`), plus this test process attaching as a host itself.
+//! Every wait is bounded; every child is reaped; every board's socket and lock file must be
+//! gone after it stops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use ism_host_driver::ism::{Bus, BusError, HostMemory};
+use ism_sim::process::{self, AttachError};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ism-sim");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A fresh directory for board sockets, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ism-sim-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process whose stdout lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    what: String,
+}
+
+fn lines_of(out: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(dir: &Path, args: &[&str], what: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("ISM_SIM_DIR", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ism-sim");
+        let lines = lines_of(child.stdout.take().unwrap());
+        Self {
+            child,
+            lines,
+            what: what.to_owned(),
+        }
+    }
+
+    /// The next stdout line that contains `needle` (bounded).
+    fn expect_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("{}: no line with {needle:?} ({e:?})", self.what),
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+
+    /// Waits (bounded) for the exit; returns (success, stderr).
+    fn wait(mut self) -> (bool, String) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (st.success(), err);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not exit", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A board process.
+struct BoardProc {
+    p: Option<Proc>,
+    dir: PathBuf,
+    name: String,
+}
+
+impl BoardProc {
+    fn start(dir: &Dir, kind: &str, name: &str, max: usize) -> Self {
+        let max = max.to_string();
+        let p = Proc::spawn(
+            &dir.0,
+            &[
+                "board",
+                "--kind",
+                kind,
+                "--name",
+                name,
+                "--max-functions",
+                &max,
+                "--memory-mib",
+                "32",
+            ],
+            &format!("board {name}"),
+        );
+        let sock = process::socket_path(&dir.0, name);
+        let deadline = Instant::now() + WAIT;
+        while process::board_status_in(&dir.0, name).is_err() {
+            assert!(Instant::now() < deadline, "board {name} never came up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(sock.exists());
+        Self {
+            p: Some(p),
+            dir: dir.0.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.p.as_ref().unwrap().pid()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        process::board_status_in(&self.dir, &self.name).expect("status")
+    }
+
+    /// SIGTERM; returns the board's log. Checks a clean exit and that nothing is left.
+    fn stop(mut self) -> String {
+        let p = self.p.take().unwrap();
+        p.signal(rustix::process::Signal::TERM);
+        let (ok, log) = p.wait();
+        assert!(ok, "board exited with an error: {log}");
+        assert!(
+            !process::socket_path(&self.dir, &self.name).exists(),
+            "socket left"
+        );
+        assert!(
+            !process::lock_path(&self.dir, &self.name).exists(),
+            "lock file left"
+        );
+        log
+    }
+
+    /// SIGKILL; returns the log so far.
+    fn kill(mut self) -> String {
+        let p = self.p.take().unwrap();
+        p.signal(rustix::process::Signal::KILL);
+        p.wait().1
+    }
+}
+
+impl Drop for BoardProc {
+    fn drop(&mut self) {
+        if let Some(p) = self.p.take() {
+            p.signal(rustix::process::Signal::KILL);
+            let _ = p.wait();
+        }
+    }
+}
+
+fn serve(dir: &Dir, board: &str, nocopy: bool) -> (Proc, String) {
+    let mut args = vec!["board", "serve", board];
+    if nocopy {
+        args.push("--nocopy");
+    }
+    let p = Proc::spawn(&dir.0, &args, "server");
+    let l = p.expect_line("listening on ");
+    let addr = l.split_whitespace().nth(2).unwrap().to_owned();
+    (p, addr)
+}
+
+fn send(dir: &Dir, board: &str, addr: &str, bytes: u64, nocopy: bool) -> Proc {
+    let bytes = bytes.to_string();
+    let mut args = vec!["board", "send", board, addr, "--bytes", &bytes];
+    if nocopy {
+        args.push("--nocopy");
+    }
+    Proc::spawn(&dir.0, &args, "client")
+}
+
+fn stream_between_processes(kind: &str, nocopy: bool) {
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, kind, "b", 4);
+    let (server, addr) = serve(&dir, "b", nocopy);
+    let client = send(&dir, "b", &addr, 24 << 20, nocopy);
+    client.expect_line("smc true");
+    client.expect_line("sent 25165824 bytes");
+    let (ok, err) = client.wait();
+    assert!(ok, "{err}");
+    let l = server.expect_line("connection 1");
+    assert!(
+        l.contains("smc true: 25165824 bytes verified, closed by the peer"),
+        "{l}"
+    );
+    let s = board.status();
+    let moved = s["counters"]["bytes_moved"].as_u64().unwrap();
+    if nocopy {
+        // Data went through the attached DMB; the device moved only CDC messages.
+        assert!(moved < 1 << 20, "{s}");
+    } else {
+        assert!(moved >= 24 << 20, "{s}");
+    }
+    assert_eq!(s["functions"].as_array().unwrap().len(), 1, "{s}");
+    drop(server);
+    let log = board.stop();
+    assert!(log.contains("attach: function 1"), "{log}");
+}
+
+#[test]
+fn lpar_board_streams_verified_bytes_between_two_processes() {
+    stream_between_processes("lpar", false);
+}
+
+#[test]
+fn loopback_board_streams_between_two_processes() {
+    stream_between_processes("loopback", false);
+}
+
+#[test]
+fn loopback_board_no_copy_works_between_two_processes() {
+    stream_between_processes("loopback", true);
+}
+
+/// SIGKILL of a sending host mid-stream: the board logs a crash at once, the receiving
+/// process's connection ends with an error (never a hang, never a wrong byte), the board
+/// keeps serving, and the same program started again attaches and streams again.
+fn sigkill_mid_stream(kind: &str) {
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, kind, "k", 4);
+    let (server, addr) = serve(&dir, "k", false);
+    let client = send(&dir, "k", &addr, 0, false);
+    client.expect_line("smc true");
+    // Wait until data flows.
+    let deadline = Instant::now() + WAIT;
+    while board.status()["counters"]["signals"].as_u64().unwrap() < 20 {
+        assert!(Instant::now() < deadline, "no data moved");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    client.signal(rustix::process::Signal::KILL);
+    let _ = client.wait();
+    let l = server.expect_line("connection 1");
+    assert!(l.contains("then error"), "{l}");
+    assert!(!l.contains("WRONG"), "{l}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "noticed late: {:?}",
+        t.elapsed()
+    );
+    let s = board.status();
+    assert_eq!(s["counters"]["crashes"], 1, "{s}");
+    // A restarted host attaches again (a new partition boot) and streams.
+    let again = send(&dir, "k", &addr, 1 << 20, false);
+    again.expect_line("sent 1048576 bytes");
+    assert!(again.wait().0);
+    let l = server.expect_line("connection 2");
+    assert!(
+        l.contains("1048576 bytes verified, closed by the peer"),
+        "{l}"
+    );
+    drop(server);
+    let log = board.stop();
+    assert!(log.contains("crash: function 1"), "{log}");
+    assert!(log.contains("hung up without BYE"), "{log}");
+}
+
+#[test]
+fn sigkill_mid_stream_on_lpar_is_a_partition_crash() {
+    sigkill_mid_stream("lpar");
+}
+
+#[test]
+fn sigkill_mid_stream_on_loopback_is_a_partition_crash() {
+    sigkill_mid_stream("loopback");
+}
+
+#[test]
+fn sixteen_processes_attach_and_one_more_is_refused_clearly() {
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "many", 16);
+    let hosts: Vec<Proc> = (0..16)
+        .map(|i| Proc::spawn(&dir.0, &["board", "attach", "many"], &format!("host {i}")))
+        .collect();
+    let mut gids: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let l = h.expect_line("attached to board many");
+            l.rsplit(' ').next().unwrap().to_owned()
+        })
+        .collect();
+    gids.sort();
+    gids.dedup();
+    assert_eq!(gids.len(), 16, "distinct GIDs");
+    assert_eq!(board.status()["functions"].as_array().unwrap().len(), 16);
+    // The 17th, from another process.
+    let extra = Proc::spawn(&dir.0, &["board", "attach", "many"], "host 17");
+    let (ok, err) = extra.wait();
+    assert!(!ok);
+    assert!(err.contains("board many is full"), "{err}");
+    assert!(err.contains("--max-functions 16"), "{err}");
+    // And from this one, as a typed error.
+    match process::attach_raw_in(&dir.0, "many") {
+        Err(AttachError::Refused { status, message }) => {
+            assert_eq!(status, process::layout::STATUS_FULL);
+            assert!(message.contains("all 16 functions"), "{message}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a 17th function attached"),
+    }
+    // Orderly detaches (stdin closes): no crash.
+    for h in hosts {
+        let mut h = h;
+        drop(h.child.stdin.take());
+        assert!(h.wait().0);
+    }
+    let s = board.status();
+    assert_eq!(s["counters"]["detaches"], 16, "{s}");
+    assert_eq!(s["counters"]["crashes"], 0, "{s}");
+    assert_eq!(s["counters"]["refusals"], 2, "{s}");
+    board.stop();
+}
+
+#[test]
+fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
+    let dir = Dir::new();
+    match process::attach_raw_in(&dir.0, "nobody") {
+        Err(e @ AttachError::NoBoard { .. }) => {
+            assert!(e.to_string().contains("no board named nobody"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("attached to nothing"),
+    }
+    let board = BoardProc::start(&dir, "loopback", "dup", 2);
+    let second = Proc::spawn(&dir.0, &["board", "--name", "dup"], "second board");
+    let (ok, err) = second.wait();
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "a board named dup is already running (pid {})",
+            board.pid()
+        )),
+        "{err}"
+    );
+    // A killed board leaves its socket; hosts are told, a new board reclaims it.
+    let holder = Proc::spawn(&dir.0, &["board", "attach", "dup"], "holder");
+    holder.expect_line("attached to board dup");
+    board.kill();
+    let (ok, err) = holder.wait();
+    assert!(!ok && err.contains("board dup went away"), "{err}");
+    assert!(process::socket_path(&dir.0, "dup").exists());
+    match process::attach_raw_in(&dir.0, "dup") {
+        Err(e @ AttachError::BoardGone { .. }) => {
+            assert!(e.to_string().contains("is not running"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("attached to a dead board"),
+    }
+    let board = BoardProc::start(&dir, "loopback", "dup", 2);
+    let a = process::attach_raw_in(&dir.0, "dup").expect("attach to the restarted board");
+    assert!(a.is_alive());
+    drop(a);
+    let log = board.stop();
+    assert!(log.contains("removing the stale socket"), "{log}");
+    let bad = Proc::spawn(&dir.0, &["board", "--name", "../x"], "bad name");
+    let (ok, err) = bad.wait();
+    assert!(!ok && err.contains("bad board name"), "{err}");
+}
+
+#[test]
+fn a_host_of_another_spec_version_is_refused() {
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "v", 2);
+    match process::host::attach_raw_version(&dir.0, "v", 99) {
+        Err(AttachError::Refused { status, message }) => {
+            assert_eq!(status, process::layout::STATUS_VERSION);
+            assert!(
+                message.contains("board speaks version 1, the host version 99"),
+                "{message}"
+            );
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("attached with a wrong version"),
+    }
+    assert_eq!(board.status()["functions"].as_array().unwrap().len(), 0);
+    board.stop();
+}
+
+/// The board dies under its hosts: commands fail with "no device", interrupt waits end,
+/// SMC-D connections end with an error, nothing hangs.
+#[test]
+fn a_killed_board_gives_its_hosts_errors_not_hangs() {
+    use std::io::{Read, Write};
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "dies", 4);
+    let a = process::attach_in(&dir.0, "dies").unwrap();
+    let b = process::attach_in(&dir.0, "dies").unwrap();
+    let sa = a.smc_stack(Default::default()).unwrap();
+    let sb = b.smc_stack(Default::default()).unwrap();
+    let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) => return Err((total, e.kind())),
+            }
+        }
+    });
+    let mut c = ism_host_driver::smcd::Stream::connect(&sa, addr).unwrap();
+    assert!(c.is_smc());
+    c.write_all(&[7u8; 10000]).unwrap();
+    let t = Instant::now();
+    board.kill();
+    let r = reader.join().unwrap();
+    assert!(matches!(r, Err((10000, _))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!a.is_alive());
+    let mut resp = [0u8; 256];
+    let req = [0u8, 0, 0, 3, 0, 0, 0, 8]; // READ_GID header
+    assert_eq!(
+        a.raw().bus().command(&req, &mut resp),
+        Err(BusError::NoDevice)
+    );
+    assert!(!a.raw().wait_irq(Duration::from_secs(2)));
+    assert!(c.write_all(&[1u8; 100_000]).is_err());
+}
+
+/// A hostile process on the LPAR board: it maps only its own memory object, and through
+/// the device it cannot touch another partition: forged tokens, foreign device addresses,
+/// ATTACH_DMB and garbage in its ring are refused, and the board keeps serving a
+/// verified stream between two other processes meanwhile.
+#[test]
+fn a_hostile_process_cannot_reach_another_partition() {
+    use ism_hal::DmaMemory;
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "iso", 4);
+    let (server, addr) = serve(&dir, "iso", false);
+    let client = send(&dir, "iso", &addr, 16 << 20, false);
+    client.expect_line("smc true");
+
+    let h = process::attach_raw_in(&dir.0, "iso").unwrap();
+    let me = h.function();
+    // Its mappings: its own memory object and register object, no other partition's.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let ism: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("memfd:ism-iso"))
+        .collect();
+    assert!(!ism.is_empty());
+    for l in &ism {
+        assert!(
+            l.contains(&format!("ism-iso-mem{me} ")) || l.contains(&format!("ism-iso-regs{me} ")),
+            "maps a foreign object: {l}"
+        );
+    }
+    // Its memory is only its own device address range.
+    let mem = h.hal().memory();
+    for f in 0..4u64 {
+        let other = (f + 1) << 40;
+        if f as u32 != me {
+            assert!(!mem.contains(ism_hal::DevAddr(other), 1));
+        }
+    }
+    let bus = h.bus();
+    let cmd = |req: &[u8]| {
+        let mut resp = [0u8; 256];
+        bus.command(req, &mut resp).unwrap();
+        u16::from_be_bytes([resp[4], resp[5]])
+    };
+    // REG_SBA / REG_DMB at another partition's device address: refused.
+    for f in 0..4u64 {
+        if f as u32 == me {
+            continue;
+        }
+        let addr = ((f + 1) << 40).to_be_bytes();
+        let mut reg_sba = vec![0, 0, 0, 1, 0, 0, 0, 16];
+        reg_sba.extend_from_slice(&addr);
+        assert_ne!(cmd(&reg_sba), 0, "REG_SBA in partition {f}");
+        let mut reg_dmb = vec![0, 0, 0, 0x0A, 0, 0, 0, 40];
+        reg_dmb.extend_from_slice(&addr);
+        reg_dmb.extend_from_slice(&[0, 0, 0x10, 0, 0, 0, 0, 40]); // 4 KiB, sba_idx 40
+        reg_dmb.extend_from_slice(&[0; 16]);
+        assert_ne!(cmd(&reg_dmb), 0, "REG_DMB in partition {f}");
+        // ATTACH_DMB is not offered on an LPAR board.
+        let mut attach = vec![0, 0, 0, 0x20, 0, 0, 0, 16];
+        attach.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0]);
+        assert_ne!(cmd(&attach), 0, "ATTACH_DMB");
+    }
+    // Forged tokens: every store-block refused.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let token = x & 0xFFFF_FFFF_0000_0000;
+        assert!(bus.store_block(token | 1 << 23, &[0xEE; 64]).is_err());
+    }
+    // Garbage in its own ring: an entry longer than a slot, then a head far past the tail.
+    let page = h.register_object();
+    use process::layout::regs;
+    let head = page.word(regs::SQ_HEAD).load(Ordering::Acquire);
+    page.desc_request(head).store(1 << 23, Ordering::Relaxed);
+    page.desc_len(head).store(99_999, Ordering::Relaxed);
+    page.word(regs::SQ_HEAD)
+        .store(head.wrapping_add(1), Ordering::SeqCst);
+    page.word(regs::DOORBELL).fetch_add(1, Ordering::SeqCst);
+    rustix::thread::futex::wake(
+        page.word(regs::DOORBELL),
+        rustix::thread::futex::Flags::empty(),
+        1,
+    )
+    .ok();
+    let deadline = Instant::now() + WAIT;
+    while page.word(regs::SQ_TAIL).load(Ordering::Acquire) != head.wrapping_add(1) {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        page.desc_status(head).load(Ordering::Acquire),
+        process::layout::SQ_ERR_MALFORMED
+    );
+    // The stream between the other two processes was never disturbed.
+    client.expect_line("sent 16777216 bytes");
+    let l = server.expect_line("connection 1");
+    assert!(
+        l.contains("16777216 bytes verified, closed by the peer"),
+        "{l}"
+    );
+    assert!(
+        board.status()["counters"]["moves_refused"]
+            .as_u64()
+            .unwrap()
+            >= 2000
+    );
+    drop(h);
+    drop(server);
+    board.stop();
+}
+
+/// Store-blocks without signal are posted: a refused one is reported by the next
+/// signalling store-block to the same DMB, which the board refuses too (the batch never
+/// signals data that did not land) and by `flush`; store-blocks to other DMBs go on.
+#[test]
+fn a_refused_posted_store_block_fails_its_batch_only() {
+    use ism_hal::DmaMemory;
+    use ism_host_driver::ism::{IsmClient, IsmEvent};
+    use std::sync::Mutex;
+    struct Signals(Mutex<Vec<u32>>);
+    impl IsmClient for Signals {
+        fn handle_irq(&self, sba_idx: u32, _mask: u16) {
+            self.0.lock().unwrap().push(sba_idx);
+        }
+        fn handle_event(&self, _e: &IsmEvent) {}
+    }
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "posted", 2);
+    let owner = process::attach_in(&dir.0, "posted").unwrap();
+    let writer = process::attach_in(&dir.0, "posted").unwrap();
+    let signals = std::sync::Arc::new(Signals(Mutex::new(Vec::new())));
+    let client = owner.driver().add_client(signals.clone()).unwrap();
+    let d1 = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), None, client)
+        .unwrap();
+    let d2 = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), None, client)
+        .unwrap();
+    let w = writer.driver();
+    // `board status` lists both DMBs: owner, writer, length.
+    let s = board.status();
+    let dmbs = s["dmbs"].as_array().unwrap();
+    assert_eq!(dmbs.len(), 2, "{s}");
+    for d in dmbs {
+        assert_eq!(d["owner"], owner.raw().function(), "{d}");
+        assert_eq!(d["len"], 8192, "{d}");
+        assert_eq!(d["writer"], format!("{:#018x}", writer.gid().0), "{d}");
+    }
+    // Past the end of d1: refused, but posted.
+    assert!(w.move_data(d1.token, 0, false, 8000, &[1; 1000]).is_ok());
+    // Another DMB is not affected.
+    w.move_data(d2.token, 0, true, 0, &[2; 100]).unwrap();
+    // d1's batch ends: refused with the posted store-block's reason, nothing lands.
+    let e = w.move_data(d1.token, 0, true, 0, &[3; 100]).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("Store") || format!("{e}").contains("refused"),
+        "{e:?}"
+    );
+    let mut back = [0u8; 100];
+    owner.driver().memory().read(d1.addr, &mut back).unwrap();
+    assert_eq!(back, [0; 100], "data of a failed batch landed");
+    owner.driver().memory().read(d2.addr, &mut back).unwrap();
+    assert_eq!(back, [2; 100]);
+    // The next batch to d1 works again.
+    w.move_data(d1.token, 0, true, 0, &[4; 100]).unwrap();
+    owner.driver().memory().read(d1.addr, &mut back).unwrap();
+    assert_eq!(back, [4; 100]);
+    // `flush` reports the posted refusal once.
+    assert!(matches!(
+        writer.raw().bus().flush(),
+        Err(BusError::StoreRefused(4))
+    ));
+    assert_eq!(writer.raw().bus().flush(), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut got = signals.0.lock().unwrap().clone();
+        got.sort();
+        if got == {
+            let mut v = vec![d1.sba_idx, d2.sba_idx];
+            v.sort();
+            v
+        } {
+            break;
+        }
+        assert!(Instant::now() < deadline, "signals {got:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop((owner, writer));
+    // Both detached: their DMBs are gone.
+    let deadline = Instant::now() + WAIT;
+    while !board.status()["dmbs"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "DMBs left after detach");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    board.stop();
+}
+
+/// A client that connects and says nothing delays nobody: attaches and status queries are
+/// served meanwhile, and the silent connection is dropped after its grace period.
+#[test]
+fn a_silent_connection_delays_no_one() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "quiet", 2);
+    let silent = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    let addr = SocketAddrUnix::new(process::socket_path(&dir.0, "quiet")).unwrap();
+    rustix::net::connect(&silent, &addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let a = process::attach_raw_in(&dir.0, "quiet").expect("attach");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "attach took {:?}",
+        t.elapsed()
+    );
+    drop(a);
+    // The board hangs up on the silent client after its grace period.
+    let mut fds = [rustix::event::PollFd::new(
+        &silent,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::time::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    assert_eq!(rustix::event::poll(&mut fds, Some(&ts)).unwrap(), 1);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        rustix::net::recv(&silent, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+            .unwrap()
+            .0,
+        0
+    );
+    board.stop();
+}
