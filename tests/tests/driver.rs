@@ -715,7 +715,15 @@ fn partition_crash_mid_transfer_then_restart() {
         .driver()
         .register_dmb(4096, hs[1].driver().gid(), None, 0)
         .unwrap_err();
-    assert_eq!(e, IsmError::Device(ReturnCode::FunctionOffline));
+    // The device answers "function offline", or the driver already knows its function is
+    // gone (the board told it) and does not ask.
+    assert!(
+        matches!(
+            e,
+            IsmError::Device(ReturnCode::FunctionOffline) | IsmError::Local(ErrorKind::NoDevice)
+        ),
+        "{e}"
+    );
     assert_eq!(e.kind(), ErrorKind::NoDevice);
     // Restart and re-probe (the old OS is gone: drop its host without remove).
     b.restart(0);
