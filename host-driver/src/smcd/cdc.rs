@@ -1,7 +1,9 @@
 //! The SMC-D CDC message (`struct smcd_cdc_msg`, 32 bytes) and cursor arithmetic.
 //!
 //! The sender writes this message at offset 0 of the peer's DMB (with the signal flag) after
-//! the data; the receive ring follows at offset 32 (facts §8.1–8.3).
+//! the data; the receive ring follows at offset 32 (Linux: `net/smc/smc_cdc.c`
+//! `smcd_cdc_msg_send` moves it to offset 0 with the signal; `struct smcd_cdc_msg` in
+//! `net/smc/smc_cdc.h`).
 //!
 //! | off | size | field                                                          |
 //! |-----|------|----------------------------------------------------------------|

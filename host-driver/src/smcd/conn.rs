@@ -1,7 +1,7 @@
 //! One SMC-D connection's data path: the ring in our RMB (a DMB the peer writes), the ring
 //! in the peer's RMB (we write), and the CDC messages that carry the cursors.
 //!
-//! Layout (facts §8.1): the first 32 bytes of each RMB hold the CDC message the *peer*
+//! Layout (Linux: `net/smc/smc_cdc.c` `smcd_cdc_msg_send`): the first 32 bytes of each RMB hold the CDC message the *peer*
 //! wrote; the ring follows at offset 32. Sending is: data into the peer's ring at the
 //! producer position (store-blocks without signal), then our CDC at offset 0 with the
 //! signal; the peer's interrupt path re-reads its CDC area and wakes its reader.
@@ -10,8 +10,8 @@
 //!   (three copies end to end, as Linux's SMC-D: user → send buffer → peer RMB → user).
 //! * No-copy mode (loopback board): the peer's DMB is attached, so the "send buffer" *is*
 //!   the peer's ring: user data is written there directly and only the CDC is moved (two
-//!   copies). Send space is freed only when the peer's consumer cursor advances (facts
-//!   §7.4).
+//!   copies). Send space is freed only when the peer's consumer cursor advances (Linux
+//!   6.10: `net/smc/smc_core.c` `smcd_buf_attach`).
 //!
 //! Whatever the peer writes into its CDC, space and data counts are derived with
 //! [`Cursor::diff`], which clamps to `0 ..= ring`, and all positions used for memory access
