@@ -46,10 +46,10 @@ use ism_host_driver::smcd::wait::WaitMode;
 
 /// Where our RMB starts.
 const OUR_RMB: u64 = 0x1_0000;
-/// Where the peer's RMB starts.
-const PEER_RMB: u64 = 0x20_0000;
-/// Size of the fake memory (both RMBs fit for rings up to 1 MiB).
-const MEM_SIZE: usize = 0x40_0000;
+/// Where the peer's RMB starts (after ours, whose ring is at most 128 KiB).
+const PEER_RMB: u64 = OUR_RMB + 0x2_1000;
+/// Size of the fake memory (both RMBs fit, rings up to 128 KiB).
+const MEM_SIZE: usize = 0x4_2000;
 /// The peer's RMB token.
 const PEER_TOKEN: u64 = 0x5EE2;
 
@@ -283,13 +283,9 @@ pub fn check(data: &[u8]) -> Summary {
     let nocopy = inp.u8() & 1 == 1;
 
     let mem = FakeMemory::new(OUR_RMB, MEM_SIZE);
-    for i in 0..u64::from(our_ring) {
-        mem.write(
-            DevAddr(OUR_RMB + u64::from(RING_OFFSET) + i),
-            &[ring_byte(i)],
-        )
+    let pattern: Vec<u8> = (0..u64::from(our_ring)).map(ring_byte).collect();
+    mem.write(DevAddr(OUR_RMB + u64::from(RING_OFFSET)), &pattern)
         .unwrap();
-    }
     let peer_ring_lo = PEER_RMB + u64::from(RING_OFFSET);
     let ops = Arc::new(FuzzOps {
         mem: CheckedMemory {
@@ -403,7 +399,14 @@ pub fn check(data: &[u8]) -> Summary {
                 let len = usize::from(inp.u16());
                 let data: Vec<u8> = (0..len as u64).map(|i| send_byte(sent + i)).collect();
                 let before = moved();
-                let announced = ops.last_cdc.lock().unwrap().map(|m| m.prod);
+                // Before any CDC the peer knows of no byte: producer cursor 0.
+                let told = || {
+                    ops.last_cdc
+                        .lock()
+                        .unwrap()
+                        .map_or(cursor(0, peer_ring), |m| m.prod)
+                };
+                let announced = told();
                 let was_refusing = ops.refused.load(Ordering::Relaxed);
                 match conn.write(&data) {
                     Ok(n) => {
@@ -422,8 +425,7 @@ pub fn check(data: &[u8]) -> Summary {
                         );
                         // An error means nothing was sent: the peer was told of no new byte,
                         // and unless the device refused the CDC, none reached its ring.
-                        let now = ops.last_cdc.lock().unwrap().map(|m| m.prod);
-                        assert_eq!(now, announced, "write failed after announcing data: {e}");
+                        assert_eq!(told(), announced, "write failed after announcing data: {e}");
                         if !ops.refused.load(Ordering::Relaxed) {
                             assert_eq!(moved(), before, "write failed after sending: {e}");
                         }
