@@ -35,14 +35,17 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
         command -v sudo >/dev/null 2>&1 || { log "need root or sudo to install qemu-system-arm"; exit 1; }
         SUDO=(sudo)
     fi
-    "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends qemu-system-arm
+    if ! "${SUDO[@]}" apt-get update || ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends qemu-system-arm; then
+        log "could not install qemu-system-arm: install it yourself (Debian/Ubuntu: apt-get install qemu-system-arm)"
+        exit 1
+    fi
 fi
 # --- defmt-print (decodes the firmware's log frames) -------------------------------------
 if ! command -v defmt-print >/dev/null 2>&1; then
     log "installing defmt-print (cargo install)"
-    cargo install --locked defmt-print
+    cargo install --locked defmt-print ||
+        { log "could not install defmt-print: run 'cargo install defmt-print' yourself"; exit 1; }
 fi
 command -v timeout >/dev/null 2>&1 || { log "timeout (coreutils) not found"; exit 1; }
 

@@ -2,7 +2,8 @@
 # The project's test command: installs what a fresh machine lacks, then runs every check.
 #
 #   scripts/test.sh          formatting, clippy, the test suites, loom, Miri, the QEMU self-test
-#   scripts/test.sh --quick  formatting, clippy and the test suites only
+#   scripts/test.sh --quick  formatting, clippy, docs and the test suites only (downloads
+#                            nothing but crates)
 #
 # Stages print a header; the script stops at the first failure (exit status non-zero).
 set -euo pipefail
@@ -13,6 +14,15 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 
 stage() { printf '\n==== %s ====\n' "$*"; }
+# Runs an install step; if it fails, stops with what to install by hand.
+install() {
+    local what="$1"; shift
+    if ! "$@"; then
+        printf '\ntest.sh: could not install %s (%s).\nInstall it yourself, then run this script again.\n' \
+            "$what" "$*" >&2
+        exit 1
+    fi
+}
 
 stage "toolchain components"
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
@@ -36,18 +46,19 @@ cargo test --workspace
 stage "conformance suite against process boards in separate processes"
 bash scripts/process-conformance.sh
 
+if [ "$QUICK" = 1 ]; then
+    echo "quick run: skipping the bare-metal builds, loom, Miri and QEMU"
+    exit 0
+fi
+
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"
-rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+rustup target list --installed | grep -qx thumbv7em-none-eabihf ||
+    install "the Rust target thumbv7em-none-eabihf" rustup target add thumbv7em-none-eabihf
 cargo build -p ism-firmware --target thumbv7em-none-eabihf
 cargo build -p ism-firmware --target thumbv7em-none-eabihf --features defmt
 
 stage "host driver builds without std (no_std + alloc, thumbv7em-none-eabihf)"
 cargo build -p ism-host-driver --no-default-features --target thumbv7em-none-eabihf
-
-if [ "$QUICK" = 1 ]; then
-    echo "quick run: skipping loom, Miri and QEMU"
-    exit 0
-fi
 
 stage "loom: the lease, the SBA signal/clear and cursor update protocols (firmware/tests/loom.rs)"
 # Its own target directory: `--cfg loom` would otherwise invalidate the main build.
@@ -56,9 +67,10 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
 
 stage "Miri: firmware, HAL and the simulator's unsafe memory code"
 if ! rustup toolchain list | grep -q '^nightly'; then
-    rustup toolchain install nightly --profile minimal
+    install "the nightly toolchain" rustup toolchain install nightly --profile minimal
 fi
-rustup +nightly component list --installed | grep -q '^miri' || rustup +nightly component add miri rust-src
+rustup +nightly component list --installed | grep -q '^miri' ||
+    install "Miri (nightly)" rustup +nightly component add miri rust-src
 cargo +nightly miri setup >/dev/null
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
 cargo +nightly miri test -p ism-abi -p ism-hal -p ism-firmware
@@ -66,6 +78,8 @@ cargo +nightly miri test -p ism-abi -p ism-hal -p ism-firmware
 cargo +nightly miri test -p ism-sim --lib memory::
 
 stage "QEMU mps2-an386 self-test of the firmware"
+# The script installs qemu-system-arm (apt-get) and defmt-print (cargo install) when missing
+# and says which one it could not get.
 bash scripts/qemu-selftest.sh
 
 stage "all checks passed"
