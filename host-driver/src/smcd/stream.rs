@@ -60,7 +60,47 @@ pub struct StreamStats {
 }
 
 /// A connected stream. Clones (see [`Stream::try_clone`]) share the connection, which is
-/// closed when the last one is dropped.
+/// closed when the last one is dropped. It behaves as `std::net::TcpStream`: `Read` and
+/// `Write` (also on `&Stream`), `shutdown`, read and write timeouts, non-blocking mode.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use ism_host_driver::smcd::{Listener, Stream};
+///
+/// # let dev = ism_host_driver::ism::fake::fake_device(2, false);
+/// # let stacks: Vec<_> = (0..2)
+/// #     .map(|i| {
+/// #         let f = ism_host_driver::ism::fake::FakeFunction::new(dev.clone(), i);
+/// #         let d = ism_host_driver::ism::IsmDriver::probe(f.clone(), f, 1).unwrap();
+/// #         let ops: std::sync::Arc<dyn ism_host_driver::smcd::device::SmcdOps> =
+/// #             std::sync::Arc::new(d);
+/// #         ism_host_driver::smcd::SmcStack::new(Default::default(), vec![ops]).unwrap()
+/// #     })
+/// #     .collect();
+/// # let (client, server) = (stacks[0].clone(), stacks[1].clone());
+/// // `client` and `server`: the SMC-D stacks of two systems (here on a fake device).
+/// let listener = Listener::bind(&server, "127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let echo = std::thread::spawn(move || -> std::io::Result<()> {
+///     let (mut s, _) = listener.accept()?;
+///     let mut buf = Vec::new();
+///     s.read_to_end(&mut buf)?; // until the client shuts its side down
+///     s.write_all(&buf)
+/// });
+/// let mut c = Stream::connect(&client, addr)?; // CLC handshake over TCP, then SMC-D
+/// assert!(c.is_smc() && c.fallback_reason().is_none());
+/// c.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// c.write_all(b"ping")?;
+/// c.shutdown(std::net::Shutdown::Write)?;
+/// let mut back = Vec::new();
+/// c.read_to_end(&mut back)?;
+/// assert_eq!(back, b"ping");
+/// assert_eq!(c.stats().conn.bytes_sent, 4);
+/// echo.join().unwrap()
+/// # }
+/// ```
 pub struct Stream {
     shared: Arc<Shared>,
 }
@@ -456,6 +496,57 @@ enum AcceptWait {
 /// A client whose handshake fails is closed and counted ([`Listener::stats`]), never
 /// returned by `accept`. Dropping the listener closes the socket, cuts running handshakes
 /// short, joins its threads and closes the connections nobody accepted.
+///
+/// As `std::net::TcpListener`, with [`Listener::incoming`], [`Listener::accept`] and
+/// non-blocking mode; [`Listener::accept_timeout`] and [`Listener::stats`] in addition:
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use ism_host_driver::smcd::{Listener, Stream};
+///
+/// # let dev = ism_host_driver::ism::fake::fake_device(2, false);
+/// # let stacks: Vec<_> = (0..2)
+/// #     .map(|i| {
+/// #         let f = ism_host_driver::ism::fake::FakeFunction::new(dev.clone(), i);
+/// #         let d = ism_host_driver::ism::IsmDriver::probe(f.clone(), f, 1).unwrap();
+/// #         let ops: std::sync::Arc<dyn ism_host_driver::smcd::device::SmcdOps> =
+/// #             std::sync::Arc::new(d);
+/// #         ism_host_driver::smcd::SmcStack::new(Default::default(), vec![ops]).unwrap()
+/// #     })
+/// #     .collect();
+/// # let (client, server) = (stacks[0].clone(), stacks[1].clone());
+/// let listener = Listener::bind(&server, "127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// // Clients: one of them connects and never says a word (it does not hold up the others).
+/// let silent = std::net::TcpStream::connect(addr)?;
+/// let clients = std::thread::spawn(move || -> std::io::Result<()> {
+///     for i in 0..3u8 {
+///         let mut c = Stream::connect(&client, addr)?;
+///         c.write_all(&[i])?;
+///     }
+///     Ok(())
+/// });
+/// // A server serving each connection on its own thread.
+/// let mut got = Vec::new();
+/// for s in listener.incoming().take(3) {
+///     let mut s = s?;
+///     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+///     got.push(std::thread::spawn(move || {
+///         let mut b = [0u8];
+///         s.read_exact(&mut b).map(|()| b[0])
+///     }));
+/// }
+/// clients.join().unwrap()?;
+/// let mut got: Vec<u8> = got.into_iter().map(|t| t.join().unwrap()).collect::<Result<_, _>>()?;
+/// got.sort();
+/// assert_eq!(got, [0, 1, 2]);
+/// assert_eq!(listener.stats().completed, 3); // the silent one is not among them
+/// # drop(silent);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Listener {
     addr: SocketAddr,
     backlog: Arc<Backlog>,
