@@ -216,3 +216,28 @@ async fn dropping_a_stream_with_a_read_in_progress_closes_the_connection() {
     let n = timeout(JOIN_TIMEOUT, eof).await.unwrap().unwrap();
     assert_eq!(n.unwrap(), 0, "end of stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_timeout_is_timed_out_on_both_kinds() {
+    // `WouldBlock` from a poll function means "poll again" to async code: a TCP fallback
+    // socket's expired timeout (`WouldBlock` on Unix) must read as `TimedOut`.
+    let b = small_lpar();
+    let bare = SmcStack::new(StackConfig::default(), Vec::new()).unwrap();
+    for cs in [&b.stacks[0], &bare] {
+        let (mut c, _s) = async_pair(cs, &b.stacks[1]).await;
+        c.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(30)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        let e = timeout(JOIN_TIMEOUT, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut,
+            "smc: {}",
+            c.get_ref().is_smc()
+        );
+    }
+}

@@ -479,6 +479,9 @@ impl Backlog {
     }
 }
 
+/// Most wakers [`Listener::poll_accept`] keeps before it wakes them all.
+const MAX_WAKERS: usize = 64;
+
 /// How long [`Listener::accept_until`] waits.
 #[derive(Clone, Copy)]
 enum AcceptWait {
@@ -660,6 +663,13 @@ impl Listener {
             return Poll::Ready(r);
         }
         if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            // Tasks that stopped waiting leave their wakers behind: keep the list bounded
+            // by waking everyone now and then (a spurious wake-up just polls again).
+            if st.wakers.len() >= MAX_WAKERS {
+                for w in st.wakers.drain(..) {
+                    w.wake();
+                }
+            }
             st.wakers.push(cx.waker().clone());
         }
         Poll::Pending

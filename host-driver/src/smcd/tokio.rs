@@ -72,6 +72,17 @@ use super::stream::{Listener, Stream};
 /// Most bytes one background read or write moves.
 pub const MAX_CHUNK: usize = 64 << 10;
 
+/// A blocking call's error as an async caller should see it: an expired read or write
+/// timeout of the underlying [`Stream`] (`WouldBlock` on Unix sockets) is `TimedOut`, as
+/// `WouldBlock` means "not ready, poll again" to async code.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    } else {
+        e
+    }
+}
+
 fn join_error(e: ::tokio::task::JoinError) -> io::Error {
     io::Error::other(alloc::format!("background I/O task failed: {e}"))
 }
@@ -86,6 +97,10 @@ async fn blocking<T: Send + 'static>(
 /// A connected SMC-D stream (or its TCP fallback) for tokio: [`Stream`] as
 /// `AsyncRead + AsyncWrite`. Split it with `tokio::io::split` for a reader and a writer
 /// task; reads and writes proceed at the same time.
+///
+/// It must be used inside a tokio runtime (reads and writes start blocking-pool tasks).
+/// The underlying stream's read and write timeouts apply (an expired one is a `TimedOut`
+/// error); do not switch it to non-blocking mode.
 ///
 /// Dropping it closes the connection once a write still in progress has finished (bound
 /// that with [`Stream::set_write_timeout`]); a read in progress is ended at once.
@@ -201,7 +216,7 @@ impl AsyncRead for AsyncStream {
             let s = this.stream.try_clone()?;
             this.read_op = Some(spawn_blocking(move || {
                 let mut data = vec![0u8; len];
-                let r = (&s).read(&mut data);
+                let r = (&s).read(&mut data).map_err(timed_out);
                 (data, r)
             }));
         }
@@ -226,7 +241,9 @@ impl AsyncWrite for AsyncStream {
         let n = buf.len().min(MAX_CHUNK);
         let data = buf[..n].to_vec();
         let s = this.stream.try_clone()?;
-        this.write_op = Some(spawn_blocking(move || (&s).write_all(&data)));
+        this.write_op = Some(spawn_blocking(move || {
+            (&s).write_all(&data).map_err(timed_out)
+        }));
         Poll::Ready(Ok(n))
     }
 
