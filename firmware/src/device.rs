@@ -117,6 +117,66 @@ impl core::fmt::Display for ConfigError {
 impl core::error::Error for ConfigError {}
 
 /// An ISM device with up to `F` functions and a table of `D` DMBs, running on board `B`.
+///
+/// A board calls [`Device::execute`] when a host issues a command and
+/// [`Device::store_block`] for a move; everything else the device does (status bits,
+/// events, interrupts) goes through the board's memory and interrupt lines. Here on the
+/// HAL's fake board (feature `test-utils` of `ism-hal`), two partitions with one function
+/// each:
+///
+/// ```
+/// use ism_firmware::command::Request;
+/// use ism_firmware::wire::move_request::MoveRequest;
+/// use ism_firmware::wire::ResponseHeader;
+/// use ism_firmware::{Device, FunctionConfig, MoveError};
+/// use ism_hal::fakes::FakeBoard;
+/// use ism_hal::regs::COMMAND_AREA_SIZE;
+/// use ism_hal::{DevAddr, DmaMemory, DmbToken, DomainId, FunctionId, Gid};
+/// use zerocopy::FromBytes;
+///
+/// // Two memory domains (partitions) of 64 KiB, two interrupt lines.
+/// let board = FakeBoard::new(2, 64 << 10, 2);
+/// let functions = [
+///     FunctionConfig { gid: Gid(0xA), domain: DomainId(0) },
+///     FunctionConfig { gid: Gid(0xB), domain: DomainId(1) },
+/// ];
+/// let dev: Device<FakeBoard, 2, 16> =
+///     Device::new(board, 0x0123, &functions, 0x5EED).expect("a valid configuration");
+/// let base0 = dev.board().memories[0].base().0;
+///
+/// // A command as a host issues it: request bytes in, response bytes out (`ret` 0: done).
+/// let command = |f: u16, req: Request| {
+///     let mut buf = [0u8; COMMAND_AREA_SIZE];
+///     let n = req.emit(&mut buf).expect("fits the command area");
+///     let mut resp = [0u8; COMMAND_AREA_SIZE];
+///     let len = dev.execute(FunctionId(f), &buf[..n], &mut resp);
+///     let hdr = ResponseHeader::read_from_prefix(&resp).unwrap().0;
+///     assert_eq!(hdr.ret.get(), 0, "{req:?}");
+///     resp[..len].to_vec()
+/// };
+/// // Function 0 registers its status block (SBA) and a 4 KiB DMB only GID 0xB may write.
+/// command(0, Request::RegSba { sba: DevAddr(base0) });
+/// let dmb = DevAddr(base0 + 0x1000);
+/// let resp = command(
+///     0,
+///     Request::RegDmb { dmb, len: 4096, sba_idx: 32, vlan: None, rgid: Gid(0xB) },
+/// );
+/// let token = DmbToken(u64::from_be_bytes(resp[8..16].try_into().unwrap()));
+///
+/// // Function 1 moves into it with the signal flag: the data lands in partition 0's
+/// // memory and function 0's interrupt line is raised.
+/// let word = |token| MoveRequest { token, dmbe_idx: 0, signal: true, offset: 0 }.emit();
+/// dev.store_block(FunctionId(1), word(token), b"hello").expect("an allowed move");
+/// let mut got = [0u8; 5];
+/// dev.board().memories[0].read(dmb, &mut got).unwrap();
+/// assert_eq!(&got, b"hello");
+/// assert_eq!(dev.board().irqs[0].count(), 1);
+///
+/// // A forged token and a writer other than the authorized one are refused.
+/// let forged = DmbToken(token.0 ^ (1 << 40));
+/// assert_eq!(dev.store_block(FunctionId(1), word(forged), b"x"), Err(MoveError::InvalidToken));
+/// assert_eq!(dev.store_block(FunctionId(0), word(token), b"x"), Err(MoveError::AccessDenied));
+/// ```
 pub struct Device<B: Board, const F: usize, const D: usize> {
     board: B,
     chid: u16,

@@ -89,6 +89,54 @@ struct Deferred {
 }
 
 /// The driver of one ISM function. Share it with `Arc`; every method takes `&self`.
+///
+/// A platform gives it a [`HostMemory`] (DMA memory) and a [`Bus`] (commands and store-blocks);
+/// an SMC-D stack, or any other [`IsmClient`], registers DMBs and gets their signals and
+/// the device's events from [`IsmDriver::handle_irq`]. Here on the in-process fake device
+/// (feature `test-utils`), two functions in two partitions:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use ism_hal::{DevAddr, DmaMemory};
+/// use ism_host_driver::ism::fake::{fake_device, FakeFunction};
+/// use ism_host_driver::ism::{IsmClient, IsmDriver, IsmEvent};
+///
+/// /// What the SMC-D stack would be: told about signalled DMBs and events.
+/// #[derive(Default)]
+/// struct Signals(Mutex<Vec<u32>>);
+/// impl IsmClient for Signals {
+///     fn handle_irq(&self, sba_idx: u32, _dmbe_mask: u16) {
+///         self.0.lock().unwrap().push(sba_idx);
+///     }
+///     fn handle_event(&self, _event: &IsmEvent) {}
+/// }
+///
+/// # fn main() -> Result<(), ism_host_driver::ism::IsmError> {
+/// let dev = fake_device(2, false);
+/// let (fa, fb) = (FakeFunction::new(dev.clone(), 0), FakeFunction::new(dev, 1));
+/// // Probe as Linux's `ism_probe` does: SBA, IEQ, GID, the ISMv2 check, QUERY_INFO.
+/// let a = IsmDriver::probe(fa.clone(), fa, 0x0123)?;
+/// let b = IsmDriver::probe(fb.clone(), fb, 0x0123)?;
+/// assert!(a.supports_v2());
+/// a.query_remote_gid(b.gid(), None)?; // b is reachable from a
+///
+/// // a registers a DMB that b may write; b moves into it with the signal.
+/// let signals = Arc::new(Signals::default());
+/// let client = a.add_client(signals.clone())?;
+/// let dmb = a.register_dmb(16384, b.gid(), None, client)?;
+/// b.move_data(dmb.token, 0, true, 100, b"through the device")?;
+///
+/// // a's interrupt handler finds the DMB's bit in its SBA and tells the client.
+/// assert!(a.irq_pending());
+/// a.handle_irq();
+/// assert_eq!(*signals.0.lock().unwrap(), [dmb.sba_idx]);
+/// let mut got = [0u8; 18];
+/// a.memory().read(DevAddr(dmb.addr.0 + 100), &mut got).unwrap();
+/// assert_eq!(&got, b"through the device");
+/// a.unregister_dmb(&dmb)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct IsmDriver<H: HostMemory, B: Bus> {
     hal: H,
     bus: B,

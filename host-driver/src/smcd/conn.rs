@@ -141,9 +141,10 @@ pub struct Conn {
     blocking: WaitMode,
     notify: Notify,
     counters: ConnCounters,
-    timeout_ms: AtomicU64,
-    /// A wait fails at once with `WouldBlock` (the fuzz entry point; see
-    /// `Conn::set_nonblocking`).
+    /// Time limits of one read and one write in milliseconds (0: none).
+    read_timeout_ms: AtomicU64,
+    write_timeout_ms: AtomicU64,
+    /// A wait fails at once with `WouldBlock` (see `Conn::set_nonblocking`).
     nonblocking: AtomicBool,
 }
 
@@ -192,7 +193,8 @@ impl Conn {
             blocking: wait,
             notify: Notify::new(),
             counters: ConnCounters::default(),
-            timeout_ms: AtomicU64::new(0),
+            read_timeout_ms: AtomicU64::new(0),
+            write_timeout_ms: AtomicU64::new(0),
             nonblocking: AtomicBool::new(false),
         }
     }
@@ -242,17 +244,41 @@ impl Conn {
         self.busy_poll.store(on, Ordering::Relaxed);
     }
 
-    /// Time limit for one wait in milliseconds (0: none).
+    /// Time limit for one read and for one write in milliseconds (0: none).
     pub fn set_timeout_ms(&self, ms: u64) {
-        self.timeout_ms.store(ms, Ordering::Relaxed);
+        self.set_read_timeout_ms(ms);
+        self.set_write_timeout_ms(ms);
     }
 
-    /// Test and fuzz entry point: every wait for the peer fails at once with `WouldBlock`
-    /// (as a non-blocking socket's), so a harness can drive one connection from a single
-    /// thread, without timing, and check each call's result.
-    #[cfg(feature = "test-utils")]
+    /// Time limit for one read in milliseconds (0: none).
+    pub fn set_read_timeout_ms(&self, ms: u64) {
+        self.read_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time limit for one write in milliseconds (0: none).
+    pub fn set_write_timeout_ms(&self, ms: u64) {
+        self.write_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The time limits of one read and one write in milliseconds (0: none).
+    pub fn timeouts_ms(&self) -> (u64, u64) {
+        (
+            self.read_timeout_ms.load(Ordering::Relaxed),
+            self.write_timeout_ms.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Non-blocking mode: a read or write that would wait for the peer fails at once with
+    /// `WouldBlock` instead (a write that sent a part returns that count), as a
+    /// non-blocking socket's. Also the fuzz harness's way to drive one connection from a
+    /// single thread, without timing.
     pub fn set_nonblocking(&self, on: bool) {
         self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether non-blocking mode is on.
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
     }
 
     fn wait_mode(&self) -> WaitMode {
@@ -295,10 +321,13 @@ impl Conn {
         CdcMessage::parse(&raw).unwrap_or_default()
     }
 
-    /// The end of the time limit for one read or write starting now.
-    fn deadline(&self) -> Option<Instant> {
-        let ms = self.timeout_ms.load(Ordering::Relaxed);
-        (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
+    /// The end of the time limit (`limit_ms`, 0: none) for one read or write starting now.
+    fn deadline(limit_ms: &AtomicU64) -> Option<Instant> {
+        let ms = limit_ms.load(Ordering::Relaxed);
+        // A limit too far away to represent is no limit (`Instant + Duration` would panic).
+        (ms > 0)
+            .then(|| Instant::now().checked_add(Duration::from_millis(ms)))
+            .flatten()
     }
 
     /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
@@ -437,7 +466,7 @@ impl Conn {
     /// termination, `TimedOut` if a wait exceeds the time limit.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = self.deadline();
+        let deadline = Self::deadline(&self.write_timeout_ms);
         let mut done = 0;
         // Linux's `smc_tx_sendmsg` likewise returns the bytes copied so far when a wait
         // ends in an error after some were sent.
@@ -503,7 +532,7 @@ impl Conn {
             return Ok(0);
         }
         let _g = self.rx_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = self.deadline();
+        let deadline = Self::deadline(&self.read_timeout_ms);
         loop {
             let seen = self.notify.seq();
             let peer = self.peer_cdc();

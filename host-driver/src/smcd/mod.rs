@@ -7,6 +7,7 @@
 //! * `stack` (std): devices, link groups, routing of signals and events;
 //! * `handshake` (std): the CLC handshake over TCP and device selection;
 //! * `stream` (std): `Listener` and `Stream` (`Read + Write`, TCP fallback);
+//! * `tokio` (feature `tokio`): `AsyncStream` and `AsyncListener` for tokio;
 //! * `wait` (std): blocking and busy-poll waiting.
 
 pub mod cdc;
@@ -20,6 +21,8 @@ pub mod handshake;
 pub mod stack;
 #[cfg(feature = "std")]
 pub mod stream;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 #[cfg(feature = "std")]
 pub mod wait;
 

@@ -4,11 +4,12 @@
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+use core::task::{Context, Poll, Waker};
 use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,7 +60,47 @@ pub struct StreamStats {
 }
 
 /// A connected stream. Clones (see [`Stream::try_clone`]) share the connection, which is
-/// closed when the last one is dropped.
+/// closed when the last one is dropped. It behaves as `std::net::TcpStream`: `Read` and
+/// `Write` (also on `&Stream`), `shutdown`, read and write timeouts, non-blocking mode.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use ism_host_driver::smcd::{Listener, Stream};
+///
+/// # let dev = ism_host_driver::ism::fake::fake_device(2, false);
+/// # let stacks: Vec<_> = (0..2)
+/// #     .map(|i| {
+/// #         let f = ism_host_driver::ism::fake::FakeFunction::new(dev.clone(), i);
+/// #         let d = ism_host_driver::ism::IsmDriver::probe(f.clone(), f, 1).unwrap();
+/// #         let ops: std::sync::Arc<dyn ism_host_driver::smcd::device::SmcdOps> =
+/// #             std::sync::Arc::new(d);
+/// #         ism_host_driver::smcd::SmcStack::new(Default::default(), vec![ops]).unwrap()
+/// #     })
+/// #     .collect();
+/// # let (client, server) = (stacks[0].clone(), stacks[1].clone());
+/// // `client` and `server`: the SMC-D stacks of two systems (here on a fake device).
+/// let listener = Listener::bind(&server, "127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// let echo = std::thread::spawn(move || -> std::io::Result<()> {
+///     let (mut s, _) = listener.accept()?;
+///     let mut buf = Vec::new();
+///     s.read_to_end(&mut buf)?; // until the client shuts its side down
+///     s.write_all(&buf)
+/// });
+/// let mut c = Stream::connect(&client, addr)?; // CLC handshake over TCP, then SMC-D
+/// assert!(c.is_smc() && c.fallback_reason().is_none());
+/// c.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// c.write_all(b"ping")?;
+/// c.shutdown(std::net::Shutdown::Write)?;
+/// let mut back = Vec::new();
+/// c.read_to_end(&mut back)?;
+/// assert_eq!(back, b"ping");
+/// assert_eq!(c.stats().conn.bytes_sent, 4);
+/// echo.join().unwrap()
+/// # }
+/// ```
 pub struct Stream {
     shared: Arc<Shared>,
 }
@@ -169,29 +210,79 @@ impl Stream {
         }
     }
 
-    /// Limit for one blocking read or write; `None` waits forever. A write that times out
-    /// after sending part of its buffer returns that count, as TCP does.
+    /// Limit for one blocking read and for one blocking write (both at once, see
+    /// [`Stream::set_read_timeout`]); `None` waits forever.
     ///
     /// # Errors
-    /// As `TcpStream::set_read_timeout`: `InvalidInput` for `Some(Duration::ZERO)`, on
-    /// SMC-D and TCP alike.
+    /// As [`Stream::set_read_timeout`].
     pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        if t == Some(Duration::ZERO) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            ));
+        self.set_read_timeout(t)?;
+        self.set_write_timeout(t)
+    }
+
+    /// Limit for one blocking read, as `TcpStream::set_read_timeout`: a read that waits
+    /// longer fails with `TimedOut` on SMC-D (`WouldBlock` or `TimedOut` on a TCP fallback
+    /// stream, as the platform reports it); `None` waits forever. On SMC-D the limit is
+    /// kept in whole milliseconds, rounded up.
+    ///
+    /// # Errors
+    /// `InvalidInput` for `Some(Duration::ZERO)`, on SMC-D and TCP alike, as std.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self.conn() {
+            Some(c) => c.set_read_timeout_ms(timeout_ms(t)?),
+            None => self.shared.tcp.set_read_timeout(t)?,
         }
+        Ok(())
+    }
+
+    /// Limit for one blocking write, as `TcpStream::set_write_timeout`. A write that times
+    /// out after sending part of its buffer returns that count, as TCP does.
+    ///
+    /// # Errors
+    /// As [`Stream::set_read_timeout`].
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self.conn() {
+            Some(c) => c.set_write_timeout_ms(timeout_ms(t)?),
+            None => self.shared.tcp.set_write_timeout(t)?,
+        }
+        Ok(())
+    }
+
+    /// The read time limit (`None`: none).
+    ///
+    /// # Errors
+    /// As `TcpStream::read_timeout` on a TCP fallback stream.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        match self.conn() {
+            Some(c) => Ok(ms_timeout(c.timeouts_ms().0)),
+            None => self.shared.tcp.read_timeout(),
+        }
+    }
+
+    /// The write time limit (`None`: none).
+    ///
+    /// # Errors
+    /// As `TcpStream::write_timeout` on a TCP fallback stream.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        match self.conn() {
+            Some(c) => Ok(ms_timeout(c.timeouts_ms().1)),
+            None => self.shared.tcp.write_timeout(),
+        }
+    }
+
+    /// Non-blocking mode, as `TcpStream::set_nonblocking`: a read with no data and a write
+    /// with no room fail at once with `WouldBlock` (a write that sent a part returns that
+    /// count). Applies to every handle of the connection (see [`Stream::try_clone`]).
+    ///
+    /// # Errors
+    /// As `TcpStream::set_nonblocking` on a TCP fallback stream.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self.conn() {
             Some(c) => {
-                let ms = t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                c.set_timeout_ms(ms.max(u64::from(t.is_some())));
+                c.set_nonblocking(on);
                 Ok(())
             }
-            None => {
-                self.shared.tcp.set_read_timeout(t)?;
-                self.shared.tcp.set_write_timeout(t)
-            }
+            None => self.shared.tcp.set_nonblocking(on),
         }
     }
 
@@ -261,6 +352,25 @@ impl Stream {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.tcp.local_addr()
     }
+}
+
+/// A time limit in whole milliseconds, rounded up (0: none), refusing a zero limit as std.
+fn timeout_ms(t: Option<Duration>) -> io::Result<u64> {
+    match t {
+        None => Ok(0),
+        Some(d) if d.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            Ok(u64::try_from(ms).unwrap_or(u64::MAX))
+        }
+    }
+}
+
+fn ms_timeout(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 impl Read for &Stream {
@@ -343,6 +453,8 @@ struct BacklogState {
     error: Option<io::Error>,
     completed: u64,
     failed: u64,
+    /// Tasks waiting in [`Listener::poll_accept`].
+    wakers: Vec<Waker>,
 }
 
 struct Backlog {
@@ -357,6 +469,26 @@ impl Backlog {
     fn lock(&self) -> MutexGuard<'_, BacklogState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Wakes blocked threads and waiting tasks: something changed in `st`.
+    fn notify(&self, st: &mut BacklogState) {
+        for w in st.wakers.drain(..) {
+            w.wake();
+        }
+        self.cond.notify_all();
+    }
+}
+
+/// Most wakers [`Listener::poll_accept`] keeps before it wakes them all.
+const MAX_WAKERS: usize = 64;
+
+/// How long [`Listener::accept_until`] waits.
+#[derive(Clone, Copy)]
+enum AcceptWait {
+    Forever,
+    Until(Instant),
+    /// Non-blocking mode: `WouldBlock` if nothing is ready.
+    No,
 }
 
 /// A listening socket. As in Linux (`net/smc/af_smc.c`, `smc_listen_work`), the server
@@ -367,10 +499,62 @@ impl Backlog {
 /// A client whose handshake fails is closed and counted ([`Listener::stats`]), never
 /// returned by `accept`. Dropping the listener closes the socket, cuts running handshakes
 /// short, joins its threads and closes the connections nobody accepted.
+///
+/// As `std::net::TcpListener`, with [`Listener::incoming`], [`Listener::accept`] and
+/// non-blocking mode; [`Listener::accept_timeout`] and [`Listener::stats`] in addition:
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use ism_host_driver::smcd::{Listener, Stream};
+///
+/// # let dev = ism_host_driver::ism::fake::fake_device(2, false);
+/// # let stacks: Vec<_> = (0..2)
+/// #     .map(|i| {
+/// #         let f = ism_host_driver::ism::fake::FakeFunction::new(dev.clone(), i);
+/// #         let d = ism_host_driver::ism::IsmDriver::probe(f.clone(), f, 1).unwrap();
+/// #         let ops: std::sync::Arc<dyn ism_host_driver::smcd::device::SmcdOps> =
+/// #             std::sync::Arc::new(d);
+/// #         ism_host_driver::smcd::SmcStack::new(Default::default(), vec![ops]).unwrap()
+/// #     })
+/// #     .collect();
+/// # let (client, server) = (stacks[0].clone(), stacks[1].clone());
+/// let listener = Listener::bind(&server, "127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// // Clients: one of them connects and never says a word (it does not hold up the others).
+/// let silent = std::net::TcpStream::connect(addr)?;
+/// let clients = std::thread::spawn(move || -> std::io::Result<()> {
+///     for i in 0..3u8 {
+///         let mut c = Stream::connect(&client, addr)?;
+///         c.write_all(&[i])?;
+///     }
+///     Ok(())
+/// });
+/// // A server serving each connection on its own thread.
+/// let mut got = Vec::new();
+/// for s in listener.incoming().take(3) {
+///     let mut s = s?;
+///     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+///     got.push(std::thread::spawn(move || {
+///         let mut b = [0u8];
+///         s.read_exact(&mut b).map(|()| b[0])
+///     }));
+/// }
+/// clients.join().unwrap()?;
+/// let mut got: Vec<u8> = got.into_iter().map(|t| t.join().unwrap()).collect::<Result<_, _>>()?;
+/// got.sort();
+/// assert_eq!(got, [0, 1, 2]);
+/// assert_eq!(listener.stats().completed, 3); // the silent one is not among them
+/// # drop(silent);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Listener {
     addr: SocketAddr,
     backlog: Arc<Backlog>,
     acceptor: Option<JoinHandle<()>>,
+    nonblocking: AtomicBool,
 }
 
 impl Listener {
@@ -409,6 +593,7 @@ impl Listener {
             addr,
             backlog: shared,
             acceptor: Some(acceptor),
+            nonblocking: AtomicBool::new(false),
         })
     }
 
@@ -421,37 +606,99 @@ impl Listener {
     }
 
     /// Takes the next connection whose handshake completed (SMC-D or fallback), waiting
-    /// for one.
+    /// for one (in non-blocking mode, see [`Listener::set_nonblocking`], failing with
+    /// `WouldBlock` instead). Slow or failing clients do not hold it up: every handshake
+    /// runs on its own thread, and only completed ones reach `accept`.
     ///
     /// # Errors
     /// Only errors of the listening socket itself (for example, no file descriptors
     /// left); a client's failed handshake is not an error here.
     pub fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
-        self.accept_until(None)
+        if self.nonblocking.load(Ordering::Relaxed) {
+            self.accept_until(AcceptWait::No)
+        } else {
+            self.accept_until(AcceptWait::Forever)
+        }
     }
 
-    /// [`Listener::accept`], waiting at most `limit`.
+    /// [`Listener::accept`], waiting at most `limit` (also in non-blocking mode).
     ///
     /// # Errors
     /// `TimedOut` if no connection completed its handshake within `limit`; as
     /// [`Listener::accept`] otherwise.
     pub fn accept_timeout(&self, limit: Duration) -> io::Result<(Stream, SocketAddr)> {
-        self.accept_until(Some(Instant::now().checked_add(limit)))
+        match Instant::now().checked_add(limit) {
+            Some(deadline) => self.accept_until(AcceptWait::Until(deadline)),
+            None => self.accept_until(AcceptWait::Forever),
+        }
     }
 
-    /// `until`: `None` waits forever, `Some(None)` is a deadline too far to represent.
-    fn accept_until(&self, until: Option<Option<Instant>>) -> io::Result<(Stream, SocketAddr)> {
+    /// Non-blocking mode, as `TcpListener::set_nonblocking`: [`Listener::accept`] (and
+    /// [`Listener::incoming`]) fail with `WouldBlock` when no connection is ready.
+    /// Handshakes go on in the background either way.
+    ///
+    /// # Errors
+    /// None today; fallible like `TcpListener::set_nonblocking`.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.nonblocking.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// An iterator over incoming connections, as `TcpListener::incoming`: each item is
+    /// [`Listener::accept`]'s stream; it never ends (`None` is never returned).
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// Polls for the next connection whose handshake completed, for executors: `Ready`
+    /// with what [`Listener::accept`] would return, or `Pending` after arranging for
+    /// `cx`'s waker to be woken when a connection is ready (or the listening socket
+    /// fails). Never blocks.
+    ///
+    /// # Errors
+    /// As [`Listener::accept`].
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, SocketAddr)>> {
+        let mut st = self.backlog.lock();
+        if let Some(r) = Self::take_ready(&self.backlog, &mut st) {
+            return Poll::Ready(r);
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            // Tasks that stopped waiting leave their wakers behind: keep the list bounded
+            // by waking everyone now and then (a spurious wake-up just polls again).
+            if st.wakers.len() >= MAX_WAKERS {
+                for w in st.wakers.drain(..) {
+                    w.wake();
+                }
+            }
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// A completed connection or the socket's error, if there is one.
+    fn take_ready(b: &Backlog, st: &mut BacklogState) -> Option<io::Result<(Stream, SocketAddr)>> {
+        if let Some(c) = st.ready.pop_front() {
+            // A slot is free: the acceptor may take the next client.
+            b.notify(st);
+            return Some(Ok(c));
+        }
+        st.error.take().map(Err)
+    }
+
+    fn accept_until(&self, wait: AcceptWait) -> io::Result<(Stream, SocketAddr)> {
         let mut st = self.backlog.lock();
         loop {
-            if let Some(c) = st.ready.pop_front() {
-                self.backlog.cond.notify_all();
-                return Ok(c);
+            if let Some(r) = Self::take_ready(&self.backlog, &mut st) {
+                return r;
             }
-            if let Some(e) = st.error.take() {
-                return Err(e);
-            }
-            st = match until {
-                Some(Some(deadline)) => {
+            st = match wait {
+                AcceptWait::No => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "no connection to accept",
+                    ))
+                }
+                AcceptWait::Until(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(io::Error::new(
@@ -465,7 +712,7 @@ impl Listener {
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
-                _ => self
+                AcceptWait::Forever => self
                     .backlog
                     .cond
                     .wait(st)
@@ -525,6 +772,20 @@ impl Drop for Listener {
     }
 }
 
+/// The iterator of [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<Stream>;
+
+    fn next(&mut self) -> Option<io::Result<Stream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
 impl core::fmt::Debug for Listener {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Listener")
@@ -569,7 +830,7 @@ fn acceptor(tcp: &TcpListener, stack: &Arc<SmcStack>, b: &Arc<Backlog>) {
                     return;
                 }
                 st.error = Some(e);
-                b.cond.notify_all();
+                b.notify(&mut st);
                 let _ = b
                     .cond
                     .wait_timeout(st, Duration::from_millis(10))
@@ -638,6 +899,5 @@ fn handshake_worker(
         }
         None => st.failed += 1,
     }
-    drop(st);
-    b.cond.notify_all();
+    b.notify(&mut st);
 }
