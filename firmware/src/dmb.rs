@@ -240,6 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_reregistered_many_times_never_repeats_a_token() {
+        // Generations use every token bit above the slot: 2^18 - 1 of them before a token
+        // comes back (a smaller field would let a stale token name a later DMB sooner).
+        assert_eq!(MAX_GENERATION, u32::MAX >> SLOT_BITS);
+        let t = DmbTable::<2>::new(0x77);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            let (tok, _) = t.publish(1, &info());
+            assert!(seen.insert(tok.0), "token {tok:?} issued twice");
+            t.revoke(1);
+        }
+    }
+
+    #[test]
     fn a_token_naming_a_slot_past_the_table_is_refused() {
         let t = DmbTable::<4>::new(0x1234);
         // The last slot is fine; the one just past the table (and any further) is not.
