@@ -7,7 +7,7 @@
 //! The crate has two halves, each a folder:
 //! * [`kit`]: the board kit: [`board`], [`memory`], [`irq`], [`fault`], [`trace`], [`host`],
 //!   [`smc`];
-//! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`demo`], [`soak`],
+//! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`cli`], [`demo`], [`soak`],
 //!   [`workload`].
 //!
 //! Every module is also re-exported at the crate root (`ism_sim::board`, `ism_sim::bench`, …).
@@ -16,7 +16,7 @@
 pub mod apps;
 pub mod kit;
 
-pub use apps::{bench, demo, soak, workload};
+pub use apps::{bench, cli, demo, soak, workload};
 pub use kit::{board, fault, host, irq, memory, smc, trace};
 
 pub use board::{Board, BoardConfig, BoardKind, Partition, SimDriver};

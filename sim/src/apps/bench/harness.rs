@@ -549,7 +549,7 @@ mod tests {
                 if let Some(h) = rtts {
                     // Every measured round trip is in the histogram, and its mean agrees
                     // with the cell's figure (RTT/2 in µs) to the histogram's precision.
-                    assert!(h.len() > 0);
+                    assert!(!h.is_empty());
                     let mean_half_us = h.mean() / 2.0 / 1e3;
                     assert!(
                         (mean_half_us - v).abs() <= v * 0.05 + 0.01,
