@@ -153,6 +153,12 @@ enum Command {
         /// Busy-poll instead of blocking on interrupts.
         #[arg(long)]
         busy_poll: bool,
+        /// Also print the SMC-D statistics (like `smcd stats` and `smcss`): per stack the
+        /// connections over SMC-D and TCP fallbacks (with the decline reasons), handshake
+        /// errors, bytes, waits and full buffers; per connection its link group, peer,
+        /// tokens and counters. (`--json` always has them.)
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         trace: TraceArg,
         #[command(flatten)]
@@ -300,6 +306,44 @@ fn print_stream(out: &Out, label: &str, r: &StreamReport) {
     );
 }
 
+/// The stacks of `b` (one for the loopback board, client and server for the LPAR one)
+/// with their names.
+fn board_stacks(b: &SmcBoard) -> Vec<(&'static str, ism_host_driver::smcd::StackStats)> {
+    let (cs, ss) = b.pair();
+    if std::sync::Arc::ptr_eq(&cs, &ss) {
+        vec![("stack (client and server)", cs.stats())]
+    } else {
+        vec![("client stack", cs.stats()), ("server stack", ss.stats())]
+    }
+}
+
+/// The SMC-D statistics of a stream's board and connections, as text.
+fn print_smc_stats(out: &Out, b: &SmcBoard, r: &StreamReport) {
+    say!(out, "SMC-D statistics (per stack):");
+    for (name, st) in board_stacks(b) {
+        say!(out, "{}", ism_sim::cli::stack_stats_text(name, &st));
+    }
+    say!(out, "SMC-D connections (at the end of the data):");
+    if r.connections.is_empty() {
+        say!(out, "  none");
+    }
+    for c in &r.connections {
+        say!(out, "{}", ism_sim::cli::conn_info_text(c));
+    }
+}
+
+/// The SMC-D statistics of a stream's board as JSON.
+fn stacks_json(b: &SmcBoard) -> Value {
+    board_stacks(b)
+        .iter()
+        .map(|(name, st)| {
+            let mut v = ism_sim::cli::stack_stats_json(st);
+            v["name"] = json!(name);
+            v
+        })
+        .collect()
+}
+
 /// One stream's report as JSON.
 fn stream_json(label: &str, r: &StreamReport) -> Value {
     json!({
@@ -314,6 +358,7 @@ fn stream_json(label: &str, r: &StreamReport) -> Value {
         "fallback": r.client.fallback.map(|d| json!({ "code": d.0, "reason": d.to_string() })),
         "client": ism_sim::cli::conn_stats_json(&r.client.conn),
         "server": ism_sim::cli::conn_stats_json(&r.server.conn),
+        "connections": r.connections.iter().map(ism_sim::cli::conn_info_json).collect::<Vec<_>>(),
     })
 }
 
@@ -373,6 +418,11 @@ fn soak(
         "restarts": r.restarts,
         "restart_failures": r.restart_failures,
         "verified_after_restart": r.verified_after_restart,
+        "stacks": r.stacks.iter().map(|(name, st)| {
+            let mut v = ism_sim::cli::stack_stats_json(st);
+            v["name"] = json!(name);
+            v
+        }).collect::<Vec<_>>(),
         "ok": failure.is_none(),
     }))?;
     failure.map_or(Ok(()), Err)
@@ -419,7 +469,9 @@ fn demo(trace: &TraceArg, json_arg: &JsonArg, bytes: u64) -> Result<(), Failure>
         if !r.verified || r.client.fallback.is_some() || r.client.nocopy != nocopy {
             failures += 1;
         }
-        streams.push(stream_json(label, &r));
+        let mut v = stream_json(label, &r);
+        v["stacks"] = stacks_json(&b);
+        streams.push(v);
     }
     say!(out, "  (these rates include generating and checking every byte; `ism-sim bench` measures the transports alone)");
     json_arg.emit(&json!({
@@ -441,6 +493,7 @@ fn demo(trace: &TraceArg, json_arg: &JsonArg, bytes: u64) -> Result<(), Failure>
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream(
     trace: &TraceArg,
     json_arg: &JsonArg,
@@ -448,6 +501,7 @@ fn stream(
     nocopy: bool,
     opts: StreamOptions,
     buffer: u64,
+    stats: bool,
 ) -> Result<(), Failure> {
     let out = Out {
         text: !json_arg.to_stdout(),
@@ -463,6 +517,9 @@ fn stream(
     if let Some(reason) = r.client.fallback {
         say!(out, "  fell back to TCP: {reason}");
     }
+    if stats {
+        print_smc_stats(&out, &b, &r);
+    }
     let trace_json = write_trace(&out, &trace.trace, &[(b.board(), "")])?;
     let failure = if !r.verified {
         Some(Failure::Check("stream data did not verify".into()))
@@ -477,6 +534,7 @@ fn stream(
         "chunk": opts.chunk, "buffer": buffer, "busy_poll": opts.busy_poll, "nocopy": nocopy,
     });
     v["trace"] = trace_json;
+    v["stacks"] = stacks_json(&b);
     v["ok"] = json!(failure.is_none());
     json_arg.emit(&v)?;
     failure.map_or(Ok(()), Err)
@@ -662,6 +720,7 @@ fn main() -> ExitCode {
             chunk,
             buffer,
             busy_poll,
+            stats,
             trace,
             json,
         } => {
@@ -671,7 +730,7 @@ fn main() -> ExitCode {
                 busy_poll,
                 seed: 1,
             };
-            stream(&trace, &json, board, nocopy, opts, buffer)
+            stream(&trace, &json, board, nocopy, opts, buffer, stats)
         }
         Command::Soak {
             seconds,

@@ -193,6 +193,42 @@ fn sizes_take_suffixes_as_iperf3_users_type_them() {
 }
 
 #[test]
+fn stream_stats_show_stacks_and_connections() {
+    let o = run(
+        &os(&["stream", "--bytes", "256K", "--buffer", "16K", "--stats"]),
+        RUN_WITHIN,
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let t = &o.stdout;
+    assert!(t.contains("SMC-D statistics (per stack):"), "{t}");
+    assert!(
+        t.contains("client stack:") && t.contains("server stack:"),
+        "{t}"
+    );
+    assert!(
+        t.contains("client  SMC-D 1 (v1 0, v2 1)  fallback 0  handshake errors 0"),
+        "{t}"
+    );
+    assert!(
+        t.contains("server  SMC-D 1 (v1 0, v2 1)  fallback 0  handshake errors 0"),
+        "{t}"
+    );
+    assert!(t.contains("sent 256 KiB"), "{t}");
+    // 256 KiB through a 16 KiB RMB: the writer is blocked on the peer's full buffer.
+    let count_after = |from: &str, what: &str| -> u64 {
+        let rest = &t[t.find(from).unwrap()..];
+        let rest = &rest[rest.find(what).unwrap() + what.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(count_after("client stack:", "peer buffer full ") > 0, "{t}");
+    assert!(count_after("server stack:", "own buffer full ") > 0, "{t}");
+    assert_eq!(t.matches("(opened as ").count(), 2, "{t}");
+    // Without --stats: none of it.
+    let o = run(&os(&["stream", "--bytes", "1K"]), RUN_WITHIN);
+    assert!(!o.stdout.contains("SMC-D statistics"), "{}", o.stdout);
+}
+
+#[test]
 fn small_runs_print_units_that_fit() {
     let o = run(&os(&["stream", "--bytes", "1000"]), RUN_WITHIN);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
@@ -317,7 +353,50 @@ fn check_results(v: &serde_json::Value, what: &str) {
     if cmd == "stream" {
         assert_eq!(v["verified"], true, "{v}");
         assert!(v["client"]["bytes_sent"].as_u64().unwrap() > 0, "{v}");
+        check_stream_stats(v);
     }
+    if cmd == "demo" {
+        let streams = v["streams"].as_array().expect("demo streams");
+        assert_eq!(streams.len(), 3, "{v}");
+        streams.iter().for_each(check_stream_stats);
+    }
+}
+
+/// A stream's SMC-D statistics: one SMC-D handshake per side, no fallback or error, the
+/// bytes in the stack totals and in the per-connection list.
+fn check_stream_stats(v: &serde_json::Value) {
+    let bytes = v["bytes"].as_u64().unwrap();
+    let stacks = v["stacks"].as_array().expect("stacks");
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| stacks.iter().map(f).sum::<u64>();
+    assert_eq!(sum(&|s| s["client"]["smcd"].as_u64().unwrap()), 1, "{v}");
+    assert_eq!(sum(&|s| s["server"]["smcd"].as_u64().unwrap()), 1, "{v}");
+    assert_eq!(
+        sum(&|s| s["client"]["fallbacks"].as_u64().unwrap()),
+        0,
+        "{v}"
+    );
+    assert_eq!(
+        sum(&|s| s["client"]["handshake_errors"].as_u64().unwrap()),
+        0,
+        "{v}"
+    );
+    assert_eq!(
+        sum(&|s| s["traffic"]["bytes_sent"].as_u64().unwrap()),
+        bytes,
+        "{v}"
+    );
+    assert_eq!(
+        sum(&|s| s["traffic"]["bytes_received"].as_u64().unwrap()),
+        bytes,
+        "{v}"
+    );
+    let conns = v["connections"].as_array().expect("connections");
+    assert_eq!(conns.len(), 2, "client and server: {v}");
+    let sent: u64 = conns
+        .iter()
+        .map(|c| c["stats"]["bytes_sent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sent, bytes, "{v}");
 }
 
 #[test]
@@ -408,6 +487,16 @@ fn every_json_the_cli_writes_parses() {
     check_results(&v, "soak");
     assert_eq!(v["corruptions"], 0);
     assert!(v["verified"].as_u64().unwrap() > 0);
+    // Every stack of the three boards (3 LPAR partitions, 2 loopback boards), with SMC-D
+    // handshakes counted on both sides.
+    let stacks = v["stacks"].as_array().expect("soak stacks");
+    assert_eq!(stacks.len(), 5, "{v}");
+    let smcd: u64 = stacks
+        .iter()
+        .map(|s| s["client"]["smcd"].as_u64().unwrap())
+        .sum();
+    assert!(smcd >= v["verified_smc"].as_u64().unwrap(), "{v}");
+    assert!(stacks.iter().all(|s| s["name"].is_string()), "{v}");
     // The bench's JSON, to a file and to stdout: one small cell, one round (not a
     // measurement), with a file name that is not UTF-8 in the command line it records.
     let json = dir.join("bench.json");

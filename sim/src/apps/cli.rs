@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use ism_host_driver::smcd::conn::ConnStats;
+use ism_host_driver::smcd::{ConnInfo, HandshakeStats, StackStats};
 
 /// Exit code: everything ran and every check passed.
 pub const EXIT_OK: u8 = 0;
@@ -198,7 +199,113 @@ pub fn conn_stats_json(c: &ConnStats) -> serde_json::Value {
         "signals": c.signals,
         "waits": c.waits,
         "rechecks": c.rechecks,
+        "peer_buffer_full": c.peer_buffer_full,
+        "rmb_full": c.rmb_full,
     })
+}
+
+/// One side's handshake outcomes as JSON.
+fn handshake_json(h: &HandshakeStats) -> serde_json::Value {
+    serde_json::json!({
+        "smcd": h.smcd(),
+        "smcd_v1": h.smcd_v1,
+        "smcd_v2": h.smcd_v2,
+        "fallbacks": h.fallbacks,
+        "fallback_reasons": h.fallback_reasons.iter().map(|(r, n)| serde_json::json!({
+            "code": format!("{:#010x}", r.0),
+            "reason": r.to_string(),
+            "count": n,
+        })).collect::<Vec<_>>(),
+        "handshake_errors": h.errors,
+    })
+}
+
+/// A stack's statistics as JSON (`client`, `server`, `traffic`, `connections`,
+/// `link_groups`).
+pub fn stack_stats_json(s: &StackStats) -> serde_json::Value {
+    serde_json::json!({
+        "client": handshake_json(&s.client),
+        "server": handshake_json(&s.server),
+        "traffic": conn_stats_json(&s.traffic),
+        "connections": s.connections,
+        "link_groups": s.link_groups,
+    })
+}
+
+/// One connection (a line of `smcss`) as JSON.
+pub fn conn_info_json(c: &ConnInfo) -> serde_json::Value {
+    serde_json::json!({
+        "link_group": format!("{:#010x}", c.link_group),
+        "device": c.device,
+        "role": format!("{:?}", c.role).to_lowercase(),
+        "peer_gid": format!("{:#018x}", c.peer_gid.gid),
+        "local_token": format!("{:#018x}", c.local_token.0),
+        "peer_token": format!("{:#018x}", c.peer_token.0),
+        "rmb_bytes": c.rmb_len,
+        "nocopy": c.nocopy,
+        "broken": c.broken,
+        "stats": conn_stats_json(&c.stats),
+    })
+}
+
+/// A stack's statistics as text, like `smcd stats` (each line indented by two spaces).
+pub fn stack_stats_text(name: &str, s: &StackStats) -> String {
+    let side = |what: &str, h: &HandshakeStats| {
+        let mut line = format!(
+            "    {what:<7} SMC-D {} (v1 {}, v2 {})  fallback {}  handshake errors {}",
+            h.smcd(),
+            h.smcd_v1,
+            h.smcd_v2,
+            h.fallbacks,
+            h.errors
+        );
+        for (r, n) in &h.fallback_reasons {
+            line.push_str(&format!("\n      fallback {n} × {r} ({:#010x})", r.0));
+        }
+        line
+    };
+    let t = &s.traffic;
+    format!(
+        "  {name}: {} open connection(s) in {} link group(s)\n{}\n{}\n    \
+         data    sent {}  received {}  {} store-blocks  {} CDCs  {} signals\n    \
+         waits   {} ({} rechecks)  peer buffer full {}  own buffer full {}",
+        s.connections,
+        s.link_groups,
+        side("client", &s.client),
+        side("server", &s.server),
+        fmt_bytes(t.bytes_sent),
+        fmt_bytes(t.bytes_received),
+        t.data_moves,
+        t.cdc_sent,
+        t.signals,
+        t.waits,
+        t.rechecks,
+        t.peer_buffer_full,
+        t.rmb_full,
+    )
+}
+
+/// One connection as a line of text, like `smcss`.
+pub fn conn_info_text(c: &ConnInfo) -> String {
+    let s = &c.stats;
+    format!(
+        "  lgr {:#010x} (opened as {}) dev {}  peer {:#018x}  RMB {} token {:#x} → peer token {:#x}{}{}  \
+         sent {} received {}  waits {}  peer full {}  own full {}",
+        c.link_group,
+        format!("{:?}", c.role).to_lowercase(),
+        c.device,
+        c.peer_gid.gid,
+        fmt_bytes(u64::from(c.rmb_len)),
+        c.local_token.0,
+        c.peer_token.0,
+        if c.nocopy { " no-copy" } else { "" },
+        if c.broken { " BROKEN" } else { "" },
+        fmt_bytes(s.bytes_sent),
+        fmt_bytes(s.bytes_received),
+        s.waits,
+        s.peer_buffer_full,
+        s.rmb_full,
+    )
 }
 
 #[cfg(test)]
