@@ -97,7 +97,7 @@ impl SoakReport {
     pub fn summary(&self) -> String {
         format!(
             "{:.1} s: {} connections, {} verified ({} SMC-D, {} no-copy), {} errors, {} corruptions; \
-             {} bytes delivered; {} crashes, {} restarts ({} failed), {} SMC-D connections verified after a restart",
+             {} delivered; {} crashes, {} restarts ({} failed), {} SMC-D connections verified after a restart",
             self.elapsed.as_secs_f64(),
             self.connections,
             self.verified,
@@ -105,7 +105,7 @@ impl SoakReport {
             self.verified_nocopy,
             self.errors,
             self.corruptions,
-            self.bytes_delivered,
+            crate::cli::fmt_bytes(self.bytes_delivered),
             self.crashes,
             self.restarts,
             self.restart_failures,
