@@ -7,7 +7,7 @@
 //! The crate has two halves, each a folder:
 //! * [`kit`]: the board kit: [`board`], [`memory`], [`irq`], [`fault`], [`trace`], [`host`],
 //!   [`smc`], [`rng`];
-//! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`demo`], [`soak`],
+//! * [`apps`]: the applications of the CLI: [`bench`](mod@bench), [`cli`], [`demo`], [`soak`],
 //!   [`workload`];
 //!
 //! and one module that spans both, since a board that lives in its own process needs its own
@@ -23,7 +23,7 @@ pub mod apps;
 pub mod kit;
 pub mod process;
 
-pub use apps::{bench, demo, soak, workload};
+pub use apps::{bench, cli, demo, soak, workload};
 pub use kit::{board, fault, host, irq, memory, rng, smc, trace};
 
 pub use board::{BoardConfig, BoardKind, Partition, SimBoard, SimDriver};

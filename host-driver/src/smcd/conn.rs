@@ -94,6 +94,30 @@ pub struct ConnCounters {
     pub waits: AtomicU64,
     /// Waits that ended without a signal (cursors re-read after [`RECHECK`]).
     pub rechecks: AtomicU64,
+    /// Times a writer found the peer's RMB full (Linux counts these as
+    /// `buf_full_peer_cnt` of `struct smc_stats_rmbcnt`, `net/smc/smc_stats.h`).
+    pub peer_buffer_full: AtomicU64,
+    /// Times a reader found our own RMB full, so the peer was blocked on us (Linux:
+    /// `buf_full_cnt` of the receive side's `struct smc_stats_rmbcnt`).
+    pub rmb_full: AtomicU64,
+}
+
+impl ConnCounters {
+    /// A snapshot.
+    pub fn snapshot(&self) -> ConnStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConnStats {
+            bytes_sent: l(&self.bytes_sent),
+            bytes_received: l(&self.bytes_received),
+            data_moves: l(&self.data_moves),
+            cdc_sent: l(&self.cdc_sent),
+            signals: l(&self.signals),
+            waits: l(&self.waits),
+            rechecks: l(&self.rechecks),
+            peer_buffer_full: l(&self.peer_buffer_full),
+            rmb_full: l(&self.rmb_full),
+        }
+    }
 }
 
 /// A snapshot of [`ConnCounters`].
@@ -113,6 +137,24 @@ pub struct ConnStats {
     pub waits: u64,
     /// Waits that ended without a signal.
     pub rechecks: u64,
+    /// Times a writer found the peer's RMB full.
+    pub peer_buffer_full: u64,
+    /// Times a reader found our RMB full.
+    pub rmb_full: u64,
+}
+
+impl std::ops::AddAssign for ConnStats {
+    fn add_assign(&mut self, o: Self) {
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.data_moves += o.data_moves;
+        self.cdc_sent += o.cdc_sent;
+        self.signals += o.signals;
+        self.waits += o.waits;
+        self.rechecks += o.rechecks;
+        self.peer_buffer_full += o.peer_buffer_full;
+        self.rmb_full += o.rmb_full;
+    }
 }
 
 const ST_WRITE_SHUT: u8 = 1;
@@ -141,6 +183,8 @@ pub struct Conn {
     blocking: WaitMode,
     notify: Notify,
     counters: ConnCounters,
+    /// The stack's totals, also counted into once the connection is attached to a stack.
+    totals: std::sync::OnceLock<Arc<ConnCounters>>,
     /// Time limits of one read and one write in milliseconds (0: none).
     read_timeout_ms: AtomicU64,
     write_timeout_ms: AtomicU64,
@@ -193,6 +237,7 @@ impl Conn {
             blocking: wait,
             notify: Notify::new(),
             counters: ConnCounters::default(),
+            totals: std::sync::OnceLock::new(),
             read_timeout_ms: AtomicU64::new(0),
             write_timeout_ms: AtomicU64::new(0),
             nonblocking: AtomicBool::new(false),
@@ -226,16 +271,21 @@ impl Conn {
 
     /// Counters.
     pub fn stats(&self) -> ConnStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ConnStats {
-            bytes_sent: l(&c.bytes_sent),
-            bytes_received: l(&c.bytes_received),
-            data_moves: l(&c.data_moves),
-            cdc_sent: l(&c.cdc_sent),
-            signals: l(&c.signals),
-            waits: l(&c.waits),
-            rechecks: l(&c.rechecks),
+        self.counters.snapshot()
+    }
+
+    /// Also counts everything from now on into `totals` (a stack's, see
+    /// [`SmcStack::attach_conn`](super::stack::SmcStack::attach_conn)); only the first call
+    /// has an effect.
+    pub fn count_into(&self, totals: Arc<ConnCounters>) {
+        let _ = self.totals.set(totals);
+    }
+
+    /// Adds `n` to one counter of this connection and of the stack's totals.
+    fn count(&self, which: fn(&ConnCounters) -> &AtomicU64, n: u64) {
+        which(&self.counters).fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = self.totals.get() {
+            which(t).fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -296,7 +346,7 @@ impl Conn {
     /// The interrupt path: our DMB was signalled (the peer wrote a CDC). Wakes readers and
     /// writers, which re-read the CDC area.
     pub fn on_signal(&self) {
-        self.counters.signals.fetch_add(1, Ordering::Relaxed);
+        self.count(|c| &c.signals, 1);
         self.notify.notify();
     }
 
@@ -339,7 +389,7 @@ impl Conn {
                 "SMC-D connection not ready",
             ));
         }
-        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+        self.count(|c| &c.waits, 1);
         let slice = Instant::now() + RECHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         let ops = &self.ops;
@@ -355,7 +405,7 @@ impl Conn {
                 "SMC-D wait timed out",
             ));
         }
-        self.counters.rechecks.fetch_add(1, Ordering::Relaxed);
+        self.count(|c| &c.rechecks, 1);
         Ok(())
     }
 
@@ -379,7 +429,7 @@ impl Conn {
         match r {
             Ok(()) => {
                 self.confirmed.store(cons, Ordering::Release);
-                self.counters.cdc_sent.fetch_add(1, Ordering::Relaxed);
+                self.count(|c| &c.cdc_sent, 1);
                 Ok(())
             }
             Err(e) => {
@@ -416,9 +466,7 @@ impl Conn {
                     .write(DevAddr(att.addr.0 + off), chunk)
                     .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.as_str())),
                 None => {
-                    self.counters
-                        .data_moves
-                        .fetch_add(chunk.len().div_ceil(4096) as u64, Ordering::Relaxed);
+                    self.count(|c| &c.data_moves, chunk.len().div_ceil(4096) as u64);
                     self.ops
                         .move_data(
                             self.peer.token,
@@ -483,6 +531,8 @@ impl Conn {
                     .local_prod_flags
                     .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
                 let r = if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
+                    // Once per time the writer is blocked, not per wake-up.
+                    self.count(|c| &c.peer_buffer_full, 1);
                     self.send_cdc()
                 } else {
                     Ok(())
@@ -514,9 +564,7 @@ impl Conn {
             if let Err(e) = self.send_cdc() {
                 return short(done, e);
             }
-            self.counters
-                .bytes_sent
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.count(|c| &c.bytes_sent, n as u64);
             done += n;
         }
         Ok(done)
@@ -540,12 +588,13 @@ impl Conn {
             let avail =
                 checked_diff(self.ring, cursor(cons, self.ring), peer.prod).unwrap_or(0) as usize;
             if avail > 0 {
+                if avail >= self.ring as usize {
+                    self.count(|c| &c.rmb_full, 1);
+                }
                 let n = avail.min(buf.len());
                 self.take_from_ring(cons, &mut buf[..n])?;
                 self.cons.fetch_add(n as u64, Ordering::AcqRel);
-                self.counters
-                    .bytes_received
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.count(|c| &c.bytes_received, n as u64);
                 // The bytes are ours now: a failed cursor update (the peer closed and
                 // unregistered its RMB; `send_cdc` marks the connection broken) must not
                 // turn this read into an error and lose them.

@@ -6,6 +6,7 @@
 //! * `conn` (std): one connection's data path over two rings and CDC messages;
 //! * `stack` (std): devices, link groups, routing of signals and events;
 //! * `handshake` (std): the CLC handshake over TCP and device selection;
+//! * `stats` (std): statistics per stack and per connection (`smcd stats`, `smcss`);
 //! * `stream` (std): `Listener` and `Stream` (`Read + Write`, TCP fallback);
 //! * `tokio` (feature `tokio`): `AsyncStream` and `AsyncListener` for tokio;
 //! * `wait` (std): blocking and busy-poll waiting.
@@ -20,6 +21,8 @@ pub mod handshake;
 #[cfg(feature = "std")]
 pub mod stack;
 #[cfg(feature = "std")]
+pub mod stats;
+#[cfg(feature = "std")]
 pub mod stream;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -28,5 +31,7 @@ pub mod wait;
 
 #[cfg(feature = "std")]
 pub use stack::{SmcStack, StackConfig};
+#[cfg(feature = "std")]
+pub use stats::{ConnInfo, HandshakeStats, StackStats};
 #[cfg(feature = "std")]
 pub use stream::{Listener, Stream, StreamStats};

@@ -35,6 +35,7 @@ use ism_abi::wire::ieq::EventType;
 use super::clc::Eid;
 use super::conn::Conn;
 use super::device::{SmcdGid, SmcdOps};
+use super::stats::StatsCounters;
 use super::wait::WaitMode;
 use crate::ism::{IsmClient, IsmError, IsmEvent};
 
@@ -326,6 +327,7 @@ pub struct SmcStack {
     testlink: (Mutex<Vec<(SmcdGid, u32)>>, Condvar),
     clients: (Mutex<InFlight>, Condvar),
     counters: StackCounters,
+    stats: StatsCounters,
 }
 
 impl SmcStack {
@@ -357,6 +359,7 @@ impl SmcStack {
             testlink: (Mutex::new(Vec::new()), Condvar::new()),
             clients: (Mutex::new(InFlight::default()), Condvar::new()),
             counters: StackCounters::default(),
+            stats: StatsCounters::default(),
         });
         for d in &stack.devices {
             // The driver keeps its clients for its whole life; a weak link back keeps the
@@ -381,6 +384,11 @@ impl SmcStack {
     /// Counters.
     pub fn counters(&self) -> &StackCounters {
         &self.counters
+    }
+
+    /// The counters behind [`SmcStack::stats`].
+    pub fn stats_counters(&self) -> &StatsCounters {
+        &self.stats
     }
 
     /// Current link groups.
@@ -554,6 +562,7 @@ impl SmcStack {
 
     /// Adds `conn` to `lgr` and routes its RMB's signals to it.
     pub fn attach_conn(&self, lgr: &LinkGroup, conn: &Arc<Conn>) {
+        conn.count_into(self.stats.traffic.clone());
         lgr.conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())

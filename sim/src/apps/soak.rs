@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, Stream};
+use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, StackStats, Stream};
 
 use crate::board::{BoardConfig, BoardKind};
 use crate::host::IrqMode;
@@ -65,6 +65,9 @@ impl Default for SoakOptions {
 pub struct SoakReport {
     /// Wall time, including the drain of running connections.
     pub elapsed: Duration,
+    /// SMC-D statistics of every stack at the end, by name (`lpar/0`, `loopback`,
+    /// `loopback-nocopy`); a restarted partition's stack counts from its restart.
+    pub stacks: Vec<(String, StackStats)>,
     /// Connections started.
     pub connections: u64,
     /// Connections whose every byte was verified.
@@ -95,7 +98,7 @@ impl SoakReport {
     pub fn summary(&self) -> String {
         format!(
             "{:.1} s: {} connections, {} verified ({} SMC-D, {} no-copy), {} errors, {} corruptions; \
-             {} bytes delivered; {} crashes, {} restarts ({} failed), {} SMC-D connections verified after a restart",
+             {} delivered; {} crashes, {} restarts ({} failed), {} SMC-D connections verified after a restart",
             self.elapsed.as_secs_f64(),
             self.connections,
             self.verified,
@@ -103,7 +106,7 @@ impl SoakReport {
             self.verified_nocopy,
             self.errors,
             self.corruptions,
-            self.bytes_delivered,
+            crate::cli::fmt_bytes(self.bytes_delivered),
             self.crashes,
             self.restarts,
             self.restart_failures,
@@ -426,8 +429,22 @@ pub fn run_soak(opts: &SoakOptions) -> Result<SoakReport, String> {
     });
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let c = &counters;
+    let mut stacks = Vec::new();
+    for ((s, _), name) in shared.iter().zip(["lpar", "loopback", "loopback-nocopy"]) {
+        let b = s.board.read().unwrap_or_else(|e| e.into_inner());
+        let n = b.board().partitions().len();
+        for i in 0..n {
+            let label = if n > 1 {
+                format!("{name}/{i}")
+            } else {
+                name.to_string()
+            };
+            stacks.push((label, b.stack(i).stats()));
+        }
+    }
     Ok(SoakReport {
         elapsed: start.elapsed(),
+        stacks,
         connections: l(&c.connections),
         verified: l(&c.verified),
         verified_smc: l(&c.verified_smc),

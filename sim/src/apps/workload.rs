@@ -7,7 +7,9 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use ism_host_driver::smcd::{Listener, Stream, StreamStats};
+use std::sync::Arc;
+
+use ism_host_driver::smcd::{ConnInfo, Listener, Stream, StreamStats};
 
 use crate::board::BoardKind;
 use crate::rng::Rng;
@@ -83,6 +85,9 @@ pub struct StreamReport {
     pub client: StreamStats,
     /// Receiver statistics.
     pub server: StreamStats,
+    /// The SMC-D connections of the board's stacks once the receiver has read everything
+    /// (both ends still open), as `smcss` lists them; empty after a TCP fallback.
+    pub connections: Vec<ConnInfo>,
 }
 
 impl StreamReport {
@@ -126,8 +131,13 @@ pub fn run_stream(board: &SmcBoard, opts: StreamOptions) -> Result<StreamReport,
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // A client whose handshake failed never reaches `accept`.
     let limit = 2 * ss.config().clc_timeout;
+    let stacks = if Arc::ptr_eq(&cs, &ss) {
+        vec![cs.clone()]
+    } else {
+        vec![cs.clone(), ss.clone()]
+    };
     let receiver = std::thread::spawn(
-        move || -> Result<(u64, bool, StreamStats, Instant), String> {
+        move || -> Result<(u64, bool, StreamStats, Instant, Vec<ConnInfo>), String> {
             let (mut s, _) = listener
                 .accept_timeout(limit)
                 .map_err(|e| format!("accept: {e}"))?;
@@ -151,7 +161,9 @@ pub fn run_stream(board: &SmcBoard, opts: StreamOptions) -> Result<StreamReport,
                 }
                 got += n as u64;
             }
-            Ok((got, ok, s.stats(), Instant::now()))
+            let end = Instant::now();
+            let conns = stacks.iter().flat_map(|st| st.connection_stats()).collect();
+            Ok((got, ok, s.stats(), end, conns))
         },
     );
     let mut c = Stream::connect(&cs, addr).map_err(|e| format!("connect: {e}"))?;
@@ -169,7 +181,7 @@ pub fn run_stream(board: &SmcBoard, opts: StreamOptions) -> Result<StreamReport,
     }
     c.shutdown(std::net::Shutdown::Write)
         .map_err(|e| format!("shutdown: {e}"))?;
-    let (got, ok, server, end) = receiver
+    let (got, ok, server, end, connections) = receiver
         .join()
         .map_err(|_| "receiver panicked".to_string())??;
     Ok(StreamReport {
@@ -179,6 +191,7 @@ pub fn run_stream(board: &SmcBoard, opts: StreamOptions) -> Result<StreamReport,
         verified: ok && got == opts.bytes,
         client: c.stats(),
         server,
+        connections,
     })
 }
 

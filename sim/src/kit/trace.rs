@@ -4,7 +4,6 @@
 //! Recording is a push onto a locked vector, so tracing is for demos and debugging runs,
 //! not for benchmarks.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -135,74 +134,89 @@ impl Tracer {
             .count()
     }
 
-    /// The trace as Chrome Trace Event Format JSON.
+    /// The trace as Chrome Trace Event Format JSON (written with `serde_json`): a
+    /// `process_name` metadata event per named partition, then the events; complete
+    /// events have `"ph":"X"` and a `dur`, instant events `"ph":"i"` with thread scope.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
-        let mut first = true;
-        let mut sep = |out: &mut String| {
-            if !first {
-                out.push_str(",\n");
+        Self::merged_json(&[(self, 0, "")])
+    }
+
+    /// Several tracers in one Chrome trace: tracer `i`'s partition ids are offset by its
+    /// `pid_offset` and its partition names prefixed by its `prefix` (so two boards of
+    /// one run, e.g. `ism-sim info`'s, show side by side).
+    pub fn merged_json(tracers: &[(&Tracer, u32, &str)]) -> String {
+        let mut events = Vec::new();
+        for (t, off, prefix) in tracers {
+            for (pid, name) in t.names.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                events.push(ChromeEvent {
+                    name: "process_name".into(),
+                    cat: None,
+                    ph: "M",
+                    pid: pid + off,
+                    tid: None,
+                    ts: None,
+                    dur: None,
+                    s: None,
+                    args: [("name".to_string(), format!("{prefix}{name}"))].into(),
+                });
             }
-            first = false;
+        }
+        for (t, off, _) in tracers {
+            for e in t.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                // Whole nanoseconds: the format's unit is µs, three decimals.
+                let us = |v: f64| (v * 1e3).round() / 1e3;
+                events.push(ChromeEvent {
+                    name: e.name.clone(),
+                    cat: Some(e.cat),
+                    ph: if e.dur_us.is_some() { "X" } else { "i" },
+                    pid: e.pid + off,
+                    tid: Some(e.tid),
+                    ts: Some(us(e.ts_us)),
+                    dur: e.dur_us.map(us),
+                    s: e.dur_us.is_none().then_some("t"),
+                    args: e
+                        .args
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                });
+            }
+        }
+        let trace = ChromeTrace {
+            display_time_unit: "ns",
+            trace_events: events,
         };
-        for (pid, name) in self.names.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            sep(&mut out);
-            let _ = write!(
-                out,
-                "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{pid},\"args\":{{\"name\":{}}}}}",
-                json_string(name)
-            );
-        }
-        for e in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            sep(&mut out);
-            let _ = write!(
-                out,
-                "{{\"name\":{},\"cat\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{:.3}",
-                json_string(&e.name),
-                e.cat,
-                e.pid,
-                e.tid,
-                e.ts_us
-            );
-            match e.dur_us {
-                Some(d) => {
-                    let _ = write!(out, ",\"ph\":\"X\",\"dur\":{d:.3}");
-                }
-                None => out.push_str(",\"ph\":\"i\",\"s\":\"t\""),
-            }
-            out.push_str(",\"args\":{");
-            for (i, (k, v)) in e.args.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "\"{k}\":{}", json_string(v));
-            }
-            out.push_str("}}");
-        }
-        out.push_str("\n]}\n");
-        out
+        let mut s = serde_json::to_string(&trace).expect("a trace serializes");
+        s.push('\n');
+        s
     }
 }
 
-/// `s` as a JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The Chrome "Trace Event Format" file.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChromeTrace {
+    display_time_unit: &'static str,
+    trace_events: Vec<ChromeEvent>,
+}
+
+/// One event of the Chrome "Trace Event Format".
+#[derive(serde::Serialize)]
+struct ChromeEvent {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cat: Option<&'static str>,
+    ph: &'static str,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tid: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dur: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s: Option<&'static str>,
+    args: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -212,17 +226,41 @@ mod tests {
     #[test]
     fn json_has_events_and_names() {
         let t = Tracer::new();
-        t.name_partition(1, "LPAR \"A\"");
+        t.name_partition(1, "LPAR \"A\"\n\u{1}");
         t.instant(1, "irq", "interrupt", &[]);
         let s = t.now_us();
         t.complete(1, "REG_DMB", "command", s, &[("ret", "0".into())]);
-        let j = t.to_json();
-        assert!(j.starts_with("{\"displayTimeUnit\""));
-        assert!(j.contains("\"name\":\"irq\",\"cat\":\"interrupt\""));
-        assert!(j.contains("\"ph\":\"X\""));
-        assert!(j.contains("\"args\":{\"ret\":\"0\"}"));
-        assert!(j.contains("LPAR \\\"A\\\""));
+        let j: serde_json::Value = serde_json::from_str(&t.to_json()).unwrap();
+        assert_eq!(j["displayTimeUnit"], "ns");
+        let ev = j["traceEvents"].as_array().unwrap();
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[0]["ph"], "M");
+        assert_eq!(ev[0]["args"]["name"], "LPAR \"A\"\n\u{1}");
+        assert_eq!(
+            (&ev[1]["name"], &ev[1]["cat"]),
+            (&"irq".into(), &"interrupt".into())
+        );
+        assert_eq!((&ev[1]["ph"], &ev[1]["s"]), (&"i".into(), &"t".into()));
+        assert!(ev[1].get("dur").is_none());
+        assert_eq!(ev[2]["ph"], "X");
+        assert!(ev[2]["dur"].as_f64().unwrap() >= 0.0);
+        assert_eq!(ev[2]["args"]["ret"], "0");
         assert_eq!(t.count("command"), 1);
-        assert_eq!(json_string("a\u{1}b"), "\"a\\u0001b\"");
+    }
+
+    #[test]
+    fn merged_traces_keep_boards_apart() {
+        let (a, b) = (Tracer::new(), Tracer::new());
+        a.name_partition(0, "P0");
+        b.name_partition(0, "P0");
+        a.instant(0, "x", "event", &[]);
+        b.instant(0, "y", "event", &[]);
+        let j: serde_json::Value =
+            serde_json::from_str(&Tracer::merged_json(&[(&a, 0, "a: "), (&b, 100, "b: ")]))
+                .unwrap();
+        let ev = j["traceEvents"].as_array().unwrap();
+        assert_eq!(ev[1]["args"]["name"], "b: P0");
+        assert_eq!(ev[1]["pid"], 100);
+        assert_eq!((&ev[3]["name"], &ev[3]["pid"]), (&"y".into(), &100.into()));
     }
 }

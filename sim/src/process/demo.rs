@@ -16,10 +16,17 @@ struct Host {
     child: Child,
     lines: mpsc::Receiver<String>,
     who: &'static str,
+    /// Echo the process's lines on stdout (off when stdout carries JSON).
+    text: bool,
 }
 
 impl Host {
-    fn spawn(board: &LocalBoard, args: &[&str], who: &'static str) -> Result<Self, String> {
+    fn spawn(
+        board: &LocalBoard,
+        args: &[&str],
+        who: &'static str,
+        text: bool,
+    ) -> Result<Self, String> {
         let exe = ism_sim_exe().ok_or("the ism-sim executable was not found")?;
         let mut child = Command::new(exe)
             .arg("board")
@@ -39,7 +46,12 @@ impl Host {
                 }
             }
         });
-        Ok(Self { child, lines, who })
+        Ok(Self {
+            child,
+            lines,
+            who,
+            text,
+        })
     }
 
     /// The next line containing `needle`, echoed with the process's name.
@@ -49,7 +61,9 @@ impl Host {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
-                    println!("  [{} pid {}] {l}", self.who, self.child.id());
+                    if self.text {
+                        println!("  [{} pid {}] {l}", self.who, self.child.id());
+                    }
                     if l.contains(needle) {
                         return Ok(l);
                     }
@@ -86,21 +100,34 @@ impl Drop for Host {
     }
 }
 
-/// Runs the demo: returns the number of failed checks.
+/// Runs the demo: returns the number of failed checks. `text`: print each step and the
+/// processes' lines on stdout (off when stdout carries the demo's JSON).
 ///
 /// # Errors
 /// A setup failure (no executable, no board).
-pub fn run(bytes: u64) -> Result<u32, String> {
+pub fn run(bytes: u64, text: bool) -> Result<u32, String> {
     let mut failures = 0;
     let mut check = |ok: bool, what: &str| {
-        println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+        if text {
+            println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+        }
         if !ok {
             failures += 1;
         }
     };
-    let board = LocalBoard::start(BoardKind::Lpar, 4, 64 << 20, Box::new(std::io::stdout()))?;
+    let log: Box<dyn std::io::Write + Send> = if text {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::sink())
+    };
+    let board = LocalBoard::start(BoardKind::Lpar, 4, 64 << 20, log)?;
     let name = board.name().to_owned();
-    let server = Host::spawn(&board, &["serve", &name, "--connections", "2"], "server")?;
+    let server = Host::spawn(
+        &board,
+        &["serve", &name, "--connections", "2"],
+        "server",
+        text,
+    )?;
     let addr = server.line("listening on ")?;
     let addr = addr
         .split_whitespace()
@@ -108,7 +135,12 @@ pub fn run(bytes: u64) -> Result<u32, String> {
         .unwrap_or_default()
         .to_owned();
     let b = bytes.to_string();
-    let client = Host::spawn(&board, &["send", &name, &addr, "--bytes", &b], "client")?;
+    let client = Host::spawn(
+        &board,
+        &["send", &name, &addr, "--bytes", &b],
+        "client",
+        text,
+    )?;
     let c = client.line("connected")?;
     check(
         c.contains("smc true"),
@@ -121,10 +153,17 @@ pub fn run(bytes: u64) -> Result<u32, String> {
         "every byte arrived in the server process, verified",
     );
     check(client.exit_ok(), "the client process detached and exited");
-    let mut victim = Host::spawn(&board, &["send", &name, &addr, "--bytes", "0"], "client 2")?;
+    let mut victim = Host::spawn(
+        &board,
+        &["send", &name, &addr, "--bytes", "0"],
+        "client 2",
+        text,
+    )?;
     victim.line("connected")?;
     std::thread::sleep(Duration::from_millis(200));
-    println!("  SIGKILL client 2 (pid {}) mid-stream", victim.child.id());
+    if text {
+        println!("  SIGKILL client 2 (pid {}) mid-stream", victim.child.id());
+    }
     let t = Instant::now();
     victim.kill();
     let s = server.line("connection 2")?;

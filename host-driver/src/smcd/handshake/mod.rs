@@ -27,7 +27,7 @@ use super::clc::{
     TRAILER_LEN,
 };
 use super::conn::Conn;
-use super::stack::{LinkGroup, SmcStack};
+use super::stack::{LinkGroup, Role, SmcStack};
 
 pub mod core;
 mod guard;
@@ -167,7 +167,14 @@ fn drive(
 /// error carrying an [`Abort`] where Linux aborts the connection (a malformed or
 /// unexpected answer, an accepted CHID never offered); every SMC-level refusal is an
 /// `Ok(Outcome::Fallback)`.
+/// The outcome is counted in the stack's statistics ([`SmcStack::stats`]).
 pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
+    let r = client_handshake(stack, tcp);
+    stack.count_handshake(Role::Client, &r);
+    r
+}
+
+fn client_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
     tcp.set_read_timeout(Some(stack.config().clc_timeout))?;
     let local = tcp.local_addr()?.ip();
     let (mut core, step) = ClientCore::start(stack, local, &LocalNet::of(local));
@@ -180,7 +187,14 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
 /// I/O errors of the TCP connection (including the CLC timeout), and an `InvalidData`
 /// error carrying an [`Abort`] where Linux aborts the connection (a malformed or
 /// unexpected message); every SMC-level refusal is an `Ok(Outcome::Fallback)`.
+/// The outcome is counted in the stack's statistics ([`SmcStack::stats`]).
 pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
+    let r = server_handshake(stack, tcp);
+    stack.count_handshake(Role::Server, &r);
+    r
+}
+
+fn server_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
     tcp.set_read_timeout(Some(stack.config().clc_timeout))?;
     let local = tcp.local_addr()?.ip();
     let mut core = ServerCore::new(stack, LocalNet::of(local));

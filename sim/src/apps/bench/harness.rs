@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use ism_host_driver::smcd::{Listener, StackConfig, Stream};
 use socket2::{Domain, SockRef, Socket, Type};
 
@@ -249,13 +250,14 @@ fn join<T>(h: std::thread::JoinHandle<Result<T, String>>, who: &str) -> Result<T
     h.join().map_err(|_| format!("{who} thread panicked"))?
 }
 
-/// Ping-pong of `size`-byte messages; returns (round trips, measured time).
+/// Ping-pong of `size`-byte messages; returns (round trips, measured time, the round-trip
+/// times in ns).
 fn ping_pong(
     mut client: Endpoint,
     mut server: Endpoint,
     size: usize,
     opts: &BenchOptions,
-) -> Result<(u64, Duration), String> {
+) -> Result<(u64, Duration, Histogram<u64>), String> {
     let (score, ccore) = opts.pinning.cores();
     let srv = std::thread::spawn(move || -> Result<(), String> {
         pin(score);
@@ -271,7 +273,7 @@ fn ping_pong(
         }
     });
     let (warmup, cell) = (opts.warmup, opts.cell);
-    let cli = std::thread::spawn(move || -> Result<(u64, Duration), String> {
+    let cli = std::thread::spawn(move || -> Result<(u64, Duration, Histogram<u64>), String> {
         pin(ccore);
         let msg = vec![0x5Au8; size];
         let mut buf = vec![0u8; size];
@@ -288,19 +290,26 @@ fn ping_pong(
         while start.elapsed() < warmup {
             rt(&mut client)?;
         }
+        // Every round trip's time, from the clock reads the loop makes anyway.
+        // 1 ns to 1 h, three significant digits (longer round trips count as 1 h).
+        let mut rtts = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+            .map_err(|e| format!("histogram: {e}"))?;
         let t0 = Instant::now();
         let mut n = 0u64;
+        let mut prev = Duration::ZERO;
         let elapsed = loop {
             rt(&mut client)?;
             n += 1;
             let e = t0.elapsed();
+            rtts.saturating_record(u64::try_from((e - prev).as_nanos()).unwrap_or(u64::MAX));
+            prev = e;
             if e >= cell {
                 break e;
             }
         };
         client.shutdown_write();
         drop(client);
-        Ok((n, elapsed))
+        Ok((n, elapsed, rtts))
     });
     let r = join(cli, "client");
     let s = join(srv, "server");
@@ -372,29 +381,35 @@ fn stream(
     r
 }
 
-/// Measures one cell; returns the value in the metric's unit.
-pub(super) fn run_cell(metric: Metric, t: Transport, opts: &BenchOptions) -> Result<f64, String> {
+/// Measures one cell; returns the value in the metric's unit and, for the latency
+/// metrics, every round trip's time in ns.
+pub(super) fn run_cell(
+    metric: Metric,
+    t: Transport,
+    opts: &BenchOptions,
+) -> Result<(f64, Option<Histogram<u64>>), String> {
     if let Some((kind, nocopy)) = match t {
         Transport::ProcLpar => Some((BoardKind::Lpar, false)),
         Transport::ProcLo => Some((BoardKind::Loopback, false)),
         Transport::ProcLoNocopy => Some((BoardKind::Loopback, true)),
         _ => None,
     } {
-        return run_process_cell(metric, kind, nocopy, opts);
+        // Per-message times are not carried back from the child process yet.
+        return run_process_cell(metric, kind, nocopy, opts).map(|v| (v, None));
     }
     let (board, client, server) = connect(t, metric == Metric::LatencyBusy)?;
     let v = match metric {
         Metric::MsgRate => {
-            let (n, d) = ping_pong(client, server, MSG_RATE_SIZE, opts)?;
-            n as f64 / d.as_secs_f64()
+            let (n, d, _) = ping_pong(client, server, MSG_RATE_SIZE, opts)?;
+            (n as f64 / d.as_secs_f64(), None)
         }
         Metric::Latency | Metric::LatencyBusy => {
-            let (n, d) = ping_pong(client, server, LATENCY_SIZE, opts)?;
-            d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0
+            let (n, d, rtts) = ping_pong(client, server, LATENCY_SIZE, opts)?;
+            (d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0, Some(rtts))
         }
         Metric::Bandwidth => {
             let (b, d) = stream(client, server, BANDWIDTH_SIZE, opts)?;
-            b as f64 / d.as_secs_f64() / 1e6
+            (b as f64 / d.as_secs_f64() / 1e6, None)
         }
     };
     drop(board);
@@ -501,6 +516,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                 metric,
                 transport,
                 samples: Vec::new(),
+                rtts: None,
             })
         })
         .collect();
@@ -524,11 +540,18 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                     metric.key(),
                     t.label()
                 ));
-                let v = run_cell(metric, t, opts).map_err(|e| {
+                let (v, rtts) = run_cell(metric, t, opts).map_err(|e| {
                     progress.finish();
                     format!("{} on {}: {e}", metric.key(), t.label())
                 })?;
-                series[mi * Transport::ALL.len() + ti].samples.push(v);
+                let s = &mut series[mi * Transport::ALL.len() + ti];
+                s.samples.push(v);
+                if let Some(h) = rtts {
+                    match &mut s.rtts {
+                        Some(all) => all.add(&h).map_err(|e| format!("latency histogram: {e}"))?,
+                        None => s.rtts = Some(h),
+                    }
+                }
             }
         }
     }
@@ -562,8 +585,20 @@ mod tests {
         };
         for t in Transport::ALL {
             for m in Metric::ALL {
-                let v = run_cell(m, t, &opts).unwrap_or_else(|e| panic!("{e}"));
+                let (v, rtts) = run_cell(m, t, &opts).unwrap_or_else(|e| panic!("{e}"));
                 assert!(v > 0.0, "{m:?} on {t:?}");
+                let latency = matches!(m, Metric::Latency | Metric::LatencyBusy);
+                assert_eq!(rtts.is_some(), latency, "{m:?} on {t:?}");
+                if let Some(h) = rtts {
+                    // Every measured round trip is in the histogram, and its mean agrees
+                    // with the cell's figure (RTT/2 in µs) to the histogram's precision.
+                    assert!(!h.is_empty());
+                    let mean_half_us = h.mean() / 2.0 / 1e3;
+                    assert!(
+                        (mean_half_us - v).abs() <= v * 0.05 + 0.01,
+                        "{mean_half_us} vs {v}"
+                    );
+                }
             }
         }
     }

@@ -1,95 +1,159 @@
-//! The report as JSON (`ism-sim bench --json`).
+//! The report as JSON (`ism-sim bench --json`), written with `serde_json`.
+//!
+//! Schema: `command`, `date`, `machine {cpu, cpus, kernel, loadavg_at_start}`, `config
+//! {rounds, cell_ms, warmup_ms, placement, pinned, smc_rmb_bytes, so_sndbuf, so_rcvbuf}`,
+//! `limits {memcpy_64k_bytes_per_s, memcpy_1m_bytes_per_s, cacheline_rtt_ns}` (each
+//! `{median, min, max}`), `results` (one object per measured cell: `metric`, `transport`,
+//! `unit`, `higher_is_better`, `median`, `min`, `max`, `ratio_to_tcp`, `of_limit
+//! {fraction, limit}` or null, `samples`, and `latency_us`: the per-message percentiles
+//! `{messages, p50, p90, p99, p99_9, max}` of the latency metrics, null for the others)
+//! and `elapsed_s`. A figure that could not be computed is `null`.
 
-use std::fmt::Write as _;
+use serde::Serialize;
 
-use super::{BenchReport, Series, Summary, BUFFER};
-use crate::trace::json_string;
+use super::{BenchReport, Percentiles, Summary, BUFFER};
+
+/// `v`, or `None` (JSON `null`) if it is not finite.
+fn fin(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+#[derive(Serialize)]
+struct Sum {
+    median: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl From<Summary> for Sum {
+    fn from(s: Summary) -> Self {
+        Self {
+            median: fin(s.median),
+            min: fin(s.min),
+            max: fin(s.max),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Machine<'a> {
+    cpu: &'a str,
+    cpus: usize,
+    kernel: &'a str,
+    loadavg_at_start: &'a str,
+}
+
+#[derive(Serialize)]
+struct Config {
+    rounds: usize,
+    cell_ms: u128,
+    warmup_ms: u128,
+    placement: String,
+    pinned: bool,
+    smc_rmb_bytes: usize,
+    so_sndbuf: usize,
+    so_rcvbuf: usize,
+}
+
+#[derive(Serialize)]
+struct LimitsJson {
+    memcpy_64k_bytes_per_s: Sum,
+    memcpy_1m_bytes_per_s: Sum,
+    cacheline_rtt_ns: Sum,
+}
+
+#[derive(Serialize)]
+struct OfLimit {
+    fraction: Option<f64>,
+    limit: &'static str,
+}
+
+#[derive(Serialize)]
+struct Cell {
+    metric: &'static str,
+    transport: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    median: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    ratio_to_tcp: Option<f64>,
+    of_limit: Option<OfLimit>,
+    samples: Vec<Option<f64>>,
+    latency_us: Option<Percentiles>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    command: &'a str,
+    date: &'a str,
+    machine: Machine<'a>,
+    config: Config,
+    limits: LimitsJson,
+    results: Vec<Cell>,
+    elapsed_s: f64,
+}
 
 impl BenchReport {
-    /// The report as JSON.
+    /// The report as JSON (pretty-printed, one trailing newline).
     pub fn to_json(&self) -> String {
-        let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v}")
-            } else {
-                String::from("null")
-            }
-        };
-        let sum = |s: Summary| {
-            format!(
-                "{{\"median\":{},\"min\":{},\"max\":{}}}",
-                num(s.median),
-                num(s.min),
-                num(s.max)
-            )
-        };
         let m = &self.machine;
-        let mut o = String::from("{\n");
-        let _ = writeln!(o, "  \"command\": {},", json_string(&self.options.command));
-        let _ = writeln!(o, "  \"date\": {},", json_string(&self.date));
-        let _ = writeln!(
-            o,
-            "  \"machine\": {{\"cpu\":{},\"cpus\":{},\"kernel\":{},\"loadavg_at_start\":{}}},",
-            json_string(&m.cpu),
-            m.cpus,
-            json_string(&m.kernel),
-            json_string(&m.loadavg)
-        );
-        let _ = writeln!(
-            o,
-            "  \"config\": {{\"rounds\":{},\"cell_ms\":{},\"warmup_ms\":{},\"placement\":{},\"pinned\":{},\"smc_rmb_bytes\":{},\"so_sndbuf\":{},\"so_rcvbuf\":{}}},",
-            self.options.rounds,
-            self.options.cell.as_millis(),
-            self.options.warmup.as_millis(),
-            json_string(&self.placement()),
-            self.pinned,
-            BUFFER,
-            self.sockbuf.0,
-            self.sockbuf.1
-        );
         let (m64, m1m, rtt) = self.limit_summaries();
-        let _ = writeln!(
-            o,
-            "  \"limits\": {{\"memcpy_64k_bytes_per_s\":{},\"memcpy_1m_bytes_per_s\":{},\"cacheline_rtt_ns\":{}}},",
-            sum(m64),
-            sum(m1m),
-            sum(rtt)
-        );
-        o.push_str("  \"results\": [\n");
-        let measured: Vec<&Series> = self
+        let results = self
             .series
             .iter()
             .filter(|s| !s.samples.is_empty())
+            .map(|s| {
+                let sm = Summary::of(&s.samples);
+                Cell {
+                    metric: s.metric.key(),
+                    transport: s.transport.key(),
+                    unit: s.metric.unit(),
+                    higher_is_better: s.metric.higher_is_better(),
+                    median: fin(sm.median),
+                    min: fin(sm.min),
+                    max: fin(sm.max),
+                    ratio_to_tcp: fin(self.ratio_to_tcp(s.metric, s.transport)),
+                    of_limit: self
+                        .fraction_of_limit(s.metric, s.transport)
+                        .map(|(f, limit)| OfLimit {
+                            fraction: fin(f),
+                            limit,
+                        }),
+                    samples: s.samples.iter().map(|&v| fin(v)).collect(),
+                    latency_us: s.percentiles(),
+                }
+            })
             .collect();
-        for (i, s) in measured.iter().enumerate() {
-            let sm = Summary::of(&s.samples);
-            let frac = self
-                .fraction_of_limit(s.metric, s.transport)
-                .map_or("null".to_string(), |(f, n)| {
-                    format!("{{\"fraction\":{},\"limit\":{}}}", num(f), json_string(n))
-                });
-            let samples: Vec<String> = s.samples.iter().map(|&v| num(v)).collect();
-            let _ = write!(
-                o,
-                "    {{\"metric\":{},\"transport\":{},\"unit\":{},\"higher_is_better\":{},\"median\":{},\"min\":{},\"max\":{},\"ratio_to_tcp\":{},\"of_limit\":{},\"samples\":[{}]}}",
-                json_string(s.metric.key()),
-                json_string(s.transport.key()),
-                json_string(s.metric.unit()),
-                s.metric.higher_is_better(),
-                num(sm.median),
-                num(sm.min),
-                num(sm.max),
-                num(self.ratio_to_tcp(s.metric, s.transport)),
-                frac,
-                samples.join(",")
-            );
-            o.push_str(if i + 1 < measured.len() { ",\n" } else { "\n" });
-        }
-        let _ = writeln!(
-            o,
-            "  ],\n  \"elapsed_s\": {}\n}}",
-            num(self.elapsed.as_secs_f64())
-        );
-        o
+        let report = Report {
+            command: &self.options.command,
+            date: &self.date,
+            machine: Machine {
+                cpu: &m.cpu,
+                cpus: m.cpus,
+                kernel: &m.kernel,
+                loadavg_at_start: &m.loadavg,
+            },
+            config: Config {
+                rounds: self.options.rounds,
+                cell_ms: self.options.cell.as_millis(),
+                warmup_ms: self.options.warmup.as_millis(),
+                placement: self.placement(),
+                pinned: self.pinned,
+                smc_rmb_bytes: BUFFER,
+                so_sndbuf: self.sockbuf.0,
+                so_rcvbuf: self.sockbuf.1,
+            },
+            limits: LimitsJson {
+                memcpy_64k_bytes_per_s: m64.into(),
+                memcpy_1m_bytes_per_s: m1m.into(),
+                cacheline_rtt_ns: rtt.into(),
+            },
+            results,
+            elapsed_s: self.elapsed.as_secs_f64(),
+        };
+        let mut s = serde_json::to_string_pretty(&report).expect("the report serializes");
+        s.push('\n');
+        s
     }
 }

@@ -31,6 +31,8 @@
 
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 mod harness;
 mod json;
 mod limits;
@@ -268,6 +270,52 @@ pub struct Series {
     pub transport: Transport,
     /// One value per round.
     pub samples: Vec<f64>,
+    /// Latency metrics: every measured round trip's time in ns, over all rounds.
+    pub rtts: Option<Histogram<u64>>,
+}
+
+/// Latency percentiles of one series, per message (RTT/2), in µs (as sockperf prints them).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// Round trips measured.
+    pub messages: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    #[serde(rename = "p99_9")]
+    pub p99_9: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of round-trip times `rtts` (ns), halved (RTT/2) and in µs; `None`
+    /// if nothing was recorded.
+    pub fn of(rtts: &Histogram<u64>) -> Option<Self> {
+        if rtts.is_empty() {
+            return None;
+        }
+        let us = |ns: u64| ns as f64 / 2.0 / 1e3;
+        Some(Self {
+            messages: rtts.len(),
+            p50: us(rtts.value_at_quantile(0.5)),
+            p90: us(rtts.value_at_quantile(0.9)),
+            p99: us(rtts.value_at_quantile(0.99)),
+            p99_9: us(rtts.value_at_quantile(0.999)),
+            max: us(rtts.max()),
+        })
+    }
+}
+
+impl Series {
+    /// Per-message latency percentiles (latency metrics only).
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        self.rtts.as_ref().and_then(Percentiles::of)
+    }
 }
 
 /// Median, minimum and maximum of a sample.
@@ -335,5 +383,22 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(Summary::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
         assert_eq!(Summary::of(&[]), Summary::default());
+    }
+
+    #[test]
+    fn percentiles_are_halved_round_trips_in_us() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for ns in 1..=1000u64 {
+            h.record(ns * 1000).unwrap(); // 1..=1000 µs round trips
+        }
+        let p = Percentiles::of(&h).unwrap();
+        assert_eq!(p.messages, 1000);
+        let near = |a: f64, b: f64| (a - b).abs() <= b * 0.002;
+        assert!(near(p.p50, 250.0), "{p:?}");
+        assert!(near(p.p90, 450.0), "{p:?}");
+        assert!(near(p.p99, 495.0), "{p:?}");
+        assert!(near(p.p99_9, 499.5), "{p:?}");
+        assert!(near(p.max, 500.0), "{p:?}");
+        assert_eq!(Percentiles::of(&Histogram::<u64>::new(3).unwrap()), None);
     }
 }

@@ -195,6 +195,29 @@ impl BenchReport {
                     lim
                 );
             }
+            let pct: Vec<_> = Transport::ALL
+                .iter()
+                .filter_map(|&t| self.series(metric, t).percentiles().map(|p| (t, p)))
+                .collect();
+            if !pct.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  per message, all rounds [us]     p50       p90       p99     p99.9       max   messages"
+                );
+                for (t, p) in pct {
+                    let _ = writeln!(
+                        o,
+                        "  {:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+                        t.label(),
+                        fmt_sig(p.p50),
+                        fmt_sig(p.p90),
+                        fmt_sig(p.p99),
+                        fmt_sig(p.p99_9),
+                        fmt_sig(p.max),
+                        p.messages
+                    );
+                }
+            }
         }
         let _ = writeln!(o, "\nrun took {:.1} s", self.elapsed.as_secs_f64());
         o
@@ -241,6 +264,11 @@ mod tests {
                     metric,
                     transport,
                     samples: vec![1.0, 2.0, 3.0],
+                    rtts: matches!(metric, Metric::Latency | Metric::LatencyBusy).then(|| {
+                        let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+                        h.record(4000).unwrap();
+                        h
+                    }),
                 })
             })
             .collect();
@@ -260,7 +288,28 @@ mod tests {
         };
         assert!(r.table().contains("SMC-D loopback no-copy"));
         assert!(r.table().contains("2 procs: lo no-copy"));
-        assert!(r.to_json().contains("\"ratio_to_tcp\":1"));
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let results = j["results"].as_array().unwrap();
+        assert_eq!(results.len(), Metric::ALL.len() * Transport::ALL.len());
+        assert_eq!(results[0]["ratio_to_tcp"], 1.0);
+        let lat = results
+            .iter()
+            .find(|c| c["metric"] == "latency_blocking")
+            .unwrap();
+        // 4 µs round trips: 2 µs per message (to the histogram's three digits).
+        let p999 = lat["latency_us"]["p99_9"].as_f64().unwrap();
+        assert!((p999 - 2.0).abs() < 0.002, "{p999}");
+        assert!(results[0]["latency_us"].is_null());
+        assert!(r.table().contains("p99.9"));
+        // Only some cells measured (`bench --only`): still valid JSON, only those cells.
+        let mut part = r.clone();
+        for s in &mut part.series {
+            if s.transport != Transport::SmcLo {
+                s.samples.clear();
+            }
+        }
+        let j: serde_json::Value = serde_json::from_str(&part.to_json()).unwrap();
+        assert_eq!(j["results"].as_array().unwrap().len(), Metric::ALL.len());
         assert!(r.to_svg().ends_with("</svg>\n"));
         assert_eq!(r.date.len(), "2026-01-01 00:00:00 UTC".len());
     }

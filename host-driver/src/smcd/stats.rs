@@ -1,0 +1,200 @@
+//! Statistics of a stack, as Linux's `smcd stats` and `smcss` show them: per stack, the
+//! connections that came up over SMC-D and the ones that fell back to TCP (with the decline
+//! reasons), handshake errors, and the data path's totals (bytes, store-blocks, CDCs,
+//! signals, waits, full buffers); per connection, its link group, peer, tokens and
+//! counters.
+//!
+//! The per-stack figures follow Linux's `net/smc/smc_stats.h`: successful handshakes per
+//! side (`clnt_v1_succ_cnt`/`srv_v1_succ_cnt` and the v2 ones), fallbacks per side with a
+//! count per reason (`struct smc_stats_fback`, counted in `net/smc/af_smc.c`
+//! `smc_stat_fallback`), handshake errors per side (`clnt_hshake_err_cnt`,
+//! `srv_hshake_err_cnt`), bytes and full-buffer counts (`struct smc_stats_rmbcnt`). The
+//! counters are atomics updated on the way; a snapshot reads them without stopping
+//! anything.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alloc::vec::Vec;
+
+use ism_hal::DmbToken;
+
+use super::clc::DeclineReason;
+use super::conn::{ConnCounters, ConnStats};
+use super::device::SmcdGid;
+use super::handshake::Outcome;
+use super::stack::{Role, SmcStack};
+
+/// Handshake outcomes of one side (client or server).
+#[derive(Debug, Default)]
+pub struct HandshakeCounters {
+    smcd_v1: AtomicU64,
+    smcd_v2: AtomicU64,
+    errors: AtomicU64,
+    fallbacks: Mutex<BTreeMap<u32, u64>>,
+}
+
+impl HandshakeCounters {
+    /// Counts the result of one handshake.
+    pub fn count(&self, r: &io::Result<Outcome>) {
+        match r {
+            Ok(Outcome::Smc(est)) if est.version >= 2 => {
+                self.smcd_v2.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Outcome::Smc(_)) => {
+                self.smcd_v1.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Outcome::Fallback(reason)) => {
+                *self
+                    .fallbacks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(reason.0)
+                    .or_default() += 1;
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> HandshakeStats {
+        let fallback_reasons: Vec<(DeclineReason, u64)> = self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&r, &n)| (DeclineReason(r), n))
+            .collect();
+        HandshakeStats {
+            smcd_v1: self.smcd_v1.load(Ordering::Relaxed),
+            smcd_v2: self.smcd_v2.load(Ordering::Relaxed),
+            fallbacks: fallback_reasons.iter().map(|(_, n)| n).sum(),
+            fallback_reasons,
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Handshake outcomes of one side, a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeStats {
+    /// Connections that came up over SMC-D v1.
+    pub smcd_v1: u64,
+    /// Connections that came up over SMC-D v2.
+    pub smcd_v2: u64,
+    /// Connections that fell back to TCP.
+    pub fallbacks: u64,
+    /// The fallbacks per decline reason, by reason code.
+    pub fallback_reasons: Vec<(DeclineReason, u64)>,
+    /// Handshakes that failed (the connection was aborted, not continued over TCP).
+    pub errors: u64,
+}
+
+impl HandshakeStats {
+    /// Connections over SMC-D (v1 and v2).
+    pub fn smcd(&self) -> u64 {
+        self.smcd_v1 + self.smcd_v2
+    }
+}
+
+/// The counters a stack keeps for [`SmcStack::stats`].
+#[derive(Debug, Default)]
+pub struct StatsCounters {
+    /// Our side connected.
+    pub client: HandshakeCounters,
+    /// Our side accepted.
+    pub server: HandshakeCounters,
+    /// The data path of every connection of the stack, added up (each connection counts
+    /// into these from [`SmcStack::attach_conn`] on).
+    pub traffic: Arc<ConnCounters>,
+}
+
+/// A stack's statistics (Linux: `smcd stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Handshakes where we connected.
+    pub client: HandshakeStats,
+    /// Handshakes where we accepted.
+    pub server: HandshakeStats,
+    /// Data path totals of all connections, past and present.
+    pub traffic: ConnStats,
+    /// Live SMC-D connections.
+    pub connections: usize,
+    /// Link groups.
+    pub link_groups: usize,
+}
+
+/// One live SMC-D connection (Linux: a line of `smcss`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Link group id.
+    pub link_group: u32,
+    /// Device index in the stack.
+    pub device: usize,
+    /// Who opened the link group.
+    pub role: Role,
+    /// Peer GID.
+    pub peer_gid: SmcdGid,
+    /// Token of our RMB.
+    pub local_token: DmbToken,
+    /// Token of the peer's RMB.
+    pub peer_token: DmbToken,
+    /// Our RMB's length in bytes.
+    pub rmb_len: u32,
+    /// Whether we write into the peer's DMB without copying.
+    pub nocopy: bool,
+    /// Whether the connection is broken (a failed move or CDC).
+    pub broken: bool,
+    /// Its counters.
+    pub stats: ConnStats,
+}
+
+impl SmcStack {
+    /// Counts the result of one handshake of `role`'s side.
+    pub fn count_handshake(&self, role: Role, r: &io::Result<Outcome>) {
+        let c = self.stats_counters();
+        match role {
+            Role::Client => c.client.count(r),
+            Role::Server => c.server.count(r),
+        }
+    }
+
+    /// The stack's statistics now.
+    pub fn stats(&self) -> StackStats {
+        let c = self.stats_counters();
+        let lgrs = self.link_groups();
+        StackStats {
+            client: c.client.snapshot(),
+            server: c.server.snapshot(),
+            traffic: c.traffic.snapshot(),
+            connections: lgrs.iter().map(|l| l.connections().len()).sum(),
+            link_groups: lgrs.len(),
+        }
+    }
+
+    /// Every live connection with its counters.
+    pub fn connection_stats(&self) -> Vec<ConnInfo> {
+        let mut v = Vec::new();
+        for l in self.link_groups() {
+            for c in l.connections() {
+                v.push(ConnInfo {
+                    link_group: l.id,
+                    device: l.device,
+                    role: l.role,
+                    peer_gid: l.peer_gid,
+                    local_token: c.rmb().token,
+                    peer_token: c.peer().token,
+                    rmb_len: c.rmb().len,
+                    nocopy: c.is_nocopy(),
+                    broken: c.is_broken(),
+                    stats: c.stats(),
+                });
+            }
+        }
+        v
+    }
+}
