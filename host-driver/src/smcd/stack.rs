@@ -798,4 +798,28 @@ mod tests {
             "no cycle through the driver's client list"
         );
     }
+
+    #[test]
+    fn a_failed_first_contact_ends_its_link_group_while_another_handshake_holds_it() {
+        let dev = fake_device(1, false);
+        let f = FakeFunction::new(dev, 0);
+        let driver = Arc::new(IsmDriver::probe(f.clone(), f, 1).unwrap());
+        let stack =
+            SmcStack::new(StackConfig::default(), vec![driver as Arc<dyn SmcdOps>]).unwrap();
+        let peer = SmcdGid {
+            gid: 0x4953_4D00_0000_0042,
+            gid_ext: 0,
+        };
+        // Handshake A opens the link group; handshake B (its ACCEPT out while A waits for
+        // its CONFIRM) reuses it.
+        let (a, first) = stack.link_group(0, peer, Role::Server);
+        assert!(first);
+        let (b, first) = stack.link_group(0, peer, Role::Server);
+        assert!(!first && Arc::ptr_eq(&a, &b));
+        // A fails: the link group is no longer offered, though B still holds it.
+        stack.forget_link_group(&a);
+        assert!(stack.link_groups().is_empty());
+        let (c, first) = stack.link_group(0, peer, Role::Server);
+        assert!(first && !Arc::ptr_eq(&a, &c));
+    }
 }
