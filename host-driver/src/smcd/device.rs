@@ -141,6 +141,13 @@ pub trait SmcdOps: Send + Sync {
     fn poll_irq(&self) -> bool {
         false
     }
+
+    /// Handles the events the device has already queued, waiting for a run of the
+    /// interrupt handler that is under way, so that what the device reported before now
+    /// (a peer's GID going down, a peer's shutdown) has been acted on when this returns.
+    fn sync_events(&self) {
+        self.poll_irq();
+    }
 }
 
 impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
@@ -240,6 +247,12 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
         } else {
             false
         }
+    }
+
+    fn sync_events(&self) {
+        // Runs of the handler are serialised: this one waits for a run already under way
+        // (which took the SBA's flags, so `irq_pending` no longer shows its work).
+        self.handle_irq();
     }
 }
 

@@ -402,7 +402,17 @@ impl SmcStack {
     /// The match is Linux's `net/smc/smc_core.c` `smcd_lgr_match`: same device, same peer
     /// GID and, for an Emulated-ISM device, the same GID extension (both are compared as
     /// part of [`SmcdGid`]); a link group that saw a synchronization error is never reused.
+    ///
+    /// The device's queued events are handled first ([`SmcdOps::sync_events`]): a peer
+    /// whose function went down (crash, deactivation, reboot) and came back with the same
+    /// GID must not find the link group of its old incarnation. Linux ends those link groups
+    /// on the device's GID event (`net/smc/smc_ism.c` `smc_ism_event_work`, `ISM_EVENT_GID`,
+    /// then `net/smc/smc_core.c` `smc_smcd_terminate`), as [`SmcStack`] does in its event
+    /// handler; handling the events already queued before the lookup keeps a late
+    /// interrupt from letting the old link group be reused ("no first contact" to a peer
+    /// that has none, which it declines with `SYNCERR`).
     pub fn link_group(&self, device: usize, peer: SmcdGid, role: Role) -> (Arc<LinkGroup>, bool) {
+        self.devices[device].ops.sync_events();
         let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = lgrs.iter().find(|l| {
             l.device == device && l.peer_gid == peer && !l.sync_err.load(Ordering::Acquire)
@@ -547,16 +557,38 @@ impl SmcStack {
         self.devices.iter().any(|d| d.ops.supports_v2())
     }
 
-    /// Forgets `lgr` if nothing uses it: no connection, and no handshake other than the
-    /// caller's holds it. A handshake that opened a link group ("first contact") and then
-    /// failed calls this, so that the next handshake with that peer is a first contact on
-    /// both sides again (Linux frees such a link group too).
+    /// A handshake that opened `lgr` ("first contact") failed: the link group is taken out
+    /// of use at once, whatever else holds it, as Linux's `net/smc/af_smc.c`
+    /// `smc_conn_abort` does with `net/smc/smc_core.c` `smc_lgr_cleanup_early`: no new
+    /// connection reuses it, and connections that other handshakes already put in it end
+    /// (`ConnectionReset`).
+    ///
+    /// Keeping it while another handshake still held it (server handshakes overlap once an
+    /// ACCEPT is out, as after Linux's `smc_listen_work` drops `smc_server_lgr_pending`)
+    /// left a link group the peer did not have: the peer's next connection got "no first
+    /// contact" and fell back with `SYNCERR`.
+    ///
+    /// Linux's `smc_lgr_cleanup` also signals a shutdown to the peer. Here that is done only
+    /// when a connection was in the link group: otherwise the peer holds no connection in
+    /// it, and the event (which names no link group: `smc_smcd_terminate` ends every link
+    /// group with our GID) could arrive after the peer opened its next link group with us
+    /// and end that one.
     pub fn forget_link_group(&self, lgr: &Arc<LinkGroup>) {
-        let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-        // Other handshakes get a clone only through `link_group`, under this lock: two
-        // references (the list's and the caller's) mean nobody else has it.
-        if Arc::strong_count(lgr) <= 2 && lgr.prune() == 0 {
+        let was_listed = {
+            let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
+            let before = lgrs.len();
             lgrs.retain(|l| !Arc::ptr_eq(l, lgr));
+            lgrs.len() != before
+        };
+        if !was_listed {
+            return; // already ended (peer shutdown, device event, sync error)
+        }
+        let conns = lgr.connections();
+        for c in &conns {
+            c.abort();
+        }
+        if !conns.is_empty() {
+            self.send_shutdown(lgr);
         }
     }
 
@@ -774,5 +806,29 @@ mod tests {
             weak.upgrade().is_none(),
             "no cycle through the driver's client list"
         );
+    }
+
+    #[test]
+    fn a_failed_first_contact_ends_its_link_group_while_another_handshake_holds_it() {
+        let dev = fake_device(1, false);
+        let f = FakeFunction::new(dev, 0);
+        let driver = Arc::new(IsmDriver::probe(f.clone(), f, 1).unwrap());
+        let stack =
+            SmcStack::new(StackConfig::default(), vec![driver as Arc<dyn SmcdOps>]).unwrap();
+        let peer = SmcdGid {
+            gid: 0x4953_4D00_0000_0042,
+            gid_ext: 0,
+        };
+        // Handshake A opens the link group; handshake B (its ACCEPT out while A waits for
+        // its CONFIRM) reuses it.
+        let (a, first) = stack.link_group(0, peer, Role::Server);
+        assert!(first);
+        let (b, first) = stack.link_group(0, peer, Role::Server);
+        assert!(!first && Arc::ptr_eq(&a, &b));
+        // A fails: the link group is no longer offered, though B still holds it.
+        stack.forget_link_group(&a);
+        assert!(stack.link_groups().is_empty());
+        let (c, first) = stack.link_group(0, peer, Role::Server);
+        assert!(first && !Arc::ptr_eq(&a, &c));
     }
 }

@@ -79,11 +79,12 @@ impl HalfOpen {
     pub(crate) fn commit(mut self) -> Option<Established> {
         let conn = self.conn.take()?;
         self.rmb = None;
+        let first_contact = core::mem::replace(&mut self.first_contact, false);
         Some(Established {
             conn,
             device: self.device,
             lgr: self.lgr.clone(),
-            first_contact: self.first_contact,
+            first_contact,
             version: self.version,
         })
     }
