@@ -372,7 +372,10 @@ mod tests {
         assert_eq!(Cursor::comp(100, b, a), 5);
         assert_eq!(Cursor::comp(100, a, a), 0);
         // Ahead by wrap: negative too.
-        assert_eq!(Cursor::comp(100, Cursor::new(4, 5), Cursor::new(3, 10)), -95);
+        assert_eq!(
+            Cursor::comp(100, Cursor::new(4, 5), Cursor::new(3, 10)),
+            -95
+        );
     }
 
     #[test]
@@ -384,8 +387,14 @@ mod tests {
         let d = Cursor::diff_large(100, Cursor::new(0xFFFE, 50), Cursor::new(0, 20));
         assert_eq!(d, 100);
         // Same wrap and the next wrap (no roll-over).
-        assert_eq!(Cursor::diff_large(100, Cursor::new(7, 20), Cursor::new(7, 50)), 30);
-        assert_eq!(Cursor::diff_large(100, Cursor::new(7, 50), Cursor::new(8, 20)), 70);
+        assert_eq!(
+            Cursor::diff_large(100, Cursor::new(7, 20), Cursor::new(7, 50)),
+            30
+        );
+        assert_eq!(
+            Cursor::diff_large(100, Cursor::new(7, 50), Cursor::new(8, 20)),
+            70
+        );
     }
 
     #[test]
