@@ -360,7 +360,53 @@ impl CdcMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
     use proptest::prelude::*;
+
+    #[test]
+    fn comp_is_negative_when_old_is_ahead_in_the_same_wrap() {
+        let (a, b) = (Cursor::new(3, 10), Cursor::new(3, 5));
+        assert_eq!(Cursor::comp(100, a, b), -5);
+        assert_eq!(Cursor::comp(100, b, a), 5);
+        assert_eq!(Cursor::comp(100, a, a), 0);
+        // Ahead by wrap: negative too.
+        assert_eq!(
+            Cursor::comp(100, Cursor::new(4, 5), Cursor::new(3, 10)),
+            -95
+        );
+    }
+
+    #[test]
+    fn diff_large_across_the_wrap_roll_over() {
+        // One ring apart across 0xFFFF -> 0: the exact distance.
+        let d = Cursor::diff_large(100, Cursor::new(0xFFFF, 50), Cursor::new(0, 20));
+        assert_eq!(d, 70);
+        // Two wraps apart across the roll-over: more than a ring, so capped.
+        let d = Cursor::diff_large(100, Cursor::new(0xFFFE, 50), Cursor::new(0, 20));
+        assert_eq!(d, 100);
+        // Same wrap and the next wrap (no roll-over).
+        assert_eq!(
+            Cursor::diff_large(100, Cursor::new(7, 20), Cursor::new(7, 50)),
+            30
+        );
+        assert_eq!(
+            Cursor::diff_large(100, Cursor::new(7, 50), Cursor::new(8, 20)),
+            70
+        );
+    }
+
+    #[test]
+    fn cursors_and_errors_display() {
+        assert_eq!(Cursor::new(2, 300).to_string(), "2:300");
+        assert_eq!(
+            CdcError::Truncated.to_string(),
+            "CDC message shorter than 32 bytes"
+        );
+        assert_eq!(
+            CdcError::BadType(0x12).to_string(),
+            "CDC message type 0x12 is not 0xfe"
+        );
+    }
 
     fn sample() -> CdcMessage {
         CdcMessage {
