@@ -936,7 +936,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
                 );
             }
         }
-        ism_hal::ism_warn!("ism: function {} down", f.0);
+        ism_hal::ism_debug!("ism: function {} down", f.0);
         true
     }
 
