@@ -244,7 +244,7 @@ pub struct StackDevice {
     index: usize,
     ops: Arc<dyn SmcdOps>,
     client: AtomicU32,
-    conns: spin::RwLock<Vec<Option<Arc<Conn>>>>,
+    conns: std::sync::RwLock<Vec<Option<Arc<Conn>>>>,
     stack: Weak<SmcStack>,
 }
 
@@ -266,7 +266,12 @@ impl StackDevice {
 
     /// Routes signals of SBA index `idx` to `conn` (or stops routing).
     pub fn set_conn(&self, idx: u32, conn: Option<Arc<Conn>>) {
-        if let Some(slot) = self.conns.write().get_mut(idx as usize) {
+        if let Some(slot) = self
+            .conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(idx as usize)
+        {
             *slot = conn;
         }
     }
@@ -274,7 +279,7 @@ impl StackDevice {
 
 impl IsmClient for StackDevice {
     fn handle_irq(&self, sba_idx: u32, _dmbe_mask: u16) {
-        let conns = self.conns.read();
+        let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(c)) = conns.get(sba_idx as usize) {
             c.on_signal();
         }
@@ -348,7 +353,7 @@ impl SmcStack {
                         index,
                         ops,
                         client: AtomicU32::new(0),
-                        conns: spin::RwLock::new((0..MAX_INDEX).map(|_| None).collect()),
+                        conns: std::sync::RwLock::new((0..MAX_INDEX).map(|_| None).collect()),
                         stack: weak.clone(),
                     })
                 })
