@@ -125,9 +125,7 @@ impl HostMemory for SimHostMemory {
     }
 
     fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr> {
-        let a = self.pool.alloc(size as u64, align as u64).ok()?;
-        self.memory.zero(a, size as u64).ok()?;
-        Some(a)
+        self.pool.alloc_zeroed(&self.memory, size, align)
     }
 
     fn dma_free(&self, addr: DevAddr, size: usize) {

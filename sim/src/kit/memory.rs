@@ -558,6 +558,19 @@ impl DmaPool {
         Ok(DevAddr(aligned))
     }
 
+    /// [`DmaPool::alloc`] of `size` bytes of `memory`, zeroed (a host's `dma_alloc`); `None`
+    /// when the pool has no room or the range is not in `memory`.
+    pub fn alloc_zeroed(
+        &self,
+        memory: &MemoryDomain,
+        size: usize,
+        align: usize,
+    ) -> Option<DevAddr> {
+        let a = self.alloc(size as u64, align as u64).ok()?;
+        memory.zero(a, size as u64).ok()?;
+        Some(a)
+    }
+
     /// Returns a block to the pool, merging neighbours. Freeing a block that was not
     /// allocated (or twice) is ignored rather than corrupting the free list.
     pub fn free(&self, addr: DevAddr, size: u64) {

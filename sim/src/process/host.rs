@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ism_hal::regs::COMMAND_AREA_SIZE;
-use ism_hal::{DevAddr, DmaMemory, Gid};
+use ism_hal::{DevAddr, Gid};
 use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
 use ism_host_driver::smcd::device::SmcdOps;
 use ism_host_driver::smcd::{SmcStack, StackConfig};
@@ -169,9 +169,7 @@ impl HostMemory for ProcHal {
     }
 
     fn dma_alloc(&self, size: usize, align: usize) -> Option<DevAddr> {
-        let a = self.pool.alloc(size as u64, align as u64).ok()?;
-        self.memory.zero(a, size as u64).ok()?;
-        Some(a)
+        self.pool.alloc_zeroed(&self.memory, size, align)
     }
 
     fn dma_free(&self, addr: DevAddr, size: usize) {
