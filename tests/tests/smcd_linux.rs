@@ -227,13 +227,27 @@ fn a_sync_decline_terminates_the_servers_link_group() {
     t.write_all(&ClcMessage::Decline(Decline::linux(DeclineReason::SYNCERR, 2)).emit())
         .unwrap();
     let _ = t.shutdown(Shutdown::Write);
-    let mut outcomes = join_within(srv, JOIN_TIMEOUT, "server");
-    let declined = outcomes
-        .pop()
-        .unwrap()
-        .expect("the declined one falls back");
-    assert_eq!(declined.fallback_reason(), Some(DeclineReason::SYNCERR));
-    let s = outcomes.pop().unwrap().unwrap();
+    // The server's handshakes run side by side: `c`'s may reach the accept queue after the
+    // declined one (its CONFIRM can still be on the way), so tell them apart by transport.
+    let outcomes: Vec<Stream> = join_within(srv, JOIN_TIMEOUT, "server")
+        .into_iter()
+        .map(|r| r.expect("both connections are accepted"))
+        .collect();
+    let (declined, smc): (Vec<Stream>, Vec<Stream>) = outcomes
+        .into_iter()
+        .partition(|s| s.fallback_reason().is_some());
+    assert_eq!(
+        declined
+            .iter()
+            .map(|d| d.fallback_reason())
+            .collect::<Vec<_>>(),
+        vec![Some(DeclineReason::SYNCERR)],
+        "the declined one falls back"
+    );
+    let s = smc
+        .into_iter()
+        .next()
+        .expect("the first connection was SMC-D");
     s.set_timeout(Some(IO_TIMEOUT)).unwrap();
     assert!(z.link_groups().is_empty(), "the link group is gone");
     // The established connection was on it: the server side fails.
