@@ -245,7 +245,8 @@ pub enum CellKind {
 }
 
 /// Runs one cell between this process (client) and a child (server) on a fresh board of
-/// `kind`; returns (round trips or bytes, measured window).
+/// `kind`; returns (round trips or bytes, measured window, and for ping-pong every round
+/// trip's time in ns, timed by the client here).
 ///
 /// # Errors
 /// A readable message (no `ism-sim` executable, a failed attach, a fallback to TCP, ...).
@@ -257,7 +258,7 @@ pub fn run_cell(
     warmup: Duration,
     window: Duration,
     cores: (Option<usize>, Option<usize>),
-) -> Result<(u64, Duration), String> {
+) -> Result<(u64, Duration, Option<hdrhistogram::Histogram<u64>>), String> {
     let exe = ism_sim_exe().ok_or("the ism-sim executable was not found")?;
     // Two 1 MiB RMBs, a send buffer, SBA and IEQ fit in 8 MiB.
     let board = LocalBoard::start(kind, 2, 8 << 20, Box::new(std::io::sink()))?;
@@ -322,20 +323,8 @@ pub fn run_cell(
                         Err(e) => Err(format!("client read: {e}")),
                     }
                 };
-                let start = Instant::now();
-                while start.elapsed() < warmup {
-                    rt(&mut s)?;
-                }
-                let t0 = Instant::now();
-                let mut n = 0u64;
-                loop {
-                    rt(&mut s)?;
-                    n += 1;
-                    let e = t0.elapsed();
-                    if e >= window {
-                        return Ok((n, e));
-                    }
-                }
+                crate::bench::timed_round_trips(|| rt(&mut s), warmup, window)
+                    .map(|(n, d, h)| (n, d, Some(h)))
             })
             .join()
             .map_err(|_| "client panicked".to_string())?
@@ -360,7 +349,7 @@ pub fn run_cell(
             })?;
             let mut it = r.split_whitespace().skip(1).map(|x| x.parse::<u64>());
             match (it.next(), it.next()) {
-                (Some(Ok(b)), Some(Ok(ns))) => Ok((b, Duration::from_nanos(ns))),
+                (Some(Ok(b)), Some(Ok(ns))) => Ok((b, Duration::from_nanos(ns), None)),
                 _ => Err(format!("bench peer: bad result line {r:?}")),
             }
         }

@@ -250,6 +250,40 @@ fn join<T>(h: std::thread::JoinHandle<Result<T, String>>, who: &str) -> Result<T
     h.join().map_err(|_| format!("{who} thread panicked"))?
 }
 
+/// The client's measuring loop of every ping-pong cell, in-process and cross-process: runs
+/// `rt` (one round trip) for `warmup`, then for `window`; returns (round trips, the
+/// measured time, every round trip's time in ns).
+///
+/// # Errors
+/// `rt`'s error, or a histogram that cannot be made.
+pub(crate) fn timed_round_trips(
+    mut rt: impl FnMut() -> Result<(), String>,
+    warmup: Duration,
+    window: Duration,
+) -> Result<(u64, Duration, Histogram<u64>), String> {
+    let start = Instant::now();
+    while start.elapsed() < warmup {
+        rt()?;
+    }
+    // Every round trip's time, from the clock reads the loop makes anyway.
+    // 1 ns to 1 h, three significant digits (longer round trips count as 1 h).
+    let mut rtts = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .map_err(|e| format!("histogram: {e}"))?;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    let mut prev = Duration::ZERO;
+    loop {
+        rt()?;
+        n += 1;
+        let e = t0.elapsed();
+        rtts.saturating_record(u64::try_from((e - prev).as_nanos()).unwrap_or(u64::MAX));
+        prev = e;
+        if e >= window {
+            return Ok((n, e, rtts));
+        }
+    }
+}
+
 /// Ping-pong of `size`-byte messages; returns (round trips, measured time, the round-trip
 /// times in ns).
 fn ping_pong(
@@ -286,30 +320,10 @@ fn ping_pong(
                 Err(e) => Err(format!("client read: {e}")),
             }
         };
-        let start = Instant::now();
-        while start.elapsed() < warmup {
-            rt(&mut client)?;
-        }
-        // Every round trip's time, from the clock reads the loop makes anyway.
-        // 1 ns to 1 h, three significant digits (longer round trips count as 1 h).
-        let mut rtts = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-            .map_err(|e| format!("histogram: {e}"))?;
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        let mut prev = Duration::ZERO;
-        let elapsed = loop {
-            rt(&mut client)?;
-            n += 1;
-            let e = t0.elapsed();
-            rtts.saturating_record(u64::try_from((e - prev).as_nanos()).unwrap_or(u64::MAX));
-            prev = e;
-            if e >= cell {
-                break e;
-            }
-        };
+        let r = timed_round_trips(|| rt(&mut client), warmup, cell)?;
         client.shutdown_write();
         drop(client);
-        Ok((n, elapsed, rtts))
+        Ok(r)
     });
     let r = join(cli, "client");
     let s = join(srv, "server");
@@ -394,8 +408,7 @@ pub(super) fn run_cell(
         Transport::ProcLoNocopy => Some((BoardKind::Loopback, true)),
         _ => None,
     } {
-        // Per-message times are not carried back from the child process yet.
-        return run_process_cell(metric, kind, nocopy, opts).map(|v| (v, None));
+        return run_process_cell(metric, kind, nocopy, opts);
     }
     let (board, client, server) = connect(t, metric == Metric::LatencyBusy)?;
     let v = match metric {
@@ -416,13 +429,14 @@ pub(super) fn run_cell(
     Ok(v)
 }
 
-/// A cross-process cell: the server in a child process ([`crate::process::bench`]).
+/// A cross-process cell: the server in a child process ([`crate::process::bench`]); the
+/// client times its round trips here as in-process cells do.
 fn run_process_cell(
     metric: Metric,
     kind: BoardKind,
     nocopy: bool,
     opts: &BenchOptions,
-) -> Result<f64, String> {
+) -> Result<(f64, Option<Histogram<u64>>), String> {
     use crate::process::bench::{run_cell, CellKind};
     let cell = match metric {
         Metric::MsgRate => CellKind::PingPong(MSG_RATE_SIZE),
@@ -430,7 +444,7 @@ fn run_process_cell(
         Metric::Bandwidth => CellKind::Stream(BANDWIDTH_SIZE),
     };
     let busy = metric == Metric::LatencyBusy;
-    let (n, d) = run_cell(
+    let (n, d, rtts) = run_cell(
         kind,
         nocopy,
         busy,
@@ -440,9 +454,11 @@ fn run_process_cell(
         opts.pinning.cores(),
     )?;
     Ok(match metric {
-        Metric::MsgRate => n as f64 / d.as_secs_f64(),
-        Metric::Latency | Metric::LatencyBusy => d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0,
-        Metric::Bandwidth => n as f64 / d.as_secs_f64() / 1e6,
+        Metric::MsgRate => (n as f64 / d.as_secs_f64(), None),
+        Metric::Latency | Metric::LatencyBusy => {
+            (d.as_secs_f64() * 1e6 / n.max(1) as f64 / 2.0, rtts)
+        }
+        Metric::Bandwidth => (n as f64 / d.as_secs_f64() / 1e6, None),
     })
 }
 
@@ -587,12 +603,8 @@ mod tests {
             for m in Metric::ALL {
                 let (v, rtts) = run_cell(m, t, &opts).unwrap_or_else(|e| panic!("{e}"));
                 assert!(v > 0.0, "{m:?} on {t:?}");
-                // Cross-process cells do not carry per-message times back from the child.
-                let in_process = !matches!(
-                    t,
-                    Transport::ProcLpar | Transport::ProcLo | Transport::ProcLoNocopy
-                );
-                let latency = matches!(m, Metric::Latency | Metric::LatencyBusy) && in_process;
+                // Latency cells, in-process and cross-process, time every round trip.
+                let latency = matches!(m, Metric::Latency | Metric::LatencyBusy);
                 assert_eq!(rtts.is_some(), latency, "{m:?} on {t:?}");
                 if let Some(h) = rtts {
                     // Every measured round trip is in the histogram, and its mean agrees

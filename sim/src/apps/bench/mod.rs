@@ -40,6 +40,7 @@ mod report;
 mod svg;
 
 pub use harness::run;
+pub(crate) use harness::timed_round_trips;
 pub use limits::{cacheline_rtt, memcpy_bandwidth, Limits, MachineInfo};
 pub use report::fmt_sig;
 
