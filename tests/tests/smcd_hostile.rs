@@ -22,12 +22,8 @@ use std::time::Duration;
 
 use ism_hal::{DevAddr, DmaMemory};
 use ism_host_driver::smcd::cdc::{CdcMessage, ConnStateFlags, Cursor, ProdFlags};
-use ism_host_driver::smcd::clc::accept_confirm::OS_TYPE_LINUX;
-use ism_host_driver::smcd::clc::{
-    AcceptConfirm, AcceptConfirmV2, ClcMessage, Decline, DeclineReason, FceV2x, FirstContactExt,
-};
+use ism_host_driver::smcd::clc::{ClcMessage, Decline, DeclineReason};
 use ism_host_driver::smcd::handshake::read_clc;
-use ism_host_driver::smcd::stack::default_ueid;
 use ism_host_driver::smcd::{StackConfig, Stream};
 use ism_sim::board::{BoardConfig, BoardKind, SimDriver};
 use ism_sim::host::IrqMode;
@@ -361,31 +357,7 @@ fn hostile_clc_clients_get_a_decline_or_a_closed_connection() {
 }
 
 fn forged_accept(chid: u16, token: u64) -> ClcMessage {
-    ClcMessage::Accept(AcceptConfirm {
-        first_contact: true,
-        gid: 0x4953_4D00_0001_0001,
-        token,
-        dmbe_idx: 0,
-        dmbe_size: 0,
-        link_id: 1,
-        v2: Some(AcceptConfirmV2 {
-            chid,
-            eid: default_ueid(),
-            gid_ext: 0,
-            fce: Some(FirstContactExt {
-                v2_direct: false,
-                os_type: OS_TYPE_LINUX,
-                release: 1,
-                hostname: [b' '; 32],
-                v2x: Some(FceV2x {
-                    max_conns: 0,
-                    max_links: 0,
-                    feature_mask: 1,
-                    vendor_exp_options: 0,
-                }),
-            }),
-        }),
-    })
+    linux_accept(0x4953_4D00_0001_0001, 0, token, chid, 1, 1)
 }
 
 #[test]

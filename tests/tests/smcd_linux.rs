@@ -13,11 +13,7 @@ use std::time::Duration;
 
 use ism_hal::{DmaMemory, DmbToken};
 use ism_host_driver::ism::{Dmb, ErrorKind, IsmClient, IsmError};
-use ism_host_driver::smcd::clc::accept_confirm::OS_TYPE_LINUX;
-use ism_host_driver::smcd::clc::{
-    AcceptConfirm, AcceptConfirmV2, ClcMessage, Decline, DeclineReason, FceV2x, FirstContactExt,
-    IpPrefix, Proposal, SmcType,
-};
+use ism_host_driver::smcd::clc::{ClcMessage, Decline, DeclineReason, IpPrefix, Proposal, SmcType};
 use ism_host_driver::smcd::device::{SmcdGid, SmcdOps};
 use ism_host_driver::smcd::handshake::read_clc;
 use ism_host_driver::smcd::stack::{default_ueid, event_info, EVENT_CODE_SHUTDOWN, EVENT_REQUEST};
@@ -384,40 +380,15 @@ fn the_feature_mask_is_what_both_sides_have() {
         gid_ext: 0,
     };
     let dmb = SmcdOps::register_dmb(&*peer, 16 << 10, client_gid, 0, 0).unwrap();
-    let accept = ClcMessage::Accept(AcceptConfirm {
-        first_contact: true,
-        gid: b.board().partition(1).gid().0,
-        token: dmb.token.0,
-        dmbe_idx: 0,
-        dmbe_size: 0,
-        link_id: 0x0100,
-        v2: Some(AcceptConfirmV2 {
-            chid: b.board().chid(),
-            eid: default_ueid(),
-            gid_ext: 0,
-            fce: Some(FirstContactExt {
-                v2_direct: false,
-                os_type: OS_TYPE_LINUX,
-                release: 1,
-                hostname: [b' '; 32],
-                v2x: Some(FceV2x {
-                    max_conns: 0,
-                    max_links: 0,
-                    feature_mask: 0,
-                    vendor_exp_options: 0,
-                }),
-            }),
-        }),
-    });
-    let raw = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = raw.local_addr().unwrap();
-    let linux = std::thread::spawn(move || {
-        let (mut t, _) = raw.accept().unwrap();
-        t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let _proposal = read_clc(&mut t).unwrap();
-        t.write_all(&accept.emit()).unwrap();
-        read_clc(&mut t).unwrap()
-    });
+    let accept = linux_accept(
+        b.board().partition(1).gid().0,
+        0,
+        dmb.token.0,
+        b.board().chid(),
+        0x0100,
+        0,
+    );
+    let (addr, linux) = linux_server(accept);
     let fresh = SmcStack::new(StackConfig::default(), vec![ops(&b, 0)]).unwrap();
     let c = Stream::connect(&fresh, addr).unwrap();
     assert!(c.is_smc());
@@ -576,40 +547,16 @@ fn a_client_that_cannot_attach_the_servers_rmb_declines_mem() {
     let b = SmcBoard::loopback(true).unwrap();
     let st = b.stack(0).clone();
     let own = st.devices()[0].ops().get_local_gid();
-    let accept = ClcMessage::Accept(AcceptConfirm {
-        first_contact: true,
-        gid: own.gid,
-        token: 0x7777_0000_0000, // no such DMB
-        dmbe_idx: 0,
-        dmbe_size: 0,
-        link_id: 0x0200,
-        v2: Some(AcceptConfirmV2 {
-            chid: st.devices()[0].ops().get_chid(),
-            eid: default_ueid(),
-            gid_ext: own.gid_ext,
-            fce: Some(FirstContactExt {
-                v2_direct: false,
-                os_type: OS_TYPE_LINUX,
-                release: 1,
-                hostname: [b' '; 32],
-                v2x: Some(FceV2x {
-                    max_conns: 0,
-                    max_links: 0,
-                    feature_mask: 1,
-                    vendor_exp_options: 0,
-                }),
-            }),
-        }),
-    });
-    let raw = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = raw.local_addr().unwrap();
-    let linux = std::thread::spawn(move || {
-        let (mut t, _) = raw.accept().unwrap();
-        t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let _proposal = read_clc(&mut t).unwrap();
-        t.write_all(&accept.emit()).unwrap();
-        read_clc(&mut t).unwrap()
-    });
+    // Token 0x7777_0000_0000: no such DMB.
+    let accept = linux_accept(
+        own.gid,
+        own.gid_ext,
+        0x7777_0000_0000,
+        st.devices()[0].ops().get_chid(),
+        0x0200,
+        1,
+    );
+    let (addr, linux) = linux_server(accept);
     let owned = || b.host(0).driver().query_info().unwrap().dmbs_owned;
     let before = owned();
     let c = Stream::connect(&st, addr).unwrap();

@@ -11,7 +11,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ism_host_driver::smcd::clc::accept_confirm::OS_TYPE_LINUX;
+use ism_host_driver::smcd::clc::{
+    AcceptConfirm, AcceptConfirmV2, ClcMessage, FceV2x, FirstContactExt,
+};
 use ism_host_driver::smcd::device::SmcdOps;
+use ism_host_driver::smcd::handshake::read_clc;
+use ism_host_driver::smcd::stack::default_ueid;
 use ism_host_driver::smcd::{Listener, SmcStack, StackConfig, Stream};
 use ism_sim::board::{BoardConfig, BoardKind, SimBoard, SimDriver};
 use ism_sim::host::{Host, IrqMode};
@@ -224,4 +230,57 @@ pub fn ping_pong(c: &Stream, s: Stream) {
     (&*c).read_exact(&mut back).unwrap();
     assert_eq!(&back, b"world!");
     drop(join_within(srv, JOIN_TIMEOUT, "ping-pong server"));
+}
+
+/// A first-contact SMC-Dv2 ACCEPT as a Linux server sends it (`net/smc/smc_clc.c`
+/// `smc_clc_send_confirm_accept`): our RMB `token` on GID `gid`/`gid_ext`, device `chid`,
+/// the default UEID, a Linux first-contact extension with `feature_mask`.
+pub fn linux_accept(
+    gid: u64,
+    gid_ext: u64,
+    token: u64,
+    chid: u16,
+    link_id: u32,
+    feature_mask: u16,
+) -> ClcMessage {
+    ClcMessage::Accept(AcceptConfirm {
+        first_contact: true,
+        gid,
+        token,
+        dmbe_idx: 0,
+        dmbe_size: 0,
+        link_id,
+        v2: Some(AcceptConfirmV2 {
+            chid,
+            eid: default_ueid(),
+            gid_ext,
+            fce: Some(FirstContactExt {
+                v2_direct: false,
+                os_type: OS_TYPE_LINUX,
+                release: 1,
+                hostname: [b' '; 32],
+                v2x: Some(FceV2x {
+                    max_conns: 0,
+                    max_links: 0,
+                    feature_mask,
+                    vendor_exp_options: 0,
+                }),
+            }),
+        }),
+    })
+}
+
+/// A raw "Linux server" on a fresh port: accepts one TCP connection, reads the client's
+/// proposal, answers `answer`, and returns (from the thread) the client's next CLC message.
+pub fn linux_server(answer: ClcMessage) -> (SocketAddr, JoinHandle<ClcMessage>) {
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = raw.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut t, _) = raw.accept().unwrap();
+        t.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _proposal = read_clc(&mut t).unwrap();
+        t.write_all(&answer.emit()).unwrap();
+        read_clc(&mut t).unwrap()
+    });
+    (addr, h)
 }
