@@ -138,15 +138,7 @@ fn pin(core: Option<usize>) {
 }
 
 fn read_exact(s: &mut Stream, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..])? {
-            0 if got == 0 => return Ok(false),
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => got += n,
-        }
-    }
-    Ok(true)
+    crate::bench::fill_or_eof(|b| s.read(b), buf)
 }
 
 /// The child's side (`ism-sim board bench-peer`).
@@ -177,12 +169,10 @@ pub fn run_peer(a: &PeerArgs) -> Result<(), String> {
             }
         },
         PeerRole::Sink => {
-            let (warmup, cell) = (
+            let mut window = crate::bench::ReceiveWindow::new(
                 Duration::from_micros(a.warmup_us),
                 Duration::from_micros(a.cell_us),
             );
-            let mut first: Option<Instant> = None;
-            let mut window: Option<(Instant, u64)> = None;
             let mut done = false;
             loop {
                 let n = s.read(&mut buf).map_err(|e| format!("sink read: {e}"))?;
@@ -192,19 +182,10 @@ pub fn run_peer(a: &PeerArgs) -> Result<(), String> {
                 if done {
                     continue;
                 }
-                let now = Instant::now();
-                let f = *first.get_or_insert(now);
-                match &mut window {
-                    None if now - f >= warmup => window = Some((now, 0)),
-                    None => {}
-                    Some((t0, bytes)) => {
-                        *bytes += n as u64;
-                        if now - *t0 >= cell {
-                            let _ = writeln!(out, "result {} {}", bytes, (now - *t0).as_nanos());
-                            let _ = out.flush();
-                            done = true;
-                        }
-                    }
+                if let Some((bytes, d)) = window.received(n) {
+                    let _ = writeln!(out, "result {} {}", bytes, d.as_nanos());
+                    let _ = out.flush();
+                    done = true;
                 }
             }
         }

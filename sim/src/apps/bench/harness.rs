@@ -87,15 +87,7 @@ impl Endpoint {
 
     /// Fills `buf`; `Ok(false)` on end of stream before the first byte.
     fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let mut got = 0;
-        while got < buf.len() {
-            match self.read(&mut buf[got..])? {
-                0 if got == 0 => return Ok(false),
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => got += n,
-            }
-        }
-        Ok(true)
+        fill_or_eof(|b| self.read(b), buf)
     }
 
     fn shutdown_write(&self) {
@@ -250,6 +242,62 @@ fn join<T>(h: std::thread::JoinHandle<Result<T, String>>, who: &str) -> Result<T
     h.join().map_err(|_| format!("{who} thread panicked"))?
 }
 
+/// Fills `buf` by calls of `read`; `Ok(false)` on end of stream before the first byte,
+/// `UnexpectedEof` after it.
+pub(crate) fn fill_or_eof(
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    buf: &mut [u8],
+) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match read(&mut buf[got..])? {
+            0 if got == 0 => return Ok(false),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    Ok(true)
+}
+
+/// The receiver's measurement of every bandwidth cell, in-process and cross-process:
+/// bytes received in a window that opens `warmup` after the first byte and closes at the
+/// first read `cell` after it opened.
+pub(crate) struct ReceiveWindow {
+    warmup: Duration,
+    cell: Duration,
+    first: Option<Instant>,
+    open: Option<(Instant, u64)>,
+}
+
+impl ReceiveWindow {
+    /// A window not yet started.
+    pub(crate) fn new(warmup: Duration, cell: Duration) -> Self {
+        Self {
+            warmup,
+            cell,
+            first: None,
+            open: None,
+        }
+    }
+
+    /// Counts a read of `n` bytes; returns (bytes, window length) when the window closes.
+    pub(crate) fn received(&mut self, n: usize) -> Option<(u64, Duration)> {
+        let now = Instant::now();
+        let first = *self.first.get_or_insert(now);
+        match &mut self.open {
+            None if now - first >= self.warmup => {
+                self.open = Some((now, 0));
+                None
+            }
+            None => None,
+            Some((t0, bytes)) => {
+                *bytes += n as u64;
+                (now - *t0 >= self.cell).then(|| (*bytes, now - *t0))
+            }
+        }
+    }
+}
+
 /// The client's measuring loop of every ping-pong cell, in-process and cross-process: runs
 /// `rt` (one round trip) for `warmup`, then for `window`; returns (round trips, the
 /// measured time, every round trip's time in ns).
@@ -347,8 +395,7 @@ fn stream(
     let srv = std::thread::spawn(move || -> Result<(u64, Duration), String> {
         pin(score);
         let mut buf = vec![0u8; size];
-        let mut first: Option<Instant> = None;
-        let mut window: Option<(Instant, u64)> = None;
+        let mut window = ReceiveWindow::new(warmup, cell);
         let mut result = None;
         loop {
             let n = server
@@ -357,20 +404,10 @@ fn stream(
             if n == 0 {
                 break;
             }
-            if result.is_some() {
-                continue;
-            }
-            let now = Instant::now();
-            let f = *first.get_or_insert(now);
-            match &mut window {
-                None if now - f >= warmup => window = Some((now, 0)),
-                None => {}
-                Some((t0, bytes)) => {
-                    *bytes += n as u64;
-                    if now - *t0 >= cell {
-                        result = Some((*bytes, now - *t0));
-                        stop2.store(true, Ordering::Release);
-                    }
+            if result.is_none() {
+                result = window.received(n);
+                if result.is_some() {
+                    stop2.store(true, Ordering::Release);
                 }
             }
         }
@@ -588,6 +625,30 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
 mod tests {
     use super::*;
     use crate::bench::Pinning;
+
+    #[test]
+    fn the_receive_window_counts_only_after_it_opens() {
+        // No warm-up, no length: the first read opens the window (its bytes are not
+        // counted), the second is counted and closes it.
+        let mut w = ReceiveWindow::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(w.received(100), None);
+        assert_eq!(w.received(7).map(|(b, _)| b), Some(7));
+        // A warm-up that has not passed keeps it shut.
+        let mut w = ReceiveWindow::new(Duration::from_secs(3600), Duration::ZERO);
+        assert_eq!(w.received(1), None);
+        assert_eq!(w.received(1), None);
+    }
+
+    #[test]
+    fn fill_or_eof_tells_a_clean_end_from_a_short_one() {
+        let mut src: &[u8] = b"abcdef";
+        let mut buf = [0u8; 4];
+        assert!(fill_or_eof(|b| std::io::Read::read(&mut src, b), &mut buf).unwrap());
+        assert_eq!(&buf, b"abcd");
+        let e = fill_or_eof(|b| std::io::Read::read(&mut src, b), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(!fill_or_eof(|b| std::io::Read::read(&mut src, b), &mut buf).unwrap());
+    }
 
     #[test]
     fn every_transport_connects_and_moves_data() {

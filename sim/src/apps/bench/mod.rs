@@ -40,7 +40,7 @@ mod report;
 mod svg;
 
 pub use harness::run;
-pub(crate) use harness::timed_round_trips;
+pub(crate) use harness::{fill_or_eof, timed_round_trips, ReceiveWindow};
 pub use limits::{cacheline_rtt, memcpy_bandwidth, Limits, MachineInfo};
 pub use report::fmt_sig;
 
