@@ -3,9 +3,12 @@
 //! Schema: `command`, `date`, `machine {cpu, cpus, kernel, loadavg_at_start}`, `config
 //! {rounds, cell_ms, warmup_ms, placement, pinned, smc_rmb_bytes, so_sndbuf, so_rcvbuf}`,
 //! `limits {memcpy_64k_bytes_per_s, memcpy_1m_bytes_per_s, cacheline_rtt_ns}` (each
-//! `{median, min, max}`), `results` (one object per measured cell: `metric`, `transport`,
-//! `unit`, `higher_is_better`, `median`, `min`, `max`, `ratio_to_tcp`, `of_limit
-//! {fraction, limit}` or null, `samples`, and `latency_us`: the per-message percentiles
+//! `{median, min, max, samples}`, one sample per round), `results` (one object per
+//! measured cell: `metric`, `transport`, `unit`, `higher_is_better`, `median`, `min`,
+//! `max`, `ratio_to_tcp`, `of_limit {fraction, limit}` or null, `samples` (one per round),
+//! `stability {worst_to_median, worst_to_median_of_limit}` (see
+//! `BenchReport::stability`; the second null for TCP and UNIX), and `latency_us`: the
+//! per-message percentiles
 //! `{messages, p50, p90, p99, p99_9, max}` of the latency metrics, null for the others)
 //! and `elapsed_s`. A figure that could not be computed is `null`.
 
@@ -56,10 +59,24 @@ struct Config {
 }
 
 #[derive(Serialize)]
+struct Limit {
+    #[serde(flatten)]
+    sum: Sum,
+    /// One figure per round, in round order (a cell's `samples` are too).
+    samples: Vec<Option<f64>>,
+}
+
+#[derive(Serialize)]
 struct LimitsJson {
-    memcpy_64k_bytes_per_s: Sum,
-    memcpy_1m_bytes_per_s: Sum,
-    cacheline_rtt_ns: Sum,
+    memcpy_64k_bytes_per_s: Limit,
+    memcpy_1m_bytes_per_s: Limit,
+    cacheline_rtt_ns: Limit,
+}
+
+#[derive(Serialize)]
+struct Stability {
+    worst_to_median: Option<f64>,
+    worst_to_median_of_limit: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +97,7 @@ struct Cell {
     ratio_to_tcp: Option<f64>,
     of_limit: Option<OfLimit>,
     samples: Vec<Option<f64>>,
+    stability: Option<Stability>,
     latency_us: Option<Percentiles>,
 }
 
@@ -95,6 +113,13 @@ struct Report<'a> {
 }
 
 impl BenchReport {
+    fn limit(&self, sum: Summary, f: fn(&super::Limits) -> f64) -> Limit {
+        Limit {
+            sum: sum.into(),
+            samples: self.limits.iter().map(|l| fin(f(l))).collect(),
+        }
+    }
+
     /// The report as JSON (pretty-printed, one trailing newline).
     pub fn to_json(&self) -> String {
         let m = &self.machine;
@@ -121,6 +146,12 @@ impl BenchReport {
                             limit,
                         }),
                     samples: s.samples.iter().map(|&v| fin(v)).collect(),
+                    stability: self
+                        .stability(s.metric, s.transport)
+                        .map(|(r, l)| Stability {
+                            worst_to_median: fin(r),
+                            worst_to_median_of_limit: l.and_then(fin),
+                        }),
                     latency_us: s.percentiles(),
                 }
             })
@@ -145,9 +176,9 @@ impl BenchReport {
                 so_rcvbuf: self.sockbuf.1,
             },
             limits: LimitsJson {
-                memcpy_64k_bytes_per_s: m64.into(),
-                memcpy_1m_bytes_per_s: m1m.into(),
-                cacheline_rtt_ns: rtt.into(),
+                memcpy_64k_bytes_per_s: self.limit(m64, |l| l.memcpy_64k),
+                memcpy_1m_bytes_per_s: self.limit(m1m, |l| l.memcpy_1m),
+                cacheline_rtt_ns: self.limit(rtt, |l| l.cacheline_rtt_ns),
             },
             results,
             elapsed_s: self.elapsed.as_secs_f64(),

@@ -97,6 +97,41 @@ impl BenchReport {
         })
     }
 
+    /// How steady a series was over the rounds: (worst round ÷ median, and the same for
+    /// each round's figure taken as a fraction of that round's own physical limit, SMC-D
+    /// rows only). "Worst" is the lowest rate or the highest latency; both ratios are in
+    /// `0..=1`, 1 for a series that did not move. The second ratio tells a collapse of
+    /// the transport from a collapse of the machine (a cache-line round trip that slowed
+    /// down with it). `None` without samples.
+    pub fn stability(&self, metric: Metric, t: Transport) -> Option<(f64, Option<f64>)> {
+        let samples = &self.series(metric, t).samples;
+        if samples.is_empty() {
+            return None;
+        }
+        let worst_to_median = |v: &[f64], higher_is_better: bool| {
+            let s = Summary::of(v);
+            if higher_is_better {
+                s.min / s.median
+            } else {
+                s.median / s.max
+            }
+        };
+        let raw = worst_to_median(samples, metric.higher_is_better());
+        let of_limit = (t.is_smc() && self.limits.len() == samples.len()).then(|| {
+            let fractions: Vec<f64> = samples
+                .iter()
+                .zip(&self.limits)
+                .map(|(&v, l)| match metric {
+                    Metric::Bandwidth => v * 1e6 / l.memcpy_1m,
+                    Metric::MsgRate => v * l.cacheline_rtt_ns / 1e9,
+                    Metric::Latency | Metric::LatencyBusy => l.cacheline_rtt_ns / 2.0 / (v * 1e3),
+                })
+                .collect();
+            worst_to_median(&fractions, true)
+        });
+        Some((raw, of_limit))
+    }
+
     pub(super) fn placement(&self) -> String {
         let mut s = self.options.pinning.key().to_string();
         if self.options.pinning != Pinning::None && !self.pinned {
@@ -172,8 +207,8 @@ impl BenchReport {
             );
             let _ = writeln!(
                 o,
-                "  {:<24} {:>9}  {:>19}  {:>6}  of limit",
-                "transport", "median", "min–max", "×TCP"
+                "  {:<24} {:>9}  {:>19}  {:>6}  {:>11}  of limit",
+                "transport", "median", "min–max", "×TCP", "worst÷med"
             );
             for t in Transport::ALL {
                 if self.series(metric, t).samples.is_empty() {
@@ -185,13 +220,19 @@ impl BenchReport {
                     .map_or(String::new(), |(f, n)| {
                         format!("{:>5.1}% of {n}", f * 100.0)
                     });
+                let steady = match self.stability(metric, t) {
+                    Some((r, Some(l))) => format!("{r:.2} ({l:.2})"),
+                    Some((r, None)) => format!("{r:.2}"),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     o,
-                    "  {:<24} {:>9}  {:>19}  {:>6}  {}",
+                    "  {:<24} {:>9}  {:>19}  {:>6}  {:>11}  {}",
                     t.label(),
                     fmt_value(metric, s.median),
                     format!("{}–{}", fmt_value(metric, s.min), fmt_value(metric, s.max)),
                     fmt_ratio(self.ratio_to_tcp(metric, t)),
+                    steady,
                     lim
                 );
             }
@@ -312,5 +353,70 @@ mod tests {
         assert_eq!(j["results"].as_array().unwrap().len(), Metric::ALL.len());
         assert!(r.to_svg().ends_with("</svg>\n"));
         assert_eq!(r.date.len(), "2026-01-01 00:00:00 UTC".len());
+    }
+
+    #[test]
+    fn stability_is_worst_round_over_median_raw_and_per_round_limit() {
+        let limits = |rtts: [f64; 3]| {
+            rtts.iter()
+                .map(|&r| Limits {
+                    memcpy_64k: 1e10,
+                    memcpy_1m: 1e10,
+                    cacheline_rtt_ns: r,
+                })
+                .collect::<Vec<_>>()
+        };
+        let report = |samples: Vec<f64>, rtts| BenchReport {
+            options: BenchOptions::quick(),
+            machine: MachineInfo::default(),
+            date: utc_now(),
+            elapsed: Duration::from_secs(1),
+            sockbuf: (1, 2),
+            pinned: true,
+            limits: limits(rtts),
+            // Every cell has a series; only TCP and LPAR message rate and latency measured.
+            series: Metric::ALL
+                .iter()
+                .flat_map(|&metric| {
+                    let samples = samples.clone();
+                    Transport::ALL.iter().map(move |&transport| Series {
+                        metric,
+                        transport,
+                        samples: if matches!(metric, Metric::MsgRate | Metric::Latency)
+                            && matches!(transport, Transport::Tcp | Transport::SmcLpar)
+                        {
+                            samples.clone()
+                        } else {
+                            Vec::new()
+                        },
+                        rtts: None,
+                    })
+                })
+                .collect(),
+        };
+        // A rate whose third round halved while the machine's cache line got twice as
+        // slow: 0.5 raw, but steady against the round's own limit.
+        let r = report(vec![100.0, 100.0, 50.0], [60.0, 60.0, 120.0]);
+        let (raw, lim) = r.stability(Metric::MsgRate, Transport::SmcLpar).unwrap();
+        assert_eq!((raw, lim), (0.5, Some(1.0)));
+        // TCP has no limit; latencies: the worst is the highest (median 100 / max 100).
+        assert_eq!(
+            r.stability(Metric::MsgRate, Transport::Tcp),
+            Some((0.5, None))
+        );
+        let (raw, _) = r.stability(Metric::Latency, Transport::SmcLpar).unwrap();
+        assert_eq!(raw, 1.0);
+        // The same halving on a steady machine is a collapse either way.
+        let r = report(vec![100.0, 100.0, 50.0], [60.0, 60.0, 60.0]);
+        assert_eq!(
+            r.stability(Metric::MsgRate, Transport::SmcLpar),
+            Some((0.5, Some(0.5)))
+        );
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["limits"]["cacheline_rtt_ns"]["samples"][2], 60.0);
+        let cell = &j["results"][1];
+        assert_eq!(cell["transport"], "smcd_lpar");
+        assert_eq!(cell["stability"]["worst_to_median_of_limit"], 0.5);
+        assert!(r.table().contains("0.50 (0.50)"));
     }
 }
