@@ -735,6 +735,13 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
 
     // ------------------------------------------------------------------ interrupts
 
+    /// A host thread polls this function's SBA itself from now on (`true`) or no longer
+    /// (`false`); calls nest. Passed to the bus ([`Bus::set_polling`]): a board may then
+    /// hold back waking the interrupt thread.
+    pub fn set_polling(&self, on: bool) {
+        self.bus.set_polling(on);
+    }
+
     /// Whether the SBA shows pending work (summary or event bit); a cheap check for pollers.
     pub fn irq_pending(&self) -> bool {
         self.memory().load_u64(self.sba).is_ok_and(|w| w[0] != 0)

@@ -64,4 +64,16 @@ pub trait Bus: Send + Sync {
     /// # Errors
     /// [`BusError::StoreRefused`] with the device's reason, [`BusError::NoDevice`].
     fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError>;
+
+    /// A hint, not a command of the device: `true` while a host thread polls this
+    /// function's SBA itself (a busy-polling or spinning reader running the interrupt
+    /// handler), `false` when it stops; calls nest (each `true` is matched by one `false`).
+    /// While anyone polls, a board may raise the interrupt without waking the host's
+    /// interrupt thread, as a NAPI driver masks its interrupt while it polls: the poller
+    /// finds the work, and a thread woken for nothing would only take a core from it. After
+    /// its last `false` the poller polls once more, so an interrupt raised while the wake-up
+    /// was held back is never lost. The default ignores the hint.
+    fn set_polling(&self, on: bool) {
+        let _ = on;
+    }
 }

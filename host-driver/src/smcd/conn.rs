@@ -393,10 +393,13 @@ impl Conn {
         let slice = Instant::now() + RECHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         let ops = &self.ops;
-        if self
-            .notify
-            .wait(seen, self.wait_mode(), Some(until), || ops.poll_irq())
-        {
+        if self.notify.wait_polling(
+            seen,
+            self.wait_mode(),
+            Some(until),
+            || ops.poll_irq(),
+            |on| ops.set_polling(on),
+        ) {
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -137,6 +137,13 @@ pub trait SmcdOps: Send + Sync {
     /// The memory DMBs live in (own DMBs, and attached ones).
     fn memory(&self) -> &dyn DmaMemory;
 
+    /// The host's thread polls the device itself from now on (`true`) or no longer
+    /// (`false`): see [`Bus::set_polling`](crate::ism::hal::Bus::set_polling). Calls nest;
+    /// the default ignores them.
+    fn set_polling(&self, on: bool) {
+        let _ = on;
+    }
+
     /// Runs the interrupt handler if work is pending (busy-poll mode); returns whether it ran.
     fn poll_irq(&self) -> bool {
         false
@@ -238,6 +245,10 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
 
     fn memory(&self) -> &dyn DmaMemory {
         IsmDriver::memory(self)
+    }
+
+    fn set_polling(&self, on: bool) {
+        IsmDriver::set_polling(self, on);
     }
 
     fn poll_irq(&self) -> bool {

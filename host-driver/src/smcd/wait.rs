@@ -69,16 +69,33 @@ impl Notify {
         seen: u64,
         mode: WaitMode,
         deadline: Option<Instant>,
+        poll: impl FnMut() -> bool,
+    ) -> bool {
+        self.wait_polling(seen, mode, deadline, poll, |_| {})
+    }
+
+    /// [`Notify::wait`], telling `polling` when this thread starts (`true`) and stops
+    /// (`false`) running `poll` in a loop: around a busy-poll wait, and around the spin
+    /// phase of a blocking wait, which then runs `poll` once more before it sleeps (see
+    /// [`SmcdOps::set_polling`](super::device::SmcdOps::set_polling): an interrupt whose
+    /// wake-up was held back while we polled is found by that last poll).
+    pub fn wait_polling(
+        &self,
+        seen: u64,
+        mode: WaitMode,
+        deadline: Option<Instant>,
         mut poll: impl FnMut() -> bool,
+        mut polling: impl FnMut(bool),
     ) -> bool {
         let moved = || self.seq.load(Ordering::SeqCst) != seen;
         let expired = |now: Instant| deadline.is_some_and(|d| now >= d);
         match mode {
             WaitMode::BusyPoll => {
+                polling(true);
                 let mut spins = 0u32;
-                loop {
+                let ok = loop {
                     if moved() {
-                        return true;
+                        break true;
                     }
                     if !poll() {
                         std::hint::spin_loop();
@@ -86,24 +103,31 @@ impl Notify {
                     spins = spins.wrapping_add(1);
                     if spins.is_multiple_of(256) {
                         if expired(Instant::now()) {
-                            return false;
+                            break false;
                         }
                         // Two cores, possibly more runnable threads than cores: let them run.
                         if spins.is_multiple_of(4096) {
                             std::thread::yield_now();
                         }
                     }
-                }
+                };
+                polling(false);
+                ok
             }
             WaitMode::Blocking(spin) => {
                 let start = Instant::now();
                 let mut spins = 0u32;
+                if !spin.is_zero() {
+                    polling(true);
+                }
+                let mut woken = false;
                 while start.elapsed() < spin {
                     // Poll the device while spinning (adaptive busy-polling): a reader that
                     // is about to get its data need not wait for the interrupt thread, a
                     // third thread on two cores.
                     if moved() || (poll() && moved()) {
-                        return true;
+                        woken = true;
+                        break;
                     }
                     spins = spins.wrapping_add(1);
                     if spins.is_multiple_of(SPINS_PER_YIELD) {
@@ -113,6 +137,15 @@ impl Notify {
                     } else {
                         std::hint::spin_loop();
                     }
+                }
+                if !spin.is_zero() {
+                    polling(false);
+                    // An interrupt raised while we polled may not have woken the interrupt
+                    // thread: handle it here before sleeping.
+                    woken = woken || moved() || (poll() && moved());
+                }
+                if woken {
+                    return true;
                 }
                 let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -173,6 +206,77 @@ mod tests {
         let seen = n.seq();
         n.notify();
         assert!(n.wait(seen, WaitMode::Blocking(Duration::ZERO), None, || false));
+    }
+
+    #[test]
+    fn polling_is_announced_around_the_spin_and_a_last_poll_follows_it() {
+        use std::cell::RefCell;
+        for (mode, expect_last_poll) in [
+            (WaitMode::Blocking(Duration::from_millis(2)), true),
+            (WaitMode::BusyPoll, false),
+        ] {
+            let n = Notify::new();
+            // Each event in order: P = a poll, + / - = polling on / off.
+            let log = RefCell::new(std::string::String::new());
+            let d = Some(Instant::now() + Duration::from_millis(5));
+            let woke = n.wait_polling(
+                n.seq(),
+                mode,
+                d,
+                || {
+                    log.borrow_mut().push('P');
+                    false
+                },
+                |on| log.borrow_mut().push(if on { '+' } else { '-' }),
+            );
+            assert!(!woke, "{mode:?}: nothing notified");
+            let log = log.into_inner();
+            assert!(log.starts_with("+P"), "{mode:?}: {log}");
+            assert_eq!(log.matches('+').count(), 1, "{mode:?}: {log}");
+            assert_eq!(log.matches('-').count(), 1, "{mode:?}: {log}");
+            assert_eq!(log.ends_with("-P"), expect_last_poll, "{mode:?}: {log}");
+        }
+        // Without a spin phase nothing is announced and nothing polled.
+        let n = Notify::new();
+        let events = std::cell::Cell::new(0);
+        let d = Some(Instant::now() + Duration::from_millis(1));
+        n.wait_polling(
+            n.seq(),
+            WaitMode::Blocking(Duration::ZERO),
+            d,
+            || {
+                events.set(events.get() + 1);
+                false
+            },
+            |_| events.set(events.get() + 1),
+        );
+        assert_eq!(events.get(), 0);
+    }
+
+    #[test]
+    fn the_last_poll_after_the_spin_can_end_the_wait() {
+        // A poll that finds work only once polling is off (an interrupt whose wake-up was
+        // held back): the wait ends without sleeping.
+        let n = Notify::new();
+        let seen = n.seq();
+        let off = std::cell::Cell::new(false);
+        let start = Instant::now();
+        let woke = n.wait_polling(
+            seen,
+            WaitMode::Blocking(Duration::from_micros(200)),
+            Some(Instant::now() + Duration::from_secs(10)),
+            || {
+                if off.get() {
+                    n.notify();
+                    true
+                } else {
+                    false
+                }
+            },
+            |on| off.set(!on),
+        );
+        assert!(woke);
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl SimHostMemory {
 pub struct SimPort {
     device: Arc<SimDevice>,
     function: FunctionId,
+    irq: Arc<IrqLine>,
     regs: Arc<std::sync::Mutex<FunctionRegisters>>,
     trace: Option<(Arc<Tracer>, u32)>,
     faults: Option<Arc<FaultInjector>>,
@@ -224,6 +225,10 @@ impl Bus for SimPort {
             );
         }
         r
+    }
+
+    fn set_polling(&self, on: bool) {
+        self.irq.set_polling(on);
     }
 }
 
@@ -392,6 +397,7 @@ impl SimBoard {
                     port: SimPort {
                         device: device.clone(),
                         function: FunctionId(i as u16),
+                        irq: irqs[i].clone(),
                         regs: Arc::new(std::sync::Mutex::new(FunctionRegisters::new())),
                         trace: tracer.clone().map(|t| (t, i as u32)),
                         faults: faults.clone(),

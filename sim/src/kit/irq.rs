@@ -5,7 +5,7 @@
 //! interrupts cheap), then sleeps. The spinning and sleeping is the workspace's one
 //! spin-then-sleep waiter, [`Notify`] of the SMC-D layer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ use crate::trace::Tracer;
 /// One function's interrupt line.
 pub struct IrqLine {
     pending: AtomicBool,
+    /// Host threads polling this function's SBA themselves ([`IrqLine::set_polling`]).
+    pollers: AtomicU32,
     wake: Notify,
     raised: AtomicU64,
     spin: Duration,
@@ -31,6 +33,7 @@ impl IrqLine {
     pub fn new(spin: Duration, trace: Option<(Arc<Tracer>, u32)>) -> Self {
         Self {
             pending: AtomicBool::new(false),
+            pollers: AtomicU32::new(0),
             wake: Notify::new(),
             raised: AtomicU64::new(0),
             spin,
@@ -60,6 +63,32 @@ impl IrqLine {
         self.raised.load(Ordering::Relaxed)
     }
 
+    /// A host thread starts (`true`) or stops (`false`) polling this function's SBA
+    /// itself (`Bus::set_polling`); calls nest. While anyone polls, [`IrqLine::raise`] sets
+    /// the line pending but does not wake the interrupt thread, and that thread sleeps
+    /// instead of spinning: on two cores a third spinning or freshly woken thread only takes
+    /// a core from the reader and writer (Linux's NAPI masks a device's interrupt while it
+    /// polls for the same reason). A poller polls once more after its last `false`.
+    pub fn set_polling(&self, on: bool) {
+        if on {
+            self.pollers.fetch_add(1, Ordering::SeqCst);
+        } else {
+            // Saturating: a stray `false` cannot wrap the count and mask the line for good.
+            let _ = self
+                .pollers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            // Pairs with the fence in `raise`: either that raise sees the count drop (and
+            // wakes the interrupt thread), or the poller's last poll after this sees the
+            // SBA bits the device set before raising.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a host thread polls the SBA now.
+    pub fn is_polled(&self) -> bool {
+        self.pollers.load(Ordering::SeqCst) > 0
+    }
+
     /// Waits until the line is pending (and takes it), [`IrqLine::kick`] is called or
     /// `timeout` passes; returns whether an interrupt was taken.
     pub fn wait(&self, timeout: Duration) -> bool {
@@ -69,7 +98,13 @@ impl IrqLine {
             return true;
         }
         let deadline = Instant::now() + timeout;
-        let mode = WaitMode::Blocking(self.spin.min(timeout));
+        // No spinning while a host thread polls: it handles what arrives.
+        let spin = if self.is_polled() {
+            Duration::ZERO
+        } else {
+            self.spin.min(timeout)
+        };
+        let mode = WaitMode::Blocking(spin);
         self.wake.wait(seen, mode, Some(deadline), || false);
         self.take()
     }
@@ -105,8 +140,14 @@ impl InterruptLine for IrqLine {
         }
         // Pending first, then the counter: a waiter that read the counter before this raise
         // sees it move; one that reads it after also sees the line pending.
-        self.pending.store(true, Ordering::Release);
-        self.wake.notify();
+        self.pending.store(true, Ordering::SeqCst);
+        // A poller finds the work itself (and polls once more when it stops: either it
+        // sees this raise's SBA bits, or this load sees its count at 0; the fences on
+        // both sides rule out that each misses the other's write).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.is_polled() {
+            self.wake.notify();
+        }
     }
 }
 
@@ -124,6 +165,43 @@ mod tests {
         assert!(t.join().unwrap());
         assert!(!line.is_pending(), "the waiter took the interrupt");
         assert_eq!(line.raised(), 1);
+    }
+
+    #[test]
+    fn a_polled_line_holds_back_the_wake_up_until_polling_stops() {
+        let line = Arc::new(IrqLine::new(Duration::ZERO, None));
+        line.set_polling(true);
+        line.set_polling(true);
+        let l2 = line.clone();
+        // The waiter sleeps with a short limit: a wake-up would end it at once with `true`.
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            let taken = l2.wait(Duration::from_millis(300));
+            (taken, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        line.raise();
+        let (taken, waited) = t.join().unwrap();
+        // The raise did not wake it: it slept to its limit, then found the line pending.
+        assert!(taken && waited >= Duration::from_millis(250), "{waited:?}");
+        // Nested: one `false` leaves the line polled; the second unmasks it.
+        line.set_polling(false);
+        assert!(line.is_polled());
+        line.set_polling(false);
+        assert!(!line.is_polled());
+        // A stray `false` does not wrap the count.
+        line.set_polling(false);
+        assert!(!line.is_polled());
+        // Unpolled again: a raise wakes a sleeping waiter at once.
+        let l2 = line.clone();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            (l2.wait(Duration::from_secs(10)), start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        line.raise();
+        let (taken, waited) = t.join().unwrap();
+        assert!(taken && waited < Duration::from_secs(5), "{waited:?}");
     }
 
     #[test]
