@@ -719,3 +719,55 @@ fn a_silent_connection_delays_no_one() {
     );
     board.stop();
 }
+
+/// `docs/host-interface.md` 5.4: while a host thread polls its SBA (`HOST_POLLERS` > 0) the
+/// board raises the interrupt without waking the host's sleeping interrupt thread; once
+/// polling stops, a raise wakes it even though `IRQ` is still 1 from the raise held back.
+#[test]
+fn a_polling_host_is_not_woken_and_a_held_back_interrupt_is_not_lost() {
+    use ism_host_driver::ism::{IsmClient, IsmEvent};
+    use ism_sim::board::BoardKind;
+    use ism_sim::process::layout::regs;
+    struct Quiet;
+    impl IsmClient for Quiet {
+        fn handle_irq(&self, _: u32, _: u16) {}
+        fn handle_event(&self, _: &IsmEvent) {}
+    }
+    let board =
+        process::LocalBoard::start(BoardKind::Lpar, 2, 4 << 20, Box::new(std::io::sink())).unwrap();
+    let a = process::attach_in(board.dir(), board.name()).unwrap();
+    let b = process::attach_in(board.dir(), board.name()).unwrap();
+    let client = a.driver().add_client(std::sync::Arc::new(Quiet)).unwrap();
+    let dmb = a
+        .driver()
+        .register_dmb(16384, b.gid(), None, client)
+        .unwrap();
+    let irq = a.raw().register_object().word(regs::IRQ);
+    // Let a's interrupt thread fall asleep (it spins 50 µs at most).
+    std::thread::sleep(Duration::from_millis(50));
+    a.raw().bus().set_polling(true);
+    b.driver()
+        .move_data(dmb.token, 0, true, 0, b"held")
+        .unwrap();
+    // Nobody woke a's interrupt thread: the interrupt stays pending (the thread re-checks
+    // only after its 1 s sleep).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        irq.load(Ordering::SeqCst),
+        1,
+        "the raise woke the interrupt thread"
+    );
+    a.raw().bus().set_polling(false);
+    b.driver()
+        .move_data(dmb.token, 0, true, 0, b"wake")
+        .unwrap();
+    let start = Instant::now();
+    while irq.load(Ordering::SeqCst) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "the interrupt thread was not woken"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    a.driver().unregister_dmb(&dmb).unwrap();
+}

@@ -117,8 +117,15 @@ pub struct ProcIrq {
 
 impl InterruptLine for ProcIrq {
     fn raise(&self) {
-        let was = self.page.word(regs::IRQ).swap(1, Ordering::SeqCst);
-        if was == 0 && self.page.word(regs::IRQ_WAITERS).load(Ordering::SeqCst) > 0 {
+        self.page.word(regs::IRQ).swap(1, Ordering::SeqCst);
+        // A host thread polling its SBA finds the work itself (host-interface.md 5.4): no
+        // wake-up, which would only take a core from it. The fence pairs with the host's
+        // after it stops polling. `IRQ` may already be 1 from a raise held back so, with
+        // its interrupt thread asleep: a sleeper is woken whatever `IRQ` was.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.page.word(regs::IRQ_WAITERS).load(Ordering::SeqCst) > 0
+            && self.page.word(regs::HOST_POLLERS).load(Ordering::SeqCst) == 0
+        {
             futex_wake(self.page.word(regs::IRQ));
         }
     }

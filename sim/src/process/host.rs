@@ -365,6 +365,20 @@ impl Bus for ProcBus {
         }
         Ok(())
     }
+
+    fn set_polling(&self, on: bool) {
+        let pollers = self.inner.page.word(regs::HOST_POLLERS);
+        if on {
+            pollers.fetch_add(1, Ordering::SeqCst);
+        } else {
+            // Saturating: the word is shared with the board; a stray `false` must not wrap it.
+            let _ = pollers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            // Pairs with the board's fence in its raise (host-interface.md 5.4): either the
+            // board sees the count drop and wakes the interrupt thread, or the poller's last
+            // poll sees the SBA bits set before the raise.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
 }
 
 /// A function attached to a board, without a driver: its memory, bus and interrupt (what
@@ -657,7 +671,13 @@ impl RawAttachment {
         let irq: &AtomicU32 = self.page.word(regs::IRQ);
         let start = Instant::now();
         let mut spins = 0u32;
-        while start.elapsed() < HOST_SPIN.min(timeout) {
+        // No spinning while a thread of ours polls the SBA: it handles what arrives.
+        let spin = if self.page.word(regs::HOST_POLLERS).load(Ordering::SeqCst) > 0 {
+            Duration::ZERO
+        } else {
+            HOST_SPIN.min(timeout)
+        };
+        while start.elapsed() < spin {
             if self.take_irq() {
                 return true;
             }

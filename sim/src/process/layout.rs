@@ -157,6 +157,9 @@ pub mod regs {
     /// `u32`: first error of a posted (non-signalling) ring entry since the host last
     /// cleared it (board sets if 0, host swaps 0 in `flush`): an entry status.
     pub const SQ_ERROR: usize = 0x068;
+    /// `u32`: host threads polling the SBA themselves (host; a hint: while non-zero the
+    /// board need not wake threads sleeping on `IRQ`). 0, the reserved value, means none.
+    pub const HOST_POLLERS: usize = 0x06C;
     /// Command area: 32 8-byte registers (the device's command bytes, big-endian).
     pub const COMMAND: usize = 0x100;
     /// Ring descriptors: `RING_SLOTS` × 16 bytes: `u64` request word (host), `u32` length
