@@ -296,6 +296,20 @@ mod tests {
     use super::*;
     use crate::bench::{BenchOptions, MachineInfo};
 
+    /// A report of a quick run with these limits and series.
+    fn report_of(limits: Vec<Limits>, series: Vec<Series>) -> BenchReport {
+        BenchReport {
+            options: BenchOptions::quick(),
+            machine: MachineInfo::default(),
+            date: utc_now(),
+            elapsed: Duration::from_secs(1),
+            sockbuf: (1, 2),
+            pinned: true,
+            limits,
+            series,
+        }
+    }
+
     #[test]
     fn report_renders() {
         let series = Metric::ALL
@@ -313,20 +327,14 @@ mod tests {
                 })
             })
             .collect();
-        let r = BenchReport {
-            options: BenchOptions::quick(),
-            machine: MachineInfo::default(),
-            date: utc_now(),
-            elapsed: Duration::from_secs(1),
-            sockbuf: (1, 2),
-            pinned: true,
-            limits: vec![Limits {
+        let r = report_of(
+            vec![Limits {
                 memcpy_64k: 1e10,
                 memcpy_1m: 1e10,
                 cacheline_rtt_ns: 60.0,
             }],
             series,
-        };
+        );
         assert!(r.table().contains("SMC-D loopback no-copy"));
         assert!(r.table().contains("2 procs: lo no-copy"));
         let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
@@ -366,33 +374,29 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let report = |samples: Vec<f64>, rtts| BenchReport {
-            options: BenchOptions::quick(),
-            machine: MachineInfo::default(),
-            date: utc_now(),
-            elapsed: Duration::from_secs(1),
-            sockbuf: (1, 2),
-            pinned: true,
-            limits: limits(rtts),
-            // Every cell has a series; only TCP and LPAR message rate and latency measured.
-            series: Metric::ALL
-                .iter()
-                .flat_map(|&metric| {
-                    let samples = samples.clone();
-                    Transport::ALL.iter().map(move |&transport| Series {
-                        metric,
-                        transport,
-                        samples: if matches!(metric, Metric::MsgRate | Metric::Latency)
-                            && matches!(transport, Transport::Tcp | Transport::SmcLpar)
-                        {
-                            samples.clone()
-                        } else {
-                            Vec::new()
-                        },
-                        rtts: None,
+        let report = |samples: Vec<f64>, rtts| {
+            report_of(
+                limits(rtts),
+                // Every cell has a series; only TCP and LPAR message rate and latency measured.
+                Metric::ALL
+                    .iter()
+                    .flat_map(|&metric| {
+                        let samples = samples.clone();
+                        Transport::ALL.iter().map(move |&transport| Series {
+                            metric,
+                            transport,
+                            samples: if matches!(metric, Metric::MsgRate | Metric::Latency)
+                                && matches!(transport, Transport::Tcp | Transport::SmcLpar)
+                            {
+                                samples.clone()
+                            } else {
+                                Vec::new()
+                            },
+                            rtts: None,
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            )
         };
         // A rate whose third round halved while the machine's cache line got twice as
         // slow: 0.5 raw, but steady against the round's own limit.
