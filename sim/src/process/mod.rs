@@ -28,6 +28,7 @@ pub mod layout;
 pub mod local;
 pub mod names;
 pub mod page;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 
