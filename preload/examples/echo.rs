@@ -156,8 +156,8 @@ fn event_loop(l: &TcpListener, count: usize, epoll: bool, greeting: bool) -> Res
     let deadline = Instant::now() + LIMIT * 4;
     let mut conns: Vec<Conn> = Vec::new();
     let (mut accepted, mut done) = (0usize, 0usize);
-    // SAFETY: plain epoll_create1.
     let ep = if epoll {
+        // SAFETY: plain epoll_create1.
         unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }
     } else {
         -1

@@ -957,13 +957,11 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     guarded(|| {
         let rt = runtime();
         match (rt.names.as_ref(), net::local_addr(fd)) {
-            (Some(names), Some(addr)) => {
-                if names.register_listener(addr).is_ok() {
-                    let _ = rt.stack();
-                    let reg = ListenerReg { addr: Some(addr) };
-                    drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
-                    rt.debug(|| format!("listen {addr}: registered"));
-                }
+            (Some(names), Some(addr)) if names.register_listener(addr).is_ok() => {
+                let _ = rt.stack();
+                let reg = ListenerReg { addr: Some(addr) };
+                drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
+                rt.debug(|| format!("listen {addr}: registered"));
             }
             (None, _) if rt.cfg.require_smc => {
                 let reg = ListenerReg { addr: None };
