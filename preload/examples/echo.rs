@@ -4,12 +4,14 @@
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
 //! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N]
+//! echo self ADDR
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
-//! wrong (exit 1).
+//! wrong (exit 1). `self` listens, connects to itself, then accepts (in one thread), and
+//! sends a line both ways.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let mode = arg::<String>(&args, "--mode").unwrap_or_else(|| "blocking".into());
     let greeting = args.iter().any(|a| a == "--greeting");
     let r = match role.as_str() {
+        "self" => self_connect(addr),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
         "client" => client(
             addr,
@@ -255,6 +258,25 @@ fn event_loop(l: &TcpListener, count: usize, epoll: bool, greeting: bool) -> Res
         // SAFETY: our own epoll descriptor.
         unsafe { libc::close(ep) };
     }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ self
+
+fn self_connect(addr: &str) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let to = l.local_addr().map_err(|e| e.to_string())?;
+    let mut c = TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    c.write_all(b"ping").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    s.write_all(&b).map_err(|e| e.to_string())?;
+    c.read_exact(&mut b).map_err(|e| e.to_string())?;
+    if &b != b"ping" {
+        return Err("self: wrong bytes".into());
+    }
+    println!("ok self");
     Ok(())
 }
 

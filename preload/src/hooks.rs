@@ -42,6 +42,7 @@ pub struct ListenerReg {
 impl Drop for ListenerReg {
     fn drop(&mut self) {
         if let (Some(n), Some(a)) = (runtime().names.as_ref(), self.addr) {
+            runtime().own_listener(a, false);
             let _ = n.unregister_listener(a);
         }
     }
@@ -892,6 +893,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         };
+        if rt.reaches_own_listener(dest) {
+            rt.debug(|| format!("connect {dest}: a listener of this process: TCP"));
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        }
         if !names.lookup_listener(dest).unwrap_or(false) {
             rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
             set_errno(entry_errno);
@@ -959,6 +965,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         match (rt.names.as_ref(), net::local_addr(fd)) {
             (Some(names), Some(addr)) if names.register_listener(addr).is_ok() => {
                 let _ = rt.stack();
+                rt.own_listener(addr, true);
                 let reg = ListenerReg { addr: Some(addr) };
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
                 rt.debug(|| format!("listen {addr}: registered"));

@@ -35,7 +35,7 @@ extern "C" fn ism_run_init() {
 #[cfg(not(test))]
 extern "C" fn ism_run_fini() {
     let _ = std::panic::catch_unwind(|| {
-        if runtime::existing().is_some() {
+        if runtime::existing().is_some_and(|rt| rt.pid == std::process::id()) {
             hooks::close_all();
             runtime::detach_at_exit();
         }

@@ -16,6 +16,12 @@ pub struct Runtime {
     /// The board's name service; `None` without a board (everything is plain TCP).
     pub names: Option<NameClient>,
     stack: OnceLock<Option<Arc<SmcStack>>>,
+    /// The process that set this up (a forked child shares the state but not the
+    /// connections' threads; only this process cleans up at exit).
+    pub pid: u32,
+    /// Addresses this process listens on (registered): a connection to one of them is
+    /// this process talking to itself, which stays on TCP.
+    own_listeners: Mutex<Vec<std::net::SocketAddr>>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -39,6 +45,8 @@ pub fn runtime() -> &'static Runtime {
             cfg,
             names,
             stack: OnceLock::new(),
+            pid: std::process::id(),
+            own_listeners: Mutex::new(Vec::new()),
         }
     })
 }
@@ -69,6 +77,28 @@ fn warn_no_board(cfg: &Config, why: &str) {
 }
 
 impl Runtime {
+    /// Records (`add`) or forgets one of this process's listening addresses.
+    pub fn own_listener(&self, addr: std::net::SocketAddr, add: bool) {
+        let mut l = self.own_listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if add {
+            l.push(addr);
+        } else if let Some(i) = l.iter().position(|&a| a == addr) {
+            l.swap_remove(i);
+        }
+    }
+
+    /// Whether a connection to `dest` would reach a listener of this process. The server
+    /// side of a handshake runs in `accept`, so a thread that connects to its own listener
+    /// before accepting would wait for itself: such connections stay on TCP.
+    pub fn reaches_own_listener(&self, dest: std::net::SocketAddr) -> bool {
+        let dest = ism_sim::process::names::normalize(dest);
+        self.own_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|&l| ism_sim::process::names::listener_reaches(l, dest))
+    }
+
     /// One line on stderr if `ISM_RUN_DEBUG=1`.
     pub fn debug(&self, line: impl FnOnce() -> String) {
         if self.cfg.debug {

@@ -25,9 +25,11 @@ fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// The library `cargo test` built: `deps/` first (`cargo test` does not copy a cdylib up
+/// to `target/<profile>`, so the copy there may be an older `cargo build`'s).
 fn library() -> PathBuf {
     let dir = target_dir();
-    for p in [dir.join("libism_run.so"), dir.join("deps/libism_run.so")] {
+    for p in [dir.join("deps/libism_run.so"), dir.join("libism_run.so")] {
         if p.is_file() {
             return p;
         }
@@ -157,10 +159,23 @@ impl Proc {
             assert!(Instant::now() < deadline, "process did not exit");
             std::thread::sleep(Duration::from_millis(5));
         };
-        let out: Vec<String> = self.lines.try_iter().collect();
+        // All of stdout: the reader thread ends (and hangs up its channel) at end of file.
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout did not end"),
+            }
+        }
         let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
         let err = stderr.join().unwrap();
-        (status.success(), out.join("\n"), err)
+        (
+            status.success(),
+            format!("{}\n[{status}]", out.join("\n")),
+            err,
+        )
     }
 }
 
@@ -322,6 +337,19 @@ fn an_ism_run_client_against_a_plain_server_uses_tcp() {
         0,
         "no function needed: {s}"
     );
+}
+
+#[test]
+fn a_process_connecting_to_its_own_listener_uses_tcp_and_does_not_wait_for_itself() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let t = Instant::now();
+    let (ok, out, err) =
+        spawn(command(&Under::Run(&env, vec![]), &["self", "127.0.0.1:0"])).finish();
+    assert!(ok && out.contains("ok self"), "{out}\n{err}");
+    assert!(err.contains("a listener of this process: TCP"), "{err}");
+    // The CLC timeout is 6 s: a handshake with itself would have taken that long.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]
