@@ -1,9 +1,9 @@
-//! `ism-run` end to end: the `echo` example (an ordinary std TCP program) as server and
+//! `ism-run` end to end: the `ism-run-echo` test program (an ordinary std TCP program) as server and
 //! client processes under the preload library, on a board run by this test process
 //! (`LocalBoard`), every byte verified by the client, and the board's counters checked to
 //! show that SMC-D really carried the data (or that it did not, where TCP is expected).
 //!
-//! Needs `target/<profile>/libism_run.so` and `examples/echo` (both built by `cargo test`
+//! Needs `libism_run.so` and the `ism-run-echo` test program (both built by `cargo test`
 //! of this crate); the launcher test also needs `ism-sim` (built by `cargo test
 //! --workspace`, or `cargo build -p ism-sim`). Every wait is bounded; every child is
 //! killed and reaped on the way out.
@@ -41,13 +41,7 @@ fn library() -> PathBuf {
 }
 
 fn echo_bin() -> PathBuf {
-    let p = target_dir().join("examples/echo");
-    assert!(
-        p.is_file(),
-        "{} missing: cargo build -p ism-run --examples",
-        p.display()
-    );
-    p
+    PathBuf::from(env!("CARGO_BIN_EXE_ism-run-echo"))
 }
 
 /// How a process runs: under the library (on `board`, with extra variables) or plain.
@@ -350,6 +344,25 @@ fn a_process_connecting_to_its_own_listener_uses_tcp_and_does_not_wait_for_itsel
     assert!(err.contains("a listener of this process: TCP"), "{err}");
     // The CLC timeout is 6 s: a handshake with itself would have taken that long.
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// The same probe of socket calls (poll, FIONREAD, MSG_PEEK, dup, timeouts, shutdown,
+/// POLLRDHUP, EPIPE/SIGPIPE) passes over plain TCP and over SMC-D.
+#[test]
+fn socket_calls_behave_as_on_tcp() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = server(&under, &[]);
+        let p = spawn(command(&under, &["probe", &addr]));
+        let (ok, out, err) = p.finish();
+        assert!(ok && out.contains("ok probe"), "{out}\n{err}");
+        if matches!(under, Under::Run(..)) {
+            assert!(err.contains(": SMC-D"), "{err}");
+        }
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
 }
 
 #[test]

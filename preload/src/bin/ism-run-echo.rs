@@ -1,19 +1,24 @@
-//! A small TCP echo server and client for `ism-run`'s tests, written as any TCP program is
+//! `ism-run-echo`: a small TCP echo server and client for `ism-run`'s tests, written as any TCP program is
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
 //! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N]
 //! echo self ADDR
+//! echo probe ADDR
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
 //! wrong (exit 1). `self` listens, connects to itself, then accepts (in one thread), and
-//! sends a line both ways.
+//! sends a line both ways. `probe` talks to a blocking echo server through the socket
+//! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
+//! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
+//! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
 
 use std::io::{Read, Write};
+use std::mem::size_of;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     let greeting = args.iter().any(|a| a == "--greeting");
     let r = match role.as_str() {
         "self" => self_connect(addr),
+        "probe" => probe(addr),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
         "client" => client(
             addr,
@@ -277,6 +283,190 @@ fn self_connect(addr: &str) -> Result<(), String> {
         return Err("self: wrong bytes".into());
     }
     println!("ok self");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ probe
+
+static SIGPIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_sigpipe(_: libc::c_int) {
+    SIGPIPES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `poll` for `events`; the revents (0 on timeout).
+fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
+
+fn send_all(fd: i32, b: &[u8], flags: i32) -> Result<(), String> {
+    // SAFETY: a valid buffer of its length.
+    let n = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), flags) };
+    if n != b.len() as isize {
+        return Err(format!("send: {n} (errno {})", errno()));
+    }
+    Ok(())
+}
+
+fn recv_n(fd: i32, n: usize, flags: i32) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; n];
+    // SAFETY: a valid buffer of its length.
+    let k = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), n, flags) };
+    if k < 0 {
+        return Err(format!("recv: errno {}", errno()));
+    }
+    b.truncate(k as usize);
+    Ok(b)
+}
+
+fn probe(addr: &str) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: installs a handler that only touches an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
+    let fd = TcpStream::connect(addr)
+        .map_err(|e| format!("connect {addr}: {e}"))?
+        .into_raw_fd();
+    let ms = 10_000;
+    send_all(fd, b"hello", 0)?;
+    if poll1(fd, libc::POLLIN, ms) & libc::POLLIN == 0 {
+        return Err("echo never became readable".into());
+    }
+    let mut n: libc::c_int = 0;
+    let deadline = Instant::now() + LIMIT;
+    while n < 5 && Instant::now() < deadline {
+        // SAFETY: FIONREAD into an int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+            return Err(format!("FIONREAD: errno {}", errno()));
+        }
+    }
+    if n != 5 {
+        return Err(format!("FIONREAD says {n}, not 5"));
+    }
+    if recv_n(fd, 16, libc::MSG_PEEK)? != b"hello" {
+        return Err("MSG_PEEK".into());
+    }
+    if poll1(fd, libc::POLLIN, 0) & libc::POLLIN == 0 {
+        return Err("not readable after a peek".into());
+    }
+    if recv_n(fd, 16, 0)? != b"hello" {
+        return Err("read after peek".into());
+    }
+    if poll1(fd, libc::POLLIN, 100) != 0 {
+        return Err("readable with nothing to read".into());
+    }
+    // SAFETY: plain descriptor calls on our own descriptors.
+    let fd2 = unsafe { libc::dup(fd) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    send_all(fd2, b"world", 0)?;
+    if recv_n(fd2, 5, libc::MSG_WAITALL)? != b"world" {
+        return Err("MSG_WAITALL through a dup".into());
+    }
+    // SAFETY: as above.
+    let fd3 = unsafe { libc::fcntl(fd2, libc::F_DUPFD_CLOEXEC, 10) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd2) };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: SO_RCVTIMEO with a timeval of its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd3,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err("SO_RCVTIMEO".into());
+    }
+    let t = Instant::now();
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::recv(fd3, [0u8; 4].as_mut_ptr().cast(), 4, 0) };
+    if k != -1 || errno() != libc::EAGAIN || t.elapsed() < Duration::from_millis(150) {
+        return Err(format!(
+            "a timed-out read: {k}, errno {}, {:?}",
+            errno(),
+            t.elapsed()
+        ));
+    }
+    let mut dom: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_DOMAIN into an int.
+    unsafe {
+        libc::getsockopt(
+            fd3,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut dom).cast(),
+            &mut len,
+        )
+    };
+    if dom != libc::AF_INET {
+        return Err(format!("SO_DOMAIN {dom}"));
+    }
+    // SAFETY: zeroed sockaddr_storage is valid; getpeername writes at most `len`.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    unsafe { libc::getpeername(fd3, (&raw mut st).cast(), &mut len) };
+    // SAFETY: an AF_INET address (checked by SO_DOMAIN).
+    let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const st).cast()) };
+    let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    if Some(u16::from_be(sin.sin_port)) != port {
+        return Err("getpeername".into());
+    }
+    // SAFETY: shutdown of our descriptor.
+    unsafe { libc::shutdown(fd3, libc::SHUT_WR) };
+    let ev = poll1(fd3, libc::POLLIN | libc::POLLRDHUP, ms);
+    if ev & libc::POLLRDHUP == 0 {
+        return Err(format!("no POLLRDHUP after the peer closed: {ev:#x}"));
+    }
+    if !recv_n(fd3, 4, 0)?.is_empty() {
+        return Err("end of stream expected".into());
+    }
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::send(fd3, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+    if k != -1 || errno() != libc::EPIPE || SIGPIPES.load(std::sync::atomic::Ordering::SeqCst) != 0
+    {
+        return Err(format!("send after shutdown: {k}, errno {}", errno()));
+    }
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::write(fd3, b"x".as_ptr().cast(), 1) };
+    if k != -1 || errno() != libc::EPIPE || SIGPIPES.load(std::sync::atomic::Ordering::SeqCst) != 1
+    {
+        return Err(format!(
+            "write after shutdown: {k}, errno {}, {} SIGPIPE",
+            errno(),
+            SIGPIPES.load(std::sync::atomic::Ordering::SeqCst)
+        ));
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd3) };
+    println!("ok probe");
     Ok(())
 }
 
