@@ -81,8 +81,14 @@ macro_rules! call_real {
     };
 }
 
+/// Set when the process exits: connections are being closed under threads that may still
+/// be writing; their `EPIPE` then raises no `SIGPIPE` (a TCP socket is not closed before
+/// the process is gone, so its writers never see one at exit).
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Closes every SMC-D connection (at exit).
 pub fn close_all() {
+    EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
     for (_, e) in TABLE.drain() {
         if let Entry::Smc(s) = &*e {
             let _ = s.stream().shutdown(std::net::Shutdown::Write);
@@ -134,7 +140,8 @@ unsafe fn smc_send(e: &Entry, fd: c_int, buf: *const c_void, len: size_t, flags:
     match s.send(slice, dontwait) {
         Ok(n) => n as ssize_t,
         Err(libc::EPIPE) => {
-            if flags & libc::MSG_NOSIGNAL == 0 {
+            if flags & libc::MSG_NOSIGNAL == 0 && !EXITING.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 raise_sigpipe();
             }
             fail(libc::EPIPE)

@@ -63,10 +63,19 @@ impl Bell {
         let avail = conn.available() + peeked;
         let ready = peeked > 0 || conn.read_ready();
         if ready && (!st.rung || avail > st.last) {
-            if let Some(w) = real().write {
-                // SAFETY: writes one byte from a valid buffer to our own descriptor B
-                // (non-blocking: a full B already makes A readable).
-                let _ = unsafe { w(self.b.as_raw_fd(), b"!".as_ptr().cast(), 1) };
+            if let Some(send) = real().send {
+                // SAFETY: sends one byte from a valid buffer on our own descriptor B, without
+                // waiting (a full B already makes A readable) and without SIGPIPE (A may be
+                // closed already while a call still holds this connection: the kernel
+                // would otherwise kill the process with SIGPIPE, as sockperf showed).
+                let _ = unsafe {
+                    send(
+                        self.b.as_raw_fd(),
+                        b"!".as_ptr().cast(),
+                        1,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
             }
             st.rung = true;
         }
