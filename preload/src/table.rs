@@ -1,7 +1,7 @@
 //! Which of the application's file descriptors this library tracks (SMC-D connections and
 //! registered listeners), and with what.
 //!
-//! Every interposed call first asks [`maybe_tracked`]: a lock-free bitmap read (one atomic
+//! Every interposed call first asks [`Table::maybe_tracked`]: a lock-free bitmap read (one atomic
 //! load for descriptors below [`BITMAP_FDS`]). Only a tracked descriptor takes the table's
 //! lock. So the calls a signal handler makes on its own descriptors (a self-pipe `write`, a
 //! `close`) cost what the real call costs plus one atomic load: no lock, no allocation.
