@@ -9,11 +9,12 @@
 // The unit-test build exports nothing (see above), so the hooks are unused there.
 #![cfg_attr(test, allow(dead_code))]
 
+use std::collections::HashMap;
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ism_host_driver::smcd::Stream;
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
@@ -22,7 +23,7 @@ use crate::net;
 use crate::real::{errno, fail, real, set_errno};
 use crate::runtime::{runtime, Runtime};
 use crate::smc::{fd_nonblocking, RecvFlags, SmcFd};
-use crate::table::Table;
+use crate::table::{Bitmap, Table};
 
 /// What a tracked descriptor is.
 pub enum Entry {
@@ -49,6 +50,32 @@ impl Drop for ListenerReg {
 }
 
 static TABLE: Table<Entry> = Table::new();
+
+/// Candidate sockets registered with epoll (descriptors with an entry in `EPOLL_REGS`).
+static EPOLL_FDS: Bitmap = Bitmap::new();
+/// Their registrations: descriptor → (epoll descriptor, event). When such a socket becomes
+/// SMC-D, its registrations are moved from the TCP socket's open file (which the library
+/// keeps) to the doorbell socket that takes its number.
+type EpollRegs = HashMap<c_int, Vec<(c_int, libc::epoll_event)>>;
+static EPOLL_REGS: Mutex<Option<EpollRegs>> = Mutex::new(None);
+
+fn epoll_regs() -> std::sync::MutexGuard<'static, Option<EpollRegs>> {
+    EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets `fd`'s registrations (all, or those in `epfd`).
+fn epoll_forget(fd: c_int, epfd: Option<c_int>) {
+    let mut g = epoll_regs();
+    if let Some(m) = g.as_mut() {
+        if let Some(v) = m.get_mut(&fd) {
+            v.retain(|(e, _)| epfd.is_some_and(|x| x != *e));
+            if v.is_empty() {
+                m.remove(&fd);
+                EPOLL_FDS.set(fd, false);
+            }
+        }
+    }
+}
 
 /// Runs `f`; a panic becomes `-1` with `EIO` instead of unwinding into C.
 fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
@@ -633,10 +660,13 @@ fn after_dup(old: c_int, new: c_int) {
 /// As the C library's `close`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if !TABLE.maybe_tracked(fd) {
+    if !TABLE.maybe_tracked(fd) && !EPOLL_FDS.maybe(fd) {
         return call_real!(close(fd));
     }
     guarded(|| {
+        if EPOLL_FDS.maybe(fd) {
+            epoll_forget(fd, None);
+        }
         let entry = TABLE.remove(fd);
         let r: c_int = call_real!(close(fd));
         let saved = errno();
@@ -733,6 +763,54 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     fcntl_common(real().fcntl64.or(real().fcntl), fd, cmd, arg)
 }
 
+/// `epoll_ctl`: registrations of sockets that may still become SMC-D (stream sockets
+/// without a peer yet) are recorded, so that a socket added to an epoll set before its
+/// `connect` keeps its registration when it becomes SMC-D (see `install`).
+///
+/// # Safety
+/// As the C library's `epoll_ctl`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    let r: c_int = call_real!(epoll_ctl(epfd, op, fd, ev));
+    if r != 0 || TABLE.maybe_tracked(fd) {
+        return r;
+    }
+    if op == libc::EPOLL_CTL_DEL {
+        if EPOLL_FDS.maybe(fd) {
+            guarded(|| {
+                epoll_forget(fd, Some(epfd));
+                0
+            });
+        }
+        return r;
+    }
+    if ev.is_null() {
+        return r;
+    }
+    let saved = errno();
+    if net::is_inet_stream(fd) && net::peer_addr(fd).is_none() {
+        // SAFETY: the caller's event, read once.
+        let e = unsafe { *ev };
+        guarded(|| {
+            let mut g = epoll_regs();
+            let v = g.get_or_insert_with(HashMap::new).entry(fd).or_default();
+            match v.iter_mut().find(|(x, _)| *x == epfd) {
+                Some(slot) => slot.1 = e,
+                None => v.push((epfd, e)),
+            }
+            EPOLL_FDS.set(fd, true);
+            0
+        });
+    }
+    set_errno(saved);
+    r
+}
+
 // ------------------------------------------------------------------------ connections
 
 fn set_flags(fd: c_int, flags: c_int) {
@@ -797,11 +875,35 @@ fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c
     };
     let entry = Arc::new(Entry::Smc(smc));
     drop(TABLE.insert(app, entry.clone()));
+    // epoll registrations made before connect are on the TCP socket's file: take them off
+    // (only those that really exist: the DEL must succeed), to put them on A below.
+    let regs = if EPOLL_FDS.maybe(app) {
+        let r = epoll_regs().as_mut().and_then(|m| m.remove(&app));
+        EPOLL_FDS.set(app, false);
+        r.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let moved: Vec<(c_int, libc::epoll_event)> = regs
+        .into_iter()
+        .filter(|(epfd, _)| {
+            let r: c_int = call_real!(epoll_ctl(
+                *epfd,
+                libc::EPOLL_CTL_DEL,
+                app,
+                std::ptr::null_mut()
+            ));
+            r == 0
+        })
+        .collect();
     let r: c_int = call_real!(dup3(
         a.as_raw_fd(),
         app,
         if cloexec { libc::O_CLOEXEC } else { 0 }
     ));
+    for (epfd, mut ev) in moved {
+        let _: c_int = call_real!(epoll_ctl(epfd, libc::EPOLL_CTL_ADD, app, &mut ev));
+    }
     if r < 0 {
         let e = errno();
         drop(TABLE.remove(app));

@@ -59,6 +59,20 @@ impl Bell {
             return;
         };
         let mut st = self.lock();
+        if st.hup {
+            return; // A is readable (end of file) for good
+        }
+        if conn.peer_done() {
+            // The end: A reads end of file and polls readable and POLLRDHUP at once, as a
+            // TCP socket after a FIN (no doorbell byte first, which would show POLLIN
+            // without POLLRDHUP for a moment).
+            if let Some(sh) = real().shutdown {
+                // SAFETY: shuts down our own descriptor B for writing.
+                unsafe { sh(self.b.as_raw_fd(), libc::SHUT_WR) };
+            }
+            st.hup = true;
+            return;
+        }
         let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
         let avail = conn.available() + peeked;
         let ready = peeked > 0 || conn.read_ready();
@@ -80,13 +94,6 @@ impl Bell {
             st.rung = true;
         }
         st.last = avail;
-        if !st.hup && conn.peer_done() {
-            if let Some(sh) = real().shutdown {
-                // SAFETY: shuts down our own descriptor B for writing.
-                unsafe { sh(self.b.as_raw_fd(), libc::SHUT_WR) };
-            }
-            st.hup = true;
-        }
     }
 
     /// After a read on the application's descriptor `a`: if nothing is readable any more,

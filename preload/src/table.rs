@@ -45,7 +45,8 @@ impl Bitmap {
         }
     }
 
-    fn set(&self, fd: c_int, on: bool) {
+    /// Marks `fd` (`on`) or clears it (below [`BITMAP_FDS`]; above, only marking counts).
+    pub fn set(&self, fd: c_int, on: bool) {
         match usize::try_from(fd) {
             Ok(i) if i < BITMAP_FDS => {
                 let bit = 1u64 << (i % 64);

@@ -365,6 +365,28 @@ fn socket_calls_behave_as_on_tcp() {
     }
 }
 
+/// A socket added to an epoll set before `connect` (as nginx does for upstreams) keeps its
+/// registration when it becomes SMC-D; the same program passes over TCP.
+#[test]
+fn an_epoll_registration_made_before_connect_follows_the_socket() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = server(&under, &[]);
+        let c = spawn(command(
+            &under,
+            &["epoll-connect", &addr, "--bytes", "1000000"],
+        ));
+        let (ok, out, err) = c.finish();
+        assert!(ok && out.contains("ok 1000000 bytes"), "{out}\n{err}");
+        if matches!(under, Under::Run(..)) {
+            assert!(err.contains(": SMC-D"), "{err}");
+        }
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+}
+
 #[test]
 fn without_a_board_one_warning_and_plain_tcp() {
     let env = Env::none();

@@ -6,6 +6,7 @@
 //! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N]
 //! echo self ADDR
 //! echo probe ADDR
+//! echo epoll-connect ADDR --bytes N
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
@@ -16,6 +17,8 @@
 //! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
 //! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
 //! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
+//! `epoll-connect` adds a non-blocking socket to an epoll set *before* connecting (as
+//! nginx does for upstreams), then sends N bytes and verifies the echo, driven by epoll.
 
 use std::io::{Read, Write};
 use std::mem::size_of;
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let r = match role.as_str() {
         "self" => self_connect(addr),
         "probe" => probe(addr),
+        "epoll-connect" => epoll_connect(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
         "client" => client(
             addr,
@@ -468,6 +472,112 @@ fn probe(addr: &str) -> Result<(), String> {
     unsafe { libc::close(fd3) };
     println!("ok probe");
     Ok(())
+}
+
+// ------------------------------------------------------------------ epoll-connect
+
+fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
+    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: plain socket and epoll calls on descriptors made here.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    // SAFETY: as above.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 || ep < 0 {
+        return Err("socket/epoll".into());
+    }
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32,
+        u64: 7,
+    };
+    // SAFETY: a valid event.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(format!("epoll_ctl: errno {}", errno()));
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if r != 0 && errno() != libc::EINPROGRESS {
+        return Err(format!("connect: errno {}", errno()));
+    }
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let (mut sent, mut got, mut shut) = (0usize, 0usize, false);
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("timed out: sent {sent}, got {got}"));
+        }
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: room for 4 events.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 1000) };
+        for e in evs.iter().take(n.max(0) as usize) {
+            let flags = e.events;
+            if flags & libc::EPOLLOUT as u32 != 0 && sent < bytes {
+                let end = (sent + (64 << 10)).min(bytes);
+                // SAFETY: a valid buffer of its length.
+                let k = unsafe { libc::send(fd, data[sent..end].as_ptr().cast(), end - sent, 0) };
+                if k > 0 {
+                    sent += k as usize;
+                } else if errno() != libc::EAGAIN {
+                    return Err(format!("send: errno {}", errno()));
+                }
+            }
+            if sent == bytes && !shut {
+                // SAFETY: our socket.
+                unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                shut = true;
+                let mut ev = libc::epoll_event {
+                    events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                    u64: 7,
+                };
+                // SAFETY: a valid event.
+                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                loop {
+                    // SAFETY: a valid buffer of its length.
+                    let k = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    if k > 0 {
+                        check(&buf[..k as usize], got)?;
+                        got += k as usize;
+                    } else if k == 0 {
+                        if got != bytes {
+                            return Err(format!("got {got} of {bytes} bytes back"));
+                        }
+                        // SAFETY: our descriptors.
+                        unsafe { libc::close(fd) };
+                        // SAFETY: as above.
+                        unsafe { libc::close(ep) };
+                        println!("ok {bytes} bytes");
+                        return Ok(());
+                    } else if errno() == libc::EAGAIN {
+                        break;
+                    } else {
+                        return Err(format!("recv: errno {}", errno()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------ client
