@@ -109,3 +109,22 @@ fn a_non_blocking_write_to_a_full_ring_fails_at_once_on_a_blocking_connection() 
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
     assert!(sent >= conn.peer().ring_len as usize, "{sent}");
 }
+
+#[test]
+fn shutting_down_writing_after_the_peer_closed_is_not_an_error() {
+    // As TCP: `shutdown(SHUT_WR)` after the peer's close succeeds. (ism-run's echo client
+    // saw EPIPE here when its reader's cursor update had carried the end of stream first
+    // and the server had closed before the writer's own CDC went out.)
+    let b = Custom::build(
+        BoardKind::Lpar,
+        BoardConfig::default(),
+        vec![(small_cfg(false), None), (small_cfg(false), None)],
+    );
+    let (c, s) = pair_on_own_sockets(&b);
+    drop(s);
+    let conn = c.conn().unwrap().clone();
+    assert!(eventually(LIMIT, || conn.peer_done()));
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(conn.read_with(&mut buf, true).unwrap(), 0, "end of stream");
+}

@@ -747,7 +747,21 @@ impl Conn {
         if self.is_broken() {
             return Ok(());
         }
-        self.send_cdc()
+        match self.send_cdc() {
+            Ok(()) => Ok(()),
+            // The peer closed (and gave its RMB back) already: it may have learned of the
+            // end from another CDC that carried the flag set above (a reader's cursor
+            // update). As a TCP socket's `shutdown` after the peer's FIN, not an error.
+            Err(_)
+                if self
+                    .peer_cdc()
+                    .conn_state
+                    .contains(ConnStateFlags::PEER_CONN_CLOSED) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Shuts down our reading side: reads return end-of-stream.
