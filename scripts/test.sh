@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what a fresh machine lacks, then runs every check.
 #
-#   scripts/test.sh          formatting, clippy, the test suites, loom, Miri, the QEMU self-test
+#   scripts/test.sh          formatting, clippy, the test suites, sockperf under ism-run, loom,
+#                            Miri, the QEMU self-test
 #   scripts/test.sh --quick  formatting, clippy, docs and the test suites only (downloads
 #                            nothing but crates)
 #
@@ -50,6 +51,9 @@ if [ "$QUICK" = 1 ]; then
     echo "quick run: skipping the bare-metal builds, loom, Miri and QEMU"
     exit 0
 fi
+
+stage "ism-run: sockperf (installed if missing) ping-pong and throughput over SMC-D"
+bash scripts/ism-run-sockperf.sh 3
 
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"
 rustup target list --installed | grep -qx thumbv7em-none-eabihf ||

@@ -229,6 +229,33 @@ enum Command {
     /// Run a board as a device process that other processes attach to
     /// (`ism_sim::process::attach`), or show a running board's state (`board status NAME`).
     Board(ism_sim::process::cli::BoardCli),
+    /// Run an unmodified TCP program with the ism-run preload library (libism_run.so):
+    /// its TCP connections to other programs under `ism-sim run` on the same board use
+    /// SMC-D, all others plain TCP (as Linux's smc_run). Exit status: the program's; 2 if
+    /// it cannot be started, 3 if the library is missing (or the board, with
+    /// --require-smc). See docs/ism-run.md.
+    Run {
+        /// The process board to use (`ism-sim board --name NAME`).
+        #[arg(long, default_value = "lpar")]
+        board: String,
+        /// Send without copying (ATTACH_DMB), where the board allows it (loopback).
+        #[arg(long)]
+        nocopy: bool,
+        /// RMB size per connection: 16K, 32K, ..., 1M.
+        #[arg(long, value_parser = buffer_size)]
+        buffer: Option<u64>,
+        /// Fail instead of using plain TCP when the board is not running.
+        #[arg(long)]
+        require_smc: bool,
+        /// The program and its arguments (after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PROGRAM"
+        )]
+        program: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `bench --only`: a metric or transport key.
@@ -767,6 +794,21 @@ fn main() -> ExitCode {
             only,
         } => bench(rounds, quick, &json, svg, pin, no_progress, only),
         Command::Board(b) => ism_sim::process::cli::run(b).map_err(Failure::Run),
+        Command::Run {
+            board,
+            nocopy,
+            buffer,
+            require_smc,
+            program,
+        } => Err(ism_sim::process::run::run(
+            &ism_sim::process::run::RunOptions {
+                board,
+                nocopy,
+                buffer,
+                require_smc,
+                program,
+            },
+        )),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

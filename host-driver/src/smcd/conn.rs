@@ -190,7 +190,13 @@ pub struct Conn {
     write_timeout_ms: AtomicU64,
     /// A wait fails at once with `WouldBlock` (see `Conn::set_nonblocking`).
     nonblocking: AtomicBool,
+    /// Runs after every wake-up of this connection's waiters (see [`Conn::set_watcher`]).
+    watcher: std::sync::OnceLock<Watcher>,
 }
+
+/// A function the interrupt path calls when something may have changed for a connection
+/// (see [`Conn::set_watcher`]).
+pub type Watcher = alloc::boxed::Box<dyn Fn() + Send + Sync>;
 
 fn cursor(total: u64, ring: u32) -> Cursor {
     Cursor::new((total / ring as u64) as u16, (total % ring as u64) as u32)
@@ -241,6 +247,28 @@ impl Conn {
             read_timeout_ms: AtomicU64::new(0),
             write_timeout_ms: AtomicU64::new(0),
             nonblocking: AtomicBool::new(false),
+            watcher: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Installs `f`, called after every wake-up of this connection's readers and writers:
+    /// a signal from the peer (data, a consumer cursor update, end of stream), a local
+    /// shutdown, close or abort, a termination by the stack. It runs on the thread that
+    /// caused the wake-up (usually the interrupt thread), must be quick, and must not call
+    /// back into this connection's `read` or `write`. It is how code outside the stack
+    /// learns of readiness without a thread per connection (`ism-run` rings the doorbell of
+    /// a socket the application polls with it; as Linux's `sk_data_ready` callback is
+    /// called from `smcd_cdc_rx_handler` in `net/smc/smc_cdc.c`). Only the first call has
+    /// an effect; returns whether this one did.
+    pub fn set_watcher(&self, f: Watcher) -> bool {
+        self.watcher.set(f).is_ok()
+    }
+
+    /// Wakes waiting readers and writers, then runs the watcher.
+    fn wake(&self) {
+        self.notify.notify();
+        if let Some(w) = self.watcher.get() {
+            w();
         }
     }
 
@@ -347,14 +375,14 @@ impl Conn {
     /// writers, which re-read the CDC area.
     pub fn on_signal(&self) {
         self.count(|c| &c.signals, 1);
-        self.notify.notify();
+        self.wake();
     }
 
     /// The connection is gone without a goodbye (link group terminated, peer function
     /// down): readers and writers fail with `ConnectionReset`.
     pub fn terminate(&self) {
         self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
-        self.notify.notify();
+        self.wake();
     }
 
     /// Whether the connection was terminated, aborted or broken.
@@ -382,8 +410,8 @@ impl Conn {
 
     /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
     /// the peer's cursors even if an interrupt was lost on the way.
-    fn wait(&self, seen: u64, deadline: Option<Instant>) -> io::Result<()> {
-        if self.nonblocking.load(Ordering::Relaxed) {
+    fn wait(&self, seen: u64, deadline: Option<Instant>, nonblocking: bool) -> io::Result<()> {
+        if nonblocking {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "SMC-D connection not ready",
@@ -437,7 +465,7 @@ impl Conn {
             }
             Err(e) => {
                 self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
-                self.notify.notify();
+                self.wake();
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
             }
         }
@@ -516,6 +544,15 @@ impl Conn {
     /// `BrokenPipe` after a local or peer close, `ConnectionReset` after an abort or
     /// termination, `TimedOut` if a wait exceeds the time limit.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_with(buf, self.is_nonblocking())
+    }
+
+    /// [`Conn::write`], non-blocking for this call alone if `nonblocking` (as `send` with
+    /// `MSG_DONTWAIT`), blocking otherwise, whatever [`Conn::set_nonblocking`] says.
+    ///
+    /// # Errors
+    /// As [`Conn::write`]; `WouldBlock` if `nonblocking` and nothing could be sent.
+    pub fn write_with(&self, buf: &[u8], nonblocking: bool) -> io::Result<usize> {
         let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = Self::deadline(&self.write_timeout_ms);
         let mut done = 0;
@@ -540,7 +577,7 @@ impl Conn {
                 } else {
                     Ok(())
                 };
-                if let Err(e) = r.and_then(|()| self.wait(seen, deadline)) {
+                if let Err(e) = r.and_then(|()| self.wait(seen, deadline, nonblocking)) {
                     return short(done, e);
                 }
                 continue;
@@ -579,6 +616,15 @@ impl Conn {
     /// # Errors
     /// `ConnectionReset` after an abort or termination, `TimedOut` on the time limit.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_with(buf, self.is_nonblocking())
+    }
+
+    /// [`Conn::read`], non-blocking for this call alone if `nonblocking` (as `recv` with
+    /// `MSG_DONTWAIT`), blocking otherwise, whatever [`Conn::set_nonblocking`] says.
+    ///
+    /// # Errors
+    /// As [`Conn::read`]; `WouldBlock` if `nonblocking` and no data is there.
+    pub fn read_with(&self, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -620,7 +666,7 @@ impl Conn {
             if self.status() & (ST_BROKEN | ST_ABORTED) != 0 {
                 return Err(reset());
             }
-            self.wait(seen, deadline)?;
+            self.wait(seen, deadline, nonblocking)?;
         }
     }
 
@@ -629,6 +675,30 @@ impl Conn {
         let peer = self.peer_cdc();
         let cons = cursor(self.cons.load(Ordering::Acquire), self.ring);
         checked_diff(self.ring, cons, peer.prod).unwrap_or(0) as usize
+    }
+
+    /// Whether a read would return without waiting: data is there, the peer ended or
+    /// aborted the stream, reading was shut down locally, or the connection is broken
+    /// (what `poll` would report as readable on a socket).
+    pub fn read_ready(&self) -> bool {
+        let peer = self.peer_cdc();
+        let cons = cursor(self.cons.load(Ordering::Acquire), self.ring);
+        let ended = ConnStateFlags::PEER_DONE_WRITING
+            | ConnStateFlags::PEER_CONN_CLOSED
+            | ConnStateFlags::PEER_CONN_ABORT;
+        checked_diff(self.ring, cons, peer.prod).unwrap_or(0) > 0
+            || peer.conn_state.intersects(ended)
+            || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
+    }
+
+    /// Whether the peer will send nothing more (it shut down writing, closed or aborted),
+    /// or the connection is broken: reads return what is left, then end of stream or an
+    /// error.
+    pub fn peer_done(&self) -> bool {
+        let ended = ConnStateFlags::PEER_DONE_WRITING
+            | ConnStateFlags::PEER_CONN_CLOSED
+            | ConnStateFlags::PEER_CONN_ABORT;
+        self.peer_cdc().conn_state.intersects(ended) || self.is_broken()
     }
 
     fn take_from_ring(&self, cons: u64, out: &mut [u8]) -> io::Result<()> {
@@ -680,13 +750,27 @@ impl Conn {
         if self.is_broken() {
             return Ok(());
         }
-        self.send_cdc()
+        match self.send_cdc() {
+            Ok(()) => Ok(()),
+            // The peer closed (and gave its RMB back) already: it may have learned of the
+            // end from another CDC that carried the flag set above (a reader's cursor
+            // update). As a TCP socket's `shutdown` after the peer's FIN, not an error.
+            Err(_)
+                if self
+                    .peer_cdc()
+                    .conn_state
+                    .contains(ConnStateFlags::PEER_CONN_CLOSED) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Shuts down our reading side: reads return end-of-stream.
     pub fn shutdown_read(&self) {
         self.status.fetch_or(ST_READ_SHUT, Ordering::AcqRel);
-        self.notify.notify();
+        self.wake();
     }
 
     /// Closes: tells the peer (connection closed) unless the connection is already broken.
@@ -699,7 +783,7 @@ impl Conn {
         if !self.is_broken() {
             let _ = self.send_cdc();
         }
-        self.notify.notify();
+        self.wake();
     }
 
     /// Aborts: tells the peer (connection abort) and fails local readers and writers.
@@ -709,7 +793,7 @@ impl Conn {
         if self.status.fetch_or(ST_ABORTED, Ordering::AcqRel) & (ST_ABORTED | ST_BROKEN) == 0 {
             let _ = self.send_cdc();
         }
-        self.notify.notify();
+        self.wake();
     }
 
     /// Releases the device resources: detaches the peer's DMB and unregisters our RMB.

@@ -136,15 +136,33 @@ impl Stream {
     /// TCP connect errors, malformed CLC answers, and `TimedOut` if the server does not
     /// answer within the stack's CLC timeout.
     pub fn connect(stack: &Arc<SmcStack>, addr: impl ToSocketAddrs) -> io::Result<Stream> {
-        let mut tcp = TcpStream::connect(addr)?;
-        let outcome = handshake::client(stack, &mut tcp).map_err(|e| {
-            // A read timeout on the socket reads as `WouldBlock` on Unix: say what it is.
-            if e.kind() == io::ErrorKind::WouldBlock {
-                io::Error::new(io::ErrorKind::TimedOut, "CLC handshake timed out")
-            } else {
-                e
-            }
-        })?;
+        Self::client_on(stack, TcpStream::connect(addr)?)
+    }
+
+    /// Runs the client side of the CLC handshake on `tcp`, a TCP connection this program
+    /// connected itself (for code that owns its sockets, such as `ism-run`'s preload
+    /// library); falls back to TCP on the same socket when SMC-D is not possible. The
+    /// handshake leaves `tcp` with the stack's CLC timeout as its read timeout and
+    /// `TCP_NODELAY` on; callers that hand the socket back restore them.
+    ///
+    /// # Errors
+    /// As [`Stream::connect`], without the connect errors.
+    pub fn client_on(stack: &Arc<SmcStack>, mut tcp: TcpStream) -> io::Result<Stream> {
+        let outcome = handshake::client(stack, &mut tcp).map_err(timed_out)?;
+        Ok(Self::from_outcome(stack, tcp, outcome))
+    }
+
+    /// Runs the server side of the CLC handshake on `tcp`, a connection this program
+    /// accepted itself, in the calling thread (unlike [`Listener`], which runs it in the
+    /// background); falls back to TCP on the same socket when SMC-D is not possible. As
+    /// [`Stream::client_on`] for the socket's options.
+    ///
+    /// # Errors
+    /// I/O errors of the TCP connection, `TimedOut` if the client does not finish within
+    /// the stack's CLC timeout, and an `InvalidData` error carrying an
+    /// [`Abort`](super::handshake::Abort) where Linux aborts.
+    pub fn server_on(stack: &Arc<SmcStack>, mut tcp: TcpStream) -> io::Result<Stream> {
+        let outcome = handshake::server(stack, &mut tcp).map_err(timed_out)?;
         Ok(Self::from_outcome(stack, tcp, outcome))
     }
 
@@ -351,6 +369,15 @@ impl Stream {
     /// As `TcpStream::local_addr`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.tcp.local_addr()
+    }
+}
+
+/// A read timeout on the socket reads as `WouldBlock` on Unix: say what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "CLC handshake timed out")
+    } else {
+        e
     }
 }
 

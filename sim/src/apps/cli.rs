@@ -32,6 +32,9 @@ pub enum Failure {
     Check(String),
     /// It could not run ([`EXIT_COULD_NOT_RUN`]).
     Run(String),
+    /// The command line names something unusable that `clap` cannot check, such as a
+    /// program that does not exist ([`EXIT_USAGE`]).
+    Usage(String),
 }
 
 impl Failure {
@@ -40,6 +43,7 @@ impl Failure {
         match self {
             Failure::Check(_) => EXIT_CHECK_FAILED,
             Failure::Run(_) => EXIT_COULD_NOT_RUN,
+            Failure::Usage(_) => EXIT_USAGE,
         }
     }
 }
@@ -49,6 +53,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Check(m) => write!(f, "check failed: {m}"),
             Failure::Run(m) => write!(f, "could not run: {m}"),
+            Failure::Usage(m) => write!(f, "usage: {m}"),
         }
     }
 }

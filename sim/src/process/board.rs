@@ -20,6 +20,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::dmbs::DmbShadow;
 use super::layout::{self, regs, Hello, Welcome, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use super::names::NameTable;
 use super::page::{futex_wait, futex_wake, RegPage};
 use crate::board::{BoardKind, LOOPBACK_CHID, LPAR_CHID, MAX_DMBS};
 use crate::memory::{MemoryDomain, SharedMapping, PAGE};
@@ -220,6 +221,10 @@ pub struct ProcessBoard {
     counters: Arc<BoardCounters>,
     started: SystemTime,
     log: Mutex<Box<dyn std::io::Write + Send>>,
+    /// Name-service connections (section 3.5) and their ids in `names`.
+    name_conns: Vec<(OwnedFd, u64)>,
+    names: NameTable,
+    next_name_conn: u64,
 }
 
 impl ProcessBoard {
@@ -353,6 +358,9 @@ impl ProcessBoard {
             counters: Arc::new(BoardCounters::default()),
             started: SystemTime::now(),
             log: Mutex::new(log),
+            name_conns: Vec::new(),
+            names: NameTable::new(),
+            next_name_conn: 0,
         };
         board.log(&format!(
             "board {} ({}, {} functions of {} MiB, CHID {:#06x}, spec version {}) listening on {}",
@@ -413,6 +421,9 @@ impl ProcessBoard {
             for (c, _) in &pending {
                 fds.push(PollFd::new(c, PollFlags::IN));
             }
+            for (c, _) in &self.name_conns {
+                fds.push(PollFd::new(c, PollFlags::IN));
+            }
             let tick = rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 100_000_000,
@@ -434,6 +445,11 @@ impl ProcessBoard {
                 }
             }
             let first_pending = attached.len() + 2;
+            let first_names = first_pending + pending.len();
+            let names_ready: Vec<bool> = (0..self.name_conns.len())
+                .map(|k| !ready[first_names + k].is_empty())
+                .collect();
+            self.on_name_requests(&names_ready);
             let mut still = Vec::new();
             for (k, (c, since)) in std::mem::take(&mut pending).into_iter().enumerate() {
                 if !ready[first_pending + k].is_empty() {
@@ -474,6 +490,33 @@ impl ProcessBoard {
             }
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
             Err(_) => self.detach(i, DownReason::Crash),
+        }
+    }
+
+    /// Requests (or hang-ups) on the name-service connections marked in `ready`.
+    fn on_name_requests(&mut self, ready: &[bool]) {
+        let mut gone = Vec::new();
+        for (k, &r) in ready.iter().enumerate() {
+            if !r {
+                continue;
+            }
+            let (conn, id) = &self.name_conns[k];
+            let mut buf = [0u8; 64];
+            match rustix::net::recv(conn, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => gone.push(k),
+                Ok((n, _)) => {
+                    let reply = self.names.handle(*id, &buf[..n.min(buf.len())]);
+                    if rustix::net::send(conn, reply.as_bytes(), SendFlags::NOSIGNAL).is_err() {
+                        gone.push(k);
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(_) => gone.push(k),
+            }
+        }
+        for k in gone.into_iter().rev() {
+            let (_, id) = self.name_conns.swap_remove(k);
+            self.names.drop_connection(id);
         }
     }
 
@@ -536,6 +579,14 @@ impl ProcessBoard {
             Ok((n, _)) => n,
             Err(_) => return,
         };
+        if n == 8 && buf[..8] == layout::NAMES_MAGIC {
+            if rustix::net::send(&conn, &layout::NAMES_MAGIC, SendFlags::NOSIGNAL).is_ok() {
+                let id = self.next_name_conn;
+                self.next_name_conn += 1;
+                self.name_conns.push((conn, id));
+            }
+            return;
+        }
         if n == 8 && buf[..8] == layout::STATUS_MAGIC {
             let json = self.status_json().to_string();
             let _ = rustix::net::send(&conn, json.as_bytes(), SendFlags::NOSIGNAL);
@@ -732,6 +783,15 @@ impl ProcessBoard {
                 "detaches": c.detaches.load(Ordering::Relaxed),
                 "crashes": c.crashes.load(Ordering::Relaxed),
                 "refusals": c.refusals.load(Ordering::Relaxed),
+            },
+            "names": {
+                "connections": self.name_conns.len(),
+                "listeners": self.names.sizes().0,
+                "clients": self.names.sizes().1,
+                "lookups": self.names.counters().lookups,
+                "lookups_found": self.names.counters().lookups_found,
+                "clients_taken": self.names.counters().clients_taken,
+                "clients_not_found": self.names.counters().clients_not_found,
             },
         })
     }

@@ -344,4 +344,8 @@ fn print_status(v: &serde_json::Value) {
         let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("counters: {}", line.join(", "));
     }
+    if let Some(c) = v["names"].as_object() {
+        let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("name service: {}", line.join(", "));
+    }
 }

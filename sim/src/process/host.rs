@@ -84,7 +84,8 @@ impl std::fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-fn connect(dir: &Path, name: &str) -> Result<OwnedFd, AttachError> {
+/// Connects to board `name`'s control socket (with 5 s send and receive timeouts).
+pub(crate) fn connect(dir: &Path, name: &str) -> Result<OwnedFd, AttachError> {
     if !super::valid_name(name) {
         return Err(AttachError::Protocol(format!("bad board name {name:?}")));
     }

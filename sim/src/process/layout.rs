@@ -111,6 +111,95 @@ const _: () = assert!(core::mem::offset_of!(Welcome, message) == 88);
 /// The 8-byte messages a connection carries after the WELCOME (host to board): [`BYE_MAGIC`].
 pub const CONTROL_MSG_LEN: usize = 8;
 
+// ------------------------------------------------------------------ name service
+
+/// `NAMES.magic`: the bytes `ISMNAMES`, the first message of a name-service connection
+/// (section 3.5 of the spec); the board answers with the same 8 bytes.
+pub const NAMES_MAGIC: [u8; 8] = *b"ISMNAMES";
+
+/// `NameRequest.op`: a listening address (`server`) accepts SMC-D.
+pub const NAMES_REGISTER_LISTENER: u32 = 1;
+/// `NameRequest.op`: withdraw one registration of `server` made on this connection.
+pub const NAMES_UNREGISTER_LISTENER: u32 = 2;
+/// `NameRequest.op`: the connection `client` → `server` about to be made speaks CLC.
+pub const NAMES_REGISTER_CLIENT: u32 = 3;
+/// `NameRequest.op`: withdraw one registration of `client` → `server` made on this
+/// connection.
+pub const NAMES_UNREGISTER_CLIENT: u32 = 4;
+/// `NameRequest.op`: is a listener registered that a connection to `server` reaches?
+pub const NAMES_LOOKUP_LISTENER: u32 = 5;
+/// `NameRequest.op`: is `client` → `server` registered (by anyone)? If so, remove it.
+pub const NAMES_TAKE_CLIENT: u32 = 6;
+
+/// `NameReply.result`: not found (lookups), nothing to remove (unregistering).
+pub const NAMES_NOT_FOUND: u32 = 0;
+/// `NameReply.result`: done (registering, unregistering) or found (lookups).
+pub const NAMES_OK: u32 = 1;
+/// `NameReply.result`: the request was malformed (size, op, family).
+pub const NAMES_MALFORMED: u32 = 2;
+/// `NameReply.result`: this connection holds [`NAMES_MAX_PER_CONNECTION`] registrations.
+pub const NAMES_FULL: u32 = 3;
+/// Most registrations (listeners and clients together) one name-service connection holds.
+pub const NAMES_MAX_PER_CONNECTION: usize = 4096;
+
+/// `NameEndpoint.family`: no address (a field the op does not use).
+pub const NAMES_FAMILY_NONE: u16 = 0;
+/// `NameEndpoint.family`: IPv4 (the first 4 bytes of `addr`); IPv4-mapped IPv6 addresses
+/// are sent as IPv4.
+pub const NAMES_FAMILY_V4: u16 = 4;
+/// `NameEndpoint.family`: IPv6 (all 16 bytes of `addr`).
+pub const NAMES_FAMILY_V6: u16 = 6;
+
+/// An IP address and port in a name-service request.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct NameEndpoint {
+    /// [`NAMES_FAMILY_V4`], [`NAMES_FAMILY_V6`] or [`NAMES_FAMILY_NONE`].
+    pub family: U16,
+    /// The port.
+    pub port: U16,
+    /// The address in network byte order (IPv4: bytes 0..4, the rest 0).
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<NameEndpoint>() == 20);
+
+/// A name-service request (host to board), answered by one [`NameReply`].
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NameRequest {
+    /// `NAMES_REGISTER_LISTENER` ..= `NAMES_TAKE_CLIENT`.
+    pub op: U32,
+    /// Chosen by the host, echoed in the reply.
+    pub seq: U32,
+    /// The connecting side (client ops; [`NAMES_FAMILY_NONE`] for listener ops).
+    pub client: NameEndpoint,
+    /// The listening side: the listener's address, or the address a client connects to.
+    pub server: NameEndpoint,
+}
+
+const _: () = assert!(core::mem::size_of::<NameRequest>() == 48);
+const _: () = assert!(core::mem::offset_of!(NameRequest, client) == 8);
+const _: () = assert!(core::mem::offset_of!(NameRequest, server) == 28);
+
+/// The board's answer to a [`NameRequest`].
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NameReply {
+    /// The request's `op`.
+    pub op: U32,
+    /// The request's `seq`.
+    pub seq: U32,
+    /// [`NAMES_OK`], [`NAMES_NOT_FOUND`], [`NAMES_MALFORMED`] or [`NAMES_FULL`].
+    pub result: U32,
+    /// Reserved, 0.
+    pub reserved: U32,
+}
+
+const _: () = assert!(core::mem::size_of::<NameReply>() == 16);
+
 // ------------------------------------------------------------------ register object
 
 /// Store-block ring slots.
@@ -220,6 +309,44 @@ mod tests {
         let mut want = Vec::from(*b"ISMHELLO");
         want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]);
         assert_eq!(h.as_bytes(), &want[..]);
+    }
+
+    #[test]
+    fn name_service_golden_bytes() {
+        let mut server = NameEndpoint {
+            family: NAMES_FAMILY_V4.into(),
+            port: 7000.into(),
+            addr: [0; 16],
+        };
+        server.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let client = NameEndpoint {
+            family: NAMES_FAMILY_V6.into(),
+            port: 0x1234.into(),
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        };
+        let r = NameRequest {
+            op: NAMES_REGISTER_CLIENT.into(),
+            seq: 0x0a0b_0c0d.into(),
+            client,
+            server,
+        };
+        let mut want = vec![3, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a];
+        want.extend_from_slice(&[6, 0, 0x34, 0x12]);
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&[4, 0, 0x58, 0x1b, 127, 0, 0, 1]);
+        want.extend_from_slice(&[0; 12]);
+        assert_eq!(r.as_bytes(), &want[..]);
+        let reply = NameReply {
+            op: NAMES_TAKE_CLIENT.into(),
+            seq: 9.into(),
+            result: NAMES_OK.into(),
+            reserved: 0.into(),
+        };
+        assert_eq!(
+            reply.as_bytes(),
+            &[6, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(&NAMES_MAGIC, b"ISMNAMES");
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub mod dmbs;
 pub mod host;
 pub mod layout;
 pub mod local;
+pub mod names;
 pub mod page;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +38,7 @@ pub use host::{
     Attachment, ProcBus, ProcDriver, ProcHal, RawAttachment,
 };
 pub use local::LocalBoard;
+pub use names::NameClient;
 
 /// Environment variable that overrides the directory of board sockets.
 pub const DIR_ENV: &str = "ISM_SIM_DIR";

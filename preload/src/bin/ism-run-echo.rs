@@ -1,0 +1,698 @@
+//! `ism-run-echo`: a small TCP echo server and client for `ism-run`'s tests, written as any TCP program is
+//! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
+//!
+//! ```text
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
+//! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N]
+//! echo self ADDR
+//! echo probe ADDR
+//! echo epoll-connect ADDR --bytes N
+//! ```
+//! The server prints `listening on ADDR` once it listens, echoes every connection until
+//! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
+//! server speaks first (a line the client must read before sending). The client sends N
+//! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
+//! wrong (exit 1). `self` listens, connects to itself, then accepts (in one thread), and
+//! sends a line both ways. `probe` talks to a blocking echo server through the socket
+//! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
+//! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
+//! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
+//! `epoll-connect` adds a non-blocking socket to an epoll set *before* connecting (as
+//! nginx does for upstreams), then sends N bytes and verifies the echo, driven by epoll.
+
+use std::io::{Read, Write};
+use std::mem::size_of;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const GREETING: &[u8] = b"220 ism-run echo ready\r\n";
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(7) ^ (i / 251)) as u8
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(role), Some(addr)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: echo server|client ADDR [options]");
+        return ExitCode::from(2);
+    };
+    let mode = arg::<String>(&args, "--mode").unwrap_or_else(|| "blocking".into());
+    let greeting = args.iter().any(|a| a == "--greeting");
+    let r = match role.as_str() {
+        "self" => self_connect(addr),
+        "probe" => probe(addr),
+        "epoll-connect" => epoll_connect(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
+        "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
+        "client" => client(
+            addr,
+            arg(&args, "--bytes").unwrap_or(1 << 20),
+            arg(&args, "--chunk").unwrap_or(64 << 10),
+            &mode,
+            greeting,
+        ),
+        _ => Err("role must be server or client".into()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo {role}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+// ------------------------------------------------------------------ server
+
+fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    match mode {
+        "blocking" => {
+            let mut threads = Vec::new();
+            for _ in 0..count {
+                let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+                threads.push(std::thread::spawn(move || echo_blocking(s, greeting)));
+            }
+            for t in threads {
+                t.join().map_err(|_| "echo thread panicked")??;
+            }
+        }
+        "poll" | "epoll" => event_loop(&l, count, mode == "epoll", greeting)?,
+        m => return Err(format!("unknown mode {m}")),
+    }
+    println!("served {count}");
+    Ok(())
+}
+
+fn echo_blocking(mut s: TcpStream, greeting: bool) -> Result<(), String> {
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    if greeting {
+        s.write_all(GREETING)
+            .map_err(|e| format!("greeting: {e}"))?;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return s.shutdown(Shutdown::Write).map_err(|e| e.to_string());
+        }
+        s.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
+    }
+}
+
+/// One connection of the event loop: bytes read and not yet echoed.
+struct Conn {
+    s: TcpStream,
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+/// Reads what is there and writes what it can; `true` when the connection is done.
+fn pump(c: &mut Conn) -> Result<bool, String> {
+    let mut buf = [0u8; 16 << 10];
+    while !c.eof && c.pending.len() < 1 << 20 {
+        match c.s.read(&mut buf) {
+            Ok(0) => c.eof = true,
+            Ok(n) => c.pending.extend_from_slice(&buf[..n]),
+            Err(e) if would_block(&e) => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    while !c.pending.is_empty() {
+        match c.s.write(&c.pending) {
+            Ok(n) => {
+                c.pending.drain(..n);
+            }
+            Err(e) if would_block(&e) => break,
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    if c.eof && c.pending.is_empty() {
+        c.s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn accept_one(l: &TcpListener, greeting: bool) -> Result<Conn, String> {
+    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    if greeting {
+        (&s).write_all(GREETING)
+            .map_err(|e| format!("greeting: {e}"))?;
+    }
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Conn {
+        s,
+        pending: Vec::new(),
+        eof: false,
+    })
+}
+
+fn event_loop(l: &TcpListener, count: usize, epoll: bool, greeting: bool) -> Result<(), String> {
+    let deadline = Instant::now() + LIMIT * 4;
+    let mut conns: Vec<Conn> = Vec::new();
+    let (mut accepted, mut done) = (0usize, 0usize);
+    let ep = if epoll {
+        // SAFETY: plain epoll_create1.
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }
+    } else {
+        -1
+    };
+    let watch = |fd: i32, add: bool| {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32,
+            u64: fd as u64,
+        };
+        let op = if add {
+            libc::EPOLL_CTL_ADD
+        } else {
+            libc::EPOLL_CTL_DEL
+        };
+        // SAFETY: `ev` is a valid event for the call.
+        unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) };
+    };
+    if epoll {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: l.as_raw_fd() as u64,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) };
+    }
+    while done < count {
+        if Instant::now() > deadline {
+            return Err("event loop: timed out".into());
+        }
+        // Readiness of the listener and of each connection (index, readable).
+        let mut ready_listener = false;
+        let mut ready: Vec<i32> = Vec::new();
+        if epoll {
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
+            // SAFETY: `evs` has room for 64 events.
+            let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 64, 1000) };
+            for ev in evs.iter().take(n.max(0) as usize) {
+                let fd = ev.u64 as i32;
+                if fd == l.as_raw_fd() {
+                    ready_listener = true;
+                } else if ev.events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32
+                    != 0
+                    || conns
+                        .iter()
+                        .any(|c| c.s.as_raw_fd() == fd && !c.pending.is_empty())
+                {
+                    ready.push(fd);
+                }
+            }
+        } else {
+            let mut fds = vec![libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            for c in &conns {
+                let mut events = libc::POLLIN | libc::POLLRDHUP;
+                if !c.pending.is_empty() {
+                    events |= libc::POLLOUT;
+                }
+                fds.push(libc::pollfd {
+                    fd: c.s.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
+            }
+            // SAFETY: `fds` is a valid array of its length.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+            ready_listener = fds[0].revents != 0;
+            ready.extend(fds[1..].iter().filter(|f| f.revents != 0).map(|f| f.fd));
+        }
+        if ready_listener && accepted < count {
+            let c = accept_one(l, greeting)?;
+            accepted += 1;
+            if epoll {
+                watch(c.s.as_raw_fd(), true);
+            }
+            conns.push(c);
+        }
+        let mut k = 0;
+        while k < conns.len() {
+            let fd = conns[k].s.as_raw_fd();
+            if ready.contains(&fd) && pump(&mut conns[k])? {
+                if epoll {
+                    watch(fd, false);
+                }
+                conns.swap_remove(k);
+                done += 1;
+                continue;
+            }
+            k += 1;
+        }
+    }
+    if epoll {
+        // SAFETY: our own epoll descriptor.
+        unsafe { libc::close(ep) };
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ self
+
+fn self_connect(addr: &str) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let to = l.local_addr().map_err(|e| e.to_string())?;
+    let mut c = TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    c.write_all(b"ping").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    s.write_all(&b).map_err(|e| e.to_string())?;
+    c.read_exact(&mut b).map_err(|e| e.to_string())?;
+    if &b != b"ping" {
+        return Err("self: wrong bytes".into());
+    }
+    println!("ok self");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ probe
+
+static SIGPIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_sigpipe(_: libc::c_int) {
+    SIGPIPES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `poll` for `events`; the revents (0 on timeout).
+fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
+
+fn send_all(fd: i32, b: &[u8], flags: i32) -> Result<(), String> {
+    // SAFETY: a valid buffer of its length.
+    let n = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), flags) };
+    if n != b.len() as isize {
+        return Err(format!("send: {n} (errno {})", errno()));
+    }
+    Ok(())
+}
+
+fn recv_n(fd: i32, n: usize, flags: i32) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; n];
+    // SAFETY: a valid buffer of its length.
+    let k = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), n, flags) };
+    if k < 0 {
+        return Err(format!("recv: errno {}", errno()));
+    }
+    b.truncate(k as usize);
+    Ok(b)
+}
+
+fn probe(addr: &str) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: installs a handler that only touches an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
+    let fd = TcpStream::connect(addr)
+        .map_err(|e| format!("connect {addr}: {e}"))?
+        .into_raw_fd();
+    let ms = 10_000;
+    send_all(fd, b"hello", 0)?;
+    if poll1(fd, libc::POLLIN, ms) & libc::POLLIN == 0 {
+        return Err("echo never became readable".into());
+    }
+    let mut n: libc::c_int = 0;
+    let deadline = Instant::now() + LIMIT;
+    while n < 5 && Instant::now() < deadline {
+        // SAFETY: FIONREAD into an int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+            return Err(format!("FIONREAD: errno {}", errno()));
+        }
+    }
+    if n != 5 {
+        return Err(format!("FIONREAD says {n}, not 5"));
+    }
+    if recv_n(fd, 16, libc::MSG_PEEK)? != b"hello" {
+        return Err("MSG_PEEK".into());
+    }
+    if poll1(fd, libc::POLLIN, 0) & libc::POLLIN == 0 {
+        return Err("not readable after a peek".into());
+    }
+    if recv_n(fd, 16, 0)? != b"hello" {
+        return Err("read after peek".into());
+    }
+    if poll1(fd, libc::POLLIN, 100) != 0 {
+        return Err("readable with nothing to read".into());
+    }
+    // SAFETY: plain descriptor calls on our own descriptors.
+    let fd2 = unsafe { libc::dup(fd) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    send_all(fd2, b"world", 0)?;
+    if recv_n(fd2, 5, libc::MSG_WAITALL)? != b"world" {
+        return Err("MSG_WAITALL through a dup".into());
+    }
+    // SAFETY: as above.
+    let fd3 = unsafe { libc::fcntl(fd2, libc::F_DUPFD_CLOEXEC, 10) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd2) };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: SO_RCVTIMEO with a timeval of its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd3,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err("SO_RCVTIMEO".into());
+    }
+    let t = Instant::now();
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::recv(fd3, [0u8; 4].as_mut_ptr().cast(), 4, 0) };
+    if k != -1 || errno() != libc::EAGAIN || t.elapsed() < Duration::from_millis(150) {
+        return Err(format!(
+            "a timed-out read: {k}, errno {}, {:?}",
+            errno(),
+            t.elapsed()
+        ));
+    }
+    let mut dom: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_DOMAIN into an int.
+    unsafe {
+        libc::getsockopt(
+            fd3,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut dom).cast(),
+            &mut len,
+        )
+    };
+    if dom != libc::AF_INET {
+        return Err(format!("SO_DOMAIN {dom}"));
+    }
+    // SAFETY: zeroed sockaddr_storage is valid; getpeername writes at most `len`.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    unsafe { libc::getpeername(fd3, (&raw mut st).cast(), &mut len) };
+    // SAFETY: an AF_INET address (checked by SO_DOMAIN).
+    let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const st).cast()) };
+    let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    if Some(u16::from_be(sin.sin_port)) != port {
+        return Err("getpeername".into());
+    }
+    // SAFETY: shutdown of our descriptor.
+    unsafe { libc::shutdown(fd3, libc::SHUT_WR) };
+    let ev = poll1(fd3, libc::POLLIN | libc::POLLRDHUP, ms);
+    if ev & libc::POLLRDHUP == 0 {
+        return Err(format!("no POLLRDHUP after the peer closed: {ev:#x}"));
+    }
+    if !recv_n(fd3, 4, 0)?.is_empty() {
+        return Err("end of stream expected".into());
+    }
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::send(fd3, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+    if k != -1 || errno() != libc::EPIPE || SIGPIPES.load(std::sync::atomic::Ordering::SeqCst) != 0
+    {
+        return Err(format!("send after shutdown: {k}, errno {}", errno()));
+    }
+    // SAFETY: a valid buffer.
+    let k = unsafe { libc::write(fd3, b"x".as_ptr().cast(), 1) };
+    if k != -1 || errno() != libc::EPIPE || SIGPIPES.load(std::sync::atomic::Ordering::SeqCst) != 1
+    {
+        return Err(format!(
+            "write after shutdown: {k}, errno {}, {} SIGPIPE",
+            errno(),
+            SIGPIPES.load(std::sync::atomic::Ordering::SeqCst)
+        ));
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd3) };
+    println!("ok probe");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ epoll-connect
+
+fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
+    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: plain socket and epoll calls on descriptors made here.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    // SAFETY: as above.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 || ep < 0 {
+        return Err("socket/epoll".into());
+    }
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32,
+        u64: 7,
+    };
+    // SAFETY: a valid event.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(format!("epoll_ctl: errno {}", errno()));
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if r != 0 && errno() != libc::EINPROGRESS {
+        return Err(format!("connect: errno {}", errno()));
+    }
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let (mut sent, mut got, mut shut) = (0usize, 0usize, false);
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("timed out: sent {sent}, got {got}"));
+        }
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: room for 4 events.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 1000) };
+        for e in evs.iter().take(n.max(0) as usize) {
+            let flags = e.events;
+            if flags & libc::EPOLLOUT as u32 != 0 && sent < bytes {
+                let end = (sent + (64 << 10)).min(bytes);
+                // SAFETY: a valid buffer of its length.
+                let k = unsafe { libc::send(fd, data[sent..end].as_ptr().cast(), end - sent, 0) };
+                if k > 0 {
+                    sent += k as usize;
+                } else if errno() != libc::EAGAIN {
+                    return Err(format!("send: errno {}", errno()));
+                }
+            }
+            if sent == bytes && !shut {
+                // SAFETY: our socket.
+                unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                shut = true;
+                let mut ev = libc::epoll_event {
+                    events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                    u64: 7,
+                };
+                // SAFETY: a valid event.
+                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                loop {
+                    // SAFETY: a valid buffer of its length.
+                    let k = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    if k > 0 {
+                        check(&buf[..k as usize], got)?;
+                        got += k as usize;
+                    } else if k == 0 {
+                        if got != bytes {
+                            return Err(format!("got {got} of {bytes} bytes back"));
+                        }
+                        // SAFETY: our descriptors.
+                        unsafe { libc::close(fd) };
+                        // SAFETY: as above.
+                        unsafe { libc::close(ep) };
+                        println!("ok {bytes} bytes");
+                        return Ok(());
+                    } else if errno() == libc::EAGAIN {
+                        break;
+                    } else {
+                        return Err(format!("recv: errno {}", errno()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ client
+
+fn read_greeting(s: &mut TcpStream) -> Result<(), String> {
+    let mut g = vec![0u8; GREETING.len()];
+    s.read_exact(&mut g).map_err(|e| format!("greeting: {e}"))?;
+    if g != GREETING {
+        return Err(format!("greeting: got {:?}", String::from_utf8_lossy(&g)));
+    }
+    Ok(())
+}
+
+fn check(got: &[u8], from: usize) -> Result<(), String> {
+    for (k, &b) in got.iter().enumerate() {
+        if b != pattern(from + k) {
+            return Err(format!("byte {} differs", from + k));
+        }
+    }
+    Ok(())
+}
+
+fn client(
+    addr: &str,
+    bytes: usize,
+    chunk: usize,
+    mode: &str,
+    greeting: bool,
+) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    if greeting {
+        read_greeting(&mut s)?;
+    }
+    match mode {
+        "blocking" => {
+            let mut w = s.try_clone().map_err(|e| e.to_string())?;
+            let chunk = chunk.max(1);
+            let writer = std::thread::spawn(move || -> Result<(), String> {
+                let data: Vec<u8> = (0..bytes).map(pattern).collect();
+                for c in data.chunks(chunk) {
+                    w.write_all(c).map_err(|e| format!("write: {e}"))?;
+                }
+                w.shutdown(Shutdown::Write).map_err(|e| e.to_string())
+            });
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                check(&buf[..n], got)?;
+                got += n;
+            }
+            writer.join().map_err(|_| "writer panicked")??;
+            if got != bytes {
+                return Err(format!("got {got} of {bytes} bytes back"));
+            }
+        }
+        "poll" => poll_client(&s, bytes, chunk)?,
+        m => return Err(format!("unknown mode {m}")),
+    }
+    println!("ok {bytes} bytes");
+    Ok(())
+}
+
+fn poll_client(s: &TcpStream, bytes: usize, chunk: usize) -> Result<(), String> {
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + LIMIT * 4;
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let (mut sent, mut got, mut shut) = (0usize, 0usize, false);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("timed out: sent {sent}, got {got}"));
+        }
+        let mut events = libc::POLLIN;
+        if sent < bytes {
+            events |= libc::POLLOUT;
+        }
+        let mut p = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 1000) };
+        if sent < bytes {
+            let end = (sent + chunk.max(1)).min(bytes);
+            match (&*s).write(&data[sent..end]) {
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        if sent == bytes && !shut {
+            s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+            shut = true;
+        }
+        loop {
+            match (&*s).read(&mut buf) {
+                Ok(0) => {
+                    if got != bytes {
+                        return Err(format!("got {got} of {bytes} bytes back"));
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    check(&buf[..n], got)?;
+                    got += n;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,1167 @@
+//! The interposed C functions. Each first asks the table whether its descriptor is tracked
+//! (one atomic load) and, if not, calls the real function at once: `errno` is then exactly
+//! what the real call set. `connect`, `listen` and `accept` of candidate sockets do more
+//! (see `docs/ism-run.md`), and restore `errno` on success to what it was on entry.
+//!
+//! The symbols are exported only from the cdylib build (not from this crate's unit-test
+//! binary, which would otherwise interpose its own C library).
+
+// The unit-test build exports nothing (see above), so the hooks are unused there.
+#![cfg_attr(test, allow(dead_code))]
+
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use ism_host_driver::smcd::Stream;
+use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::net;
+use crate::real::{errno, fail, real, set_errno};
+use crate::runtime::{runtime, Runtime};
+use crate::smc::{fd_nonblocking, RecvFlags, SmcFd};
+use crate::table::{Bitmap, Table};
+
+/// What a tracked descriptor is.
+pub enum Entry {
+    /// An SMC-D connection.
+    Smc(SmcFd),
+    /// A listening socket registered with the board's name service.
+    Listener(ListenerReg),
+}
+
+/// A listener's registration, withdrawn when its last descriptor is closed.
+pub struct ListenerReg {
+    /// The registered address; `None`: no board and `--require-smc`, so every accepted
+    /// connection is refused.
+    addr: Option<SocketAddr>,
+}
+
+impl Drop for ListenerReg {
+    fn drop(&mut self) {
+        if let (Some(n), Some(a)) = (runtime().names.as_ref(), self.addr) {
+            runtime().own_listener(a, false);
+            let _ = n.unregister_listener(a);
+        }
+    }
+}
+
+static TABLE: Table<Entry> = Table::new();
+
+/// Candidate sockets registered with epoll (descriptors with an entry in `EPOLL_REGS`).
+static EPOLL_FDS: Bitmap = Bitmap::new();
+/// Their registrations: descriptor → (epoll descriptor, event). When such a socket becomes
+/// SMC-D, its registrations are moved from the TCP socket's open file (which the library
+/// keeps) to the doorbell socket that takes its number.
+type EpollRegs = HashMap<c_int, Vec<(c_int, libc::epoll_event)>>;
+static EPOLL_REGS: Mutex<Option<EpollRegs>> = Mutex::new(None);
+
+fn epoll_regs() -> std::sync::MutexGuard<'static, Option<EpollRegs>> {
+    EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets `fd`'s registrations (all, or those in `epfd`).
+fn epoll_forget(fd: c_int, epfd: Option<c_int>) {
+    let mut g = epoll_regs();
+    if let Some(m) = g.as_mut() {
+        if let Some(v) = m.get_mut(&fd) {
+            v.retain(|(e, _)| epfd.is_some_and(|x| x != *e));
+            if v.is_empty() {
+                m.remove(&fd);
+                EPOLL_FDS.set(fd, false);
+            }
+        }
+    }
+}
+
+/// Runs `f`; a panic becomes `-1` with `EIO` instead of unwinding into C.
+fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(libc::EIO))
+}
+
+/// The SMC-D connection behind `fd`, if it is one.
+fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
+    TABLE.get(fd).filter(|e| matches!(**e, Entry::Smc(_)))
+}
+
+macro_rules! smc {
+    ($e:expr) => {
+        match &*$e {
+            Entry::Smc(s) => s,
+            Entry::Listener(_) => unreachable!("smc_of returns connections only"),
+        }
+    };
+}
+
+/// Calls a real function, or fails with `ENOSYS` if the C library has none.
+macro_rules! call_real {
+    ($name:ident($($a:expr),*)) => {
+        match real().$name {
+            // SAFETY: the caller's arguments, passed on unchanged to the function it meant
+            // to call, under the same contract.
+            Some(f) => unsafe { f($($a),*) },
+            None => fail(libc::ENOSYS),
+        }
+    };
+}
+
+/// Set when the process exits: connections are being closed under threads that may still
+/// be writing; their `EPIPE` then raises no `SIGPIPE` (a TCP socket is not closed before
+/// the process is gone, so its writers never see one at exit).
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Closes every SMC-D connection (at exit).
+pub fn close_all() {
+    EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
+    for (_, e) in TABLE.drain() {
+        if let Entry::Smc(s) = &*e {
+            let _ = s.stream().shutdown(std::net::Shutdown::Write);
+            if let Some(c) = s.stream().conn() {
+                c.close();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ data calls
+
+fn raise_sigpipe() {
+    // SAFETY: sends SIGPIPE to the calling thread, as the kernel does for a TCP socket.
+    unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGPIPE) };
+}
+
+/// `recv` on an SMC-D descriptor into `len` bytes at `buf`.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes (or `len` 0).
+unsafe fn smc_recv(e: &Entry, fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    let s = smc!(e);
+    let slice: &mut [u8] = if len == 0 || buf.is_null() {
+        &mut []
+    } else {
+        // SAFETY: the caller's buffer of `len` bytes.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+    };
+    match s.recv(fd, slice, RecvFlags::of(fd, flags)) {
+        Ok(n) => n as ssize_t,
+        Err(e) => fail(e),
+    }
+}
+
+/// `send` on an SMC-D descriptor of `len` bytes at `buf`.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of reads (or `len` 0).
+unsafe fn smc_send(e: &Entry, fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    let s = smc!(e);
+    let slice: &[u8] = if len == 0 || buf.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller's buffer of `len` bytes.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+    };
+    let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
+    match s.send(slice, dontwait) {
+        Ok(n) => n as ssize_t,
+        Err(libc::EPIPE) => {
+            if flags & libc::MSG_NOSIGNAL == 0 && !EXITING.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                raise_sigpipe();
+            }
+            fail(libc::EPIPE)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// The iovecs as slices.
+///
+/// # Safety
+/// `iov` must point to `n` valid iovecs (or `n` 0).
+unsafe fn iovecs<'a>(iov: *const iovec, n: c_int) -> &'a [iovec] {
+    if iov.is_null() || n <= 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's array of `n` iovecs.
+        unsafe { std::slice::from_raw_parts(iov, n as usize) }
+    }
+}
+
+/// `recvmsg`/`readv` on an SMC-D descriptor: one receive into a buffer, scattered.
+///
+/// # Safety
+/// Every iovec must be valid for writes of its length.
+unsafe fn smc_recv_iov(e: &Entry, fd: c_int, iov: &[iovec], flags: c_int) -> ssize_t {
+    let total: usize = iov.iter().map(|v| v.iov_len).sum();
+    let mut tmp = vec![0u8; total];
+    // SAFETY: `tmp` is valid for `total` bytes.
+    let n = unsafe { smc_recv(e, fd, tmp.as_mut_ptr().cast(), total, flags) };
+    if n <= 0 {
+        return n;
+    }
+    let mut off = 0usize;
+    for v in iov {
+        if off >= n as usize {
+            break;
+        }
+        let k = v.iov_len.min(n as usize - off);
+        if k > 0 {
+            // SAFETY: the iovec's buffer has room for `k <= iov_len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(tmp[off..].as_ptr(), v.iov_base.cast(), k) };
+        }
+        off += k;
+    }
+    n
+}
+
+/// `sendmsg`/`writev` on an SMC-D descriptor: gathered, then one send.
+///
+/// # Safety
+/// Every iovec must be valid for reads of its length.
+unsafe fn smc_send_iov(e: &Entry, fd: c_int, iov: &[iovec], flags: c_int) -> ssize_t {
+    let mut tmp = Vec::with_capacity(iov.iter().map(|v| v.iov_len).sum());
+    for v in iov {
+        if v.iov_len > 0 && !v.iov_base.is_null() {
+            // SAFETY: the iovec's buffer of `iov_len` bytes.
+            tmp.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+            });
+        }
+    }
+    // SAFETY: `tmp` is valid for its length.
+    unsafe { smc_send(e, fd, tmp.as_ptr().cast(), tmp.len(), flags) }
+}
+
+/// `read`.
+///
+/// # Safety
+/// As the C library's `read`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(read(fd, buf, n));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's buffer.
+        Some(e) => unsafe { smc_recv(&e, fd, buf, n, 0) },
+        None => call_real!(read(fd, buf, n)),
+    })
+}
+
+/// `__read_chk` (`read` under `_FORTIFY_SOURCE`).
+///
+/// # Safety
+/// As the C library's `__read_chk`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(__read_chk(fd, buf, n, buflen));
+    }
+    if n > buflen {
+        // What the C library's check does: a buffer overflow is fatal.
+        return call_real!(__read_chk(fd, buf, n, buflen));
+    }
+    // SAFETY: as `read`.
+    unsafe { read(fd, buf, n) }
+}
+
+/// `write`.
+///
+/// # Safety
+/// As the C library's `write`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(write(fd, buf, n));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's buffer.
+        Some(e) => unsafe { smc_send(&e, fd, buf, n, 0) },
+        None => call_real!(write(fd, buf, n)),
+    })
+}
+
+/// `readv`.
+///
+/// # Safety
+/// As the C library's `readv`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(readv(fd, iov, cnt));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's iovecs.
+        Some(e) => unsafe { smc_recv_iov(&e, fd, iovecs(iov, cnt), 0) },
+        None => call_real!(readv(fd, iov, cnt)),
+    })
+}
+
+/// `writev`.
+///
+/// # Safety
+/// As the C library's `writev`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(writev(fd, iov, cnt));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's iovecs.
+        Some(e) => unsafe { smc_send_iov(&e, fd, iovecs(iov, cnt), 0) },
+        None => call_real!(writev(fd, iov, cnt)),
+    })
+}
+
+/// `recv`.
+///
+/// # Safety
+/// As the C library's `recv`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(recv(fd, buf, n, flags));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's buffer.
+        Some(e) => unsafe { smc_recv(&e, fd, buf, n, flags) },
+        None => call_real!(recv(fd, buf, n, flags)),
+    })
+}
+
+/// `__recv_chk` (`recv` under `_FORTIFY_SOURCE`).
+///
+/// # Safety
+/// As the C library's `__recv_chk`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) || n > buflen {
+        return call_real!(__recv_chk(fd, buf, n, buflen, flags));
+    }
+    // SAFETY: as `recv`.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
+/// `send`.
+///
+/// # Safety
+/// As the C library's `send`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(send(fd, buf, n, flags));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's buffer.
+        Some(e) => unsafe { smc_send(&e, fd, buf, n, flags) },
+        None => call_real!(send(fd, buf, n, flags)),
+    })
+}
+
+/// `recvfrom` (on a connection the address, if asked for, is left untouched with length
+/// 0, as TCP does).
+///
+/// # Safety
+/// As the C library's `recvfrom`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(recvfrom(fd, buf, n, flags, addr, len));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            if !addr.is_null() && !len.is_null() {
+                // SAFETY: the caller's length word.
+                unsafe { *len = 0 };
+            }
+            // SAFETY: the caller's buffer.
+            unsafe { smc_recv(&e, fd, buf, n, flags) }
+        }
+        None => call_real!(recvfrom(fd, buf, n, flags, addr, len)),
+    })
+}
+
+/// `__recvfrom_chk` (`recvfrom` under `_FORTIFY_SOURCE`).
+///
+/// # Safety
+/// As the C library's `__recvfrom_chk`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) || n > buflen {
+        return call_real!(__recvfrom_chk(fd, buf, n, buflen, flags, addr, len));
+    }
+    // SAFETY: as `recvfrom`.
+    unsafe { recvfrom(fd, buf, n, flags, addr, len) }
+}
+
+/// `sendto` (the address is ignored on a connection, as TCP does).
+///
+/// # Safety
+/// As the C library's `sendto`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(sendto(fd, buf, n, flags, addr, len));
+    }
+    guarded(|| match smc_of(fd) {
+        // SAFETY: the caller's buffer.
+        Some(e) => unsafe { smc_send(&e, fd, buf, n, flags) },
+        None => call_real!(sendto(fd, buf, n, flags, addr, len)),
+    })
+}
+
+/// `recvmsg` (no control messages and no address on an SMC-D descriptor).
+///
+/// # Safety
+/// As the C library's `recvmsg`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(recvmsg(fd, msg, flags));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            if msg.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's message header.
+            let m = unsafe { &mut *msg };
+            // SAFETY: the caller's iovecs.
+            let n =
+                unsafe { smc_recv_iov(&e, fd, iovecs(m.msg_iov, m.msg_iovlen as c_int), flags) };
+            if n >= 0 {
+                m.msg_namelen = 0;
+                m.msg_controllen = 0;
+                m.msg_flags = 0;
+            }
+            n
+        }
+        None => call_real!(recvmsg(fd, msg, flags)),
+    })
+}
+
+/// `sendmsg` (the address and control messages are ignored on an SMC-D descriptor).
+///
+/// # Safety
+/// As the C library's `sendmsg`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(sendmsg(fd, msg, flags));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            if msg.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's message header.
+            let m = unsafe { &*msg };
+            // SAFETY: the caller's iovecs.
+            unsafe { smc_send_iov(&e, fd, iovecs(m.msg_iov, m.msg_iovlen as c_int), flags) }
+        }
+        None => call_real!(sendmsg(fd, msg, flags)),
+    })
+}
+
+// ------------------------------------------------------------------------ socket calls
+
+/// `shutdown`.
+///
+/// # Safety
+/// As the C library's `shutdown`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(shutdown(fd, how));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => match smc!(e).shutdown(how) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        None => call_real!(shutdown(fd, how)),
+    })
+}
+
+/// `getsockopt`: on an SMC-D descriptor, answered by its TCP socket.
+///
+/// # Safety
+/// As the C library's `getsockopt`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(getsockopt(fd, level, name, val, len));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            let tcp = smc!(e).tcp_fd();
+            call_real!(getsockopt(tcp, level, name, val, len))
+        }
+        None => call_real!(getsockopt(fd, level, name, val, len)),
+    })
+}
+
+/// `setsockopt`: on an SMC-D descriptor, applied to its TCP socket; `SO_RCVTIMEO` and
+/// `SO_SNDTIMEO` also limit the SMC-D reads and writes.
+///
+/// # Safety
+/// As the C library's `setsockopt`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(setsockopt(fd, level, name, val, len));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            let s = smc!(e);
+            let r = call_real!(setsockopt(s.tcp_fd(), level, name, val, len));
+            let timeo = level == libc::SOL_SOCKET
+                && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO);
+            if r == 0 && timeo && !val.is_null() && len as usize >= size_of::<libc::timeval>() {
+                // SAFETY: the caller's option value holds a `timeval` (checked length).
+                let tv: libc::timeval = unsafe { std::ptr::read_unaligned(val.cast()) };
+                let t = std::time::Duration::new(
+                    tv.tv_sec.max(0) as u64,
+                    (tv.tv_usec.clamp(0, 999_999) * 1000) as u32,
+                );
+                s.set_timeout(name == libc::SO_RCVTIMEO, Some(t));
+            }
+            r
+        }
+        None => call_real!(setsockopt(fd, level, name, val, len)),
+    })
+}
+
+/// `getsockname`: on an SMC-D descriptor, its TCP socket's address.
+///
+/// # Safety
+/// As the C library's `getsockname`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(getsockname(fd, addr, len));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            let tcp = smc!(e).tcp_fd();
+            call_real!(getsockname(tcp, addr, len))
+        }
+        None => call_real!(getsockname(fd, addr, len)),
+    })
+}
+
+/// `getpeername`: on an SMC-D descriptor, its TCP socket's peer.
+///
+/// # Safety
+/// As the C library's `getpeername`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return call_real!(getpeername(fd, addr, len));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            let tcp = smc!(e).tcp_fd();
+            call_real!(getpeername(tcp, addr, len))
+        }
+        None => call_real!(getpeername(fd, addr, len)),
+    })
+}
+
+/// `ioctl` (declared with one pointer argument: on x86-64 and AArch64 Linux a variadic
+/// argument travels where a fixed one does). `FIONREAD` on an SMC-D descriptor counts the
+/// bytes readable over SMC-D; everything else goes to the real call.
+///
+/// # Safety
+/// As the C library's `ioctl`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if !TABLE.maybe_tracked(fd) || req != libc::FIONREAD {
+        return call_real!(ioctl(fd, req, arg));
+    }
+    guarded(|| match smc_of(fd) {
+        Some(e) => {
+            if arg.is_null() {
+                return fail(libc::EFAULT);
+            }
+            let n = c_int::try_from(smc!(e).readable()).unwrap_or(c_int::MAX);
+            // SAFETY: FIONREAD's argument is the caller's `int`.
+            unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), n) };
+            0
+        }
+        None => call_real!(ioctl(fd, req, arg)),
+    })
+}
+
+// ------------------------------------------------------------------------ descriptors
+
+/// Records `new` as a duplicate of `old` (after a successful `dup*`); what `new` referred
+/// to before is dropped here, outside the table's lock.
+fn after_dup(old: c_int, new: c_int) {
+    if new >= 0 && old != new && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
+        let saved = errno();
+        drop(TABLE.alias(old, new));
+        set_errno(saved);
+    }
+}
+
+/// `close`: the last descriptor of an SMC-D connection ends it (the peer reads end of
+/// stream); the last one of a registered listener withdraws its registration.
+///
+/// # Safety
+/// As the C library's `close`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if !TABLE.maybe_tracked(fd) && !EPOLL_FDS.maybe(fd) {
+        return call_real!(close(fd));
+    }
+    guarded(|| {
+        if EPOLL_FDS.maybe(fd) {
+            epoll_forget(fd, None);
+        }
+        let entry = TABLE.remove(fd);
+        let r: c_int = call_real!(close(fd));
+        let saved = errno();
+        drop(entry);
+        set_errno(saved);
+        r
+    })
+}
+
+/// `dup`.
+///
+/// # Safety
+/// As the C library's `dup`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let new: c_int = call_real!(dup(fd));
+    if TABLE.maybe_tracked(fd) {
+        guarded(|| {
+            after_dup(fd, new);
+            0
+        });
+    }
+    new
+}
+
+/// `dup2`.
+///
+/// # Safety
+/// As the C library's `dup2`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    let r: c_int = call_real!(dup2(old, new));
+    if r >= 0 && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
+        guarded(|| {
+            after_dup(old, r);
+            0
+        });
+    }
+    r
+}
+
+/// `dup3`.
+///
+/// # Safety
+/// As the C library's `dup3`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let r: c_int = call_real!(dup3(old, new, flags));
+    if r >= 0 && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
+        guarded(|| {
+            after_dup(old, r);
+            0
+        });
+    }
+    r
+}
+
+fn fcntl_common(
+    f: Option<unsafe extern "C" fn(c_int, c_int, ...) -> c_int>,
+    fd: c_int,
+    cmd: c_int,
+    arg: c_ulong,
+) -> c_int {
+    let Some(f) = f else {
+        return fail(libc::ENOSYS);
+    };
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { f(fd, cmd, arg) };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && TABLE.maybe_tracked(fd) {
+        guarded(|| {
+            after_dup(fd, r);
+            0
+        });
+    }
+    r
+}
+
+/// `fcntl` (declared with one integer argument, as `ioctl`): `F_DUPFD` and
+/// `F_DUPFD_CLOEXEC` of an SMC-D descriptor give another descriptor of the connection.
+///
+/// # Safety
+/// As the C library's `fcntl`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(real().fcntl, fd, cmd, arg)
+}
+
+/// `fcntl64` (what `fcntl` is with `_FILE_OFFSET_BITS=64`).
+///
+/// # Safety
+/// As the C library's `fcntl64`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(real().fcntl64.or(real().fcntl), fd, cmd, arg)
+}
+
+/// `epoll_ctl`: registrations of sockets that may still become SMC-D (stream sockets
+/// without a peer yet) are recorded, so that a socket added to an epoll set before its
+/// `connect` keeps its registration when it becomes SMC-D (see `install`).
+///
+/// # Safety
+/// As the C library's `epoll_ctl`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    let r: c_int = call_real!(epoll_ctl(epfd, op, fd, ev));
+    if r != 0 || TABLE.maybe_tracked(fd) {
+        return r;
+    }
+    if op == libc::EPOLL_CTL_DEL {
+        if EPOLL_FDS.maybe(fd) {
+            guarded(|| {
+                epoll_forget(fd, Some(epfd));
+                0
+            });
+        }
+        return r;
+    }
+    if ev.is_null() {
+        return r;
+    }
+    let saved = errno();
+    if net::is_inet_stream(fd) && net::peer_addr(fd).is_none() {
+        // SAFETY: the caller's event, read once.
+        let e = unsafe { *ev };
+        guarded(|| {
+            let mut g = epoll_regs();
+            let v = g.get_or_insert_with(HashMap::new).entry(fd).or_default();
+            match v.iter_mut().find(|(x, _)| *x == epfd) {
+                Some(slot) => slot.1 = e,
+                None => v.push((epfd, e)),
+            }
+            EPOLL_FDS.set(fd, true);
+            0
+        });
+    }
+    set_errno(saved);
+    r
+}
+
+// ------------------------------------------------------------------------ connections
+
+fn set_flags(fd: c_int, flags: c_int) {
+    if let Some(f) = real().fcntl {
+        // SAFETY: F_SETFL with an integer argument.
+        unsafe { f(fd, libc::F_SETFL, flags) };
+    }
+}
+
+fn get_flags(fd: c_int) -> c_int {
+    match real().fcntl {
+        // SAFETY: F_GETFL takes no argument.
+        Some(f) => unsafe { f(fd, libc::F_GETFL, 0) },
+        None => 0,
+    }
+}
+
+fn dup_high(fd: c_int) -> c_int {
+    match real().fcntl {
+        Some(f) => {
+            // SAFETY: duplicates `fd` at or above 512, close-on-exec.
+            let n = unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 512) };
+            if n >= 0 {
+                n
+            } else {
+                // SAFETY: as above, anywhere.
+                unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) }
+            }
+        }
+        None => -1,
+    }
+}
+
+/// The socket options the handshake changes, to put back on a socket that stays TCP.
+struct SavedOpts {
+    rcvtimeo: Option<std::time::Duration>,
+    nodelay: bool,
+}
+
+fn save_opts(tcp: &std::net::TcpStream) -> SavedOpts {
+    SavedOpts {
+        rcvtimeo: tcp.read_timeout().ok().flatten(),
+        nodelay: tcp.nodelay().unwrap_or(false),
+    }
+}
+
+fn restore_opts(fd: c_int, o: &SavedOpts) {
+    // SAFETY: borrowed for these two calls only; `ManuallyDrop` keeps it from closing `fd`.
+    let tcp = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let _ = tcp.set_read_timeout(o.rcvtimeo);
+    let _ = tcp.set_nodelay(o.nodelay);
+}
+
+/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`.
+fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c_int> {
+    let (smc, a) = SmcFd::new(stream, tcp)?;
+    set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+    let cloexec = match real().fcntl {
+        // SAFETY: F_GETFD takes no argument.
+        Some(f) => (unsafe { f(app, libc::F_GETFD, 0) } & libc::FD_CLOEXEC) != 0,
+        None => false,
+    };
+    let entry = Arc::new(Entry::Smc(smc));
+    drop(TABLE.insert(app, entry.clone()));
+    // epoll registrations made before connect are on the TCP socket's file: take them off
+    // (only those that really exist: the DEL must succeed), to put them on A below.
+    let regs = if EPOLL_FDS.maybe(app) {
+        let r = epoll_regs().as_mut().and_then(|m| m.remove(&app));
+        EPOLL_FDS.set(app, false);
+        r.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let moved: Vec<(c_int, libc::epoll_event)> = regs
+        .into_iter()
+        .filter(|(epfd, _)| {
+            let r: c_int = call_real!(epoll_ctl(
+                *epfd,
+                libc::EPOLL_CTL_DEL,
+                app,
+                std::ptr::null_mut()
+            ));
+            r == 0
+        })
+        .collect();
+    let r: c_int = call_real!(dup3(
+        a.as_raw_fd(),
+        app,
+        if cloexec { libc::O_CLOEXEC } else { 0 }
+    ));
+    for (epfd, mut ev) in moved {
+        let _: c_int = call_real!(epoll_ctl(epfd, libc::EPOLL_CTL_ADD, app, &mut ev));
+    }
+    if r < 0 {
+        let e = errno();
+        drop(TABLE.remove(app));
+        return Err(e);
+    }
+    drop(a);
+    smc!(entry).ring();
+    Ok(())
+}
+
+/// What became of a handshake.
+enum Handshake {
+    Smc,
+    Fallback(String),
+    Failed(c_int, String),
+}
+
+/// Runs a handshake on the connected or accepted `app` (blocking, whatever the program's
+/// mode) and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards.
+fn handshake(rt: &Runtime, app: c_int, client: bool) -> Handshake {
+    let flags = get_flags(app);
+    if flags & libc::O_NONBLOCK != 0 {
+        set_flags(app, flags & !libc::O_NONBLOCK);
+    }
+    let r = handshake_blocking(rt, app, client, flags);
+    set_flags(app, flags);
+    r
+}
+
+fn handshake_blocking(rt: &Runtime, app: c_int, client: bool, flags: c_int) -> Handshake {
+    let Some(stack) = rt.stack() else {
+        return Handshake::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
+    };
+    let tcp = dup_high(app);
+    if tcp < 0 {
+        return Handshake::Failed(errno(), "no descriptor for the TCP socket".into());
+    }
+    // SAFETY: `tcp` is a new descriptor that nobody else owns.
+    let sock = unsafe { std::net::TcpStream::from_raw_fd(tcp) };
+    let saved = save_opts(&sock);
+    let r = if client {
+        Stream::client_on(&stack, sock)
+    } else {
+        Stream::server_on(&stack, sock)
+    };
+    match r {
+        Ok(s) if s.is_smc() => match install(app, s, tcp, flags) {
+            Ok(()) => Handshake::Smc,
+            Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
+        },
+        Ok(s) => {
+            restore_opts(app, &saved);
+            let why = s
+                .fallback_reason()
+                .map_or_else(|| "fallback".to_owned(), |r| r.to_string());
+            drop(s);
+            Handshake::Fallback(why)
+        }
+        Err(e) => Handshake::Failed(
+            if client {
+                libc::ECONNREFUSED
+            } else {
+                libc::ECONNABORTED
+            },
+            e.to_string(),
+        ),
+    }
+}
+
+/// `connect`: to a destination with a listener registered on the board, connects (blocking,
+/// also for a non-blocking socket: see docs/ism-run.md) and runs the CLC client handshake;
+/// to anything else, plain TCP.
+///
+/// # Safety
+/// As the C library's `connect`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if TABLE.maybe_tracked(fd) && smc_of(fd).is_some() {
+        return fail(libc::EISCONN);
+    }
+    // SAFETY: the caller's address of `len` bytes.
+    let Some(dest) = (unsafe { net::from_c(addr, len) }) else {
+        return call_real!(connect(fd, addr, len));
+    };
+    let entry_errno = errno();
+    if !net::is_inet_stream(fd) {
+        set_errno(entry_errno);
+        return call_real!(connect(fd, addr, len));
+    }
+    guarded(|| {
+        let rt = runtime();
+        let Some(names) = rt.names.as_ref() else {
+            if rt.cfg.require_smc {
+                return fail(libc::ECONNREFUSED);
+            }
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        };
+        if rt.reaches_own_listener(dest) {
+            rt.debug(|| format!("connect {dest}: a listener of this process: TCP"));
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        }
+        if !names.lookup_listener(dest).unwrap_or(false) {
+            rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        }
+        let Some(local) = net::bind_for(fd, dest) else {
+            rt.debug(|| format!("connect {dest}: cannot bind a local port: TCP"));
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        };
+        if names.register_client(local, dest).is_err() {
+            set_errno(entry_errno);
+            return call_real!(connect(fd, addr, len));
+        }
+        let flags = get_flags(fd);
+        if flags & libc::O_NONBLOCK != 0 {
+            set_flags(fd, flags & !libc::O_NONBLOCK);
+        }
+        let r: c_int = call_real!(connect(fd, addr, len));
+        if r != 0 {
+            let e = errno();
+            set_flags(fd, flags);
+            let _ = names.unregister_client(local, dest);
+            return fail(e);
+        }
+        set_flags(fd, flags);
+        match handshake(rt, fd, true) {
+            Handshake::Smc => {
+                rt.debug(|| format!("connect {local} -> {dest}: SMC-D"));
+                set_errno(entry_errno);
+                0
+            }
+            Handshake::Fallback(why) => {
+                rt.debug(|| format!("connect {local} -> {dest}: TCP (declined: {why})"));
+                set_errno(entry_errno);
+                0
+            }
+            Handshake::Failed(e, why) => {
+                rt.debug(|| format!("connect {local} -> {dest}: handshake failed: {why}"));
+                let _ = call_real!(shutdown(fd, libc::SHUT_RDWR));
+                fail(e)
+            }
+        }
+    })
+}
+
+/// `listen`: a candidate socket's address is registered with the board's name service
+/// (and the function attached, so that the first accept does not wait for it).
+///
+/// # Safety
+/// As the C library's `listen`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let r: c_int = call_real!(listen(fd, backlog));
+    if r != 0 || TABLE.maybe_tracked(fd) {
+        return r;
+    }
+    let entry_errno = errno();
+    if !net::is_inet_stream(fd) {
+        set_errno(entry_errno);
+        return r;
+    }
+    guarded(|| {
+        let rt = runtime();
+        match (rt.names.as_ref(), net::local_addr(fd)) {
+            (Some(names), Some(addr)) if names.register_listener(addr).is_ok() => {
+                let _ = rt.stack();
+                rt.own_listener(addr, true);
+                let reg = ListenerReg { addr: Some(addr) };
+                drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
+                rt.debug(|| format!("listen {addr}: registered"));
+            }
+            (None, _) if rt.cfg.require_smc => {
+                let reg = ListenerReg { addr: None };
+                drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
+            }
+            _ => {}
+        }
+        set_errno(entry_errno);
+        0
+    })
+}
+
+/// After the real accept of `new` on the registered listener `lfd`: the handshake if the
+/// client registered the connection.
+fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
+    match TABLE.get(lfd).as_deref() {
+        Some(Entry::Listener(ListenerReg { addr: Some(_) })) => {}
+        Some(Entry::Listener(ListenerReg { addr: None })) => {
+            // No board, and SMC-D is required.
+            let _: c_int = call_real!(close(new));
+            return fail(libc::ECONNREFUSED);
+        }
+        _ => return new,
+    }
+    let rt = runtime();
+    let Some(names) = rt.names.as_ref() else {
+        return new;
+    };
+    let (Some(peer), Some(local)) = (net::peer_addr(new), net::local_addr(new)) else {
+        return new;
+    };
+    if !names.take_client(peer, local).unwrap_or(false) {
+        rt.debug(|| format!("accept {peer} -> {local}: not an ism-run client: TCP"));
+        set_errno(entry_errno);
+        return new;
+    }
+    match handshake(rt, new, false) {
+        Handshake::Smc => {
+            rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
+            set_errno(entry_errno);
+            new
+        }
+        Handshake::Fallback(why) => {
+            rt.debug(|| format!("accept {peer} -> {local}: TCP (declined: {why})"));
+            set_errno(entry_errno);
+            new
+        }
+        Handshake::Failed(e, why) => {
+            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}"));
+            let _: c_int = call_real!(close(new));
+            fail(e)
+        }
+    }
+}
+
+/// `accept`.
+///
+/// # Safety
+/// As the C library's `accept`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let entry_errno = errno();
+    let new: c_int = call_real!(accept(fd, addr, len));
+    if new < 0 || !TABLE.maybe_tracked(fd) {
+        return new;
+    }
+    guarded(|| after_accept(fd, new, entry_errno))
+}
+
+/// `accept4`.
+///
+/// # Safety
+/// As the C library's `accept4`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let entry_errno = errno();
+    let new: c_int = call_real!(accept4(fd, addr, len, flags));
+    if new < 0 || !TABLE.maybe_tracked(fd) {
+        return new;
+    }
+    guarded(|| after_accept(fd, new, entry_errno))
+}

@@ -1,0 +1,94 @@
+//! The C library's own functions behind the ones this library interposes, found once with
+//! `dlsym(RTLD_NEXT, ...)` (at load time, from the library's constructor, so that no
+//! interposed call made later, e.g. from a signal handler, has to run `dlsym`).
+
+use std::sync::OnceLock;
+
+use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+macro_rules! reals {
+    ($($name:ident: $ty:ty;)*) => {
+        /// The real functions; `None` where the C library has none.
+        #[allow(missing_docs)]
+        pub struct Real {
+            $(pub $name: Option<$ty>,)*
+        }
+
+        fn load() -> Real {
+            Real {
+                $($name: {
+                    let name = concat!(stringify!($name), "\0");
+                    // SAFETY: `dlsym` with RTLD_NEXT and a NUL-terminated name is always
+                    // sound to call; it returns null or the address of that symbol.
+                    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
+                    if p.is_null() {
+                        None
+                    } else {
+                        // SAFETY: the symbol of this name in the C library has exactly this
+                        // C signature (glibc's and the POSIX prototypes).
+                        Some(unsafe { std::mem::transmute::<*mut c_void, $ty>(p) })
+                    }
+                },)*
+            }
+        }
+    };
+}
+
+reals! {
+    connect: unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+    listen: unsafe extern "C" fn(c_int, c_int) -> c_int;
+    accept: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+    accept4: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
+    close: unsafe extern "C" fn(c_int) -> c_int;
+    dup: unsafe extern "C" fn(c_int) -> c_int;
+    dup2: unsafe extern "C" fn(c_int, c_int) -> c_int;
+    dup3: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+    fcntl: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+    fcntl64: unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+    ioctl: unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int;
+    read: unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
+    write: unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t;
+    readv: unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t;
+    writev: unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t;
+    recv: unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> ssize_t;
+    send: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int) -> ssize_t;
+    recvfrom: unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t;
+    sendto: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t;
+    recvmsg: unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t;
+    sendmsg: unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+    shutdown: unsafe extern "C" fn(c_int, c_int) -> c_int;
+    getsockopt: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int;
+    setsockopt: unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;
+    getsockname: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+    getpeername: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+    epoll_ctl: unsafe extern "C" fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int;
+    __read_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t) -> ssize_t;
+    __recv_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int) -> ssize_t;
+    __recvfrom_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t;
+}
+
+static REAL: OnceLock<Real> = OnceLock::new();
+
+/// The real functions (looked up on first use if the constructor has not run yet).
+pub fn real() -> &'static Real {
+    REAL.get_or_init(load)
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns the calling thread's errno, valid for the thread's
+    // lifetime.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(e: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// `-1` with `errno` set to `e`: the C convention for a failed call.
+pub fn fail<T: From<i8>>(e: c_int) -> T {
+    set_errno(e);
+    T::from(-1)
+}

@@ -1,0 +1,151 @@
+//! The process-wide state, set up lazily: the configuration, the board's name service (on
+//! the first listen or connect of a candidate socket) and the ISM function with its SMC-D
+//! stack (on the first listen, or the first connect to a registered listener).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ism_host_driver::smcd::{SmcStack, StackConfig};
+use ism_sim::process::{Attachment, NameClient};
+
+use crate::config::Config;
+
+/// The process-wide state.
+pub struct Runtime {
+    /// The configuration.
+    pub cfg: Config,
+    /// The board's name service; `None` without a board (everything is plain TCP).
+    pub names: Option<NameClient>,
+    stack: OnceLock<Option<Arc<SmcStack>>>,
+    /// The process that set this up (a forked child shares the state but not the
+    /// connections' threads; only this process cleans up at exit).
+    pub pid: u32,
+    /// Addresses this process listens on (registered): a connection to one of them is
+    /// this process talking to itself, which stays on TCP.
+    own_listeners: Mutex<Vec<std::net::SocketAddr>>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// The attached function, kept for the life of the process (detached at exit).
+static ATTACHMENT: Mutex<Option<Attachment>> = Mutex::new(None);
+
+/// The state, set up on first use.
+pub fn runtime() -> &'static Runtime {
+    RUNTIME.get_or_init(|| {
+        let cfg = Config::from_env();
+        let names = match NameClient::connect(&cfg.board) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                if !cfg.warned {
+                    warn_no_board(&cfg, &e.to_string());
+                }
+                None
+            }
+        };
+        Runtime {
+            cfg,
+            names,
+            stack: OnceLock::new(),
+            pid: std::process::id(),
+            own_listeners: Mutex::new(Vec::new()),
+        }
+    })
+}
+
+/// The state if it was set up already (for the exit handler).
+pub fn existing() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+/// The one line printed when there is no board (`ism-sim run` prints the same).
+pub fn no_board_line(board: &str, require_smc: bool) -> String {
+    if require_smc {
+        format!(
+            "ism-run: no board named {board} (start one with: ism-sim board --name {board}); SMC-D is required (--require-smc): connect and accept fail with ECONNREFUSED"
+        )
+    } else {
+        format!(
+            "ism-run: no board named {board} (start one with: ism-sim board --name {board}); using plain TCP"
+        )
+    }
+}
+
+fn warn_no_board(cfg: &Config, why: &str) {
+    eprintln!("{}", no_board_line(&cfg.board, cfg.require_smc));
+    if cfg.debug {
+        eprintln!("ism-run: ({why})");
+    }
+}
+
+impl Runtime {
+    /// Records (`add`) or forgets one of this process's listening addresses.
+    pub fn own_listener(&self, addr: std::net::SocketAddr, add: bool) {
+        let mut l = self.own_listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if add {
+            l.push(addr);
+        } else if let Some(i) = l.iter().position(|&a| a == addr) {
+            l.swap_remove(i);
+        }
+    }
+
+    /// Whether a connection to `dest` would reach a listener of this process. The server
+    /// side of a handshake runs in `accept`, so a thread that connects to its own listener
+    /// before accepting would wait for itself: such connections stay on TCP.
+    pub fn reaches_own_listener(&self, dest: std::net::SocketAddr) -> bool {
+        let dest = ism_sim::process::names::normalize(dest);
+        self.own_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|&l| ism_sim::process::names::listener_reaches(l, dest))
+    }
+
+    /// One line on stderr if `ISM_RUN_DEBUG=1`.
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.cfg.debug {
+            eprintln!("ism-run[{}]: {}", std::process::id(), line());
+        }
+    }
+
+    /// The SMC-D stack over this process's function, attaching on first use. If the
+    /// attach fails (board full, gone), a stack without devices: its handshakes decline,
+    /// so a peer that expects CLC falls back to TCP cleanly.
+    pub fn stack(&self) -> Option<Arc<SmcStack>> {
+        self.stack
+            .get_or_init(|| {
+                let mut cfg = StackConfig {
+                    nocopy: self.cfg.nocopy,
+                    ..StackConfig::default()
+                };
+                if let Some(b) = self.cfg.buffer {
+                    cfg.buffer_size = b;
+                }
+                let attached = ism_sim::process::attach(&self.cfg.board)
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
+                        *ATTACHMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+                        Ok(s)
+                    });
+                match attached {
+                    Ok(s) => {
+                        self.debug(|| format!("attached to board {}", self.cfg.board));
+                        Some(s)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "ism-run: cannot attach to board {}: {e}; connections decline SMC-D",
+                            self.cfg.board
+                        );
+                        SmcStack::new(cfg, Vec::new()).ok()
+                    }
+                }
+            })
+            .clone()
+    }
+}
+
+/// At exit: detaches the function in order (BYE), after the connections were closed.
+pub fn detach_at_exit() {
+    let a = ATTACHMENT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(a);
+}

@@ -1,0 +1,501 @@
+//! `ism-run` end to end: the `ism-run-echo` test program (an ordinary std TCP program) as server and
+//! client processes under the preload library, on a board run by this test process
+//! (`LocalBoard`), every byte verified by the client, and the board's counters checked to
+//! show that SMC-D really carried the data (or that it did not, where TCP is expected).
+//!
+//! Needs `libism_run.so` and the `ism-run-echo` test program (both built by `cargo test`
+//! of this crate); the launcher test also needs `ism-sim` (built by `cargo test
+//! --workspace`, or `cargo build -p ism-sim`). Every wait is bounded; every child is
+//! killed and reaped on the way out.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use ism_sim::board::BoardKind;
+use ism_sim::process::LocalBoard;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// target/<profile>, from this test's own path (target/<profile>/deps/run-HASH).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The library `cargo test` built: `deps/` first (`cargo test` does not copy a cdylib up
+/// to `target/<profile>`, so the copy there may be an older `cargo build`'s).
+fn library() -> PathBuf {
+    let dir = target_dir();
+    for p in [dir.join("deps/libism_run.so"), dir.join("libism_run.so")] {
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "libism_run.so is not in {}: cargo build -p ism-run",
+        dir.display()
+    );
+}
+
+fn echo_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ism-run-echo"))
+}
+
+/// How a process runs: under the library (on `board`, with extra variables) or plain.
+#[derive(Clone)]
+enum Under<'a> {
+    Plain,
+    Run(&'a Env, Vec<(&'static str, &'static str)>),
+}
+
+/// The board's directory and name, as the launcher would pass them.
+struct Env {
+    dir: PathBuf,
+    board: String,
+}
+
+impl Env {
+    fn of(b: &LocalBoard) -> Self {
+        Self {
+            dir: b.dir().to_path_buf(),
+            board: b.name().to_owned(),
+        }
+    }
+
+    /// A board name nobody runs, in a directory of its own.
+    fn none() -> Self {
+        Self {
+            dir: std::env::temp_dir().join(format!("ism-run-none-{}", std::process::id())),
+            board: "nosuchboard".into(),
+        }
+    }
+}
+
+fn command(under: &Under<'_>, args: &[&str]) -> Command {
+    let mut c = Command::new(echo_bin());
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Under::Run(env, extra) = under {
+        c.env("LD_PRELOAD", library())
+            .env("ISM_SIM_DIR", &env.dir)
+            .env("ISM_RUN_BOARD", &env.board)
+            .env("ISM_RUN_DEBUG", "1");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+/// A child killed and reaped on drop.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(mut c: Command) -> Proc {
+    let mut child = c.spawn().expect("spawn echo");
+    let out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    Proc {
+        child,
+        lines,
+        stderr,
+    }
+}
+
+impl Proc {
+    fn line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns (success, stdout rest, stderr).
+    fn finish(mut self) -> (bool, String, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // All of stdout: the reader thread ends (and hangs up its channel) at end of file.
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout did not end"),
+            }
+        }
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        let err = stderr.join().unwrap();
+        (
+            status.success(),
+            format!("{}\n[{status}]", out.join("\n")),
+            err,
+        )
+    }
+}
+
+/// Starts an echo server; returns it and its address.
+fn server(under: &Under<'_>, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["server", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = spawn(command(under, &args));
+    let l = p.line("listening on ");
+    let addr = l.trim_start_matches("listening on ").trim().to_owned();
+    (p, addr)
+}
+
+fn client(under: &Under<'_>, addr: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["client", addr];
+    args.extend_from_slice(extra);
+    spawn(command(under, &args)).finish()
+}
+
+fn status(b: &LocalBoard) -> serde_json::Value {
+    ism_sim::process::board_status_in(b.dir(), b.name()).unwrap()
+}
+
+fn counter(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_u64().unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
+
+fn board(kind: BoardKind) -> LocalBoard {
+    LocalBoard::start(kind, 8, 16 << 20, Box::new(std::io::sink())).unwrap()
+}
+
+/// An exchange under ism-run at both ends: SMC-D, verified, the board moved the data.
+fn smc_exchange(
+    kind: BoardKind,
+    extra_env: Vec<(&'static str, &'static str)>,
+    server_args: &[&str],
+    client_args: &[&str],
+) {
+    let b = board(kind);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, extra_env);
+    let before = status(&b);
+    let (srv, addr) = server(&under, server_args);
+    let (ok, out, err) = client(&under, &addr, client_args);
+    assert!(ok, "client failed: {out}\n{err}");
+    assert!(out.contains("ok "), "{out}");
+    assert!(err.contains("SMC-D"), "the client did not use SMC-D: {err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served"), "server: {sout}\n{serr}");
+    assert!(
+        serr.contains(": SMC-D"),
+        "the server did not use SMC-D: {serr}"
+    );
+    let after = status(&b);
+    assert!(
+        counter(&after, &["counters", "signals"]) > counter(&before, &["counters", "signals"]),
+        "no SMC-D signals on the board: {after}"
+    );
+    assert_eq!(counter(&after, &["names", "clients_taken"]), 1, "{after}");
+    assert_eq!(
+        counter(&after, &["names", "listeners"]),
+        0,
+        "withdrawn at exit: {after}"
+    );
+}
+
+#[test]
+fn blocking_echo_runs_over_smc_d_on_an_lpar_board() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let before = status(&b);
+    let (srv, addr) = server(&under, &[]);
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "3000000"]);
+    assert!(ok, "client: {out}\n{err}");
+    assert!(out.contains("ok 3000000 bytes"), "{out}");
+    assert!(err.contains("SMC-D"), "{err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    let after = status(&b);
+    // 3 MB each way through the device (LPAR: the device copies every byte).
+    let moved = counter(&after, &["counters", "bytes_moved"])
+        - counter(&before, &["counters", "bytes_moved"]);
+    assert!(moved >= 6_000_000, "the board moved {moved} bytes: {after}");
+}
+
+#[test]
+fn poll_client_and_poll_server() {
+    smc_exchange(
+        BoardKind::Lpar,
+        vec![],
+        &["--mode", "poll"],
+        &["--mode", "poll", "--bytes", "2000000", "--chunk", "100000"],
+    );
+}
+
+#[test]
+fn epoll_server_with_blocking_client_and_no_copy_on_loopback() {
+    smc_exchange(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_NOCOPY", "1")],
+        &["--mode", "epoll"],
+        &["--bytes", "1000000"],
+    );
+}
+
+#[test]
+fn the_server_speaks_first_over_smc_d() {
+    smc_exchange(
+        BoardKind::Lpar,
+        vec![],
+        &["--greeting"],
+        &["--greeting", "--bytes", "1000"],
+    );
+}
+
+#[test]
+fn a_plain_client_against_an_ism_run_server_uses_tcp() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for greeting in [false, true] {
+        let g: &[&str] = if greeting { &["--greeting"] } else { &[] };
+        let (srv, addr) = server(&Under::Run(&env, vec![]), g);
+        let mut args = vec!["--bytes", "500000"];
+        args.extend_from_slice(g);
+        let (ok, out, err) = client(&Under::Plain, &addr, &args);
+        assert!(ok && out.contains("ok 500000 bytes"), "{out}\n{err}");
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+        assert!(serr.contains("not an ism-run client: TCP"), "{serr}");
+        assert!(!serr.contains(": SMC-D"), "{serr}");
+    }
+    assert_eq!(counter(&status(&b), &["names", "clients_not_found"]), 2);
+}
+
+#[test]
+fn an_ism_run_client_against_a_plain_server_uses_tcp() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for greeting in [false, true] {
+        let g: &[&str] = if greeting { &["--greeting"] } else { &[] };
+        let (srv, addr) = server(&Under::Plain, g);
+        let mut args = vec!["--bytes", "500000"];
+        args.extend_from_slice(g);
+        let (ok, out, err) = client(&Under::Run(&env, vec![]), &addr, &args);
+        assert!(ok && out.contains("ok 500000 bytes"), "{out}\n{err}");
+        assert!(err.contains("no ism-run listener there: TCP"), "{err}");
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+    let s = status(&b);
+    assert_eq!(counter(&s, &["names", "lookups_found"]), 0, "{s}");
+    assert_eq!(
+        counter(&s, &["counters", "attaches"]),
+        0,
+        "no function needed: {s}"
+    );
+}
+
+#[test]
+fn a_process_connecting_to_its_own_listener_uses_tcp_and_does_not_wait_for_itself() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let t = Instant::now();
+    let (ok, out, err) =
+        spawn(command(&Under::Run(&env, vec![]), &["self", "127.0.0.1:0"])).finish();
+    assert!(ok && out.contains("ok self"), "{out}\n{err}");
+    assert!(err.contains("a listener of this process: TCP"), "{err}");
+    // The CLC timeout is 6 s: a handshake with itself would have taken that long.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// The same probe of socket calls (poll, FIONREAD, MSG_PEEK, dup, timeouts, shutdown,
+/// POLLRDHUP, EPIPE/SIGPIPE) passes over plain TCP and over SMC-D.
+#[test]
+fn socket_calls_behave_as_on_tcp() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = server(&under, &[]);
+        let p = spawn(command(&under, &["probe", &addr]));
+        let (ok, out, err) = p.finish();
+        assert!(ok && out.contains("ok probe"), "{out}\n{err}");
+        if matches!(under, Under::Run(..)) {
+            assert!(err.contains(": SMC-D"), "{err}");
+        }
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+}
+
+/// A socket added to an epoll set before `connect` (as nginx does for upstreams) keeps its
+/// registration when it becomes SMC-D; the same program passes over TCP.
+#[test]
+fn an_epoll_registration_made_before_connect_follows_the_socket() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = server(&under, &[]);
+        let c = spawn(command(
+            &under,
+            &["epoll-connect", &addr, "--bytes", "1000000"],
+        ));
+        let (ok, out, err) = c.finish();
+        assert!(ok && out.contains("ok 1000000 bytes"), "{out}\n{err}");
+        if matches!(under, Under::Run(..)) {
+            assert!(err.contains(": SMC-D"), "{err}");
+        }
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+}
+
+#[test]
+fn without_a_board_one_warning_and_plain_tcp() {
+    let env = Env::none();
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &[]);
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "100000"]);
+    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+    let line = "ism-run: no board named nosuchboard (start one with: ism-sim board --name nosuchboard); using plain TCP";
+    assert_eq!(err.matches(line).count(), 1, "{err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    assert_eq!(serr.matches(line).count(), 1, "{serr}");
+}
+
+#[test]
+fn require_smc_without_a_board_refuses_connect_and_accept() {
+    let env = Env::none();
+    let plain_srv = server(&Under::Plain, &[]);
+    let (ok, out, err) = client(
+        &Under::Run(&env, vec![("ISM_RUN_REQUIRE_SMC", "1")]),
+        &plain_srv.1,
+        &["--bytes", "10"],
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("SMC-D is required"), "{err}");
+    drop(plain_srv);
+
+    let (srv, addr) = server(&Under::Run(&env, vec![("ISM_RUN_REQUIRE_SMC", "1")]), &[]);
+    let c = spawn(command(&Under::Plain, &["client", &addr, "--bytes", "10"]));
+    let (sok, _, serr) = srv.finish();
+    assert!(!sok, "the server accepted without SMC-D");
+    assert!(serr.contains("accept: Connection refused"), "{serr}");
+    drop(c);
+}
+
+#[test]
+fn the_launcher_runs_a_program_over_smc_d() {
+    let ism_sim = target_dir().join("ism-sim");
+    assert!(
+        ism_sim.is_file(),
+        "{} missing: run `cargo build -p ism-sim` (cargo test --workspace builds it)",
+        ism_sim.display()
+    );
+    let b = board(BoardKind::Lpar);
+    let launch = |args: &[&str]| {
+        let mut c = Command::new(&ism_sim);
+        c.args(["run", "--board", b.name(), "--"])
+            .arg(echo_bin())
+            .args(args)
+            .env("ISM_SIM_DIR", b.dir())
+            .env("ISM_RUN_LIB", library())
+            .env("ISM_RUN_DEBUG", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let srv = spawn(launch(&["server", "127.0.0.1:0"]));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    let (ok, out, err) = spawn(launch(&["client", &addr, "--bytes", "200000"])).finish();
+    assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
+    assert!(err.contains("SMC-D"), "{err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok && serr.contains(": SMC-D"), "{serr}");
+
+    // No such board: the warning, then plain TCP; with --require-smc: exit 3.
+    let out = Command::new(&ism_sim)
+        .args(["run", "--board", "nosuchboard", "--", "true"])
+        .env("ISM_SIM_DIR", b.dir())
+        .env("ISM_RUN_LIB", library())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("no board named nosuchboard") && e.contains("using plain TCP"),
+        "{e}"
+    );
+    let out = Command::new(&ism_sim)
+        .args([
+            "run",
+            "--require-smc",
+            "--board",
+            "nosuchboard",
+            "--",
+            "true",
+        ])
+        .env("ISM_SIM_DIR", b.dir())
+        .env("ISM_RUN_LIB", library())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // A program that does not exist: exit 2; a library that does not: exit 3.
+    let out = Command::new(&ism_sim)
+        .args(["run", "--board", b.name(), "--", "/nonexistent/prog"])
+        .env("ISM_SIM_DIR", b.dir())
+        .env("ISM_RUN_LIB", library())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = Command::new(&ism_sim)
+        .args(["run", "--", "true"])
+        .env("ISM_RUN_LIB", "/nonexistent/libism_run.so")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ISM_RUN_LIB"));
+}

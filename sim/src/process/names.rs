@@ -1,0 +1,492 @@
+//! The board's name service (spec section 3.5): which listening addresses and which
+//! client connections speak SMC-D, so that a program under `ism-run` runs the CLC
+//! handshake only with peers that expect it. Linux learns this from the SMC TCP option in
+//! the SYN (`net/smc/af_smc.c`, `smc_listen_work` checks `tcp_sk(clcsock->sk)->syn_smc`);
+//! user space cannot set TCP options, so hosts tell the board instead.
+//!
+//! [`NameTable`] is the board's side (registrations per connection, dropped with it);
+//! [`NameClient`] the host's.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use rustix::net::{RecvFlags, SendFlags};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::host::AttachError;
+use super::layout::{
+    NameEndpoint, NameReply, NameRequest, NAMES_FAMILY_NONE, NAMES_FAMILY_V4, NAMES_FAMILY_V6,
+    NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_MAGIC, NAMES_MALFORMED, NAMES_MAX_PER_CONNECTION,
+    NAMES_NOT_FOUND, NAMES_OK, NAMES_REGISTER_CLIENT, NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT,
+    NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
+};
+
+/// `addr` as the name service carries it: IPv4-mapped IPv6 addresses become IPv4 (a
+/// dual-stack listener sees an IPv4 client as `::ffff:a.b.c.d`).
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => SocketAddr::new(IpAddr::V6(*a.ip()), a.port()),
+        },
+        a => a,
+    }
+}
+
+/// The wire form of `addr` (normalized).
+pub fn endpoint(addr: SocketAddr) -> NameEndpoint {
+    let mut e = NameEndpoint {
+        port: addr.port().into(),
+        ..NameEndpoint::default()
+    };
+    match normalize(addr) {
+        SocketAddr::V4(a) => {
+            e.family = NAMES_FAMILY_V4.into();
+            e.addr[..4].copy_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            e.family = NAMES_FAMILY_V6.into();
+            e.addr = a.ip().octets();
+        }
+    }
+    e
+}
+
+/// The address of a wire endpoint; `None` for [`NAMES_FAMILY_NONE`] or an unknown family.
+pub fn from_endpoint(e: &NameEndpoint) -> Option<SocketAddr> {
+    let port = e.port.get();
+    match e.family.get() {
+        NAMES_FAMILY_V4 => {
+            let mut o = [0u8; 4];
+            o.copy_from_slice(&e.addr[..4]);
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
+        }
+        NAMES_FAMILY_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(e.addr)), port)),
+        _ => None,
+    }
+}
+
+/// Whether a listener bound to `listener` receives connections to `dest`: same port, and
+/// the same address or a wildcard (`0.0.0.0` takes IPv4, `::` takes both, as a dual-stack
+/// socket does).
+pub fn listener_reaches(listener: SocketAddr, dest: SocketAddr) -> bool {
+    if listener.port() != dest.port() {
+        return false;
+    }
+    match (listener.ip(), dest.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(_)) if l.is_unspecified() => true,
+        (IpAddr::V6(l), _) if l.is_unspecified() => true,
+        (l, d) => l == d,
+    }
+}
+
+/// One connection's registrations.
+#[derive(Debug, Default)]
+struct Registrations {
+    listeners: Vec<SocketAddr>,
+    clients: Vec<(SocketAddr, SocketAddr)>,
+}
+
+impl Registrations {
+    fn len(&self) -> usize {
+        self.listeners.len() + self.clients.len()
+    }
+}
+
+/// Counters of a [`NameTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameCounters {
+    /// Listener lookups.
+    pub lookups: u64,
+    /// Listener lookups that found one.
+    pub lookups_found: u64,
+    /// Client registrations taken by a server.
+    pub clients_taken: u64,
+    /// Take requests that found nothing (a plain client).
+    pub clients_not_found: u64,
+}
+
+/// The board's side: registrations per name-service connection (keyed by a connection
+/// id), answered as section 3.5 says. Dropping a connection's id drops its registrations.
+#[derive(Debug, Default)]
+pub struct NameTable {
+    conns: std::collections::BTreeMap<u64, Registrations>,
+    counters: NameCounters,
+}
+
+impl NameTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connection `id` hung up: its registrations go.
+    pub fn drop_connection(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+
+    /// Registered listeners and clients, in all connections.
+    pub fn sizes(&self) -> (usize, usize) {
+        self.conns.values().fold((0, 0), |(l, c), r| {
+            (l + r.listeners.len(), c + r.clients.len())
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> NameCounters {
+        self.counters
+    }
+
+    /// Answers one request (`bytes`, as received) of connection `id`.
+    pub fn handle(&mut self, id: u64, bytes: &[u8]) -> NameReply {
+        let mut reply = NameReply {
+            op: 0.into(),
+            seq: 0.into(),
+            result: NAMES_MALFORMED.into(),
+            reserved: 0.into(),
+        };
+        let Ok(req) = NameRequest::read_from_bytes(bytes) else {
+            return reply;
+        };
+        reply.op = req.op;
+        reply.seq = req.seq;
+        let client = from_endpoint(&req.client);
+        let server = from_endpoint(&req.server);
+        let result = match (req.op.get(), client, server) {
+            (NAMES_REGISTER_LISTENER, _, Some(s)) => {
+                let r = self.conns.entry(id).or_default();
+                if r.len() >= NAMES_MAX_PER_CONNECTION {
+                    NAMES_FULL
+                } else {
+                    r.listeners.push(s);
+                    NAMES_OK
+                }
+            }
+            (NAMES_UNREGISTER_LISTENER, _, Some(s)) => {
+                let r = self.conns.entry(id).or_default();
+                match r.listeners.iter().position(|&l| l == s) {
+                    Some(i) => {
+                        r.listeners.swap_remove(i);
+                        NAMES_OK
+                    }
+                    None => NAMES_NOT_FOUND,
+                }
+            }
+            (NAMES_REGISTER_CLIENT, Some(c), Some(s)) => {
+                let r = self.conns.entry(id).or_default();
+                if r.len() >= NAMES_MAX_PER_CONNECTION {
+                    NAMES_FULL
+                } else {
+                    r.clients.push((c, s));
+                    NAMES_OK
+                }
+            }
+            (NAMES_UNREGISTER_CLIENT, Some(c), Some(s)) => {
+                let r = self.conns.entry(id).or_default();
+                match r.clients.iter().position(|&t| t == (c, s)) {
+                    Some(i) => {
+                        r.clients.swap_remove(i);
+                        NAMES_OK
+                    }
+                    None => NAMES_NOT_FOUND,
+                }
+            }
+            (NAMES_LOOKUP_LISTENER, _, Some(s)) => {
+                self.counters.lookups += 1;
+                let found = self
+                    .conns
+                    .values()
+                    .any(|r| r.listeners.iter().any(|&l| listener_reaches(l, s)));
+                if found {
+                    self.counters.lookups_found += 1;
+                    NAMES_OK
+                } else {
+                    NAMES_NOT_FOUND
+                }
+            }
+            (NAMES_TAKE_CLIENT, Some(c), Some(s)) => {
+                let hit = self.conns.values_mut().find_map(|r| {
+                    let i = r.clients.iter().position(|&t| t == (c, s))?;
+                    r.clients.swap_remove(i);
+                    Some(())
+                });
+                if hit.is_some() {
+                    self.counters.clients_taken += 1;
+                    NAMES_OK
+                } else {
+                    self.counters.clients_not_found += 1;
+                    NAMES_NOT_FOUND
+                }
+            }
+            _ => NAMES_MALFORMED,
+        };
+        reply.result = result.into();
+        reply
+    }
+}
+
+/// The host's side: one name-service connection to a board. Its registrations live as
+/// long as it does (the board drops them when the connection hangs up, also when the
+/// process dies). Requests from several threads are serialised.
+#[derive(Debug)]
+pub struct NameClient {
+    sock: Mutex<OwnedFd>,
+    seq: AtomicU32,
+}
+
+impl NameClient {
+    /// Opens a name-service connection to board `name` (in [`super::board_dir`]).
+    ///
+    /// # Errors
+    /// As [`super::attach`] for a missing or dead board; `Protocol` if the board does not
+    /// offer the name service.
+    pub fn connect(name: &str) -> Result<Self, AttachError> {
+        Self::connect_in(&super::board_dir(), name)
+    }
+
+    /// [`NameClient::connect`] to a board whose socket is in `dir`.
+    ///
+    /// # Errors
+    /// As [`NameClient::connect`].
+    pub fn connect_in(dir: &Path, name: &str) -> Result<Self, AttachError> {
+        let sock = super::host::connect(dir, name)?;
+        rustix::net::send(&sock, &NAMES_MAGIC, SendFlags::NOSIGNAL)
+            .map_err(|e| AttachError::Io("send".into(), e.into()))?;
+        let mut buf = [0u8; 256];
+        let (n, _) = rustix::net::recv(&sock, &mut buf, RecvFlags::empty())
+            .map_err(|e| AttachError::Io("recv".into(), e.into()))?;
+        if buf[..n] != NAMES_MAGIC {
+            return Err(AttachError::Protocol(format!(
+                "board {name} has no name service (an older board?)"
+            )));
+        }
+        Ok(Self {
+            sock: Mutex::new(sock),
+            seq: AtomicU32::new(1),
+        })
+    }
+
+    fn call(
+        &self,
+        op: u32,
+        client: Option<SocketAddr>,
+        server: SocketAddr,
+    ) -> std::io::Result<bool> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let req = NameRequest {
+            op: op.into(),
+            seq: seq.into(),
+            client: client.map_or(
+                NameEndpoint {
+                    family: NAMES_FAMILY_NONE.into(),
+                    ..NameEndpoint::default()
+                },
+                endpoint,
+            ),
+            server: endpoint(server),
+        };
+        let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        rustix::net::send(&*sock, req.as_bytes(), SendFlags::NOSIGNAL)?;
+        let mut buf = [0u8; 64];
+        let (n, _) = rustix::net::recv(&*sock, &mut buf, RecvFlags::empty())?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "name service reply");
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the board hung up",
+            ));
+        }
+        let reply = NameReply::read_from_bytes(&buf[..n]).map_err(|_| bad())?;
+        if reply.seq.get() != seq || reply.op.get() != op {
+            return Err(bad());
+        }
+        match reply.result.get() {
+            NAMES_OK => Ok(true),
+            NAMES_NOT_FOUND => Ok(false),
+            NAMES_FULL => Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "too many name-service registrations",
+            )),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Registers a listening address (`0.0.0.0` / `::` for every address of the family).
+    ///
+    /// # Errors
+    /// The connection's errors; `OutOfMemory` past [`NAMES_MAX_PER_CONNECTION`].
+    pub fn register_listener(&self, addr: SocketAddr) -> std::io::Result<()> {
+        self.call(NAMES_REGISTER_LISTENER, None, addr).map(drop)
+    }
+
+    /// Withdraws one registration of `addr`; `false` if there was none.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn unregister_listener(&self, addr: SocketAddr) -> std::io::Result<bool> {
+        self.call(NAMES_UNREGISTER_LISTENER, None, addr)
+    }
+
+    /// Whether a connection to `dest` reaches a registered listener.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn lookup_listener(&self, dest: SocketAddr) -> std::io::Result<bool> {
+        self.call(NAMES_LOOKUP_LISTENER, None, dest)
+    }
+
+    /// Registers the connection `client` → `server` (before connecting).
+    ///
+    /// # Errors
+    /// As [`NameClient::register_listener`].
+    pub fn register_client(&self, client: SocketAddr, server: SocketAddr) -> std::io::Result<()> {
+        self.call(NAMES_REGISTER_CLIENT, Some(client), server)
+            .map(drop)
+    }
+
+    /// Withdraws a client registration of this connection; `false` if there was none.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn unregister_client(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> std::io::Result<bool> {
+        self.call(NAMES_UNREGISTER_CLIENT, Some(client), server)
+    }
+
+    /// Whether `client` → `server` was registered (by any host); removes it if so.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn take_client(&self, client: SocketAddr, server: SocketAddr) -> std::io::Result<bool> {
+        self.call(NAMES_TAKE_CLIENT, Some(client), server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn req(op: u32, client: Option<&str>, server: &str) -> Vec<u8> {
+        NameRequest {
+            op: op.into(),
+            seq: 7.into(),
+            client: client.map_or_else(NameEndpoint::default, |c| endpoint(a(c))),
+            server: endpoint(a(server)),
+        }
+        .as_bytes()
+        .to_vec()
+    }
+
+    fn result(t: &mut NameTable, id: u64, bytes: &[u8]) -> u32 {
+        let r = t.handle(id, bytes);
+        r.result.get()
+    }
+
+    #[test]
+    fn endpoints_round_trip_and_mapped_addresses_become_v4() {
+        for s in ["127.0.0.1:7000", "[::1]:80", "0.0.0.0:1", "[fe80::1]:65535"] {
+            assert_eq!(from_endpoint(&endpoint(a(s))), Some(a(s)));
+        }
+        assert_eq!(
+            from_endpoint(&endpoint(a("[::ffff:10.0.0.1]:5"))),
+            Some(a("10.0.0.1:5"))
+        );
+        assert_eq!(from_endpoint(&NameEndpoint::default()), None);
+    }
+
+    #[test]
+    fn wildcard_listeners_reach_their_family_and_v6_any_reaches_both() {
+        assert!(listener_reaches(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(!listener_reaches(a("0.0.0.0:80"), a("[::1]:80")));
+        assert!(listener_reaches(a("[::]:80"), a("127.0.0.1:80")));
+        assert!(listener_reaches(a("[::]:80"), a("[::1]:80")));
+        assert!(listener_reaches(a("127.0.0.1:80"), a("127.0.0.1:80")));
+        assert!(!listener_reaches(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!listener_reaches(a("0.0.0.0:80"), a("127.0.0.1:81")));
+    }
+
+    #[test]
+    fn listeners_are_found_until_withdrawn_or_their_connection_goes() {
+        let mut t = NameTable::new();
+        let look = req(NAMES_LOOKUP_LISTENER, None, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 1, &look), NAMES_NOT_FOUND);
+        let reg = req(NAMES_REGISTER_LISTENER, None, "0.0.0.0:7000");
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look), NAMES_OK, "any connection sees it");
+        let unreg = req(NAMES_UNREGISTER_LISTENER, None, "0.0.0.0:7000");
+        assert_eq!(
+            result(&mut t, 2, &unreg),
+            NAMES_NOT_FOUND,
+            "not connection 2's"
+        );
+        assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look), NAMES_NOT_FOUND);
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        t.drop_connection(1);
+        assert_eq!(result(&mut t, 2, &look), NAMES_NOT_FOUND);
+        assert_eq!(
+            t.counters(),
+            NameCounters {
+                lookups: 4,
+                lookups_found: 1,
+                ..NameCounters::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_client_registration_is_taken_once_and_only_exactly() {
+        let mut t = NameTable::new();
+        let reg = req(
+            NAMES_REGISTER_CLIENT,
+            Some("127.0.0.1:40000"),
+            "127.0.0.1:7000",
+        );
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        let other = req(NAMES_TAKE_CLIENT, Some("127.0.0.1:40001"), "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &other), NAMES_NOT_FOUND);
+        let take = req(NAMES_TAKE_CLIENT, Some("127.0.0.1:40000"), "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &take), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &take), NAMES_NOT_FOUND, "taken once");
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        let unreg = req(
+            NAMES_UNREGISTER_CLIENT,
+            Some("127.0.0.1:40000"),
+            "127.0.0.1:7000",
+        );
+        assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &take), NAMES_NOT_FOUND);
+        assert_eq!(t.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn malformed_requests_and_full_connections_are_refused() {
+        let mut t = NameTable::new();
+        assert_eq!(result(&mut t, 1, &[0u8; 47]), NAMES_MALFORMED, "short");
+        assert_eq!(
+            result(&mut t, 1, &req(99, None, "127.0.0.1:1")),
+            NAMES_MALFORMED,
+            "unknown op"
+        );
+        let no_client = req(NAMES_REGISTER_CLIENT, None, "127.0.0.1:1");
+        assert_eq!(result(&mut t, 1, &no_client), NAMES_MALFORMED);
+        let reply = t.handle(1, &req(99, None, "127.0.0.1:1"));
+        assert_eq!((reply.op.get(), reply.seq.get()), (99, 7), "echoed");
+        let reg = req(NAMES_REGISTER_LISTENER, None, "127.0.0.1:1");
+        for _ in 0..NAMES_MAX_PER_CONNECTION {
+            assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        }
+        assert_eq!(result(&mut t, 1, &reg), NAMES_FULL);
+        assert_eq!(result(&mut t, 2, &reg), NAMES_OK, "per connection");
+    }
+}
