@@ -815,3 +815,705 @@ impl core::fmt::Debug for Conn {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! One connection against a scripted peer, on one thread where possible: the test writes
+    //! the peer's CDCs (and data) into our RMB and reads what we moved into the peer's RMB,
+    //! both in one in-memory `DmaMemory` behind a fake device. Non-blocking unless a test
+    //! says otherwise; every test body runs on a helper thread with a time limit, so a
+    //! connection that spins or hangs fails the test instead of stalling it.
+    use super::*;
+    use crate::ism::{ErrorKind, IsmClient, IsmError};
+    use ism_abi::MoveError;
+    use ism_hal::fakes::FakeMemory;
+    use ism_hal::{DmaMemory, Gid};
+    use std::io::ErrorKind as Io;
+    use std::sync::mpsc;
+
+    const OUR_RMB: u64 = 0x1_0000;
+    const PEER_RMB: u64 = 0x2_0000;
+    const OUR_TOKEN: DmbToken = DmbToken(0x0E);
+    const PEER_TOKEN: DmbToken = DmbToken(0x5EE2);
+    /// DMBE index of the peer (not 0, so that passing it on is checked).
+    const PEER_DMBE: u8 = 3;
+    /// Limit of one test body.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Runs `f` on a helper thread; fails if it does not finish within [`LIMIT`].
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(LIMIT) {
+            Ok(Ok(v)) => v,
+            Ok(Err(p)) => std::panic::resume_unwind(p),
+            Err(_) => panic!("the test body did not finish within {LIMIT:?}"),
+        }
+    }
+
+    /// A move as the device saw it: offset, signal flag, length.
+    type Move = (u32, bool, usize);
+
+    struct Ops {
+        mem: FakeMemory,
+        refuse: AtomicBool,
+        moves: Mutex<Vec<Move>>,
+        polls: AtomicU64,
+        released: Mutex<Vec<(&'static str, DmbToken)>>,
+    }
+
+    impl SmcdOps for Ops {
+        fn query_remote_gid(&self, _: SmcdGid, _: bool, _: u16) -> Result<(), IsmError> {
+            Ok(())
+        }
+        fn register_dmb(&self, _: usize, _: SmcdGid, _: u16, _: u8) -> Result<Dmb, IsmError> {
+            unreachable!("a connection registers no DMB")
+        }
+        fn unregister_dmb(&self, dmb: &Dmb) -> Result<(), IsmError> {
+            self.released
+                .lock()
+                .unwrap()
+                .push(("unregister", dmb.token));
+            Ok(())
+        }
+        fn move_data(
+            &self,
+            token: DmbToken,
+            idx: u8,
+            sf: bool,
+            offset: u32,
+            data: &[u8],
+        ) -> Result<(), IsmError> {
+            assert_eq!(
+                (token, idx),
+                (PEER_TOKEN, PEER_DMBE),
+                "moved to the peer's DMBE"
+            );
+            self.moves.lock().unwrap().push((offset, sf, data.len()));
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err(IsmError::Move(MoveError::InvalidToken));
+            }
+            self.mem
+                .write(DevAddr(PEER_RMB + u64::from(offset)), data)
+                .map_err(|_| IsmError::Local(ErrorKind::InvalidArgument))
+        }
+        fn get_chid(&self) -> u16 {
+            0xFFFF
+        }
+        fn get_local_gid(&self) -> SmcdGid {
+            SmcdGid { gid: 1, gid_ext: 0 }
+        }
+        fn supports_v2(&self) -> bool {
+            true
+        }
+        fn detach_dmb(&self, token: DmbToken) -> Result<(), IsmError> {
+            self.released.lock().unwrap().push(("detach", token));
+            Ok(())
+        }
+        fn add_client(&self, _: Arc<dyn IsmClient>) -> Result<u8, IsmError> {
+            Ok(0)
+        }
+        fn memory(&self) -> &dyn DmaMemory {
+            &self.mem
+        }
+        fn poll_irq(&self) -> bool {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    impl Ops {
+        /// The peer writes its CDC into our RMB (and signals us).
+        fn peer_says(
+            &self,
+            c: &Conn,
+            prod: Cursor,
+            cons: Cursor,
+            pf: ProdFlags,
+            st: ConnStateFlags,
+        ) {
+            let m = CdcMessage {
+                prod,
+                cons,
+                prod_flags: pf,
+                conn_state: st,
+            };
+            self.mem.write(DevAddr(OUR_RMB), &m.emit()).unwrap();
+            c.on_signal();
+        }
+
+        /// The peer writes `data` into our ring at offset `at`.
+        fn peer_data(&self, at: u32, data: &[u8]) {
+            let a = OUR_RMB + u64::from(RING_OFFSET + at);
+            self.mem.write(DevAddr(a), data).unwrap();
+        }
+
+        /// Our last CDC, as the peer reads it from its RMB.
+        fn our_cdc(&self) -> CdcMessage {
+            let mut raw = [0u8; CDC_MSG_LEN];
+            self.mem.read(DevAddr(PEER_RMB), &mut raw).unwrap();
+            CdcMessage::parse(&raw).unwrap()
+        }
+
+        /// `n` bytes of the peer's ring from offset `at`.
+        fn peer_ring(&self, at: u32, n: usize) -> Vec<u8> {
+            let mut v = vec![0u8; n];
+            let a = PEER_RMB + u64::from(RING_OFFSET + at);
+            self.mem.read(DevAddr(a), &mut v).unwrap();
+            v
+        }
+
+        /// How many CDCs (moves to offset 0, with the signal) we sent.
+        fn cdcs(&self) -> usize {
+            let m = self.moves.lock().unwrap();
+            m.iter()
+                .filter(|&&(off, sf, len)| off == 0 && sf && len == CDC_MSG_LEN)
+                .count()
+        }
+    }
+
+    /// A connection with our ring of `ring` bytes and the peer's of `peer_ring`; no-copy
+    /// (the peer's DMB attached) or with a send buffer of `sndbuf` bytes; non-blocking.
+    fn setup(
+        ring: u32,
+        peer_ring: u32,
+        nocopy: bool,
+        sndbuf: usize,
+        wait: WaitMode,
+    ) -> (Arc<Ops>, Conn) {
+        let ops = Arc::new(Ops {
+            mem: FakeMemory::new(OUR_RMB, 0x2_0000),
+            refuse: AtomicBool::new(false),
+            moves: Mutex::new(Vec::new()),
+            polls: AtomicU64::new(0),
+            released: Mutex::new(Vec::new()),
+        });
+        let rmb = Dmb {
+            token: OUR_TOKEN,
+            sba_idx: 7,
+            len: RING_OFFSET + ring,
+            addr: DevAddr(OUR_RMB),
+            rgid: Gid(2),
+            attached: false,
+        };
+        let peer = PeerInfo {
+            gid: SmcdGid { gid: 2, gid_ext: 0 },
+            token: PEER_TOKEN,
+            dmbe_idx: PEER_DMBE,
+            ring_len: peer_ring,
+        };
+        let attached = nocopy.then_some(Dmb {
+            token: PEER_TOKEN,
+            sba_idx: 9,
+            len: RING_OFFSET + peer_ring,
+            addr: DevAddr(PEER_RMB),
+            rgid: Gid(1),
+            attached: true,
+        });
+        let c = Conn::new(ops.clone(), rmb, peer, attached, sndbuf, wait);
+        c.set_nonblocking(true);
+        (ops, c)
+    }
+
+    /// Non-blocking, our ring 100 bytes, the peer's 60, copy mode with a 1 KiB send buffer.
+    fn small() -> (Arc<Ops>, Conn) {
+        setup(100, 60, false, 1024, WaitMode::BusyPoll)
+    }
+
+    fn none() -> ProdFlags {
+        ProdFlags::empty()
+    }
+
+    fn open() -> ConnStateFlags {
+        ConnStateFlags::empty()
+    }
+
+    fn kind<T: core::fmt::Debug>(r: io::Result<T>) -> Io {
+        r.expect_err("an error").kind()
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    }
+
+    #[test]
+    fn checked_diff_accepts_only_where_a_peer_can_be() {
+        let c = Cursor::new;
+        let d = |b, a| checked_diff(100, b, a);
+        // Same wrap, not before; the next wrap, not past.
+        assert_eq!(d(c(0, 10), c(0, 10)), Some(0));
+        assert_eq!(d(c(0, 10), c(0, 30)), Some(20));
+        assert_eq!(d(c(0, 30), c(1, 10)), Some(80));
+        assert_eq!(d(c(0, 30), c(1, 30)), Some(100));
+        assert_eq!(d(c(0, 99), c(0, 99)), Some(0));
+        assert_eq!(d(c(u16::MAX, 50), c(0, 20)), Some(70));
+        // Before, past a ring, a far wrap.
+        assert_eq!(d(c(0, 30), c(0, 10)), None);
+        assert_eq!(d(c(0, 30), c(1, 31)), None);
+        assert_eq!(d(c(0, 30), c(2, 40)), None);
+        assert_eq!(d(c(1, 30), c(0, 40)), None);
+        // Counts at or past the ring's end, on either side.
+        assert_eq!(d(c(0, 10), c(0, 100)), None);
+        assert_eq!(d(c(0, 100), c(1, 50)), None);
+        assert_eq!(d(c(0, 100), c(0, 100)), None);
+    }
+
+    #[test]
+    fn stats_add_up_field_by_field() {
+        let a = |k: u64| ConnStats {
+            bytes_sent: k,
+            bytes_received: k + 1,
+            data_moves: k + 2,
+            cdc_sent: k + 3,
+            signals: k + 4,
+            waits: k + 5,
+            rechecks: k + 6,
+            peer_buffer_full: k + 7,
+            rmb_full: k + 8,
+        };
+        let mut s = a(3);
+        s += a(10);
+        assert_eq!(
+            s,
+            ConnStats {
+                bytes_sent: 13,
+                bytes_received: 15,
+                data_moves: 17,
+                cdc_sent: 19,
+                signals: 21,
+                waits: 23,
+                rechecks: 25,
+                peer_buffer_full: 27,
+                rmb_full: 29,
+            }
+        );
+    }
+
+    #[test]
+    fn accessors_and_settings() {
+        within(|| {
+            let (ops, c) = small();
+            assert_eq!(c.rmb().token, OUR_TOKEN);
+            assert_eq!(c.peer().token, PEER_TOKEN);
+            assert_eq!(c.peer().ring_len, 60);
+            assert_eq!(c.ring_len(), 100);
+            assert!(!c.is_nocopy() && c.attached().is_none());
+            assert!(c.is_nonblocking());
+            c.set_nonblocking(false);
+            assert!(!c.is_nonblocking());
+            assert_eq!(c.timeouts_ms(), (0, 0));
+            c.set_timeout_ms(7);
+            assert_eq!(c.timeouts_ms(), (7, 7));
+            c.set_read_timeout_ms(3);
+            assert_eq!(c.timeouts_ms(), (3, 7));
+            c.set_write_timeout_ms(5);
+            assert_eq!(c.timeouts_ms(), (3, 5));
+            let dbg = alloc::format!("{c:?}");
+            assert!(
+                dbg.starts_with("Conn {") && dbg.contains("nocopy: false"),
+                "{dbg}"
+            );
+            assert!(!c.is_broken());
+            c.release();
+            assert_eq!(*ops.released.lock().unwrap(), [("unregister", OUR_TOKEN)]);
+
+            let (ops, c) = setup(100, 60, true, 0, WaitMode::BusyPoll);
+            assert!(c.is_nocopy());
+            assert_eq!(c.attached().map(|d| d.token), Some(PEER_TOKEN));
+            assert!(alloc::format!("{c:?}").contains("nocopy: true"));
+            c.release();
+            assert_eq!(
+                *ops.released.lock().unwrap(),
+                [("detach", PEER_TOKEN), ("unregister", OUR_TOKEN)]
+            );
+        })
+    }
+
+    /// Writes in copy mode (`nocopy` false) or no-copy mode, through the peer's 60-byte ring:
+    /// where the bytes land, what the CDCs say, when the writer is blocked.
+    fn writes(nocopy: bool) {
+        let (ops, c) = setup(100, 60, nocopy, 1024, WaitMode::BusyPoll);
+        let totals = Arc::new(ConnCounters::default());
+        c.count_into(totals.clone());
+        let other = Arc::new(ConnCounters::default());
+        c.count_into(other.clone());
+        let c0 = Cursor::new(0, 0);
+        let (a, b, d, e) = (
+            pattern(25, 1),
+            pattern(50, 2),
+            pattern(30, 3),
+            pattern(10, 4),
+        );
+        assert_eq!(c.write(&a).unwrap(), 25);
+        assert_eq!(ops.peer_ring(0, 25), a);
+        assert_eq!(ops.our_cdc().prod, Cursor::new(0, 25));
+        assert_eq!(ops.our_cdc().prod_flags, none());
+        if !nocopy {
+            assert_eq!(*ops.moves.lock().unwrap(), [(32, false, 25), (0, true, 32)]);
+        }
+        // The peer consumed 20: 55 free, the write wraps at the ring's end.
+        ops.peer_says(&c, c0, Cursor::new(0, 20), none(), open());
+        assert_eq!(c.write(&b).unwrap(), 50);
+        assert_eq!(ops.peer_ring(25, 35), b[..35]);
+        assert_eq!(ops.peer_ring(0, 15), b[35..]);
+        assert_eq!(ops.our_cdc().prod, Cursor::new(1, 15));
+        if !nocopy {
+            assert_eq!(
+                ops.moves.lock().unwrap()[2..],
+                [(57, false, 35), (32, false, 15), (0, true, 32)]
+            );
+        }
+        // 5 free: a short count, and the peer is told once that we are blocked.
+        assert_eq!(c.write(&d).unwrap(), 5);
+        assert_eq!(ops.peer_ring(15, 5), d[..5]);
+        let cdc = ops.our_cdc();
+        assert_eq!(
+            (cdc.prod, cdc.prod_flags),
+            (Cursor::new(1, 20), ProdFlags::WRITE_BLOCKED)
+        );
+        assert_eq!(c.stats().peer_buffer_full, 1);
+        let sent = ops.cdcs();
+        assert_eq!(kind(c.write(&d)), Io::WouldBlock);
+        assert_eq!((ops.cdcs(), c.stats().peer_buffer_full), (sent, 1));
+        // The peer consumed everything: the next CDC no longer says blocked.
+        ops.peer_says(&c, c0, Cursor::new(1, 20), none(), open());
+        assert_eq!(c.write(&e).unwrap(), 10);
+        assert_eq!(ops.peer_ring(20, 10), e);
+        let cdc = ops.our_cdc();
+        assert_eq!((cdc.prod, cdc.prod_flags), (Cursor::new(1, 30), none()));
+        // Blocked again: counted again.
+        assert_eq!(c.write(&pattern(60, 5)).unwrap(), 50);
+        assert_eq!(ops.our_cdc().prod, Cursor::new(2, 20));
+        let s = c.stats();
+        assert_eq!(s.peer_buffer_full, 2);
+        assert_eq!(s.bytes_sent, 25 + 50 + 5 + 10 + 50);
+        assert_eq!(s.cdc_sent, ops.cdcs() as u64);
+        assert_eq!(s.cdc_sent, 7);
+        assert_eq!(s.data_moves, if nocopy { 0 } else { 7 });
+        assert_eq!(s.signals, 2);
+        assert_eq!(totals.snapshot(), s);
+        assert_eq!(other.snapshot(), ConnStats::default());
+    }
+
+    #[test]
+    fn writes_land_in_the_peers_ring_and_the_cdcs_announce_them() {
+        within(|| writes(false));
+    }
+
+    #[test]
+    fn nocopy_writes_land_in_the_peers_ring_and_the_cdcs_announce_them() {
+        within(|| writes(true));
+    }
+
+    #[test]
+    fn a_write_larger_than_the_send_buffer_goes_in_pieces() {
+        within(|| {
+            let (ops, c) = setup(100, 60, false, 40, WaitMode::BusyPoll);
+            let a = pattern(50, 9);
+            assert_eq!(c.write(&a).unwrap(), 50);
+            assert_eq!(ops.peer_ring(0, 50), a);
+            assert_eq!(
+                *ops.moves.lock().unwrap(),
+                [
+                    (32, false, 40),
+                    (0, true, 32),
+                    (72, false, 10),
+                    (0, true, 32)
+                ]
+            );
+            assert_eq!(ops.our_cdc().prod, Cursor::new(0, 50));
+        })
+    }
+
+    #[test]
+    fn reads_take_what_the_peer_announced_across_the_ring_end() {
+        within(|| {
+            let (ops, c) = small();
+            let c0 = Cursor::new(0, 0);
+            let mut buf = [0u8; 100];
+            assert_eq!(kind(c.read(&mut buf)), Io::WouldBlock);
+            assert_eq!(c.available(), 0);
+            assert_eq!(c.read(&mut []).unwrap(), 0);
+            let x = pattern(70, 1);
+            ops.peer_data(0, &x);
+            ops.peer_says(&c, Cursor::new(0, 70), c0, none(), open());
+            assert_eq!(c.available(), 70);
+            assert_eq!(c.read(&mut buf[..50]).unwrap(), 50);
+            assert_eq!(buf[..50], x[..50]);
+            assert_eq!(c.available(), 20);
+            assert_eq!(c.read(&mut buf).unwrap(), 20);
+            assert_eq!(buf[..20], x[50..]);
+            // 80 bytes from offset 70: wrapping at the ring's end.
+            let y = pattern(80, 2);
+            ops.peer_data(70, &y[..30]);
+            ops.peer_data(0, &y[30..]);
+            ops.peer_says(&c, Cursor::new(1, 50), c0, none(), open());
+            assert_eq!(c.read(&mut buf).unwrap(), 80);
+            assert_eq!(buf[..80], y[..]);
+            assert_eq!(c.stats().rmb_full, 0);
+            // A full ring: counted.
+            let z = pattern(100, 3);
+            ops.peer_data(50, &z[..50]);
+            ops.peer_data(0, &z[50..]);
+            ops.peer_says(&c, Cursor::new(2, 50), c0, none(), open());
+            assert_eq!(c.available(), 100);
+            assert_eq!(c.read(&mut buf).unwrap(), 100);
+            assert_eq!(buf[..], z[..]);
+            let s = c.stats();
+            assert_eq!((s.rmb_full, s.bytes_received, s.signals), (1, 250, 3));
+            assert_eq!(kind(c.read(&mut buf)), Io::WouldBlock);
+            // A forged producer cursor (past a ring ahead) gives nothing.
+            ops.peer_says(&c, Cursor::new(3, 60), c0, none(), open());
+            assert_eq!(c.available(), 0);
+            assert_eq!(kind(c.read(&mut buf)), Io::WouldBlock);
+        })
+    }
+
+    /// A fresh connection (ring 100: update limit 10, half a ring 50) that has `prod` bytes
+    /// from the peer, with the peer's flags; returns it after reading `first` bytes.
+    fn after_reading(
+        prod: u32,
+        pf: ProdFlags,
+        st: ConnStateFlags,
+        first: usize,
+    ) -> (Arc<Ops>, Conn) {
+        let (ops, c) = small();
+        ops.peer_data(0, &pattern(prod as usize, 7));
+        ops.peer_says(&c, Cursor::new(0, prod), Cursor::new(0, 0), pf, st);
+        let mut buf = vec![0u8; first];
+        assert_eq!(c.read(&mut buf).unwrap(), first);
+        (ops, c)
+    }
+
+    #[test]
+    fn consumer_updates_as_linux_smc_tx_consumer_update() {
+        within(|| {
+            // The peer has 40 free (at most half a ring): an update once more than 10 bytes
+            // (a tenth of the ring) were consumed since the last one.
+            let (ops, c) = after_reading(60, none(), open(), 10);
+            assert_eq!(ops.cdcs(), 0);
+            assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 1);
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(ops.our_cdc().cons, Cursor::new(0, 11));
+            assert_eq!(c.read(&mut [0u8; 10]).unwrap(), 10);
+            assert_eq!(ops.cdcs(), 1);
+            // The peer has 80 free and is not blocked: no update.
+            let (ops, _c) = after_reading(20, none(), open(), 11);
+            assert_eq!(ops.cdcs(), 0);
+            let (ops, _c) = after_reading(20, none(), open(), 20);
+            assert_eq!(ops.cdcs(), 0);
+            // ... unless it is blocked.
+            let (ops, _c) = after_reading(20, ProdFlags::WRITE_BLOCKED, open(), 11);
+            assert_eq!((ops.cdcs(), ops.our_cdc().cons), (1, Cursor::new(0, 11)));
+            let (ops, _c) = after_reading(20, ProdFlags::WRITE_BLOCKED, open(), 10);
+            assert_eq!(ops.cdcs(), 0);
+            // Asked for: after every read.
+            let (ops, _c) = after_reading(5, ProdFlags::CONS_CURS_UPD_REQ, open(), 1);
+            assert_eq!((ops.cdcs(), ops.our_cdc().cons), (1, Cursor::new(0, 1)));
+            // Nobody to tell once the peer closed (asked or not); the data is still read.
+            let gone = [
+                ConnStateFlags::PEER_CONN_CLOSED,
+                ConnStateFlags::PEER_CONN_ABORT,
+            ];
+            for st in gone {
+                let (ops, _c) = after_reading(60, ProdFlags::CONS_CURS_UPD_REQ, st, 60);
+                assert_eq!(ops.cdcs(), 0);
+            }
+        })
+    }
+
+    #[test]
+    fn the_peers_end_of_writing_or_close_is_end_of_stream_after_the_data() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let mut buf = [0u8; 10];
+            for st in [
+                ConnStateFlags::PEER_DONE_WRITING,
+                ConnStateFlags::PEER_CONN_CLOSED,
+            ] {
+                let (ops, c) = small();
+                ops.peer_data(0, &[1, 2, 3, 4, 5]);
+                ops.peer_says(&c, Cursor::new(0, 5), c0, none(), st);
+                assert_eq!(c.read(&mut buf).unwrap(), 5);
+                assert_eq!(buf[..5], [1, 2, 3, 4, 5]);
+                assert_eq!(c.read(&mut buf).unwrap(), 0);
+                assert!(!c.is_broken());
+                // Our writing side is shut by the peer's close only.
+                let w = c.write(b"x");
+                if st == ConnStateFlags::PEER_CONN_CLOSED {
+                    assert_eq!(kind(w), Io::BrokenPipe);
+                } else {
+                    assert_eq!(w.unwrap(), 1);
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn shutdowns_and_close_end_their_side_and_tell_the_peer_once() {
+        within(|| {
+            let mut buf = [0u8; 10];
+            // Reading side: end of stream at once; writing still works, the peer is not told.
+            let (ops, c) = small();
+            c.shutdown_read();
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+            assert_eq!(c.write(b"abc").unwrap(), 3);
+            assert_eq!(ops.our_cdc().conn_state, open());
+            // Writing side: the peer is told once; reading still works.
+            let (ops, c) = small();
+            c.shutdown_write().unwrap();
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(ops.our_cdc().conn_state, ConnStateFlags::PEER_DONE_WRITING);
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            c.shutdown_write().unwrap();
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(kind(c.read(&mut buf)), Io::WouldBlock);
+            ops.peer_data(0, b"hi");
+            ops.peer_says(&c, Cursor::new(0, 2), Cursor::new(0, 0), none(), open());
+            assert_eq!(c.read(&mut buf).unwrap(), 2);
+            // Close: both sides, the peer told once.
+            let (ops, c) = small();
+            c.close();
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(ops.our_cdc().conn_state, ConnStateFlags::PEER_CONN_CLOSED);
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            c.close();
+            assert_eq!(ops.cdcs(), 1);
+            assert!(!c.is_broken());
+            // A shutdown CDC the device refuses: an error, and the connection is broken.
+            let (ops, c) = small();
+            ops.refuse.store(true, Ordering::Relaxed);
+            assert_eq!(kind(c.shutdown_write()), Io::BrokenPipe);
+            assert!(c.is_broken());
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+        })
+    }
+
+    #[test]
+    fn aborts_and_terminations_are_resets() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let mut buf = [0u8; 10];
+            // The peer aborts: pending data first, then a reset; writes fail at once.
+            let (ops, c) = small();
+            ops.peer_data(0, b"last");
+            ops.peer_says(
+                &c,
+                Cursor::new(0, 4),
+                c0,
+                none(),
+                ConnStateFlags::PEER_CONN_ABORT,
+            );
+            assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
+            assert_eq!(c.read(&mut buf).unwrap(), 4);
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            // A peer abort also wins over its end of writing.
+            let st = ConnStateFlags::PEER_CONN_ABORT | ConnStateFlags::PEER_DONE_WRITING;
+            ops.peer_says(&c, Cursor::new(0, 4), c0, none(), st);
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            assert_eq!(ops.cdcs(), 0);
+            // We abort: the peer is told once; our readers and writers fail.
+            let (ops, c) = small();
+            c.abort();
+            assert!(c.is_broken());
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(ops.our_cdc().conn_state, ConnStateFlags::PEER_CONN_ABORT);
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
+            c.abort();
+            c.close();
+            assert_eq!(ops.cdcs(), 1);
+            // Terminated (link group gone): data already there is still read, then resets;
+            // nothing is sent any more.
+            let (ops, c) = small();
+            ops.peer_data(0, b"ab");
+            ops.peer_says(
+                &c,
+                Cursor::new(0, 2),
+                c0,
+                ProdFlags::CONS_CURS_UPD_REQ,
+                open(),
+            );
+            c.terminate();
+            assert!(c.is_broken());
+            assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
+            assert_eq!(c.read(&mut buf).unwrap(), 2);
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            let sent = ops.cdcs();
+            c.shutdown_write().unwrap();
+            c.close();
+            c.abort();
+            assert_eq!(ops.cdcs(), sent);
+            assert_eq!(ops.our_cdc().conn_state, open());
+        })
+    }
+
+    #[test]
+    fn a_refused_move_sends_nothing_and_breaks_the_connection() {
+        within(|| {
+            for nocopy in [false, true] {
+                let (ops, c) = setup(100, 60, nocopy, 1024, WaitMode::BusyPoll);
+                ops.refuse.store(true, Ordering::Relaxed);
+                assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe, "nocopy {nocopy}");
+                assert!(c.is_broken());
+                assert_eq!(c.stats().bytes_sent, 0);
+                assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
+            }
+        })
+    }
+
+    #[test]
+    fn blocking_waits_end_at_their_time_limit_and_re_read_the_cursors_meanwhile() {
+        within(|| {
+            // Blocking without a spin phase: the device is never polled.
+            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            c.set_nonblocking(false);
+            c.set_read_timeout_ms(200);
+            let start = Instant::now();
+            assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+            let s = c.stats();
+            // One re-read per RECHECK (20 ms) at most, the last wait ends at the limit.
+            assert!(s.waits >= 1 && s.waits == s.rechecks + 1, "{s:?}");
+            assert!(s.rechecks <= 10, "{s:?}");
+            assert_eq!(ops.polls.load(Ordering::Relaxed), 0);
+            // A full peer ring: the writer waits until its own limit.
+            assert_eq!(c.write(&[0u8; 60]).unwrap(), 60);
+            c.set_write_timeout_ms(50);
+            let start = Instant::now();
+            assert_eq!(kind(c.write(b"x")), Io::TimedOut);
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            // Busy-polling waits poll the device.
+            c.set_busy_poll(true);
+            c.set_read_timeout_ms(30);
+            assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            assert!(ops.polls.load(Ordering::Relaxed) > 0);
+        })
+    }
+
+    #[test]
+    fn a_blocked_reader_without_a_time_limit_gets_the_data_when_it_comes() {
+        within(|| {
+            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            let c = Arc::new(c);
+            c.set_nonblocking(false);
+            let peer = {
+                let (ops, c) = (ops.clone(), c.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(30));
+                    ops.peer_data(0, b"late");
+                    ops.peer_says(&c, Cursor::new(0, 4), Cursor::new(0, 0), none(), open());
+                })
+            };
+            let mut buf = [0u8; 10];
+            assert_eq!(c.read(&mut buf).unwrap(), 4);
+            assert_eq!(&buf[..4], b"late");
+            peer.join().unwrap();
+        })
+    }
+}

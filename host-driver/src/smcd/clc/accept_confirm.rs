@@ -646,6 +646,61 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn check_names_what_would_not_round_trip() {
+        let fce = |os_type, release, v2x| FirstContactExt {
+            v2_direct: false,
+            os_type,
+            release,
+            hostname: [b' '; HOSTNAME_LEN],
+            v2x,
+        };
+        let with = |f: FirstContactExt| AcceptConfirm {
+            v2: Some(AcceptConfirmV2 {
+                chid: 1,
+                eid: [0; 32],
+                gid_ext: 0,
+                fce: Some(f),
+            }),
+            ..base()
+        };
+        let x = Some(FceV2x::default());
+        // Each field at its largest value, alone and together: fine.
+        assert_eq!(with(fce(0x0F, 0, None)).check(), Ok(()));
+        assert_eq!(with(fce(0, 0x0F, x)).check(), Ok(()));
+        assert_eq!(with(fce(0x0F, 0x0F, x)).check(), Ok(()));
+        // One field too wide is enough to refuse.
+        let wide = Err(ClcError::Malformed("FCE os_type/release"));
+        assert_eq!(with(fce(0x10, 0, None)).check(), wide);
+        assert_eq!(with(fce(0, 0x10, x)).check(), wide);
+        assert_eq!(
+            with(fce(2, 1, None)).check(),
+            Err(ClcError::Malformed("FCE release >= 1 needs the v2.x form"))
+        );
+        assert_eq!(
+            AcceptConfirm {
+                dmbe_size: 0x10,
+                ..base()
+            }
+            .check(),
+            Err(ClcError::Malformed("dmbe_size"))
+        );
+        assert_eq!(
+            AcceptConfirm {
+                dmbe_size: 0x0F,
+                ..base()
+            }
+            .check(),
+            Ok(())
+        );
+        let mut no_fce = with(fce(2, 0, None));
+        no_fce.v2.as_mut().unwrap().fce = None;
+        assert_eq!(
+            no_fce.check(),
+            Err(ClcError::Malformed("FCE disagrees with first contact"))
+        );
+    }
+
     fn arb_fce() -> impl Strategy<Value = FirstContactExt> {
         (
             any::<bool>(),

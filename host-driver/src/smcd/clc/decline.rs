@@ -220,6 +220,18 @@ pub(crate) mod tests {
         assert_eq!(Decline::parse(&e), Err(ClcError::BadTrailer));
     }
 
+    #[test]
+    fn check_refuses_an_os_type_wider_than_its_nibble() {
+        let d = |os_type| Decline {
+            os_type,
+            ..Decline::linux(DeclineReason::MEM, 2)
+        };
+        assert_eq!(d(0x0F).check(), Ok(()));
+        assert_eq!(d(0x10).check(), Err(ClcError::Malformed("os_type")));
+        // What check refuses would not round-trip: emit keeps the low nibble only.
+        assert_eq!(Decline::parse(&d(0x12).emit()), Ok(d(0x02)));
+    }
+
     pub(crate) fn arb_decline() -> impl Strategy<Value = Decline> {
         (
             any::<(bool, [u8; 8], u32)>(),

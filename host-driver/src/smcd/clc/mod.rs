@@ -317,6 +317,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_buffer_longer_than_its_header_says_is_refused() {
+        // A v1 decline (28 bytes) with a second trailer after it: the bytes past the
+        // header's length are not part of the message, whatever they look like.
+        let mut b = alloc::vec![
+            0xE2, 0xD4, 0xC3, 0xD9, 0x04, 0x00, 28, 0x10, //
+            0, 0, 0, 0, 0, 0, 0, 0, //
+            0x03, 0x03, 0x00, 0x01, //
+            0x00, 0, 0, 0, //
+            0xE2, 0xD4, 0xC3, 0xD9,
+        ];
+        assert!(ClcMessage::parse(&b).is_ok());
+        b.extend_from_slice(&header::EYECATCHER_SMCR);
+        assert_eq!(ClcMessage::parse(&b), Err(ClcError::BadLength(28)));
+        assert_eq!(
+            check_frame(&b, &[ClcType::Decline]),
+            Err(ClcError::BadLength(28))
+        );
+        assert_eq!(
+            check_frame(&b[..27], &[ClcType::Decline]),
+            Err(ClcError::Truncated)
+        );
+    }
+
     use proptest::prelude::*;
 
     fn arb_message() -> impl Strategy<Value = ClcMessage> {

@@ -1144,6 +1144,137 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn capacity_rule_and_device_kinds() {
+        let native = |n: u16| SmcdDevice {
+            gid: u64::from(n),
+            gid_ext: 0,
+            chid: 0x0100 + n,
+        };
+        let emulated = |chid| SmcdDevice {
+            gid: 9,
+            gid_ext: 10,
+            chid,
+        };
+        // Five native devices (5 entries) leave room for an Emulated-ISM one (2 more).
+        let mut d: Vec<SmcdDevice> = (1..=5).map(native).collect();
+        d.push(emulated(0xFF00));
+        assert_eq!(select_v2_devices(d.iter().copied()), d);
+        // Seven entries used: an Emulated-ISM device no longer fits, a native one does.
+        d.push(emulated(0xFF01));
+        d.push(native(6));
+        let mut want = d.clone();
+        want.remove(6);
+        assert_eq!(select_v2_devices(d.iter().copied()), want);
+        assert!(emulated(0xFFFF).is_loopback() && emulated(0xFFFF).is_emulated());
+        assert!(!emulated(0xFF00).is_loopback() && emulated(0xFF00).is_emulated());
+        assert!(!native(1).is_loopback() && !native(1).is_emulated());
+        assert_eq!((native(1).entries(), emulated(0xFF00).entries()), (1, 2));
+    }
+
+    /// `smcd_v2_ext_offset` is followed up to where 8 user EIDs end (288) and no further
+    /// (`smc_get_clc_smcd_v2_ext`).
+    #[test]
+    fn smcd_v2_ext_offset_is_bounded() {
+        assert_eq!(MAX_SMCD_V2_EXT_OFFSET, 288);
+        // typev1 N, typev2 D; the v2 extension at 80, the SMC-Dv2 one at 80 + 8 + 288.
+        let mut m = vec![0u8; 428];
+        m[..8].copy_from_slice(&[0xE2, 0xD4, 0xC3, 0xD9, 0x01, 0x01, 0xAC, 0x26]);
+        m[51] = 0x1C; // v2_ext_offset 28
+        m[83] = 0x10; // release 1
+        m[86..88].copy_from_slice(&288u16.to_be_bytes());
+        m[376] = 0x41; // first byte of the system EID
+        m[424..].copy_from_slice(&SMCR);
+        let p = Proposal::parse(&m).unwrap();
+        let smcd =
+            p.v2.unwrap()
+                .smcd
+                .expect("an SMC-Dv2 extension at offset 288");
+        assert_eq!(smcd.system_eid[0], 0x41);
+        // One further: not followed, so there is none (the server declines NOV2DEXT).
+        m[86..88].copy_from_slice(&289u16.to_be_bytes());
+        let p = Proposal::parse(&m).unwrap();
+        assert_eq!(p.v2.unwrap().smcd, None);
+    }
+
+    #[test]
+    fn v1_device_needs_smcd_offered_and_a_gid() {
+        let p = |typev1, ism_gid| Proposal {
+            version: 2,
+            typev1,
+            typev2: SmcType::N,
+            smcr: SmcrLocal::default(),
+            ism_gid,
+            ism_chid: 7,
+            prefix: Some(IpPrefix::default()),
+            v2: None,
+        };
+        let dev = SmcdDevice {
+            gid: 5,
+            gid_ext: 0,
+            chid: 7,
+        };
+        assert_eq!(p(SmcType::D, 5).v1_device(), Some(dev));
+        assert_eq!(p(SmcType::B, 5).v1_device(), Some(dev));
+        assert_eq!(p(SmcType::R, 5).v1_device(), None);
+        assert_eq!(p(SmcType::D, 0).v1_device(), None);
+        // Versions: 1 to 15 (later ones are read as 2); 0 and what a nibble cannot hold are
+        // refused.
+        for v in [2, 15] {
+            assert_eq!(
+                Proposal {
+                    version: v,
+                    ..p(SmcType::D, 5)
+                }
+                .check(),
+                Ok(())
+            );
+        }
+        for v in [0, 16] {
+            assert_eq!(
+                Proposal {
+                    version: v,
+                    ..p(SmcType::D, 5)
+                }
+                .check(),
+                Err(ClcError::BadVersion(v))
+            );
+        }
+    }
+
+    /// An `iparea_offset` past the SMC-D area counts as 0: the prefix is read at 40
+    /// (`smc_clc_proposal_get_prefix`).
+    #[test]
+    fn an_iparea_offset_past_the_smcd_area_counts_as_zero() {
+        // v2, typev1 D, typev2 N, 96 bytes; bytes 40..48 (where the ISM GID is) read as
+        // the prefix 10.0.0.0/24.
+        let mut m = vec![0u8; 96];
+        m[..8].copy_from_slice(&[0xE2, 0xD4, 0xC3, 0xD9, 0x01, 0x00, 96, 0x29]);
+        m[39] = 41;
+        m[40..48].copy_from_slice(&[10, 0, 0, 0, 24, 0, 0, 0]);
+        m[92..].copy_from_slice(&SMCR);
+        let p = Proposal::parse(&m).unwrap().prefix.unwrap();
+        assert_eq!((p.outgoing_subnet, p.prefix_len), (0x0A00_0000, 24));
+    }
+
+    /// The SMC-Dv2 extension is read only when typev2 offers SMC-D, whatever the offset.
+    #[test]
+    fn no_smcd_v2_extension_unless_typev2_offers_smcd() {
+        // v2, typev1 N, typev2 R, 172 bytes; the v2 extension at 80 with
+        // smcd_v2_ext_offset 32 (as if an SMC-Dv2 extension followed at 120).
+        let mut m = vec![0u8; 172];
+        m[..8].copy_from_slice(&[0xE2, 0xD4, 0xC3, 0xD9, 0x01, 0x00, 172, 0x22]);
+        m[51] = 0x1C;
+        m[83] = 0x10;
+        m[87] = 32;
+        m[168..].copy_from_slice(&SMCR);
+        let v2 = Proposal::parse(&m).unwrap().v2.unwrap();
+        assert_eq!(v2.smcd, None);
+        // The same with typev2 D: read.
+        m[7] = 0x26;
+        assert!(Proposal::parse(&m).unwrap().v2.unwrap().smcd.is_some());
+    }
+
     fn arb_device() -> impl Strategy<Value = SmcdDevice> {
         prop_oneof![
             (any::<u64>(), 0u16..0xFF00).prop_map(|(gid, chid)| SmcdDevice {
