@@ -157,6 +157,7 @@ mod tests {
         assert_eq!(DeclineReason::ALL.len(), 36);
         assert!(DeclineReason::ALL.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(DeclineReason::NOSMCD2DEV.0, 0x0303_0007);
+        assert_eq!(DeclineReason::SYNCERR.code(), 0x0400_0000);
         assert_eq!(DeclineReason::MAX_DMB.name(), Some("MAX_DMB"));
         assert_eq!(DeclineReason::from(0x0303_0008), DeclineReason::NOUEID);
         assert_eq!(
@@ -177,6 +178,7 @@ mod tests {
         fn roundtrip(v in any::<u32>()) {
             let r = DeclineReason::from(v);
             prop_assert_eq!(u32::from(r), v);
+            prop_assert_eq!(r.code(), v);
             prop_assert_eq!(r.is_known(), DeclineReason::ALL.contains(&r));
         }
     }
