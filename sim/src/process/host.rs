@@ -672,13 +672,7 @@ impl RawAttachment {
         let irq: &AtomicU32 = self.page.word(regs::IRQ);
         let start = Instant::now();
         let mut spins = 0u32;
-        // No spinning while a thread of ours polls the SBA: it handles what arrives.
-        let spin = if self.page.word(regs::HOST_POLLERS).load(Ordering::SeqCst) > 0 {
-            Duration::ZERO
-        } else {
-            HOST_SPIN.min(timeout)
-        };
-        while start.elapsed() < spin {
+        while start.elapsed() < HOST_SPIN.min(timeout) {
             if self.take_irq() {
                 return true;
             }
