@@ -138,8 +138,7 @@ pub trait SmcdOps: Send + Sync {
     fn memory(&self) -> &dyn DmaMemory;
 
     /// The host's thread polls the device itself from now on (`true`) or no longer
-    /// (`false`): see [`Bus::set_polling`](crate::ism::hal::Bus::set_polling). Calls nest;
-    /// the default ignores them.
+    /// (`false`): see [`Bus::set_polling`]. Calls nest; the default ignores them.
     fn set_polling(&self, on: bool) {
         let _ = on;
     }
