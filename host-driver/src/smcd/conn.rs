@@ -162,6 +162,10 @@ const ST_READ_SHUT: u8 = 2;
 const ST_CLOSED: u8 = 4;
 const ST_ABORTED: u8 = 8;
 const ST_BROKEN: u8 = 16;
+/// A move of ours was refused: the peer has not been told (see [`Conn::fail`]).
+const ST_FAILED: u8 = 32;
+/// The abort after [`ST_FAILED`] was tried once (at close or abort).
+const ST_FAILED_TOLD: u8 = 64;
 
 /// One connection's data path.
 pub struct Conn {
@@ -385,6 +389,31 @@ impl Conn {
         self.wake();
     }
 
+    /// The device refused one of our moves (data or CDC): the connection is broken, and
+    /// every CDC we send from now on carries the abort flag, as Linux's
+    /// `net/smc/smc_tx.c` `smcd_tx_ism_write` sets `peer_conn_abort` when `smc_ism_write`
+    /// fails. The peer may not know yet (the CDC that failed may have been the one that
+    /// would tell it, a consumer update its writer waits for): [`Conn::close`] and
+    /// [`Conn::abort`] try once more to tell it, so that its reader or writer does not
+    /// wait for us forever.
+    fn fail(&self) {
+        self.local_conn_state
+            .fetch_or(ConnStateFlags::PEER_CONN_ABORT.bits(), Ordering::AcqRel);
+        self.status
+            .fetch_or(ST_BROKEN | ST_FAILED, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// After a refused move ([`Conn::fail`]), tries once to send the abort the peer has
+    /// not seen (the device may take this move: the refusal may have been transient, or
+    /// for that one move).
+    fn tell_failure_once(&self) {
+        let st = self.status.fetch_or(ST_FAILED_TOLD, Ordering::AcqRel);
+        if st & ST_FAILED != 0 && st & ST_FAILED_TOLD == 0 {
+            let _ = self.send_cdc();
+        }
+    }
+
     /// Whether the connection was terminated, aborted or broken.
     pub fn is_broken(&self) -> bool {
         self.status() & (ST_BROKEN | ST_ABORTED) != 0
@@ -464,8 +493,7 @@ impl Conn {
                 Ok(())
             }
             Err(e) => {
-                self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
-                self.wake();
+                self.fail();
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
             }
         }
@@ -510,7 +538,7 @@ impl Conn {
                 }
             };
             if let Err(e) = r {
-                self.status.fetch_or(ST_BROKEN, Ordering::AcqRel);
+                self.fail();
                 return Err(e);
             }
         }
@@ -773,7 +801,8 @@ impl Conn {
         self.wake();
     }
 
-    /// Closes: tells the peer (connection closed) unless the connection is already broken.
+    /// Closes: tells the peer (connection closed) unless the connection is already broken;
+    /// broken by a refused move of ours, it tries once to tell the peer of the abort.
     pub fn close(&self) {
         if self.status.fetch_or(ST_CLOSED, Ordering::AcqRel) & ST_CLOSED != 0 {
             return;
@@ -782,6 +811,8 @@ impl Conn {
             .fetch_or(ConnStateFlags::PEER_CONN_CLOSED.bits(), Ordering::AcqRel);
         if !self.is_broken() {
             let _ = self.send_cdc();
+        } else {
+            self.tell_failure_once();
         }
         self.wake();
     }
@@ -792,6 +823,8 @@ impl Conn {
             .fetch_or(ConnStateFlags::PEER_CONN_ABORT.bits(), Ordering::AcqRel);
         if self.status.fetch_or(ST_ABORTED, Ordering::AcqRel) & (ST_ABORTED | ST_BROKEN) == 0 {
             let _ = self.send_cdc();
+        } else {
+            self.tell_failure_once();
         }
         self.wake();
     }
@@ -1463,6 +1496,44 @@ mod tests {
                 assert_eq!(c.stats().bytes_sent, 0);
                 assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
             }
+        })
+    }
+
+    #[test]
+    fn after_a_refused_move_close_and_abort_try_once_to_tell_the_peer() {
+        within(|| {
+            let flags = |ops: &Ops| ops.our_cdc().conn_state;
+            for how in ["close", "abort", "both"] {
+                // A reader's consumer update the device refuses: the peer's writer would
+                // wait for it forever unless our close tells it of the abort.
+                let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+                ops.refuse.store(true, Ordering::Relaxed);
+                assert_eq!(kind(c.shutdown_write()), Io::BrokenPipe);
+                assert!(c.is_broken());
+                assert_eq!(ops.cdcs(), 1, "{how}: the refused one");
+                ops.refuse.store(false, Ordering::Relaxed);
+                match how {
+                    "close" => c.close(),
+                    "abort" => c.abort(),
+                    _ => {
+                        c.close();
+                        c.abort();
+                        c.close();
+                    }
+                }
+                assert_eq!(ops.cdcs(), 2, "{how}: told once");
+                assert!(
+                    flags(&ops).contains(ConnStateFlags::PEER_CONN_ABORT),
+                    "{how}: {:?}",
+                    flags(&ops)
+                );
+            }
+            // Terminated by the stack (link group gone, peer function down): nothing to tell.
+            let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+            c.terminate();
+            c.close();
+            c.abort();
+            assert_eq!(ops.cdcs(), 0);
         })
     }
 
