@@ -46,6 +46,13 @@ pub const RING_OFFSET: u32 = CDC_MSG_LEN as u32;
 /// interrupt delays data by at most this much instead of stalling the connection.
 pub const RECHECK: Duration = Duration::from_millis(20);
 
+/// A writer that waits for room in the peer's ring this many [`RECHECK`]s in a row without
+/// a signal sends its CDC again (signalled, the cursors unchanged): if the peer's RMB is
+/// gone (its side ended without a CDC that reached us), the device refuses the move and
+/// the writer gets an error instead of waiting forever. Linux needs no such probe (its
+/// close and abort CDCs are not lost); this model's devices can refuse any move.
+pub const PROBE_EVERY: u32 = 10;
+
 /// Half of Linux's `SOCK_MIN_SNDBUF` on 64-bit, the cap of the consumer-update limit.
 pub const UPDATE_LIMIT_CAP: u32 = 2304;
 
@@ -438,8 +445,9 @@ impl Conn {
     }
 
     /// Waits for a signal, but never longer than [`RECHECK`], so that the caller re-reads
-    /// the peer's cursors even if an interrupt was lost on the way.
-    fn wait(&self, seen: u64, deadline: Option<Instant>, nonblocking: bool) -> io::Result<()> {
+    /// the peer's cursors even if an interrupt was lost on the way. `Ok(true)`: signalled;
+    /// `Ok(false)`: the slice passed without one.
+    fn wait(&self, seen: u64, deadline: Option<Instant>, nonblocking: bool) -> io::Result<bool> {
         if nonblocking {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -457,7 +465,7 @@ impl Conn {
             || ops.poll_irq(),
             |on| ops.set_polling(on),
         ) {
-            return Ok(());
+            return Ok(true);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(io::Error::new(
@@ -466,7 +474,7 @@ impl Conn {
             ));
         }
         self.count(|c| &c.rechecks, 1);
-        Ok(())
+        Ok(false)
     }
 
     /// Sends our CDC (current cursors and flags) with the signal.
@@ -584,6 +592,8 @@ impl Conn {
         let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = Self::deadline(&self.write_timeout_ms);
         let mut done = 0;
+        // Slices in a row that passed without a signal while the peer's ring was full.
+        let mut quiet = 0u32;
         // Linux's `smc_tx_sendmsg` likewise returns the bytes copied so far when a wait
         // ends in an error after some were sent.
         let short = |done: usize, e: io::Error| if done > 0 { Ok(done) } else { Err(e) };
@@ -602,11 +612,16 @@ impl Conn {
                     // Once per time the writer is blocked, not per wake-up.
                     self.count(|c| &c.peer_buffer_full, 1);
                     self.send_cdc()
+                } else if quiet > 0 && quiet.is_multiple_of(PROBE_EVERY) {
+                    // Is the peer still there? (See `PROBE_EVERY`.)
+                    self.send_cdc()
                 } else {
                     Ok(())
                 };
-                if let Err(e) = r.and_then(|()| self.wait(seen, deadline, nonblocking)) {
-                    return short(done, e);
+                match r.and_then(|()| self.wait(seen, deadline, nonblocking)) {
+                    Err(e) => return short(done, e),
+                    Ok(true) => quiet = 0,
+                    Ok(false) => quiet += 1,
                 }
                 continue;
             }
@@ -1534,6 +1549,29 @@ mod tests {
             c.close();
             c.abort();
             assert_eq!(ops.cdcs(), 0);
+        })
+    }
+
+    #[test]
+    fn a_writer_blocked_on_a_peer_that_is_gone_gets_an_error() {
+        within(|| {
+            // The peer's ring is full and the peer says nothing more; then its RMB goes away
+            // (the device refuses moves to it) without a CDC that reached us.
+            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            c.set_nonblocking(false);
+            assert_eq!(c.write(&[0u8; 60]).unwrap(), 60);
+            c.set_write_timeout_ms(30);
+            assert_eq!(kind(c.write(b"x")), Io::TimedOut);
+            let cdcs = ops.cdcs();
+            ops.refuse.store(true, Ordering::Relaxed);
+            // No time limit: only the probe can end this wait.
+            c.set_write_timeout_ms(0);
+            let start = Instant::now();
+            assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
+            let took = start.elapsed();
+            assert!(took >= RECHECK * PROBE_EVERY, "{took:?}");
+            assert!(c.is_broken());
+            assert_eq!(ops.cdcs(), cdcs + 1, "one probe");
         })
     }
 
