@@ -555,14 +555,17 @@ impl Conn {
 
     fn check_writable(&self, peer: &CdcMessage) -> io::Result<()> {
         let st = self.status();
-        if st & (ST_BROKEN | ST_ABORTED) != 0
+        let peer_closed = peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED);
+        // A breakage after the peer's close (our move into the RMB it gave back was
+        // refused) is still the peer's close: `BrokenPipe`, as for the writer that saw the
+        // close first.
+        if st & ST_ABORTED != 0
+            || (st & ST_BROKEN != 0 && !peer_closed)
             || peer.conn_state.contains(ConnStateFlags::PEER_CONN_ABORT)
         {
             return Err(reset());
         }
-        if st & (ST_WRITE_SHUT | ST_CLOSED) != 0
-            || peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED)
-        {
+        if st & (ST_WRITE_SHUT | ST_CLOSED) != 0 || peer_closed {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "SMC-D connection closed for writing",
@@ -1572,6 +1575,22 @@ mod tests {
             assert!(took >= RECHECK * PROBE_EVERY, "{took:?}");
             assert!(c.is_broken());
             assert_eq!(ops.cdcs(), cdcs + 1, "one probe");
+        })
+    }
+
+    #[test]
+    fn a_write_after_the_peers_close_is_a_broken_pipe_even_if_its_rmb_is_gone() {
+        within(|| {
+            // The peer closed; then our connection broke (a move into the RMB the peer gave
+            // back was refused, or the link group went down): the close still decides.
+            let closed = ConnStateFlags::PEER_CONN_CLOSED;
+            let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), none(), closed);
+            c.terminate();
+            assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
+            // Our own abort, or the peer's, is a reset whatever else happened.
+            c.abort();
+            assert_eq!(kind(c.write(b"x")), Io::ConnectionReset);
         })
     }
 
