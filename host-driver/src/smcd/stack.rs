@@ -183,9 +183,36 @@ pub struct LinkGroup {
     pub role: Role,
     /// The VLAN id (this model registers DMBs without VLAN: 0).
     pub vlan_id: u16,
-    conns: Mutex<Vec<Weak<Conn>>>,
+    conns: Mutex<Members>,
     peer_shutdown: std::sync::atomic::AtomicBool,
     sync_err: std::sync::atomic::AtomicBool,
+}
+
+/// The connections of a link group, and how it ended (under one lock, so that a
+/// connection a handshake adds after the end ends too: see [`LinkGroup::end`]).
+#[derive(Debug, Default)]
+struct Members {
+    conns: Vec<Weak<Conn>>,
+    ended: Option<End>,
+}
+
+/// How a link group ended, which is how its connections end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Without a goodbye (peer or own function gone, peer's shutdown): `Conn::terminate`.
+    Terminated,
+    /// By us (sync error, failed first contact, stack shutdown, idle): `Conn::abort`, which
+    /// tells the peer.
+    Aborted,
+}
+
+impl End {
+    fn apply(self, c: &Conn) {
+        match self {
+            End::Terminated => c.terminate(),
+            End::Aborted => c.abort(),
+        }
+    }
 }
 
 impl LinkGroup {
@@ -194,21 +221,52 @@ impl LinkGroup {
         self.conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .conns
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
     }
 
     fn prune(&self) -> usize {
-        let mut c = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|w| w.strong_count() > 0);
-        c.len()
+        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        m.conns.retain(|w| w.strong_count() > 0);
+        m.conns.len()
+    }
+
+    /// Ends the link group `how` (the first end wins) and its connections with it. A
+    /// handshake that picked the link group before the end and adds its connection after
+    /// it ([`SmcStack::attach_conn`]) finds it ended and ends the connection the same way:
+    /// as Linux's `net/smc/smc_core.c` `__smc_lgr_terminate` kills the connections a
+    /// listen worker has registered in the link group (`smc_conn_create`) whatever step
+    /// of the handshake they are in.
+    fn end(&self, how: End) {
+        let (how, conns) = {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let how = *m.ended.get_or_insert(how);
+            (
+                how,
+                m.conns.iter().filter_map(Weak::upgrade).collect::<Vec<_>>(),
+            )
+        };
+        for c in conns {
+            how.apply(&c);
+        }
+    }
+
+    /// Ends the link group (aborted) if it has no live connection; returns whether it did.
+    fn end_if_idle(&self) -> bool {
+        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        m.conns.retain(|w| w.strong_count() > 0);
+        if m.conns.is_empty() {
+            m.ended.get_or_insert(End::Aborted);
+            true
+        } else {
+            false
+        }
     }
 
     fn terminate(&self) {
-        for c in self.connections() {
-            c.terminate();
-        }
+        self.end(End::Terminated);
     }
 }
 
@@ -510,7 +568,7 @@ impl SmcStack {
             peer_gid: peer,
             role,
             vlan_id: 0,
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(Members::default()),
             peer_shutdown: std::sync::atomic::AtomicBool::new(false),
             sync_err: std::sync::atomic::AtomicBool::new(false),
         });
@@ -529,9 +587,7 @@ impl SmcStack {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|l| !Arc::ptr_eq(l, lgr));
-        for c in lgr.connections() {
-            c.abort();
-        }
+        lgr.end(End::Aborted);
         self.send_shutdown(lgr);
         self.counters
             .lgrs_terminated
@@ -588,23 +644,28 @@ impl SmcStack {
         if !was_listed {
             return; // already ended (peer shutdown, device event, sync error)
         }
-        let conns = lgr.connections();
-        for c in &conns {
-            c.abort();
-        }
-        if !conns.is_empty() {
+        let had_conns = !lgr.connections().is_empty();
+        lgr.end(End::Aborted);
+        if had_conns {
             self.send_shutdown(lgr);
         }
     }
 
     /// Adds `conn` to `lgr` and routes its RMB's signals to it.
+    ///
+    /// If the link group ended meanwhile (it was picked before the end), the connection
+    /// ends as its other connections did.
     pub fn attach_conn(&self, lgr: &LinkGroup, conn: &Arc<Conn>) {
         conn.count_into(self.stats.traffic.clone());
-        lgr.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(conn));
+        let ended = {
+            let mut m = lgr.conns.lock().unwrap_or_else(|e| e.into_inner());
+            m.conns.push(Arc::downgrade(conn));
+            m.ended
+        };
         self.devices[lgr.device].set_conn(conn.rmb().sba_idx, Some(conn.clone()));
+        if let Some(how) = ended {
+            how.apply(conn);
+        }
     }
 
     /// Stops routing to `conn` and releases its device resources.
@@ -638,7 +699,7 @@ impl SmcStack {
     pub fn close_idle_link_groups(&self) -> usize {
         let idle: Vec<Arc<LinkGroup>> = {
             let mut lgrs = self.lgrs.lock().unwrap_or_else(|e| e.into_inner());
-            let (idle, busy): (Vec<_>, Vec<_>) = lgrs.drain(..).partition(|l| l.prune() == 0);
+            let (idle, busy): (Vec<_>, Vec<_>) = lgrs.drain(..).partition(|l| l.end_if_idle());
             *lgrs = busy;
             idle
         };
@@ -657,9 +718,7 @@ impl SmcStack {
             .drain(..)
             .collect();
         for l in &all {
-            for c in l.connections() {
-                c.abort();
-            }
+            l.end(End::Aborted);
             self.send_shutdown(l);
         }
     }
@@ -792,6 +851,8 @@ mod tests {
     use super::*;
     use crate::ism::fake::{fake_device, FakeFunction};
     use crate::ism::IsmDriver;
+    use crate::smcd::conn::PeerInfo;
+    use crate::smcd::wait::WaitMode;
 
     #[test]
     fn a_dropped_stack_frees_its_driver() {
@@ -811,6 +872,62 @@ mod tests {
             weak.upgrade().is_none(),
             "no cycle through the driver's client list"
         );
+    }
+
+    /// A connection on the fake device's own RMB of 64 KiB (its peer: itself).
+    fn conn_on(stack: &SmcStack) -> Arc<Conn> {
+        let ops = stack.devices()[0].ops().clone();
+        let me = ops.get_local_gid();
+        let rmb = ops.register_dmb(1 << 16, me, 0, 0).unwrap();
+        let peer = PeerInfo {
+            gid: me,
+            token: rmb.token,
+            dmbe_idx: 0,
+            ring_len: rmb.len - super::super::conn::RING_OFFSET,
+        };
+        Arc::new(Conn::new(ops, rmb, peer, None, 4096, WaitMode::BusyPoll))
+    }
+
+    #[test]
+    fn a_connection_added_after_its_link_group_ended_ends_too() {
+        let peer = SmcdGid {
+            gid: 0x4953_4D00_0000_0042,
+            gid_ext: 0,
+        };
+        type Ending = fn(&SmcStack, &Arc<LinkGroup>);
+        let endings: [(&str, Ending); 6] = [
+            ("sync error", |s, l| s.terminate_link_group(l)),
+            ("failed first contact", |s, l| s.forget_link_group(l)),
+            ("stack shutdown", |s, _| s.shutdown()),
+            ("idle", |s, _| assert_eq!(s.close_idle_link_groups(), 1)),
+            ("own function gone", |s, _| s.terminate_device(0)),
+            ("peer gone", |s, l| {
+                s.terminate_peer(0, l.peer_gid.gid, VLAN_ALL, false)
+            }),
+        ];
+        for (what, end) in endings {
+            let dev = fake_device(1, false);
+            let f = FakeFunction::new(dev, 0);
+            let driver = Arc::new(IsmDriver::probe(f.clone(), f, 1).unwrap());
+            let stack =
+                SmcStack::new(StackConfig::default(), vec![driver as Arc<dyn SmcdOps>]).unwrap();
+            // A handshake picks the link group; it ends before the handshake adds its
+            // connection (as when a DECLINE with the sync flag arrives meanwhile).
+            let (lgr, _) = stack.link_group(0, peer, Role::Server);
+            end(&stack, &lgr);
+            let late = conn_on(&stack);
+            stack.attach_conn(&lgr, &late);
+            assert!(late.is_broken(), "{what}: a late connection must end too");
+            // The first end decides; a connection added before the end ends as well.
+            let (lgr, _) = stack.link_group(0, peer, Role::Server);
+            let early = conn_on(&stack);
+            stack.attach_conn(&lgr, &early);
+            assert!(!early.is_broken());
+            if what != "idle" {
+                end(&stack, &lgr);
+                assert!(early.is_broken(), "{what}: its connections end");
+            }
+        }
     }
 
     #[test]
