@@ -90,6 +90,53 @@ def wait_port(port, proc, timeout=10.0):
     raise CellFailed(f"nothing listens on port {port} after {timeout} s")
 
 
+# -- parsing the programs' own summaries (golden outputs in scripts/test_seed_bench.py) --
+
+def parse_sockperf_bw(out):
+    """MB/s from `sockperf throughput`'s summary."""
+    m = re.search(r"BandWidth is ([0-9.]+) MBps", out)
+    if not m:
+        raise CellFailed(f"no bandwidth in sockperf's output:\n{out}")
+    return float(m.group(1))
+
+
+def parse_sockperf_lat(out):
+    """Mean RTT/2 in µs from `sockperf ping-pong`'s summary."""
+    m = re.search(r"Summary: Latency is ([0-9.]+) usec", out)
+    if not m:
+        raise CellFailed(f"no latency in sockperf's output:\n{out}")
+    return float(m.group(1))
+
+
+def parse_msg_rate(out):
+    """Round trips per second of `sockperf ping-pong`: received replies / valid run time."""
+    m = re.search(r"RunTime=([0-9.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", out)
+    if not m or float(m.group(1)) <= 0:
+        raise CellFailed(f"no message count in sockperf's output:\n{out}")
+    return int(m.group(2)) / float(m.group(1))
+
+
+def parse_iperf3(out):
+    """MB/s received, from `iperf3 -J`."""
+    try:
+        v = json.loads(out[out.index("{"):out.rindex("}") + 1])
+        return v["end"]["sum_received"]["bits_per_second"] / 8e6
+    except (ValueError, KeyError, TypeError) as e:
+        raise CellFailed(f"iperf3's JSON: {e}:\n{out}")
+
+
+def parse_wrk(out):
+    """Requests per second from wrk's summary; failed requests make the cell fail."""
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if not m:
+        raise CellFailed(f"no Requests/sec in wrk's output:\n{out}")
+    if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
+        raise CellFailed(f"wrk saw errors:\n{out}")
+    if float(m.group(1)) <= 0:
+        raise CellFailed(f"no request answered:\n{out}")
+    return float(m.group(1))
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -195,25 +242,13 @@ class Bench:
         return out
 
     def sockperf_bw(self, transport):
-        out = self.sockperf(transport, "throughput", 64000)
-        m = re.search(r"BandWidth is ([0-9.]+) MBps", out)
-        if not m:
-            raise CellFailed(f"no bandwidth in sockperf's output:\n{out}")
-        return float(m.group(1))
+        return parse_sockperf_bw(self.sockperf(transport, "throughput", 64000))
 
     def sockperf_lat(self, transport):
-        out = self.sockperf(transport, "ping-pong", 14)
-        m = re.search(r"Summary: Latency is ([0-9.]+) usec", out)
-        if not m:
-            raise CellFailed(f"no latency in sockperf's output:\n{out}")
-        return float(m.group(1))
+        return parse_sockperf_lat(self.sockperf(transport, "ping-pong", 14))
 
     def msg_rate(self, transport):
-        out = self.sockperf(transport, "ping-pong", 100)
-        m = re.search(r"RunTime=([0-9.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", out)
-        if not m:
-            raise CellFailed(f"no message count in sockperf's output:\n{out}")
-        return int(m.group(2)) / float(m.group(1))
+        return parse_msg_rate(self.sockperf(transport, "ping-pong", 100))
 
     def iperf3(self, transport):
         port = free_port()
@@ -232,11 +267,7 @@ class Bench:
                               timeout=self.args.secs + 30)
         finally:
             self.stop(srv)
-        try:
-            v = json.loads(out[out.index("{"):out.rindex("}") + 1])
-            return v["end"]["sum_received"]["bits_per_second"] / 8e6
-        except (ValueError, KeyError) as e:
-            raise CellFailed(f"iperf3's JSON: {e}:\n{out}")
+        return parse_iperf3(out)
 
     def nginx_wrk(self, transport):
         port = free_port()
@@ -274,14 +305,7 @@ http {{
                               timeout=self.args.secs + 30)
         finally:
             self.stop(srv, signal.SIGQUIT)
-        m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
-        if not m:
-            raise CellFailed(f"no Requests/sec in wrk's output:\n{out}")
-        if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
-            raise CellFailed(f"wrk saw errors:\n{out}")
-        if float(m.group(1)) <= 0:
-            raise CellFailed(f"no request answered:\n{out}")
-        return float(m.group(1))
+        return parse_wrk(out)
 
     def measure(self, tool, transport):
         fn = {"sockperf-bw": self.sockperf_bw, "sockperf-lat": self.sockperf_lat,

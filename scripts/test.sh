@@ -47,6 +47,9 @@ cargo test --workspace
 stage "conformance suite against process boards in separate processes"
 bash scripts/process-conformance.sh
 
+stage "scripts: the benchmark script's parsers and report (python3 unittest)"
+python3 -m unittest discover -s scripts -p 'test_*.py'
+
 if [ "$QUICK" = 1 ]; then
     echo "quick run: skipping the bare-metal builds, loom, Miri and QEMU"
     exit 0
