@@ -15,6 +15,7 @@
 //! `catch_unwind` and fails with `EIO` instead.
 
 pub mod config;
+mod fork;
 mod hooks;
 pub mod net;
 pub mod real;
@@ -22,12 +23,16 @@ pub mod runtime;
 pub mod smc;
 pub mod table;
 
-pub use hooks::Entry;
+pub use hooks::{Entry, Inherited, ListenerReg};
 
 /// Resolves the real functions when the library is loaded, before `main`.
 #[cfg(not(test))]
 extern "C" fn ism_run_init() {
     let _ = real::real();
+    let _ = std::panic::catch_unwind(|| {
+        fork::init();
+        fork::after_exec();
+    });
 }
 
 /// Closes this process's SMC-D connections (their peers read end of stream, as after

@@ -246,6 +246,11 @@ impl SmcFd {
         self.tcp
     }
 
+    /// The doorbell's descriptor (B, the library's end of the socket pair).
+    pub fn bell_fd(&self) -> c_int {
+        self.bell.b.as_raw_fd()
+    }
+
     /// The stream (for shutdown and statistics).
     pub fn stream(&self) -> &Stream {
         &self.stream
