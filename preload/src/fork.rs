@@ -86,6 +86,7 @@ thread_local! {
 
 /// Registers the fork handlers and records the owner (from the library's constructor).
 pub fn init() {
+    let _ = crate::config::Config::loaded();
     OWNER.store(std::process::id(), Ordering::Release);
     // SAFETY: registers three `extern "C" fn()` handlers that live as long as the library
     // (it is never unloaded: LD_PRELOAD).
@@ -292,7 +293,7 @@ pub fn after_exec() {
 pub fn debug_line(line: &str) {
     let on = match runtime::existing() {
         Some(rt) => rt.cfg.debug,
-        None => crate::config::Config::from_env().debug,
+        None => crate::config::Config::loaded().debug,
     };
     if on {
         eprintln!("ism-run[{}]: {line}", std::process::id());

@@ -48,8 +48,8 @@ pub fn runtime() -> &'static Runtime {
     if let Some(rt) = existing() {
         return rt;
     }
-    let cfg = Config::from_env();
-    let names = match NameClient::connect(&cfg.board) {
+    let cfg = Config::loaded().clone();
+    let names = match NameClient::connect_in(&cfg.board_dir(), &cfg.board) {
         Ok(n) => Some(n),
         Err(e) => {
             if !cfg.warned && !WARNED_BY_PARENT.load(Ordering::Acquire) {
@@ -185,7 +185,7 @@ impl Runtime {
                 if let Some(b) = self.cfg.buffer {
                     cfg.buffer_size = b;
                 }
-                let attached = ism_sim::process::attach(&self.cfg.board)
+                let attached = ism_sim::process::attach_in(&self.cfg.board_dir(), &self.cfg.board)
                     .map_err(|e| e.to_string())
                     .and_then(|a| {
                         let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
