@@ -52,6 +52,10 @@ use crate::runtime;
 
 /// The abstract UNIX name prefix of doorbell sockets (A).
 const BELL_PREFIX: &[u8] = b"ism-run-bell:";
+/// `SO_RCVLOWAT` and `TCP_USER_TIMEOUT` of the dead socket that replaces an inherited
+/// SMC-D descriptor (see [`replace_with_dummy`]): how an `exec`ed image tells it from the
+/// program's own sockets (no program sets both to these values).
+const DUMMY_MARK: (c_int, c_int) = (40_961, 364_826_637);
 
 /// The process whose state the library's memory holds (0: not known yet, as in unit
 /// tests). Set at load and in a fork child; a vfork child has another pid.
@@ -205,6 +209,21 @@ fn replace_with_dummy(fd: c_int, family: c_int) {
     if d < 0 {
         return;
     }
+    for (level, name, v) in [
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT, DUMMY_MARK.0),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, DUMMY_MARK.1),
+    ] {
+        // SAFETY: an integer option from a local of its size, on our new socket.
+        unsafe {
+            libc::setsockopt(
+                d,
+                level,
+                name,
+                (&raw const v).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
     let flags = if fdflags & libc::FD_CLOEXEC != 0 {
         libc::O_CLOEXEC
     } else {
@@ -269,6 +288,15 @@ fn is_doorbell(fd: c_int) -> bool {
         .all(|(&c, &b)| c as u8 == b)
 }
 
+/// Whether `fd` is the dead socket put in place of an inherited SMC-D descriptor by a
+/// fork child (see [`replace_with_dummy`]).
+fn is_dummy(fd: c_int) -> bool {
+    use crate::net::sockopt_int;
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT) == Some(DUMMY_MARK.0)
+        && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(DUMMY_MARK.1)
+        && crate::net::is_inet_stream(fd)
+}
+
 /// From the constructor of a new image: SMC-D descriptors the old image passed across
 /// `exec` (without `FD_CLOEXEC`) become inherited descriptors (see the module docs).
 pub fn after_exec() {
@@ -279,11 +307,17 @@ pub fn after_exec() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in fds {
-        if fd > 2 && is_doorbell(fd) {
-            replace_with_dummy(fd, libc::AF_INET);
+        if fd <= 2 {
+            continue;
+        }
+        let bell = is_doorbell(fd);
+        if bell || is_dummy(fd) {
+            if bell {
+                replace_with_dummy(fd, libc::AF_INET);
+            }
             drop(TABLE.insert(fd, Arc::new(Entry::Inherited(Inherited::default()))));
             debug_line(&format!(
-                "fd {fd}: an SMC-D descriptor passed across exec without FD_CLOEXEC: its connection stayed with the old image; reads and writes fail with ENOTCONN"
+                "fd {fd}: an SMC-D descriptor passed across exec without FD_CLOEXEC (its connection stays with the process image that made it); reads and writes fail with ENOTCONN"
             ));
         }
     }
@@ -316,9 +350,11 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(!is_doorbell(l.as_raw_fd()) && !is_doorbell(-1));
 
-        // The dummy keeps the descriptor number, is an unconnected TCP socket.
+        // The dummy keeps the descriptor number, is an unconnected TCP socket, marked.
+        assert!(!is_dummy(a.as_raw_fd()) && !is_dummy(l.as_raw_fd()));
         replace_with_dummy(a.as_raw_fd(), libc::AF_INET);
         assert!(!is_doorbell(a.as_raw_fd()));
+        assert!(is_dummy(a.as_raw_fd()));
         assert!(crate::net::is_inet_stream(a.as_raw_fd()));
         let mut buf = [0u8; 4];
         // SAFETY: reads into a local buffer.
