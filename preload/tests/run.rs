@@ -666,3 +666,43 @@ fn exec_with_and_without_close_on_exec() {
     }
     assert_board_empty(&b);
 }
+
+/// The listener's registration belongs to each process that holds it: after the process
+/// that listened closes its listener (its registration goes), the forked workers, which
+/// registered the inherited listener on their own, still get their clients over SMC-D.
+#[test]
+fn forked_workers_keep_the_listener_registered_after_the_master_closes_it() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let srv = spawn(command(
+        &under,
+        &[
+            "prefork",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--count",
+            "4",
+            "--master-closes",
+        ],
+    ));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    srv.line("master closed its listener");
+    // The master's registration is withdrawn; each worker's own remains.
+    let s = status_until(&b, |s| {
+        functions(s) == 3 && counter(s, &["names", "listeners"]) == 2
+    });
+    assert_eq!(counter(&s, &["names", "listeners"]), 2, "{s}");
+    for _ in 0..4 {
+        let (ok, out, err) = client(&under, &addr, &["--bytes", "100000"]);
+        assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+        assert!(err.contains(": SMC-D"), "{err}");
+    }
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 4"), "{sout}\n{serr}");
+    assert_board_empty(&b);
+}

@@ -7,7 +7,7 @@
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N
-//! echo prefork ADDR [--workers N] [--count M]
+//! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N]
 //! echo exec-keep ADDR [--cloexec] [--spawn]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
@@ -26,7 +26,8 @@
 //!
 //! The fork and exec modes: `prefork` listens, forks N worker processes that accept from
 //! the inherited listener and echo (M connections in all, counted in shared memory), waits
-//! for them and prints `served M` (each worker prints `worker PID served K`). `fork-close`
+//! for them and prints `served M` (each worker prints `worker PID served K`);
+//! `--master-closes`: the parent closes its listener after the forks. `fork-close`
 //! connects to an echo server, exchanges half of N bytes, forks a child that must get
 //! `ENOTCONN` from reading and writing the inherited descriptor and then closes it, and
 //! exchanges the rest after the child exited: the parent's connection must not notice.
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
             addr,
             arg(&args, "--workers").unwrap_or(2),
             arg(&args, "--count").unwrap_or(4),
+            args.iter().any(|a| a == "--master-closes"),
         ),
         "fork-close" => fork_close(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
         "exec-keep" => exec_keep(
@@ -781,7 +783,7 @@ fn reap(pid: libc::pid_t) -> Result<(), String> {
     }
 }
 
-fn prefork(addr: &str, workers: usize, count: usize) -> Result<(), String> {
+fn prefork(addr: &str, workers: usize, count: usize, master_closes: bool) -> Result<(), String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
@@ -818,6 +820,11 @@ fn prefork(addr: &str, workers: usize, count: usize) -> Result<(), String> {
             println!("worker {} served {n}", std::process::id());
             Ok(())
         })?);
+    }
+    if master_closes {
+        drop(l);
+        println!("master closed its listener");
+        let _ = std::io::stdout().flush();
     }
     let mut errs = Vec::new();
     for k in kids {
