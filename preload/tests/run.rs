@@ -706,3 +706,35 @@ fn forked_workers_keep_the_listener_registered_after_the_master_closes_it() {
     assert!(sok && sout.contains("served 4"), "{sout}\n{serr}");
     assert_board_empty(&b);
 }
+
+/// A sender driven by edge-triggered epoll (as nginx sends a response) to a reader that
+/// only reads: after the peer's ring filled (EAGAIN), EPOLLOUT must come again when the
+/// reader made room. Over TCP and over SMC-D.
+#[test]
+fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = {
+            let p = spawn(command(
+                &under,
+                &["et-send", "127.0.0.1:0", "--bytes", "4000000"],
+            ));
+            let l = p.line("listening on ");
+            let a = l.trim_start_matches("listening on ").trim().to_owned();
+            (p, a)
+        };
+        let (ok, out, err) = spawn(command(
+            &under,
+            &["drain", &addr, "--bytes", "4000000", "--delay-ms", "200"],
+        ))
+        .finish();
+        assert!(ok && out.contains("ok 4000000 bytes"), "{out}\n{err}");
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("sent 4000000"), "{sout}\n{serr}");
+        if matches!(under, Under::Run(..)) {
+            assert!(serr.contains(": SMC-D"), "{serr}");
+            assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
+        }
+    }
+}

@@ -7,6 +7,8 @@
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N
+//! echo et-send ADDR [--bytes N]
+//! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N]
 //! echo exec-keep ADDR [--cloexec] [--spawn]
@@ -23,6 +25,12 @@
 //! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
 //! `epoll-connect` adds a non-blocking socket to an epoll set *before* connecting (as
 //! nginx does for upstreams), then sends N bytes and verifies the echo, driven by epoll.
+//!
+//! `et-send` listens, accepts one connection and sends N pattern bytes from a non-blocking
+//! socket driven by edge-triggered epoll (as nginx sends a response): after each `EAGAIN`
+//! it waits for `EPOLLOUT` (10 s at most: a stall is an error), and prints
+//! `sent N eagain K`. `drain` connects, waits T ms (so that the sender fills the ring),
+//! then reads and verifies N bytes and the end of stream.
 //!
 //! The fork and exec modes: `prefork` listens, forks N worker processes that accept from
 //! the inherited listener and echo (M connections in all, counted in shared memory), waits
@@ -74,6 +82,12 @@ fn main() -> ExitCode {
             arg(&args, "--workers").unwrap_or(2),
             arg(&args, "--count").unwrap_or(4),
             args.iter().any(|a| a == "--master-closes"),
+        ),
+        "et-send" => et_send(addr, arg(&args, "--bytes").unwrap_or(4 << 20)),
+        "drain" => drain(
+            addr,
+            arg(&args, "--bytes").unwrap_or(4 << 20),
+            arg(&args, "--delay-ms").unwrap_or(200),
         ),
         "fork-close" => fork_close(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
         "exec-keep" => exec_keep(
@@ -989,5 +1003,90 @@ fn exec_probe(fd: &str, closed: bool, allow: &str) -> Result<(), String> {
         return Err(format!("descriptors left open across exec: {extra:?}"));
     }
     println!("ok exec-probe");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ edge-triggered writer
+
+fn et_send(addr: &str, bytes: usize) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // SAFETY: plain epoll_create1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err("epoll_create1".into());
+    }
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a valid event for the call.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) } != 0 {
+        return Err("epoll_ctl".into());
+    }
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let (mut sent, mut eagain) = (0usize, 0usize);
+    let r = (|| {
+        while sent < bytes {
+            match s.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => {
+                    eagain += 1;
+                    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                    loop {
+                        // SAFETY: `evs` has room for 4 events.
+                        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 10_000) };
+                        if n == 0 {
+                            return Err(format!(
+                                "no EPOLLOUT for 10 s after EAGAIN at {sent} of {bytes} bytes: stalled"
+                            ));
+                        }
+                        if n > 0
+                            && evs[..n as usize]
+                                .iter()
+                                .any(|e| e.events & libc::EPOLLOUT as u32 != 0)
+                        {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())
+    })();
+    // SAFETY: closes our own epoll descriptor.
+    unsafe { libc::close(ep) };
+    r?;
+    println!("sent {sent} eagain {eagain}");
+    Ok(())
+}
+
+fn drain(addr: &str, bytes: usize, delay_ms: u64) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    // Pacing, not synchronisation: the sender fills the ring meanwhile (it reports how
+    // often it found it full; the test checks that it did).
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        check(&buf[..n], got)?;
+        got += n;
+    }
+    if got != bytes {
+        return Err(format!("got {got} of {bytes} bytes"));
+    }
+    println!("ok {bytes} bytes");
     Ok(())
 }
