@@ -3,7 +3,7 @@
 //! stack (on the first listen, or the first connect to a registered listener).
 //!
 //! A forked child does not use its parent's state: `crate::fork`'s child handler forgets
-//! it ([`forget_in_child`]), and the child sets up its own, lazily, as a new process would.
+//! it (`forget_in_child`), and the child sets up its own, lazily, as a new process would.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
