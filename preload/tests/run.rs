@@ -607,19 +607,32 @@ fn forked_workers_accept_over_smc_d_with_their_own_functions() {
 }
 
 /// A child that closes an inherited SMC-D descriptor (after its reads and writes failed
-/// with ENOTCONN) does not end the parent's connection.
+/// with ENOTCONN) does not end the parent's connection; 20 more children forked while
+/// another thread keeps the library busy on a second connection (its locks taken and
+/// released all the time) do the same without deadlocking.
 #[test]
 fn a_forked_child_closing_an_inherited_connection_leaves_the_parent_s_working() {
     let b = board(BoardKind::Lpar);
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![]);
-    let (srv, addr) = server(&under, &[]);
-    let (ok, out, err) =
-        spawn(command(&under, &["fork-close", &addr, "--bytes", "400000"])).finish();
+    let (srv, addr) = server(&under, &["--count", "2"]);
+    let (ok, out, err) = spawn(command(
+        &under,
+        &[
+            "fork-close",
+            &addr,
+            "--bytes",
+            "400000",
+            "--busy-forks",
+            "20",
+        ],
+    ))
+    .finish();
     assert!(
         ok && out.contains("ok fork-close 400000 bytes"),
         "{out}\n{err}"
     );
+    assert!(out.contains("20 forks during"), "{out}");
     assert!(err.contains(": SMC-D"), "{err}");
     assert!(
         err.contains(

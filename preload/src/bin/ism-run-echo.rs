@@ -10,7 +10,7 @@
 //! echo et-send ADDR [--bytes N]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
-//! echo fork-close ADDR [--bytes N]
+//! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
 //! ```
@@ -39,6 +39,9 @@
 //! connects to an echo server, exchanges half of N bytes, forks a child that must get
 //! `ENOTCONN` from reading and writing the inherited descriptor and then closes it, and
 //! exchanges the rest after the child exited: the parent's connection must not notice.
+//! `--busy-forks K` (the server must serve 2 connections): then K more children are forked
+//! while a thread exchanges on a second connection (the library's locks are busy at the
+//! forks), each child checking the same.
 //! `exec-keep` connects, exchanges, then forks a child that `exec`s `exec-probe` with the
 //! descriptor (close-on-exec with `--cloexec`, else inherited; `--spawn`: std's `Command`,
 //! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
@@ -89,7 +92,11 @@ fn main() -> ExitCode {
             arg(&args, "--bytes").unwrap_or(4 << 20),
             arg(&args, "--delay-ms").unwrap_or(200),
         ),
-        "fork-close" => fork_close(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
+        "fork-close" => fork_close(
+            addr,
+            arg(&args, "--bytes").unwrap_or(1 << 20),
+            arg(&args, "--busy-forks").unwrap_or(0),
+        ),
         "exec-keep" => exec_keep(
             addr,
             args.iter().any(|a| a == "--cloexec"),
@@ -888,13 +895,15 @@ fn expect_enotconn(what: &str, r: isize) -> Result<(), String> {
     }
 }
 
-fn fork_close(addr: &str, bytes: usize) -> Result<(), String> {
+fn fork_close(addr: &str, bytes: usize, busy_forks: usize) -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
     let half = bytes / 2;
     round(&mut s, 0, half)?;
     let fd = s.as_raw_fd();
-    let child = fork_child(move || {
+    let check_child = move || {
         let mut b = [0u8; 16];
         // SAFETY: reads into a local buffer.
         let r = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
@@ -907,8 +916,31 @@ fn fork_close(addr: &str, bytes: usize) -> Result<(), String> {
             return Err(format!("close: {}", std::io::Error::last_os_error()));
         }
         Ok(())
-    })?;
-    reap(child)?;
+    };
+    reap(fork_child(check_child)?)?;
+    if busy_forks > 0 {
+        let mut s2 = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        s2.set_read_timeout(Some(LIMIT))
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> Result<usize, String> {
+                let mut off = 0;
+                while !stop.load(Ordering::Acquire) {
+                    round(&mut s2, off, 4096)?;
+                    off += 4096;
+                }
+                s2.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+                Ok(off)
+            })
+        };
+        let forks = (0..busy_forks).try_for_each(|_| reap(fork_child(check_child)?));
+        stop.store(true, Ordering::Release);
+        let moved = busy.join().map_err(|_| "busy thread panicked")??;
+        forks?;
+        println!("{busy_forks} forks during {moved} bytes on another connection");
+    }
     round(&mut s, half, bytes - half)?;
     s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
     let mut rest = Vec::new();
