@@ -12,7 +12,9 @@
 //! straight through after one atomic load ([`table`]); they never take a lock or allocate,
 //! so signal handlers that write to their own pipes are as safe as without the library.
 //! No hook lets a panic cross into C: each one that does more than pass through runs under
-//! `catch_unwind` and fails with `EIO` instead.
+//! `catch_unwind` and fails with `EIO` instead. A forked child starts with a state of its
+//! own (fork handlers; inherited listeners work, inherited connections stay with the
+//! parent), and an `exec`ed image neutralises SMC-D descriptors passed to it (`fork.rs`).
 
 pub mod config;
 mod fork;
