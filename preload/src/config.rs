@@ -32,6 +32,9 @@ pub struct Config {
     pub debug: bool,
     /// [`ENV_WARNED`].
     pub warned: bool,
+    /// The boards' socket directory (`ISM_SIM_DIR`, as `ism_sim::process::board_dir`
+    /// resolves it when read from the environment); `None`: resolve when used.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 fn flag(v: Option<&OsStr>) -> bool {
@@ -55,12 +58,31 @@ impl Config {
             require_smc: flag(get(ENV_REQUIRE_SMC).as_deref()),
             debug: flag(get(ENV_DEBUG).as_deref()),
             warned: flag(get(ENV_WARNED).as_deref()),
+            dir: get(ism_sim::process::DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from),
         }
     }
 
-    /// From the process environment.
+    /// From the process environment, with the board directory resolved.
     pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var_os(k))
+        let mut c = Self::from_lookup(|k| std::env::var_os(k));
+        c.dir = Some(c.dir.unwrap_or_else(ism_sim::process::board_dir));
+        c
+    }
+
+    /// The configuration read when the library was loaded (from its constructor), before
+    /// the program could change its environment: nginx, for one, gives its worker
+    /// processes an environment of its own (`ngx_set_environment`), without the
+    /// launcher's variables.
+    pub fn loaded() -> &'static Config {
+        static LOADED: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        LOADED.get_or_init(Self::from_env)
+    }
+
+    /// The boards' socket directory.
+    pub fn board_dir(&self) -> std::path::PathBuf {
+        self.dir.clone().unwrap_or_else(ism_sim::process::board_dir)
     }
 }
 
@@ -91,7 +113,9 @@ mod tests {
             (ENV_REQUIRE_SMC, "1"),
             (ENV_DEBUG, "1"),
             (ENV_WARNED, "1"),
+            ("ISM_SIM_DIR", "/run/boards"),
         ]);
+        assert_eq!(c.board_dir(), std::path::Path::new("/run/boards"));
         assert_eq!(c.board, "b1");
         assert!(c.nocopy && c.require_smc && c.debug && c.warned);
         assert_eq!(c.buffer, Some(65536));

@@ -31,6 +31,17 @@ pub enum Entry {
     Smc(SmcFd),
     /// A listening socket registered with the board's name service.
     Listener(ListenerReg),
+    /// A descriptor of an SMC-D connection of another process image: inherited over
+    /// `fork` (the connection stays with the parent) or across `exec` (the connection is
+    /// gone with the old image). Its data calls fail with `ENOTCONN` (see `crate::fork`).
+    Inherited(Inherited),
+}
+
+/// See [`Entry::Inherited`].
+#[derive(Default)]
+pub struct Inherited {
+    /// The `ISM_RUN_DEBUG` line was printed.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 /// A listener's registration, withdrawn when its last descriptor is closed.
@@ -38,10 +49,64 @@ pub struct ListenerReg {
     /// The registered address; `None`: no board and `--require-smc`, so every accepted
     /// connection is refused.
     addr: Option<SocketAddr>,
+    /// Registered by this process. A listener inherited over `fork` is not (its
+    /// registration belongs to the parent's name-service connection) until its first
+    /// `accept`, `epoll_ctl` or `listen` in the child ([`ListenerReg::adopt`]).
+    registered: Mutex<bool>,
+}
+
+impl ListenerReg {
+    /// A listener registered by this process (`listen`).
+    fn registered(addr: Option<SocketAddr>) -> Self {
+        Self {
+            addr,
+            registered: Mutex::new(addr.is_some()),
+        }
+    }
+
+    /// A listener inherited over `fork`, not registered by this process yet.
+    pub(crate) fn inherited(addr: Option<SocketAddr>) -> Self {
+        Self {
+            addr,
+            registered: Mutex::new(false),
+        }
+    }
+
+    /// The registered address (`None`: no board and `--require-smc`).
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// In a forked child: registers the inherited listener on this process's own
+    /// name-service connection (and attaches this process's function), once. The parent's
+    /// registration goes when the parent closes the listener or exits; this one keeps
+    /// clients coming over SMC-D to this process while it holds the listener.
+    fn adopt(&self) {
+        let Some(addr) = self.addr else {
+            return;
+        };
+        let mut reg = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        if *reg {
+            return;
+        }
+        let rt = runtime();
+        if let Some(n) = rt.names.as_ref() {
+            if n.register_listener(addr).is_ok() {
+                *reg = true;
+                let _ = rt.stack();
+                rt.own_listener(addr, true);
+                rt.debug(|| format!("listen {addr}: inherited over fork, registered"));
+            }
+        }
+    }
 }
 
 impl Drop for ListenerReg {
     fn drop(&mut self) {
+        let registered = *self.registered.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !registered {
+            return;
+        }
         if let (Some(n), Some(a)) = (runtime().names.as_ref(), self.addr) {
             runtime().own_listener(a, false);
             let _ = n.unregister_listener(a);
@@ -49,15 +114,33 @@ impl Drop for ListenerReg {
     }
 }
 
-static TABLE: Table<Entry> = Table::new();
+/// Registers an inherited listener `fd` in this process (see [`ListenerReg::adopt`]);
+/// nothing for other descriptors. Keeps `errno`.
+fn adopt_listener(fd: c_int) {
+    if !TABLE.maybe_tracked(fd) {
+        return;
+    }
+    let saved = errno();
+    guarded(|| {
+        if let Some(e) = TABLE.get(fd) {
+            if let Entry::Listener(reg) = &*e {
+                reg.adopt();
+            }
+        }
+        0
+    });
+    set_errno(saved);
+}
+
+pub(crate) static TABLE: Table<Entry> = Table::new();
 
 /// Candidate sockets registered with epoll (descriptors with an entry in `EPOLL_REGS`).
 static EPOLL_FDS: Bitmap = Bitmap::new();
 /// Their registrations: descriptor → (epoll descriptor, event). When such a socket becomes
 /// SMC-D, its registrations are moved from the TCP socket's open file (which the library
 /// keeps) to the doorbell socket that takes its number.
-type EpollRegs = HashMap<c_int, Vec<(c_int, libc::epoll_event)>>;
-static EPOLL_REGS: Mutex<Option<EpollRegs>> = Mutex::new(None);
+pub(crate) type EpollRegs = HashMap<c_int, Vec<(c_int, libc::epoll_event)>>;
+pub(crate) static EPOLL_REGS: Mutex<Option<EpollRegs>> = Mutex::new(None);
 
 fn epoll_regs() -> std::sync::MutexGuard<'static, Option<EpollRegs>> {
     EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner())
@@ -87,11 +170,32 @@ fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
     TABLE.get(fd).filter(|e| matches!(**e, Entry::Smc(_)))
 }
 
+/// The entry the data calls of `fd` go to: an SMC-D connection, or one of another
+/// process image ([`Entry::Inherited`], whose calls fail).
+fn data_of(fd: c_int) -> Option<Arc<Entry>> {
+    TABLE
+        .get(fd)
+        .filter(|e| matches!(**e, Entry::Smc(_) | Entry::Inherited(_)))
+}
+
+/// A data call on an inherited descriptor: `ENOTCONN` (this process has no connection
+/// behind it), and one line with `ISM_RUN_DEBUG`.
+fn inherited_fail<T: From<i8>>(fd: c_int, i: &Inherited) -> T {
+    if !i.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::fork::debug_line(&format!(
+            "fd {fd}: an SMC-D connection of another process (inherited over fork or exec): ENOTCONN"
+        ));
+    }
+    fail(libc::ENOTCONN)
+}
+
 macro_rules! smc {
     ($e:expr) => {
         match &*$e {
             Entry::Smc(s) => s,
-            Entry::Listener(_) => unreachable!("smc_of returns connections only"),
+            Entry::Listener(_) | Entry::Inherited(_) => {
+                unreachable!("smc_of returns connections only")
+            }
         }
     };
 }
@@ -138,6 +242,9 @@ fn raise_sigpipe() {
 /// # Safety
 /// `buf` must be valid for `len` bytes of writes (or `len` 0).
 unsafe fn smc_recv(e: &Entry, fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if let Entry::Inherited(i) = e {
+        return inherited_fail(fd, i);
+    }
     let s = smc!(e);
     let slice: &mut [u8] = if len == 0 || buf.is_null() {
         &mut []
@@ -156,6 +263,9 @@ unsafe fn smc_recv(e: &Entry, fd: c_int, buf: *mut c_void, len: size_t, flags: c
 /// # Safety
 /// `buf` must be valid for `len` bytes of reads (or `len` 0).
 unsafe fn smc_send(e: &Entry, fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if let Entry::Inherited(i) = e {
+        return inherited_fail(fd, i);
+    }
     let s = smc!(e);
     let slice: &[u8] = if len == 0 || buf.is_null() {
         &[]
@@ -244,7 +354,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     if !TABLE.maybe_tracked(fd) {
         return call_real!(read(fd, buf, n));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's buffer.
         Some(e) => unsafe { smc_recv(&e, fd, buf, n, 0) },
         None => call_real!(read(fd, buf, n)),
@@ -282,7 +392,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     if !TABLE.maybe_tracked(fd) {
         return call_real!(write(fd, buf, n));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's buffer.
         Some(e) => unsafe { smc_send(&e, fd, buf, n, 0) },
         None => call_real!(write(fd, buf, n)),
@@ -298,7 +408,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
     if !TABLE.maybe_tracked(fd) {
         return call_real!(readv(fd, iov, cnt));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's iovecs.
         Some(e) => unsafe { smc_recv_iov(&e, fd, iovecs(iov, cnt), 0) },
         None => call_real!(readv(fd, iov, cnt)),
@@ -314,7 +424,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     if !TABLE.maybe_tracked(fd) {
         return call_real!(writev(fd, iov, cnt));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's iovecs.
         Some(e) => unsafe { smc_send_iov(&e, fd, iovecs(iov, cnt), 0) },
         None => call_real!(writev(fd, iov, cnt)),
@@ -330,7 +440,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
     if !TABLE.maybe_tracked(fd) {
         return call_real!(recv(fd, buf, n, flags));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's buffer.
         Some(e) => unsafe { smc_recv(&e, fd, buf, n, flags) },
         None => call_real!(recv(fd, buf, n, flags)),
@@ -365,7 +475,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c
     if !TABLE.maybe_tracked(fd) {
         return call_real!(send(fd, buf, n, flags));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's buffer.
         Some(e) => unsafe { smc_send(&e, fd, buf, n, flags) },
         None => call_real!(send(fd, buf, n, flags)),
@@ -389,7 +499,7 @@ pub unsafe extern "C" fn recvfrom(
     if !TABLE.maybe_tracked(fd) {
         return call_real!(recvfrom(fd, buf, n, flags, addr, len));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         Some(e) => {
             if !addr.is_null() && !len.is_null() {
                 // SAFETY: the caller's length word.
@@ -439,7 +549,7 @@ pub unsafe extern "C" fn sendto(
     if !TABLE.maybe_tracked(fd) {
         return call_real!(sendto(fd, buf, n, flags, addr, len));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         // SAFETY: the caller's buffer.
         Some(e) => unsafe { smc_send(&e, fd, buf, n, flags) },
         None => call_real!(sendto(fd, buf, n, flags, addr, len)),
@@ -455,7 +565,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     if !TABLE.maybe_tracked(fd) {
         return call_real!(recvmsg(fd, msg, flags));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         Some(e) => {
             if msg.is_null() {
                 return fail(libc::EFAULT);
@@ -485,7 +595,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     if !TABLE.maybe_tracked(fd) {
         return call_real!(sendmsg(fd, msg, flags));
     }
-    guarded(|| match smc_of(fd) {
+    guarded(|| match data_of(fd) {
         Some(e) => {
             if msg.is_null() {
                 return fail(libc::EFAULT);
@@ -646,7 +756,11 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
 /// Records `new` as a duplicate of `old` (after a successful `dup*`); what `new` referred
 /// to before is dropped here, outside the table's lock.
 fn after_dup(old: c_int, new: c_int) {
-    if new >= 0 && old != new && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
+    if new >= 0
+        && old != new
+        && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new))
+        && crate::fork::owner()
+    {
         let saved = errno();
         drop(TABLE.alias(old, new));
         set_errno(saved);
@@ -661,6 +775,11 @@ fn after_dup(old: c_int, new: c_int) {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if !TABLE.maybe_tracked(fd) && !EPOLL_FDS.maybe(fd) {
+        return call_real!(close(fd));
+    }
+    if !crate::fork::owner() {
+        // A vfork child (or a clone without fork handlers) shares or copies the parent's
+        // table: it must not change it. Its descriptor goes, the parent's stays.
         return call_real!(close(fd));
     }
     guarded(|| {
@@ -777,7 +896,13 @@ pub unsafe extern "C" fn epoll_ctl(
     ev: *mut libc::epoll_event,
 ) -> c_int {
     let r: c_int = call_real!(epoll_ctl(epfd, op, fd, ev));
-    if r != 0 || TABLE.maybe_tracked(fd) {
+    if r != 0 {
+        return r;
+    }
+    if TABLE.maybe_tracked(fd) {
+        if op == libc::EPOLL_CTL_ADD {
+            adopt_listener(fd);
+        }
         return r;
     }
     if op == libc::EPOLL_CTL_DEL {
@@ -867,6 +992,7 @@ fn restore_opts(fd: c_int, o: &SavedOpts) {
 /// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`.
 fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c_int> {
     let (smc, a) = SmcFd::new(stream, tcp)?;
+    crate::fork::mark_doorbell(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let cloexec = match real().fcntl {
         // SAFETY: F_GETFD takes no argument.
@@ -1061,7 +1187,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     let r: c_int = call_real!(listen(fd, backlog));
-    if r != 0 || TABLE.maybe_tracked(fd) {
+    if r != 0 {
+        return r;
+    }
+    if TABLE.maybe_tracked(fd) {
+        adopt_listener(fd);
         return r;
     }
     let entry_errno = errno();
@@ -1075,12 +1205,12 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             (Some(names), Some(addr)) if names.register_listener(addr).is_ok() => {
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
-                let reg = ListenerReg { addr: Some(addr) };
+                let reg = ListenerReg::registered(Some(addr));
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
                 rt.debug(|| format!("listen {addr}: registered"));
             }
             (None, _) if rt.cfg.require_smc => {
-                let reg = ListenerReg { addr: None };
+                let reg = ListenerReg::registered(None);
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
             }
             _ => {}
@@ -1094,8 +1224,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 /// client registered the connection.
 fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     match TABLE.get(lfd).as_deref() {
-        Some(Entry::Listener(ListenerReg { addr: Some(_) })) => {}
-        Some(Entry::Listener(ListenerReg { addr: None })) => {
+        Some(Entry::Listener(ListenerReg { addr: Some(_), .. })) => {}
+        Some(Entry::Listener(ListenerReg { addr: None, .. })) => {
             // No board, and SMC-D is required.
             let _: c_int = call_real!(close(new));
             return fail(libc::ECONNREFUSED);
@@ -1139,6 +1269,7 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
 /// As the C library's `accept`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    adopt_listener(fd);
     let entry_errno = errno();
     let new: c_int = call_real!(accept(fd, addr, len));
     if new < 0 || !TABLE.maybe_tracked(fd) {
@@ -1158,6 +1289,7 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
+    adopt_listener(fd);
     let entry_errno = errno();
     let new: c_int = call_real!(accept4(fd, addr, len, flags));
     if new < 0 || !TABLE.maybe_tracked(fd) {

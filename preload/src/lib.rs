@@ -12,9 +12,12 @@
 //! straight through after one atomic load ([`table`]); they never take a lock or allocate,
 //! so signal handlers that write to their own pipes are as safe as without the library.
 //! No hook lets a panic cross into C: each one that does more than pass through runs under
-//! `catch_unwind` and fails with `EIO` instead.
+//! `catch_unwind` and fails with `EIO` instead. A forked child starts with a state of its
+//! own (fork handlers; inherited listeners work, inherited connections stay with the
+//! parent), and an `exec`ed image neutralises SMC-D descriptors passed to it (`fork.rs`).
 
 pub mod config;
+mod fork;
 mod hooks;
 pub mod net;
 pub mod real;
@@ -22,12 +25,16 @@ pub mod runtime;
 pub mod smc;
 pub mod table;
 
-pub use hooks::Entry;
+pub use hooks::{Entry, Inherited, ListenerReg};
 
 /// Resolves the real functions when the library is loaded, before `main`.
 #[cfg(not(test))]
 extern "C" fn ism_run_init() {
     let _ = real::real();
+    let _ = std::panic::catch_unwind(|| {
+        fork::init();
+        fork::after_exec();
+    });
 }
 
 /// Closes this process's SMC-D connections (their peers read end of stream, as after

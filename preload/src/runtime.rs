@@ -1,8 +1,12 @@
 //! The process-wide state, set up lazily: the configuration, the board's name service (on
 //! the first listen or connect of a candidate socket) and the ISM function with its SMC-D
 //! stack (on the first listen, or the first connect to a registered listener).
+//!
+//! A forked child does not use its parent's state: `crate::fork`'s child handler forgets
+//! it (`forget_in_child`), and the child sets up its own, lazily, as a new process would.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ism_host_driver::smcd::{SmcStack, StackConfig};
 use ism_sim::process::{Attachment, NameClient};
@@ -22,38 +26,100 @@ pub struct Runtime {
     /// Addresses this process listens on (registered): a connection to one of them is
     /// this process talking to itself, which stays on TCP.
     own_listeners: Mutex<Vec<std::net::SocketAddr>>,
+    /// The attached function, kept for the life of the process (detached at exit).
+    attachment: Mutex<Option<Attachment>>,
 }
 
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-/// The attached function, kept for the life of the process (detached at exit).
-static ATTACHMENT: Mutex<Option<Attachment>> = Mutex::new(None);
+/// The state of this process: null until first use, and again in a forked child (whose
+/// parent's state is forgotten, never dropped: see [`forget_in_child`]). Each state is
+/// leaked (lives until exit), so references to it are `'static`.
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+/// Serialises the setting up of [`RUNTIME`] (held across `fork` by `crate::fork`).
+static INIT: Mutex<()> = Mutex::new(());
+/// The parent already printed the no-board line: a forked child does not repeat it.
+static WARNED_BY_PARENT: AtomicBool = AtomicBool::new(false);
 
 /// The state, set up on first use.
 pub fn runtime() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
-        let cfg = Config::from_env();
-        let names = match NameClient::connect(&cfg.board) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                if !cfg.warned {
-                    warn_no_board(&cfg, &e.to_string());
-                }
-                None
+    if let Some(rt) = existing() {
+        return rt;
+    }
+    let _g = init_lock();
+    if let Some(rt) = existing() {
+        return rt;
+    }
+    let cfg = Config::loaded().clone();
+    let names = match NameClient::connect_in(&cfg.board_dir(), &cfg.board) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            if !cfg.warned && !WARNED_BY_PARENT.load(Ordering::Acquire) {
+                warn_no_board(&cfg, &e.to_string());
             }
-        };
-        Runtime {
-            cfg,
-            names,
-            stack: OnceLock::new(),
-            pid: std::process::id(),
-            own_listeners: Mutex::new(Vec::new()),
+            None
         }
-    })
+    };
+    let rt: &'static Runtime = Box::leak(Box::new(Runtime {
+        cfg,
+        names,
+        stack: OnceLock::new(),
+        pid: std::process::id(),
+        own_listeners: Mutex::new(Vec::new()),
+        attachment: Mutex::new(None),
+    }));
+    RUNTIME.store(std::ptr::from_ref(rt).cast_mut(), Ordering::Release);
+    rt
 }
 
 /// The state if it was set up already (for the exit handler).
 pub fn existing() -> Option<&'static Runtime> {
-    RUNTIME.get()
+    let p = RUNTIME.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer in RUNTIME comes from `Box::leak` in `runtime` and is
+    // never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The lock that serialises the setting up of the state (`crate::fork` holds it across
+/// `fork`, so that a child never inherits it locked by another thread).
+#[cfg_attr(test, allow(dead_code))]
+pub(crate) fn init_lock() -> MutexGuard<'static, ()> {
+    INIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The library's own descriptors of the current state (the name service's socket and the
+/// function's control socket), which a forked child must close without using them. Called
+/// by `crate::fork` before `fork`; takes the attachment's lock briefly.
+#[cfg_attr(test, allow(dead_code))]
+pub(crate) fn own_fds() -> Vec<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    let Some(rt) = existing() else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    if let Some(n) = rt.names.as_ref() {
+        v.push(n.as_raw_fd());
+    }
+    if let Some(a) = rt
+        .attachment
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        v.push(a.raw().control_fd());
+    }
+    v
+}
+
+/// In a forked child (from `crate::fork`'s child handler; async-signal-safe: two atomic
+/// stores): forgets the parent's state without dropping it (dropping would say BYE for the
+/// parent's function and join threads that do not exist here). The child sets up its own
+/// on first use.
+#[cfg_attr(test, allow(dead_code))]
+pub(crate) fn forget_in_child() {
+    let p = RUNTIME.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: as in `existing`: a leaked, never freed state.
+    if !p.is_null() && unsafe { (*p).names.is_none() } {
+        WARNED_BY_PARENT.store(true, Ordering::Release);
+    }
 }
 
 /// The one line printed when there is no board (`ism-sim run` prints the same).
@@ -119,11 +185,11 @@ impl Runtime {
                 if let Some(b) = self.cfg.buffer {
                     cfg.buffer_size = b;
                 }
-                let attached = ism_sim::process::attach(&self.cfg.board)
+                let attached = ism_sim::process::attach_in(&self.cfg.board_dir(), &self.cfg.board)
                     .map_err(|e| e.to_string())
                     .and_then(|a| {
                         let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
-                        *ATTACHMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+                        *self.attachment.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
                         Ok(s)
                     });
                 match attached {
@@ -146,6 +212,13 @@ impl Runtime {
 
 /// At exit: detaches the function in order (BYE), after the connections were closed.
 pub fn detach_at_exit() {
-    let a = ATTACHMENT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(rt) = existing() else {
+        return;
+    };
+    let a = rt
+        .attachment
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     drop(a);
 }

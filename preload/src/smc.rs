@@ -46,6 +46,13 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
+    /// A non-blocking write found the peer's ring full: the next wake-up of the
+    /// connection (the peer's consumer update, which a blocked writer asks for) rings the
+    /// doorbell, so that a program waiting for `EPOLLOUT` with edge-triggered `epoll`
+    /// (nginx) gets an event and writes again (see [`SmcFd::send`]).
+    want_write: std::sync::atomic::AtomicBool,
+    /// Wake-ups of the connection seen by the watcher.
+    wakes: std::sync::atomic::AtomicU64,
 }
 
 impl Bell {
@@ -62,6 +69,13 @@ impl Bell {
         if st.hup {
             return; // A is readable (end of file) for good
         }
+        if self
+            .want_write
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.send_byte();
+            st.rung = true;
+        }
         if conn.peer_done() {
             // The end: A reads end of file and polls readable and POLLRDHUP at once, as a
             // TCP socket after a FIN (no doorbell byte first, which would show POLLIN
@@ -77,23 +91,28 @@ impl Bell {
         let avail = conn.available() + peeked;
         let ready = peeked > 0 || conn.read_ready();
         if ready && (!st.rung || avail > st.last) {
-            if let Some(send) = real().send {
-                // SAFETY: sends one byte from a valid buffer on our own descriptor B, without
-                // waiting (a full B already makes A readable) and without SIGPIPE (A may be
-                // closed already while a call still holds this connection: the kernel
-                // would otherwise kill the process with SIGPIPE, as sockperf showed).
-                let _ = unsafe {
-                    send(
-                        self.b.as_raw_fd(),
-                        b"!".as_ptr().cast(),
-                        1,
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-            }
+            self.send_byte();
             st.rung = true;
         }
         st.last = avail;
+    }
+
+    /// One doorbell byte into B: A polls readable, and a task asleep in `epoll_wait` wakes.
+    fn send_byte(&self) {
+        if let Some(send) = real().send {
+            // SAFETY: sends one byte from a valid buffer on our own descriptor B, without
+            // waiting (a full B already makes A readable) and without SIGPIPE (A may be
+            // closed already while a call still holds this connection: the kernel
+            // would otherwise kill the process with SIGPIPE, as sockperf showed).
+            let _ = unsafe {
+                send(
+                    self.b.as_raw_fd(),
+                    b"!".as_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
     }
 
     /// After a read on the application's descriptor `a`: if nothing is readable any more,
@@ -219,10 +238,13 @@ impl SmcFd {
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
+            want_write: std::sync::atomic::AtomicBool::new(false),
+            wakes: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&bell);
         conn.set_watcher(Box::new(move || {
             if let Some(b) = weak.upgrade() {
+                b.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 b.ring();
             }
         }));
@@ -244,6 +266,11 @@ impl SmcFd {
     /// The library's TCP socket of this connection.
     pub fn tcp_fd(&self) -> c_int {
         self.tcp
+    }
+
+    /// The doorbell's descriptor (B, the library's end of the socket pair).
+    pub fn bell_fd(&self) -> c_int {
+        self.bell.b.as_raw_fd()
     }
 
     /// The stream (for shutdown and statistics).
@@ -322,12 +349,26 @@ impl SmcFd {
     /// The `errno` a TCP socket would give (`EPIPE` after a close; the caller raises
     /// `SIGPIPE`).
     pub fn send(&self, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
+        use std::sync::atomic::Ordering::SeqCst;
         if buf.is_empty() {
             return Ok(0);
         }
-        self.conn
+        let wakes = self.bell.wakes.load(SeqCst);
+        let r = self
+            .conn
             .write_with(buf, dontwait)
-            .map_err(|e| errno_of(&e))
+            .map_err(|e| errno_of(&e));
+        if dontwait && matches!(r, Err(libc::EAGAIN) | Ok(_)) && r != Ok(buf.len()) {
+            // The ring was full: ring the doorbell when room comes (writability is not
+            // emulated: A is always writable, so edge-triggered epoll would otherwise
+            // never report EPOLLOUT again). A wake-up that came in the meantime may have
+            // been that room: then ring now.
+            self.bell.want_write.store(true, SeqCst);
+            if self.bell.wakes.load(SeqCst) != wakes {
+                self.bell.ring();
+            }
+        }
+        r
     }
 
     /// `shutdown(how)`.

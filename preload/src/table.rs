@@ -87,6 +87,13 @@ impl<E> Table<E> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The map under its lock, for `fork` (`crate::fork` holds it across the `fork` and
+    /// replaces the child's map with inherited entries). The bitmap is not changed: keep
+    /// the same descriptors tracked.
+    pub fn lock_map(&self) -> MutexGuard<'_, Option<HashMap<c_int, Arc<E>>>> {
+        self.lock()
+    }
+
     /// The lock-free first check (see the module docs).
     pub fn maybe_tracked(&self, fd: c_int) -> bool {
         self.bits.maybe(fd)

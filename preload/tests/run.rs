@@ -499,3 +499,255 @@ fn the_launcher_runs_a_program_over_smc_d() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ISM_RUN_LIB"));
 }
+
+/// `status` until `ok` holds (bounded by WAIT); the last status.
+fn status_until(b: &LocalBoard, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(b);
+        if ok(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn functions(s: &serde_json::Value) -> usize {
+    s["functions"].as_array().map_or(0, Vec::len)
+}
+
+/// After every process exited, the board holds nothing of them.
+fn assert_board_empty(b: &LocalBoard) {
+    let s = status_until(b, |s| {
+        functions(s) == 0
+            && counter(s, &["dmbs_in_use"]) == 0
+            && counter(s, &["names", "connections"]) == 0
+    });
+    assert_eq!(functions(&s), 0, "functions left: {s}");
+    assert_eq!(counter(&s, &["dmbs_in_use"]), 0, "DMBs left: {s}");
+    assert_eq!(counter(&s, &["names", "listeners"]), 0, "{s}");
+    assert_eq!(counter(&s, &["names", "connections"]), 0, "{s}");
+    assert_eq!(counter(&s, &["counters", "crashes"]), 0, "{s}");
+}
+
+/// The nginx pattern: a process listens, forks workers that accept on the inherited
+/// listener; every connection runs over SMC-D with a worker's own function, and the
+/// board is empty after everything exited. On an LPAR board and on a loopback board
+/// without copies.
+#[test]
+fn forked_workers_accept_over_smc_d_with_their_own_functions() {
+    for (kind, extra) in [
+        (BoardKind::Lpar, vec![]),
+        (BoardKind::Loopback, vec![("ISM_RUN_NOCOPY", "1")]),
+    ] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, extra);
+        let (workers, count) = (2, 6);
+        let srv = spawn(command(
+            &under,
+            &[
+                "prefork",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--count",
+                &count.to_string(),
+            ],
+        ));
+        let addr = srv
+            .line("listening on ")
+            .trim_start_matches("listening on ")
+            .to_owned();
+        // The master's function and one per worker (attached before their first accept).
+        let s = status_until(&b, |s| functions(s) == workers + 1);
+        assert_eq!(functions(&s), workers + 1, "{s}");
+        assert_eq!(counter(&s, &["names", "listeners"]), 3, "{s}");
+        for _ in 0..count {
+            let (ok, out, err) = client(&under, &addr, &["--bytes", "300000"]);
+            assert!(ok && out.contains("ok 300000 bytes"), "{out}\n{err}");
+            assert!(err.contains(": SMC-D"), "{err}");
+        }
+        let (sok, sout, serr) = srv.finish();
+        assert!(
+            sok && sout.contains(&format!("served {count}")),
+            "{sout}\n{serr}"
+        );
+        let master = serr
+            .lines()
+            .find(|l| l.contains("listen 127.0.0.1") && l.contains("registered"))
+            .and_then(|l| l.split(']').next())
+            .unwrap_or_default()
+            .to_owned();
+        let accepts: Vec<&str> = serr.lines().filter(|l| l.contains(": SMC-D")).collect();
+        assert_eq!(accepts.len(), count, "{serr}");
+        assert!(
+            accepts.iter().all(|l| !l.starts_with(&master)),
+            "the master ({master}) accepted: {serr}"
+        );
+        assert_eq!(
+            serr.matches("inherited over fork, registered").count(),
+            workers,
+            "{serr}"
+        );
+        let after = status(&b);
+        assert!(counter(&after, &["counters", "signals"]) > 0, "{after}");
+        if kind == BoardKind::Lpar {
+            // Each byte both ways through the device.
+            let moved = counter(&after, &["counters", "bytes_moved"]);
+            assert!(moved >= 2 * 300_000 * count as u64, "{after}");
+        }
+        assert_eq!(
+            counter(&after, &["names", "clients_taken"]),
+            count as u64,
+            "{after}"
+        );
+        assert_board_empty(&b);
+    }
+}
+
+/// A child that closes an inherited SMC-D descriptor (after its reads and writes failed
+/// with ENOTCONN) does not end the parent's connection; 20 more children forked while
+/// another thread keeps the library busy on a second connection (its locks taken and
+/// released all the time) do the same without deadlocking.
+#[test]
+fn a_forked_child_closing_an_inherited_connection_leaves_the_parent_s_working() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &["--count", "2"]);
+    let (ok, out, err) = spawn(command(
+        &under,
+        &[
+            "fork-close",
+            &addr,
+            "--bytes",
+            "400000",
+            "--busy-forks",
+            "20",
+        ],
+    ))
+    .finish();
+    assert!(
+        ok && out.contains("ok fork-close 400000 bytes"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("20 forks during"), "{out}");
+    assert!(err.contains(": SMC-D"), "{err}");
+    assert!(
+        err.contains(
+            "an SMC-D connection of another process (inherited over fork or exec): ENOTCONN"
+        ),
+        "{err}"
+    );
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    assert_board_empty(&b);
+}
+
+/// exec: a close-on-exec SMC-D descriptor is gone in the new image; one without
+/// FD_CLOEXEC fails with ENOTCONN there; nothing of the library leaks into the new image;
+/// the parent's connection keeps working. By fork and exec, and by posix_spawn (a vfork
+/// child: no fork handlers, the new image gets the doorbell socket itself).
+#[test]
+fn exec_with_and_without_close_on_exec() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    for (cloexec, by_spawn) in [(true, false), (false, false), (true, true), (false, true)] {
+        let (srv, addr) = server(&under, &[]);
+        let mut args = vec!["exec-keep", addr.as_str()];
+        if cloexec {
+            args.push("--cloexec");
+        }
+        if by_spawn {
+            args.push("--spawn");
+        }
+        let (ok, out, err) = spawn(command(&under, &args)).finish();
+        assert!(
+            ok && out.contains("ok exec-probe") && out.contains("ok exec-keep"),
+            "{out}\n{err}"
+        );
+        assert!(err.contains(": SMC-D"), "{err}");
+        assert_eq!(
+            err.contains("passed across exec without FD_CLOEXEC"),
+            !cloexec,
+            "{err}"
+        );
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+    assert_board_empty(&b);
+}
+
+/// The listener's registration belongs to each process that holds it: after the process
+/// that listened closes its listener (its registration goes), the forked workers, which
+/// registered the inherited listener on their own, still get their clients over SMC-D.
+#[test]
+fn forked_workers_keep_the_listener_registered_after_the_master_closes_it() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let srv = spawn(command(
+        &under,
+        &[
+            "prefork",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--count",
+            "4",
+            "--master-closes",
+        ],
+    ));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    srv.line("master closed its listener");
+    // The master's registration is withdrawn; each worker's own remains.
+    let s = status_until(&b, |s| {
+        functions(s) == 3 && counter(s, &["names", "listeners"]) == 2
+    });
+    assert_eq!(counter(&s, &["names", "listeners"]), 2, "{s}");
+    for _ in 0..4 {
+        let (ok, out, err) = client(&under, &addr, &["--bytes", "100000"]);
+        assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+        assert!(err.contains(": SMC-D"), "{err}");
+    }
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 4"), "{sout}\n{serr}");
+    assert_board_empty(&b);
+}
+
+/// A sender driven by edge-triggered epoll (as nginx sends a response) to a reader that
+/// only reads: after the peer's ring filled (EAGAIN), EPOLLOUT must come again when the
+/// reader made room. Over TCP and over SMC-D.
+#[test]
+fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, vec![])] {
+        let (srv, addr) = {
+            let p = spawn(command(
+                &under,
+                &["et-send", "127.0.0.1:0", "--bytes", "4000000"],
+            ));
+            let l = p.line("listening on ");
+            let a = l.trim_start_matches("listening on ").trim().to_owned();
+            (p, a)
+        };
+        let (ok, out, err) = spawn(command(
+            &under,
+            &["drain", &addr, "--bytes", "4000000", "--delay-ms", "200"],
+        ))
+        .finish();
+        assert!(ok && out.contains("ok 4000000 bytes"), "{out}\n{err}");
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("sent 4000000"), "{sout}\n{serr}");
+        if matches!(under, Under::Run(..)) {
+            assert!(serr.contains(": SMC-D"), "{serr}");
+            assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
+        }
+    }
+}

@@ -7,6 +7,12 @@
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N
+//! echo et-send ADDR [--bytes N]
+//! echo drain ADDR [--bytes N] [--delay-ms T]
+//! echo prefork ADDR [--workers N] [--count M] [--master-closes]
+//! echo fork-close ADDR [--bytes N] [--busy-forks K]
+//! echo exec-keep ADDR [--cloexec] [--spawn]
+//! echo exec-probe FD [--closed] [--allow FD,FD...]
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
@@ -19,6 +25,29 @@
 //! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
 //! `epoll-connect` adds a non-blocking socket to an epoll set *before* connecting (as
 //! nginx does for upstreams), then sends N bytes and verifies the echo, driven by epoll.
+//!
+//! `et-send` listens, accepts one connection and sends N pattern bytes from a non-blocking
+//! socket driven by edge-triggered epoll (as nginx sends a response): after each `EAGAIN`
+//! it waits for `EPOLLOUT` (10 s at most: a stall is an error), and prints
+//! `sent N eagain K`. `drain` connects, waits T ms (so that the sender fills the ring),
+//! then reads and verifies N bytes and the end of stream.
+//!
+//! The fork and exec modes: `prefork` listens, forks N worker processes that accept from
+//! the inherited listener and echo (M connections in all, counted in shared memory), waits
+//! for them and prints `served M` (each worker prints `worker PID served K`);
+//! `--master-closes`: the parent closes its listener after the forks. `fork-close`
+//! connects to an echo server, exchanges half of N bytes, forks a child that must get
+//! `ENOTCONN` from reading and writing the inherited descriptor and then closes it, and
+//! exchanges the rest after the child exited: the parent's connection must not notice.
+//! `--busy-forks K` (the server must serve 2 connections): then K more children are forked
+//! while a thread exchanges on a second connection (the library's locks are busy at the
+//! forks), each child checking the same.
+//! `exec-keep` connects, exchanges, then forks a child that `exec`s `exec-probe` with the
+//! descriptor (close-on-exec with `--cloexec`, else inherited; `--spawn`: std's `Command`,
+//! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
+//! it. `exec-probe FD` checks that FD is closed (`--closed`) or that its reads and writes
+//! fail with `ENOTCONN`, and that no other descriptor than 0, 1, 2, FD and those
+//! `exec-keep` had before it connected (`--allow`) is open.
 
 use std::io::{Read, Write};
 use std::mem::size_of;
@@ -51,6 +80,33 @@ fn main() -> ExitCode {
         "self" => self_connect(addr),
         "probe" => probe(addr),
         "epoll-connect" => epoll_connect(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
+        "prefork" => prefork(
+            addr,
+            arg(&args, "--workers").unwrap_or(2),
+            arg(&args, "--count").unwrap_or(4),
+            args.iter().any(|a| a == "--master-closes"),
+        ),
+        "et-send" => et_send(addr, arg(&args, "--bytes").unwrap_or(4 << 20)),
+        "drain" => drain(
+            addr,
+            arg(&args, "--bytes").unwrap_or(4 << 20),
+            arg(&args, "--delay-ms").unwrap_or(200),
+        ),
+        "fork-close" => fork_close(
+            addr,
+            arg(&args, "--bytes").unwrap_or(1 << 20),
+            arg(&args, "--busy-forks").unwrap_or(0),
+        ),
+        "exec-keep" => exec_keep(
+            addr,
+            args.iter().any(|a| a == "--cloexec"),
+            args.iter().any(|a| a == "--spawn"),
+        ),
+        "exec-probe" => exec_probe(
+            addr,
+            args.iter().any(|a| a == "--closed"),
+            &arg::<String>(&args, "--allow").unwrap_or_default(),
+        ),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
         "client" => client(
             addr,
@@ -695,4 +751,374 @@ fn poll_client(s: &TcpStream, bytes: usize, chunk: usize) -> Result<(), String> 
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ fork and exec
+
+/// Forks; the child runs `f` and exits with its status (0: `Ok`), dying with its parent.
+fn fork_child(f: impl FnOnce() -> Result<(), String>) -> Result<libc::pid_t, String> {
+    // SAFETY: plain fork; the child only runs `f` and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: asks for SIGKILL when the parent dies (no orphan outlives a killed test).
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let code = match f() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("echo child {}: {e}", std::process::id());
+                1
+            }
+        };
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
+    Ok(pid)
+}
+
+/// Waits for `pid` (bounded by LIMIT); `Ok` if it exited with 0.
+fn reap(pid: libc::pid_t) -> Result<(), String> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let mut st = 0;
+        // SAFETY: waits for our own child without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+                Ok(())
+            } else {
+                Err(format!("child {pid} ended with status {st:#x}"))
+            };
+        }
+        if r < 0 {
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(format!("child {pid} did not exit"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn prefork(addr: &str, workers: usize, count: usize, master_closes: bool) -> Result<(), String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    // SAFETY: a new shared anonymous mapping of one word, zeroed, never unmapped.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size_of::<AtomicUsize>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err("mmap".into());
+    }
+    // SAFETY: the mapping is aligned, zeroed and lives until exit; shared by the workers.
+    let taken: &'static AtomicUsize = unsafe { &*p.cast::<AtomicUsize>() };
+    let mut kids = Vec::new();
+    for _ in 0..workers {
+        let l = &l;
+        kids.push(fork_child(move || {
+            let mut n = 0;
+            while taken.fetch_add(1, Ordering::SeqCst) < count {
+                let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+                echo_blocking(s, false)?;
+                n += 1;
+            }
+            println!("worker {} served {n}", std::process::id());
+            Ok(())
+        })?);
+    }
+    if master_closes {
+        drop(l);
+        println!("master closed its listener");
+        let _ = std::io::stdout().flush();
+    }
+    let mut errs = Vec::new();
+    for k in kids {
+        if let Err(e) = reap_long(k) {
+            errs.push(e);
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs.join("; "));
+    }
+    println!("served {count}");
+    Ok(())
+}
+
+/// As [`reap`], with the server's longer limit (the workers wait for the clients).
+fn reap_long(pid: libc::pid_t) -> Result<(), String> {
+    let deadline = Instant::now() + LIMIT * 4;
+    while Instant::now() < deadline {
+        match reap(pid) {
+            Err(e) if e.ends_with("did not exit") => {}
+            r => return r,
+        }
+    }
+    Err(format!("worker {pid} did not exit"))
+}
+
+/// Sends pattern bytes `from..from + n` and reads them back, verified.
+fn round(s: &mut TcpStream, from: usize, n: usize) -> Result<(), String> {
+    let data: Vec<u8> = (from..from + n).map(pattern).collect();
+    let mut back = vec![0u8; n];
+    for (c, b) in data.chunks(16 << 10).zip(back.chunks_mut(16 << 10)) {
+        s.write_all(c).map_err(|e| format!("write: {e}"))?;
+        s.read_exact(b).map_err(|e| format!("read: {e}"))?;
+    }
+    check(&back, from)
+}
+
+/// `f` must fail with `ENOTCONN`.
+fn expect_enotconn(what: &str, r: isize) -> Result<(), String> {
+    let e = std::io::Error::last_os_error();
+    if r == -1 && e.raw_os_error() == Some(libc::ENOTCONN) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} on the inherited descriptor: {r} ({e}), not ENOTCONN"
+        ))
+    }
+}
+
+fn fork_close(addr: &str, bytes: usize, busy_forks: usize) -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let half = bytes / 2;
+    round(&mut s, 0, half)?;
+    let fd = s.as_raw_fd();
+    let check_child = move || {
+        let mut b = [0u8; 16];
+        // SAFETY: reads into a local buffer.
+        let r = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+        expect_enotconn("read", r)?;
+        // SAFETY: writes from a local buffer; MSG_NOSIGNAL in case it is a dead socket.
+        let r = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+        expect_enotconn("send", r)?;
+        // SAFETY: closes the child's copy of the descriptor.
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(format!("close: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    reap(fork_child(check_child)?)?;
+    if busy_forks > 0 {
+        let mut s2 = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        s2.set_read_timeout(Some(LIMIT))
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> Result<usize, String> {
+                let mut off = 0;
+                while !stop.load(Ordering::Acquire) {
+                    round(&mut s2, off, 4096)?;
+                    off += 4096;
+                }
+                s2.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+                Ok(off)
+            })
+        };
+        let forks = (0..busy_forks).try_for_each(|_| reap(fork_child(check_child)?));
+        stop.store(true, Ordering::Release);
+        let moved = busy.join().map_err(|_| "busy thread panicked")??;
+        forks?;
+        println!("{busy_forks} forks during {moved} bytes on another connection");
+    }
+    round(&mut s, half, bytes - half)?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} stray bytes", rest.len()));
+    }
+    println!("ok fork-close {bytes} bytes");
+    Ok(())
+}
+
+/// The descriptors open now.
+fn open_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn exec_keep(addr: &str, cloexec: bool, spawn: bool) -> Result<(), String> {
+    // What this process had before it used a socket (inherited from whoever started it).
+    let before: Vec<String> = open_fds().iter().map(i32::to_string).collect();
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    round(&mut s, 0, 100_000)?;
+    let fd = s.as_raw_fd();
+    let flag = if cloexec { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: sets the descriptor flags of our own descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flag) } != 0 {
+        return Err("F_SETFD".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut c = std::process::Command::new(exe);
+    c.arg("exec-probe")
+        .arg(fd.to_string())
+        .arg("--allow")
+        .arg(before.join(","));
+    if cloexec {
+        c.arg("--closed");
+    }
+    if spawn {
+        // std's Command: glibc's posix_spawn (a CLONE_VFORK child, no fork handlers), so
+        // the new image inherits the doorbell socket itself.
+        let mut child = c.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let id = child.id() as libc::pid_t;
+        let r = reap(id);
+        drop(child.try_wait());
+        r?;
+    } else {
+        let child = fork_child(move || {
+            use std::os::unix::process::CommandExt;
+            Err(format!("exec: {}", c.exec()))
+        })?;
+        reap(child)?;
+    }
+    round(&mut s, 100_000, 100_000)?;
+    println!("ok exec-keep");
+    Ok(())
+}
+
+fn exec_probe(fd: &str, closed: bool, allow: &str) -> Result<(), String> {
+    let allow: Vec<i32> = allow.split(',').filter_map(|a| a.parse().ok()).collect();
+    let fd: i32 = fd.parse().map_err(|_| format!("bad descriptor {fd}"))?;
+    let mut b = [0u8; 16];
+    if closed {
+        // SAFETY: F_GETFD takes no argument.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            return Err(format!("descriptor {fd} survived exec despite FD_CLOEXEC"));
+        }
+    } else {
+        // SAFETY: reads into a local buffer.
+        let r = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+        expect_enotconn("read", r)?;
+        // SAFETY: writes from a local buffer.
+        let r = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+        expect_enotconn("send", r)?;
+    }
+    // Nothing of the old image's library is left open (the directory's own descriptor,
+    // closed by now, has no link below).
+    let extra: Vec<String> = open_fds()
+        .iter()
+        .filter(|&&d| d > 2 && d != fd && !allow.contains(&d))
+        .filter_map(|&d| {
+            std::fs::read_link(format!("/proc/self/fd/{d}"))
+                .ok()
+                .map(|l| format!("{d} -> {}", l.display()))
+        })
+        .collect();
+    if !extra.is_empty() {
+        return Err(format!("descriptors left open across exec: {extra:?}"));
+    }
+    println!("ok exec-probe");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ edge-triggered writer
+
+fn et_send(addr: &str, bytes: usize) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // SAFETY: plain epoll_create1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err("epoll_create1".into());
+    }
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a valid event for the call.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) } != 0 {
+        return Err("epoll_ctl".into());
+    }
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let (mut sent, mut eagain) = (0usize, 0usize);
+    let r = (|| {
+        while sent < bytes {
+            match s.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => {
+                    eagain += 1;
+                    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                    loop {
+                        // SAFETY: `evs` has room for 4 events.
+                        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 10_000) };
+                        if n == 0 {
+                            return Err(format!(
+                                "no EPOLLOUT for 10 s after EAGAIN at {sent} of {bytes} bytes: stalled"
+                            ));
+                        }
+                        if n > 0
+                            && evs[..n as usize]
+                                .iter()
+                                .any(|e| e.events & libc::EPOLLOUT as u32 != 0)
+                        {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())
+    })();
+    // SAFETY: closes our own epoll descriptor.
+    unsafe { libc::close(ep) };
+    r?;
+    println!("sent {sent} eagain {eagain}");
+    Ok(())
+}
+
+fn drain(addr: &str, bytes: usize, delay_ms: u64) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    // Pacing, not synchronisation: the sender fills the ring meanwhile (it reports how
+    // often it found it full; the test checks that it did).
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        check(&buf[..n], got)?;
+        got += n;
+    }
+    if got != bytes {
+        return Err(format!("got {got} of {bytes} bytes"));
+    }
+    println!("ok {bytes} bytes");
+    Ok(())
 }

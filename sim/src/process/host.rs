@@ -700,6 +700,14 @@ impl RawAttachment {
         }
     }
 
+    /// The control socket's descriptor (close-on-exec; its hang-up without BYE is a
+    /// partition crash for the board). A forked child of the attaching process closes its
+    /// inherited copy, so that the board still sees the parent's death.
+    pub fn control_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
     /// Ends every [`RawAttachment::wait_irq`], now and later, without an interrupt (the
     /// attachment is closing).
     fn kick(&self) {

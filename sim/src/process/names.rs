@@ -237,6 +237,15 @@ pub struct NameClient {
     seq: AtomicU32,
 }
 
+impl std::os::fd::AsRawFd for NameClient {
+    /// The connection's socket (for a forked child of a user of this client, which closes
+    /// its inherited copy without using it: see `preload/src/fork.rs`).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        std::os::fd::AsRawFd::as_raw_fd(&*sock)
+    }
+}
+
 impl NameClient {
     /// Opens a name-service connection to board `name` (in [`super::board_dir`]).
     ///

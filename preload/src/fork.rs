@@ -1,0 +1,369 @@
+//! `fork` and `exec` (docs/ism-run.md, "fork and exec").
+//!
+//! **fork.** glibc's `fork` runs the handlers registered with `pthread_atfork` (glibc
+//! `posix/fork.c`, `__libc_fork`: the prepare handlers before the system call, then in the
+//! child, after its own locks (malloc's among them) were reinitialised, the child handlers).
+//! Threads do not survive a `fork`, so the child must not use its parent's function,
+//! mappings, name-service connection or connections: they belong to the parent, whose
+//! threads still run them. So:
+//! * prepare (parent, before `fork`): takes the locks the child will need (the state's
+//!   set-up lock, the descriptor table, the epoll records, Rust's stderr) so that no other
+//!   thread holds them at the moment of the fork, and builds the child's table: every SMC-D
+//!   descriptor becomes [`Entry::Inherited`], every registered listener a listener not
+//!   registered by the child yet; and lists the library's descriptors the child must close.
+//! * child: installs that table (the parent's entries are forgotten, never dropped:
+//!   dropping would end the parent's connections), closes the parent's library
+//!   descriptors (kept TCP sockets, doorbells, name-service and function sockets, so that
+//!   the board still sees the parent hang up when it dies), replaces each inherited SMC-D
+//!   descriptor by an unconnected TCP socket (so the child can neither read the parent's
+//!   doorbell nor see its readiness), forgets the parent's state
+//!   (`runtime::forget_in_child`) and releases the locks. Only system calls, atomics and
+//!   lock releases: nothing that allocates or waits. The child then sets up its own state
+//!   on first use, as a new process does.
+//! * parent: releases the locks and drops the prepared table.
+//!
+//! `vfork`, and glibc's `posix_spawn`, `system` and `popen` (which create the child with
+//! `clone(CLONE_VM | CLONE_VFORK)` and the C library's internal calls, glibc
+//! `sysdeps/unix/sysv/linux/spawni.c`), run no fork handlers: such a child shares the
+//! parent's memory until it `exec`s, so the hooks that change the table check
+//! [`owner`] and leave it alone in such a child.
+//!
+//! **exec.** The library's own descriptors are close-on-exec; the library's state goes with
+//! the address space. An SMC-D descriptor without `FD_CLOEXEC` survives as the doorbell
+//! socket (A): [`mark_doorbell`] binds every A to an abstract UNIX name with a prefix of
+//! ours, and the new image's library ([`after_exec`], from its constructor) finds such
+//! descriptors and replaces them as a fork child does, so its reads and writes fail with
+//! `ENOTCONN` instead of reading doorbell bytes.
+
+// The unit-test build has no constructor (see lib.rs), so the handlers are unused there.
+#![cfg_attr(test, allow(dead_code))]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::StderrLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
+
+use libc::c_int;
+
+use crate::hooks::{Entry, EpollRegs, Inherited, ListenerReg, EPOLL_REGS, TABLE};
+use crate::real::real;
+use crate::runtime;
+
+/// The abstract UNIX name prefix of doorbell sockets (A).
+const BELL_PREFIX: &[u8] = b"ism-run-bell:";
+/// `SO_RCVLOWAT` and `TCP_USER_TIMEOUT` of the dead socket that replaces an inherited
+/// SMC-D descriptor (see [`replace_with_dummy`]): how an `exec`ed image tells it from the
+/// program's own sockets (no program sets both to these values).
+const DUMMY_MARK: (c_int, c_int) = (40_961, 364_826_637);
+
+/// The process whose state the library's memory holds (0: not known yet, as in unit
+/// tests). Set at load and in a fork child; a vfork child has another pid.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the calling process owns the library's state (not a vfork child, nor a child
+/// made by a `clone` that ran no fork handlers).
+pub fn owner() -> bool {
+    let o = OWNER.load(Ordering::Acquire);
+    o == 0 || o == std::process::id()
+}
+
+type Map = Option<HashMap<c_int, Arc<Entry>>>;
+
+/// What the prepare handler holds for the parent and child handlers.
+struct Held {
+    init: MutexGuard<'static, ()>,
+    table: MutexGuard<'static, Map>,
+    epoll: MutexGuard<'static, Option<EpollRegs>>,
+    stderr: StderrLock<'static>,
+    child_map: Map,
+    close: Vec<c_int>,
+    /// (application descriptor, its socket family): to replace in the child.
+    dummies: Vec<(c_int, c_int)>,
+}
+
+thread_local! {
+    /// Set by the prepare handler in the thread that forks, taken by the parent or the
+    /// child handler in the same thread.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Registers the fork handlers and records the owner (from the library's constructor).
+pub fn init() {
+    let _ = crate::config::Config::loaded();
+    OWNER.store(std::process::id(), Ordering::Release);
+    // SAFETY: registers three `extern "C" fn()` handlers that live as long as the library
+    // (it is never unloaded: LD_PRELOAD).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+extern "C" fn prepare() {
+    let _ = std::panic::catch_unwind(|| {
+        // Before the other locks: this takes the attachment's and the name service's.
+        let mut close = runtime::own_fds();
+        let init = runtime::init_lock();
+        let table = TABLE.lock_map();
+        let epoll = EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner());
+        let stderr = std::io::stderr().lock();
+        let mut child_map = HashMap::new();
+        let mut dummies = Vec::new();
+        let mut seen: HashMap<*const Entry, Arc<Entry>> = HashMap::new();
+        if let Some(m) = table.as_ref() {
+            for (&fd, e) in m {
+                if let Entry::Smc(s) = &**e {
+                    let family =
+                        crate::net::sockopt_int(s.tcp_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                            .unwrap_or(libc::AF_INET);
+                    dummies.push((fd, family));
+                }
+                let new = match seen.get(&Arc::as_ptr(e)) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = Arc::new(match &**e {
+                            Entry::Smc(s) => {
+                                close.push(s.tcp_fd());
+                                close.push(s.bell_fd());
+                                Entry::Inherited(Inherited::default())
+                            }
+                            Entry::Inherited(_) => Entry::Inherited(Inherited::default()),
+                            Entry::Listener(l) => Entry::Listener(ListenerReg::inherited(l.addr())),
+                        });
+                        seen.insert(Arc::as_ptr(e), n.clone());
+                        n
+                    }
+                };
+                child_map.insert(fd, new);
+            }
+        }
+        let held = Held {
+            init,
+            table,
+            epoll,
+            stderr,
+            child_map: Some(child_map),
+            close,
+            dummies,
+        };
+        HELD.with(|h| *h.borrow_mut() = Some(held));
+    });
+}
+
+extern "C" fn parent() {
+    let held = HELD.with(|h| h.borrow_mut().take());
+    drop(held);
+}
+
+extern "C" fn child() {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    OWNER.store(pid, Ordering::Release);
+    runtime::forget_in_child();
+    let Some(held) = HELD.with(|h| h.borrow_mut().take()) else {
+        return;
+    };
+    let Held {
+        init,
+        mut table,
+        epoll,
+        stderr,
+        child_map,
+        close,
+        dummies,
+    } = held;
+    // The parent's entries are forgotten: dropping one could end its connection.
+    std::mem::forget(std::mem::replace(&mut *table, child_map));
+    drop(table);
+    if let Some(cl) = real().close {
+        for fd in &close {
+            // SAFETY: closes the child's copy of a descriptor of the library's (the
+            // parent's own stays open).
+            unsafe { cl(*fd) };
+        }
+    }
+    for &(fd, family) in &dummies {
+        replace_with_dummy(fd, family);
+    }
+    drop(epoll);
+    drop(init);
+    drop(stderr);
+    // `close` and `dummies` are freed here: glibc reinitialised malloc's locks in the
+    // child before running the fork handlers (posix/fork.c).
+}
+
+/// Puts an unconnected TCP socket of `family` on `fd` (keeping its close-on-exec flag):
+/// reads and writes through the library fail with `ENOTCONN`, `poll` shows `POLLHUP`,
+/// and nothing of the parent's connection is reachable. Only system calls
+/// (async-signal-safe); leaves `fd` as it is if one fails.
+fn replace_with_dummy(fd: c_int, family: c_int) {
+    let r = real();
+    let (Some(fcntl), Some(dup3), Some(close)) = (r.fcntl, r.dup3, r.close) else {
+        return;
+    };
+    // SAFETY: F_GETFD takes no argument.
+    let fdflags = unsafe { fcntl(fd, libc::F_GETFD, 0) };
+    if fdflags < 0 {
+        return;
+    }
+    // SAFETY: a plain socket call.
+    let d = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if d < 0 {
+        return;
+    }
+    for (level, name, v) in [
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT, DUMMY_MARK.0),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, DUMMY_MARK.1),
+    ] {
+        // SAFETY: an integer option from a local of its size, on our new socket.
+        unsafe {
+            libc::setsockopt(
+                d,
+                level,
+                name,
+                (&raw const v).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    let flags = if fdflags & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: moves our new socket onto `fd` (closing what `fd` was in this process), then
+    // closes the new socket's first number.
+    unsafe {
+        dup3(d, fd, flags);
+        close(d);
+    }
+}
+
+/// Names the doorbell socket A (not yet on the application's descriptor) so that an image
+/// that inherits it across `exec` can tell it from the application's own sockets.
+pub fn mark_doorbell(a: c_int) {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{}{}:{}",
+        std::str::from_utf8(BELL_PREFIX).unwrap_or_default(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    // SAFETY: all-zero bytes are a valid `sockaddr_un`.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = name.as_bytes();
+    if bytes.len() + 1 > sa.sun_path.len() {
+        return;
+    }
+    // sun_path[0] stays 0: an abstract name (no file).
+    for (i, b) in bytes.iter().enumerate() {
+        sa.sun_path[i + 1] = *b as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + bytes.len();
+    // SAFETY: `sa` holds a valid address of `len` bytes; `a` is our own socket.
+    unsafe { libc::bind(a, (&raw const sa).cast(), len as libc::socklen_t) };
+}
+
+/// Whether `fd` is a doorbell socket A of an earlier image (see [`mark_doorbell`]).
+fn is_doorbell(fd: c_int) -> bool {
+    let Some(gsn) = real().getsockname else {
+        return false;
+    };
+    // SAFETY: all-zero bytes are a valid `sockaddr_un`.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `sa` has room for `len` bytes.
+    if unsafe { gsn(fd, (&raw mut sa).cast(), &mut len) } != 0 {
+        return false;
+    }
+    let off = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    if c_int::from(sa.sun_family) != libc::AF_UNIX
+        || (len as usize) < off + 1 + BELL_PREFIX.len()
+        || sa.sun_path[0] != 0
+    {
+        return false;
+    }
+    sa.sun_path[1..=BELL_PREFIX.len()]
+        .iter()
+        .zip(BELL_PREFIX)
+        .all(|(&c, &b)| c as u8 == b)
+}
+
+/// Whether `fd` is the dead socket put in place of an inherited SMC-D descriptor by a
+/// fork child (see [`replace_with_dummy`]).
+fn is_dummy(fd: c_int) -> bool {
+    use crate::net::sockopt_int;
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT) == Some(DUMMY_MARK.0)
+        && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(DUMMY_MARK.1)
+        && crate::net::is_inet_stream(fd)
+}
+
+/// From the constructor of a new image: SMC-D descriptors the old image passed across
+/// `exec` (without `FD_CLOEXEC`) become inherited descriptors (see the module docs).
+pub fn after_exec() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<c_int> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 {
+            continue;
+        }
+        let bell = is_doorbell(fd);
+        if bell || is_dummy(fd) {
+            if bell {
+                replace_with_dummy(fd, libc::AF_INET);
+            }
+            drop(TABLE.insert(fd, Arc::new(Entry::Inherited(Inherited::default()))));
+            debug_line(&format!(
+                "fd {fd}: an SMC-D descriptor passed across exec without FD_CLOEXEC (its connection stays with the process image that made it); reads and writes fail with ENOTCONN"
+            ));
+        }
+    }
+}
+
+/// One line on stderr with `ISM_RUN_DEBUG=1`, without setting up the state for it.
+pub fn debug_line(line: &str) {
+    let on = match runtime::existing() {
+        Some(rt) => rt.cfg.debug,
+        None => crate::config::Config::loaded().debug,
+    };
+    if on {
+        eprintln!("ism-run[{}]: {line}", std::process::id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_marked_doorbell_is_recognised_and_a_dummy_fails_with_enotconn() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (other, _o) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!is_doorbell(a.as_raw_fd()), "unnamed");
+        mark_doorbell(a.as_raw_fd());
+        assert!(is_doorbell(a.as_raw_fd()));
+        assert!(!is_doorbell(b.as_raw_fd()) && !is_doorbell(other.as_raw_fd()));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!is_doorbell(l.as_raw_fd()) && !is_doorbell(-1));
+
+        // The dummy keeps the descriptor number, is an unconnected TCP socket, marked.
+        assert!(!is_dummy(a.as_raw_fd()) && !is_dummy(l.as_raw_fd()));
+        replace_with_dummy(a.as_raw_fd(), libc::AF_INET);
+        assert!(!is_doorbell(a.as_raw_fd()));
+        assert!(is_dummy(a.as_raw_fd()));
+        assert!(crate::net::is_inet_stream(a.as_raw_fd()));
+        let mut buf = [0u8; 4];
+        // SAFETY: reads into a local buffer.
+        let n = unsafe { libc::recv(a.as_raw_fd(), buf.as_mut_ptr().cast(), 4, 0) };
+        assert_eq!(n, -1);
+        assert_eq!(crate::real::errno(), libc::ENOTCONN);
+        // B's peer is gone: the doorbell is no longer reachable from this descriptor.
+        // SAFETY: as above.
+        let n = unsafe { libc::recv(b.as_raw_fd(), buf.as_mut_ptr().cast(), 4, 0) };
+        assert_eq!(n, 0, "end of file: A was replaced");
+    }
+}
