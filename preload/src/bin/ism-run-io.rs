@@ -315,9 +315,33 @@ fn sendfile(addr: &str, n: usize) -> Result<(), String> {
 // ------------------------------------------------------------------ eintr
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
+/// The thread that must run the handler (0: any); `ELSEWHERE` counts runs on others.
+static EXPECTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_usr1(_: libc::c_int) {
     HANDLED.fetch_add(1, Ordering::SeqCst);
+    let want = EXPECTED.load(Ordering::SeqCst);
+    // SAFETY: gettid has no preconditions (async-signal-safe).
+    if want != 0 && unsafe { libc::gettid() } != want {
+        ELSEWHERE.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Blocks (`true`) or unblocks SIGUSR1 in the calling thread.
+fn block_usr1(block: bool) {
+    // SAFETY: a sigset on the stack, filled by sigemptyset/sigaddset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
 }
 
 fn handler(restart: bool) {
@@ -336,7 +360,17 @@ fn handler(restart: bool) {
 /// most `LIMIT`; a signal that comes before the thread blocks is simply handled, and the
 /// next one finds it blocked). `signals`: stop after this many were handled, then run
 /// `then` (to unblock the call another way). Returns the call's result and errno.
+/// `to_process`: the signal goes to the process (`kill`), not to the thread.
 fn signalled<T: Send + 'static>(
+    call: impl FnOnce() -> (T, i32) + Send + 'static,
+    signals: Option<usize>,
+    then: impl FnOnce(),
+) -> Result<(T, i32), String> {
+    signalled_to(false, call, signals, then)
+}
+
+fn signalled_to<T: Send + 'static>(
+    to_process: bool,
     call: impl FnOnce() -> (T, i32) + Send + 'static,
     signals: Option<usize>,
     then: impl FnOnce(),
@@ -344,11 +378,15 @@ fn signalled<T: Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let (ttx, trx) = mpsc::channel();
     let t = std::thread::spawn(move || {
-        // SAFETY: pthread_self has no preconditions.
-        let _ = ttx.send(unsafe { libc::pthread_self() });
+        block_usr1(false);
+        // SAFETY: pthread_self and gettid have no preconditions.
+        let _ = ttx.send(unsafe { (libc::pthread_self(), libc::gettid()) });
         let _ = tx.send(call());
     });
-    let tid = trx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
+    let (tid, os_tid) = trx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
+    if to_process {
+        EXPECTED.store(os_tid, Ordering::SeqCst);
+    }
     let start = HANDLED.load(Ordering::SeqCst);
     let deadline = Instant::now() + LIMIT;
     let mut then = Some(then);
@@ -366,12 +404,16 @@ fn signalled<T: Send + 'static>(
             if let Some(f) = then.take() {
                 f();
             }
+        } else if to_process {
+            // SAFETY: plain kill of our own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
         } else {
             // SAFETY: signals a live thread of ours (it has not returned: no result yet).
             unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
         }
     };
     t.join().map_err(|_| "thread panicked")?;
+    EXPECTED.store(0, Ordering::SeqCst);
     Ok(r)
 }
 
@@ -423,6 +465,26 @@ fn eintr(addr: &str) -> Result<(), String> {
         ));
     }
     s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    // 3b. A signal to the process (kill), blocked in every thread but the reader's: the
+    // kernel gives it to the reader (no thread the library started may take it), whose
+    // read fails with EINTR.
+    handler(false);
+    block_usr1(true);
+    let before = ELSEWHERE.load(Ordering::SeqCst);
+    let r = signalled_to(true, read_call(fd, 100), None, || {});
+    block_usr1(false);
+    let (k, e) = r?;
+    let elsewhere = ELSEWHERE.load(Ordering::SeqCst) - before;
+    if elsewhere > 0 {
+        return Err(format!(
+            "{elsewhere} process signal(s) ran on another thread"
+        ));
+    }
+    if k != -1 || e != libc::EINTR {
+        return Err(format!(
+            "read, signal to the process: {k}, errno {e} (want EINTR)"
+        ));
+    }
     // 4. A write blocked on a full peer (the echo server is blocked writing back to us,
     // who do not read): a signal gives a short count, the next write EINTR.
     handler(false);
