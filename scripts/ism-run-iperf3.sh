@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # iperf3 (a real, unmodified C program: select, non-blocking sockets, a control connection
 # and data connections) under ism-run at both ends: on an LPAR board, a loopback board and
-# a loopback board with --nocopy, each with a plain run, -R (the server sends) and -P 4
-# (four data connections), for a few seconds each; then a plain iperf3 client against an
+# a loopback board with --nocopy, each with a plain run, -R (the server sends), -P 4
+# (four data connections), -Z and -Z -R (the sender uses sendfile), for a few seconds each; then a plain iperf3 client against an
 # ism-run server and an ism-run client against a plain server (both must fall back to
 # TCP and work). Checks every exit status, iperf3's JSON (-J: no error, bytes sent and
 # received, the number of streams), that every connection of the ism-run pairs was SMC-D,
@@ -113,10 +113,14 @@ for cfg in lpar loopback loopback-nocopy; do
     [ "$cfg" = loopback-nocopy ] && RUNOPTS=(--nocopy)
     board="iperf3-$cfg"
     start_board "$kind" "$board"
-    for mode in plain reverse parallel; do
+    for mode in plain reverse parallel zerocopy zerocopy-reverse; do
         opts=() streams=1
-        [ "$mode" = reverse ] && opts=(-R)
-        [ "$mode" = parallel ] && opts=(-P 4) streams=4
+        case $mode in
+        reverse) opts=(-R) ;;
+        parallel) opts=(-P 4) streams=4 ;;
+        zerocopy) opts=(-Z) ;;               # the sender uses sendfile (emulated: pread + SMC-D)
+        zerocopy-reverse) opts=(-Z -R) ;;
+        esac
         c=$(counters "$board") || fail "$board: status"
         read -r moved0 signals0 <<<"$c"
         run "$cfg-$mode" "$board" run run "${opts[@]}"
