@@ -585,7 +585,9 @@ fn a_full_peer_makes_the_socket_unwritable_until_room_wakes_epoll() {
     io_both_ways(
         BoardKind::Lpar,
         vec![],
-        &["writable", "--bytes", "20000000"],
-        40_000_000,
+        // Enough to fill TCP's autotuned buffers too (Linux's defaults: 4 MB to send,
+        // 6 MB to receive, at both ends).
+        &["writable", "--bytes", "64000000"],
+        128_000_000,
     );
 }
