@@ -8,7 +8,7 @@
 # no function, no DMB and no registration. Installs nginx-light, wrk and curl (Debian
 # packages) if missing.
 #
-# `sendfile off`: sendfile over SMC-D descriptors is not intercepted yet (docs/ism-run.md).
+# `sendfile on`: nginx sends files with sendfile, which the library emulates on SMC-D.
 #
 #   scripts/ism-run-nginx.sh [WRK_SECONDS]     (default 1)
 set -euo pipefail
@@ -66,7 +66,7 @@ error_log stderr;
 pid $DIR/nginx.pid;
 events { use epoll; worker_connections 256; }
 http {
-    sendfile off;
+    sendfile on;
     access_log off;
     client_body_temp_path $DIR/tmp;
     proxy_temp_path $DIR/tmp;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what a fresh machine lacks, then runs every check.
 #
-#   scripts/test.sh          formatting, clippy, the test suites, sockperf under ism-run, loom,
-#                            Miri, the QEMU self-test
+#   scripts/test.sh          formatting, clippy, the test suites, sockperf, iperf3 and nginx
+#                            under ism-run, loom, Miri, the QEMU self-test
 #   scripts/test.sh --quick  formatting, clippy, docs and the test suites only (downloads
 #                            nothing but crates)
 #
@@ -57,6 +57,12 @@ fi
 
 stage "ism-run: sockperf (installed if missing) ping-pong and throughput over SMC-D"
 bash scripts/ism-run-sockperf.sh 3
+
+stage "ism-run: iperf3 (installed if missing) plain, -R, -P 4, -Z over SMC-D, and mixed pairs on TCP"
+bash scripts/ism-run-iperf3.sh 2
+
+stage "ism-run: nginx with forked workers, curl and wrk (installed if missing) over SMC-D"
+bash scripts/ism-run-nginx.sh 1
 
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"
 rustup target list --installed | grep -qx thumbv7em-none-eabihf ||

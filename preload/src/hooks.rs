@@ -161,12 +161,12 @@ fn epoll_forget(fd: c_int, epfd: Option<c_int>) {
 }
 
 /// Runs `f`; a panic becomes `-1` with `EIO` instead of unwinding into C.
-fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(libc::EIO))
 }
 
 /// The SMC-D connection behind `fd`, if it is one.
-fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
+pub(crate) fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
     TABLE.get(fd).filter(|e| matches!(**e, Entry::Smc(_)))
 }
 
@@ -215,7 +215,8 @@ macro_rules! call_real {
 /// Set when the process exits: connections are being closed under threads that may still
 /// be writing; their `EPIPE` then raises no `SIGPIPE` (a TCP socket is not closed before
 /// the process is gone, so its writers never see one at exit).
-static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(crate) static EXITING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Closes every SMC-D connection (at exit).
 pub fn close_all() {
@@ -232,7 +233,7 @@ pub fn close_all() {
 
 // ------------------------------------------------------------------------ data calls
 
-fn raise_sigpipe() {
+pub(crate) fn raise_sigpipe() {
     // SAFETY: sends SIGPIPE to the calling thread, as the kernel does for a TCP socket.
     unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGPIPE) };
 }
@@ -241,7 +242,13 @@ fn raise_sigpipe() {
 ///
 /// # Safety
 /// `buf` must be valid for `len` bytes of writes (or `len` 0).
-unsafe fn smc_recv(e: &Entry, fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+pub(crate) unsafe fn smc_recv(
+    e: &Entry,
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
     if let Entry::Inherited(i) = e {
         return inherited_fail(fd, i);
     }
@@ -262,7 +269,13 @@ unsafe fn smc_recv(e: &Entry, fd: c_int, buf: *mut c_void, len: size_t, flags: c
 ///
 /// # Safety
 /// `buf` must be valid for `len` bytes of reads (or `len` 0).
-unsafe fn smc_send(e: &Entry, fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+pub(crate) unsafe fn smc_send(
+    e: &Entry,
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
     if let Entry::Inherited(i) = e {
         return inherited_fail(fd, i);
     }
@@ -274,7 +287,7 @@ unsafe fn smc_send(e: &Entry, fd: c_int, buf: *const c_void, len: size_t, flags:
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     };
     let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
-    match s.send(slice, dontwait) {
+    match s.send(fd, slice, dontwait) {
         Ok(n) => n as ssize_t,
         Err(libc::EPIPE) => {
             if flags & libc::MSG_NOSIGNAL == 0 && !EXITING.load(std::sync::atomic::Ordering::SeqCst)
@@ -675,6 +688,14 @@ pub unsafe extern "C" fn setsockopt(
             let r = call_real!(setsockopt(s.tcp_fd(), level, name, val, len));
             let timeo = level == libc::SOL_SOCKET
                 && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO);
+            if r == 0 && timeo {
+                // Blocking SMC-D reads and writes wait in the kernel on A (see
+                // `SmcFd::wait_readable`): the same limit there gives TCP's `EAGAIN` when
+                // it expires and `EINTR` instead of a restart under `SA_RESTART`.
+                let saved = errno();
+                let _: c_int = call_real!(setsockopt(fd, level, name, val, len));
+                set_errno(saved);
+            }
             if r == 0 && timeo && !val.is_null() && len as usize >= size_of::<libc::timeval>() {
                 // SAFETY: the caller's option value holds a `timeval` (checked length).
                 let tv: libc::timeval = unsafe { std::ptr::read_unaligned(val.cast()) };
@@ -1036,8 +1057,25 @@ fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c
         return Err(e);
     }
     drop(a);
+    copy_timeouts(tcp, app);
     smc!(entry).ring();
     Ok(())
+}
+
+/// Copies `SO_RCVTIMEO` and `SO_SNDTIMEO` from the socket `from` to `to`.
+fn copy_timeouts(from: c_int, to: c_int) {
+    for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut len = size_of::<libc::timeval>() as socklen_t;
+        let p = (&mut tv as *mut libc::timeval).cast::<c_void>();
+        let r: c_int = call_real!(getsockopt(from, libc::SOL_SOCKET, name, p, &mut len));
+        if r == 0 && (tv.tv_sec != 0 || tv.tv_usec != 0) {
+            let _: c_int = call_real!(setsockopt(to, libc::SOL_SOCKET, name, p, len));
+        }
+    }
 }
 
 /// What became of a handshake.
@@ -1076,10 +1114,15 @@ fn handshake_blocking(rt: &Runtime, app: c_int, client: bool, flags: c_int) -> H
         Stream::server_on(&stack, sock)
     };
     match r {
-        Ok(s) if s.is_smc() => match install(app, s, tcp, flags) {
-            Ok(()) => Handshake::Smc,
-            Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
-        },
+        Ok(s) if s.is_smc() => {
+            // The program's own time limits (the handshake changed SO_RCVTIMEO) on the
+            // TCP socket, for getsockopt, and on A, where blocking calls wait.
+            restore_opts(tcp, &saved);
+            match install(app, s, tcp, flags) {
+                Ok(()) => Handshake::Smc,
+                Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
+            }
+        }
         Ok(s) => {
             restore_opts(app, &saved);
             let why = s

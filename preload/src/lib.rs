@@ -23,6 +23,7 @@ pub mod net;
 pub mod real;
 pub mod runtime;
 pub mod smc;
+mod splice;
 pub mod table;
 
 pub use hooks::{Entry, Inherited, ListenerReg};

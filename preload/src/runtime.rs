@@ -185,13 +185,15 @@ impl Runtime {
                 if let Some(b) = self.cfg.buffer {
                     cfg.buffer_size = b;
                 }
-                let attached = ism_sim::process::attach_in(&self.cfg.board_dir(), &self.cfg.board)
-                    .map_err(|e| e.to_string())
-                    .and_then(|a| {
-                        let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
-                        *self.attachment.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
-                        Ok(s)
-                    });
+                let attached = with_signals_blocked(|| {
+                    ism_sim::process::attach_in(&self.cfg.board_dir(), &self.cfg.board)
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| {
+                            let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
+                            *self.attachment.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+                            Ok(s)
+                        })
+                });
                 match attached {
                     Ok(s) => {
                         self.debug(|| format!("attached to board {}", self.cfg.board));
@@ -208,6 +210,34 @@ impl Runtime {
             })
             .clone()
     }
+}
+
+/// Runs `f` with every signal blocked in the calling thread, so that the threads it starts
+/// (the board watcher, the interrupt thread) inherit a full signal mask and never run the
+/// program's handlers. A signal sent to the process then goes to one of the program's own
+/// threads, as without the library (POSIX: a process-directed signal is delivered to a
+/// thread that does not block it; Linux's `complete_signal` in `kernel/signal.c` picks
+/// one). Run on a library thread, a handler would not interrupt the program's blocking
+/// call (`EINTR`) nor end its `sigsuspend`, and a handler that calls `exit` would run the
+/// exit handlers on the interrupt thread, which then cannot join itself.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the mask saved below, for the calling thread.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: all-zero sigsets are valid values, filled/overwritten by the calls.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: `all` and `old` are valid sigsets of the calling thread's stack.
+    let ok = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0
+    };
+    let _restore = ok.then_some(Restore(old));
+    f()
 }
 
 /// At exit: detaches the function in order (BYE), after the connections were closed.

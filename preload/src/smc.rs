@@ -14,8 +14,12 @@
 //! * when the peer is done (end of stream, abort, termination), `shutdown(B, SHUT_WR)`:
 //!   A polls readable and `POLLRDHUP` for good.
 //!
-//! A is always writable (nothing is ever written into A): a write may then block or, on a
-//! non-blocking descriptor, fail with `EAGAIN` while the peer's ring is full (documented).
+//! Writability: while the peer's ring is full, A→B is filled ([`Bell::fill`]), so A polls
+//! unwritable exactly while a write would block; the watcher drains B when the peer makes
+//! room. Blocking reads and writes wait in the kernel on A (a `recv(MSG_PEEK)` of the
+//! doorbell, a one-byte `send` into the filled A), so that signals interrupt them with
+//! `EINTR` (or restart them, `SA_RESTART`) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (mirrored onto
+//! A) expire them, as on a TCP socket.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -37,6 +41,8 @@ struct BellState {
     last: usize,
     /// B's writing side is shut (the peer is done).
     hup: bool,
+    /// A→B is full (A polls unwritable) because the peer's ring was full.
+    filled: bool,
 }
 
 /// The doorbell: the library's end (B) of the socket pair.
@@ -46,13 +52,6 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
-    /// A non-blocking write found the peer's ring full: the next wake-up of the
-    /// connection (the peer's consumer update, which a blocked writer asks for) rings the
-    /// doorbell, so that a program waiting for `EPOLLOUT` with edge-triggered `epoll`
-    /// (nginx) gets an event and writes again (see [`SmcFd::send`]).
-    want_write: std::sync::atomic::AtomicBool,
-    /// Wake-ups of the connection seen by the watcher.
-    wakes: std::sync::atomic::AtomicU64,
 }
 
 impl Bell {
@@ -66,15 +65,11 @@ impl Bell {
             return;
         };
         let mut st = self.lock();
+        if st.filled && conn.write_ready() {
+            self.drain(&mut st);
+        }
         if st.hup {
             return; // A is readable (end of file) for good
-        }
-        if self
-            .want_write
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            self.send_byte();
-            st.rung = true;
         }
         if conn.peer_done() {
             // The end: A reads end of file and polls readable and POLLRDHUP at once, as a
@@ -115,6 +110,80 @@ impl Bell {
         }
     }
 
+    /// Makes the application's descriptor `a` poll unwritable while the peer's ring is full:
+    /// fills A→B (A's send buffer is the smallest the kernel allows) until the kernel
+    /// refuses more, as a TCP socket stops polling writable when its send queue is full.
+    /// [`Bell::ring`] (the watcher, run on every wake-up of the connection: the peer's
+    /// consumer-cursor update is one) drains B when the peer has room again, which makes
+    /// A writable and wakes `poll`/`epoll` waiters for `POLLOUT` (edge-triggered too:
+    /// reading B frees A's send buffer, and the kernel's `unix_write_space` in
+    /// `net/unix/af_unix.c` wakes them). Returns whether A stays filled (false: the peer
+    /// made room meanwhile, so B was drained again at once).
+    pub fn fill(&self, a: c_int) -> bool {
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        let mut st = self.lock();
+        if let Some(send) = real().send {
+            let junk = [0u8; 4096];
+            loop {
+                // SAFETY: sends from a local buffer of its length on the application's
+                // descriptor A (valid: the caller is in a call on it), without waiting and
+                // without SIGPIPE.
+                let n = unsafe {
+                    send(
+                        a,
+                        junk.as_ptr().cast(),
+                        junk.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+            }
+        }
+        st.filled = true;
+        // The peer may have made room before `filled` was set (its watcher run saw
+        // nothing to drain): check once more under the lock.
+        if conn.write_ready() {
+            self.drain(&mut st);
+        }
+        st.filled
+    }
+
+    /// After a wait for writability on A: takes out the byte that wait put into A→B if
+    /// nothing is filled (it would otherwise stay, and a few of them make A unwritable).
+    pub fn unfill_stray(&self) {
+        let mut st = self.lock();
+        if !st.filled {
+            self.drain(&mut st);
+        }
+    }
+
+    /// Empties B's receive queue (A→B): A polls writable again.
+    fn drain(&self, st: &mut BellState) {
+        if let Some(recv) = real().recv {
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: reads into a local buffer of its length from our own descriptor
+                // B, without waiting.
+                let n = unsafe {
+                    recv(
+                        self.b.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+            }
+        }
+        st.filled = false;
+    }
+
     /// After a read on the application's descriptor `a`: if nothing is readable any more,
     /// drains the doorbell so that `a` stops polling readable.
     pub fn settle(&self, a: c_int) {
@@ -152,6 +221,10 @@ pub struct SmcFd {
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
 }
+
+/// How long a blocking read spins on the ring before it waits in the kernel (the stack's
+/// own blocking wait spins as long: `WaitMode::default`).
+const SPIN: Duration = Duration::from_micros(30);
 
 /// `O_NONBLOCK` of the application's descriptor (shared by its `dup`s).
 pub fn fd_nonblocking(fd: c_int) -> bool {
@@ -229,6 +302,21 @@ impl SmcFd {
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
         let b = high_fd(b);
+        if let Some(set) = real().setsockopt {
+            let one: c_int = 1;
+            // SAFETY: SO_SNDBUF with an `int` of its size on our own new descriptor A: the
+            // kernel raises it to its minimum (`SOCK_MIN_SNDBUF`), so that a few kilobytes
+            // fill A→B (see `Bell::fill`).
+            unsafe {
+                set(
+                    a.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    (&one as *const c_int).cast(),
+                    std::mem::size_of::<c_int>() as libc::socklen_t,
+                )
+            };
+        }
         if let Some(f) = real().fcntl {
             // SAFETY: sets O_NONBLOCK on our own descriptor B: the doorbell never waits.
             unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
@@ -238,13 +326,10 @@ impl SmcFd {
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
-            want_write: std::sync::atomic::AtomicBool::new(false),
-            wakes: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&bell);
         conn.set_watcher(Box::new(move || {
             if let Some(b) = weak.upgrade() {
-                b.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 b.ring();
             }
         }));
@@ -288,12 +373,12 @@ impl SmcFd {
     /// # Errors
     /// The `errno` a TCP socket would give.
     pub fn recv(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
-        let r = self.recv_inner(buf, f);
+        let r = self.recv_inner(fd, buf, f);
         self.bell.settle(fd);
         r
     }
 
-    fn recv_inner(&self, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
+    fn recv_inner(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -301,10 +386,14 @@ impl SmcFd {
         if f.peek {
             if peek.is_empty() {
                 let mut tmp = vec![0u8; buf.len().min(1 << 20)];
-                let n = self
-                    .conn
-                    .read_with(&mut tmp, f.dontwait)
-                    .map_err(|e| errno_of(&e))?;
+                let n = loop {
+                    match self.conn.read_with(&mut tmp, true) {
+                        Err(e) if !f.dontwait && e.kind() == io::ErrorKind::WouldBlock => {
+                            self.wait_readable(fd)?;
+                        }
+                        r => break r.map_err(|e| errno_of(&e))?,
+                    }
+                };
                 peek.extend_from_slice(&tmp[..n]);
                 self.bell
                     .peeked
@@ -328,12 +417,22 @@ impl SmcFd {
         while done < buf.len() {
             // After some bytes, only MSG_WAITALL waits for more.
             let wait = !f.dontwait && (done == 0 || f.waitall);
-            match self.conn.read_with(&mut buf[done..], !wait) {
+            match self.conn.read_with(&mut buf[done..], true) {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n;
                     if !f.waitall {
                         break;
+                    }
+                }
+                Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
+                    // A signal or the time limit after some bytes: the count, as TCP's
+                    // `tcp_recvmsg` returns what it copied.
+                    if let Err(e) = self.wait_readable(fd) {
+                        if done > 0 {
+                            break;
+                        }
+                        return Err(e);
                     }
                 }
                 Err(_) if done > 0 => break,
@@ -343,32 +442,143 @@ impl SmcFd {
         Ok(done)
     }
 
+    /// Waits until a read on the application's descriptor `fd` (A) may not block: a short
+    /// spin on the ring (as the stack's own blocking wait), then a wait in the kernel, in
+    /// a `recv(A, MSG_PEEK)` of one doorbell byte, so that signals and time limits act as
+    /// on a TCP socket: a handler installed without `SA_RESTART` makes it fail with
+    /// `EINTR`, one with `SA_RESTART` restarts it, unless `SO_RCVTIMEO` is set (mirrored
+    /// onto A by `setsockopt`), which makes it `EINTR` and, when it expires, `EAGAIN`
+    /// (Linux: `sock_intr_errno` in `include/net/sock.h`, used by both `tcp_recvmsg` and
+    /// `unix_stream_read_generic`). Nothing is taken from A here (a read that leaves
+    /// nothing to read drains the doorbell, see [`Bell::settle`]).
+    ///
+    /// # Errors
+    /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), or another `errno`
+    /// of the kernel's `recv`.
+    fn wait_readable(&self, fd: c_int) -> Result<(), c_int> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < SPIN {
+            if self.conn.read_ready() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        // No doorbell byte may stay in A while nothing is readable, or the wait below
+        // would return at once, again and again.
+        self.bell.settle(fd);
+        let Some(recv) = real().recv else {
+            return Err(libc::ENOSYS);
+        };
+        let mut b = 0u8;
+        // SAFETY: a one-byte peek into a local byte on the application's descriptor A.
+        let n = unsafe { recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK) };
+        if n >= 0 {
+            // A doorbell byte, or B shut down (the peer is done): read again.
+            Ok(())
+        } else {
+            Err(crate::real::errno())
+        }
+    }
+
+    /// Waits until a write on the application's descriptor `fd` (A) may not block, in
+    /// the kernel: A was filled ([`Bell::fill`]), so a blocking one-byte `send` on A
+    /// waits until the watcher drains B, which it does when the peer has made room.
+    /// Signals and `SO_SNDTIMEO` act as on a TCP socket's `send` (see
+    /// [`SmcFd::wait_readable`]; Linux's `sk_stream_wait_memory` and `unix_stream_sendmsg`
+    /// both end in `sock_intr_errno`).
+    fn wait_writable(&self, fd: c_int) -> Result<(), c_int> {
+        let Some(send) = real().send else {
+            return Err(libc::ENOSYS);
+        };
+        // SAFETY: sends one byte from a static buffer on the application's descriptor A,
+        // without SIGPIPE (B lives as long as this connection).
+        let n = unsafe { send(fd, b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        let r = if n >= 0 {
+            Ok(())
+        } else {
+            Err(crate::real::errno())
+        };
+        self.bell.unfill_stray();
+        r
+    }
+
     /// Sends `buf` (`dontwait`: `MSG_DONTWAIT` or the descriptor's `O_NONBLOCK`).
     ///
     /// # Errors
     /// The `errno` a TCP socket would give (`EPIPE` after a close; the caller raises
     /// `SIGPIPE`).
-    pub fn send(&self, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
-        use std::sync::atomic::Ordering::SeqCst;
+    pub fn send(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let wakes = self.bell.wakes.load(SeqCst);
-        let r = self
-            .conn
-            .write_with(buf, dontwait)
-            .map_err(|e| errno_of(&e));
-        if dontwait && matches!(r, Err(libc::EAGAIN) | Ok(_)) && r != Ok(buf.len()) {
-            // The ring was full: ring the doorbell when room comes (writability is not
-            // emulated: A is always writable, so edge-triggered epoll would otherwise
-            // never report EPOLLOUT again). A wake-up that came in the meantime may have
-            // been that room: then ring now.
-            self.bell.want_write.store(true, SeqCst);
-            if self.bell.wakes.load(SeqCst) != wakes {
-                self.bell.ring();
+        // What was sent, or the error if nothing was (as TCP's `send`).
+        let short = |done: usize, e: c_int| if done > 0 { Ok(done) } else { Err(e) };
+        let mut done = 0;
+        loop {
+            match self.conn.write_with(&buf[done..], true) {
+                Ok(n) => {
+                    done += n;
+                    if done == buf.len() {
+                        return Ok(done);
+                    }
+                    if n > 0 {
+                        continue; // the ring filled up during this write: once more
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return short(done, errno_of(&e)),
+            }
+            // The peer's ring is full: A stops polling writable until it has room.
+            if !self.bell.fill(fd) {
+                continue;
+            }
+            if dontwait {
+                return short(done, libc::EAGAIN);
+            }
+            if let Err(e) = self.wait_writable(fd) {
+                return short(done, e);
             }
         }
-        r
+    }
+
+    /// Room in the peer's ring now (bytes a write would take without waiting).
+    pub fn write_space(&self) -> usize {
+        self.conn.write_space()
+    }
+
+    /// Waits until the peer has room for a write on `fd` (blocking) or returns `EAGAIN`
+    /// (`dontwait`) after making `fd` poll unwritable; `Ok` when there is room.
+    ///
+    /// # Errors
+    /// `EAGAIN`, `EINTR`, or the `errno` of the wait.
+    pub fn wait_room(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
+        loop {
+            if self.conn.write_ready() || !self.bell.fill(fd) {
+                return Ok(());
+            }
+            if dontwait {
+                return Err(libc::EAGAIN);
+            }
+            self.wait_writable(fd)?;
+        }
+    }
+
+    /// Waits until a read on `fd` would not block (see [`SmcFd::recv`]); `Ok` at once if
+    /// data, end of stream or an error is there.
+    ///
+    /// # Errors
+    /// `EINTR`, `EAGAIN` (`SO_RCVTIMEO`), or the `errno` of the wait.
+    pub fn wait_data(&self, fd: c_int) -> Result<(), c_int> {
+        while !self.conn.read_ready()
+            && self
+                .peek
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            self.wait_readable(fd)?;
+        }
+        Ok(())
     }
 
     /// `shutdown(how)`.

@@ -751,3 +751,95 @@ fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
         }
     }
 }
+
+// ------------------------------------------------------------------ I/O paths (ism-run-io)
+
+/// `ism-run-io ROLE ADDR ARGS` (the I/O test program) against a blocking echo server,
+/// over plain TCP and over SMC-D on `kind` (with `extra` variables): both must pass; over
+/// SMC-D the board must have moved at least `moved` bytes.
+fn io_both_ways(
+    kind: BoardKind,
+    extra: Vec<(&'static str, &'static str)>,
+    args: &[&str],
+    moved: u64,
+) {
+    let b = board(kind);
+    let env = Env::of(&b);
+    for under in [Under::Plain, Under::Run(&env, extra.clone())] {
+        let before = status(&b);
+        let (srv, addr) = server(&under, &[]);
+        // The echo command's environment (the library, the board), the I/O program.
+        let c = command(&under, &[]);
+        let mut io = Command::new(env!("CARGO_BIN_EXE_ism-run-io"));
+        io.arg(args[0]).arg(&addr).args(&args[1..]);
+        for (k, v) in c.get_envs() {
+            if let Some(v) = v {
+                io.env(k, v);
+            }
+        }
+        io.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (ok, out, err) = spawn(io).finish();
+        assert!(
+            ok && out.contains(&format!("ok {}", args[0])),
+            "{out}\n{err}"
+        );
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("served"), "server: {sout}\n{serr}");
+        if matches!(under, Under::Run(..)) {
+            assert!(
+                err.contains(": SMC-D"),
+                "the client did not use SMC-D: {err}"
+            );
+            let after = status(&b);
+            let m = counter(&after, &["counters", "bytes_moved"])
+                - counter(&before, &["counters", "bytes_moved"]);
+            assert!(m >= moved, "the board moved {m} bytes: {after}");
+        }
+    }
+}
+
+/// sendfile (with and without an offset, blocking and non-blocking), splice pipe → socket
+/// and socket → pipe: every byte arrives, offsets and file positions as the kernel's.
+#[test]
+fn sendfile_and_splice_carry_a_file_over_smc_d() {
+    io_both_ways(
+        BoardKind::Lpar,
+        vec![],
+        &["sendfile", "--bytes", "6000000"],
+        12_000_000,
+    );
+}
+
+#[test]
+fn sendfile_and_splice_without_copy_on_loopback() {
+    // No-copy: the data goes straight into the peer's memory, only CDCs move.
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_NOCOPY", "1")],
+        &["sendfile", "--bytes", "3000000"],
+        0,
+    );
+}
+
+/// A blocked read: EINTR without SA_RESTART, restarted with it, EINTR with SO_RCVTIMEO;
+/// a blocked write: a short count, then EINTR; nothing lost.
+#[test]
+fn signals_interrupt_blocking_reads_and_writes_as_on_tcp() {
+    io_both_ways(BoardKind::Lpar, vec![], &["eintr"], 1);
+}
+
+/// Non-blocking writes until EAGAIN: the socket polls unwritable, and edge-triggered epoll
+/// reports EPOLLOUT when the peer makes room.
+#[test]
+fn a_full_peer_makes_the_socket_unwritable_until_room_wakes_epoll() {
+    io_both_ways(
+        BoardKind::Lpar,
+        vec![],
+        // Enough to fill TCP's autotuned buffers too (Linux's defaults: 4 MB to send,
+        // 6 MB to receive, at both ends).
+        &["writable", "--bytes", "64000000"],
+        128_000_000,
+    );
+}

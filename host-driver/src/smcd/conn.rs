@@ -737,6 +737,24 @@ impl Conn {
             || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
     }
 
+    /// Whether a write would return without waiting: the peer's ring has room, or a write
+    /// would fail at once (closed, aborted, broken): what `poll` would report as writable
+    /// on a socket (a TCP socket polls `POLLOUT` with `POLLERR`/`POLLHUP` after a reset).
+    pub fn write_ready(&self) -> bool {
+        let peer = self.peer_cdc();
+        self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0
+    }
+
+    /// Bytes a write would put into the peer's ring now without waiting (0 while it is
+    /// full, and when a write would fail).
+    pub fn write_space(&self) -> usize {
+        let peer = self.peer_cdc();
+        if self.check_writable(&peer).is_err() {
+            return 0;
+        }
+        self.peer_space(&peer) as usize
+    }
+
     /// Whether the peer will send nothing more (it shut down writing, closed or aborted),
     /// or the connection is broken: reads return what is left, then end of stream or an
     /// error.
@@ -1642,6 +1660,36 @@ mod tests {
             assert_eq!(c.read(&mut buf).unwrap(), 4);
             assert_eq!(&buf[..4], b"late");
             peer.join().unwrap();
+        })
+    }
+
+    #[test]
+    fn write_ready_follows_the_peers_ring_and_errors() {
+        within(|| {
+            let (ops, c) = small();
+            assert!(c.write_ready(), "an empty peer ring has room");
+            assert_eq!(c.write_space(), 60);
+            assert_eq!(c.write(&pattern(50, 1)).unwrap(), 50);
+            assert_eq!(c.write_space(), 10);
+            assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
+            assert!(!c.write_ready(), "the peer's 60-byte ring is full");
+            assert_eq!(c.write_space(), 0);
+            // The peer consumed 20: room again.
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 20), none(), open());
+            assert!(c.write_ready());
+            assert_eq!(c.write(&pattern(20, 2)).unwrap(), 20);
+            assert!(!c.write_ready());
+            // A closed peer: a write fails at once, so it does not wait: ready.
+            ops.peer_says(
+                &c,
+                Cursor::new(0, 0),
+                Cursor::new(0, 20),
+                none(),
+                ConnStateFlags::PEER_CONN_CLOSED,
+            );
+            assert!(c.write_ready());
+            assert_eq!(c.write_space(), 0, "nothing can be written");
+            assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
         })
     }
 }

@@ -1,0 +1,654 @@
+//! `ism-run-io`: a test program for `ism-run`'s I/O paths, run against `ism-run-echo
+//! server` (blocking): written as any TCP program is, it must pass over plain TCP and over
+//! SMC-D alike.
+//!
+//! ```text
+//! ism-run-io sendfile ADDR --bytes N   sendfile (with and without an offset, blocking and
+//!                                      non-blocking), splice pipe -> socket; the echo read
+//!                                      back with splice socket -> pipe; every byte checked
+//! ism-run-io eintr ADDR                a read blocked on the socket, a signal without
+//!                                      SA_RESTART: EINTR; with SA_RESTART: restarted (the
+//!                                      data sent later is read); with SA_RESTART and
+//!                                      SO_RCVTIMEO: EINTR; a write blocked on a full peer:
+//!                                      a short count, then EINTR; no byte lost
+//! ism-run-io writable ADDR --bytes N   non-blocking writes until EAGAIN, then an
+//!                                      edge-triggered epoll wait for EPOLLOUT; the echo is
+//!                                      read in the same loop; POLLOUT absent while full
+//! ```
+//! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
+//! bounded.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(7) ^ (i / 251)) as u8
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(role), Some(addr)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: ism-run-io sendfile|eintr|writable ADDR [--bytes N]");
+        return ExitCode::from(2);
+    };
+    let bytes = arg(&args, "--bytes").unwrap_or(4 << 20);
+    let r = match role.as_str() {
+        "sendfile" => sendfile(addr, bytes),
+        "eintr" => eintr(addr),
+        "writable" => writable(addr, bytes),
+        _ => Err(format!("unknown role {role}")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ism-run-io {role}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn connect(addr: &str) -> Result<TcpStream, String> {
+    TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))
+}
+
+/// Checks `got` against the pattern from stream offset `from`.
+fn check(got: &[u8], from: usize) -> Result<(), String> {
+    match got
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != pattern(from + i))
+    {
+        Some((i, _)) => Err(format!("byte {} differs", from + i)),
+        None => Ok(()),
+    }
+}
+
+fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
+
+fn set_nonblocking(fd: i32, on: bool) {
+    // SAFETY: F_GETFL/F_SETFL on the caller's descriptor.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        let fl = if on {
+            fl | libc::O_NONBLOCK
+        } else {
+            fl & !libc::O_NONBLOCK
+        };
+        libc::fcntl(fd, libc::F_SETFL, fl);
+    }
+}
+
+// ------------------------------------------------------------------ sendfile
+
+/// A temporary file holding `n` pattern bytes, removed on drop.
+struct TempFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn temp_file(n: usize) -> Result<TempFile, String> {
+    let path = std::env::temp_dir().join(format!("ism-run-io-{}.dat", std::process::id()));
+    let data: Vec<u8> = (0..n).map(pattern).collect();
+    std::fs::write(&path, &data).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+    Ok(TempFile { path, file })
+}
+
+/// Reads the echo of `n` bytes through `splice(socket -> pipe)` and the pipe, checks it.
+fn splice_reader(fd: i32, n: usize) -> Result<(), String> {
+    let mut p = [0i32; 2];
+    // SAFETY: `p` has room for two descriptors.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: errno {}", errno()));
+    }
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let r = (|| {
+        loop {
+            // SAFETY: plain splice between the caller's socket and our pipe.
+            let k = unsafe {
+                libc::splice(
+                    fd,
+                    std::ptr::null_mut(),
+                    p[1],
+                    std::ptr::null_mut(),
+                    1 << 16,
+                    0,
+                )
+            };
+            if k < 0 && errno() == libc::EAGAIN {
+                // The writer made the socket non-blocking for a while (shared O_NONBLOCK).
+                poll1(fd, libc::POLLIN, 1000);
+                continue;
+            }
+            if k < 0 {
+                return Err(format!("splice socket -> pipe: errno {}", errno()));
+            }
+            if k == 0 {
+                break;
+            }
+            let mut left = k as usize;
+            while left > 0 {
+                // SAFETY: reads into `buf` of its length.
+                let m = unsafe { libc::read(p[0], buf.as_mut_ptr().cast(), left.min(buf.len())) };
+                if m <= 0 {
+                    return Err(format!("read pipe: errno {}", errno()));
+                }
+                check(&buf[..m as usize], got)?;
+                got += m as usize;
+                left -= m as usize;
+            }
+        }
+        if got != n {
+            return Err(format!("echo: {got} bytes of {n}"));
+        }
+        Ok(())
+    })();
+    // SAFETY: our own pipe.
+    unsafe {
+        libc::close(p[0]);
+        libc::close(p[1]);
+    }
+    r
+}
+
+fn sendfile(addr: &str, n: usize) -> Result<(), String> {
+    let f = temp_file(n)?;
+    let s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    let file = f.file.as_raw_fd();
+    // What the kernel says to copy_file_range into a socket (the same over TCP and SMC-D).
+    // SAFETY: plain copy_file_range of one byte.
+    let r = unsafe {
+        libc::copy_file_range(file, std::ptr::null_mut(), fd, std::ptr::null_mut(), 1, 0)
+    };
+    let cfr = if r < 0 { errno() } else { 0 };
+    let reader = {
+        let fd2 = s.try_clone().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || splice_reader(fd2.as_raw_fd(), n))
+    };
+    let q = n / 4;
+    let deadline = Instant::now() + LIMIT;
+    // 1. sendfile with an offset, blocking: the file position does not move.
+    let mut off: libc::off_t = 0;
+    while (off as usize) < q {
+        // SAFETY: sendfile from our file with our offset.
+        let k = unsafe { libc::sendfile(fd, file, &mut off, q - off as usize) };
+        if k <= 0 {
+            return Err(format!("sendfile (offset): {k}, errno {}", errno()));
+        }
+    }
+    // SAFETY: lseek on our file.
+    if unsafe { libc::lseek(file, 0, libc::SEEK_CUR) } != 0 {
+        return Err("sendfile with an offset moved the file position".into());
+    }
+    // 2. sendfile without an offset, blocking: from the file position, which moves.
+    // SAFETY: as above.
+    unsafe { libc::lseek(file, q as libc::off_t, libc::SEEK_SET) };
+    let mut sent = 0;
+    while sent < q {
+        // SAFETY: sendfile64 from our file at its position.
+        let k = unsafe { libc::sendfile64(fd, file, std::ptr::null_mut(), q - sent) };
+        if k <= 0 {
+            return Err(format!("sendfile (position): {k}, errno {}", errno()));
+        }
+        sent += k as usize;
+    }
+    // SAFETY: as above.
+    let pos = unsafe { libc::lseek(file, 0, libc::SEEK_CUR) };
+    if pos != 2 * q as libc::off_t {
+        return Err(format!("file position {pos} after sendfile, not {}", 2 * q));
+    }
+    // 3. non-blocking sendfile with an offset: partial counts and EAGAIN, then POLLOUT.
+    set_nonblocking(fd, true);
+    let mut off = 2 * q as libc::off_t;
+    let (mut eagain, mut partial) = (0usize, 0usize);
+    while (off as usize) < 3 * q {
+        if Instant::now() > deadline {
+            return Err("non-blocking sendfile: timed out".into());
+        }
+        let want = 3 * q - off as usize;
+        // SAFETY: as in 1.
+        let k = unsafe { libc::sendfile(fd, file, &mut off, want) };
+        if k < 0 {
+            if errno() != libc::EAGAIN {
+                return Err(format!("non-blocking sendfile: errno {}", errno()));
+            }
+            eagain += 1;
+            poll1(fd, libc::POLLOUT, 1000);
+        } else if (k as usize) < want {
+            partial += 1;
+        }
+    }
+    set_nonblocking(fd, false);
+    // 4. splice from a pipe that a thread fills from the file.
+    let mut p = [0i32; 2];
+    // SAFETY: `p` has room for two descriptors.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: errno {}", errno()));
+    }
+    let rest: Vec<u8> = (3 * q..n).map(pattern).collect();
+    let wfd = p[1];
+    let filler = std::thread::spawn(move || {
+        let mut off = 0;
+        while off < rest.len() {
+            // SAFETY: writes from `rest` into our pipe.
+            let k = unsafe { libc::write(wfd, rest[off..].as_ptr().cast(), rest.len() - off) };
+            if k <= 0 {
+                break;
+            }
+            off += k as usize;
+        }
+        // SAFETY: our pipe's write end: the splice below sees end of file.
+        unsafe { libc::close(wfd) };
+    });
+    let mut spliced = 0usize;
+    loop {
+        // SAFETY: plain splice between our pipe and the socket.
+        let k = unsafe {
+            libc::splice(
+                p[0],
+                std::ptr::null_mut(),
+                fd,
+                std::ptr::null_mut(),
+                1 << 20,
+                0,
+            )
+        };
+        if k < 0 {
+            return Err(format!("splice pipe -> socket: errno {}", errno()));
+        }
+        if k == 0 {
+            break;
+        }
+        spliced += k as usize;
+    }
+    let _ = filler.join();
+    // SAFETY: our pipe's read end.
+    unsafe { libc::close(p[0]) };
+    if spliced != n - 3 * q {
+        return Err(format!("spliced {spliced} of {}", n - 3 * q));
+    }
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    reader.join().map_err(|_| "reader panicked")??;
+    println!(
+        "ok sendfile {n} bytes (non-blocking: {eagain} EAGAIN, {partial} partial; copy_file_range errno {cfr})"
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ eintr
+
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+/// The thread that must run the handler (0: any); `ELSEWHERE` counts runs on others.
+static EXPECTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static ELSEWHERE: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    HANDLED.fetch_add(1, Ordering::SeqCst);
+    let want = EXPECTED.load(Ordering::SeqCst);
+    // SAFETY: gettid has no preconditions (async-signal-safe).
+    if want != 0 && unsafe { libc::gettid() } != want {
+        ELSEWHERE.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Blocks (`true`) or unblocks SIGUSR1 in the calling thread.
+fn block_usr1(block: bool) {
+    // SAFETY: a sigset on the stack, filled by sigemptyset/sigaddset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+fn handler(restart: bool) {
+    // SAFETY: an all-zero sigaction is valid; then the fields set here.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+    sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+    // SAFETY: installs a handler that only touches an atomic.
+    unsafe {
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Runs `call` on a thread and signals it (SIGUSR1) every 20 ms until it returns (at
+/// most `LIMIT`; a signal that comes before the thread blocks is simply handled, and the
+/// next one finds it blocked). `signals`: stop after this many were handled, then run
+/// `then` (to unblock the call another way). Returns the call's result and errno.
+/// `to_process`: the signal goes to the process (`kill`), not to the thread.
+fn signalled<T: Send + 'static>(
+    call: impl FnOnce() -> (T, i32) + Send + 'static,
+    signals: Option<usize>,
+    then: impl FnOnce(),
+) -> Result<(T, i32), String> {
+    signalled_to(false, call, signals, then)
+}
+
+fn signalled_to<T: Send + 'static>(
+    to_process: bool,
+    call: impl FnOnce() -> (T, i32) + Send + 'static,
+    signals: Option<usize>,
+    then: impl FnOnce(),
+) -> Result<(T, i32), String> {
+    let (tx, rx) = mpsc::channel();
+    let (ttx, trx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        block_usr1(false);
+        // SAFETY: pthread_self and gettid have no preconditions.
+        let _ = ttx.send(unsafe { (libc::pthread_self(), libc::gettid()) });
+        let _ = tx.send(call());
+    });
+    let (tid, os_tid) = trx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
+    if to_process {
+        EXPECTED.store(os_tid, Ordering::SeqCst);
+    }
+    let start = HANDLED.load(Ordering::SeqCst);
+    let deadline = Instant::now() + LIMIT;
+    let mut then = Some(then);
+    let r = loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => break r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if Instant::now() > deadline {
+            return Err("the call did not return".into());
+        }
+        let handled = HANDLED.load(Ordering::SeqCst) - start;
+        if signals.is_some_and(|k| handled >= k) {
+            if let Some(f) = then.take() {
+                f();
+            }
+        } else if to_process {
+            // SAFETY: plain kill of our own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        } else {
+            // SAFETY: signals a live thread of ours (it has not returned: no result yet).
+            unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+        }
+    };
+    t.join().map_err(|_| "thread panicked")?;
+    EXPECTED.store(0, Ordering::SeqCst);
+    Ok(r)
+}
+
+fn read_call(fd: i32, n: usize) -> impl FnOnce() -> (isize, i32) + Send {
+    move || {
+        let mut b = vec![0u8; n];
+        // SAFETY: reads into `b` of its length.
+        let k = unsafe { libc::read(fd, b.as_mut_ptr().cast(), n) };
+        (k, if k < 0 { errno() } else { 0 })
+    }
+}
+
+fn eintr(addr: &str) -> Result<(), String> {
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    // 1. No SA_RESTART: the blocked read fails with EINTR.
+    handler(false);
+    let (k, e) = signalled(read_call(fd, 100), None, || {})?;
+    if k != -1 || e != libc::EINTR {
+        return Err(format!(
+            "read without SA_RESTART: {k}, errno {e} (want EINTR)"
+        ));
+    }
+    // The connection is intact: an echo goes through.
+    s.write_all(b"after-eintr").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 11];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    if &b != b"after-eintr" {
+        return Err("wrong echo after EINTR".into());
+    }
+    // 2. SA_RESTART: the read is restarted; it returns the data sent after 3 signals.
+    handler(true);
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let (k, e) = signalled(read_call(fd, 100), Some(3), move || {
+        let _ = w.write_all(b"restarted");
+    })?;
+    if k != 9 {
+        return Err(format!(
+            "read with SA_RESTART: {k}, errno {e} (want 9 bytes)"
+        ));
+    }
+    // 3. SA_RESTART with SO_RCVTIMEO: EINTR (a timed socket wait is not restarted).
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let (k, e) = signalled(read_call(fd, 100), None, || {})?;
+    if k != -1 || e != libc::EINTR {
+        return Err(format!(
+            "read with SO_RCVTIMEO: {k}, errno {e} (want EINTR)"
+        ));
+    }
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    // 3b. A signal to the process (kill), blocked in every thread but the reader's: the
+    // kernel gives it to the reader (no thread the library started may take it), whose
+    // read fails with EINTR.
+    handler(false);
+    block_usr1(true);
+    let before = ELSEWHERE.load(Ordering::SeqCst);
+    let r = signalled_to(true, read_call(fd, 100), None, || {});
+    block_usr1(false);
+    let (k, e) = r?;
+    let elsewhere = ELSEWHERE.load(Ordering::SeqCst) - before;
+    if elsewhere > 0 {
+        return Err(format!(
+            "{elsewhere} process signal(s) ran on another thread"
+        ));
+    }
+    if k != -1 || e != libc::EINTR {
+        return Err(format!(
+            "read, signal to the process: {k}, errno {e} (want EINTR)"
+        ));
+    }
+    // 4. A write blocked on a full peer (the echo server is blocked writing back to us,
+    // who do not read): a signal gives a short count, the next write EINTR.
+    handler(false);
+    let total = 64 << 20;
+    let data: std::sync::Arc<Vec<u8>> = std::sync::Arc::new((0..total).map(pattern).collect());
+    let d = data.clone();
+    let (k, e) = signalled(
+        move || {
+            // SAFETY: writes from `d` of its length.
+            let k = unsafe { libc::write(fd, d.as_ptr().cast(), d.len()) };
+            (k, if k < 0 { errno() } else { 0 })
+        },
+        None,
+        || {},
+    )?;
+    if k <= 0 || k as usize >= total {
+        return Err(format!(
+            "blocked write: {k}, errno {e} (want a short count)"
+        ));
+    }
+    let first = k as usize;
+    let d = data.clone();
+    let (k, e) = signalled(
+        move || {
+            // SAFETY: writes from `d` of its length.
+            let k = unsafe { libc::write(fd, d[first..].as_ptr().cast(), d.len() - first) };
+            (k, if k < 0 { errno() } else { 0 })
+        },
+        None,
+        || {},
+    )?;
+    let mut sent = first;
+    if k > 0 {
+        sent += k as usize; // the echo moved meanwhile; not wrong, but say so
+        eprintln!("ism-run-io eintr: the second write sent {k} bytes before the signal");
+    } else if e != libc::EINTR {
+        return Err(format!("blocked write: {k}, errno {e} (want EINTR)"));
+    }
+    // Nothing lost: read the echo of all that was sent while sending the rest.
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let d = data.clone();
+    let writer = std::thread::spawn(move || {
+        let r = w.write_all(&d[sent..]);
+        let _ = w.shutdown(Shutdown::Write);
+        r
+    });
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    // The first bytes of the stream were the earlier echoes ("after-eintr", "restarted").
+    loop {
+        let m = s.read(&mut buf).map_err(|e| format!("read echo: {e}"))?;
+        if m == 0 {
+            break;
+        }
+        check(&buf[..m], got)?;
+        got += m;
+    }
+    writer
+        .join()
+        .map_err(|_| "writer panicked")?
+        .map_err(|e| e.to_string())?;
+    if got != total {
+        return Err(format!("echo: {got} of {total} bytes"));
+    }
+    println!("ok eintr (short write {first} bytes, then EINTR; {total} bytes intact)");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ writable
+
+fn writable(addr: &str, n: usize) -> Result<(), String> {
+    let s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    set_nonblocking(fd, true);
+    // The echo is read by another thread (poll, then non-blocking reads), so that the
+    // server keeps reading what this one writes.
+    let r = s.try_clone().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> Result<usize, String> {
+        let fd = r.as_raw_fd();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0usize;
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("reader: timed out after {got} bytes"));
+            }
+            poll1(fd, libc::POLLIN, 1000);
+            // SAFETY: reads into `buf`.
+            let k = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if k < 0 {
+                if errno() == libc::EAGAIN {
+                    continue;
+                }
+                return Err(format!("read: errno {}", errno()));
+            }
+            if k == 0 {
+                return Ok(got);
+            }
+            check(&buf[..k as usize], got)?;
+            got += k as usize;
+        }
+    });
+    // SAFETY: plain epoll_create1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: 1,
+    };
+    // SAFETY: a valid event for our epoll set.
+    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    let data: Vec<u8> = (0..n).map(pattern).collect();
+    let mut sent = 0usize;
+    let (mut eagain, mut unwritable) = (0usize, 0usize);
+    let deadline = Instant::now() + LIMIT;
+    let r = (|| {
+        while sent < n {
+            if Instant::now() > deadline {
+                return Err(format!("timed out: sent {sent}"));
+            }
+            // SAFETY: writes from `data`.
+            let k =
+                unsafe { libc::write(fd, data[sent..].as_ptr().cast(), (n - sent).min(1 << 20)) };
+            if k >= 0 {
+                sent += k as usize;
+                continue;
+            }
+            if errno() != libc::EAGAIN {
+                return Err(format!("write: errno {}", errno()));
+            }
+            eagain += 1;
+            // As a TCP socket: after EAGAIN the socket does not poll writable (unless
+            // room came meanwhile).
+            if poll1(fd, libc::POLLOUT, 0) & libc::POLLOUT == 0 {
+                unwritable += 1;
+            }
+            // Edge-triggered, EPOLLOUT only: the next edge must come when room appears.
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: `evs` has room for 4 events.
+            let k = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 10_000) };
+            if k == 0 {
+                return Err(format!(
+                    "no EPOLLOUT within 10 s after EAGAIN (sent {sent})"
+                ));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: our epoll descriptor.
+    unsafe { libc::close(ep) };
+    let _ = s.shutdown(Shutdown::Write);
+    let got = reader.join().map_err(|_| "reader panicked")??;
+    r?;
+    if got != n {
+        return Err(format!("echo: {got} of {n}"));
+    }
+    if eagain == 0 {
+        return Err("no write ever got EAGAIN: the test did not fill the peer".into());
+    }
+    if unwritable == 0 {
+        return Err(format!(
+            "{eagain} EAGAIN, but the socket always polled writable"
+        ));
+    }
+    println!("ok writable {n} bytes ({eagain} EAGAIN, {unwritable} unwritable)");
+    Ok(())
+}
