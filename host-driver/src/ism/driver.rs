@@ -751,7 +751,20 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     /// events to all clients. Safe to call at any time and from any thread (runs are
     /// serialised); a busy poller calls it when [`IsmDriver::irq_pending`].
     pub fn handle_irq(&self) -> IrqReport {
-        let mut st = self.irq_state.lock();
+        let st = self.irq_state.lock();
+        self.handle_irq_locked(st)
+    }
+
+    /// [`IsmDriver::handle_irq`] unless a run is in progress (on any thread, this one
+    /// included): `None` then, and the running handler or a later one picks the work up.
+    /// For a board that runs the handler in the context that raised the interrupt, which
+    /// may be inside a handler run already (an event answered by a command).
+    pub fn try_handle_irq(&self) -> Option<IrqReport> {
+        let st = self.irq_state.try_lock()?;
+        Some(self.handle_irq_locked(st))
+    }
+
+    fn handle_irq_locked(&self, mut st: spin::MutexGuard<'_, IeqCursor>) -> IrqReport {
         let mem = self.memory();
         let flags = irq::take_flags(mem, self.sba);
         let clients = self.clients.read();

@@ -17,6 +17,112 @@ use std::time::{Duration, Instant};
 /// Spin iterations between two `yield_now`s while spinning before a sleep.
 const SPINS_PER_YIELD: u32 = 16;
 
+/// A `yield_now` that takes longer than this ran another thread on our core for that long:
+/// the core is wanted by others, and a spinning waiter should sleep instead.
+pub const CONTENDED_YIELD: Duration = Duration::from_millis(1);
+
+/// Contended yields in a row (process-wide) that make spin phases stop: one alone may be
+/// the hypervisor taking the vCPU for a moment, not another thread wanting the core.
+pub const CONTENDED_STRIKES: u32 = 2;
+
+/// Contended yields seen in a row; a quick yield resets it.
+static STRIKES: AtomicU32 = AtomicU32::new(0);
+
+/// How long no [`SpinPhase`] spins after one saw the core contended.
+pub const CONTENDED_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Until when (µs since [`epoch`]) spin phases do not spin; 0: spin.
+static NO_SPIN_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// The time base of [`NO_SPIN_UNTIL`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn micros_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_micros() as u64
+}
+
+/// The spin phase of a spin-then-sleep wait, shared by every such wait in the workspace.
+///
+/// It spins (`spin_loop`), yields every few iterations (more spinners than cores: let the
+/// thread we wait for run), and ends when its time is up **or as soon as a yield shows that
+/// another thread wanted this core** ([`CONTENDED_YIELD`]). That is Linux's rule for busy
+/// polling (`net/core/dev.c` `napi_busy_loop` stops when `need_resched()`), which user
+/// space can only observe this way: a waiter that kept spinning and yielding beside a busy
+/// thread got the core back only after that thread's time slice (milliseconds per message),
+/// while a sleeper is woken with priority. A yield that long also pushes the yielding
+/// thread back in the scheduler's order, so few such yields are all the phases risk: after
+/// [`CONTENDED_STRIKES`] in a row, no phase in this process spins for [`CONTENDED_BACKOFF`]
+/// (every wait sleeps at once, as a TCP socket's does), and the first phase after that
+/// probes again.
+#[derive(Debug)]
+pub struct SpinPhase {
+    start: Instant,
+    limit: Duration,
+    spins: u32,
+    contended: bool,
+}
+
+impl SpinPhase {
+    /// A phase of at most `limit`; none at all while the cores are known to be contended.
+    pub fn new(limit: Duration) -> Self {
+        let start = Instant::now();
+        let until = NO_SPIN_UNTIL.load(Ordering::Relaxed);
+        let contended = until != 0 && micros_since_epoch(start) < until;
+        Self {
+            start,
+            limit,
+            spins: 0,
+            contended,
+        }
+    }
+
+    /// Spins once; `false` when the phase is over (time up or the core contended): check
+    /// the condition once more, then sleep.
+    pub fn spin(&mut self) -> bool {
+        if self.contended || self.start.elapsed() >= self.limit {
+            return false;
+        }
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins.is_multiple_of(SPINS_PER_YIELD) {
+            let before = Instant::now();
+            std::thread::yield_now();
+            let after = Instant::now();
+            return self.yielded(after - before, after);
+        }
+        std::hint::spin_loop();
+        true
+    }
+
+    /// Accounts a yield that took `took` and ended at `now`; `false` if the phase ends
+    /// (the core is contended: see [`CONTENDED_STRIKES`]).
+    fn yielded(&mut self, took: Duration, now: Instant) -> bool {
+        if took <= CONTENDED_YIELD {
+            if STRIKES.load(Ordering::Relaxed) != 0 {
+                STRIKES.store(0, Ordering::Relaxed);
+            }
+            return true;
+        }
+        if STRIKES.fetch_add(1, Ordering::Relaxed) + 1 < CONTENDED_STRIKES {
+            return true;
+        }
+        STRIKES.store(0, Ordering::Relaxed);
+        self.contended = true;
+        NO_SPIN_UNTIL.store(
+            micros_since_epoch(now + CONTENDED_BACKOFF).max(1),
+            Ordering::Relaxed,
+        );
+        false
+    }
+
+    /// Whether the phase ended because another thread wanted the core.
+    pub fn contended(&self) -> bool {
+        self.contended
+    }
+}
+
 /// How a reader or writer waits for its peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
@@ -50,6 +156,11 @@ impl Notify {
     /// The current sequence number; read it before checking the awaited condition.
     pub fn seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Whether a thread sleeps (or is about to) in [`Notify::wait`], past its spin phase.
+    pub fn has_sleepers(&self) -> bool {
+        self.sleepers.load(Ordering::SeqCst) > 0
     }
 
     /// Bumps the sequence and wakes sleepers.
@@ -115,13 +226,12 @@ impl Notify {
                 ok
             }
             WaitMode::Blocking(spin) => {
-                let start = Instant::now();
-                let mut spins = 0u32;
                 if !spin.is_zero() {
                     polling(true);
                 }
                 let mut woken = false;
-                while start.elapsed() < spin {
+                let mut phase = SpinPhase::new(spin);
+                while !spin.is_zero() {
                     // Poll the device while spinning (adaptive busy-polling): a reader that
                     // is about to get its data need not wait for the interrupt thread, a
                     // third thread on two cores.
@@ -129,13 +239,8 @@ impl Notify {
                         woken = true;
                         break;
                     }
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(SPINS_PER_YIELD) {
-                        // More spinners than cores (reader, writer, interrupt threads on
-                        // two vCPUs): let the thread we are waiting for have this core.
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
+                    if !phase.spin() {
+                        break;
                     }
                 }
                 if !spin.is_zero() {
@@ -179,6 +284,52 @@ impl Notify {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// The process-wide contention state is shared by every test of this crate: the tests
+    /// that set it run one at a time, and leave it clear.
+    static CONTENTION: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn spin_phases_stop_after_contended_yields_and_probe_again_later() {
+        let _g = CONTENTION.lock().unwrap_or_else(|e| e.into_inner());
+        let slow = CONTENDED_YIELD * 2;
+        let fast = Duration::from_micros(1);
+        let mut p = SpinPhase::new(Duration::from_secs(10));
+        // One slow yield alone (a hypervisor hiccup) changes nothing; a quick one resets.
+        assert!(p.yielded(slow, Instant::now()));
+        assert!(p.yielded(fast, Instant::now()));
+        assert!(p.yielded(slow, Instant::now()));
+        assert!(!p.contended());
+        // Two in a row: this phase ends, and new ones do not spin for the back-off.
+        let now = Instant::now();
+        assert!(!p.yielded(slow, now));
+        assert!(p.contended() && !p.spin());
+        let mut q = SpinPhase::new(Duration::from_secs(10));
+        assert!(
+            q.contended() && !q.spin(),
+            "no spinning during the back-off"
+        );
+        // After the back-off a phase spins (probes) again.
+        std::thread::sleep(Duration::from_millis(1));
+        NO_SPIN_UNTIL.store(micros_since_epoch(now).max(1), Ordering::Relaxed);
+        let mut r = SpinPhase::new(Duration::from_secs(10));
+        assert!(!r.contended() && r.spin());
+        NO_SPIN_UNTIL.store(0, Ordering::Relaxed);
+        STRIKES.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_spin_phase_ends_at_its_limit() {
+        let _g = CONTENTION.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(!SpinPhase::new(Duration::ZERO).spin());
+        let mut p = SpinPhase::new(Duration::from_millis(2));
+        let start = Instant::now();
+        let mut n = 0u64;
+        while p.spin() {
+            n += 1;
+        }
+        assert!(n > 0 && start.elapsed() >= Duration::from_millis(2));
+    }
 
     #[test]
     fn notify_wakes_blocking_and_polling_waiters() {

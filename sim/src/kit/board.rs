@@ -19,7 +19,7 @@ use ism_hal::{Clock, DevAddr, DmaMemory, DomainId, FunctionId, Gid};
 use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
 
 use crate::fault::{FaultConfig, FaultCounts, FaultInjector};
-use crate::irq::IrqLine;
+use crate::irq::{InlineScope, IrqLine};
 use crate::memory::{DmaPool, MemoryDomain};
 use crate::trace::Tracer;
 
@@ -165,6 +165,8 @@ impl Bus for SimPort {
         request: &[u8],
         response: &mut [u8; COMMAND_AREA_SIZE],
     ) -> Result<(), BusError> {
+        // First, so that it ends last: after the register lock below is released.
+        let _irqs = InlineScope::enter();
         let t0 = self.trace.as_ref().map(|(t, _)| t.now_us());
         let cmd = u32::from_be_bytes(
             request
@@ -197,6 +199,7 @@ impl Bus for SimPort {
     }
 
     fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError> {
+        let _irqs = InlineScope::enter();
         if self.faults.as_ref().is_some_and(|f| f.fail_store()) {
             return Err(BusError::StoreRefused(
                 ism_firmware::MoveError::MemoryFault as u8,

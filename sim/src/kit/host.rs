@@ -2,7 +2,11 @@
 //!
 //! Two ways to run the interrupt handler, as a real OS offers:
 //! * [`IrqMode::Thread`]: a thread per function waits on the interrupt line and runs the
-//!   handler (blocking: each wake-up of a sleeping thread costs a cross-core wake);
+//!   handler (blocking: each wake-up of a sleeping thread costs a cross-core wake). While
+//!   that thread sleeps, an interrupt raised by a bus operation (a signalled store-block of
+//!   a peer) runs the handler on the raising thread when the operation ends instead
+//!   (`IrqLine::set_inline_handler`, `InlineScope`), as a CPU takes an interrupt: the reader
+//!   is woken directly, one wake-up instead of two;
 //! * [`IrqMode::Poll`]: no thread; consumers call [`Host::poll`] (the handler runs when the
 //!   SBA shows work), which is how busy-poll latency is measured.
 
@@ -84,6 +88,31 @@ fn check_function(driver: &SimDriver, downs: &AtomicU64, at_boot: u64) {
 fn run_handler(driver: &SimDriver, stats: &HostStats, trace: Option<&(Arc<Tracer>, u32)>) {
     let t0 = trace.map(|(t, _)| t.now_us());
     let r = driver.handle_irq();
+    record(r, t0, stats, trace);
+}
+
+/// [`run_handler`] unless a handler run is in progress; returns whether it ran.
+fn try_run_handler(
+    driver: &SimDriver,
+    stats: &HostStats,
+    trace: Option<&(Arc<Tracer>, u32)>,
+) -> bool {
+    let t0 = trace.map(|(t, _)| t.now_us());
+    match driver.try_handle_irq() {
+        Some(r) => {
+            record(r, t0, stats, trace);
+            true
+        }
+        None => false,
+    }
+}
+
+fn record(
+    r: ism_host_driver::ism::irq::IrqReport,
+    t0: Option<f64>,
+    stats: &HostStats,
+    trace: Option<&(Arc<Tracer>, u32)>,
+) {
     stats.handler_runs.fetch_add(1, Ordering::Relaxed);
     stats.signals.fetch_add(r.signals.into(), Ordering::Relaxed);
     stats.events.fetch_add(r.events.into(), Ordering::Relaxed);
@@ -123,6 +152,22 @@ impl Host {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(HostStats::default());
         let trace = tracer.map(|t| (t, p.index() as u32));
+        if mode == IrqMode::Thread {
+            // The handler may also run where a bus operation raised the interrupt
+            // (`IrqLine::set_inline_handler`); never after `stop_thread`.
+            let (d, s, st, tr) = (
+                Arc::downgrade(&driver),
+                stop.clone(),
+                stats.clone(),
+                trace.clone(),
+            );
+            irq.set_inline_handler(Some(Box::new(move || {
+                let Some(d) = d.upgrade().filter(|_| !s.load(Ordering::Acquire)) else {
+                    return true; // stopped: nothing to deliver to
+                };
+                try_run_handler(&d, &st, tr.as_ref())
+            })));
+        }
         let thread = (mode == IrqMode::Thread).then(|| {
             let (d, l, s, st) = (driver.clone(), irq.clone(), stop.clone(), stats.clone());
             let dn = downs.clone();
@@ -187,6 +232,7 @@ impl Host {
 
     fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.irq.set_inline_handler(None);
         self.irq.kick();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -5,8 +5,9 @@
 //! interrupts cheap), then sleeps. The spinning and sleeping is the workspace's one
 //! spin-then-sleep waiter, [`Notify`] of the SMC-D layer.
 
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ism_hal::InterruptLine;
@@ -25,6 +26,68 @@ pub struct IrqLine {
     spin: Duration,
     trace: Option<(Arc<Tracer>, u32)>,
     faults: Option<Arc<FaultInjector>>,
+    /// The handler run in the raiser's context ([`IrqLine::set_inline_handler`]).
+    inline: Mutex<Option<Arc<InlineHandler>>>,
+}
+
+/// An interrupt handler the line may run in the context that raised it, and the line.
+struct InlineHandler {
+    /// Runs the handler; `false` if it could not run now (a run is in progress).
+    run: Box<dyn Fn() -> bool + Send + Sync>,
+    line: Weak<IrqLine>,
+}
+
+thread_local! {
+    /// Bus operations of this thread in progress ([`InlineScope`]).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread is running queued handlers now.
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// Handlers of interrupts raised by this thread's bus operations, run when the
+    /// outermost one ends.
+    static QUEUE: RefCell<Vec<Arc<InlineHandler>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A bus operation (command or store-block) of the calling thread: interrupts it raises
+/// on lines with an inline handler run when the outermost operation's scope ends, on
+/// this thread, after the board and the firmware released their locks. That is where a
+/// real CPU takes an interrupt (at the end of the instruction that raised it on its own
+/// CPU) and where Linux's loopback-ism runs its receive tasklet (`net/smc/smc_loopback.c`
+/// `smc_lo_move_data` schedules it on the sender's CPU): the reader is woken by the
+/// handler directly, not by an interrupt thread that must be woken first.
+pub struct InlineScope(());
+
+impl InlineScope {
+    /// Enters a bus operation.
+    pub fn enter() -> Self {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        InlineScope(())
+    }
+}
+
+impl Drop for InlineScope {
+    fn drop(&mut self) {
+        let depth = DEPTH.with(|d| {
+            d.set(d.get() - 1);
+            d.get()
+        });
+        if depth > 0 || DRAINING.with(Cell::get) {
+            return; // the outer operation (or the drain loop below) runs them
+        }
+        DRAINING.with(|d| d.set(true));
+        // Handlers may raise more interrupts (an event answered by a command): they are
+        // queued and run by this loop, not nested.
+        while let Some(h) = QUEUE.with(|q| q.borrow_mut().pop()) {
+            let Some(line) = h.line.upgrade() else {
+                continue;
+            };
+            if line.take() && !(h.run)() {
+                // A handler run is in progress elsewhere: leave it to the interrupt thread.
+                line.pending.store(true, Ordering::SeqCst);
+                line.wake.notify();
+            }
+        }
+        DRAINING.with(|d| d.set(false));
+    }
 }
 
 impl IrqLine {
@@ -39,7 +102,24 @@ impl IrqLine {
             spin,
             trace,
             faults: None,
+            inline: Mutex::new(None),
         }
+    }
+
+    /// Runs `handler` (it returns `false` if it could not run) in the context that raised
+    /// the line when that is a bus operation ([`InlineScope`]) and the interrupt thread
+    /// sleeps, instead of waking the thread; `None` removes it (before the driver goes).
+    /// Lines with injected delays never run handlers inline.
+    pub fn set_inline_handler(
+        self: &Arc<Self>,
+        handler: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    ) {
+        *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = handler.map(|run| {
+            Arc::new(InlineHandler {
+                run,
+                line: Arc::downgrade(self),
+            })
+        });
     }
 
     /// The same line, losing interrupts as `faults` decides.
@@ -143,15 +223,105 @@ impl InterruptLine for IrqLine {
         // sees this raise's SBA bits, or this load sees its count at 0; the fences on
         // both sides rule out that each misses the other's write).
         std::sync::atomic::fence(Ordering::SeqCst);
-        if !self.is_polled() {
-            self.wake.notify();
+        if self.is_polled() {
+            return;
         }
+        // The interrupt thread sleeps and a bus operation of this thread raised the line:
+        // run the handler here when the operation ends (one wake-up, the reader's, instead
+        // of two). A spinning interrupt thread takes the interrupt itself.
+        if self.wake.has_sleepers() && DEPTH.with(Cell::get) > 0 && self.injected_delay().is_none()
+        {
+            let h = self
+                .inline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(h) = h {
+                QUEUE.with(|q| q.borrow_mut().push(h));
+                return;
+            }
+        }
+        self.wake.notify();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line whose interrupt thread sleeps (a waiter past its spin), with an inline
+    /// handler that counts its runs on whichever thread and succeeds if `ok`.
+    fn line_with_sleeper(
+        ok: bool,
+    ) -> (
+        Arc<IrqLine>,
+        Arc<AtomicU32>,
+        std::thread::JoinHandle<(bool, Duration)>,
+    ) {
+        let line = Arc::new(IrqLine::new(Duration::ZERO, None));
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        line.set_inline_handler(Some(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            ok
+        })));
+        let l2 = line.clone();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            let taken = l2.wait(Duration::from_millis(300));
+            (taken, start.elapsed())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !line.wake.has_sleepers() {
+            assert!(Instant::now() < deadline, "the waiter never slept");
+            std::thread::yield_now();
+        }
+        (line, runs, t)
+    }
+
+    #[test]
+    fn a_raise_inside_a_bus_operation_runs_the_handler_when_it_ends() {
+        let (line, runs, t) = line_with_sleeper(true);
+        {
+            let _op = InlineScope::enter();
+            let _nested = InlineScope::enter();
+            line.raise();
+            assert_eq!(runs.load(Ordering::SeqCst), 0, "not inside the operation");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "at its end, on this thread");
+        assert!(!line.is_pending(), "the interrupt was taken");
+        // The interrupt thread was not woken: it slept to its limit.
+        let (taken, waited) = t.join().unwrap();
+        assert!(!taken && waited >= Duration::from_millis(250), "{waited:?}");
+    }
+
+    #[test]
+    fn a_raise_outside_a_bus_operation_or_a_busy_handler_wakes_the_thread() {
+        // Outside any operation (a board event): the thread is woken, no inline run.
+        let (line, runs, t) = line_with_sleeper(true);
+        line.raise();
+        let (taken, waited) = t.join().unwrap();
+        assert!(taken && waited < Duration::from_millis(250), "{waited:?}");
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        // The handler could not run (a run in progress elsewhere): pending, thread woken.
+        let (line, runs, t) = line_with_sleeper(false);
+        {
+            let _op = InlineScope::enter();
+            line.raise();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let (taken, waited) = t.join().unwrap();
+        assert!(taken && waited < Duration::from_millis(250), "{waited:?}");
+        // Removed (the host stopped): raises wake the thread again.
+        let (line, runs, t) = line_with_sleeper(true);
+        line.set_inline_handler(None);
+        {
+            let _op = InlineScope::enter();
+            line.raise();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert!(t.join().unwrap().0);
+    }
 
     #[test]
     fn raise_wakes_a_sleeping_waiter() {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ism_firmware::{Device, DownReason, FunctionConfig};
 use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{Clock, DomainId, FunctionId, Gid, InterruptLine};
+use ism_host_driver::smcd::wait::SpinPhase;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
@@ -895,8 +896,7 @@ fn worker(
 ) {
     let mut buf = vec![0u8; SLOT_DATA];
     let mut poisoned = Poisoned::new();
-    let mut last_work = Instant::now();
-    let mut spins = 0u32;
+    let mut phase = SpinPhase::new(spin);
     while !stop.load(Ordering::Acquire) {
         let mut did = drain_ring(dev, f, page, &mut buf, &mut poisoned);
         let seq = page.word(regs::CMD_SEQ).load(Ordering::Acquire);
@@ -918,16 +918,10 @@ fn worker(
             if page.word(regs::PROGRESS_WAITERS).load(Ordering::SeqCst) > 0 {
                 futex_wake(page.word(regs::PROGRESS));
             }
-            last_work = Instant::now();
+            phase = SpinPhase::new(spin);
             continue;
         }
-        if last_work.elapsed() < spin {
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(16) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        if phase.spin() {
             continue;
         }
         let seen = page.word(regs::DOORBELL).load(Ordering::SeqCst);
@@ -937,7 +931,7 @@ fn worker(
             futex_wait(page.word(regs::DOORBELL), seen, Duration::from_secs(2));
         }
         page.word(regs::BOARD_SLEEPING).store(0, Ordering::SeqCst);
-        last_work = Instant::now();
+        phase = SpinPhase::new(spin);
     }
 }
 

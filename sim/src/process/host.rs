@@ -13,6 +13,7 @@ use ism_hal::regs::COMMAND_AREA_SIZE;
 use ism_hal::{DevAddr, Gid};
 use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
 use ism_host_driver::smcd::device::SmcdOps;
+use ism_host_driver::smcd::wait::SpinPhase;
 use ism_host_driver::smcd::{SmcStack, StackConfig};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
@@ -220,16 +221,13 @@ impl BusInner {
     /// `timeout` passes.
     fn wait_progress(&self, timeout: Duration, done: impl Fn() -> bool) -> Result<(), BusError> {
         let start = Instant::now();
-        let mut spins = 0u32;
-        while start.elapsed() < HOST_SPIN {
+        let mut phase = SpinPhase::new(HOST_SPIN);
+        loop {
             if done() {
                 return Ok(());
             }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(16) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+            if !phase.spin() {
+                break;
             }
         }
         let p = &self.page;
@@ -671,16 +669,13 @@ impl RawAttachment {
     pub fn wait_irq(&self, timeout: Duration) -> bool {
         let irq: &AtomicU32 = self.page.word(regs::IRQ);
         let start = Instant::now();
-        let mut spins = 0u32;
-        while start.elapsed() < HOST_SPIN.min(timeout) {
+        let mut phase = SpinPhase::new(HOST_SPIN.min(timeout));
+        loop {
             if self.take_irq() {
                 return true;
             }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(16) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+            if !phase.spin() {
+                break;
             }
         }
         loop {
