@@ -49,6 +49,9 @@
 //! fail with `ENOTCONN`, and that no other descriptor than 0, 1, 2, FD and those
 //! `exec-keep` had before it connected (`--allow`) is open.
 
+mod common;
+
+use common::{arg, check, errno, pattern, poll1, LIMIT};
 use std::io::{Read, Write};
 use std::mem::size_of;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -57,16 +60,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const GREETING: &[u8] = b"220 ism-run echo ready\r\n";
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(7) ^ (i / 251)) as u8
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -354,26 +347,6 @@ extern "C" fn on_sigpipe(_: libc::c_int) {
     SIGPIPES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// `poll` for `events`; the revents (0 on timeout).
-fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    if n > 0 {
-        p.revents
-    } else {
-        0
-    }
-}
-
 fn send_all(fd: i32, b: &[u8], flags: i32) -> Result<(), String> {
     // SAFETY: a valid buffer of its length.
     let n = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), flags) };
@@ -643,15 +616,6 @@ fn read_greeting(s: &mut TcpStream) -> Result<(), String> {
     s.read_exact(&mut g).map_err(|e| format!("greeting: {e}"))?;
     if g != GREETING {
         return Err(format!("greeting: got {:?}", String::from_utf8_lossy(&g)));
-    }
-    Ok(())
-}
-
-fn check(got: &[u8], from: usize) -> Result<(), String> {
-    for (k, &b) in got.iter().enumerate() {
-        if b != pattern(from + k) {
-            return Err(format!("byte {} differs", from + k));
-        }
     }
     Ok(())
 }

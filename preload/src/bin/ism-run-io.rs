@@ -18,6 +18,9 @@
 //! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
 //! bounded.
 
+mod common;
+
+use common::{arg, check, errno, pattern, poll1, LIMIT};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
@@ -25,21 +28,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(7) ^ (i / 251)) as u8
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,33 +53,6 @@ fn main() -> ExitCode {
 
 fn connect(addr: &str) -> Result<TcpStream, String> {
     TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))
-}
-
-/// Checks `got` against the pattern from stream offset `from`.
-fn check(got: &[u8], from: usize) -> Result<(), String> {
-    match got
-        .iter()
-        .enumerate()
-        .find(|&(i, &b)| b != pattern(from + i))
-    {
-        Some((i, _)) => Err(format!("byte {} differs", from + i)),
-        None => Ok(()),
-    }
-}
-
-fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    if n > 0 {
-        p.revents
-    } else {
-        0
-    }
 }
 
 fn set_nonblocking(fd: i32, on: bool) {

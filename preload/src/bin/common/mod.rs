@@ -1,0 +1,57 @@
+//! What the test programs `ism-run-echo` and `ism-run-io` share: the byte pattern both
+//! ends of a stream agree on, argument lookup, the time limit of every wait, and small
+//! system-call helpers. (A directory without `main.rs`, so Cargo does not take it for a
+//! program of its own.)
+
+use std::time::Duration;
+
+/// The longest any wait of a test program takes before it reports a failure.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// Byte `i` of every test stream (not periodic at powers of two, so shifted or repeated
+/// chunks are caught).
+pub fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(7) ^ (i / 251)) as u8
+}
+
+/// Checks that `got` is the pattern from stream offset `from`.
+///
+/// # Errors
+/// The offset of the first byte that differs.
+pub fn check(got: &[u8], from: usize) -> Result<(), String> {
+    match got
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != pattern(from + i))
+    {
+        Some((i, _)) => Err(format!("byte {} differs", from + i)),
+        None => Ok(()),
+    }
+}
+
+/// The value after `name` in `args`, parsed.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `poll` on one descriptor for `events`; the revents (0 on timeout or error).
+pub fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
