@@ -402,7 +402,10 @@ impl Conn {
     /// fails. The peer may not know yet (the CDC that failed may have been the one that
     /// would tell it, a consumer update its writer waits for): [`Conn::close`] and
     /// [`Conn::abort`] try once more to tell it, so that its reader or writer does not
-    /// wait for us forever.
+    /// wait for us forever. (Linux's `net/smc/smc_tx.c` `smc_tx_consumer_update` instead
+    /// retries a failed consumer update later while the connection is healthy; the devices
+    /// here refuse a move for a reason that lasts, such as a token gone or a function
+    /// offline, or as an injected fault, so the connection ends.)
     fn fail(&self) {
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_CONN_ABORT.bits(), Ordering::AcqRel);
