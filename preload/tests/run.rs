@@ -518,6 +518,11 @@ fn functions(s: &serde_json::Value) -> usize {
 
 /// After every process exited, the board holds nothing of them.
 fn assert_board_empty(b: &LocalBoard) {
+    assert_board_empty_after(b, 0);
+}
+
+/// [`assert_board_empty`] after `crashes` processes died without detaching.
+fn assert_board_empty_after(b: &LocalBoard, crashes: u64) {
     let s = status_until(b, |s| {
         functions(s) == 0
             && counter(s, &["dmbs_in_use"]) == 0
@@ -527,7 +532,83 @@ fn assert_board_empty(b: &LocalBoard) {
     assert_eq!(counter(&s, &["dmbs_in_use"]), 0, "DMBs left: {s}");
     assert_eq!(counter(&s, &["names", "listeners"]), 0, "{s}");
     assert_eq!(counter(&s, &["names", "connections"]), 0, "{s}");
-    assert_eq!(counter(&s, &["counters", "crashes"]), 0, "{s}");
+    assert_eq!(counter(&s, &["counters", "crashes"]), crashes, "{s}");
+}
+
+/// SIGKILL of a program under ism-run in the middle of a transfer: its peer gets what TCP
+/// would give (an error or the end of the stream) within seconds, not at its 30 s read
+/// limit, and once both are gone the board holds nothing of them (the killed one counts
+/// as a crash). Either end killed, on an LPAR board and on a loopback board.
+#[test]
+fn a_program_killed_mid_transfer_ends_its_peer_and_the_board_frees_everything() {
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        for kill_client in [true, false] {
+            let what = format!(
+                "{kind:?}, killed: {}",
+                if kill_client { "client" } else { "server" }
+            );
+            let b = board(kind);
+            let env = Env::of(&b);
+            let under = Under::Run(&env, vec![]);
+            let (srv, addr) = server(&under, &[]);
+            // Far more than can be sent in the test's time, generated chunk by chunk.
+            let cl = spawn(command(
+                &under,
+                &["client", &addr, "--bytes", "1000000000000"],
+            ));
+            let moving = status_until(&b, |s| counter(s, &["counters", "bytes_moved"]) > 4 << 20);
+            assert!(
+                counter(&moving, &["counters", "bytes_moved"]) > 4 << 20,
+                "{what}: the transfer never got going: {moving}"
+            );
+            let (mut victim, peer) = if kill_client { (cl, srv) } else { (srv, cl) };
+            victim.child.kill().unwrap(); // SIGKILL
+            victim.child.wait().unwrap();
+            let start = Instant::now();
+            let (_, out, err) = peer.finish();
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(10),
+                "{what}: the peer took {took:?}\n{out}\n{err}"
+            );
+            assert!(
+                !err.contains("timed out") && !err.contains("os error 11"),
+                "{what}: the peer waited for its time limit\n{err}"
+            );
+            // Its end was on SMC-D, and it saw an error or the end of the stream.
+            assert!(err.contains(": SMC-D"), "{what}: {err}");
+            assert!(
+                err.contains("reset")
+                    || err.contains("Broken pipe")
+                    || err.contains("back")
+                    || out.contains("served 1"),
+                "{what}: {out}\n{err}"
+            );
+            drop(victim);
+            assert_board_empty_after(&b, 1);
+        }
+    }
+}
+
+/// One program opens 1000 connections one after the other (each a full exchange over
+/// SMC-D) against one server: every one works, and nothing accumulates on the board.
+#[test]
+fn a_thousand_connections_one_after_the_other() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &["--count", "1000"]);
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "1000", "--conns", "1000"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(out.matches("ok 1000 bytes").count(), 1000, "{out}");
+    assert_eq!(
+        err.matches(": SMC-D").count(),
+        1000,
+        "every connection on SMC-D"
+    );
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 1000"), "{sout}\n{serr}");
+    assert_board_empty(&b);
 }
 
 /// The nginx pattern: a process listens, forks workers that accept on the inherited

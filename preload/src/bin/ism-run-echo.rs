@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
-//! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N]
+//! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N
@@ -18,8 +18,8 @@
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
-//! wrong (exit 1). `self` listens, connects to itself, then accepts (in one thread), and
-//! sends a line both ways. `probe` talks to a blocking echo server through the socket
+//! wrong (exit 1); `--conns C`: C connections one after the other, each so. `self`
+//! listens, connects to itself, then accepts (in one thread), and sends a line both ways. `probe` talks to a blocking echo server through the socket
 //! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
 //! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
 //! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
@@ -101,13 +101,15 @@ fn main() -> ExitCode {
             &arg::<String>(&args, "--allow").unwrap_or_default(),
         ),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
-        "client" => client(
-            addr,
-            arg(&args, "--bytes").unwrap_or(1 << 20),
-            arg(&args, "--chunk").unwrap_or(64 << 10),
-            &mode,
-            greeting,
-        ),
+        "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
+            client(
+                addr,
+                arg(&args, "--bytes").unwrap_or(1 << 20),
+                arg(&args, "--chunk").unwrap_or(64 << 10),
+                &mode,
+                greeting,
+            )
+        }),
         _ => Err("role must be server or client".into()),
     };
     match r {
@@ -637,9 +639,17 @@ fn client(
             let mut w = s.try_clone().map_err(|e| e.to_string())?;
             let chunk = chunk.max(1);
             let writer = std::thread::spawn(move || -> Result<(), String> {
-                let data: Vec<u8> = (0..bytes).map(pattern).collect();
-                for c in data.chunks(chunk) {
-                    w.write_all(c).map_err(|e| format!("write: {e}"))?;
+                // Chunk by chunk: `--bytes` may be far more than memory (a transfer that
+                // a test ends by killing a process).
+                let mut data = vec![0u8; chunk];
+                let mut off = 0;
+                while off < bytes {
+                    let n = chunk.min(bytes - off);
+                    for (k, b) in data[..n].iter_mut().enumerate() {
+                        *b = pattern(off + k);
+                    }
+                    w.write_all(&data[..n]).map_err(|e| format!("write: {e}"))?;
+                    off += n;
                 }
                 w.shutdown(Shutdown::Write).map_err(|e| e.to_string())
             });
