@@ -51,7 +51,7 @@
 
 mod common;
 
-use common::{arg, check, errno, pattern, poll1, LIMIT};
+use common::{arg, check, errno, pattern, poll1, read_pattern_to_end, LIMIT};
 use std::io::{Read, Write};
 use std::mem::size_of;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -653,16 +653,7 @@ fn client(
                 }
                 w.shutdown(Shutdown::Write).map_err(|e| e.to_string())
             });
-            let mut got = 0usize;
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                check(&buf[..n], got)?;
-                got += n;
-            }
+            let got = read_pattern_to_end(&mut s, "read")?;
             writer.join().map_err(|_| "writer panicked")??;
             if got != bytes {
                 return Err(format!("got {got} of {bytes} bytes back"));
@@ -1080,16 +1071,7 @@ fn drain(addr: &str, bytes: usize, delay_ms: u64) -> Result<(), String> {
     // Pacing, not synchronisation: the sender fills the ring meanwhile (it reports how
     // often it found it full; the test checks that it did).
     std::thread::sleep(Duration::from_millis(delay_ms));
-    let mut got = 0usize;
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        check(&buf[..n], got)?;
-        got += n;
-    }
+    let got = read_pattern_to_end(&mut s, "read")?;
     if got != bytes {
         return Err(format!("got {got} of {bytes} bytes"));
     }

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{arg, check, errno, pattern, poll1, LIMIT};
+use common::{arg, check, errno, pattern, poll1, read_pattern_to_end, LIMIT};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
@@ -492,18 +492,9 @@ fn eintr(addr: &str) -> Result<(), String> {
         let _ = w.shutdown(Shutdown::Write);
         r
     });
-    let mut got = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
     s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
     // The first bytes of the stream were the earlier echoes ("after-eintr", "restarted").
-    loop {
-        let m = s.read(&mut buf).map_err(|e| format!("read echo: {e}"))?;
-        if m == 0 {
-            break;
-        }
-        check(&buf[..m], got)?;
-        got += m;
-    }
+    let got = read_pattern_to_end(&mut s, "read echo")?;
     writer
         .join()
         .map_err(|_| "writer panicked")?

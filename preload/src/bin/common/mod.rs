@@ -29,6 +29,24 @@ pub fn check(got: &[u8], from: usize) -> Result<(), String> {
     }
 }
 
+/// Reads `r` to its end, checking every byte against the pattern from offset 0; returns
+/// how many bytes came. `what` names the reads in errors.
+///
+/// # Errors
+/// A failed read (`"{what}: ..."`) or the first byte that differs.
+pub fn read_pattern_to_end(r: &mut impl std::io::Read, what: &str) -> Result<usize, String> {
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| format!("{what}: {e}"))?;
+        if n == 0 {
+            return Ok(got);
+        }
+        check(&buf[..n], got)?;
+        got += n;
+    }
+}
+
 /// The value after `name` in `args`, parsed.
 pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     let i = args.iter().position(|a| a == name)?;
