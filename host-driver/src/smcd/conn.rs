@@ -34,7 +34,9 @@ use alloc::vec::Vec;
 
 use ism_hal::{DevAddr, DmbToken};
 
-use super::cdc::{CdcMessage, ConnStateFlags, Cursor, ProdFlags, CDC_MSG_LEN};
+use super::cdc::{
+    CdcMessage, ConnStateFlags, Cursor, ProdFlags, CDC_MSG_LEN, CONS_OFFSET, PROD_OFFSET,
+};
 use super::device::{SmcdGid, SmcdOps};
 use super::wait::{Notify, WaitMode};
 use crate::ism::Dmb;
@@ -430,12 +432,26 @@ impl Conn {
     }
 
     /// The peer's last CDC, read from our RMB's CDC area (zero cursors before the first).
+    ///
+    /// The two cursor words are loaded atomically, the consumer word (which carries the
+    /// flags) **first**: the device stores a CDC's words in ascending order (release), so
+    /// the producer cursor loaded after the flags is at least as new as the one sent with
+    /// them. In the other order (Linux's `net/smc/smc_cdc.c` `smcd_cdc_rx_tasklet` copies
+    /// `prod`, then `cons`), a CDC arriving between the two loads could show the peer's new
+    /// close flag with its old producer cursor: an end of stream before the last bytes.
     pub fn peer_cdc(&self) -> CdcMessage {
-        let mut raw = [0u8; CDC_MSG_LEN];
-        if self.ops.memory().read(self.rmb.addr, &mut raw).is_err() {
+        let mem = self.ops.memory();
+        let word = |off: usize| {
+            mem.load_u64(DevAddr(self.rmb.addr.0 + off as u64))
+                .map(u64::from_ne_bytes)
+        };
+        let Ok(cons) = word(CONS_OFFSET) else {
             return CdcMessage::default();
-        }
-        CdcMessage::parse(&raw).unwrap_or_default()
+        };
+        let Ok(prod) = word(PROD_OFFSET) else {
+            return CdcMessage::default();
+        };
+        CdcMessage::from_words(prod, cons)
     }
 
     /// The end of the time limit (`limit_ms`, 0: none) for one read or write starting now.
@@ -899,7 +915,7 @@ mod tests {
     use crate::ism::{ErrorKind, IsmClient, IsmError};
     use ism_abi::MoveError;
     use ism_hal::fakes::FakeMemory;
-    use ism_hal::{DmaMemory, Gid};
+    use ism_hal::{DmaMemory, Gid, MemError};
     use std::io::ErrorKind as Io;
     use std::sync::mpsc;
 
@@ -929,8 +945,81 @@ mod tests {
     /// A move as the device saw it: offset, signal flag, length.
     type Move = (u32, bool, usize);
 
+    /// The fake memory with a concurrent writer of our CDC area: a CDC can be set to land
+    /// (its four words stored in ascending order, as the device does) just before the
+    /// n-th 8-byte access to that area, so a test can put it between any two of a reader's
+    /// loads. A plain `read` of the area counts as one access per word.
+    struct Mem {
+        inner: FakeMemory,
+        /// The CDC that lands, and how many more accesses to the area come before it.
+        pending: Mutex<Option<([u8; CDC_MSG_LEN], usize)>>,
+    }
+
+    impl Mem {
+        /// One access to the words of our CDC area in `[addr, addr + len)`, if any: the
+        /// pending CDC lands if its turn has come.
+        fn access(&self, addr: DevAddr, len: usize) {
+            let cdc = OUR_RMB..OUR_RMB + CDC_MSG_LEN as u64;
+            if addr.0 >= cdc.end || addr.0 + len as u64 <= cdc.start {
+                return;
+            }
+            let mut p = self.pending.lock().unwrap();
+            if let Some((msg, before)) = p.as_mut() {
+                if *before == 0 {
+                    for (i, w) in msg.chunks_exact(8).enumerate() {
+                        let at = DevAddr(OUR_RMB + 8 * i as u64);
+                        self.inner.store_u64(at, w.try_into().unwrap()).unwrap();
+                    }
+                    *p = None;
+                } else {
+                    *before -= 1;
+                }
+            }
+        }
+    }
+
+    impl DmaMemory for Mem {
+        fn base(&self) -> DevAddr {
+            self.inner.base()
+        }
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read(&self, addr: DevAddr, buf: &mut [u8]) -> Result<(), MemError> {
+            // Word by word, each one access (as `MemoryDomain` copies).
+            for (i, chunk) in buf.chunks_mut(8).enumerate() {
+                let at = DevAddr(addr.0 + 8 * i as u64);
+                self.access(at, chunk.len());
+                self.inner.read(at, chunk)?;
+            }
+            Ok(())
+        }
+        fn write(&self, addr: DevAddr, data: &[u8]) -> Result<(), MemError> {
+            self.inner.write(addr, data)
+        }
+        fn zero(&self, addr: DevAddr, len: u64) -> Result<(), MemError> {
+            self.inner.zero(addr, len)
+        }
+        fn load_u64(&self, addr: DevAddr) -> Result<[u8; 8], MemError> {
+            self.access(addr, 8);
+            self.inner.load_u64(addr)
+        }
+        fn store_u64(&self, addr: DevAddr, bytes: [u8; 8]) -> Result<(), MemError> {
+            self.inner.store_u64(addr, bytes)
+        }
+        fn fetch_or_u8(&self, addr: DevAddr, mask: u8) -> Result<u8, MemError> {
+            self.inner.fetch_or_u8(addr, mask)
+        }
+        fn fetch_and_u8(&self, addr: DevAddr, mask: u8) -> Result<u8, MemError> {
+            self.inner.fetch_and_u8(addr, mask)
+        }
+        fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError> {
+            self.inner.swap_u8(addr, value)
+        }
+    }
+
     struct Ops {
-        mem: FakeMemory,
+        mem: Mem,
         refuse: AtomicBool,
         moves: Mutex<Vec<Move>>,
         polls: AtomicU64,
@@ -1057,7 +1146,10 @@ mod tests {
         wait: WaitMode,
     ) -> (Arc<Ops>, Conn) {
         let ops = Arc::new(Ops {
-            mem: FakeMemory::new(OUR_RMB, 0x2_0000),
+            mem: Mem {
+                inner: FakeMemory::new(OUR_RMB, 0x2_0000),
+                pending: Mutex::new(None),
+            },
             refuse: AtomicBool::new(false),
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
@@ -1420,6 +1512,41 @@ mod tests {
                 } else {
                     assert_eq!(w.unwrap(), 1);
                 }
+            }
+        })
+    }
+
+    /// The peer's last bytes and its close arrive in one CDC while we read: wherever it
+    /// lands between our loads of the CDC area, we read every byte before the end of
+    /// stream. (Loading the producer word before the flags word lost the last bytes when
+    /// the CDC landed between the two: the soak's one silent loss.)
+    #[test]
+    fn a_close_landing_while_the_cdc_is_read_never_hides_the_last_bytes() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let data = pattern(20, 7);
+            let last = CdcMessage {
+                prod: Cursor::new(0, 20),
+                cons: c0,
+                prod_flags: none(),
+                conn_state: ConnStateFlags::PEER_CONN_CLOSED,
+            };
+            for before in 0..16 {
+                let (ops, c) = small();
+                ops.peer_data(0, &data);
+                ops.peer_says(&c, Cursor::new(0, 10), c0, none(), open());
+                *ops.mem.pending.lock().unwrap() = Some((last.emit(), before));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == Io::WouldBlock => {}
+                        Err(e) => panic!("landing before access {before}: {e}"),
+                    }
+                }
+                assert_eq!(got, data, "the CDC landed before access {before}");
             }
         })
     }
