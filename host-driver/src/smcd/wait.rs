@@ -25,16 +25,44 @@ pub const CONTENDED_YIELD: Duration = Duration::from_millis(1);
 /// the hypervisor taking the vCPU for a moment, not another thread wanting the core.
 pub const CONTENDED_STRIKES: u32 = 2;
 
-/// Contended yields seen in a row; a quick yield resets it.
-static STRIKES: AtomicU32 = AtomicU32::new(0);
-
 /// How long no [`SpinPhase`] spins after one saw the core contended.
 pub const CONTENDED_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Until when (µs since [`epoch`]) spin phases do not spin; 0: spin.
-static NO_SPIN_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// What spin phases learned about the cores: contended yields seen in a row (a quick yield
+/// resets it), and until when (µs since [`epoch`]; 0: no back-off) no phase spins.
+#[derive(Debug)]
+struct Contention {
+    strikes: AtomicU32,
+    no_spin_until: AtomicU64,
+}
 
-/// The time base of [`NO_SPIN_UNTIL`].
+impl Contention {
+    const fn new() -> Self {
+        Self {
+            strikes: AtomicU32::new(0),
+            no_spin_until: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The state every spin phase of this process shares.
+#[cfg(not(test))]
+fn contention() -> &'static Contention {
+    static PROCESS: Contention = Contention::new();
+    &PROCESS
+}
+
+/// In this crate's unit tests, one state per thread: tests run side by side, and one
+/// test's slow yields must not stop the spinning another test checks.
+#[cfg(test)]
+fn contention() -> &'static Contention {
+    std::thread_local! {
+        static STATE: &'static Contention = std::boxed::Box::leak(std::boxed::Box::new(Contention::new()));
+    }
+    STATE.with(|s| *s)
+}
+
+/// The time base of the back-off ([`Contention`]).
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -69,7 +97,7 @@ impl SpinPhase {
     /// A phase of at most `limit`; none at all while the cores are known to be contended.
     pub fn new(limit: Duration) -> Self {
         let start = Instant::now();
-        let until = NO_SPIN_UNTIL.load(Ordering::Relaxed);
+        let until = contention().no_spin_until.load(Ordering::Relaxed);
         let contended = until != 0 && micros_since_epoch(start) < until;
         Self {
             start,
@@ -99,18 +127,19 @@ impl SpinPhase {
     /// Accounts a yield that took `took` and ended at `now`; `false` if the phase ends
     /// (the core is contended: see [`CONTENDED_STRIKES`]).
     fn yielded(&mut self, took: Duration, now: Instant) -> bool {
+        let state = contention();
         if took <= CONTENDED_YIELD {
-            if STRIKES.load(Ordering::Relaxed) != 0 {
-                STRIKES.store(0, Ordering::Relaxed);
+            if state.strikes.load(Ordering::Relaxed) != 0 {
+                state.strikes.store(0, Ordering::Relaxed);
             }
             return true;
         }
-        if STRIKES.fetch_add(1, Ordering::Relaxed) + 1 < CONTENDED_STRIKES {
+        if state.strikes.fetch_add(1, Ordering::Relaxed) + 1 < CONTENDED_STRIKES {
             return true;
         }
-        STRIKES.store(0, Ordering::Relaxed);
+        state.strikes.store(0, Ordering::Relaxed);
         self.contended = true;
-        NO_SPIN_UNTIL.store(
+        state.no_spin_until.store(
             micros_since_epoch(now + CONTENDED_BACKOFF).max(1),
             Ordering::Relaxed,
         );
@@ -285,13 +314,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// The process-wide contention state is shared by every test of this crate: the tests
-    /// that set it run one at a time, and leave it clear.
-    static CONTENTION: Mutex<()> = Mutex::new(());
-
     #[test]
     fn spin_phases_stop_after_contended_yields_and_probe_again_later() {
-        let _g = CONTENTION.lock().unwrap_or_else(|e| e.into_inner());
         let slow = CONTENDED_YIELD * 2;
         let fast = Duration::from_micros(1);
         let mut p = SpinPhase::new(Duration::from_secs(10));
@@ -316,16 +340,15 @@ mod tests {
         );
         // After the back-off a phase spins (probes) again.
         std::thread::sleep(Duration::from_millis(1));
-        NO_SPIN_UNTIL.store(micros_since_epoch(now).max(1), Ordering::Relaxed);
+        contention()
+            .no_spin_until
+            .store(micros_since_epoch(now).max(1), Ordering::Relaxed);
         let mut r = SpinPhase::new(Duration::from_secs(10));
         assert!(!r.contended() && r.spin());
-        NO_SPIN_UNTIL.store(0, Ordering::Relaxed);
-        STRIKES.store(0, Ordering::Relaxed);
     }
 
     #[test]
     fn a_spin_phase_ends_at_its_limit() {
-        let _g = CONTENTION.lock().unwrap_or_else(|e| e.into_inner());
         assert!(!SpinPhase::new(Duration::ZERO).spin());
         let mut p = SpinPhase::new(Duration::from_millis(2));
         let start = Instant::now();
