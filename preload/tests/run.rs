@@ -611,6 +611,64 @@ fn a_thousand_connections_one_after_the_other() {
     assert_board_empty(&b);
 }
 
+/// A program that keeps its connections: 100 open at once, 1 MiB buffers asked, on a board
+/// whose functions have 1 MiB of memory each. As Linux's `__smc_buf_create`
+/// (`net/smc/smc_core.c`) takes a smaller buffer when the size asked for cannot be had,
+/// the first connections run over SMC-D with ever smaller buffers; once nothing is left,
+/// new connections fall back to TCP (declined `SMC_CLC_DECL_MEM`), and every one keeps
+/// working while all are open. The board holds nothing afterwards.
+#[test]
+fn a_program_holding_many_connections_gets_tcp_once_the_memory_is_used() {
+    let b = LocalBoard::start(BoardKind::Lpar, 8, 1 << 20, Box::new(std::io::sink())).unwrap();
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_BUFFER", "1048576")]);
+    let (srv, addr) = server(&under, &["--count", "100"]);
+    let (ok, out, err) = spawn(command(
+        &under,
+        &["hold", &addr, "--conns", "100", "--bytes", "10000"],
+    ))
+    .finish();
+    assert!(ok && out.contains("held 100 connections"), "{out}\n{err}");
+    let smc = err.matches(": SMC-D").count();
+    let tcp = err.matches(": TCP (declined: MEM").count();
+    assert!(
+        smc >= 2 && tcp >= 1 && smc + tcp == 100,
+        "SMC-D {smc}, TCP {tcp}: {err}"
+    );
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 100"), "{sout}\n{serr}");
+    assert_board_empty(&b);
+}
+
+/// `SO_LINGER` on an SMC-D connection: set and read back as on its TCP socket, and a
+/// close with it (abortive with 0 s, as TCP's) after the exchange and the half-close still
+/// ends both sides cleanly.
+#[test]
+fn so_linger_and_half_close_keep_working() {
+    for linger in ["0", "2"] {
+        let b = board(BoardKind::Loopback);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![]);
+        let (srv, addr) = server(&under, &["--count", "3"]);
+        let (ok, out, err) = spawn(command(
+            &under,
+            &["hold", &addr, "--conns", "3", "--linger", linger],
+        ))
+        .finish();
+        assert!(
+            ok && out.contains("held 3"),
+            "linger {linger}: {out}\n{err}"
+        );
+        assert_eq!(err.matches(": SMC-D").count(), 3, "linger {linger}: {err}");
+        let (sok, sout, serr) = srv.finish();
+        assert!(
+            sok && sout.contains("served 3"),
+            "linger {linger}: {sout}\n{serr}"
+        );
+        assert_board_empty(&b);
+    }
+}
+
 /// The nginx pattern: a process listens, forks workers that accept on the inherited
 /// listener; every connection runs over SMC-D with a worker's own function, and the
 /// board is empty after everything exited. On an LPAR board and on a loopback board

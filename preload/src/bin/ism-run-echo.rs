@@ -13,6 +13,7 @@
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
+//! echo hold ADDR --conns C [--bytes N] [--linger S]
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
@@ -42,6 +43,11 @@
 //! `--busy-forks K` (the server must serve 2 connections): then K more children are forked
 //! while a thread exchanges on a second connection (the library's locks are busy at the
 //! forks), each child checking the same.
+//! `hold` is a program that keeps its connections: it opens C connections to an echo
+//! server and exchanges N bytes on each, keeping every one open, then exchanges N more on
+//! each while all are open; then, per connection, `--linger S` sets `SO_LINGER` (on, S
+//! seconds; checked with `getsockopt`), and it shuts down its writing side, reads the
+//! echo's end of stream and closes. Prints `held C connections`.
 //! `exec-keep` connects, exchanges, then forks a child that `exec`s `exec-probe` with the
 //! descriptor (close-on-exec with `--cloexec`, else inherited; `--spawn`: std's `Command`,
 //! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
@@ -99,6 +105,12 @@ fn main() -> ExitCode {
             addr,
             args.iter().any(|a| a == "--closed"),
             &arg::<String>(&args, "--allow").unwrap_or_default(),
+        ),
+        "hold" => hold(
+            addr,
+            arg(&args, "--conns").unwrap_or(1),
+            arg(&args, "--bytes").unwrap_or(1000),
+            arg(&args, "--linger"),
         ),
         "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
         "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
@@ -663,6 +675,82 @@ fn client(
         m => return Err(format!("unknown mode {m}")),
     }
     println!("ok {bytes} bytes");
+    Ok(())
+}
+
+/// Sends stream bytes `from .. from + n` and reads their echo back (verified).
+fn exchange(s: &mut TcpStream, from: usize, n: usize) -> Result<(), String> {
+    let data: Vec<u8> = (from..from + n).map(pattern).collect();
+    s.write_all(&data).map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+    check(&back, from)
+}
+
+fn hold(addr: &str, conns: usize, bytes: usize, linger: Option<i32>) -> Result<(), String> {
+    let mut held = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {i}: {e}"))?;
+        s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+        exchange(&mut s, 0, bytes).map_err(|e| format!("connection {i}: {e}"))?;
+        held.push(s);
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        exchange(s, bytes, bytes).map_err(|e| format!("connection {i}, again: {e}"))?;
+    }
+    for (i, mut s) in held.into_iter().enumerate() {
+        if let Some(secs) = linger {
+            let set = libc::linger {
+                l_onoff: 1,
+                l_linger: secs,
+            };
+            let size = size_of::<libc::linger>() as libc::socklen_t;
+            let fd = s.as_raw_fd();
+            // SAFETY: a valid `linger` of the size given.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&set as *const libc::linger).cast(),
+                    size,
+                )
+            };
+            if r != 0 {
+                return Err(format!("SO_LINGER on connection {i}: errno {}", errno()));
+            }
+            let mut got = libc::linger {
+                l_onoff: 0,
+                l_linger: 0,
+            };
+            let mut len = size;
+            // SAFETY: room for a `linger`, its size in `len`.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&mut got as *mut libc::linger).cast(),
+                    &mut len,
+                )
+            };
+            if r != 0 || got.l_onoff == 0 || got.l_linger != secs {
+                return Err(format!(
+                    "SO_LINGER of connection {i} reads back as ({}, {}), r {r}",
+                    got.l_onoff, got.l_linger
+                ));
+            }
+        }
+        s.shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutdown {i}: {e}"))?;
+        let mut rest = [0u8; 16];
+        match s.read(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => return Err(format!("connection {i}: {n} bytes after the echo")),
+            Err(e) => return Err(format!("connection {i}: end of stream: {e}")),
+        }
+    }
+    println!("held {conns} connections");
     Ok(())
 }
 
