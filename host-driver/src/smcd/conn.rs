@@ -29,8 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alloc::vec;
-use alloc::vec::Vec;
 
 use ism_hal::{DevAddr, DmbToken};
 
@@ -183,7 +181,8 @@ pub struct Conn {
     ring: u32,
     peer: PeerInfo,
     attached: Option<Dmb>,
-    sndbuf: Mutex<Vec<u8>>,
+    /// Serialises writers (one write's bytes stay together in the stream).
+    tx_lock: Mutex<()>,
     prod: AtomicU64,
     cons: AtomicU64,
     confirmed: AtomicU64,
@@ -221,29 +220,26 @@ fn reset() -> io::Error {
 
 impl Conn {
     /// A connection over our registered RMB `rmb` to `peer`; with `attached` (the peer's DMB
-    /// mapped through ATTACH_DMB) it sends without copying. `sndbuf_len` sizes the copy-mode
-    /// send buffer.
+    /// mapped through ATTACH_DMB) it writes into the peer's ring itself, otherwise the
+    /// device moves the caller's bytes there (store-blocks straight from the caller's
+    /// buffer: Linux's `smc_tx_sendmsg` stages them in a send buffer because its device
+    /// reads that buffer by address; a store-block here carries the bytes, so a staging
+    /// copy would only cost a copy).
     pub fn new(
         ops: Arc<dyn SmcdOps>,
         rmb: Dmb,
         peer: PeerInfo,
         attached: Option<Dmb>,
-        sndbuf_len: usize,
         wait: WaitMode,
     ) -> Self {
         let ring = rmb.len.saturating_sub(RING_OFFSET).max(1);
-        let sndbuf = if attached.is_some() {
-            Vec::new()
-        } else {
-            vec![0; sndbuf_len.max(1)]
-        };
         Self {
             ops,
             rmb,
             ring,
             peer,
             attached,
-            sndbuf: Mutex::new(sndbuf),
+            tx_lock: Mutex::new(()),
             prod: AtomicU64::new(0),
             cons: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
@@ -611,7 +607,7 @@ impl Conn {
     /// # Errors
     /// As [`Conn::write`]; `WouldBlock` if `nonblocking` and nothing could be sent.
     pub fn write_with(&self, buf: &[u8], nonblocking: bool) -> io::Result<usize> {
-        let mut sndbuf = self.sndbuf.lock().unwrap_or_else(|e| e.into_inner());
+        let _tx = self.tx_lock.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = Self::deadline(&self.write_timeout_ms);
         let mut done = 0;
         // Slices in a row that passed without a signal while the peer's ring was full.
@@ -647,15 +643,8 @@ impl Conn {
                 }
                 continue;
             }
-            let mut n = space.min(buf.len() - done);
-            let src = &buf[done..done + n];
-            let put = if self.attached.is_some() {
-                self.put_into_peer_ring(src)
-            } else {
-                n = n.min(sndbuf.len());
-                sndbuf[..n].copy_from_slice(&src[..n]);
-                self.put_into_peer_ring(&sndbuf[..n])
-            };
+            let n = space.min(buf.len() - done);
+            let put = self.put_into_peer_ring(&buf[done..done + n]);
             // Data that did not reach the peer's ring was not sent: the producer cursor
             // stays, and the count is what was sent before.
             if let Err(e) = put {
@@ -913,6 +902,8 @@ mod tests {
     //! connection that spins or hangs fails the test instead of stalling it.
     use super::*;
     use crate::ism::{ErrorKind, IsmClient, IsmError};
+    use alloc::vec;
+    use alloc::vec::Vec;
     use ism_abi::MoveError;
     use ism_hal::fakes::FakeMemory;
     use ism_hal::{DmaMemory, Gid, MemError};
@@ -1137,14 +1128,8 @@ mod tests {
     }
 
     /// A connection with our ring of `ring` bytes and the peer's of `peer_ring`; no-copy
-    /// (the peer's DMB attached) or with a send buffer of `sndbuf` bytes; non-blocking.
-    fn setup(
-        ring: u32,
-        peer_ring: u32,
-        nocopy: bool,
-        sndbuf: usize,
-        wait: WaitMode,
-    ) -> (Arc<Ops>, Conn) {
+    /// (the peer's DMB attached) or copy mode; non-blocking.
+    fn setup(ring: u32, peer_ring: u32, nocopy: bool, wait: WaitMode) -> (Arc<Ops>, Conn) {
         let ops = Arc::new(Ops {
             mem: Mem {
                 inner: FakeMemory::new(OUR_RMB, 0x2_0000),
@@ -1177,14 +1162,14 @@ mod tests {
             rgid: Gid(1),
             attached: true,
         });
-        let c = Conn::new(ops.clone(), rmb, peer, attached, sndbuf, wait);
+        let c = Conn::new(ops.clone(), rmb, peer, attached, wait);
         c.set_nonblocking(true);
         (ops, c)
     }
 
     /// Non-blocking, our ring 100 bytes, the peer's 60, copy mode with a 1 KiB send buffer.
     fn small() -> (Arc<Ops>, Conn) {
-        setup(100, 60, false, 1024, WaitMode::BusyPoll)
+        setup(100, 60, false, WaitMode::BusyPoll)
     }
 
     fn none() -> ProdFlags {
@@ -1284,7 +1269,7 @@ mod tests {
             c.release();
             assert_eq!(*ops.released.lock().unwrap(), [("unregister", OUR_TOKEN)]);
 
-            let (ops, c) = setup(100, 60, true, 0, WaitMode::BusyPoll);
+            let (ops, c) = setup(100, 60, true, WaitMode::BusyPoll);
             assert!(c.is_nocopy());
             assert_eq!(c.attached().map(|d| d.token), Some(PEER_TOKEN));
             assert!(alloc::format!("{c:?}").contains("nocopy: true"));
@@ -1299,7 +1284,7 @@ mod tests {
     /// Writes in copy mode (`nocopy` false) or no-copy mode, through the peer's 60-byte ring:
     /// where the bytes land, what the CDCs say, when the writer is blocked.
     fn writes(nocopy: bool) {
-        let (ops, c) = setup(100, 60, nocopy, 1024, WaitMode::BusyPoll);
+        let (ops, c) = setup(100, 60, nocopy, WaitMode::BusyPoll);
         let totals = Arc::new(ConnCounters::default());
         c.count_into(totals.clone());
         let other = Arc::new(ConnCounters::default());
@@ -1373,21 +1358,14 @@ mod tests {
     }
 
     #[test]
-    fn a_write_larger_than_the_send_buffer_goes_in_pieces() {
+    fn a_copy_mode_write_moves_the_callers_bytes_without_staging() {
         within(|| {
-            let (ops, c) = setup(100, 60, false, 40, WaitMode::BusyPoll);
+            // One data move per stretch of room (no send buffer cuts it), then the CDC.
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             let a = pattern(50, 9);
             assert_eq!(c.write(&a).unwrap(), 50);
             assert_eq!(ops.peer_ring(0, 50), a);
-            assert_eq!(
-                *ops.moves.lock().unwrap(),
-                [
-                    (32, false, 40),
-                    (0, true, 32),
-                    (72, false, 10),
-                    (0, true, 32)
-                ]
-            );
+            assert_eq!(*ops.moves.lock().unwrap(), [(32, false, 50), (0, true, 32)]);
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 50));
         })
     }
@@ -1655,7 +1633,7 @@ mod tests {
     fn a_refused_move_sends_nothing_and_breaks_the_connection() {
         within(|| {
             for nocopy in [false, true] {
-                let (ops, c) = setup(100, 60, nocopy, 1024, WaitMode::BusyPoll);
+                let (ops, c) = setup(100, 60, nocopy, WaitMode::BusyPoll);
                 ops.refuse.store(true, Ordering::Relaxed);
                 assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe, "nocopy {nocopy}");
                 assert!(c.is_broken());
@@ -1672,7 +1650,7 @@ mod tests {
             for how in ["close", "abort", "both"] {
                 // A reader's consumer update the device refuses: the peer's writer would
                 // wait for it forever unless our close tells it of the abort.
-                let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+                let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
                 ops.refuse.store(true, Ordering::Relaxed);
                 assert_eq!(kind(c.shutdown_write()), Io::BrokenPipe);
                 assert!(c.is_broken());
@@ -1695,7 +1673,7 @@ mod tests {
                 );
             }
             // Terminated by the stack (link group gone, peer function down): nothing to tell.
-            let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             c.terminate();
             c.close();
             c.abort();
@@ -1708,7 +1686,7 @@ mod tests {
         within(|| {
             // The peer's ring is full and the peer says nothing more; then its RMB goes away
             // (the device refuses moves to it) without a CDC that reached us.
-            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            let (ops, c) = setup(100, 60, false, WaitMode::Blocking(Duration::ZERO));
             c.set_nonblocking(false);
             assert_eq!(c.write(&[0u8; 60]).unwrap(), 60);
             c.set_write_timeout_ms(30);
@@ -1732,7 +1710,7 @@ mod tests {
             // The peer closed; then our connection broke (a move into the RMB the peer gave
             // back was refused, or the link group went down): the close still decides.
             let closed = ConnStateFlags::PEER_CONN_CLOSED;
-            let (ops, c) = setup(100, 60, false, 1024, WaitMode::BusyPoll);
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), none(), closed);
             c.terminate();
             assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
@@ -1746,7 +1724,7 @@ mod tests {
     fn blocking_waits_end_at_their_time_limit_and_re_read_the_cursors_meanwhile() {
         within(|| {
             // Blocking without a spin phase: the device is never polled.
-            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            let (ops, c) = setup(100, 60, false, WaitMode::Blocking(Duration::ZERO));
             c.set_nonblocking(false);
             c.set_read_timeout_ms(200);
             let start = Instant::now();
@@ -1775,7 +1753,7 @@ mod tests {
     #[test]
     fn a_blocked_reader_without_a_time_limit_gets_the_data_when_it_comes() {
         within(|| {
-            let (ops, c) = setup(100, 60, false, 1024, WaitMode::Blocking(Duration::ZERO));
+            let (ops, c) = setup(100, 60, false, WaitMode::Blocking(Duration::ZERO));
             let c = Arc::new(c);
             c.set_nonblocking(false);
             let peer = {

@@ -885,7 +885,7 @@ mod tests {
             dmbe_idx: 0,
             ring_len: rmb.len - super::super::conn::RING_OFFSET,
         };
-        Arc::new(Conn::new(ops, rmb, peer, None, 4096, WaitMode::BusyPoll))
+        Arc::new(Conn::new(ops, rmb, peer, None, WaitMode::BusyPoll))
     }
 
     #[test]

@@ -178,14 +178,7 @@ fn establish(
         return Err(DeclineReason::INTERR);
     };
     let cfg = stack.config();
-    let conn = Arc::new(Conn::new(
-        ops,
-        rmb,
-        peer,
-        attached,
-        peer.ring_len as usize,
-        cfg.wait,
-    ));
+    let conn = Arc::new(Conn::new(ops, rmb, peer, attached, cfg.wait));
     conn.set_busy_poll(cfg.busy_poll);
     stack.attach_conn(g.lgr(), &conn);
     g.set_conn(conn);
