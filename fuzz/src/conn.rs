@@ -107,7 +107,12 @@ impl DmaMemory for CheckedMemory {
         panic!("the connection zeroed {len} bytes at {addr:?}");
     }
     fn load_u64(&self, addr: DevAddr) -> Result<[u8; 8], MemError> {
-        panic!("the connection used an atomic load at {addr:?}");
+        // The connection loads the peer's CDC as two atomic words (its cursors).
+        assert!(
+            inside(addr, 8, (self.our_rmb.0, self.our_rmb.0 + 32)),
+            "atomic load at {addr:?} outside our RMB's CDC area"
+        );
+        self.inner.load_u64(addr)
     }
     fn store_u64(&self, addr: DevAddr, _: [u8; 8]) -> Result<(), MemError> {
         panic!("the connection used an atomic store at {addr:?}");
