@@ -110,10 +110,14 @@ extern "C" fn prepare() {
         let mut seen: HashMap<*const Entry, Arc<Entry>> = HashMap::new();
         if let Some(m) = table.as_ref() {
             for (&fd, e) in m {
-                if let Entry::Smc(s) = &**e {
-                    let family =
-                        crate::net::sockopt_int(s.tcp_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
-                            .unwrap_or(libc::AF_INET);
+                let tcp = match &**e {
+                    Entry::Smc(s) => Some(s.tcp_fd()),
+                    Entry::Connecting(c) => Some(c.tcp_fd()),
+                    _ => None,
+                };
+                if let Some(tcp) = tcp {
+                    let family = crate::net::sockopt_int(tcp, libc::SOL_SOCKET, libc::SO_DOMAIN)
+                        .unwrap_or(libc::AF_INET);
                     dummies.push((fd, family));
                 }
                 let new = match seen.get(&Arc::as_ptr(e)) {
@@ -123,6 +127,13 @@ extern "C" fn prepare() {
                             Entry::Smc(s) => {
                                 close.push(s.tcp_fd());
                                 close.push(s.bell_fd());
+                                Entry::Inherited(Inherited::default())
+                            }
+                            Entry::Connecting(c) => {
+                                // The connect under way stays with the parent, as a
+                                // connection does.
+                                close.push(c.tcp_fd());
+                                close.push(c.b_fd());
                                 Entry::Inherited(Inherited::default())
                             }
                             Entry::Inherited(_) => Entry::Inherited(Inherited::default()),

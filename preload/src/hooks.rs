@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use ism_host_driver::smcd::Stream;
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
+use crate::connecting::Connecting;
 use crate::net;
 use crate::real::{errno, fail, real, set_errno};
 use crate::runtime::{runtime, Runtime};
@@ -35,6 +36,9 @@ pub enum Entry {
     /// `fork` (the connection stays with the parent) or across `exec` (the connection is
     /// gone with the old image). Its data calls fail with `ENOTCONN` (see `crate::fork`).
     Inherited(Inherited),
+    /// A non-blocking `connect` to an `ism-run` listener under way on a library thread
+    /// (see `crate::connecting`).
+    Connecting(Connecting),
 }
 
 /// See [`Entry::Inherited`].
@@ -170,12 +174,34 @@ pub(crate) fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
     TABLE.get(fd).filter(|e| matches!(**e, Entry::Smc(_)))
 }
 
-/// The entry the data calls of `fd` go to: an SMC-D connection, or one of another
-/// process image ([`Entry::Inherited`], whose calls fail).
+/// The entry the data calls of `fd` go to: an SMC-D connection, one of another process
+/// image ([`Entry::Inherited`], whose calls fail), or a connect under way.
 fn data_of(fd: c_int) -> Option<Arc<Entry>> {
+    TABLE.get(fd).filter(|e| {
+        matches!(
+            **e,
+            Entry::Smc(_) | Entry::Inherited(_) | Entry::Connecting(_)
+        )
+    })
+}
+
+/// The connect under way behind `fd`, if any.
+fn connecting_of(fd: c_int) -> Option<Arc<Entry>> {
     TABLE
         .get(fd)
-        .filter(|e| matches!(**e, Entry::Smc(_) | Entry::Inherited(_)))
+        .filter(|e| matches!(**e, Entry::Connecting(_)))
+}
+
+/// A data call on a descriptor whose connect is under way (or failed): the `errno`
+/// (`EAGAIN` while under way for a non-blocking call), or, once SMC-D or TCP took the
+/// descriptor (a blocking call waited for that), the entry to redo the call with (`None`:
+/// TCP, the real call).
+fn settle(c: &Connecting, fd: c_int, dontwait: bool) -> Result<Option<Arc<Entry>>, c_int> {
+    c.settle(dontwait)?;
+    match data_of(fd) {
+        Some(e) if matches!(*e, Entry::Connecting(_)) => Err(libc::ENOTCONN),
+        other => Ok(other),
+    }
 }
 
 /// A data call on an inherited descriptor: `ENOTCONN` (this process has no connection
@@ -193,7 +219,7 @@ macro_rules! smc {
     ($e:expr) => {
         match &*$e {
             Entry::Smc(s) => s,
-            Entry::Listener(_) | Entry::Inherited(_) => {
+            Entry::Listener(_) | Entry::Inherited(_) | Entry::Connecting(_) => {
                 unreachable!("smc_of returns connections only")
             }
         }
@@ -252,6 +278,15 @@ pub(crate) unsafe fn smc_recv(
     if let Entry::Inherited(i) = e {
         return inherited_fail(fd, i);
     }
+    if let Entry::Connecting(c) = e {
+        let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
+        return match settle(c, fd, dontwait) {
+            Err(e) => fail(e),
+            // SAFETY: the caller's buffer, as for this call.
+            Ok(Some(e)) => unsafe { smc_recv(&e, fd, buf, len, flags) },
+            Ok(None) => call_real!(recv(fd, buf, len, flags)),
+        };
+    }
     let s = smc!(e);
     let slice: &mut [u8] = if len == 0 || buf.is_null() {
         &mut []
@@ -278,6 +313,15 @@ pub(crate) unsafe fn smc_send(
 ) -> ssize_t {
     if let Entry::Inherited(i) = e {
         return inherited_fail(fd, i);
+    }
+    if let Entry::Connecting(c) = e {
+        let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
+        return match settle(c, fd, dontwait) {
+            Err(e) => fail(e),
+            // SAFETY: the caller's buffer, as for this call.
+            Ok(Some(e)) => unsafe { smc_send(&e, fd, buf, len, flags) },
+            Ok(None) => call_real!(send(fd, buf, len, flags)),
+        };
     }
     let s = smc!(e);
     let slice: &[u8] = if len == 0 || buf.is_null() {
@@ -633,6 +677,9 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !TABLE.maybe_tracked(fd) {
         return call_real!(shutdown(fd, how));
     }
+    if connecting_of(fd).is_some() {
+        return fail(libc::ENOTCONN);
+    }
     guarded(|| match smc_of(fd) {
         Some(e) => match smc!(e).shutdown(how) {
             Ok(()) => 0,
@@ -657,12 +704,26 @@ pub unsafe extern "C" fn getsockopt(
     if !TABLE.maybe_tracked(fd) {
         return call_real!(getsockopt(fd, level, name, val, len));
     }
-    guarded(|| match smc_of(fd) {
-        Some(e) => {
-            let tcp = smc!(e).tcp_fd();
-            call_real!(getsockopt(tcp, level, name, val, len))
+    guarded(|| match TABLE.get(fd).as_deref() {
+        Some(Entry::Smc(s)) => call_real!(getsockopt(s.tcp_fd(), level, name, val, len)),
+        Some(Entry::Connecting(c)) if level == libc::SOL_SOCKET && name == libc::SO_ERROR => {
+            if val.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            // SAFETY: the caller's option length.
+            let room = unsafe { *len } as usize;
+            if room < size_of::<c_int>() {
+                return fail(libc::EINVAL);
+            }
+            // SAFETY: the caller's option value holds an `int` (checked length).
+            unsafe {
+                std::ptr::write_unaligned(val.cast::<c_int>(), c.take_error());
+                *len = size_of::<c_int>() as socklen_t;
+            }
+            0
         }
-        None => call_real!(getsockopt(fd, level, name, val, len)),
+        Some(Entry::Connecting(c)) => call_real!(getsockopt(c.tcp_fd(), level, name, val, len)),
+        _ => call_real!(getsockopt(fd, level, name, val, len)),
     })
 }
 
@@ -707,7 +768,14 @@ pub unsafe extern "C" fn setsockopt(
             }
             r
         }
-        None => call_real!(setsockopt(fd, level, name, val, len)),
+        None => match connecting_of(fd).as_deref() {
+            // While the connect is under way, options go to the TCP socket (the
+            // connection's socket pair copies the time limits from it when it is made).
+            Some(Entry::Connecting(c)) => {
+                call_real!(setsockopt(c.tcp_fd(), level, name, val, len))
+            }
+            _ => call_real!(setsockopt(fd, level, name, val, len)),
+        },
     })
 }
 
@@ -720,12 +788,10 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     if !TABLE.maybe_tracked(fd) {
         return call_real!(getsockname(fd, addr, len));
     }
-    guarded(|| match smc_of(fd) {
-        Some(e) => {
-            let tcp = smc!(e).tcp_fd();
-            call_real!(getsockname(tcp, addr, len))
-        }
-        None => call_real!(getsockname(fd, addr, len)),
+    guarded(|| match TABLE.get(fd).as_deref() {
+        Some(Entry::Smc(s)) => call_real!(getsockname(s.tcp_fd(), addr, len)),
+        Some(Entry::Connecting(c)) => call_real!(getsockname(c.tcp_fd(), addr, len)),
+        _ => call_real!(getsockname(fd, addr, len)),
     })
 }
 
@@ -738,12 +804,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     if !TABLE.maybe_tracked(fd) {
         return call_real!(getpeername(fd, addr, len));
     }
-    guarded(|| match smc_of(fd) {
-        Some(e) => {
-            let tcp = smc!(e).tcp_fd();
-            call_real!(getpeername(tcp, addr, len))
-        }
-        None => call_real!(getpeername(fd, addr, len)),
+    guarded(|| match TABLE.get(fd).as_deref() {
+        Some(Entry::Smc(s)) => call_real!(getpeername(s.tcp_fd(), addr, len)),
+        Some(Entry::Connecting(_)) => fail(libc::ENOTCONN),
+        _ => call_real!(getpeername(fd, addr, len)),
     })
 }
 
@@ -807,10 +871,19 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         if EPOLL_FDS.maybe(fd) {
             epoll_forget(fd, None);
         }
+        // A connect under way on this descriptor ends first or sees the close: its lock
+        // orders the two (see `crate::connecting`).
+        let connecting = connecting_of(fd);
+        let order = connecting.as_deref().and_then(|e| match e {
+            Entry::Connecting(c) => Some(c.closing()),
+            _ => None,
+        });
         let entry = TABLE.remove(fd);
         let r: c_int = call_real!(close(fd));
         let saved = errno();
+        drop(order);
         drop(entry);
+        drop(connecting);
         set_errno(saved);
         r
     })
@@ -920,7 +993,10 @@ pub unsafe extern "C" fn epoll_ctl(
     if r != 0 {
         return r;
     }
-    if TABLE.maybe_tracked(fd) {
+    // A connect under way: its registrations move with the number when it ends.
+    let connecting =
+        TABLE.maybe_tracked(fd) && guarded(|| i8::from(connecting_of(fd).is_some())) == 1;
+    if TABLE.maybe_tracked(fd) && !connecting {
         if op == libc::EPOLL_CTL_ADD {
             adopt_listener(fd);
         }
@@ -939,7 +1015,7 @@ pub unsafe extern "C" fn epoll_ctl(
         return r;
     }
     let saved = errno();
-    if net::is_inet_stream(fd) && net::peer_addr(fd).is_none() {
+    if connecting || (net::is_inet_stream(fd) && net::peer_addr(fd).is_none()) {
         // SAFETY: the caller's event, read once.
         let e = unsafe { *ev };
         guarded(|| {
@@ -974,7 +1050,7 @@ fn get_flags(fd: c_int) -> c_int {
     }
 }
 
-fn dup_high(fd: c_int) -> c_int {
+pub(crate) fn dup_high(fd: c_int) -> c_int {
     match real().fcntl {
         Some(f) => {
             // SAFETY: duplicates `fd` at or above 512, close-on-exec.
@@ -1010,20 +1086,18 @@ fn restore_opts(fd: c_int, o: &SavedOpts) {
     let _ = tcp.set_nodelay(o.nodelay);
 }
 
-/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`.
-fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c_int> {
-    let (smc, a) = SmcFd::new(stream, tcp)?;
-    crate::fork::mark_doorbell(a.as_raw_fd());
-    set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+/// Puts the open file of `new` on the application's descriptor `app` (`dup3`, keeping
+/// `app`'s close-on-exec flag), with the registrations of `app` in `epoll` sets: those the
+/// library recorded (made before `connect`, or while a non-blocking one was under way)
+/// are taken off the old file (only those that really exist: the DEL must succeed) and
+/// put on the new one. `still_recorded`: the library keeps recording them (the new file is
+/// a non-blocking connect's placeholder, which they must leave again at its end).
+pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(), c_int> {
     let cloexec = match real().fcntl {
         // SAFETY: F_GETFD takes no argument.
         Some(f) => (unsafe { f(app, libc::F_GETFD, 0) } & libc::FD_CLOEXEC) != 0,
         None => false,
     };
-    let entry = Arc::new(Entry::Smc(smc));
-    drop(TABLE.insert(app, entry.clone()));
-    // epoll registrations made before connect are on the TCP socket's file: take them off
-    // (only those that really exist: the DEL must succeed), to put them on A below.
     let regs = if EPOLL_FDS.maybe(app) {
         let r = epoll_regs().as_mut().and_then(|m| m.remove(&app));
         EPOLL_FDS.set(app, false);
@@ -1043,19 +1117,36 @@ fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c
             r == 0
         })
         .collect();
-    let r: c_int = call_real!(dup3(
-        a.as_raw_fd(),
-        app,
-        if cloexec { libc::O_CLOEXEC } else { 0 }
-    ));
-    for (epfd, mut ev) in moved {
-        let _: c_int = call_real!(epoll_ctl(epfd, libc::EPOLL_CTL_ADD, app, &mut ev));
+    let r: c_int = call_real!(dup3(new, app, if cloexec { libc::O_CLOEXEC } else { 0 }));
+    let e = errno();
+    for (epfd, mut ev) in &moved {
+        let _: c_int = call_real!(epoll_ctl(*epfd, libc::EPOLL_CTL_ADD, app, &mut ev));
+    }
+    if still_recorded && !moved.is_empty() {
+        epoll_regs()
+            .get_or_insert_with(HashMap::new)
+            .insert(app, moved);
+        EPOLL_FDS.set(app, true);
     }
     if r < 0 {
-        let e = errno();
-        drop(TABLE.remove(app));
         return Err(e);
     }
+    Ok(())
+}
+
+/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`.
+pub(crate) fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c_int> {
+    let (smc, a) = SmcFd::new(stream, tcp)?;
+    crate::fork::mark_doorbell(a.as_raw_fd());
+    set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+    let entry = Arc::new(Entry::Smc(smc));
+    let old = TABLE.insert(app, entry.clone());
+    if let Err(e) = put_on(app, a.as_raw_fd(), false) {
+        drop(TABLE.remove(app));
+        drop(old);
+        return Err(e);
+    }
+    drop(old);
     drop(a);
     copy_timeouts(tcp, app);
     smc!(entry).ring();
@@ -1098,40 +1189,61 @@ fn handshake(rt: &Runtime, app: c_int, client: bool) -> Handshake {
 }
 
 fn handshake_blocking(rt: &Runtime, app: c_int, client: bool, flags: c_int) -> Handshake {
+    match negotiate(rt, app, client) {
+        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags) {
+            Ok(()) => Handshake::Smc,
+            Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
+        },
+        Negotiated::Fallback(why) => Handshake::Fallback(why),
+        Negotiated::Failed(e, why) => Handshake::Failed(e, why),
+    }
+}
+
+/// What a CLC handshake gave, before anything is installed.
+pub(crate) enum Negotiated {
+    /// SMC-D: the stream, and its TCP socket's descriptor (the stream owns it).
+    Smc(Stream, c_int),
+    /// The peer declined (why): the socket stays TCP.
+    Fallback(String),
+    /// The handshake failed: the `errno` to report, and why.
+    Failed(c_int, String),
+}
+
+/// Runs the CLC handshake over the connected TCP socket `sock` (a descriptor of it: the
+/// stream takes a duplicate), blocking; the program's socket options are as before it
+/// unless SMC-D took the connection.
+pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
     let Some(stack) = rt.stack() else {
-        return Handshake::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
+        return Negotiated::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
     };
-    let tcp = dup_high(app);
+    let tcp = dup_high(sock);
     if tcp < 0 {
-        return Handshake::Failed(errno(), "no descriptor for the TCP socket".into());
+        return Negotiated::Failed(errno(), "no descriptor for the TCP socket".into());
     }
     // SAFETY: `tcp` is a new descriptor that nobody else owns.
-    let sock = unsafe { std::net::TcpStream::from_raw_fd(tcp) };
-    let saved = save_opts(&sock);
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(tcp) };
+    let saved = save_opts(&stream);
     let r = if client {
-        Stream::client_on(&stack, sock)
+        Stream::client_on(&stack, stream)
     } else {
-        Stream::server_on(&stack, sock)
+        Stream::server_on(&stack, stream)
     };
     match r {
         Ok(s) if s.is_smc() => {
             // The program's own time limits (the handshake changed SO_RCVTIMEO) on the
             // TCP socket, for getsockopt, and on A, where blocking calls wait.
             restore_opts(tcp, &saved);
-            match install(app, s, tcp, flags) {
-                Ok(()) => Handshake::Smc,
-                Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
-            }
+            Negotiated::Smc(s, tcp)
         }
         Ok(s) => {
-            restore_opts(app, &saved);
+            restore_opts(sock, &saved);
             let why = s
                 .fallback_reason()
                 .map_or_else(|| "fallback".to_owned(), |r| r.to_string());
             drop(s);
-            Handshake::Fallback(why)
+            Negotiated::Fallback(why)
         }
-        Err(e) => Handshake::Failed(
+        Err(e) => Negotiated::Failed(
             if client {
                 libc::ECONNREFUSED
             } else {
@@ -1142,16 +1254,20 @@ fn handshake_blocking(rt: &Runtime, app: c_int, client: bool, flags: c_int) -> H
     }
 }
 
-/// `connect`: to a destination with a listener registered on the board, connects (blocking,
-/// also for a non-blocking socket: see docs/ism-run.md) and runs the CLC client handshake;
-/// to anything else, plain TCP.
+/// `connect`: to a destination with a listener registered on the board, connects and runs
+/// the CLC client handshake (a non-blocking socket gets `EINPROGRESS` at once, and both
+/// run on a library thread: `crate::connecting`); to anything else, plain TCP.
 ///
 /// # Safety
 /// As the C library's `connect`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if TABLE.maybe_tracked(fd) && smc_of(fd).is_some() {
-        return fail(libc::EISCONN);
+    if TABLE.maybe_tracked(fd) {
+        match TABLE.get(fd).as_deref() {
+            Some(Entry::Smc(_)) => return fail(libc::EISCONN),
+            Some(Entry::Connecting(c)) => return fail(c.connect_again()),
+            _ => {}
+        }
     }
     // SAFETY: the caller's address of `len` bytes.
     let Some(dest) = (unsafe { net::from_c(addr, len) }) else {
@@ -1192,7 +1308,29 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
         let flags = get_flags(fd);
         if flags & libc::O_NONBLOCK != 0 {
-            set_flags(fd, flags & !libc::O_NONBLOCK);
+            let r: c_int = call_real!(connect(fd, addr, len));
+            let e = errno();
+            if r != 0 && e != libc::EINPROGRESS {
+                let _ = names.unregister_client(local, dest);
+                return fail(e);
+            }
+            return match crate::connecting::start(rt, fd, dest, flags) {
+                Ok(()) => {
+                    rt.debug(|| format!("connect {local} -> {dest}: non-blocking, under way"));
+                    fail(libc::EINPROGRESS)
+                }
+                Err(why) => {
+                    // Left on TCP: the listener must not wait for a handshake.
+                    rt.debug(|| format!("connect {local} -> {dest}: errno {why}: TCP"));
+                    let _ = names.unregister_client(local, dest);
+                    if r == 0 {
+                        set_errno(entry_errno);
+                        0
+                    } else {
+                        fail(libc::EINPROGRESS)
+                    }
+                }
+            };
         }
         let r: c_int = call_real!(connect(fd, addr, len));
         if r != 0 {

@@ -17,6 +17,7 @@
 //! parent), and an `exec`ed image neutralises SMC-D descriptors passed to it (`fork.rs`).
 
 pub mod config;
+mod connecting;
 mod fork;
 mod hooks;
 pub mod net;

@@ -37,7 +37,7 @@ const CHUNK: usize = 256 << 10;
 fn smc(e: &Entry) -> &SmcFd {
     match e {
         Entry::Smc(s) => s,
-        Entry::Listener(_) | Entry::Inherited(_) => {
+        Entry::Listener(_) | Entry::Inherited(_) | Entry::Connecting(_) => {
             unreachable!("smc_of returns connections only")
         }
     }

@@ -387,6 +387,50 @@ fn an_epoll_registration_made_before_connect_follows_the_socket() {
     }
 }
 
+/// A non-blocking `connect` to an `ism-run` listener behaves as TCP's: `EINPROGRESS`, a
+/// second `connect` meanwhile `EALREADY` (or `EISCONN` once done), `EPOLLOUT` when it
+/// completes (level- and edge-triggered, registered before or after `connect`), then
+/// `SO_ERROR` 0; and the connection runs over SMC-D. The same programs pass over TCP.
+#[test]
+fn a_non_blocking_connect_is_in_progress_then_writable_as_on_tcp() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    for extra in [
+        &["--after", "--so-error"][..],
+        &["--after", "--et", "--so-error"][..],
+        &["--et"][..],
+    ] {
+        for under in [Under::Plain, Under::Run(&env, vec![])] {
+            let smc = matches!(under, Under::Run(..));
+            let what = format!("{extra:?}, SMC-D: {smc}");
+            let (srv, addr) = server(&under, &[]);
+            let mut args = vec!["epoll-connect", &addr, "--bytes", "300000"];
+            args.extend_from_slice(extra);
+            let (ok, out, err) = spawn(command(&under, &args)).finish();
+            assert!(
+                ok && out.contains("ok 300000 bytes"),
+                "{what}: {out}\n{err}"
+            );
+            if extra.contains(&"--so-error") {
+                assert!(out.contains("so_error 0"), "{what}: {out}");
+            }
+            if smc {
+                assert!(out.contains("connect: in progress"), "{what}: {out}");
+                assert!(
+                    out.contains("connect again: EALREADY")
+                        || out.contains("connect again: EISCONN")
+                        || out.contains("connect again: done"),
+                    "{what}: {out}"
+                );
+                assert!(err.contains("(non-blocking): SMC-D"), "{what}: {err}");
+            }
+            let (sok, _, serr) = srv.finish();
+            assert!(sok, "{what}: {serr}");
+        }
+    }
+    assert_board_empty(&b);
+}
+
 #[test]
 fn without_a_board_one_warning_and_plain_tcp() {
     let env = Env::none();

@@ -6,7 +6,7 @@
 //! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
-//! echo epoll-connect ADDR --bytes N
+//! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
 //! echo et-send ADDR [--bytes N]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
@@ -25,7 +25,11 @@
 //! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
 //! that each behaves as on a TCP socket: the same run must pass over TCP and over SMC-D.
 //! `epoll-connect` adds a non-blocking socket to an epoll set *before* connecting (as
-//! nginx does for upstreams), then sends N bytes and verifies the echo, driven by epoll.
+//! nginx does for upstreams; `--after`: after `connect`), then sends N bytes and verifies
+//! the echo, driven by epoll (`--et`: edge-triggered). It prints whether `connect` was
+//! `in progress` (then what a second `connect` gave: `EALREADY`, or `EISCONN` if it
+//! completed meanwhile) or `done at once`; `--so-error`: `SO_ERROR` must read 0 at the
+//! first `EPOLLOUT`.
 //!
 //! `et-send` listens, accepts one connection and sends N pattern bytes from a non-blocking
 //! socket driven by edge-triggered epoll (as nginx sends a response): after each `EAGAIN`
@@ -78,7 +82,15 @@ fn main() -> ExitCode {
     let r = match role.as_str() {
         "self" => self_connect(addr),
         "probe" => probe(addr),
-        "epoll-connect" => epoll_connect(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
+        "epoll-connect" => epoll_connect(
+            addr,
+            arg(&args, "--bytes").unwrap_or(1 << 20),
+            &EpollConnect {
+                after: args.iter().any(|a| a == "--after"),
+                et: args.iter().any(|a| a == "--et"),
+                so_error: args.iter().any(|a| a == "--so-error"),
+            },
+        ),
         "prefork" => prefork(
             addr,
             arg(&args, "--workers").unwrap_or(2),
@@ -519,7 +531,17 @@ fn probe(addr: &str) -> Result<(), String> {
 
 // ------------------------------------------------------------------ epoll-connect
 
-fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
+/// How `epoll-connect` runs.
+struct EpollConnect {
+    /// Register with epoll after `connect` instead of before it.
+    after: bool,
+    /// Edge-triggered registration.
+    et: bool,
+    /// Ask `SO_ERROR` (must be 0) at the first `EPOLLOUT`.
+    so_error: bool,
+}
+
+fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), String> {
     let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     // SAFETY: plain socket and epoll calls on descriptors made here.
     let fd = unsafe {
@@ -534,13 +556,21 @@ fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
     if fd < 0 || ep < 0 {
         return Err("socket/epoll".into());
     }
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32,
-        u64: 7,
+    let et = if how.et { libc::EPOLLET as u32 } else { 0 };
+    let register = |op: i32, events: i32| {
+        let mut ev = libc::epoll_event {
+            events: events as u32 | et,
+            u64: 7,
+        };
+        // SAFETY: a valid event.
+        if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } != 0 {
+            return Err(format!("epoll_ctl: errno {}", errno()));
+        }
+        Ok(())
     };
-    // SAFETY: a valid event.
-    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-        return Err(format!("epoll_ctl: errno {}", errno()));
+    let all = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP;
+    if !how.after {
+        register(libc::EPOLL_CTL_ADD, all)?;
     }
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -550,19 +580,40 @@ fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
         },
         sin_zero: [0; 8],
     };
-    // SAFETY: a valid sockaddr_in of its size.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            (&raw const sin).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
+    let connect = || {
+        // SAFETY: a valid sockaddr_in of its size.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                (&raw const sin).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r == 0 {
+            0
+        } else {
+            errno()
+        }
     };
-    if r != 0 && errno() != libc::EINPROGRESS {
-        return Err(format!("connect: errno {}", errno()));
+    match connect() {
+        0 => println!("connect: done at once"),
+        libc::EINPROGRESS => {
+            println!("connect: in progress");
+            // A second connect meanwhile: EALREADY, or EISCONN if it completed already.
+            match connect() {
+                0 => println!("connect again: done"),
+                libc::EALREADY => println!("connect again: EALREADY"),
+                libc::EISCONN => println!("connect again: EISCONN"),
+                e => return Err(format!("connect again: errno {e}")),
+            }
+        }
+        e => return Err(format!("connect: errno {e}")),
+    }
+    if how.after {
+        register(libc::EPOLL_CTL_ADD, all)?;
     }
     let data: Vec<u8> = (0..bytes).map(pattern).collect();
-    let (mut sent, mut got, mut shut) = (0usize, 0usize, false);
+    let (mut sent, mut got, mut shut, mut asked) = (0usize, 0usize, false, false);
     let mut buf = vec![0u8; 64 << 10];
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -574,13 +625,36 @@ fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
         let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 1000) };
         for e in evs.iter().take(n.max(0) as usize) {
             let flags = e.events;
-            if flags & libc::EPOLLOUT as u32 != 0 && sent < bytes {
+            if flags & libc::EPOLLOUT as u32 != 0 && how.so_error && !asked {
+                asked = true;
+                let mut err: i32 = -1;
+                let mut len = size_of::<i32>() as libc::socklen_t;
+                // SAFETY: an `int` of its size.
+                let r = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_ERROR,
+                        (&raw mut err).cast(),
+                        &mut len,
+                    )
+                };
+                if r != 0 || err != 0 {
+                    return Err(format!("SO_ERROR at EPOLLOUT: r {r}, error {err}"));
+                }
+                println!("so_error 0");
+            }
+            // Send until the socket is full (edge-triggered: the next EPOLLOUT comes only
+            // after an EAGAIN).
+            while flags & libc::EPOLLOUT as u32 != 0 && sent < bytes {
                 let end = (sent + (64 << 10)).min(bytes);
                 // SAFETY: a valid buffer of its length.
                 let k = unsafe { libc::send(fd, data[sent..end].as_ptr().cast(), end - sent, 0) };
                 if k > 0 {
                     sent += k as usize;
-                } else if errno() != libc::EAGAIN {
+                } else if errno() == libc::EAGAIN {
+                    break;
+                } else {
                     return Err(format!("send: errno {}", errno()));
                 }
             }
@@ -588,12 +662,7 @@ fn epoll_connect(addr: &str, bytes: usize) -> Result<(), String> {
                 // SAFETY: our socket.
                 unsafe { libc::shutdown(fd, libc::SHUT_WR) };
                 shut = true;
-                let mut ev = libc::epoll_event {
-                    events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-                    u64: 7,
-                };
-                // SAFETY: a valid event.
-                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+                register(libc::EPOLL_CTL_MOD, libc::EPOLLIN | libc::EPOLLRDHUP)?;
             }
             if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
                 loop {

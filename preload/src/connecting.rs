@@ -1,0 +1,371 @@
+//! A non-blocking `connect` to an `ism-run` listener: `EINPROGRESS` at once, as TCP gives;
+//! the TCP connection and the CLC handshake run on a library thread, and the result takes
+//! the application's descriptor when it is known.
+//!
+//! Meanwhile the descriptor is a placeholder: one end (A) of a socket pair whose send
+//! buffer is filled, so it polls neither readable nor writable, as a TCP socket whose
+//! connection is under way. At the end:
+//! * **SMC-D**: the connection's own socket pair takes the number (`hooks::install`): it
+//!   polls writable, so `poll`/`epoll` report `POLLOUT` as for a completed TCP connect;
+//! * **TCP** (the peer declined): the TCP socket takes the number back, connected;
+//! * **failure**: the placeholder's other end (B) is shut down, so A polls `POLLHUP`, and
+//!   `SO_ERROR`, `connect` and data calls give the error, as after a failed TCP connect.
+//!
+//! In between, a second `connect` fails with `EALREADY`, `SO_ERROR` reads 0, data calls on
+//! a non-blocking descriptor fail with `EAGAIN` (a blocking one waits for the end), and
+//! `getpeername` with `ENOTCONN`, all as on a TCP socket in `SYN_SENT`. The registrations
+//! of the descriptor in `epoll` sets move with its number, as when a blocking `connect`
+//! becomes SMC-D. The end and the program's `close` of the descriptor are ordered by the
+//! connection's lock: whichever comes first wins, and the other sees it (a closed
+//! descriptor's connection is dropped, never put on a number the program may reuse).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+
+use crate::real::{errno, real};
+use crate::runtime::Runtime;
+
+/// Where a background connect stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The TCP connection or the handshake is under way.
+    Pending,
+    /// It failed with this `errno`; `reported`: `SO_ERROR` gave it already.
+    Failed { errno: c_int, reported: bool },
+    /// SMC-D or TCP took the descriptor (a `dup` of the placeholder stays unconnected).
+    Done,
+    /// The program closed the descriptor first.
+    Closed,
+}
+
+/// The state of one background connect (the entry of its descriptor meanwhile).
+pub struct Connecting {
+    /// The placeholder's other end.
+    b: OwnedFd,
+    /// The TCP socket, on a descriptor of the library's (options and `getsockname` go to
+    /// it while the connect is under way).
+    tcp: OwnedFd,
+    /// The program's file status flags at `connect` (`O_NONBLOCK` among them).
+    flags: c_int,
+    /// Where the connection goes (for the debug lines).
+    dest: SocketAddr,
+    state: Mutex<State>,
+    ended: Condvar,
+}
+
+/// The longest a background connect waits for its TCP connection (Linux gives up on an
+/// unanswered SYN after about two minutes with the default `tcp_syn_retries`).
+const TCP_CONNECT_LIMIT: Duration = Duration::from_secs(130);
+
+impl Connecting {
+    /// Locks the state (the order against `close`: this lock, then the table's).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The program closes the descriptor: a connect still under way ends as closed (its
+    /// thread drops what it made). Returns the lock, to be held over the real `close`.
+    pub fn closing(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        if *st == State::Pending {
+            *st = State::Closed;
+            self.ended.notify_all();
+        }
+        st
+    }
+
+    /// The placeholder's other end (B), for a forked child to close.
+    pub fn b_fd(&self) -> c_int {
+        self.b.as_raw_fd()
+    }
+
+    /// The TCP socket's descriptor.
+    pub fn tcp_fd(&self) -> c_int {
+        self.tcp.as_raw_fd()
+    }
+
+    /// What a data call gets now: `Ok(())` once SMC-D or TCP took the descriptor (the
+    /// caller looks it up again), else the `errno` (`EAGAIN` while under way if `dontwait`;
+    /// a blocking call waits for the end first).
+    pub fn settle(&self, dontwait: bool) -> Result<(), c_int> {
+        let mut st = self.lock();
+        while *st == State::Pending && !dontwait {
+            st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        match *st {
+            State::Pending => Err(libc::EAGAIN),
+            State::Failed { errno, .. } => Err(errno),
+            State::Done => Ok(()),
+            State::Closed => Err(libc::EBADF),
+        }
+    }
+
+    /// `connect` again: `EALREADY` while under way, the error after a failure.
+    pub fn connect_again(&self) -> c_int {
+        match *self.lock() {
+            State::Pending => libc::EALREADY,
+            State::Failed { errno, .. } => errno,
+            State::Done | State::Closed => libc::EISCONN,
+        }
+    }
+
+    /// `SO_ERROR`: the failure once, then 0 (0 while under way).
+    pub fn take_error(&self) -> c_int {
+        let mut st = self.lock();
+        match &mut *st {
+            State::Failed { errno, reported } if !*reported => {
+                *reported = true;
+                *errno
+            }
+            _ => 0,
+        }
+    }
+
+    /// Ends the connect with a failure: A polls `POLLHUP` (B shut down both ways) and
+    /// writable (B drained), as a TCP socket whose connect failed.
+    fn fail(&self, st: &mut State, e: c_int) {
+        *st = State::Failed {
+            errno: e,
+            reported: false,
+        };
+        if let Some(sh) = real().shutdown {
+            // SAFETY: shuts down our own descriptors B and the TCP socket.
+            unsafe {
+                sh(self.b.as_raw_fd(), libc::SHUT_RDWR);
+                sh(self.tcp.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
+        drain(self.b.as_raw_fd());
+    }
+}
+
+/// Reads everything B holds (A's filled send buffer), without waiting.
+fn drain(b: c_int) {
+    let Some(recv) = real().recv else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into a local buffer of its length from our own descriptor, without
+    // waiting.
+    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
+}
+
+/// Fills A's send buffer (A→B) until the kernel refuses more: A polls unwritable.
+fn fill(a: c_int) {
+    let Some(send) = real().send else {
+        return;
+    };
+    let junk = [0u8; 4096];
+    // SAFETY: sends from a local buffer of its length on our own descriptor A, without
+    // waiting and without SIGPIPE.
+    while unsafe {
+        send(
+            a,
+            junk.as_ptr().cast(),
+            junk.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    } > 0
+    {}
+}
+
+/// The placeholder socket pair: (A, B), A's send buffer the kernel's smallest and filled,
+/// both close-on-exec and B non-blocking.
+fn placeholder() -> Result<(OwnedFd, OwnedFd), c_int> {
+    let mut sv = [-1 as c_int; 2];
+    // SAFETY: `sv` has room for the two descriptors.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(errno());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    if let Some(set) = real().setsockopt {
+        let one: c_int = 1;
+        // SAFETY: SO_SNDBUF with an `int` of its size on our own descriptor A (the kernel
+        // raises it to its minimum).
+        unsafe {
+            set(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&one as *const c_int).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    if let Some(f) = real().fcntl {
+        // SAFETY: sets O_NONBLOCK on our own descriptor B.
+        unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    fill(a.as_raw_fd());
+    Ok((a, b))
+}
+
+/// After the real non-blocking `connect` of `fd` to `dest` started (or completed): puts the
+/// placeholder on `fd` and starts the thread that finishes the connect. `Err`: nothing
+/// changed (the caller leaves the socket on TCP).
+pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) -> Result<(), c_int> {
+    use crate::hooks::{dup_high, put_on, Entry, TABLE};
+    let tcp = dup_high(fd);
+    if tcp < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    let tcp = unsafe { OwnedFd::from_raw_fd(tcp) };
+    let (a, b) = placeholder()?;
+    set_nonblocking(a.as_raw_fd(), flags & libc::O_NONBLOCK != 0);
+    let entry = Arc::new(Entry::Connecting(Connecting {
+        b,
+        tcp,
+        flags,
+        dest,
+        state: Mutex::new(State::Pending),
+        ended: Condvar::new(),
+    }));
+    let old = TABLE.insert(fd, entry.clone());
+    if let Err(e) = put_on(fd, a.as_raw_fd(), true) {
+        drop(TABLE.remove(fd));
+        drop(old);
+        return Err(e);
+    }
+    drop(old);
+    drop(a);
+    let job = entry.clone();
+    let spawned = crate::runtime::with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("ism-run-connect".into())
+            .spawn(move || finish(rt, fd, &job))
+            .is_ok()
+    });
+    if !spawned {
+        finish(rt, fd, &entry);
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: c_int, on: bool) {
+    if let Some(f) = real().fcntl {
+        // SAFETY: F_GETFL/F_SETFL on a descriptor of ours.
+        unsafe {
+            let fl = f(fd, libc::F_GETFL, 0);
+            if fl >= 0 {
+                let fl = if on {
+                    fl | libc::O_NONBLOCK
+                } else {
+                    fl & !libc::O_NONBLOCK
+                };
+                f(fd, libc::F_SETFL, fl);
+            }
+        }
+    }
+}
+
+/// Waits (bounded) for the TCP connection of `tcp`; its `errno` if it failed.
+fn wait_tcp(tcp: c_int) -> Result<(), c_int> {
+    let deadline = Instant::now() + TCP_CONNECT_LIMIT;
+    loop {
+        let mut p = libc::pollfd {
+            fd: tcp,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(libc::ETIMEDOUT);
+        }
+        let ms = left.as_millis().min(1000) as c_int;
+        // SAFETY: one valid pollfd (the library does not interpose `poll`).
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n > 0 {
+            break;
+        }
+        if n < 0 && errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+    let mut err: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    let r = match real().getsockopt {
+        // SAFETY: SO_ERROR into an `int` of its size, on our own descriptor.
+        Some(g) => unsafe {
+            g(
+                tcp,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut c_int).cast(),
+                &mut len,
+            )
+        },
+        None => return Err(libc::ENOSYS),
+    };
+    match (r, err) {
+        (0, 0) => Ok(()),
+        (0, e) => Err(e),
+        _ => Err(errno()),
+    }
+}
+
+/// The thread's work: the TCP connection, the handshake, then the descriptor's new owner.
+fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
+    use crate::hooks::{install, negotiate, Entry, Negotiated, TABLE};
+    let Entry::Connecting(c) = &**entry else {
+        return;
+    };
+    let outcome = match wait_tcp(c.tcp_fd()) {
+        Err(e) => Negotiated::Failed(e, format!("TCP connect: errno {e}")),
+        Ok(()) => {
+            // The handshake blocks (the program cannot reach this file meanwhile: its
+            // descriptor is the placeholder).
+            set_nonblocking(c.tcp_fd(), false);
+            negotiate(rt, c.tcp_fd(), true)
+        }
+    };
+    let mut st = c.lock();
+    // The program closed the descriptor (or put another file on it) first: nothing to put
+    // anywhere; a stream made meanwhile is dropped (closed) here.
+    let ours = TABLE.get(fd).is_some_and(|e| Arc::ptr_eq(&e, entry));
+    if *st != State::Pending || !ours {
+        *st = State::Closed;
+        c.ended.notify_all();
+        return;
+    }
+    let dest = c.dest;
+    match outcome {
+        Negotiated::Smc(stream, tcp) => match install(fd, stream, tcp, c.flags) {
+            Ok(()) => {
+                rt.debug(|| format!("connect {dest} (non-blocking): SMC-D"));
+                *st = State::Done;
+            }
+            Err(e) => c.fail(&mut st, e),
+        },
+        Negotiated::Fallback(why) => {
+            // The TCP socket takes the number back, in the program's mode.
+            set_nonblocking(c.tcp_fd(), c.flags & libc::O_NONBLOCK != 0);
+            match crate::hooks::put_on(fd, c.tcp_fd(), false) {
+                Ok(()) => {
+                    drop(TABLE.remove(fd));
+                    rt.debug(|| format!("connect {dest} (non-blocking): TCP (declined: {why})"));
+                    *st = State::Done;
+                }
+                Err(e) => c.fail(&mut st, e),
+            }
+        }
+        Negotiated::Failed(e, why) => {
+            rt.debug(|| format!("connect {dest} (non-blocking): handshake failed: {why}"));
+            c.fail(&mut st, e);
+        }
+    }
+    c.ended.notify_all();
+}
