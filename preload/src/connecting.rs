@@ -139,78 +139,8 @@ impl Connecting {
                 sh(self.tcp.as_raw_fd(), libc::SHUT_RDWR);
             }
         }
-        drain(self.b.as_raw_fd());
+        crate::smc::drain_all(self.b.as_raw_fd());
     }
-}
-
-/// Reads everything B holds (A's filled send buffer), without waiting.
-fn drain(b: c_int) {
-    let Some(recv) = real().recv else {
-        return;
-    };
-    let mut buf = [0u8; 4096];
-    // SAFETY: reads into a local buffer of its length from our own descriptor, without
-    // waiting.
-    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
-}
-
-/// Fills A's send buffer (A→B) until the kernel refuses more: A polls unwritable.
-fn fill(a: c_int) {
-    let Some(send) = real().send else {
-        return;
-    };
-    let junk = [0u8; 4096];
-    // SAFETY: sends from a local buffer of its length on our own descriptor A, without
-    // waiting and without SIGPIPE.
-    while unsafe {
-        send(
-            a,
-            junk.as_ptr().cast(),
-            junk.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    } > 0
-    {}
-}
-
-/// The placeholder socket pair: (A, B), A's send buffer the kernel's smallest and filled,
-/// both close-on-exec and B non-blocking.
-fn placeholder() -> Result<(OwnedFd, OwnedFd), c_int> {
-    let mut sv = [-1 as c_int; 2];
-    // SAFETY: `sv` has room for the two descriptors.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(errno());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-    if let Some(set) = real().setsockopt {
-        let one: c_int = 1;
-        // SAFETY: SO_SNDBUF with an `int` of its size on our own descriptor A (the kernel
-        // raises it to its minimum).
-        unsafe {
-            set(
-                a.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&one as *const c_int).cast(),
-                std::mem::size_of::<c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    if let Some(f) = real().fcntl {
-        // SAFETY: sets O_NONBLOCK on our own descriptor B.
-        unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    }
-    fill(a.as_raw_fd());
-    Ok((a, b))
 }
 
 /// After the real non-blocking `connect` of `fd` to `dest` started (or completed): puts the
@@ -224,7 +154,8 @@ pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) ->
     }
     // SAFETY: a new descriptor nobody else owns.
     let tcp = unsafe { OwnedFd::from_raw_fd(tcp) };
-    let (a, b) = placeholder()?;
+    let (a, b) = crate::smc::doorbell_pair()?;
+    crate::smc::fill_all(a.as_raw_fd());
     set_nonblocking(a.as_raw_fd(), flags & libc::O_NONBLOCK != 0);
     let entry = Arc::new(Entry::Connecting(Connecting {
         b,

@@ -124,25 +124,8 @@ impl Bell {
             return false;
         };
         let mut st = self.lock();
-        if let Some(send) = real().send {
-            let junk = [0u8; 4096];
-            loop {
-                // SAFETY: sends from a local buffer of its length on the application's
-                // descriptor A (valid: the caller is in a call on it), without waiting and
-                // without SIGPIPE.
-                let n = unsafe {
-                    send(
-                        a,
-                        junk.as_ptr().cast(),
-                        junk.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n <= 0 {
-                    break;
-                }
-            }
-        }
+        // A is valid: the caller is in a call on it.
+        fill_all(a);
         st.filled = true;
         // The peer may have made room before `filled` was set (its watcher run saw
         // nothing to drain): check once more under the lock.
@@ -163,24 +146,7 @@ impl Bell {
 
     /// Empties B's receive queue (A→B): A polls writable again.
     fn drain(&self, st: &mut BellState) {
-        if let Some(recv) = real().recv {
-            let mut buf = [0u8; 4096];
-            loop {
-                // SAFETY: reads into a local buffer of its length from our own descriptor
-                // B, without waiting.
-                let n = unsafe {
-                    recv(
-                        self.b.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n <= 0 {
-                    break;
-                }
-            }
-        }
+        drain_all(self.b.as_raw_fd());
         st.filled = false;
     }
 
@@ -284,43 +250,8 @@ impl SmcFd {
     /// # Errors
     /// The `errno` of a failing `socketpair`.
     pub fn new(stream: Stream, tcp: c_int) -> Result<(Self, OwnedFd), c_int> {
-        use std::os::fd::FromRawFd;
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
-        let mut sv = [-1 as c_int; 2];
-        // SAFETY: `sv` has room for the two descriptors.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(crate::real::errno());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-        let b = high_fd(b);
-        if let Some(set) = real().setsockopt {
-            let one: c_int = 1;
-            // SAFETY: SO_SNDBUF with an `int` of its size on our own new descriptor A: the
-            // kernel raises it to its minimum (`SOCK_MIN_SNDBUF`), so that a few kilobytes
-            // fill A→B (see `Bell::fill`).
-            unsafe {
-                set(
-                    a.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    (&one as *const c_int).cast(),
-                    std::mem::size_of::<c_int>() as libc::socklen_t,
-                )
-            };
-        }
-        if let Some(f) = real().fcntl {
-            // SAFETY: sets O_NONBLOCK on our own descriptor B: the doorbell never waits.
-            unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        }
+        let (a, b) = doorbell_pair()?;
         let bell = Arc::new(Bell {
             b,
             conn: Arc::downgrade(&conn),
@@ -606,6 +537,81 @@ impl SmcFd {
             self.stream.set_write_timeout(t)
         };
     }
+}
+
+/// A socket pair for an application descriptor: (A, B), both close-on-exec, A's send
+/// buffer the smallest the kernel allows (`SO_SNDBUF` 1, raised to `SOCK_MIN_SNDBUF`, so
+/// that a few kilobytes fill A→B), B non-blocking and on a high number.
+///
+/// # Errors
+/// The `errno` of a failing `socketpair`.
+pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
+    use std::os::fd::FromRawFd;
+    let mut sv = [-1 as c_int; 2];
+    // SAFETY: `sv` has room for the two descriptors.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(crate::real::errno());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    let b = high_fd(b);
+    if let Some(set) = real().setsockopt {
+        let one: c_int = 1;
+        // SAFETY: SO_SNDBUF with an `int` of its size on our own new descriptor A.
+        unsafe {
+            set(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&one as *const c_int).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    if let Some(f) = real().fcntl {
+        // SAFETY: sets O_NONBLOCK on our own descriptor B: it never waits.
+        unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    Ok((a, b))
+}
+
+/// Fills A's send buffer (A→B) until the kernel refuses more, without waiting and without
+/// `SIGPIPE`: A polls unwritable. `a` must be a socket of the pair, open.
+pub fn fill_all(a: c_int) {
+    let Some(send) = real().send else {
+        return;
+    };
+    let junk = [0u8; 4096];
+    // SAFETY: sends from a local buffer of its length on the open descriptor A, without
+    // waiting and without SIGPIPE.
+    while unsafe {
+        send(
+            a,
+            junk.as_ptr().cast(),
+            junk.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    } > 0
+    {}
+}
+
+/// Reads everything the library's end `b` holds, without waiting.
+pub fn drain_all(b: c_int) {
+    let Some(recv) = real().recv else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    // SAFETY: reads into a local buffer of its length from our own descriptor, without
+    // waiting.
+    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
 }
 
 /// Moves `fd` to a descriptor number at or above 512 (close-on-exec), out of the way of
