@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use ism_hal::{DevAddr, DmbToken};
 
 use super::cdc::{
