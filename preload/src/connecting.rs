@@ -1,6 +1,7 @@
-//! A non-blocking `connect` to an `ism-run` listener: `EINPROGRESS` at once, as TCP gives;
-//! the TCP connection and the CLC handshake run on a library thread, and the result takes
-//! the application's descriptor when it is known.
+//! A `connect` to an `ism-run` listener: the TCP connection and the CLC handshake run on
+//! a library thread, and the result takes the application's descriptor when it is known.
+//! A non-blocking `connect` returns `EINPROGRESS` at once, as TCP's; a blocking one waits
+//! in the kernel for the end ([`wait_end`]), so that signals interrupt it as TCP's.
 //!
 //! Meanwhile the descriptor is a placeholder: one end (A) of a socket pair whose send
 //! buffer is filled, so it polls neither readable nor writable, as a TCP socket whose
@@ -51,7 +52,8 @@ pub struct Connecting {
     tcp: OwnedFd,
     /// The program's file status flags at `connect` (`O_NONBLOCK` among them).
     flags: c_int,
-    /// Where the connection goes (for the debug lines).
+    /// Where the connection comes from and goes (for the debug lines).
+    local: SocketAddr,
     dest: SocketAddr,
     state: Mutex<State>,
     ended: Condvar,
@@ -143,10 +145,17 @@ impl Connecting {
     }
 }
 
-/// After the real non-blocking `connect` of `fd` to `dest` started (or completed): puts the
-/// placeholder on `fd` and starts the thread that finishes the connect. `Err`: nothing
-/// changed (the caller leaves the socket on TCP).
-pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) -> Result<(), c_int> {
+/// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
+/// completed (blocking): puts the placeholder on `fd` and starts the thread that finishes
+/// the connect. Returns a descriptor of the placeholder of the library's own, for
+/// [`wait_end`]. `Err`: nothing changed (the caller leaves the socket on TCP).
+pub fn start(
+    rt: &'static Runtime,
+    fd: c_int,
+    local: SocketAddr,
+    dest: SocketAddr,
+    flags: c_int,
+) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
     use crate::hooks::{dup_high, put_on, Entry, TABLE};
     let tcp = dup_high(fd);
     if tcp < 0 {
@@ -161,6 +170,7 @@ pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) ->
         b,
         tcp,
         flags,
+        local,
         dest,
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
@@ -172,7 +182,6 @@ pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) ->
         return Err(e);
     }
     drop(old);
-    drop(a);
     let job = entry.clone();
     let spawned = crate::runtime::with_signals_blocked(|| {
         std::thread::Builder::new()
@@ -183,7 +192,69 @@ pub fn start(rt: &'static Runtime, fd: c_int, dest: SocketAddr, flags: c_int) ->
     if !spawned {
         finish(rt, fd, &entry);
     }
-    Ok(())
+    Ok((entry, a))
+}
+
+/// A blocking `connect`: waits in the kernel until the connect started by [`start`] ends,
+/// with a one-byte `send` into the placeholder `a` (filled; the end drains it, or shuts
+/// its peer down), so that a signal interrupts the wait as it interrupts TCP's `connect`:
+/// `EINTR` unless the handler has `SA_RESTART` (then the kernel restarts the wait), and
+/// the connect goes on in the background. `SO_SNDTIMEO` of the socket bounds the wait
+/// (`EINPROGRESS` when it expires, as TCP's). `Ok(())`: SMC-D or TCP took the descriptor.
+///
+/// # Errors
+/// The `errno` for `connect` to return.
+pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
+    copy_send_timeout(c.tcp_fd(), a.as_raw_fd());
+    loop {
+        let st = *c.lock();
+        match st {
+            State::Pending => {}
+            State::Done => return Ok(()),
+            State::Failed { errno, .. } => {
+                // Reported by `connect`: `SO_ERROR` reads 0 afterwards, as on TCP.
+                c.take_error();
+                return Err(errno);
+            }
+            State::Closed => return Err(libc::EBADF),
+        }
+        let Some(send) = real().send else {
+            return Err(libc::ENOSYS);
+        };
+        // SAFETY: one byte from a static buffer into our own descriptor of the
+        // placeholder, without SIGPIPE.
+        let n = unsafe { send(a.as_raw_fd(), b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            match errno() {
+                libc::EINTR => return Err(libc::EINTR),
+                libc::EAGAIN => return Err(libc::EINPROGRESS),
+                // B shut down: the connect failed (the state says how).
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Copies `SO_SNDTIMEO` from `from` to `to` (the placeholder waits as long as the
+/// program's socket would).
+fn copy_send_timeout(from: c_int, to: c_int) {
+    let (Some(get), Some(set)) = (real().getsockopt, real().setsockopt) else {
+        return;
+    };
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    let p = (&mut tv as *mut libc::timeval).cast::<libc::c_void>();
+    // SAFETY: a `timeval` of its size, on our own descriptors.
+    unsafe {
+        if get(from, libc::SOL_SOCKET, libc::SO_SNDTIMEO, p, &mut len) == 0
+            && (tv.tv_sec != 0 || tv.tv_usec != 0)
+        {
+            set(to, libc::SOL_SOCKET, libc::SO_SNDTIMEO, p, len);
+        }
+    }
 }
 
 fn set_nonblocking(fd: c_int, on: bool) {
@@ -272,11 +343,16 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         c.ended.notify_all();
         return;
     }
-    let dest = c.dest;
+    let (local, dest) = (c.local, c.dest);
+    let mode = if c.flags & libc::O_NONBLOCK != 0 {
+        " (non-blocking)"
+    } else {
+        ""
+    };
     match outcome {
         Negotiated::Smc(stream, tcp) => match install(fd, stream, tcp, c.flags) {
             Ok(()) => {
-                rt.debug(|| format!("connect {dest} (non-blocking): SMC-D"));
+                rt.debug(|| format!("connect {local} -> {dest}{mode}: SMC-D"));
                 *st = State::Done;
             }
             Err(e) => c.fail(&mut st, e),
@@ -287,16 +363,18 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             match crate::hooks::put_on(fd, c.tcp_fd(), false) {
                 Ok(()) => {
                     drop(TABLE.remove(fd));
-                    rt.debug(|| format!("connect {dest} (non-blocking): TCP (declined: {why})"));
+                    rt.debug(|| format!("connect {local} -> {dest}{mode}: TCP (declined: {why})"));
                     *st = State::Done;
                 }
                 Err(e) => c.fail(&mut st, e),
             }
         }
         Negotiated::Failed(e, why) => {
-            rt.debug(|| format!("connect {dest} (non-blocking): handshake failed: {why}"));
+            rt.debug(|| format!("connect {local} -> {dest}{mode}: handshake failed: {why}"));
             c.fail(&mut st, e);
         }
     }
+    // A blocking `connect` waiting in the placeholder (`wait_end`) sees room now.
+    crate::smc::drain_all(c.b_fd());
     c.ended.notify_all();
 }

@@ -1255,8 +1255,9 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
 }
 
 /// `connect`: to a destination with a listener registered on the board, connects and runs
-/// the CLC client handshake (a non-blocking socket gets `EINPROGRESS` at once, and both
-/// run on a library thread: `crate::connecting`); to anything else, plain TCP.
+/// the CLC client handshake on a library thread (`crate::connecting`): a non-blocking
+/// socket gets `EINPROGRESS` at once, a blocking one waits in the kernel for the end (a
+/// signal interrupts it with `EINTR`, as TCP's); to anything else, plain TCP.
 ///
 /// # Safety
 /// As the C library's `connect`.
@@ -1307,55 +1308,38 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return call_real!(connect(fd, addr, len));
         }
         let flags = get_flags(fd);
-        if flags & libc::O_NONBLOCK != 0 {
-            let r: c_int = call_real!(connect(fd, addr, len));
-            let e = errno();
-            if r != 0 && e != libc::EINPROGRESS {
-                let _ = names.unregister_client(local, dest);
-                return fail(e);
-            }
-            return match crate::connecting::start(rt, fd, dest, flags) {
-                Ok(()) => {
-                    rt.debug(|| format!("connect {local} -> {dest}: non-blocking, under way"));
-                    fail(libc::EINPROGRESS)
-                }
-                Err(why) => {
-                    // Left on TCP: the listener must not wait for a handshake.
-                    rt.debug(|| format!("connect {local} -> {dest}: errno {why}: TCP"));
-                    let _ = names.unregister_client(local, dest);
-                    if r == 0 {
-                        set_errno(entry_errno);
-                        0
-                    } else {
-                        fail(libc::EINPROGRESS)
-                    }
-                }
-            };
-        }
         let r: c_int = call_real!(connect(fd, addr, len));
-        if r != 0 {
-            let e = errno();
-            set_flags(fd, flags);
+        let e = errno();
+        if r != 0 && e != libc::EINPROGRESS {
             let _ = names.unregister_client(local, dest);
             return fail(e);
         }
-        set_flags(fd, flags);
-        match handshake(rt, fd, true) {
-            Handshake::Smc => {
-                rt.debug(|| format!("connect {local} -> {dest}: SMC-D"));
+        let (entry, a) = match crate::connecting::start(rt, fd, local, dest, flags) {
+            Ok(started) => started,
+            Err(why) => {
+                // Left on TCP: the listener must not wait for a handshake.
+                rt.debug(|| format!("connect {local} -> {dest}: errno {why}: TCP"));
+                let _ = names.unregister_client(local, dest);
+                if r == 0 {
+                    set_errno(entry_errno);
+                    return 0;
+                }
+                return fail(libc::EINPROGRESS);
+            }
+        };
+        if flags & libc::O_NONBLOCK != 0 {
+            rt.debug(|| format!("connect {local} -> {dest}: non-blocking, under way"));
+            return fail(libc::EINPROGRESS);
+        }
+        let Entry::Connecting(c) = &*entry else {
+            return fail(libc::EIO);
+        };
+        match crate::connecting::wait_end(c, &a) {
+            Ok(()) => {
                 set_errno(entry_errno);
                 0
             }
-            Handshake::Fallback(why) => {
-                rt.debug(|| format!("connect {local} -> {dest}: TCP (declined: {why})"));
-                set_errno(entry_errno);
-                0
-            }
-            Handshake::Failed(e, why) => {
-                rt.debug(|| format!("connect {local} -> {dest}: handshake failed: {why}"));
-                let _ = call_real!(shutdown(fd, libc::SHUT_RDWR));
-                fail(e)
-            }
+            Err(e) => fail(e),
         }
     })
 }

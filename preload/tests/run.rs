@@ -431,6 +431,43 @@ fn a_non_blocking_connect_is_in_progress_then_writable_as_on_tcp() {
     assert_board_empty(&b);
 }
 
+/// A signal during a blocking `connect` whose handshake waits (the server accepts only
+/// after 1.5 s): without `SA_RESTART` the `connect` fails with `EINTR` and the connection
+/// completes in the background (the socket polls writable, `SO_ERROR` 0, then the exchange
+/// over SMC-D), as TCP's `connect`; with `SA_RESTART` the wait goes on and `connect`
+/// returns 0 once the server accepted. Over TCP the kernel completes the connection from
+/// the listen queue, so the same program just connects.
+#[test]
+fn a_signal_interrupts_a_blocking_connect_as_on_tcp() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    for restart in [false, true] {
+        for under in [Under::Plain, Under::Run(&env, vec![])] {
+            let smc = matches!(under, Under::Run(..));
+            let what = format!("SA_RESTART: {restart}, SMC-D: {smc}");
+            let (srv, addr) = server(&under, &["--accept-delay-ms", "1500"]);
+            let mut args = vec!["connect-signal", &addr];
+            if restart {
+                args.push("--restart");
+            }
+            let (ok, out, err) = spawn(command(&under, &args)).finish();
+            assert!(ok && out.contains("ok 1000 bytes"), "{what}: {out}\n{err}");
+            if smc {
+                if restart {
+                    assert!(out.contains("connect: 0 after"), "{what}: {out}");
+                } else {
+                    assert!(out.contains("connect: EINTR after"), "{what}: {out}");
+                    assert!(out.contains("so_error 0"), "{what}: {out}");
+                }
+                assert!(err.contains(": SMC-D"), "{what}: {err}");
+            }
+            let (sok, _, serr) = srv.finish();
+            assert!(sok, "{what}: {serr}");
+        }
+    }
+    assert_board_empty(&b);
+}
+
 #[test]
 fn without_a_board_one_warning_and_plain_tcp() {
     let env = Env::none();

@@ -14,6 +14,7 @@
 //! echo exec-keep ADDR [--cloexec] [--spawn]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
 //! echo hold ADDR --conns C [--bytes N] [--linger S]
+//! echo connect-signal ADDR [--restart] [--bytes N]
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
@@ -52,6 +53,11 @@
 //! each while all are open; then, per connection, `--linger S` sets `SO_LINGER` (on, S
 //! seconds; checked with `getsockopt`), and it shuts down its writing side, reads the
 //! echo's end of stream and closes. Prints `held C connections`.
+//! `connect-signal` makes a blocking `connect` with a `SIGALRM` due after 200 ms (its
+//! handler with `SA_RESTART` if `--restart`) and prints `connect: 0 after T ms` or
+//! `connect: EINTR after T ms`; after `EINTR` it waits for the socket to poll writable (the
+//! connect goes on) and checks `SO_ERROR`; then it exchanges N bytes. For it the server
+//! takes `--accept-delay-ms D`: it waits D ms before its first `accept`.
 //! `exec-keep` connects, exchanges, then forks a child that `exec`s `exec-probe` with the
 //! descriptor (close-on-exec with `--cloexec`, else inherited; `--spawn`: std's `Command`,
 //! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
@@ -70,6 +76,96 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const GREETING: &[u8] = b"220 ism-run echo ready\r\n";
+
+/// The server's wait before its first `accept` (`--accept-delay-ms`).
+static ACCEPT_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `SIGALRM`s handled (`connect-signal`).
+static ALARMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn connect_signal(addr: &str, restart: bool, bytes: usize) -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: an all-zero sigaction is valid; then the fields set here; the handler only
+    // touches an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+    }
+    let timer = |ms: i64| {
+        let it = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: 0,
+                tv_usec: ms * 1000,
+            },
+        };
+        // SAFETY: a valid itimerval.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+    };
+    // SAFETY: a plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: errno {}", errno()));
+    }
+    // SAFETY: `fd` is ours; the stream owns it from here.
+    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let start = Instant::now();
+    timer(200);
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    let e = errno();
+    timer(0);
+    let ms = start.elapsed().as_millis();
+    match (r, e) {
+        (0, _) => println!("connect: 0 after {ms} ms"),
+        (_, libc::EINTR) => {
+            println!("connect: EINTR after {ms} ms");
+            if poll1(fd, libc::POLLOUT, 10_000) & libc::POLLOUT == 0 {
+                return Err("not writable within 10 s after EINTR".into());
+            }
+            match s.take_error() {
+                Ok(None) => println!("so_error 0"),
+                other => return Err(format!("SO_ERROR after the connect: {other:?}")),
+            }
+        }
+        _ => return Err(format!("connect: errno {e}")),
+    }
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    s.write_all(&data).map_err(|e| format!("write: {e}"))?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let got = read_pattern_to_end(&mut s, "read")?;
+    if got != bytes {
+        return Err(format!("got {got} of {bytes} bytes back"));
+    }
+    println!("ok {bytes} bytes");
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -124,7 +220,17 @@ fn main() -> ExitCode {
             arg(&args, "--bytes").unwrap_or(1000),
             arg(&args, "--linger"),
         ),
-        "server" => server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting),
+        "connect-signal" => connect_signal(
+            addr,
+            args.iter().any(|a| a == "--restart"),
+            arg(&args, "--bytes").unwrap_or(1000),
+        ),
+        "server" => {
+            if let Some(ms) = arg::<u64>(&args, "--accept-delay-ms") {
+                ACCEPT_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+            }
+            server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting)
+        }
         "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
             client(
                 addr,
@@ -154,6 +260,9 @@ fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), St
         l.local_addr().map_err(|e| e.to_string())?
     );
     let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_millis(
+        ACCEPT_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed),
+    ));
     match mode {
         "blocking" => {
             let mut threads = Vec::new();
