@@ -22,47 +22,17 @@ fi
 cargo build -p ism-sim -p ism-run
 BIN="$ROOT/target/debug/ism-sim"
 
-DIR="$(mktemp -d)"
-export ISM_SIM_DIR="$DIR"
-board_pid=""
-pids=()
-cleanup() {
-    for p in "${pids[@]}" $board_pid; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-fail() { echo "ism-run-iperf3: $*" >&2; tail -n 20 "$DIR"/*.log "$DIR"/*.json >&2 || true; exit 1; }
-
-start_board() { # KIND NAME
-    "$BIN" board --kind "$1" --name "$2" 2>"$DIR/board-$2.log" &
-    board_pid=$!
-    for _ in $(seq 200); do [ -S "$DIR/$2.sock" ] && return 0; sleep 0.05; done
-    fail "board $2 did not start"
-}
-
-stop_board() {
-    kill "$board_pid" 2>/dev/null || true
-    wait "$board_pid" 2>/dev/null || true
-    board_pid=""
-}
-
-counters() { # NAME -> "bytes_moved signals"
-    "$BIN" board status "$1" --json | python3 -c '
-import json, sys
-c = json.load(sys.stdin)["counters"]
-assert c["crashes"] == 0, c
-print(c["bytes_moved"], c["signals"])'
-}
+NAME=ism-run-iperf3
+# shellcheck source=scripts/ism-run-lib.sh
+source "$ROOT/scripts/ism-run-lib.sh"
 
 # run NAME BOARD SERVER_UNDER CLIENT_UNDER [IPERF3 CLIENT OPTIONS...]
 #   *_UNDER: "run" (under ism-sim run on BOARD, with RUNOPTS) or "plain"
 run() {
     local name=$1 board=$2 su=$3 cu=$4
     shift 4
-    # Below the ephemeral range (32768-60999 by default), so no outgoing connection has it.
-    local port=$((20000 + RANDOM % 12000))
+    local port
+    port=$(free_port)
     local spre=() cpre=()
     [ "$su" = run ] && spre=("$BIN" run --board "$board" "${RUNOPTS[@]}" --)
     [ "$cu" = run ] && cpre=("$BIN" run --board "$board" "${RUNOPTS[@]}" --)
