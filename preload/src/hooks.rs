@@ -1169,34 +1169,31 @@ fn copy_timeouts(from: c_int, to: c_int) {
     }
 }
 
-/// What became of a handshake.
+/// What became of a server handshake.
 enum Handshake {
     Smc,
     Fallback(String),
-    Failed(c_int, String),
+    Failed(String),
 }
 
-/// Runs a handshake on the connected or accepted `app` (blocking, whatever the program's
-/// mode) and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards.
-fn handshake(rt: &Runtime, app: c_int, client: bool) -> Handshake {
+/// Runs the server handshake on the accepted `app` (blocking, whatever the program's mode)
+/// and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards. (Clients run
+/// theirs on a library thread: `crate::connecting`.)
+fn server_handshake(rt: &Runtime, app: c_int) -> Handshake {
     let flags = get_flags(app);
     if flags & libc::O_NONBLOCK != 0 {
         set_flags(app, flags & !libc::O_NONBLOCK);
     }
-    let r = handshake_blocking(rt, app, client, flags);
-    set_flags(app, flags);
-    r
-}
-
-fn handshake_blocking(rt: &Runtime, app: c_int, client: bool, flags: c_int) -> Handshake {
-    match negotiate(rt, app, client) {
+    let r = match negotiate(rt, app, false) {
         Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags) {
             Ok(()) => Handshake::Smc,
-            Err(e) => Handshake::Failed(e, "cannot set up the descriptor".into()),
+            Err(e) => Handshake::Failed(format!("cannot set up the descriptor: errno {e}")),
         },
         Negotiated::Fallback(why) => Handshake::Fallback(why),
-        Negotiated::Failed(e, why) => Handshake::Failed(e, why),
-    }
+        Negotiated::Failed(_, why) => Handshake::Failed(why),
+    };
+    set_flags(app, flags);
+    r
 }
 
 /// What a CLC handshake gave, before anything is installed.
@@ -1385,6 +1382,12 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     })
 }
 
+/// What [`after_accept`] returns when the handshake failed: the connection is gone (closed
+/// here), and the caller accepts the next one, as Linux's SMC never queues a connection
+/// whose handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
+/// descriptor, and not -1.
+const ACCEPT_NEXT: c_int = -2;
+
 /// After the real accept of `new` on the registered listener `lfd`: the handshake if the
 /// client registered the connection.
 fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
@@ -1409,7 +1412,7 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         set_errno(entry_errno);
         return new;
     }
-    match handshake(rt, new, false) {
+    match server_handshake(rt, new) {
         Handshake::Smc => {
             rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
             set_errno(entry_errno);
@@ -1420,10 +1423,37 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
             set_errno(entry_errno);
             new
         }
-        Handshake::Failed(e, why) => {
-            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}"));
+        Handshake::Failed(why) => {
+            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}; the next one"));
             let _: c_int = call_real!(close(new));
-            fail(e)
+            ACCEPT_NEXT
+        }
+    }
+}
+
+/// The accept hooks' loop: `accept_once` (the real call) until it gives a connection that
+/// is not one whose handshake failed ([`ACCEPT_NEXT`]). The caller's address length is
+/// put back before each further call (the real call wrote it).
+///
+/// # Safety
+/// `len` is null or the caller's valid `socklen_t`.
+unsafe fn accept_loop(fd: c_int, len: *mut socklen_t, accept_once: impl Fn() -> c_int) -> c_int {
+    adopt_listener(fd);
+    let entry_errno = errno();
+    // SAFETY: the caller's `len`, if any.
+    let room = (!len.is_null()).then(|| unsafe { *len });
+    loop {
+        let new = accept_once();
+        if new < 0 || !TABLE.maybe_tracked(fd) {
+            return new;
+        }
+        let r = guarded(|| after_accept(fd, new, entry_errno));
+        if r != ACCEPT_NEXT {
+            return r;
+        }
+        if let Some(room) = room {
+            // SAFETY: as above.
+            unsafe { *len = room };
         }
     }
 }
@@ -1434,13 +1464,9 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
 /// As the C library's `accept`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    adopt_listener(fd);
-    let entry_errno = errno();
-    let new: c_int = call_real!(accept(fd, addr, len));
-    if new < 0 || !TABLE.maybe_tracked(fd) {
-        return new;
-    }
-    guarded(|| after_accept(fd, new, entry_errno))
+    let once = || call_real!(accept(fd, addr, len));
+    // SAFETY: the caller's `len`, as for `accept`.
+    unsafe { accept_loop(fd, len, once) }
 }
 
 /// `accept4`.
@@ -1454,11 +1480,7 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    adopt_listener(fd);
-    let entry_errno = errno();
-    let new: c_int = call_real!(accept4(fd, addr, len, flags));
-    if new < 0 || !TABLE.maybe_tracked(fd) {
-        return new;
-    }
-    guarded(|| after_accept(fd, new, entry_errno))
+    let once = || call_real!(accept4(fd, addr, len, flags));
+    // SAFETY: the caller's `len`, as for `accept4`.
+    unsafe { accept_loop(fd, len, once) }
 }

@@ -468,6 +468,55 @@ fn a_signal_interrupts_a_blocking_connect_as_on_tcp() {
     assert_board_empty(&b);
 }
 
+/// A client whose handshake fails on the server's side (registered on the board as an
+/// `ism-run` client, it never sends its proposal and hangs up): `accept` returns neither
+/// that connection nor an error but goes on to the next client, which runs over SMC-D,
+/// as Linux's SMC never queues for `accept` a connection whose handshake failed.
+#[test]
+fn accept_skips_a_client_whose_handshake_failed() {
+    use std::os::fd::FromRawFd;
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &[]);
+    let dest: std::net::SocketAddr = addr.parse().unwrap();
+    let names = ism_sim::process::NameClient::connect_in(b.dir(), b.name()).unwrap();
+    // SAFETY: a plain socket call; the stream below owns the descriptor.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: `fd` is ours.
+    let silent = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let local = ism_run::net::bind_for(fd, dest).expect("bind");
+    names.register_client(local, dest).unwrap();
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(r, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(silent);
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "1000"]);
+    assert!(ok && out.contains("ok 1000 bytes"), "{out}\n{err}");
+    assert!(err.contains(": SMC-D"), "{err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 1"), "{sout}\n{serr}");
+    assert!(serr.contains("handshake failed"), "{serr}");
+    drop(names);
+    assert_board_empty(&b);
+}
+
 #[test]
 fn without_a_board_one_warning_and_plain_tcp() {
     let env = Env::none();
