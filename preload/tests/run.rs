@@ -517,6 +517,32 @@ fn accept_skips_a_client_whose_handshake_failed() {
     assert_board_empty(&b);
 }
 
+/// A client process killed after its `connect` registered the connection but before the
+/// server accepted it (the server accepts after 1 s): the board keeps the registration, so
+/// the server still knows the connection speaks CLC; its handshake fails (the client is
+/// gone) and `accept` goes on to the next client. The server's program never sees the
+/// dead client's CLC proposal as data.
+#[test]
+fn a_client_killed_before_the_server_accepts_is_never_seen_as_data() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &["--accept-delay-ms", "1000"]);
+    let mut dying = spawn(command(&under, &["client", &addr, "--bytes", "1000"]));
+    std::thread::sleep(Duration::from_millis(300));
+    dying.child.kill().unwrap();
+    dying.child.wait().unwrap();
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "1000"]);
+    assert!(ok && out.contains("ok 1000 bytes"), "{out}\n{err}");
+    assert!(err.contains(": SMC-D"), "{err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 1"), "{sout}\n{serr}");
+    assert!(serr.contains("handshake failed"), "{serr}");
+    assert!(!serr.contains("not an ism-run client"), "{serr}");
+    drop(dying);
+    assert_board_empty_after(&b, 1);
+}
+
 #[test]
 fn without_a_board_one_warning_and_plain_tcp() {
     let env = Env::none();

@@ -4,8 +4,8 @@
 //! the SYN (`net/smc/af_smc.c`, `smc_listen_work` checks `tcp_sk(clcsock->sk)->syn_smc`);
 //! user space cannot set TCP options, so hosts tell the board instead.
 //!
-//! [`NameTable`] is the board's side (registrations per connection, dropped with it);
-//! [`NameClient`] the host's.
+//! [`NameTable`] is the board's side (registrations per connection: listeners dropped
+//! with it, client registrations kept a while to be taken); [`NameClient`] the host's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -109,11 +109,22 @@ pub struct NameCounters {
     pub clients_not_found: u64,
 }
 
+/// How long the client registrations of a connection that hung up stay to be taken.
+pub const ORPHAN_LIFE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most such registrations kept (the oldest go first).
+pub const MAX_ORPHANS: usize = 4096;
+
 /// The board's side: registrations per name-service connection (keyed by a connection
-/// id), answered as section 3.5 says. Dropping a connection's id drops its registrations.
+/// id), answered as section 3.5 says. Dropping a connection's id drops its listeners; its
+/// client registrations stay to be taken for [`ORPHAN_LIFE`] (a client process that died
+/// after its `connect` registered the connection: the server's `accept` must still know
+/// that the connection speaks CLC, or it would read the proposal as data).
 #[derive(Debug, Default)]
 pub struct NameTable {
     conns: std::collections::BTreeMap<u64, Registrations>,
+    /// Client registrations of connections that hung up, oldest first, with when.
+    orphans: std::collections::VecDeque<((SocketAddr, SocketAddr), std::time::Instant)>,
     counters: NameCounters,
 }
 
@@ -123,16 +134,41 @@ impl NameTable {
         Self::default()
     }
 
-    /// Connection `id` hung up: its registrations go.
+    /// Connection `id` hung up: its listeners go, its client registrations stay to be
+    /// taken for [`ORPHAN_LIFE`].
     pub fn drop_connection(&mut self, id: u64) {
-        self.conns.remove(&id);
+        self.drop_connection_at(id, std::time::Instant::now());
     }
 
-    /// Registered listeners and clients, in all connections.
+    fn drop_connection_at(&mut self, id: u64, now: std::time::Instant) {
+        if let Some(r) = self.conns.remove(&id) {
+            for pair in r.clients {
+                if self.orphans.len() >= MAX_ORPHANS {
+                    self.orphans.pop_front();
+                }
+                self.orphans.push_back((pair, now));
+            }
+        }
+    }
+
+    /// Drops the client registrations of gone connections older than [`ORPHAN_LIFE`].
+    fn expire(&mut self, now: std::time::Instant) {
+        while self
+            .orphans
+            .front()
+            .is_some_and(|&(_, t)| now.saturating_duration_since(t) >= ORPHAN_LIFE)
+        {
+            self.orphans.pop_front();
+        }
+    }
+
+    /// Registered listeners and clients (those of gone connections included).
     pub fn sizes(&self) -> (usize, usize) {
-        self.conns.values().fold((0, 0), |(l, c), r| {
-            (l + r.listeners.len(), c + r.clients.len())
-        })
+        self.conns
+            .values()
+            .fold((0, self.orphans.len()), |(l, c), r| {
+                (l + r.listeners.len(), c + r.clients.len())
+            })
     }
 
     /// The counters.
@@ -142,6 +178,11 @@ impl NameTable {
 
     /// Answers one request (`bytes`, as received) of connection `id`.
     pub fn handle(&mut self, id: u64, bytes: &[u8]) -> NameReply {
+        self.handle_at(id, bytes, std::time::Instant::now())
+    }
+
+    fn handle_at(&mut self, id: u64, bytes: &[u8], now: std::time::Instant) -> NameReply {
+        self.expire(now);
         let mut reply = NameReply {
             op: 0.into(),
             seq: 0.into(),
@@ -208,10 +249,14 @@ impl NameTable {
                 }
             }
             (NAMES_TAKE_CLIENT, Some(c), Some(s)) => {
-                let hit = self.conns.values_mut().find_map(|r| {
+                let live = self.conns.values_mut().find_map(|r| {
                     let i = r.clients.iter().position(|&t| t == (c, s))?;
                     r.clients.swap_remove(i);
                     Some(())
+                });
+                let hit = live.or_else(|| {
+                    let i = self.orphans.iter().position(|&(t, _)| t == (c, s))?;
+                    self.orphans.remove(i).map(drop)
                 });
                 if hit.is_some() {
                     self.counters.clients_taken += 1;
@@ -228,9 +273,10 @@ impl NameTable {
     }
 }
 
-/// The host's side: one name-service connection to a board. Its registrations live as
-/// long as it does (the board drops them when the connection hangs up, also when the
-/// process dies). Requests from several threads are serialised.
+/// The host's side: one name-service connection to a board. Its listener registrations
+/// live as long as it does (the board drops them when the connection hangs up, also when
+/// the process dies); its client registrations stay to be taken a while longer
+/// ([`ORPHAN_LIFE`]). Requests from several threads are serialised.
 #[derive(Debug)]
 pub struct NameClient {
     sock: Mutex<OwnedFd>,
@@ -475,6 +521,48 @@ mod tests {
         );
         assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
         assert_eq!(result(&mut t, 2, &take), NAMES_NOT_FOUND);
+        assert_eq!(t.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn a_gone_connections_client_registrations_stay_to_be_taken_for_a_while() {
+        let mut t = NameTable::new();
+        let t0 = std::time::Instant::now();
+        let reg = |c: &str| req(NAMES_REGISTER_CLIENT, Some(c), "127.0.0.1:7000");
+        let take = |c: &str| req(NAMES_TAKE_CLIENT, Some(c), "127.0.0.1:7000");
+        let listen = req(NAMES_REGISTER_LISTENER, None, "0.0.0.0:7000");
+        let look = req(NAMES_LOOKUP_LISTENER, None, "127.0.0.1:7000");
+        assert_eq!(
+            t.handle_at(1, &reg("127.0.0.1:40000"), t0).result.get(),
+            NAMES_OK
+        );
+        assert_eq!(
+            t.handle_at(1, &reg("127.0.0.1:40001"), t0).result.get(),
+            NAMES_OK
+        );
+        assert_eq!(t.handle_at(1, &listen, t0).result.get(), NAMES_OK);
+        t.drop_connection_at(1, t0);
+        assert_eq!(t.sizes(), (0, 2), "the listener goes, the clients stay");
+        assert_eq!(t.handle_at(2, &look, t0).result.get(), NAMES_NOT_FOUND);
+        let later = t0 + ORPHAN_LIFE / 2;
+        assert_eq!(
+            t.handle_at(2, &take("127.0.0.1:40000"), later).result.get(),
+            NAMES_OK
+        );
+        assert_eq!(
+            t.handle_at(2, &take("127.0.0.1:40000"), later).result.get(),
+            NAMES_NOT_FOUND,
+            "taken once"
+        );
+        assert_eq!(t.sizes(), (0, 1));
+        let expired = t0 + ORPHAN_LIFE;
+        assert_eq!(
+            t.handle_at(2, &take("127.0.0.1:40001"), expired)
+                .result
+                .get(),
+            NAMES_NOT_FOUND,
+            "expired"
+        );
         assert_eq!(t.sizes(), (0, 0));
     }
 
