@@ -7,7 +7,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use ism_abi::command::Request;
 use ism_abi::wire::attach_dmb::AttachDmbResponse;
@@ -159,6 +159,9 @@ pub struct IsmDriver<H: HostMemory, B: Bus> {
     told_gone: AtomicBool,
     /// The function is unusable (see [`IsmDriver::function_gone`]).
     gone: AtomicBool,
+    /// The poller that reads the SBA (a caller's token; 0: none): see
+    /// [`IsmDriver::claim_polling`].
+    poll_owner: AtomicU64,
 }
 
 fn align_for(len: usize) -> usize {
@@ -207,6 +210,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
             removed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             told_gone: AtomicBool::new(false),
+            poll_owner: AtomicU64::new(0),
         };
         if let Err(e) = drv.init() {
             drv.hal.dma_free(drv.ieq, PAGE);
@@ -740,6 +744,33 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     /// hold back waking the interrupt thread.
     pub fn set_polling(&self, on: bool) {
         self.bus.set_polling(on);
+    }
+
+    /// A polling thread (`token`, non-zero and its own) claims the SBA's reads while it
+    /// spins (`on`) or gives them up. While one holds them, the others' [`IsmDriver::poll_sba`]
+    /// skip the SBA: on a function both ends of a connection use (the loopback board), two
+    /// spinning readers of one SBA pull its cache line back and forth on every poll, and the
+    /// holder's handler runs deliver the others' signals anyway.
+    pub fn claim_polling(&self, token: u64, on: bool) {
+        let (from, to) = if on { (0, token) } else { (token, 0) };
+        let _ = self
+            .poll_owner
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// A poll by `token` (see [`IsmDriver::claim_polling`]): unless another poller holds
+    /// the SBA, runs the handler if work is pending; returns whether it ran.
+    pub fn poll_sba(&self, token: u64) -> bool {
+        let owner = self.poll_owner.load(Ordering::Acquire);
+        if owner != 0 && owner != token {
+            return false;
+        }
+        if self.irq_pending() {
+            self.handle_irq();
+            true
+        } else {
+            false
+        }
     }
 
     /// Whether the SBA shows pending work (summary or event bit); a cheap check for pollers.

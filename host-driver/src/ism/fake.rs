@@ -205,6 +205,28 @@ mod tests {
     }
 
     #[test]
+    fn while_a_poller_holds_the_sba_other_pollers_leave_it_alone() {
+        let (a, b) = pair();
+        let rec = Arc::new(RecordingClient::default());
+        let client = a.add_client(rec.clone()).unwrap();
+        let dmb = a.register_dmb(4096, b.gid(), None, client).unwrap();
+        b.move_data(dmb.token, 0, true, 0, &[1]).unwrap();
+        a.claim_polling(1, true);
+        a.claim_polling(2, true); // held by 1: no change
+        assert!(!a.poll_sba(2), "poller 2 leaves the SBA to poller 1");
+        assert!(a.irq_pending() && rec.signals().is_empty());
+        assert!(a.poll_sba(1), "the holder runs the handler");
+        assert_eq!(rec.signals(), [(dmb.sba_idx, 0x1000)]);
+        a.claim_polling(2, false); // not the holder: no change
+        b.move_data(dmb.token, 0, true, 0, &[2]).unwrap();
+        assert!(!a.poll_sba(2));
+        a.claim_polling(1, false);
+        assert!(a.poll_sba(2), "nobody holds it: anyone polls");
+        assert_eq!(rec.signals().len(), 2);
+        assert!(!a.poll_sba(2), "nothing pending");
+    }
+
+    #[test]
     fn events_are_drained_in_order_across_the_wrap() {
         let (a, b) = pair();
         let rec = Arc::new(RecordingClient::default());

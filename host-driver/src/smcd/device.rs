@@ -156,6 +156,15 @@ pub trait SmcdOps: Send + Sync {
     }
 }
 
+/// The calling thread's poller token for [`IsmDriver::claim_polling`] (non-zero, distinct
+/// per live thread: the address of a thread-local).
+fn poller_token() -> u64 {
+    std::thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|t| t as *const u8 as u64)
+}
+
 impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
     fn query_remote_gid(&self, rgid: SmcdGid, vid_valid: bool, vid: u16) -> Result<(), IsmError> {
         // Native ISM GIDs are 64 bits; an extension can only match an emulated device's.
@@ -248,15 +257,11 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
 
     fn set_polling(&self, on: bool) {
         IsmDriver::set_polling(self, on);
+        self.claim_polling(poller_token(), on);
     }
 
     fn poll_irq(&self) -> bool {
-        if self.irq_pending() {
-            self.handle_irq();
-            true
-        } else {
-            false
-        }
+        self.poll_sba(poller_token())
     }
 
     fn sync_events(&self) {
