@@ -189,6 +189,29 @@ fn client(under: &Under<'_>, addr: &str, extra: &[&str]) -> (bool, String, Strin
     spawn(command(under, &args)).finish()
 }
 
+/// An echo server (`server_args`) and one client program (`role ADDR rest...`), both
+/// `under`: the client must succeed and print `ok N bytes`, the server must exit cleanly
+/// (`what` names the case in failures). Returns the client's stdout and stderr.
+fn echo_pair(
+    under: &Under<'_>,
+    server_args: &[&str],
+    role: &str,
+    rest: &[&str],
+    what: &str,
+) -> (String, String) {
+    let (srv, addr) = server(under, server_args);
+    let mut args = vec![role, addr.as_str()];
+    args.extend_from_slice(rest);
+    let (ok, out, err) = spawn(command(under, &args)).finish();
+    assert!(
+        ok && out.contains("ok ") && out.contains(" bytes"),
+        "{what}: {out}\n{err}"
+    );
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{what}: {serr}");
+    (out, err)
+}
+
 fn status(b: &LocalBoard) -> serde_json::Value {
     ism_sim::process::board_status_in(b.dir(), b.name()).unwrap()
 }
@@ -372,18 +395,11 @@ fn an_epoll_registration_made_before_connect_follows_the_socket() {
     let b = board(BoardKind::Lpar);
     let env = Env::of(&b);
     for under in [Under::Plain, Under::Run(&env, vec![])] {
-        let (srv, addr) = server(&under, &[]);
-        let c = spawn(command(
-            &under,
-            &["epoll-connect", &addr, "--bytes", "1000000"],
-        ));
-        let (ok, out, err) = c.finish();
-        assert!(ok && out.contains("ok 1000000 bytes"), "{out}\n{err}");
+        let (out, err) = echo_pair(&under, &[], "epoll-connect", &["--bytes", "1000000"], "");
+        assert!(out.contains("ok 1000000 bytes"), "{out}\n{err}");
         if matches!(under, Under::Run(..)) {
             assert!(err.contains(": SMC-D"), "{err}");
         }
-        let (sok, _, serr) = srv.finish();
-        assert!(sok, "{serr}");
     }
 }
 
@@ -403,14 +419,9 @@ fn a_non_blocking_connect_is_in_progress_then_writable_as_on_tcp() {
         for under in [Under::Plain, Under::Run(&env, vec![])] {
             let smc = matches!(under, Under::Run(..));
             let what = format!("{extra:?}, SMC-D: {smc}");
-            let (srv, addr) = server(&under, &[]);
-            let mut args = vec!["epoll-connect", &addr, "--bytes", "300000"];
-            args.extend_from_slice(extra);
-            let (ok, out, err) = spawn(command(&under, &args)).finish();
-            assert!(
-                ok && out.contains("ok 300000 bytes"),
-                "{what}: {out}\n{err}"
-            );
+            let mut rest = vec!["--bytes", "300000"];
+            rest.extend_from_slice(extra);
+            let (out, err) = echo_pair(&under, &[], "epoll-connect", &rest, &what);
             if extra.contains(&"--so-error") {
                 assert!(out.contains("so_error 0"), "{what}: {out}");
             }
@@ -424,8 +435,6 @@ fn a_non_blocking_connect_is_in_progress_then_writable_as_on_tcp() {
                 );
                 assert!(err.contains("(non-blocking): SMC-D"), "{what}: {err}");
             }
-            let (sok, _, serr) = srv.finish();
-            assert!(sok, "{what}: {serr}");
         }
     }
     assert_board_empty(&b);
@@ -445,13 +454,9 @@ fn a_signal_interrupts_a_blocking_connect_as_on_tcp() {
         for under in [Under::Plain, Under::Run(&env, vec![])] {
             let smc = matches!(under, Under::Run(..));
             let what = format!("SA_RESTART: {restart}, SMC-D: {smc}");
-            let (srv, addr) = server(&under, &["--accept-delay-ms", "1500"]);
-            let mut args = vec!["connect-signal", &addr];
-            if restart {
-                args.push("--restart");
-            }
-            let (ok, out, err) = spawn(command(&under, &args)).finish();
-            assert!(ok && out.contains("ok 1000 bytes"), "{what}: {out}\n{err}");
+            let rest: &[&str] = if restart { &["--restart"] } else { &[] };
+            let server_args = ["--accept-delay-ms", "1500"];
+            let (out, err) = echo_pair(&under, &server_args, "connect-signal", rest, &what);
             if smc {
                 if restart {
                     assert!(out.contains("connect: 0 after"), "{what}: {out}");
@@ -461,8 +466,6 @@ fn a_signal_interrupts_a_blocking_connect_as_on_tcp() {
                 }
                 assert!(err.contains(": SMC-D"), "{what}: {err}");
             }
-            let (sok, _, serr) = srv.finish();
-            assert!(sok, "{what}: {serr}");
         }
     }
     assert_board_empty(&b);

@@ -67,7 +67,7 @@
 
 mod common;
 
-use common::{arg, check, errno, pattern, poll1, read_pattern_to_end, LIMIT};
+use common::{arg, check, connect_v4, errno, pattern, poll1, read_pattern_to_end, LIMIT};
 use std::io::{Read, Write};
 use std::mem::size_of;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -120,30 +120,14 @@ fn connect_signal(addr: &str, restart: bool, bytes: usize) -> Result<(), String>
     }
     // SAFETY: `fd` is ours; the stream owns it from here.
     let mut s = unsafe { TcpStream::from_raw_fd(fd) };
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
     let start = Instant::now();
     timer(200);
-    // SAFETY: a valid sockaddr_in of its size.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            (&raw const sin).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    let e = errno();
+    let e = connect_v4(fd, to);
     timer(0);
     let ms = start.elapsed().as_millis();
-    match (r, e) {
-        (0, _) => println!("connect: 0 after {ms} ms"),
-        (_, libc::EINTR) => {
+    match e {
+        0 => println!("connect: 0 after {ms} ms"),
+        libc::EINTR => {
             println!("connect: EINTR after {ms} ms");
             if poll1(fd, libc::POLLOUT, 10_000) & libc::POLLOUT == 0 {
                 return Err("not writable within 10 s after EINTR".into());
@@ -681,29 +665,7 @@ fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), Str
     if !how.after {
         register(libc::EPOLL_CTL_ADD, all)?;
     }
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let connect = || {
-        // SAFETY: a valid sockaddr_in of its size.
-        let r = unsafe {
-            libc::connect(
-                fd,
-                (&raw const sin).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if r == 0 {
-            0
-        } else {
-            errno()
-        }
-    };
+    let connect = || connect_v4(fd, to);
     match connect() {
         0 => println!("connect: done at once"),
         libc::EINPROGRESS => {

@@ -73,3 +73,31 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
         0
     }
 }
+
+/// `connect` of the socket `fd` to `to` through the C library (so that the library under
+/// test sees it); 0 or the `errno`. (For `ism-run-echo`'s raw-socket modes; `ism-run-io`
+/// connects with std.)
+#[allow(dead_code)]
+pub fn connect_v4(fd: i32, to: std::net::SocketAddrV4) -> i32 {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        errno()
+    }
+}
