@@ -76,6 +76,8 @@ impl Connecting {
         if *st == State::Pending {
             *st = State::Closed;
             self.ended.notify_all();
+            // A blocking `connect` waiting in the placeholder (`wait_end`) sees room now.
+            crate::smc::drain_all(self.b.as_raw_fd());
         }
         st
     }
@@ -341,6 +343,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     if *st != State::Pending || !ours {
         *st = State::Closed;
         c.ended.notify_all();
+        crate::smc::drain_all(c.b_fd());
         return;
     }
     let (local, dest) = (c.local, c.dest);
