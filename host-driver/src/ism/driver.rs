@@ -7,7 +7,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use ism_abi::command::Request;
 use ism_abi::wire::attach_dmb::AttachDmbResponse;
@@ -148,6 +148,9 @@ pub struct IsmDriver<H: HostMemory, B: Bus> {
     ieq: DevAddr,
     cmd_lock: spin::Mutex<()>,
     sba_bitmap: spin::Mutex<[u64; NR_DMBS / 64]>,
+    /// The SBA doublewords the handler scans: those of the indices in `sba_bitmap`
+    /// (`irq::sba_words_of`), kept with it.
+    sba_words: AtomicU32,
     dmb_client: Vec<AtomicU8>,
     clients: spin::RwLock<Vec<Arc<dyn IsmClient>>>,
     irq_state: spin::Mutex<IeqCursor>,
@@ -161,7 +164,7 @@ pub struct IsmDriver<H: HostMemory, B: Bus> {
     gone: AtomicBool,
     /// The poller that reads the SBA (a caller's token; 0: none): see
     /// [`IsmDriver::claim_polling`].
-    poll_owner: AtomicU64,
+    poll_owner: AtomicUsize,
 }
 
 fn align_for(len: usize) -> usize {
@@ -199,6 +202,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
             ieq,
             cmd_lock: spin::Mutex::new(()),
             sba_bitmap: spin::Mutex::new([0; NR_DMBS / 64]),
+            sba_words: AtomicU32::new(0),
             dmb_client: (0..NR_DMBS).map(|_| AtomicU8::new(NO_CLIENT)).collect(),
             clients: spin::RwLock::new(Vec::new()),
             irq_state: spin::Mutex::new(IeqCursor {
@@ -210,7 +214,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
             removed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             told_gone: AtomicBool::new(false),
-            poll_owner: AtomicU64::new(0),
+            poll_owner: AtomicUsize::new(0),
         };
         if let Err(e) = drv.init() {
             drv.hal.dma_free(drv.ieq, PAGE);
@@ -543,13 +547,19 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         let mut bm = self.sba_bitmap.lock();
         let idx = (FIRST_DMB_INDEX..NR_DMBS).find(|&i| bm[i / 64] & (1 << (i % 64)) == 0)?;
         bm[idx / 64] |= 1 << (idx % 64);
+        self.sba_words
+            .store(irq::sba_words_of(&bm), Ordering::Release);
         Some(idx as u32)
     }
 
     fn release_sba_index(&self, idx: u32) {
         let i = idx as usize;
         if i < NR_DMBS {
-            self.sba_bitmap.lock()[i / 64] &= !(1 << (i % 64));
+            let mut bm = self.sba_bitmap.lock();
+            bm[i / 64] &= !(1 << (i % 64));
+            self.sba_words
+                .store(irq::sba_words_of(&bm), Ordering::Release);
+            drop(bm);
             self.dmb_client[i].store(NO_CLIENT, Ordering::Release);
         }
     }
@@ -751,7 +761,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     /// skip the SBA: on a function both ends of a connection use (the loopback board), two
     /// spinning readers of one SBA pull its cache line back and forth on every poll, and the
     /// holder's handler runs deliver the others' signals anyway.
-    pub fn claim_polling(&self, token: u64, on: bool) {
+    pub fn claim_polling(&self, token: usize, on: bool) {
         let (from, to) = if on { (0, token) } else { (token, 0) };
         let _ = self
             .poll_owner
@@ -760,7 +770,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
 
     /// A poll by `token` (see [`IsmDriver::claim_polling`]): unless another poller holds
     /// the SBA, runs the handler if work is pending; returns whether it ran.
-    pub fn poll_sba(&self, token: u64) -> bool {
+    pub fn poll_sba(&self, token: usize) -> bool {
         let owner = self.poll_owner.load(Ordering::Acquire);
         if owner != 0 && owner != token {
             return false;
@@ -799,7 +809,8 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         let mem = self.memory();
         let flags = irq::take_flags(mem, self.sba);
         let clients = self.clients.read();
-        let signals = irq::take_dmb_signals(mem, self.sba, |idx, mask| {
+        let words = self.sba_words.load(Ordering::Acquire);
+        let signals = irq::take_dmb_signals(mem, self.sba, words, |idx, mask| {
             let c = self.dmb_client[idx as usize].load(Ordering::Acquire);
             if let Some(client) = clients.get(c as usize) {
                 client.handle_irq(idx, mask);

@@ -85,40 +85,67 @@ pub(crate) struct IeqCursor {
     pub(crate) entries: i64,
 }
 
-/// Step 2: clears and collects the signalled DMB bits and masks.
+/// The SBA doublewords (bit `w`: bytes `8w .. 8w + 8`) that hold the bits of the SBA
+/// indices set in `indices` (one bit per index, as the driver allocates them): what
+/// [`take_dmb_signals`] needs to look at.
+pub(crate) fn sba_words_of(indices: &[u64; NR_DMBS / 64]) -> u32 {
+    // Index word j (indices 64j .. 64j + 63) sits at SBA bytes 4 + 8j .. 4 + 8j + 7: its
+    // low half (in index order) in doubleword j, its high half in doubleword j + 1.
+    let mut words = 0u32;
+    for (j, &w) in indices.iter().enumerate() {
+        if w & 0xFFFF_FFFF != 0 {
+            words |= 1 << j;
+        }
+        if w >> 32 != 0 {
+            words |= 1 << (j + 1);
+        }
+    }
+    words
+}
+
+/// Step 2: clears and collects the signalled DMB bits and masks, looking only at the SBA
+/// doublewords in `words` (see [`sba_words_of`]: those of registered DMBs; a signal for
+/// an index that is not registered means nothing, as in Linux's `ism_handle_irq`, which
+/// finds no client for it).
 pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
     mem: &M,
     sba_base: DevAddr,
+    words: u32,
     mut deliver: impl FnMut(u32, u16),
 ) -> u32 {
     let mut n = 0;
     let first_byte = sba::dmb_bit(FIRST_DMB_INDEX).0;
     let last_byte = sba::dmb_bit(NR_DMBS - 1).0;
-    // Read doublewords to skip empty stretches quickly; bytes 8.. are 8-aligned.
-    let mut byte = first_byte;
-    while byte <= last_byte {
-        if byte.is_multiple_of(8) && byte + 8 <= last_byte + 1 {
-            let word = mem
-                .load_u64(DevAddr(sba_base.0 + byte as u64))
-                .unwrap_or([0; 8]);
-            if word == [0; 8] {
-                byte += 8;
+    let mut left = words;
+    while left != 0 {
+        let w = left.trailing_zeros() as usize;
+        left &= left - 1;
+        let (start, end) = ((8 * w).max(first_byte), (8 * w + 7).min(last_byte));
+        if start > end {
+            continue;
+        }
+        // One load to skip a doubleword without signals; a bit the device sets after it
+        // comes with the summary bit again, so the next run finds it.
+        let word = mem
+            .load_u64(DevAddr(sba_base.0 + 8 * w as u64))
+            .unwrap_or([0; 8]);
+        for byte in start..=end {
+            if word[byte - 8 * w] == 0 {
                 continue;
             }
-        }
-        let at = DevAddr(sba_base.0 + byte as u64);
-        let bits = mem.swap_u8(at, 0).unwrap_or(0);
-        for bit in 0..8 {
-            if bits & (0x80 >> bit) != 0 {
-                let idx = (byte - sba::DMB_BITS_OFFSET) * 8 + bit;
-                let m = sba_base.0 + sba::dmbe_mask_offset(idx) as u64;
-                let hi = mem.swap_u8(DevAddr(m), 0).unwrap_or(0);
-                let lo = mem.swap_u8(DevAddr(m + 1), 0).unwrap_or(0);
-                deliver(idx as u32, u16::from_be_bytes([hi, lo]));
-                n += 1;
+            let at = DevAddr(sba_base.0 + byte as u64);
+            let bits = mem.swap_u8(at, 0).unwrap_or(0);
+            for bit in 0..8 {
+                if bits & (0x80 >> bit) != 0 {
+                    let idx = (byte - sba::DMB_BITS_OFFSET) * 8 + bit;
+                    let m = sba_base.0 + sba::dmbe_mask_offset(idx) as u64;
+                    let hi = mem.swap_u8(DevAddr(m), 0).unwrap_or(0);
+                    let lo = mem.swap_u8(DevAddr(m + 1), 0).unwrap_or(0);
+                    deliver(idx as u32, u16::from_be_bytes([hi, lo]));
+                    n += 1;
+                }
             }
         }
-        byte += 1;
     }
     n
 }
@@ -158,4 +185,25 @@ pub(crate) fn take_flags<M: DmaMemory + ?Sized>(mem: &M, sba_base: DevAddr) -> S
         .fetch_and_u8(sba_base, !(SbaFlags::SUMMARY | SbaFlags::EVENT).bits())
         .unwrap_or(0);
     SbaFlags::from_bits_truncate(old)
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    #[test]
+    fn the_sba_words_of_an_index_hold_its_bit() {
+        for idx in FIRST_DMB_INDEX..NR_DMBS {
+            let mut indices = [0u64; NR_DMBS / 64];
+            indices[idx / 64] |= 1 << (idx % 64);
+            let words = sba_words_of(&indices);
+            assert_eq!(words.count_ones(), 1, "index {idx}");
+            let w = words.trailing_zeros() as usize;
+            let byte = sba::dmb_bit(idx).0;
+            assert!(
+                (8 * w..8 * w + 8).contains(&byte),
+                "index {idx}: byte {byte}, word {w}"
+            );
+        }
+    }
 }

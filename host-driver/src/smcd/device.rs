@@ -158,11 +158,19 @@ pub trait SmcdOps: Send + Sync {
 
 /// The calling thread's poller token for [`IsmDriver::claim_polling`] (non-zero, distinct
 /// per live thread: the address of a thread-local).
-fn poller_token() -> u64 {
+#[cfg(feature = "std")]
+fn poller_token() -> usize {
     std::thread_local! {
         static TOKEN: u8 = const { 0 };
     }
-    TOKEN.with(|t| t as *const u8 as u64)
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+/// Without `std` there are no threads to tell apart: one token for every poller, so that
+/// each of them polls the SBA (as before claims existed).
+#[cfg(not(feature = "std"))]
+fn poller_token() -> usize {
+    1
 }
 
 impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
