@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use crate::hooks::set_flags;
 use crate::real::{errno, real};
 use crate::runtime::Runtime;
 
@@ -167,7 +168,7 @@ pub fn start(
     let tcp = unsafe { OwnedFd::from_raw_fd(tcp) };
     let (a, b) = crate::smc::doorbell_pair()?;
     crate::smc::fill_all(a.as_raw_fd());
-    set_nonblocking(a.as_raw_fd(), flags & libc::O_NONBLOCK != 0);
+    set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let entry = Arc::new(Entry::Connecting(Connecting {
         b,
         tcp,
@@ -207,7 +208,8 @@ pub fn start(
 /// # Errors
 /// The `errno` for `connect` to return.
 pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
-    copy_send_timeout(c.tcp_fd(), a.as_raw_fd());
+    // The placeholder waits as long as the program's socket would (`SO_SNDTIMEO`).
+    crate::hooks::copy_timeouts(c.tcp_fd(), a.as_raw_fd());
     loop {
         let st = *c.lock();
         match st {
@@ -237,45 +239,6 @@ pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
     }
 }
 
-/// Copies `SO_SNDTIMEO` from `from` to `to` (the placeholder waits as long as the
-/// program's socket would).
-fn copy_send_timeout(from: c_int, to: c_int) {
-    let (Some(get), Some(set)) = (real().getsockopt, real().setsockopt) else {
-        return;
-    };
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    let p = (&mut tv as *mut libc::timeval).cast::<libc::c_void>();
-    // SAFETY: a `timeval` of its size, on our own descriptors.
-    unsafe {
-        if get(from, libc::SOL_SOCKET, libc::SO_SNDTIMEO, p, &mut len) == 0
-            && (tv.tv_sec != 0 || tv.tv_usec != 0)
-        {
-            set(to, libc::SOL_SOCKET, libc::SO_SNDTIMEO, p, len);
-        }
-    }
-}
-
-fn set_nonblocking(fd: c_int, on: bool) {
-    if let Some(f) = real().fcntl {
-        // SAFETY: F_GETFL/F_SETFL on a descriptor of ours.
-        unsafe {
-            let fl = f(fd, libc::F_GETFL, 0);
-            if fl >= 0 {
-                let fl = if on {
-                    fl | libc::O_NONBLOCK
-                } else {
-                    fl & !libc::O_NONBLOCK
-                };
-                f(fd, libc::F_SETFL, fl);
-            }
-        }
-    }
-}
-
 /// Waits (bounded) for the TCP connection of `tcp`; its `errno` if it failed.
 fn wait_tcp(tcp: c_int) -> Result<(), c_int> {
     let deadline = Instant::now() + TCP_CONNECT_LIMIT;
@@ -299,25 +262,10 @@ fn wait_tcp(tcp: c_int) -> Result<(), c_int> {
             return Err(errno());
         }
     }
-    let mut err: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    let r = match real().getsockopt {
-        // SAFETY: SO_ERROR into an `int` of its size, on our own descriptor.
-        Some(g) => unsafe {
-            g(
-                tcp,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut c_int).cast(),
-                &mut len,
-            )
-        },
-        None => return Err(libc::ENOSYS),
-    };
-    match (r, err) {
-        (0, 0) => Ok(()),
-        (0, e) => Err(e),
-        _ => Err(errno()),
+    match crate::net::sockopt_int(tcp, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Some(0) => Ok(()),
+        Some(e) => Err(e),
+        None => Err(errno()),
     }
 }
 
@@ -332,7 +280,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         Ok(()) => {
             // The handshake blocks (the program cannot reach this file meanwhile: its
             // descriptor is the placeholder).
-            set_nonblocking(c.tcp_fd(), false);
+            set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
             negotiate(rt, c.tcp_fd(), true)
         }
     };
@@ -362,7 +310,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         },
         Negotiated::Fallback(why) => {
             // The TCP socket takes the number back, in the program's mode.
-            set_nonblocking(c.tcp_fd(), c.flags & libc::O_NONBLOCK != 0);
+            set_flags(c.tcp_fd(), c.flags);
             match crate::hooks::put_on(fd, c.tcp_fd(), false) {
                 Ok(()) => {
                     drop(TABLE.remove(fd));

@@ -1035,7 +1035,8 @@ pub unsafe extern "C" fn epoll_ctl(
 
 // ------------------------------------------------------------------------ connections
 
-fn set_flags(fd: c_int, flags: c_int) {
+/// Sets `fd`'s file status flags (`F_SETFL`: `O_NONBLOCK` among them).
+pub(crate) fn set_flags(fd: c_int, flags: c_int) {
     if let Some(f) = real().fcntl {
         // SAFETY: F_SETFL with an integer argument.
         unsafe { f(fd, libc::F_SETFL, flags) };
@@ -1154,7 +1155,7 @@ pub(crate) fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> R
 }
 
 /// Copies `SO_RCVTIMEO` and `SO_SNDTIMEO` from the socket `from` to `to`.
-fn copy_timeouts(from: c_int, to: c_int) {
+pub(crate) fn copy_timeouts(from: c_int, to: c_int) {
     for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         let mut tv = libc::timeval {
             tv_sec: 0,

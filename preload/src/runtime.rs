@@ -221,23 +221,40 @@ impl Runtime {
 /// call (`EINTR`) nor end its `sigsuspend`, and a handler that calls `exit` would run the
 /// exit handlers on the interrupt thread, which then cannot join itself.
 pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(libc::sigset_t);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: restores the mask saved below, for the calling thread.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    let _blocked = SignalsBlocked::new();
+    f()
+}
+
+/// Every signal blocked in the calling thread until this is dropped, which restores the
+/// mask it had before.
+pub struct SignalsBlocked {
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    /// Blocks every signal (`None` if the mask cannot be changed: nothing was).
+    pub fn new() -> Option<Self> {
+        // SAFETY: all-zero sigsets are valid values, filled/overwritten by the calls, which
+        // change only the calling thread's mask.
+        unsafe {
+            let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+                (std::mem::zeroed(), std::mem::zeroed());
+            libc::sigfillset(&mut all);
+            (libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0).then_some(Self { old })
         }
     }
-    // SAFETY: all-zero sigsets are valid values, filled/overwritten by the calls.
-    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: `all` and `old` are valid sigsets of the calling thread's stack.
-    let ok = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0
-    };
-    let _restore = ok.then_some(Restore(old));
-    f()
+
+    /// The mask before (what the program itself blocks).
+    pub fn old_mask(&self) -> &libc::sigset_t {
+        &self.old
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`, for the calling thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
 }
 
 /// At exit: detaches the function in order (BYE), after the connections were closed.

@@ -393,7 +393,7 @@ impl SmcFd {
         // the kernel, stops on a pending signal: `sk_busy_loop`). sockperf stops its
         // receiving thread with a signal and then shuts the socket down: a signal lost so
         // made the shutdown read as an end of stream.
-        let spun = SignalsHeld::spin(SPIN, || self.conn.read_ready());
+        let spun = spin_with_signals_held(SPIN, || self.conn.read_ready());
         match spun {
             Spun::Ready => return Ok(()),
             Spun::Interrupted => return Err(libc::EINTR),
@@ -555,77 +555,55 @@ enum Spun {
     TimeUp,
 }
 
-/// The calling thread's signal mask while it spins, restored on drop.
-struct SignalsHeld {
-    old: libc::sigset_t,
+/// Spins on `ready` for at most `limit` with every signal blocked; then restores the mask
+/// (pending signals are handled then) and says whether one of them would have
+/// interrupted a blocking call.
+fn spin_with_signals_held(limit: Duration, ready: impl Fn() -> bool) -> Spun {
+    let held = crate::runtime::SignalsBlocked::new();
+    let start = std::time::Instant::now();
+    let mut ok = false;
+    while start.elapsed() < limit {
+        if ready() {
+            ok = true;
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let interrupts = !ok
+        && held
+            .as_ref()
+            .is_some_and(|h| pending_interrupts(h.old_mask()));
+    drop(held);
+    if ok {
+        Spun::Ready
+    } else if interrupts {
+        Spun::Interrupted
+    } else {
+        Spun::TimeUp
+    }
 }
 
-impl SignalsHeld {
-    /// Spins on `ready` for at most `limit` with every signal blocked; then restores the
-    /// mask (pending signals are handled then) and says whether one of them would have
-    /// interrupted a blocking call.
-    fn spin(limit: Duration, ready: impl Fn() -> bool) -> Spun {
-        let held = Self::hold();
-        let start = std::time::Instant::now();
-        let mut ok = false;
-        while start.elapsed() < limit {
-            if ready() {
-                ok = true;
-                break;
-            }
-            std::hint::spin_loop();
+/// Whether a signal is pending that the program's mask `old` lets through and whose
+/// handler was installed without `SA_RESTART` (its delivery would end a blocking `recv`
+/// with `EINTR`).
+fn pending_interrupts(old: &libc::sigset_t) -> bool {
+    // SAFETY: an all-zero sigset is valid; `sigpending` fills it for this thread and
+    // process; `sigaction` with a null new action only reads the current one.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 {
+            return false;
         }
-        let interrupts = !ok && held.as_ref().is_some_and(SignalsHeld::pending_interrupts);
-        drop(held);
-        if ok {
-            Spun::Ready
-        } else if interrupts {
-            Spun::Interrupted
-        } else {
-            Spun::TimeUp
-        }
-    }
-
-    fn hold() -> Option<Self> {
-        // SAFETY: all-zero sigsets are valid values, filled/overwritten by the calls, which
-        // change only the calling thread's mask.
-        unsafe {
-            let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-                (std::mem::zeroed(), std::mem::zeroed());
-            libc::sigfillset(&mut all);
-            (libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) == 0).then_some(Self { old })
-        }
-    }
-
-    /// Whether a signal is pending that the program's mask lets through and whose
-    /// handler was installed without `SA_RESTART` (its delivery would end a blocking
-    /// `recv` with `EINTR`).
-    fn pending_interrupts(&self) -> bool {
-        // SAFETY: an all-zero sigset is valid; `sigpending` fills it for this thread and
-        // process; `sigaction` with a null new action only reads the current one.
-        unsafe {
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            if libc::sigpending(&mut pending) != 0 {
+        (1..=libc::SIGRTMAX()).any(|sig| {
+            if libc::sigismember(&pending, sig) != 1 || libc::sigismember(old, sig) == 1 {
                 return false;
             }
-            (1..=libc::SIGRTMAX()).any(|sig| {
-                if libc::sigismember(&pending, sig) != 1 || libc::sigismember(&self.old, sig) == 1 {
-                    return false;
-                }
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
-                    && sa.sa_sigaction != libc::SIG_DFL
-                    && sa.sa_sigaction != libc::SIG_IGN
-                    && sa.sa_flags & libc::SA_RESTART == 0
-            })
-        }
-    }
-}
-
-impl Drop for SignalsHeld {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `hold`, for the calling thread.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+                && sa.sa_sigaction != libc::SIG_IGN
+                && sa.sa_flags & libc::SA_RESTART == 0
+        })
     }
 }
 
