@@ -243,11 +243,6 @@ impl SignalsBlocked {
             (libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0).then_some(Self { old })
         }
     }
-
-    /// The mask before (what the program itself blocks).
-    pub fn old_mask(&self) -> &libc::sigset_t {
-        &self.old
-    }
 }
 
 impl Drop for SignalsBlocked {

@@ -387,17 +387,12 @@ impl SmcFd {
     /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), or another `errno`
     /// of the kernel's `recv`.
     fn wait_readable(&self, fd: c_int) -> Result<(), c_int> {
-        // The spin runs with signals blocked: a signal that comes meanwhile would otherwise
-        // run its handler between two spins and interrupt nothing, where a TCP `recv`,
-        // blocked in the kernel, fails with `EINTR` (Linux's busy polling, which spins in
-        // the kernel, stops on a pending signal: `sk_busy_loop`). sockperf stops its
-        // receiving thread with a signal and then shuts the socket down: a signal lost so
-        // made the shutdown read as an end of stream.
-        let spun = spin_with_signals_held(SPIN, || self.conn.read_ready());
-        match spun {
-            Spun::Ready => return Ok(()),
-            Spun::Interrupted => return Err(libc::EINTR),
-            Spun::TimeUp => {}
+        let start = std::time::Instant::now();
+        while start.elapsed() < SPIN {
+            if self.conn.read_ready() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
         }
         // No doorbell byte may stay in A while nothing is readable, or the wait below
         // would return at once, again and again.
@@ -541,69 +536,6 @@ impl SmcFd {
         } else {
             self.stream.set_write_timeout(t)
         };
-    }
-}
-
-/// How a spin with signals held ended.
-enum Spun {
-    /// The condition held.
-    Ready,
-    /// A signal came whose handler was installed without `SA_RESTART`: the call fails
-    /// with `EINTR` (the handler has run).
-    Interrupted,
-    /// Time is up (signals that came, all with `SA_RESTART`, have been handled).
-    TimeUp,
-}
-
-/// Spins on `ready` for at most `limit` with every signal blocked; then restores the mask
-/// (pending signals are handled then) and says whether one of them would have
-/// interrupted a blocking call.
-fn spin_with_signals_held(limit: Duration, ready: impl Fn() -> bool) -> Spun {
-    let held = crate::runtime::SignalsBlocked::new();
-    let start = std::time::Instant::now();
-    let mut ok = false;
-    while start.elapsed() < limit {
-        if ready() {
-            ok = true;
-            break;
-        }
-        std::hint::spin_loop();
-    }
-    let interrupts = !ok
-        && held
-            .as_ref()
-            .is_some_and(|h| pending_interrupts(h.old_mask()));
-    drop(held);
-    if ok {
-        Spun::Ready
-    } else if interrupts {
-        Spun::Interrupted
-    } else {
-        Spun::TimeUp
-    }
-}
-
-/// Whether a signal is pending that the program's mask `old` lets through and whose
-/// handler was installed without `SA_RESTART` (its delivery would end a blocking `recv`
-/// with `EINTR`).
-fn pending_interrupts(old: &libc::sigset_t) -> bool {
-    // SAFETY: an all-zero sigset is valid; `sigpending` fills it for this thread and
-    // process; `sigaction` with a null new action only reads the current one.
-    unsafe {
-        let mut pending: libc::sigset_t = std::mem::zeroed();
-        if libc::sigpending(&mut pending) != 0 {
-            return false;
-        }
-        (1..=libc::SIGRTMAX()).any(|sig| {
-            if libc::sigismember(&pending, sig) != 1 || libc::sigismember(old, sig) == 1 {
-                return false;
-            }
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
-                && sa.sa_sigaction != libc::SIG_DFL
-                && sa.sa_sigaction != libc::SIG_IGN
-                && sa.sa_flags & libc::SA_RESTART == 0
-        })
     }
 }
 
