@@ -811,18 +811,9 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let Some(mem) = self.own_memory(owner) else {
             return;
         };
-        let base = owner.sba_addr.load(Ordering::Relaxed);
-        let bit = sba::dmbe_mask_bit(dmbe_idx).to_be_bytes();
-        let mask_at = base + sba::dmbe_mask_offset(idx) as u64;
-        let (byte, mask) = sba::dmb_bit(idx);
-        // The SBA was checked to lie in the owner's domain at REG_SBA; these cannot fail.
-        let ok = mem.fetch_or_u8(DevAddr(mask_at), bit[0]).is_ok()
-            && mem.fetch_or_u8(DevAddr(mask_at + 1), bit[1]).is_ok()
-            && mem.fetch_or_u8(DevAddr(base + byte as u64), mask).is_ok()
-            && mem
-                .fetch_or_u8(DevAddr(base), SbaFlags::SUMMARY.bits())
-                .is_ok();
-        if ok {
+        let base = DevAddr(owner.sba_addr.load(Ordering::Relaxed));
+        // The SBA was checked to lie in the owner's domain at REG_SBA; this cannot fail.
+        if set_dmb_signal(mem, base, idx, dmbe_idx).is_ok() {
             self.stats.signals.fetch_add(1, Ordering::Relaxed);
             self.raise(owner_id);
         }
@@ -1038,4 +1029,30 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
 fn put(resp: &mut [u8], bytes: &[u8]) -> usize {
     resp[HEADER_LEN..bytes.len()].copy_from_slice(&bytes[HEADER_LEN..]);
     bytes.len()
+}
+
+/// Sets the bits a signalled move into DMB `idx` (DMBE `dmbe_idx`) leaves in the SBA at
+/// `sba`: the DMBE mask bit, then the DMB bit, then the summary bit, each an atomic OR, so
+/// a host that sees the summary bit finds the others (Linux's `ism_handle_irq` reads the
+/// DMB bits after the summary, `ism_move` is what sets them on the real device). The one
+/// home of this order: the device's moves use it, and so do boards whose hosts signal a
+/// shared-memory DMB themselves (the process loopback board's direct moves).
+///
+/// # Errors
+/// The memory's error if the SBA does not lie in `mem`.
+pub fn set_dmb_signal<M: DmaMemory>(
+    mem: &M,
+    sba_base: DevAddr,
+    idx: usize,
+    dmbe_idx: u8,
+) -> Result<(), ism_hal::MemError> {
+    let base = sba_base.0;
+    let bit = sba::dmbe_mask_bit(dmbe_idx).to_be_bytes();
+    let mask_at = base + sba::dmbe_mask_offset(idx) as u64;
+    let (byte, mask) = sba::dmb_bit(idx);
+    mem.fetch_or_u8(DevAddr(mask_at), bit[0])?;
+    mem.fetch_or_u8(DevAddr(mask_at + 1), bit[1])?;
+    mem.fetch_or_u8(DevAddr(base + byte as u64), mask)?;
+    mem.fetch_or_u8(DevAddr(base), SbaFlags::SUMMARY.bits())?;
+    Ok(())
 }

@@ -52,7 +52,7 @@ pub mod function;
 pub use ism_abi::{command, error, wire};
 
 #[cfg(not(loom))]
-pub use device::{ConfigError, Device, DownReason, StatsSnapshot};
+pub use device::{set_dmb_signal, ConfigError, Device, DownReason, StatsSnapshot};
 #[cfg(not(loom))]
 pub use error::{MoveError, ReturnCode};
 #[cfg(not(loom))]

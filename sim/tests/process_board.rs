@@ -247,8 +247,12 @@ fn stream_between_processes(kind: &str, nocopy: bool) {
     let s = board.status();
     let moved = s["counters"]["bytes_moved"].as_u64().unwrap();
     if nocopy {
-        // Data went through the attached DMB; the device moved only CDC messages.
+        // Data went through the attached DMB; only CDC messages were moved, by the hosts
+        // themselves (direct moves, spec 5.5), each signalled.
         assert!(moved < 1 << 20, "{s}");
+        let direct = s["counters"]["direct_moves"].as_u64().unwrap();
+        assert!(direct > 0, "{s}");
+        assert!(s["counters"]["direct_signals"].as_u64().unwrap() > 0, "{s}");
     } else {
         assert!(moved >= 24 << 20, "{s}");
     }
@@ -422,16 +426,17 @@ fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
 fn a_host_of_another_spec_version_is_refused() {
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "lpar", "v", 2);
-    match process::host::attach_raw_version(&dir.0, "v", 99) {
-        Err(AttachError::Refused { status, message }) => {
-            assert_eq!(status, process::layout::STATUS_VERSION);
-            assert!(
-                message.contains("board speaks version 1, the host version 99"),
-                "{message}"
-            );
+    // Version 1 (before the loopback peer table) and a future one.
+    for v in [1, 99] {
+        match process::host::attach_raw_version(&dir.0, "v", v) {
+            Err(AttachError::Refused { status, message }) => {
+                assert_eq!(status, process::layout::STATUS_VERSION);
+                let want = format!("board speaks version 2, the host version {v}");
+                assert!(message.contains(&want), "{message}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("attached with version {v}"),
         }
-        Err(e) => panic!("{e}"),
-        Ok(_) => panic!("attached with a wrong version"),
     }
     assert_eq!(board.status()["functions"].as_array().unwrap().len(), 0);
     board.stop();
@@ -770,4 +775,142 @@ fn a_polling_host_is_not_woken_and_a_held_back_interrupt_is_not_lost() {
         std::thread::sleep(Duration::from_millis(1));
     }
     a.driver().unregister_dmb(&dmb).unwrap();
+}
+
+/// Direct moves on a loopback board (spec 5.5): a host moves into a DMB it attached itself,
+/// by the device's rules; everything the device must judge still reaches it, and the
+/// attachment ends with DETACH_DMB and with the owner's UNREG_DMB.
+#[test]
+fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
+    use ism_firmware::MoveError;
+    use ism_hal::DmaMemory;
+    use ism_host_driver::ism::{IsmClient, IsmError, IsmEvent};
+    use std::sync::Mutex;
+    struct Signals(Mutex<Vec<(u32, u16)>>);
+    impl IsmClient for Signals {
+        fn handle_irq(&self, sba_idx: u32, mask: u16) {
+            self.0.lock().unwrap().push((sba_idx, mask));
+        }
+        fn handle_event(&self, _e: &IsmEvent) {}
+    }
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "loopback", "direct", 3);
+    let owner = process::attach_in(&dir.0, "direct").unwrap();
+    let writer = process::attach_in(&dir.0, "direct").unwrap();
+    let signals = std::sync::Arc::new(Signals(Mutex::new(Vec::new())));
+    let client = owner.driver().add_client(signals.clone()).unwrap();
+    let dmb = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), None, client)
+        .unwrap();
+    let w = writer.driver();
+    let direct = |key: &str| board.status()["counters"][key].as_u64().unwrap();
+    let device_moves = || direct("moves") - direct("direct_moves");
+
+    // Not attached: the device moves it.
+    w.move_data(dmb.token, 0, true, 0, &[1; 100]).unwrap();
+    assert_eq!((direct("direct_moves"), device_moves()), (0, 1));
+
+    // Attached: the writer moves it itself, the owner is signalled (DMBE 3).
+    w.attach_dmb(dmb.token).unwrap();
+    w.move_data(dmb.token, 3, true, 100, &[2; 300]).unwrap();
+    let mut back = [0u8; 400];
+    owner.driver().memory().read(dmb.addr, &mut back).unwrap();
+    assert_eq!(&back[..100], &[1; 100][..]);
+    assert_eq!(&back[100..], &[2; 300][..]);
+    assert_eq!(direct("direct_moves"), 1);
+    assert_eq!(direct("direct_bytes"), 300);
+    assert_eq!(direct("direct_signals"), 1);
+    assert_eq!(device_moves(), 1);
+    let deadline = Instant::now() + WAIT;
+    while !signals
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|&(i, m)| i == dmb.sba_idx && m == ism_firmware::wire::sba::dmbe_mask_bit(3))
+    {
+        assert!(Instant::now() < deadline, "no signal for DMBE 3");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Past the end: the device refuses it (out of range).
+    let e = w
+        .move_data(dmb.token, 0, true, 8192, &[9; 100])
+        .unwrap_err();
+    assert!(matches!(e, IsmError::Move(MoveError::OutOfRange)), "{e:?}");
+    assert_eq!(direct("moves_refused"), 1);
+
+    // Detached: back to the device.
+    w.detach_dmb(dmb.token).unwrap();
+    w.move_data(dmb.token, 0, false, 0, &[5; 8]).unwrap();
+    writer.raw().bus().flush().unwrap();
+    assert_eq!((direct("direct_moves"), device_moves()), (1, 2));
+
+    // Attached again, then unregistered by its owner (release deferred while attached):
+    // the writer's next move is the device's, which refuses an unregistered token.
+    w.attach_dmb(dmb.token).unwrap();
+    w.move_data(dmb.token, 0, true, 0, &[6; 8]).unwrap();
+    assert_eq!(direct("direct_moves"), 2);
+    owner.driver().unregister_dmb(&dmb).unwrap();
+    let e = w.move_data(dmb.token, 0, true, 0, &[7; 8]).unwrap_err();
+    assert!(
+        matches!(e, IsmError::Move(MoveError::InvalidToken)),
+        "{e:?}"
+    );
+    assert_eq!(direct("direct_moves"), 2);
+    owner
+        .driver()
+        .memory()
+        .read(dmb.addr, &mut back[..8])
+        .unwrap();
+    assert_eq!(&back[..8], &[6; 8][..], "a move after UNREG_DMB landed");
+    w.detach_dmb(dmb.token).unwrap();
+    drop((owner, writer));
+    board.stop();
+}
+
+/// The owner of an attached DMB dies: the board withdraws the attachment, so the writer's
+/// next move is the device's (refused: the token died with its owner), never a write into
+/// memory the next host of that function will get.
+#[test]
+fn a_dead_owner_ends_direct_moves_into_its_dmbs() {
+    use ism_firmware::MoveError;
+    use ism_host_driver::ism::IsmError;
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "loopback", "gone", 3);
+    let owner = process::attach_in(&dir.0, "gone").unwrap();
+    let writer = process::attach_in(&dir.0, "gone").unwrap();
+    let client = owner
+        .driver()
+        .add_client(std::sync::Arc::new(NoClient))
+        .unwrap();
+    let dmb = owner
+        .driver()
+        .register_dmb(4096, writer.gid(), None, client)
+        .unwrap();
+    let w = writer.driver();
+    w.attach_dmb(dmb.token).unwrap();
+    w.move_data(dmb.token, 0, true, 0, &[1; 64]).unwrap();
+    assert_eq!(board.status()["counters"]["direct_moves"], 1);
+    drop(owner);
+    let deadline = Instant::now() + WAIT;
+    while board.status()["functions"].as_array().unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "the owner never left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let e = w.move_data(dmb.token, 0, true, 0, &[2; 64]).unwrap_err();
+    assert!(
+        matches!(e, IsmError::Move(MoveError::InvalidToken)),
+        "{e:?}"
+    );
+    assert_eq!(board.status()["counters"]["direct_moves"], 1);
+    drop(writer);
+    board.stop();
+}
+
+struct NoClient;
+impl ism_host_driver::ism::IsmClient for NoClient {
+    fn handle_irq(&self, _sba_idx: u32, _mask: u16) {}
+    fn handle_event(&self, _e: &ism_host_driver::ism::IsmEvent) {}
 }

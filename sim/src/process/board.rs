@@ -20,9 +20,12 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketTyp
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::dmbs::DmbShadow;
-use super::layout::{self, regs, Hello, Welcome, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use super::layout::{
+    self, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE, RING_SLOTS,
+    SLOT_DATA,
+};
 use super::names::NameTable;
-use super::page::{futex_wait, futex_wake, RegPage};
+use super::page::{futex_wait, futex_wake, IrqWords, PeerTable, RegPage};
 use crate::board::{BoardKind, LOOPBACK_CHID, LPAR_CHID, MAX_DMBS};
 use crate::memory::{MemoryDomain, SharedMapping, PAGE};
 
@@ -112,24 +115,15 @@ impl Clock for BoardClock {
     }
 }
 
-/// A function's interrupt: the `IRQ` word of its register object.
+/// A function's interrupt: the `IRQ` word of its register object (LPAR) or of its
+/// peer-table entry (loopback).
 pub struct ProcIrq {
-    page: Arc<RegPage>,
+    words: IrqWords,
 }
 
 impl InterruptLine for ProcIrq {
     fn raise(&self) {
-        self.page.word(regs::IRQ).swap(1, Ordering::SeqCst);
-        // A host thread polling its SBA finds the work itself (host-interface.md 5.4): no
-        // wake-up, which would only take a core from it. The fence pairs with the host's
-        // after it stops polling. `IRQ` may already be 1 from a raise held back so, with
-        // its interrupt thread asleep: a sleeper is woken whatever `IRQ` was.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.page.word(regs::IRQ_WAITERS).load(Ordering::SeqCst) > 0
-            && self.page.word(regs::HOST_POLLERS).load(Ordering::SeqCst) == 0
-        {
-            futex_wake(self.page.word(regs::IRQ));
-        }
+        self.words.raise();
     }
 }
 
@@ -195,7 +189,17 @@ pub struct BoardCounters {
     pub crashes: AtomicU64,
     /// Attaches refused (version, full, malformed).
     pub refusals: AtomicU64,
+    /// Direct moves (spec section 5.5) of hosts that have left: `[moves, bytes, signals]`
+    /// (those of attached hosts are in their peer-table entries).
+    pub direct_gone: [AtomicU64; 3],
 }
+
+/// The direct-move counters of a peer-table entry: moves, bytes, signals.
+const DIRECT_COUNTERS: [usize; 3] = [
+    peers::DIRECT_MOVES,
+    peers::DIRECT_BYTES,
+    peers::DIRECT_SIGNALS,
+];
 
 /// One attached host.
 struct Attached {
@@ -214,9 +218,11 @@ pub struct ProcessBoard {
     _lock: File,
     listener: OwnedFd,
     device: Arc<ProcDevice>,
-    pages: Vec<Arc<RegPage>>,
+    pages: Arc<Vec<Arc<RegPage>>>,
     /// The shared memory object of a loopback board.
     shared_mem: Option<OwnedFd>,
+    /// The peer table of a loopback board (spec section 5.5) and its memory object.
+    peers: Option<(Arc<PeerTable>, OwnedFd)>,
     slots: Vec<Option<Attached>>,
     dmbs: Arc<DmbShadow>,
     counters: Arc<BoardCounters>,
@@ -301,6 +307,27 @@ impl ProcessBoard {
             let map = SharedMapping::map_shared(&fd, REGS_SIZE).map_err(io("mmap"))?;
             pages.push(Arc::new(RegPage::new(map).map_err(io("register object"))?));
         }
+        let peers = match kind {
+            BoardKind::Lpar => None,
+            BoardKind::Loopback => {
+                let size = PeerTable::size(n).next_multiple_of(PAGE);
+                let fd =
+                    memfd(&format!("ism-{}-peers", opts.name), size as u64).map_err(io("memfd"))?;
+                let map = SharedMapping::map_shared(&fd, size).map_err(io("mmap"))?;
+                Some((
+                    Arc::new(PeerTable::new(map, n).map_err(io("peer table"))?),
+                    fd,
+                ))
+            }
+        };
+        let irqs = (0..n)
+            .map(|i| ProcIrq {
+                words: peers
+                    .as_ref()
+                    .and_then(|(t, _)| IrqWords::peer(t, i))
+                    .unwrap_or_else(|| IrqWords::Page(pages[i].clone())),
+            })
+            .collect();
         let cfgs: Vec<FunctionConfig> = (0..n)
             .map(|i| FunctionConfig {
                 gid: gid_of(kind, i),
@@ -309,7 +336,7 @@ impl ProcessBoard {
             .collect();
         let hw = ProcHw {
             memories,
-            irqs: pages.iter().map(|p| ProcIrq { page: p.clone() }).collect(),
+            irqs,
             clock: BoardClock(Instant::now()),
             shared: kind == BoardKind::Loopback,
         };
@@ -354,8 +381,9 @@ impl ProcessBoard {
             _lock: lock,
             listener,
             device,
-            pages,
+            pages: Arc::new(pages),
             shared_mem,
+            peers,
             counters: Arc::new(BoardCounters::default()),
             started: SystemTime::now(),
             log: Mutex::new(log),
@@ -534,18 +562,29 @@ impl ProcessBoard {
         if let Some(w) = a.worker.take() {
             let _ = w.join();
         }
-        let freed = self
+        let owned: Vec<_> = self
             .dmbs
             .records()
-            .iter()
+            .into_iter()
             .filter(|r| usize::from(r.owner) == i)
-            .count();
+            .collect();
+        let freed = owned.len();
         self.device.function_down(FunctionId(i as u16), reason);
+        // Its DMBs are gone: nobody moves into them directly any more (spec 5.5).
+        for r in &owned {
+            withdraw_attachments(&self.pages, r.attached, r.token);
+        }
         self.dmbs.function_down(i as u16);
         page.word(regs::BOARD_STATE)
             .store(layout::BOARD_STOPPED, Ordering::SeqCst);
-        page.word(regs::IRQ).store(1, Ordering::SeqCst);
-        futex_wake(page.word(regs::IRQ));
+        let irq = self.irq_words(i);
+        if let Some((t, _)) = &self.peers {
+            if let Some(w) = t.word64(i, peers::SBA) {
+                w.store(0, Ordering::SeqCst);
+            }
+        }
+        irq.irq().store(1, Ordering::SeqCst);
+        futex_wake(irq.irq());
         page.word(regs::PROGRESS).fetch_add(1, Ordering::SeqCst);
         futex_wake(page.word(regs::PROGRESS));
         let gid = gid_of(self.opts.kind, i).0;
@@ -676,6 +715,15 @@ impl ProcessBoard {
         page.mapping().replace_backing(&regs_fd)?;
         let gid = gid_of(kind, i);
         page.initialise(i as u32, gid.0);
+        if let Some((t, _)) = &self.peers {
+            // Whatever a former host of `i` left (pollers, sleepers, its SBA) is gone; its
+            // direct moves still count.
+            for (gone, off) in self.counters.direct_gone.iter().zip(DIRECT_COUNTERS) {
+                let n = t.word64(i, off).map_or(0, |w| w.load(Ordering::Relaxed));
+                gone.fetch_add(n, Ordering::Relaxed);
+            }
+            t.reset(i);
+        }
 
         let (map_size, pool_base) = match kind {
             BoardKind::Lpar => (mem_size, mem_base(kind, i)),
@@ -704,18 +752,23 @@ impl ProcessBoard {
         self.device.function_up(FunctionId(i as u16));
         let stop = Arc::new(AtomicBool::new(false));
         let worker = {
-            let (dev, page, stop, spin, dmbs) = (
-                self.device.clone(),
-                page.clone(),
-                stop.clone(),
-                self.opts.spin,
-                self.dmbs.clone(),
-            );
+            let ctx = WorkerCtx {
+                dev: self.device.clone(),
+                f: FunctionId(i as u16),
+                pages: self.pages.clone(),
+                peers: self.peers.as_ref().map(|(t, _)| t.clone()),
+                stop: stop.clone(),
+                spin: self.opts.spin,
+                dmbs: self.dmbs.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("ism-fn{i}"))
-                .spawn(move || worker(&dev, FunctionId(i as u16), &page, &stop, spin, &dmbs))?
+                .spawn(move || worker(&ctx))?
         };
-        let fds = [mem_fd.as_fd(), regs_fd.as_fd()];
+        let mut fds = vec![mem_fd.as_fd(), regs_fd.as_fd()];
+        if let Some((_, fd)) = &self.peers {
+            fds.push(fd.as_fd());
+        }
         let sent = send_with_fds(&conn, w.as_bytes(), &fds);
         self.slots[i] = Some(Attached {
             conn,
@@ -731,11 +784,30 @@ impl ProcessBoard {
         Ok(())
     }
 
+    /// Function `i`'s interrupt words.
+    fn irq_words(&self, i: usize) -> IrqWords {
+        self.peers
+            .as_ref()
+            .and_then(|(t, _)| IrqWords::peer(t, i))
+            .unwrap_or_else(|| IrqWords::Page(self.pages[i].clone()))
+    }
+
     /// What `ism-sim board status` prints.
     pub fn status_json(&self) -> serde_json::Value {
         use serde_json::json;
         let s = self.device.stats();
         let c = &self.counters;
+        // Direct moves (loopback, spec section 5.5): of hosts gone, plus those of attached
+        // hosts (a host's entry is reset only when the next host attaches).
+        let mut direct = [0u64; 3];
+        for (k, off) in DIRECT_COUNTERS.into_iter().enumerate() {
+            direct[k] = c.direct_gone[k].load(Ordering::Relaxed);
+            if let Some((t, _)) = &self.peers {
+                for i in 0..t.entries() {
+                    direct[k] += t.word64(i, off).map_or(0, |w| w.load(Ordering::Relaxed));
+                }
+            }
+        }
         let functions: Vec<_> = self
             .slots
             .iter()
@@ -774,10 +846,13 @@ impl ProcessBoard {
             })).collect::<Vec<_>>(),
             "counters": {
                 "commands": s.commands,
-                "moves": s.moves,
-                "bytes_moved": s.bytes_moved,
+                "moves": s.moves + direct[0],
+                "bytes_moved": s.bytes_moved + direct[1],
                 "moves_refused": s.moves_refused,
-                "signals": s.signals,
+                "signals": s.signals + direct[2],
+                "direct_moves": direct[0],
+                "direct_bytes": direct[1],
+                "direct_signals": direct[2],
                 "events": s.events,
                 "interrupts": s.interrupts,
                 "attaches": c.attaches.load(Ordering::Relaxed),
@@ -884,16 +959,25 @@ fn send_with_fds(conn: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::i
 
 // ------------------------------------------------------------------ the worker
 
+/// What a function's worker serves with.
+struct WorkerCtx {
+    dev: Arc<ProcDevice>,
+    f: FunctionId,
+    /// Every function's register object (a DMB's unregistration withdraws its attachers'
+    /// attachment words).
+    pages: Arc<Vec<Arc<RegPage>>>,
+    /// The peer table of a loopback board.
+    peers: Option<Arc<PeerTable>>,
+    stop: Arc<AtomicBool>,
+    spin: Duration,
+    dmbs: Arc<DmbShadow>,
+}
+
 /// Serves function `f`: its ring (store-blocks, in order) and its command area, until
 /// `stop`. Spins for `spin` after the last work, then sleeps on the doorbell.
-fn worker(
-    dev: &ProcDevice,
-    f: FunctionId,
-    page: &RegPage,
-    stop: &AtomicBool,
-    spin: Duration,
-    dmbs: &DmbShadow,
-) {
+fn worker(ctx: &WorkerCtx) {
+    let (dev, f, stop, spin, dmbs) = (&*ctx.dev, ctx.f, &*ctx.stop, ctx.spin, &*ctx.dmbs);
+    let page = &*ctx.pages[f.index()];
     let mut buf = vec![0u8; SLOT_DATA];
     let mut poisoned = Poisoned::new();
     let mut phase = SpinPhase::new(spin);
@@ -909,8 +993,11 @@ fn worker(
             let mut resp = [0u8; COMMAND_AREA_SIZE];
             let n = dev.execute(f, &req, &mut resp);
             page.command().write_bytes(0, &resp[..n]);
-            page.word(regs::CMD_DONE).store(seq, Ordering::Release);
+            if let Some(peers) = &ctx.peers {
+                publish_for_direct_moves(f.index(), &req, &resp[..n], &ctx.pages, peers, dmbs);
+            }
             dmbs.observe(f.0, &req, &resp[..n]);
+            page.word(regs::CMD_DONE).store(seq, Ordering::Release);
             did = true;
         }
         if did {
@@ -932,6 +1019,93 @@ fn worker(
         }
         page.word(regs::BOARD_SLEEPING).store(0, Ordering::SeqCst);
         phase = SpinPhase::new(spin);
+    }
+}
+
+/// Keeps what direct moves on a loopback board rely on (spec section 5.5) in step with a
+/// command function `f` just executed (`req`, answered with `resp`): its SBA's address in
+/// the peer table, its attachment words, and the attachment words of the functions that
+/// attached a DMB it unregistered.
+fn publish_for_direct_moves(
+    f: usize,
+    req: &[u8],
+    resp: &[u8],
+    pages: &[Arc<RegPage>],
+    peers: &PeerTable,
+    dmbs: &DmbShadow,
+) {
+    use ism_firmware::wire::opcode::Opcode;
+    let be64 = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    let ok = resp.get(4..6) == Some(&[0, 0][..]);
+    let op = req
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .and_then(Opcode::from_raw);
+    let page = &pages[f];
+    match op {
+        Some(Opcode::RegSba) if ok => {
+            if let Some(w) = peers.word64(f, peers::SBA) {
+                w.store(be64(req, 8), Ordering::SeqCst);
+            }
+        }
+        Some(Opcode::UnregSba) if ok => {
+            if let Some(w) = peers.word64(f, peers::SBA) {
+                w.store(0, Ordering::SeqCst);
+            }
+        }
+        Some(Opcode::AttachDmb) => {
+            let token = be64(req, 8);
+            // A DMB on a VLAN is moved into by the device only (which checks the writer's
+            // VLANs on every move).
+            let owner = dmbs
+                .get(token)
+                .filter(|r| r.vlan.is_none())
+                .map(|r| u32::from(r.owner));
+            let slot = match owner {
+                Some(_) if ok && token != 0 => (0..ATTACHMENT_WORDS).find(|&k| {
+                    page.word64(regs::ATTACHMENTS + 8 * k)
+                        .compare_exchange(0, token, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                }),
+                _ => None,
+            };
+            page.word(regs::ATTACH_OWNER)
+                .store(owner.unwrap_or(u32::MAX), Ordering::Relaxed);
+            page.word(regs::ATTACH_SLOT)
+                .store(slot.map_or(NO_ATTACH_SLOT, |k| k as u32), Ordering::Relaxed);
+        }
+        Some(Opcode::DetachDmb) if ok => withdraw_attachments(pages, 1 << f, be64(req, 8)),
+        Some(Opcode::UnregDmb) if ok => {
+            if let Some(r) = dmbs.get(be64(req, 8)) {
+                withdraw_attachments(pages, r.attached, r.token);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Clears the attachment words holding `token` of every function in `attachers` (bit `i`
+/// = function `i`): no direct move into that DMB starts afterwards.
+fn withdraw_attachments(pages: &[Arc<RegPage>], attachers: u64, token: u64) {
+    if token == 0 {
+        return;
+    }
+    for (j, page) in pages.iter().enumerate() {
+        if j < 64 && attachers & (1 << j) != 0 {
+            for k in 0..ATTACHMENT_WORDS {
+                let _ = page.word64(regs::ATTACHMENTS + 8 * k).compare_exchange(
+                    token,
+                    0,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                );
+            }
+        }
     }
 }
 

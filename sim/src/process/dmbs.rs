@@ -112,6 +112,15 @@ impl DmbShadow {
         });
     }
 
+    /// The record of `token`, if registered (or unregistered but still attached).
+    pub fn get(&self, token: u64) -> Option<DmbRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token)
+            .cloned()
+    }
+
     /// The records, by token.
     pub fn records(&self) -> Vec<DmbRecord> {
         self.0

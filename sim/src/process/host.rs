@@ -2,15 +2,18 @@
 //! (command area and store-block ring in the shared register object) and its interrupt;
 //! with [`attach`], also the ISM driver probed on it and an interrupt thread.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ism_firmware::wire::move_request::MoveRequest;
+use ism_firmware::wire::opcode::Opcode;
 use ism_hal::regs::COMMAND_AREA_SIZE;
-use ism_hal::{DevAddr, Gid};
+use ism_hal::{DevAddr, DmaMemory, Gid};
 use ism_host_driver::ism::{Bus, BusError, HostMemory, IsmDriver, IsmError};
 use ism_host_driver::smcd::device::SmcdOps;
 use ism_host_driver::smcd::wait::SpinPhase;
@@ -19,8 +22,11 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::layout::{self, regs, Hello, Welcome, REGS_SIZE, RING_SLOTS, SLOT_DATA};
-use super::page::{futex_wait, futex_wake, RegPage};
+use super::layout::{
+    self, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE, RING_SLOTS,
+    SLOT_DATA,
+};
+use super::page::{futex_wait, futex_wake, IrqWords, PeerTable, RegPage};
 use crate::board::BoardKind;
 use crate::memory::{DmaPool, MemoryDomain, SharedMapping};
 
@@ -195,6 +201,10 @@ pub struct ProcBus {
 
 struct BusInner {
     page: Arc<RegPage>,
+    /// Where this function's interrupt words are (register object or peer table).
+    irq: IrqWords,
+    /// Direct moves into attached DMBs (loopback boards only, spec section 5.5).
+    direct: Option<Direct>,
     /// One command at a time.
     cmd: Mutex<()>,
     /// The ring's producer (host side): the next `SQ_HEAD`.
@@ -255,6 +265,139 @@ impl BusInner {
         self.wait_progress(COMMAND_TIMEOUT, || {
             head.wrapping_sub(tail.load(Ordering::Acquire)) as i32 <= 0
         })
+    }
+}
+
+/// A DMB this function attached on a loopback board, as its ATTACH_DMB answered.
+#[derive(Clone, Copy, Debug)]
+struct DirectTarget {
+    /// The attachment word the board keeps for it (`ATTACHMENTS + 8 slot`).
+    slot: usize,
+    /// Device address of the DMB.
+    addr: u64,
+    /// Its length.
+    len: u64,
+    /// Its SBA index at the owner.
+    sba_idx: usize,
+    /// The owner's function index (its peer-table entry).
+    owner: usize,
+}
+
+/// Direct moves (spec section 5.5): on a loopback board every function maps the one
+/// partition memory, so a store-block into a DMB this function attached is done here, by
+/// the same rules as the device's (bounds, the signal bits in the owner's SBA, the owner's
+/// interrupt), with no round trip to the board; as Linux's loopback device moves data on
+/// the sender's CPU (`net/smc/smc_loopback.c` `smc_lo_move_data`). The board withdraws an
+/// attachment (its word) when the DMB is detached, unregistered or its owner goes down;
+/// everything else goes through the ring.
+struct Direct {
+    peers: Arc<PeerTable>,
+    me: usize,
+    memory: Arc<MemoryDomain>,
+    attached: RwLock<HashMap<u64, DirectTarget>>,
+}
+
+impl Direct {
+    /// Executes store-block `request` with `data` directly if it may be; `None` if it must
+    /// go through the ring (not an attached DMB, the attachment withdrawn, entries already
+    /// in the ring that must land first, or anything the device should judge).
+    fn try_move(&self, page: &RegPage, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
+        let m = MoveRequest::parse(request);
+        let t = *self.attached.read().ok()?.get(&m.token.0)?;
+        if page
+            .word64(regs::ATTACHMENTS + 8 * t.slot)
+            .load(Ordering::Acquire)
+            != m.token.0
+        {
+            // Withdrawn by the board: the device gives its verdict from now on.
+            if let Ok(mut a) = self.attached.write() {
+                a.remove(&m.token.0);
+            }
+            return None;
+        }
+        // Store-blocks already posted to the ring land first (the ring is in order).
+        if page.word(regs::SQ_HEAD).load(Ordering::Acquire)
+            != page.word(regs::SQ_TAIL).load(Ordering::Acquire)
+        {
+            return None;
+        }
+        if u64::from(m.offset) + data.len() as u64 > t.len {
+            return None;
+        }
+        self.memory
+            .write(DevAddr(t.addr + u64::from(m.offset)), data)
+            .ok()?;
+        let count = |off: usize, n: u64| {
+            if let Some(w) = self.peers.word64(self.me, off) {
+                w.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        count(peers::DIRECT_MOVES, 1);
+        count(peers::DIRECT_BYTES, data.len() as u64);
+        if m.signal {
+            let sba = self
+                .peers
+                .word64(t.owner, peers::SBA)
+                .map_or(0, |w| w.load(Ordering::Acquire));
+            if sba != 0
+                && ism_firmware::set_dmb_signal(&*self.memory, DevAddr(sba), t.sba_idx, m.dmbe_idx)
+                    .is_ok()
+            {
+                count(peers::DIRECT_SIGNALS, 1);
+                self.peers.raise(t.owner);
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Keeps the attached DMBs in step with a command this function's device answered.
+    fn observe(&self, page: &RegPage, request: &[u8], response: &[u8]) {
+        let be = |b: &[u8], at: usize, n: usize| -> Option<u64> {
+            let s = b.get(at..at + n)?;
+            Some(s.iter().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+        };
+        if response.get(4..6) != Some(&[0, 0][..]) {
+            return;
+        }
+        let op = be(request, 0, 4).and_then(|c| Opcode::from_raw(c as u32));
+        let Ok(mut a) = self.attached.write() else {
+            return;
+        };
+        match op {
+            Some(Opcode::AttachDmb) => {
+                let slot = page.word(regs::ATTACH_SLOT).load(Ordering::Acquire);
+                let owner = page.word(regs::ATTACH_OWNER).load(Ordering::Acquire) as usize;
+                let (Some(addr), Some(token), Some(len), Some(sba_idx)) = (
+                    be(response, 8, 8),
+                    be(response, 16, 8),
+                    be(response, 24, 4),
+                    be(response, 28, 4),
+                ) else {
+                    return;
+                };
+                if slot != NO_ATTACH_SLOT
+                    && (slot as usize) < ATTACHMENT_WORDS
+                    && owner < self.peers.entries()
+                {
+                    a.insert(
+                        token,
+                        DirectTarget {
+                            slot: slot as usize,
+                            addr,
+                            len,
+                            sba_idx: sba_idx as usize,
+                            owner,
+                        },
+                    );
+                }
+            }
+            Some(Opcode::DetachDmb) => {
+                if let Some(token) = be(request, 8, 8) {
+                    a.remove(&token);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -327,6 +470,9 @@ impl Bus for ProcBus {
             regs_.read_bytes(&mut all[..len.div_ceil(8) * 8]);
             response[8..len].copy_from_slice(&all[8..len]);
         }
+        if let Some(d) = &inner.direct {
+            d.observe(p, request, &response[..]);
+        }
         Ok(())
     }
 
@@ -337,6 +483,11 @@ impl Bus for ProcBus {
             ));
         }
         let inner = &self.inner;
+        if let Some(d) = &inner.direct {
+            if let Some(r) = d.try_move(&inner.page, request, data) {
+                return r;
+            }
+        }
         let mut head = inner.sq.lock().unwrap_or_else(|e| e.into_inner());
         if !inner.alive() {
             return Err(BusError::NoDevice);
@@ -366,7 +517,7 @@ impl Bus for ProcBus {
     }
 
     fn set_polling(&self, on: bool) {
-        let pollers = self.inner.page.word(regs::HOST_POLLERS);
+        let pollers = self.inner.irq.pollers();
         if on {
             pollers.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -392,6 +543,7 @@ pub struct RawAttachment {
     hal: ProcHal,
     bus: ProcBus,
     page: Arc<RegPage>,
+    irq: IrqWords,
     sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
     kicked: AtomicBool,
@@ -452,14 +604,22 @@ pub fn attach_raw_version(
             layout::SPEC_VERSION
         )));
     }
-    let [mem_fd, regs_fd]: [OwnedFd; 2] = fds
-        .try_into()
-        .map_err(|_| AttachError::Protocol("WELCOME without its two memory objects".into()))?;
     let kind = match w.kind.get() {
         layout::KIND_LPAR => BoardKind::Lpar,
         layout::KIND_LOOPBACK => BoardKind::Loopback,
         k => return Err(AttachError::Protocol(format!("unknown board kind {k}"))),
     };
+    // LPAR: memory and register object; loopback: and the peer table.
+    let want = if kind == BoardKind::Loopback { 3 } else { 2 };
+    if fds.len() != want {
+        return Err(AttachError::Protocol(format!(
+            "WELCOME with {} memory objects instead of {want}",
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let (mem_fd, regs_fd) = (fds.next().expect("counted"), fds.next().expect("counted"));
+    let peers_fd = fds.next();
     let (mem_base, mem_size) = (w.mem_base.get(), w.mem_size.get());
     let (pool_base, pool_size) = (w.pool_base.get(), w.pool_size.get());
     if pool_base < mem_base
@@ -477,7 +637,10 @@ pub fn attach_raw_version(
         move |e: std::io::Error| AttachError::Io(what, e)
     };
     // A board that could shrink an object under us would make our accesses fault.
-    for fd in [&mem_fd, &regs_fd] {
+    for fd in [Some(&mem_fd), Some(&regs_fd), peers_fd.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| io("seals")(e.into()))?;
         if !seals.contains(rustix::fs::SealFlags::SHRINK) {
             return Err(AttachError::Protocol(
@@ -491,7 +654,33 @@ pub fn attach_raw_version(
         RegPage::new(SharedMapping::map_shared(&regs_fd, REGS_SIZE).map_err(io("map registers"))?)
             .map_err(io("registers"))?,
     );
-    drop((mem_fd, regs_fd));
+    let peers = match &peers_fd {
+        Some(fd) => {
+            let n = w.max_functions.get() as usize;
+            if !(1..=64).contains(&n) || w.function.get() as usize >= n {
+                return Err(AttachError::Protocol(
+                    "inconsistent WELCOME geometry".into(),
+                ));
+            }
+            let size = PeerTable::size(n).next_multiple_of(crate::memory::PAGE);
+            let have = rustix::fs::fstat(fd).map_err(|e| io("fstat")(e.into()))?;
+            if (have.st_size as u64) < size as u64 {
+                return Err(AttachError::Protocol(format!(
+                    "peer table of {} bytes, {size} expected",
+                    have.st_size
+                )));
+            }
+            let map = SharedMapping::map_shared(fd, size).map_err(io("map peer table"))?;
+            Some(Arc::new(PeerTable::new(map, n).map_err(io("peer table"))?))
+        }
+        None => None,
+    };
+    drop((mem_fd, regs_fd, peers_fd));
+    let me = w.function.get() as usize;
+    let irq = peers
+        .as_ref()
+        .and_then(|t| IrqWords::peer(t, me))
+        .unwrap_or_else(|| IrqWords::Page(page.clone()));
     if !page.is_valid() {
         return Err(AttachError::Protocol(
             "register object without magic/version".into(),
@@ -502,21 +691,29 @@ pub fn attach_raw_version(
     let stop = Arc::new(AtomicBool::new(false));
     let on_lost: Arc<LostHooks> = Arc::default();
     let monitor = {
-        let (sock, dead, stop, page, on_lost) = (
+        let (sock, dead, stop, page, irq, on_lost) = (
             sock.clone(),
             dead.clone(),
             stop.clone(),
             page.clone(),
+            irq.clone(),
             on_lost.clone(),
         );
         std::thread::Builder::new()
             .name("ism-board-watch".into())
-            .spawn(move || watch(&sock, &dead, &stop, &page, &on_lost))
+            .spawn(move || watch(&sock, &dead, &stop, &page, &irq, &on_lost))
             .map_err(io("spawn"))?
     };
     let bus = ProcBus {
         inner: Arc::new(BusInner {
             page: page.clone(),
+            irq: irq.clone(),
+            direct: peers.as_ref().map(|t| Direct {
+                peers: t.clone(),
+                me,
+                memory: memory.clone(),
+                attached: RwLock::default(),
+            }),
             cmd: Mutex::new(()),
             sq: Mutex::new(page.word(regs::SQ_HEAD).load(Ordering::Acquire)),
             dead: dead.clone(),
@@ -535,6 +732,7 @@ pub fn attach_raw_version(
         },
         bus,
         page,
+        irq,
         sock,
         stop,
         kicked: AtomicBool::new(false),
@@ -550,6 +748,7 @@ fn watch(
     dead: &AtomicBool,
     stop: &AtomicBool,
     page: &RegPage,
+    irq: &IrqWords,
     on_lost: &LostHooks,
 ) {
     while !stop.load(Ordering::Acquire) {
@@ -571,9 +770,9 @@ fn watch(
         return;
     }
     dead.store(true, Ordering::Release);
-    for w in [regs::IRQ, regs::PROGRESS] {
-        page.word(w).fetch_add(1, Ordering::SeqCst);
-        futex_wake(page.word(w));
+    for w in [irq.irq(), page.word(regs::PROGRESS)] {
+        w.fetch_add(1, Ordering::SeqCst);
+        futex_wake(w);
     }
     for hook in on_lost.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         hook();
@@ -660,14 +859,14 @@ impl RawAttachment {
 
     /// Takes a pending interrupt without waiting; returns whether one was pending.
     pub fn take_irq(&self) -> bool {
-        self.page.word(regs::IRQ).swap(0, Ordering::AcqRel) != 0 && self.is_alive()
+        self.irq.irq().swap(0, Ordering::AcqRel) != 0 && self.is_alive()
     }
 
     /// Waits up to `timeout` for the function's interrupt and takes it; returns whether
     /// one was taken. Spins briefly, then sleeps on the `IRQ` futex; returns `false` at
     /// once if the board is gone.
     pub fn wait_irq(&self, timeout: Duration) -> bool {
-        let irq: &AtomicU32 = self.page.word(regs::IRQ);
+        let irq: &AtomicU32 = self.irq.irq();
         let start = Instant::now();
         let mut phase = SpinPhase::new(HOST_SPIN.min(timeout));
         loop {
@@ -686,7 +885,7 @@ impl RawAttachment {
             if left.is_zero() || !self.is_alive() || self.kicked.load(Ordering::Acquire) {
                 return false;
             }
-            let waiters = self.page.word(regs::IRQ_WAITERS);
+            let waiters = self.irq.waiters();
             waiters.fetch_add(1, Ordering::SeqCst);
             if irq.load(Ordering::SeqCst) == 0 {
                 futex_wait(irq, 0, left.min(Duration::from_secs(1)));
@@ -707,7 +906,7 @@ impl RawAttachment {
     /// attachment is closing).
     fn kick(&self) {
         self.kicked.store(true, Ordering::Release);
-        futex_wake(self.page.word(regs::IRQ));
+        futex_wake(self.irq.irq());
     }
 
     /// Detaches in an orderly way (as dropping does): the board brings the function down

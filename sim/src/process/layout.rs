@@ -10,8 +10,9 @@
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Version of the host interface this crate speaks (HELLO and WELCOME carry it).
-pub const SPEC_VERSION: u32 = 1;
+/// Version of the host interface this crate speaks (HELLO and WELCOME carry it). Version 2
+/// added the loopback board's peer table and direct moves (spec section 5.5).
+pub const SPEC_VERSION: u32 = 2;
 
 /// `HELLO.magic`: the bytes `ISMHELLO`.
 pub const HELLO_MAGIC: [u8; 8] = *b"ISMHELLO";
@@ -60,9 +61,10 @@ pub const KIND_LPAR: u32 = 1;
 /// `WELCOME.kind` of a loopback board.
 pub const KIND_LOOPBACK: u32 = 2;
 
-/// The board's answer to a HELLO. With `status == STATUS_OK` it carries two file
-/// descriptors (`SCM_RIGHTS`): first the partition memory, then the register object;
-/// otherwise none, and `message` says why (UTF-8, NUL-padded).
+/// The board's answer to a HELLO. With `status == STATUS_OK` it carries file descriptors
+/// (`SCM_RIGHTS`): first the partition memory, then the register object, and on a loopback
+/// board third the peer table ([`peers`]); otherwise none, and `message` says why (UTF-8,
+/// NUL-padded).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Welcome {
@@ -249,6 +251,15 @@ pub mod regs {
     /// `u32`: host threads polling the SBA themselves (host; a hint: while non-zero the
     /// board need not wake threads sleeping on `IRQ`). 0, the reserved value, means none.
     pub const HOST_POLLERS: usize = 0x06C;
+    /// `u32`: after a successful ATTACH_DMB, the index `k` of the attachment word
+    /// (`ATTACHMENTS + 8 k`) the board keeps for it (board, before `CMD_DONE`).
+    pub const ATTACH_SLOT: usize = 0x070;
+    /// `u32`: after a successful ATTACH_DMB, the function index of the DMB's owner (board,
+    /// before `CMD_DONE`).
+    pub const ATTACH_OWNER: usize = 0x074;
+    /// `u64` × [`super::ATTACHMENT_WORDS`]: word `k` holds the token of this function's
+    /// attachment `k` while it may be moved into directly, 0 otherwise (board).
+    pub const ATTACHMENTS: usize = 0x800;
     /// Command area: 32 8-byte registers (the device's command bytes, big-endian).
     pub const COMMAND: usize = 0x100;
     /// Ring descriptors: `RING_SLOTS` × 16 bytes: `u64` request word (host), `u32` length
@@ -264,6 +275,42 @@ const _: () = assert!(regs::COMMAND + ism_hal::regs::COMMAND_AREA_SIZE <= regs::
 const _: () =
     assert!(regs::DESCRIPTORS + RING_SLOTS as usize * regs::DESCRIPTOR_LEN <= regs::SLOT_DATA_BASE);
 const _: () = assert!(regs::SLOT_DATA_BASE + RING_SLOTS as usize * SLOT_DATA == REGS_SIZE);
+const _: () = assert!(regs::ATTACHMENTS + ATTACHMENT_WORDS * 8 <= regs::SLOT_DATA_BASE);
+const _: () =
+    assert!(regs::DESCRIPTORS + RING_SLOTS as usize * regs::DESCRIPTOR_LEN <= regs::ATTACHMENTS);
+
+/// Attachment words in a register object: most DMBs one function has attached at once
+/// (the device's own limit is its DMB table; an ATTACH_DMB beyond these works, without
+/// direct moves).
+pub const ATTACHMENT_WORDS: usize = 256;
+/// `ATTACH_SLOT` when the board kept no attachment word for the attach.
+pub const NO_ATTACH_SLOT: u32 = u32::MAX;
+
+/// The peer table of a loopback board (spec section 5.5): one memory object that every host
+/// of the board maps read-write, an entry of [`ENTRY_LEN`](peers::ENTRY_LEN) bytes per
+/// function, at `ENTRY_LEN × function`. On a loopback board a function's `IRQ`,
+/// `IRQ_WAITERS` and `HOST_POLLERS` live in its entry instead of its register object, so
+/// that a host can signal another function's DMB itself (a direct move).
+pub mod peers {
+    /// Bytes of one function's entry.
+    pub const ENTRY_LEN: usize = 256;
+    /// `u32`, futex: 1 = interrupt pending (whoever signals sets it, the host takes it).
+    pub const IRQ: usize = 0x00;
+    /// `u32`: host threads of the function sleeping on `IRQ`.
+    pub const IRQ_WAITERS: usize = 0x04;
+    /// `u32`: host threads of the function polling its SBA themselves.
+    pub const HOST_POLLERS: usize = 0x08;
+    /// `u64`: device address of the function's registered SBA, 0 without one (board).
+    pub const SBA: usize = 0x40;
+    /// `u64`: direct moves the function made (its host only).
+    pub const DIRECT_MOVES: usize = 0x80;
+    /// `u64`: bytes of those moves (its host only).
+    pub const DIRECT_BYTES: usize = 0x88;
+    /// `u64`: direct moves that signalled (its host only).
+    pub const DIRECT_SIGNALS: usize = 0x90;
+}
+
+const _: () = assert!(peers::DIRECT_SIGNALS + 8 <= peers::ENTRY_LEN);
 const _: () = assert!(RING_SLOTS.is_power_of_two());
 
 /// `BOARD_STATE`: the board serves this function.

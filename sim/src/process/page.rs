@@ -2,12 +2,13 @@
 //! the store-block ring (layout in [`super::layout`]), plus the futex waits and wakes on it.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ism_hal::regs::FunctionRegisters;
 use ism_hal::{DevAddr, DmaMemory, MemError};
 
-use super::layout::{self, regs, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use super::layout::{self, peers, regs, REGS_SIZE, RING_SLOTS, SLOT_DATA};
 use crate::memory::{MemoryDomain, SharedMapping};
 
 /// The register object of one function.
@@ -120,6 +121,137 @@ impl RegPage {
     pub fn is_valid(&self) -> bool {
         self.word64(regs::MAGIC).load(Ordering::Acquire) == u64::from_ne_bytes(layout::REGS_MAGIC)
             && self.word(regs::VERSION).load(Ordering::Relaxed) == layout::SPEC_VERSION
+    }
+}
+
+/// The peer table of a loopback board (layout in [`layout::peers`]): each function's
+/// interrupt words, its SBA's address and its direct-move counters, mapped by the board
+/// and every host of the board.
+pub struct PeerTable {
+    dom: MemoryDomain,
+    entries: usize,
+}
+
+impl PeerTable {
+    /// Wraps a mapping of a peer table of `entries` functions.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the mapping is smaller than `entries` entries.
+    pub fn new(map: SharedMapping, entries: usize) -> std::io::Result<Self> {
+        if map.len() < entries * peers::ENTRY_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "peer table too small",
+            ));
+        }
+        Ok(Self {
+            dom: MemoryDomain::from_mapping(0, map)?,
+            entries,
+        })
+    }
+
+    /// Bytes of a table of `entries` functions.
+    pub const fn size(entries: usize) -> usize {
+        entries * peers::ENTRY_LEN
+    }
+
+    /// Number of entries (the board's `max_functions`).
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// The `u32` word at `off` of function `f`'s entry (`None` past the table).
+    pub fn word(&self, f: usize, off: usize) -> Option<&AtomicU32> {
+        (f < self.entries)
+            .then(|| self.dom.mapping().u32_at(f * peers::ENTRY_LEN + off))
+            .flatten()
+    }
+
+    /// The `u64` word at `off` (8-aligned) of function `f`'s entry (`None` past the table).
+    pub fn word64(&self, f: usize, off: usize) -> Option<&AtomicU64> {
+        (f < self.entries)
+            .then(|| self.dom.mapping().word((f * peers::ENTRY_LEN + off) / 8))
+            .flatten()
+    }
+
+    /// Zeroes function `f`'s entry (board side, when a host attaches to `f` or leaves it).
+    pub fn reset(&self, f: usize) {
+        if f < self.entries {
+            let _ = self.dom.zero(
+                DevAddr((f * peers::ENTRY_LEN) as u64),
+                peers::ENTRY_LEN as u64,
+            );
+        }
+    }
+}
+
+/// Where a function's interrupt words (`IRQ`, `IRQ_WAITERS`, `HOST_POLLERS`) live: in its
+/// register object on an LPAR board, in its peer-table entry on a loopback board.
+#[derive(Clone)]
+pub enum IrqWords {
+    /// The register object's words.
+    Page(Arc<RegPage>),
+    /// Entry `f` of the peer table (`f` < its entries, checked when made).
+    Peer(Arc<PeerTable>, usize),
+}
+
+impl IrqWords {
+    fn at(&self, reg: usize, peer: usize) -> &AtomicU32 {
+        match self {
+            IrqWords::Page(p) => p.word(reg),
+            IrqWords::Peer(t, f) => t.word(*f, peer).expect("entry checked when made"),
+        }
+    }
+
+    /// Entry `f` of `table`, or `None` if the table has no such entry.
+    pub fn peer(table: &Arc<PeerTable>, f: usize) -> Option<Self> {
+        (f < table.entries()).then(|| IrqWords::Peer(table.clone(), f))
+    }
+
+    /// `IRQ`: 1 = interrupt pending (futex word).
+    pub fn irq(&self) -> &AtomicU32 {
+        self.at(regs::IRQ, peers::IRQ)
+    }
+
+    /// `IRQ_WAITERS`: host threads sleeping on `IRQ`.
+    pub fn waiters(&self) -> &AtomicU32 {
+        self.at(regs::IRQ_WAITERS, peers::IRQ_WAITERS)
+    }
+
+    /// `HOST_POLLERS`: host threads polling the SBA themselves.
+    pub fn pollers(&self) -> &AtomicU32 {
+        self.at(regs::HOST_POLLERS, peers::HOST_POLLERS)
+    }
+
+    /// Raises the interrupt (host-interface.md 5.4): `IRQ = 1`, then a sleeper is woken
+    /// unless a host thread polls the SBA itself (it finds the work without a wake-up,
+    /// which would only take a core from it). The fence pairs with the host's after it
+    /// stops polling. `IRQ` may already be 1 from a raise held back so, with the interrupt
+    /// thread asleep: a sleeper is woken whatever `IRQ` was.
+    pub fn raise(&self) {
+        raise_on(self.irq(), self.waiters(), self.pollers());
+    }
+}
+
+impl PeerTable {
+    /// Raises function `f`'s interrupt as [`IrqWords::raise`] does (a direct move's
+    /// signal); nothing for an `f` past the table.
+    pub fn raise(&self, f: usize) {
+        if let (Some(irq), Some(waiters), Some(pollers)) = (
+            self.word(f, peers::IRQ),
+            self.word(f, peers::IRQ_WAITERS),
+            self.word(f, peers::HOST_POLLERS),
+        ) {
+            raise_on(irq, waiters, pollers);
+        }
+    }
+}
+
+fn raise_on(irq: &AtomicU32, waiters: &AtomicU32, pollers: &AtomicU32) {
+    irq.swap(1, Ordering::SeqCst);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if waiters.load(Ordering::SeqCst) > 0 && pollers.load(Ordering::SeqCst) == 0 {
+        futex_wake(irq);
     }
 }
 
