@@ -1128,6 +1128,20 @@ fn signals_interrupt_blocking_reads_and_writes_as_on_tcp() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr"], 1);
 }
 
+/// `epoll_wait` on an SMC-D connection where it polls before sleeping (loopback, no-copy)
+/// and where it does not (LPAR): woken by every echo, its timeout kept, EINTR on a signal
+/// with or without SA_RESTART, errno untouched, as on TCP.
+#[test]
+fn epoll_wait_is_woken_timed_and_interrupted_as_on_tcp() {
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_NOCOPY", "1")],
+        &["epoll-wait"],
+        0,
+    );
+    io_both_ways(BoardKind::Lpar, vec![], &["epoll-wait"], 1);
+}
+
 /// Non-blocking writes until EAGAIN: the socket polls unwritable, and edge-triggered epoll
 /// reports EPOLLOUT when the peer makes room.
 #[test]

@@ -14,6 +14,9 @@
 //! ism-run-io writable ADDR --bytes N   non-blocking writes until EAGAIN, then an
 //!                                      edge-triggered epoll wait for EPOLLOUT; the echo is
 //!                                      read in the same loop; POLLOUT absent while full
+//! ism-run-io epoll-wait ADDR           epoll_wait on the socket: its timeout kept, woken by
+//!                                      the echo (many round trips), EINTR on a signal
+//!                                      (SA_RESTART too), errno kept on success
 //! ```
 //! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
 //! bounded.
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(role), Some(addr)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: ism-run-io sendfile|eintr|writable ADDR [--bytes N]");
+        eprintln!("usage: ism-run-io sendfile|eintr|writable|epoll-wait ADDR [--bytes N]");
         return ExitCode::from(2);
     };
     let bytes = arg(&args, "--bytes").unwrap_or(4 << 20);
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         "sendfile" => sendfile(addr, bytes),
         "eintr" => eintr(addr),
         "writable" => writable(addr, bytes),
+        "epoll-wait" => epoll_wait(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -49,6 +53,77 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `epoll_wait` on one connection, as an event loop uses it.
+fn epoll_wait(addr: &str) -> Result<(), String> {
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    // SAFETY: creates an epoll set and adds the caller's descriptor.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err("epoll_create1".into());
+    }
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: a valid event for the descriptor.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(format!("epoll_ctl: errno {}", errno()));
+    }
+    let wait = move |timeout: i32| {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: waits into `evs` of its length.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, timeout) };
+        (n, if n < 0 { errno() } else { 0 })
+    };
+    // 1. Nothing to read: the timeout is kept (not cut short, not overslept by much).
+    let t = Instant::now();
+    let (n, e) = wait(50);
+    let took = t.elapsed();
+    if n != 0 || took < Duration::from_millis(49) || took > Duration::from_secs(2) {
+        return Err(format!(
+            "idle epoll_wait(50 ms): {n}, errno {e}, took {took:?}"
+        ));
+    }
+    // 2. Woken by each echo, many times, with errno untouched on success.
+    for i in 0..2000u32 {
+        let msg = i.to_be_bytes();
+        s.write_all(&msg).map_err(|e| e.to_string())?;
+        // SAFETY: sets this thread's errno.
+        unsafe { *libc::__errno_location() = 4321 };
+        let (n, _) = wait(i32::try_from(LIMIT.as_millis()).unwrap_or(i32::MAX));
+        let kept = errno();
+        if n != 1 || kept != 4321 {
+            return Err(format!(
+                "round {i}: epoll_wait {n}, errno {kept} (want 1, 4321)"
+            ));
+        }
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        if b != msg {
+            return Err(format!("round {i}: echo {b:?}"));
+        }
+    }
+    // 3. A signal ends a sleeping epoll_wait with EINTR, SA_RESTART or not (signal(7)).
+    for restart in [false, true] {
+        handler(restart);
+        let (n, e) = signalled(move || wait(-1), None, || {})?;
+        if n != -1 || e != libc::EINTR {
+            return Err(format!(
+                "epoll_wait, SA_RESTART {restart}: {n}, errno {e} (want EINTR)"
+            ));
+        }
+    }
+    // The connection still works.
+    s.write_all(b"end").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 3];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    // SAFETY: our own epoll descriptor.
+    unsafe { libc::close(ep) };
+    println!("ok epoll-wait");
+    Ok(())
 }
 
 fn connect(addr: &str) -> Result<TcpStream, String> {
