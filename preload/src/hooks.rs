@@ -976,62 +976,6 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     fcntl_common(real().fcntl64.or(real().fcntl), fd, cmd, arg)
 }
 
-/// `epoll_wait`: while this process has SMC-D connections, polls them for a short while
-/// before it sleeps (`crate::busy`), so that a program waiting for the next message is
-/// not woken through the interrupt thread; then the C library's `epoll_wait`.
-///
-/// # Safety
-/// As the C library's `epoll_wait`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    maxevents: c_int,
-    timeout: c_int,
-) -> c_int {
-    let saved = errno();
-    // SAFETY: the caller's arguments, under `epoll_wait`'s contract.
-    let spun =
-        guarded(
-            || match unsafe { crate::busy::epoll_spin(epfd, events, maxevents, timeout) } {
-                crate::busy::Spun::Done(n) => n,
-                crate::busy::Spun::Interrupted => fail(libc::EINTR),
-                crate::busy::Spun::Sleep => i32::MIN,
-            },
-        );
-    match spun {
-        i32::MIN => {
-            set_errno(saved);
-            call_real!(epoll_wait(epfd, events, maxevents, timeout))
-        }
-        n if n > 0 => {
-            set_errno(saved);
-            n
-        }
-        n => n,
-    }
-}
-
-/// `epoll_pwait`: without a signal mask as [`epoll_wait`]; with one, the C library's
-/// (the mask it installs for the wait is the program's business: no polling then).
-///
-/// # Safety
-/// As the C library's `epoll_pwait`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    maxevents: c_int,
-    timeout: c_int,
-    sigmask: *const libc::sigset_t,
-) -> c_int {
-    if sigmask.is_null() {
-        // SAFETY: the caller's arguments.
-        return unsafe { epoll_wait(epfd, events, maxevents, timeout) };
-    }
-    call_real!(epoll_pwait(epfd, events, maxevents, timeout, sigmask))
-}
-
 /// `epoll_ctl`: registrations of sockets that may still become SMC-D (stream sockets
 /// without a peer yet) are recorded, so that a socket added to an epoll set before its
 /// `connect` keeps its registration when it becomes SMC-D (see `install`).

@@ -28,12 +28,6 @@ pub struct Runtime {
     own_listeners: Mutex<Vec<std::net::SocketAddr>>,
     /// The attached function, kept for the life of the process (detached at exit).
     attachment: Mutex<Option<Attachment>>,
-    /// `epoll_wait` polls before it sleeps (`crate::busy`): set when the function is on a
-    /// loopback board and connections are no-copy, whose data path is the two processes
-    /// alone (direct moves). Through a board's ring, a polling program would take the
-    /// core the board's worker needs (measured: nginx+wrk 0.37-0.40x TCP without,
-    /// 0.30-0.31x with).
-    busy_poll: AtomicBool,
 }
 
 /// The state of this process: null until first use, and again in a forked child (whose
@@ -71,7 +65,6 @@ pub fn runtime() -> &'static Runtime {
         pid: std::process::id(),
         own_listeners: Mutex::new(Vec::new()),
         attachment: Mutex::new(None),
-        busy_poll: AtomicBool::new(false),
     }));
     RUNTIME.store(std::ptr::from_ref(rt).cast_mut(), Ordering::Release);
     rt
@@ -179,16 +172,6 @@ impl Runtime {
         }
     }
 
-    /// The SMC-D stack if it is set up already (never attaches).
-    pub fn stack_if_attached(&self) -> Option<&Arc<SmcStack>> {
-        self.stack.get().and_then(Option::as_ref)
-    }
-
-    /// Whether `epoll_wait` polls before it sleeps (see the field `busy_poll`).
-    pub fn busy_poll(&self) -> bool {
-        self.busy_poll.load(Ordering::Acquire)
-    }
-
     /// The SMC-D stack over this process's function, attaching on first use. If the
     /// attach fails (board full, gone), a stack without devices: its handshakes decline,
     /// so a peer that expects CLC falls back to TCP cleanly.
@@ -207,10 +190,6 @@ impl Runtime {
                         .map_err(|e| e.to_string())
                         .and_then(|a| {
                             let s = a.smc_stack(cfg.clone()).map_err(|e| e.to_string())?;
-                            self.busy_poll.store(
-                                cfg.nocopy && a.raw().kind() == ism_sim::board::BoardKind::Loopback,
-                                Ordering::Release,
-                            );
                             *self.attachment.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
                             Ok(s)
                         })

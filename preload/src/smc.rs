@@ -186,8 +186,6 @@ pub struct SmcFd {
     bell: Arc<Bell>,
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
-    /// Counted among the process's open SMC-D connections (`epoll_wait` polls while any).
-    _open: crate::busy::Open,
 }
 
 /// How long a blocking read spins on the ring before it waits in the kernel (the stack's
@@ -272,7 +270,6 @@ impl SmcFd {
             tcp,
             bell,
             peek: Mutex::new(Vec::new()),
-            _open: crate::busy::Open::new(),
         };
         Ok((me, a))
     }

@@ -1128,9 +1128,10 @@ fn signals_interrupt_blocking_reads_and_writes_as_on_tcp() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr"], 1);
 }
 
-/// `epoll_wait` on an SMC-D connection where it polls before sleeping (loopback, no-copy)
-/// and where it does not (LPAR): woken by every echo, its timeout kept, EINTR on a signal
-/// with or without SA_RESTART, errno untouched, as on TCP.
+/// `epoll_wait` on an SMC-D connection (loopback no-copy, where the peer's direct moves
+/// ring the doorbell through this process's interrupt thread, and LPAR): woken by every
+/// echo, its timeout kept, EINTR on a signal with or without SA_RESTART, errno untouched,
+/// as on TCP.
 #[test]
 fn epoll_wait_is_woken_timed_and_interrupted_as_on_tcp() {
     io_both_ways(
