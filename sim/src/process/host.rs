@@ -873,7 +873,9 @@ impl RawAttachment {
             if self.take_irq() {
                 return true;
             }
-            if !phase.spin() {
+            // While a host thread polls the SBA it runs the handler itself (5.4): spinning
+            // here as well would only take a core from it.
+            if self.irq.pollers().load(Ordering::Relaxed) > 0 || !phase.spin() {
                 break;
             }
         }
