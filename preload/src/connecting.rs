@@ -285,10 +285,17 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         }
     };
     let mut st = c.lock();
-    // The program closed the descriptor (or put another file on it) first: nothing to put
-    // anywhere; a stream made meanwhile is dropped (closed) here.
-    let ours = TABLE.get(fd).is_some_and(|e| Arc::ptr_eq(&e, entry));
-    if *st != State::Pending || !ours {
+    // Every descriptor of the program on this connect (`fd` and its `dup`s): the result
+    // goes on each. None left (the program closed them, or put other files on their
+    // numbers): nothing to put anywhere; a stream made meanwhile is dropped (closed) here.
+    let fds = TABLE.descriptors_of(entry);
+    let primary = if fds.contains(&fd) {
+        fd
+    } else {
+        fds.first().copied().unwrap_or(fd)
+    };
+    let others: Vec<c_int> = fds.iter().copied().filter(|&d| d != primary).collect();
+    if *st != State::Pending || fds.is_empty() {
         *st = State::Closed;
         c.ended.notify_all();
         crate::smc::drain_all(c.b_fd());
@@ -301,8 +308,14 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         ""
     };
     match outcome {
-        Negotiated::Smc(stream, tcp) => match install(fd, stream, tcp, c.flags) {
+        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, c.flags) {
             Ok(()) => {
+                // The `dup`s become descriptors of the connection too (of its socket A).
+                for &d in &others {
+                    if crate::hooks::put_on(d, primary, false).is_ok() {
+                        drop(TABLE.alias(primary, d));
+                    }
+                }
                 rt.debug(|| format!("connect {local} -> {dest}{mode}: SMC-D"));
                 *st = State::Done;
             }
@@ -311,9 +324,14 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         Negotiated::Fallback(why) => {
             // The TCP socket takes the number back, in the program's mode.
             set_flags(c.tcp_fd(), c.flags);
-            match crate::hooks::put_on(fd, c.tcp_fd(), false) {
+            for &d in &others {
+                if crate::hooks::put_on(d, c.tcp_fd(), false).is_ok() {
+                    drop(TABLE.remove(d));
+                }
+            }
+            match crate::hooks::put_on(primary, c.tcp_fd(), false) {
                 Ok(()) => {
-                    drop(TABLE.remove(fd));
+                    drop(TABLE.remove(primary));
                     rt.debug(|| format!("connect {local} -> {dest}{mode}: TCP (declined: {why})"));
                     *st = State::Done;
                 }

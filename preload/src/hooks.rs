@@ -874,8 +874,15 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // A connect under way on this descriptor ends first or sees the close: its lock
         // orders the two (see `crate::connecting`).
         let connecting = connecting_of(fd);
+        // Only the last descriptor of the connect ends it (a `dup` of it carries on); the
+        // lock is held over the close either way, so that the connect's end never puts its
+        // result on a number closed meanwhile.
+        let last = connecting
+            .as_ref()
+            .is_none_or(|e| TABLE.descriptors_of(e).len() <= 1);
         let order = connecting.as_deref().and_then(|e| match e {
-            Entry::Connecting(c) => Some(c.closing()),
+            Entry::Connecting(c) if last => Some(c.closing()),
+            Entry::Connecting(c) => Some(c.lock()),
             _ => None,
         });
         let entry = TABLE.remove(fd);

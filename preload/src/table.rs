@@ -143,6 +143,22 @@ impl<E> Table<E> {
         }
     }
 
+    /// The descriptors whose entry is `e` (one connection's `dup`s), in ascending order.
+    pub fn descriptors_of(&self, e: &Arc<E>) -> Vec<c_int> {
+        let g = self.lock();
+        let mut v: Vec<c_int> = g
+            .as_ref()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, x)| Arc::ptr_eq(x, e))
+                    .map(|(&fd, _)| fd)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
     /// Takes every entry out (at exit).
     pub fn drain(&self) -> Vec<(c_int, Arc<E>)> {
         let mut g = self.lock();

@@ -415,6 +415,8 @@ fn a_non_blocking_connect_is_in_progress_then_writable_as_on_tcp() {
         &["--after", "--so-error"][..],
         &["--after", "--et", "--so-error"][..],
         &["--et"][..],
+        // A dup made while the connect is under way carries the connection on.
+        &["--after", "--so-error", "--dup"][..],
     ] {
         for under in [Under::Plain, Under::Run(&env, vec![])] {
             let smc = matches!(under, Under::Run(..));

@@ -169,6 +169,7 @@ fn main() -> ExitCode {
                 after: args.iter().any(|a| a == "--after"),
                 et: args.iter().any(|a| a == "--et"),
                 so_error: args.iter().any(|a| a == "--so-error"),
+                dup: args.iter().any(|a| a == "--dup"),
             },
         ),
         "prefork" => prefork(
@@ -632,21 +633,25 @@ struct EpollConnect {
     et: bool,
     /// Ask `SO_ERROR` (must be 0) at the first `EPOLLOUT`.
     so_error: bool,
+    /// `dup` the descriptor while the connect is under way, close the original and go on
+    /// with the copy (with `after`).
+    dup: bool,
 }
 
 fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), String> {
     let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     // SAFETY: plain socket and epoll calls on descriptors made here.
-    let fd = unsafe {
+    let first = unsafe {
         libc::socket(
             libc::AF_INET,
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
     };
+    let fd_cell = std::cell::Cell::new(first);
     // SAFETY: as above.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 || ep < 0 {
+    if first < 0 || ep < 0 {
         return Err("socket/epoll".into());
     }
     let et = if how.et { libc::EPOLLET as u32 } else { 0 };
@@ -656,7 +661,7 @@ fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), Str
             u64: 7,
         };
         // SAFETY: a valid event.
-        if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } != 0 {
+        if unsafe { libc::epoll_ctl(ep, op, fd_cell.get(), &mut ev) } != 0 {
             return Err(format!("epoll_ctl: errno {}", errno()));
         }
         Ok(())
@@ -665,7 +670,7 @@ fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), Str
     if !how.after {
         register(libc::EPOLL_CTL_ADD, all)?;
     }
-    let connect = || connect_v4(fd, to);
+    let connect = || connect_v4(first, to);
     match connect() {
         0 => println!("connect: done at once"),
         libc::EINPROGRESS => {
@@ -680,9 +685,23 @@ fn epoll_connect(addr: &str, bytes: usize, how: &EpollConnect) -> Result<(), Str
         }
         e => return Err(format!("connect: errno {e}")),
     }
+    if how.dup {
+        // A copy made while the connect may still be under way: the connection goes on
+        // on it after the original is closed.
+        // SAFETY: dup and close of our own descriptor.
+        let copy = unsafe { libc::dup(first) };
+        if copy < 0 {
+            return Err(format!("dup: errno {}", errno()));
+        }
+        // SAFETY: as above.
+        unsafe { libc::close(first) };
+        fd_cell.set(copy);
+        println!("dup: {first} -> {copy}, {first} closed");
+    }
     if how.after {
         register(libc::EPOLL_CTL_ADD, all)?;
     }
+    let fd = fd_cell.get();
     let data: Vec<u8> = (0..bytes).map(pattern).collect();
     let (mut sent, mut got, mut shut, mut asked) = (0usize, 0usize, false, false);
     let mut buf = vec![0u8; 64 << 10];
