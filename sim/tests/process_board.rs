@@ -866,6 +866,26 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
         .unwrap();
     assert_eq!(&back[..8], &[6; 8][..], "a move after UNREG_DMB landed");
     w.detach_dmb(dmb.token).unwrap();
+    // A host may write anything into its peer-table entry: the board's status still
+    // answers (its sums saturate).
+    let table = writer
+        .raw()
+        .peer_table()
+        .expect("a loopback board's peer table");
+    let me = writer.raw().function() as usize;
+    for off in [
+        process::layout::peers::DIRECT_MOVES,
+        process::layout::peers::DIRECT_BYTES,
+        process::layout::peers::DIRECT_SIGNALS,
+    ] {
+        table
+            .word64(me, off)
+            .unwrap()
+            .store(u64::MAX, Ordering::Relaxed);
+    }
+    let s = board.status();
+    assert_eq!(s["counters"]["direct_moves"], u64::MAX, "{s}");
+    assert_eq!(s["counters"]["moves"], u64::MAX, "{s}");
     drop((owner, writer));
     board.stop();
 }

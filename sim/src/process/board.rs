@@ -798,13 +798,15 @@ impl ProcessBoard {
         let s = self.device.stats();
         let c = &self.counters;
         // Direct moves (loopback, spec section 5.5): of hosts gone, plus those of attached
-        // hosts (a host's entry is reset only when the next host attaches).
+        // hosts (a host's entry is reset only when the next host attaches). Hosts write
+        // these words: any value may be there, so the sums saturate.
         let mut direct = [0u64; 3];
         for (k, off) in DIRECT_COUNTERS.into_iter().enumerate() {
             direct[k] = c.direct_gone[k].load(Ordering::Relaxed);
             if let Some((t, _)) = &self.peers {
                 for i in 0..t.entries() {
-                    direct[k] += t.word64(i, off).map_or(0, |w| w.load(Ordering::Relaxed));
+                    let n = t.word64(i, off).map_or(0, |w| w.load(Ordering::Relaxed));
+                    direct[k] = direct[k].saturating_add(n);
                 }
             }
         }
@@ -846,10 +848,10 @@ impl ProcessBoard {
             })).collect::<Vec<_>>(),
             "counters": {
                 "commands": s.commands,
-                "moves": s.moves + direct[0],
-                "bytes_moved": s.bytes_moved + direct[1],
+                "moves": s.moves.saturating_add(direct[0]),
+                "bytes_moved": s.bytes_moved.saturating_add(direct[1]),
                 "moves_refused": s.moves_refused,
-                "signals": s.signals + direct[2],
+                "signals": s.signals.saturating_add(direct[2]),
                 "direct_moves": direct[0],
                 "direct_bytes": direct[1],
                 "direct_signals": direct[2],

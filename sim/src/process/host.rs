@@ -544,6 +544,7 @@ pub struct RawAttachment {
     bus: ProcBus,
     page: Arc<RegPage>,
     irq: IrqWords,
+    peers: Option<Arc<PeerTable>>,
     sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
     kicked: AtomicBool,
@@ -733,6 +734,7 @@ pub fn attach_raw_version(
         bus,
         page,
         irq,
+        peers,
         sock,
         stop,
         kicked: AtomicBool::new(false),
@@ -844,6 +846,12 @@ impl RawAttachment {
     /// directly.
     pub fn register_object(&self) -> &RegPage {
         &self.page
+    }
+
+    /// The peer table of a loopback board as this host maps it (host-interface.md 5.5):
+    /// like [`RawAttachment::register_object`], what a (hostile) host can write directly.
+    pub fn peer_table(&self) -> Option<&PeerTable> {
+        self.peers.as_deref()
     }
 
     /// Runs `hook` once when the board is lost (at once if it already is).
