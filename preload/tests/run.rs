@@ -15,6 +15,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use ism_sim::board::BoardKind;
+
+#[path = "../src/bin/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 use ism_sim::process::LocalBoard;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -493,23 +497,8 @@ fn accept_skips_a_client_whose_handshake_failed() {
     let silent = unsafe { std::net::TcpStream::from_raw_fd(fd) };
     let local = ism_run::net::bind_for(fd, dest).expect("bind");
     names.register_client(local, dest).unwrap();
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: dest.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: a valid sockaddr_in of its size.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            (&raw const sin).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    assert_eq!(r, 0);
+    let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, dest.port());
+    assert_eq!(common::connect_v4(fd, to), 0);
     std::thread::sleep(Duration::from_millis(300));
     drop(silent);
     let (ok, out, err) = client(&under, &addr, &["--bytes", "1000"]);

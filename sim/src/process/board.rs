@@ -154,6 +154,14 @@ impl ism_hal::Board for ProcHw {
     }
 }
 
+/// Function `i`'s interrupt words: its peer-table entry on a loopback board (`peers`),
+/// else its register object.
+fn irq_words(peers: Option<&Arc<PeerTable>>, pages: &[Arc<RegPage>], i: usize) -> IrqWords {
+    peers
+        .and_then(|t| IrqWords::peer(t, i))
+        .unwrap_or_else(|| IrqWords::Page(pages[i].clone()))
+}
+
 /// A sealed memfd of `size` bytes (it can neither shrink nor grow, so no host can make the
 /// board's accesses fault).
 fn memfd(name: &str, size: u64) -> std::io::Result<OwnedFd> {
@@ -322,10 +330,7 @@ impl ProcessBoard {
         };
         let irqs = (0..n)
             .map(|i| ProcIrq {
-                words: peers
-                    .as_ref()
-                    .and_then(|(t, _)| IrqWords::peer(t, i))
-                    .unwrap_or_else(|| IrqWords::Page(pages[i].clone())),
+                words: irq_words(peers.as_ref().map(|(t, _)| t), &pages, i),
             })
             .collect();
         let cfgs: Vec<FunctionConfig> = (0..n)
@@ -577,7 +582,7 @@ impl ProcessBoard {
         self.dmbs.function_down(i as u16);
         page.word(regs::BOARD_STATE)
             .store(layout::BOARD_STOPPED, Ordering::SeqCst);
-        let irq = self.irq_words(i);
+        let irq = irq_words(self.peers.as_ref().map(|(t, _)| t), &self.pages, i);
         if let Some((t, _)) = &self.peers {
             if let Some(w) = t.word64(i, peers::SBA) {
                 w.store(0, Ordering::SeqCst);
@@ -782,14 +787,6 @@ impl ProcessBoard {
             return Err(e);
         }
         Ok(())
-    }
-
-    /// Function `i`'s interrupt words.
-    fn irq_words(&self, i: usize) -> IrqWords {
-        self.peers
-            .as_ref()
-            .and_then(|(t, _)| IrqWords::peer(t, i))
-            .unwrap_or_else(|| IrqWords::Page(self.pages[i].clone()))
     }
 
     /// What `ism-sim board status` prints.
@@ -1036,18 +1033,10 @@ fn publish_for_direct_moves(
     peers: &PeerTable,
     dmbs: &DmbShadow,
 ) {
+    use super::dmbs::{be32, be64};
     use ism_firmware::wire::opcode::Opcode;
-    let be64 = |b: &[u8], at: usize| {
-        b.get(at..at + 8)
-            .and_then(|s| s.try_into().ok())
-            .map_or(0, u64::from_be_bytes)
-    };
     let ok = resp.get(4..6) == Some(&[0, 0][..]);
-    let op = req
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .and_then(Opcode::from_raw);
+    let op = Opcode::from_raw(be32(req, 0));
     let page = &pages[f];
     match op {
         Some(Opcode::RegSba) if ok => {

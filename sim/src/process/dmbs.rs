@@ -34,13 +34,15 @@ pub struct DmbRecord {
 #[derive(Default)]
 pub struct DmbShadow(Mutex<BTreeMap<u64, DmbRecord>>);
 
-fn be64(b: &[u8], at: usize) -> u64 {
+/// The big-endian `u64` at `at` of command or response bytes `b` (0 if `b` is too short).
+pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_be_bytes)
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
+/// The big-endian `u32` at `at` of command or response bytes `b` (0 if `b` is too short).
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u32::from_be_bytes)

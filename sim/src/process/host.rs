@@ -352,14 +352,11 @@ impl Direct {
 
     /// Keeps the attached DMBs in step with a command this function's device answered.
     fn observe(&self, page: &RegPage, request: &[u8], response: &[u8]) {
-        let be = |b: &[u8], at: usize, n: usize| -> Option<u64> {
-            let s = b.get(at..at + n)?;
-            Some(s.iter().fold(0u64, |v, &x| v << 8 | u64::from(x)))
-        };
+        use super::dmbs::{be32, be64};
         if response.get(4..6) != Some(&[0, 0][..]) {
             return;
         }
-        let op = be(request, 0, 4).and_then(|c| Opcode::from_raw(c as u32));
+        let op = Opcode::from_raw(be32(request, 0));
         let Ok(mut a) = self.attached.write() else {
             return;
         };
@@ -367,15 +364,9 @@ impl Direct {
             Some(Opcode::AttachDmb) => {
                 let slot = page.word(regs::ATTACH_SLOT).load(Ordering::Acquire);
                 let owner = page.word(regs::ATTACH_OWNER).load(Ordering::Acquire) as usize;
-                let (Some(addr), Some(token), Some(len), Some(sba_idx)) = (
-                    be(response, 8, 8),
-                    be(response, 16, 8),
-                    be(response, 24, 4),
-                    be(response, 28, 4),
-                ) else {
-                    return;
-                };
-                if slot != NO_ATTACH_SLOT
+                let token = be64(response, 16);
+                if token != 0
+                    && slot != NO_ATTACH_SLOT
                     && (slot as usize) < ATTACHMENT_WORDS
                     && owner < self.peers.entries()
                 {
@@ -383,18 +374,16 @@ impl Direct {
                         token,
                         DirectTarget {
                             slot: slot as usize,
-                            addr,
-                            len,
-                            sba_idx: sba_idx as usize,
+                            addr: be64(response, 8),
+                            len: u64::from(be32(response, 24)),
+                            sba_idx: be32(response, 28) as usize,
                             owner,
                         },
                     );
                 }
             }
             Some(Opcode::DetachDmb) => {
-                if let Some(token) = be(request, 8, 8) {
-                    a.remove(&token);
-                }
+                a.remove(&be64(request, 8));
             }
             _ => {}
         }
