@@ -244,8 +244,38 @@ macro_rules! call_real {
 pub(crate) static EXITING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// The thread that runs the exit handlers (`pthread_self`), once [`EXITING`] is set.
+static EXIT_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Never returns if the process is exiting and the caller is not the thread running the
+/// exit handlers: called by a data call of another thread that is about to report the end
+/// of its connection (end of stream, `EPIPE`, a reset), which [`close_all`] may have
+/// caused. Over TCP such a thread sees nothing: the kernel closes a process's sockets only
+/// after its last thread is gone, so a thread blocked in `recv` during `exit` stays
+/// blocked until the process ends. A program that checks for a closed peer in another
+/// thread while it exits (sockperf's receiver thread at the end of `under-load`) must not
+/// see an end that its peer did not cause. Signal handlers still run meanwhile.
+fn park_if_exiting_elsewhere() {
+    use std::sync::atomic::Ordering;
+    if !EXITING.load(Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as u64;
+    if EXIT_THREAD.load(Ordering::SeqCst) == me {
+        return;
+    }
+    loop {
+        // SAFETY: waits for a signal; the process ends meanwhile.
+        unsafe { libc::pause() };
+    }
+}
+
 /// Closes every SMC-D connection (at exit).
 pub fn close_all() {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as u64;
+    EXIT_THREAD.store(me, std::sync::atomic::Ordering::SeqCst);
     EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
     for (_, e) in TABLE.drain() {
         if let Entry::Smc(s) = &*e {
@@ -295,8 +325,17 @@ pub(crate) unsafe fn smc_recv(
         unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
     };
     match s.recv(fd, slice, RecvFlags::of(fd, flags)) {
+        Ok(0) if !slice.is_empty() => {
+            park_if_exiting_elsewhere();
+            0
+        }
         Ok(n) => n as ssize_t,
-        Err(e) => fail(e),
+        Err(e) => {
+            if e != libc::EAGAIN && e != libc::EINTR {
+                park_if_exiting_elsewhere();
+            }
+            fail(e)
+        }
     }
 }
 
@@ -334,13 +373,19 @@ pub(crate) unsafe fn smc_send(
     match s.send(fd, slice, dontwait) {
         Ok(n) => n as ssize_t,
         Err(libc::EPIPE) => {
+            park_if_exiting_elsewhere();
             if flags & libc::MSG_NOSIGNAL == 0 && !EXITING.load(std::sync::atomic::Ordering::SeqCst)
             {
                 raise_sigpipe();
             }
             fail(libc::EPIPE)
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            if e != libc::EAGAIN && e != libc::EINTR {
+                park_if_exiting_elsewhere();
+            }
+            fail(e)
+        }
     }
 }
 

@@ -1134,6 +1134,24 @@ fn epoll_wait_is_woken_timed_and_interrupted_as_on_tcp() {
     io_both_ways(BoardKind::Lpar, vec![], &["epoll-wait"], 1);
 }
 
+/// The process exits while a thread is blocked reading an SMC-D connection: the read does
+/// not return (the library's exit handler closes the connection, which must not show up as
+/// an end of stream or error in a thread that is about to vanish, as over TCP), and the
+/// exit status is the program's. Several times: the failure was a race (sockperf's
+/// `under-load` at test end, 3 runs in 8 under load).
+#[test]
+fn a_thread_reading_while_the_process_exits_sees_no_end_of_stream() {
+    for _ in 0..3 {
+        io_both_ways(BoardKind::Lpar, vec![], &["exit-reading"], 1);
+    }
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_NOCOPY", "1")],
+        &["exit-reading"],
+        0,
+    );
+}
+
 /// Non-blocking writes until EAGAIN: the socket polls unwritable, and edge-triggered epoll
 /// reports EPOLLOUT when the peer makes room.
 #[test]

@@ -17,6 +17,10 @@
 //! ism-run-io epoll-wait ADDR           epoll_wait on the socket: its timeout kept, woken by
 //!                                      the echo (many round trips), EINTR on a signal
 //!                                      (SA_RESTART too), errno kept on success
+//! ism-run-io exit-reading ADDR         the process exits (status 0) while another thread
+//!                                      is blocked reading the socket: that read must not
+//!                                      return (end of stream, an error) before the process
+//!                                      is gone, as over TCP; if it does, status 7
 //! ```
 //! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
 //! bounded.
@@ -35,7 +39,9 @@ use std::time::{Duration, Instant};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(role), Some(addr)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: ism-run-io sendfile|eintr|writable|epoll-wait ADDR [--bytes N]");
+        eprintln!(
+            "usage: ism-run-io sendfile|eintr|writable|epoll-wait|exit-reading ADDR [--bytes N]"
+        );
         return ExitCode::from(2);
     };
     let bytes = arg(&args, "--bytes").unwrap_or(4 << 20);
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         "eintr" => eintr(addr),
         "writable" => writable(addr, bytes),
         "epoll-wait" => epoll_wait(addr),
+        "exit-reading" => exit_reading(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -53,6 +60,37 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A thread blocked in `read` while the process exits: over TCP it never returns (the
+/// kernel closes the socket after the last thread is gone), so it must not over SMC-D
+/// either (the library closes the connections in its exit handler).
+fn exit_reading(addr: &str) -> Result<(), String> {
+    let mut s = connect(addr)?;
+    // One echo: the connection is up (and over SMC-D, if it will be).
+    s.write_all(b"ready").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 5];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    let fd = s.as_raw_fd();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a local buffer of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let e = errno();
+        let msg =
+            format!("ism-run-io exit-reading: the read returned {n} (errno {e}) during exit\n");
+        // SAFETY: writes a local buffer to stderr, then ends the process without running
+        // the exit handlers (another thread is running them).
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(7)
+        }
+    });
+    // Let the reader block, then exit with the connection open.
+    std::thread::sleep(Duration::from_millis(100));
+    std::mem::forget(s);
+    println!("ok exit-reading");
+    Ok(())
 }
 
 /// `epoll_wait` on one connection, as an event loop uses it.
