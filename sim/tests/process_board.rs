@@ -426,12 +426,12 @@ fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
 fn a_host_of_another_spec_version_is_refused() {
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "lpar", "v", 2);
-    // Version 1 (before the loopback peer table) and a future one.
-    for v in [1, 99] {
+    // Version 2 (before the DMB table), 1 (before the peer table) and a future one.
+    for v in [1, 2, 99] {
         match process::host::attach_raw_version(&dir.0, "v", v) {
             Err(AttachError::Refused { status, message }) => {
                 assert_eq!(status, process::layout::STATUS_VERSION);
-                let want = format!("board speaks version 2, the host version {v}");
+                let want = format!("board speaks version 3, the host version {v}");
                 assert!(message.contains(&want), "{message}");
             }
             Err(e) => panic!("{e}"),
@@ -777,11 +777,12 @@ fn a_polling_host_is_not_woken_and_a_held_back_interrupt_is_not_lost() {
     a.driver().unregister_dmb(&dmb).unwrap();
 }
 
-/// Direct moves on a loopback board (spec 5.5): a host moves into a DMB it attached itself,
-/// by the device's rules; everything the device must judge still reaches it, and the
-/// attachment ends with DETACH_DMB and with the owner's UNREG_DMB.
+/// Direct moves on a loopback board (spec 5.5): a host moves into a DMB the board
+/// published (copy mode) or that it attached (no-copy) itself, by the device's rules;
+/// everything the device must judge still reaches it (another writer, out of range, a VLAN
+/// DMB, an unregistered token), and nothing lands after UNREG_DMB.
 #[test]
-fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
+fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
     use ism_firmware::MoveError;
     use ism_hal::DmaMemory;
     use ism_host_driver::ism::{IsmClient, IsmError, IsmEvent};
@@ -797,6 +798,7 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
     let board = BoardProc::start(&dir, "loopback", "direct", 3);
     let owner = process::attach_in(&dir.0, "direct").unwrap();
     let writer = process::attach_in(&dir.0, "direct").unwrap();
+    let other = process::attach_in(&dir.0, "direct").unwrap();
     let signals = std::sync::Arc::new(Signals(Mutex::new(Vec::new())));
     let client = owner.driver().add_client(signals.clone()).unwrap();
     let dmb = owner
@@ -806,59 +808,83 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
     let w = writer.driver();
     let direct = |key: &str| board.status()["counters"][key].as_u64().unwrap();
     let device_moves = || direct("moves") - direct("direct_moves");
+    let signalled =
+        |dmbe: u8| {
+            let deadline = Instant::now() + WAIT;
+            while !signals.0.lock().unwrap().iter().any(|&(i, m)| {
+                i == dmb.sba_idx && m == ism_firmware::wire::sba::dmbe_mask_bit(dmbe)
+            }) {
+                assert!(Instant::now() < deadline, "no signal for DMBE {dmbe}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
 
-    // Not attached: the device moves it.
-    w.move_data(dmb.token, 0, true, 0, &[1; 100]).unwrap();
-    assert_eq!((direct("direct_moves"), device_moves()), (0, 1));
+    // Published (copy mode): the writer moves it itself, the owner is signalled (DMBE 1).
+    w.move_data(dmb.token, 1, true, 0, &[1; 100]).unwrap();
+    assert_eq!((direct("direct_moves"), device_moves()), (1, 0));
+    assert_eq!(direct("direct_signals"), 1);
+    signalled(1);
 
-    // Attached: the writer moves it itself, the owner is signalled (DMBE 3).
+    // Another function may not write it: the device refuses it.
+    let e = other
+        .driver()
+        .move_data(dmb.token, 0, true, 0, &[9; 8])
+        .unwrap_err();
+    assert!(
+        matches!(e, IsmError::Move(MoveError::AccessDenied)),
+        "{e:?}"
+    );
+    assert_eq!((direct("direct_moves"), direct("moves_refused")), (1, 1));
+
+    // Attached (no-copy): moved directly too (DMBE 3).
     w.attach_dmb(dmb.token).unwrap();
     w.move_data(dmb.token, 3, true, 100, &[2; 300]).unwrap();
     let mut back = [0u8; 400];
     owner.driver().memory().read(dmb.addr, &mut back).unwrap();
     assert_eq!(&back[..100], &[1; 100][..]);
     assert_eq!(&back[100..], &[2; 300][..]);
-    assert_eq!(direct("direct_moves"), 1);
-    assert_eq!(direct("direct_bytes"), 300);
-    assert_eq!(direct("direct_signals"), 1);
-    assert_eq!(device_moves(), 1);
-    let deadline = Instant::now() + WAIT;
-    while !signals
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|&(i, m)| i == dmb.sba_idx && m == ism_firmware::wire::sba::dmbe_mask_bit(3))
-    {
-        assert!(Instant::now() < deadline, "no signal for DMBE 3");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert_eq!(direct("direct_moves"), 2);
+    assert_eq!(direct("direct_bytes"), 400);
+    assert_eq!(direct("direct_signals"), 2);
+    assert_eq!(device_moves(), 0);
+    signalled(3);
 
     // Past the end: the device refuses it (out of range).
     let e = w
         .move_data(dmb.token, 0, true, 8192, &[9; 100])
         .unwrap_err();
     assert!(matches!(e, IsmError::Move(MoveError::OutOfRange)), "{e:?}");
-    assert_eq!(direct("moves_refused"), 1);
+    assert_eq!(direct("moves_refused"), 2);
 
-    // Detached: back to the device.
+    // Detached: still published, still direct.
     w.detach_dmb(dmb.token).unwrap();
     w.move_data(dmb.token, 0, false, 0, &[5; 8]).unwrap();
-    writer.raw().bus().flush().unwrap();
-    assert_eq!((direct("direct_moves"), device_moves()), (1, 2));
+    assert_eq!(direct("direct_moves"), 3);
+
+    // A DMB of a VLAN is moved into by the device only (it checks the writer's VLANs).
+    for d in [owner.driver(), w] {
+        d.add_vlan_id(7).unwrap();
+    }
+    let tagged = owner
+        .driver()
+        .register_dmb(8192, writer.gid(), Some(7), client)
+        .unwrap();
+    w.move_data(tagged.token, 0, true, 0, &[3; 8]).unwrap();
+    assert_eq!((direct("direct_moves"), device_moves()), (3, 1));
+    owner.driver().unregister_dmb(&tagged).unwrap();
 
     // Attached again, then unregistered by its owner (release deferred while attached):
     // the writer's next move is the device's, which refuses an unregistered token.
     w.attach_dmb(dmb.token).unwrap();
     w.move_data(dmb.token, 0, true, 0, &[6; 8]).unwrap();
-    assert_eq!(direct("direct_moves"), 2);
+    assert_eq!(direct("direct_moves"), 4);
     owner.driver().unregister_dmb(&dmb).unwrap();
     let e = w.move_data(dmb.token, 0, true, 0, &[7; 8]).unwrap_err();
     assert!(
         matches!(e, IsmError::Move(MoveError::InvalidToken)),
         "{e:?}"
     );
-    assert_eq!(direct("direct_moves"), 2);
+    assert_eq!(direct("direct_moves"), 4);
     owner
         .driver()
         .memory()
@@ -866,6 +892,22 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
         .unwrap();
     assert_eq!(&back[..8], &[6; 8][..], "a move after UNREG_DMB landed");
     w.detach_dmb(dmb.token).unwrap();
+
+    // Unregistered without an attachment: the entry is withdrawn at once.
+    let second = owner
+        .driver()
+        .register_dmb(4096, writer.gid(), None, client)
+        .unwrap();
+    w.move_data(second.token, 0, true, 0, &[4; 8]).unwrap();
+    assert_eq!(direct("direct_moves"), 5);
+    owner.driver().unregister_dmb(&second).unwrap();
+    let e = w.move_data(second.token, 0, true, 0, &[8; 8]).unwrap_err();
+    assert!(
+        matches!(e, IsmError::Move(MoveError::InvalidToken)),
+        "{e:?}"
+    );
+    assert_eq!(direct("direct_moves"), 5);
+
     // A host may write anything into its peer-table entry: the board's status still
     // answers (its sums saturate).
     let table = writer
@@ -886,6 +928,58 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_attachment() {
     let s = board.status();
     assert_eq!(s["counters"]["direct_moves"], u64::MAX, "{s}");
     assert_eq!(s["counters"]["moves"], u64::MAX, "{s}");
+    drop((owner, writer, other));
+    board.stop();
+}
+
+/// Spec 5.5: the board answers UNREG_DMB only after no host is in a direct move into the
+/// DMB (its moving words), so the DMB's memory is never written after it was freed; a host
+/// that never finishes (here: a word set by hand) holds the board back for a bounded time.
+#[test]
+fn unregistering_waits_for_direct_moves_in_flight_but_not_forever() {
+    use ism_host_driver::ism::{IsmClient, IsmEvent};
+    struct Quiet;
+    impl IsmClient for Quiet {
+        fn handle_irq(&self, _: u32, _: u16) {}
+        fn handle_event(&self, _: &IsmEvent) {}
+    }
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "loopback", "moving", 2);
+    let owner = process::attach_in(&dir.0, "moving").unwrap();
+    let writer = process::attach_in(&dir.0, "moving").unwrap();
+    let client = owner
+        .driver()
+        .add_client(std::sync::Arc::new(Quiet))
+        .unwrap();
+    let table = writer.raw().peer_table().expect("peer table");
+    let me = writer.raw().function() as usize;
+    let word = |k: usize| {
+        table
+            .word64(me, process::layout::peers::MOVING + 8 * k)
+            .unwrap()
+    };
+    for (hold, lower) in [(Some(Duration::from_millis(60)), 50), (None, 90)] {
+        let dmb = owner
+            .driver()
+            .register_dmb(4096, writer.gid(), None, client)
+            .unwrap();
+        // A move "in flight" into it.
+        word(5).store(dmb.token.0, Ordering::SeqCst);
+        let took = std::thread::scope(|s| {
+            if let Some(d) = hold {
+                s.spawn(move || {
+                    std::thread::sleep(d);
+                    word(5).store(0, Ordering::SeqCst);
+                });
+            }
+            let t = Instant::now();
+            owner.driver().unregister_dmb(&dmb).unwrap();
+            t.elapsed()
+        });
+        assert!(took >= Duration::from_millis(lower), "{hold:?}: {took:?}");
+        assert!(took < Duration::from_secs(10), "{hold:?}: {took:?}");
+        word(5).store(0, Ordering::SeqCst);
+    }
     drop((owner, writer));
     board.stop();
 }

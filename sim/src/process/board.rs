@@ -21,8 +21,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::dmbs::DmbShadow;
 use super::layout::{
-    self, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE, RING_SLOTS,
-    SLOT_DATA,
+    self, dmb_table, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE,
+    RING_SLOTS, SLOT_DATA,
 };
 use super::names::NameTable;
 use super::page::{futex_wait, futex_wake, IrqWords, PeerTable, RegPage};
@@ -231,6 +231,8 @@ pub struct ProcessBoard {
     shared_mem: Option<OwnedFd>,
     /// The peer table of a loopback board (spec section 5.5) and its memory object.
     peers: Option<(Arc<PeerTable>, OwnedFd)>,
+    /// Which entries of the peer table's DMB table hold which tokens.
+    published: Arc<Published>,
     slots: Vec<Option<Attached>>,
     dmbs: Arc<DmbShadow>,
     counters: Arc<BoardCounters>,
@@ -389,6 +391,7 @@ impl ProcessBoard {
             pages: Arc::new(pages),
             shared_mem,
             peers,
+            published: Arc::new(Published::new()),
             counters: Arc::new(BoardCounters::default()),
             started: SystemTime::now(),
             log: Mutex::new(log),
@@ -574,11 +577,22 @@ impl ProcessBoard {
             .filter(|r| usize::from(r.owner) == i)
             .collect();
         let freed = owned.len();
-        self.device.function_down(FunctionId(i as u16), reason);
-        // Its DMBs are gone: nobody moves into them directly any more (spec 5.5).
+        if let Some((t, _)) = &self.peers {
+            // Moves this host left unfinished (it died) end nothing; nobody waits for them.
+            for w in t.moving(i) {
+                w.store(0, Ordering::SeqCst);
+            }
+        }
+        // Its DMBs go: nobody moves into them directly any more (spec 5.5), and moves in
+        // flight end before the device frees them.
+        let peers = self.peers.as_ref().map(|(t, _)| &**t);
         for r in &owned {
             withdraw_attachments(&self.pages, r.attached, r.token);
+            if let Some(t) = peers {
+                self.published.withdraw(t, r.token);
+            }
         }
+        self.device.function_down(FunctionId(i as u16), reason);
         self.dmbs.function_down(i as u16);
         page.word(regs::BOARD_STATE)
             .store(layout::BOARD_STOPPED, Ordering::SeqCst);
@@ -762,6 +776,7 @@ impl ProcessBoard {
                 f: FunctionId(i as u16),
                 pages: self.pages.clone(),
                 peers: self.peers.as_ref().map(|(t, _)| t.clone()),
+                published: self.published.clone(),
                 stop: stop.clone(),
                 spin: self.opts.spin,
                 dmbs: self.dmbs.clone(),
@@ -967,6 +982,7 @@ struct WorkerCtx {
     pages: Arc<Vec<Arc<RegPage>>>,
     /// The peer table of a loopback board.
     peers: Option<Arc<PeerTable>>,
+    published: Arc<Published>,
     stop: Arc<AtomicBool>,
     spin: Duration,
     dmbs: Arc<DmbShadow>,
@@ -993,7 +1009,15 @@ fn worker(ctx: &WorkerCtx) {
             let n = dev.execute(f, &req, &mut resp);
             page.command().write_bytes(0, &resp[..n]);
             if let Some(peers) = &ctx.peers {
-                publish_for_direct_moves(f.index(), &req, &resp[..n], &ctx.pages, peers, dmbs);
+                publish_for_direct_moves(
+                    f.index(),
+                    &req,
+                    &resp[..n],
+                    &ctx.pages,
+                    peers,
+                    &ctx.published,
+                    dmbs,
+                );
             }
             dmbs.observe(f.0, &req, &resp[..n]);
             page.word(regs::CMD_DONE).store(seq, Ordering::Release);
@@ -1025,12 +1049,14 @@ fn worker(ctx: &WorkerCtx) {
 /// command function `f` just executed (`req`, answered with `resp`): its SBA's address in
 /// the peer table, its attachment words, and the attachment words of the functions that
 /// attached a DMB it unregistered.
+#[allow(clippy::too_many_arguments)]
 fn publish_for_direct_moves(
     f: usize,
     req: &[u8],
     resp: &[u8],
     pages: &[Arc<RegPage>],
     peers: &PeerTable,
+    published: &Published,
     dmbs: &DmbShadow,
 ) {
     use super::dmbs::{be32, be64};
@@ -1070,8 +1096,23 @@ fn publish_for_direct_moves(
             page.word(regs::ATTACH_SLOT)
                 .store(slot.map_or(NO_ATTACH_SLOT, |k| k as u32), Ordering::Relaxed);
         }
-        Some(Opcode::DetachDmb) if ok => withdraw_attachments(pages, 1 << f, be64(req, 8)),
+        // A DMB of no VLAN (the device checks the writer's VLANs on every move).
+        Some(Opcode::RegDmb) if ok && be32(req, 24) == 0 => published.publish(
+            peers,
+            Entry {
+                token: be64(resp, 8),
+                addr: be64(req, 8),
+                rgid: be64(req, 32),
+                len: be32(req, 16),
+                owner: f as u32,
+                sba_idx: be32(req, 20),
+            },
+        ),
+        Some(Opcode::DetachDmb) if ok => {
+            withdraw_attachments(pages, 1 << f, be64(req, 8));
+        }
         Some(Opcode::UnregDmb) if ok => {
+            published.withdraw(peers, be64(req, 8));
             if let Some(r) = dmbs.get(be64(req, 8)) {
                 withdraw_attachments(pages, r.attached, r.token);
             }
@@ -1081,7 +1122,9 @@ fn publish_for_direct_moves(
 }
 
 /// Clears the attachment words holding `token` of every function in `attachers` (bit `i`
-/// = function `i`): no direct move into that DMB starts afterwards.
+/// = function `i`): no direct move into that DMB through an attachment starts afterwards
+/// (one in flight may still land: the device keeps an attached DMB allocated until its
+/// last detach).
 fn withdraw_attachments(pages: &[Arc<RegPage>], attachers: u64, token: u64) {
     if token == 0 {
         return;
@@ -1095,6 +1138,100 @@ fn withdraw_attachments(pages: &[Arc<RegPage>], attachers: u64, token: u64) {
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 );
+            }
+        }
+    }
+}
+
+/// A DMB-table entry (spec section 5.5).
+struct Entry {
+    token: u64,
+    addr: u64,
+    rgid: u64,
+    len: u32,
+    owner: u32,
+    sba_idx: u32,
+}
+
+/// Which entries of a loopback board's DMB table (spec section 5.5) hold which tokens.
+struct Published(Mutex<PublishedInner>);
+
+struct PublishedInner {
+    by_token: std::collections::HashMap<u64, usize>,
+    free: Vec<usize>,
+}
+
+impl Published {
+    fn new() -> Self {
+        Self(Mutex::new(PublishedInner {
+            by_token: Default::default(),
+            free: (0..dmb_table::ENTRIES).rev().collect(),
+        }))
+    }
+
+    /// Publishes a DMB (after its REG_DMB succeeded, before `CMD_DONE`): its fields, then
+    /// its token (release), then `PUBLISHED += 1`. A full table publishes nothing (the
+    /// ring still serves every move).
+    fn publish(&self, t: &PeerTable, e: Entry) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if e.token == 0 || p.by_token.contains_key(&e.token) {
+            return;
+        }
+        let Some(i) = p.free.pop() else {
+            return;
+        };
+        let set64 = |off, v| {
+            if let Some(w) = t.dmb_word64(i, off) {
+                w.store(v, Ordering::Relaxed);
+            }
+        };
+        let set32 = |off, v| {
+            if let Some(w) = t.dmb_word(i, off) {
+                w.store(v, Ordering::Relaxed);
+            }
+        };
+        set64(dmb_table::ADDR, e.addr);
+        set64(dmb_table::RGID, e.rgid);
+        set32(dmb_table::LEN, e.len);
+        set32(dmb_table::OWNER, e.owner);
+        set32(dmb_table::SBA_IDX, e.sba_idx);
+        if let Some(w) = t.dmb_word64(i, dmb_table::TOKEN) {
+            w.store(e.token, Ordering::SeqCst);
+        }
+        t.published().fetch_add(1, Ordering::SeqCst);
+        p.by_token.insert(e.token, i);
+    }
+
+    /// Withdraws `token`'s entry (before UNREG_DMB is answered, and when its owner goes
+    /// down): its token word to 0, then waits until no host is in a direct move into it;
+    /// only then may the entry be used again.
+    fn withdraw(&self, t: &PeerTable, token: u64) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = p.by_token.remove(&token) else {
+            return;
+        };
+        if let Some(w) = t.dmb_word64(i, dmb_table::TOKEN) {
+            w.store(0, Ordering::SeqCst);
+        }
+        wait_for_moves(t, token);
+        p.free.push(i);
+    }
+}
+
+/// Longest wait for direct moves in flight (a move is at most 4096 bytes).
+const MOVE_WAIT: Duration = Duration::from_millis(100);
+
+/// Waits, after `token` was withdrawn (a sequentially consistent store), until no host's
+/// moving word (spec section 5.5) holds it: a direct move that saw the token before the
+/// withdrawal has then finished. Bounded ([`MOVE_WAIT`]): a host stopped in the middle of
+/// a move (a debugger, a process the board has not yet seen die) cannot stop the board.
+fn wait_for_moves(t: &PeerTable, token: u64) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let deadline = Instant::now() + MOVE_WAIT;
+    for f in 0..t.entries() {
+        for w in t.moving(f) {
+            while w.load(Ordering::SeqCst) == token && Instant::now() < deadline {
+                std::thread::yield_now();
             }
         }
     }

@@ -23,8 +23,8 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketTyp
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::layout::{
-    self, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE, RING_SLOTS,
-    SLOT_DATA,
+    self, dmb_table, peers, regs, Hello, Welcome, ATTACHMENT_WORDS, NO_ATTACH_SLOT, REGS_SIZE,
+    RING_SLOTS, SLOT_DATA,
 };
 use super::page::{futex_wait, futex_wake, IrqWords, PeerTable, RegPage};
 use crate::board::BoardKind;
@@ -284,70 +284,183 @@ struct DirectTarget {
 }
 
 /// Direct moves (spec section 5.5): on a loopback board every function maps the one
-/// partition memory, so a store-block into a DMB this function attached is done here, by
-/// the same rules as the device's (bounds, the signal bits in the owner's SBA, the owner's
-/// interrupt), with no round trip to the board; as Linux's loopback device moves data on
-/// the sender's CPU (`net/smc/smc_loopback.c` `smc_lo_move_data`). The board withdraws an
-/// attachment (its word) when the DMB is detached, unregistered or its owner goes down;
-/// everything else goes through the ring.
+/// partition memory, so a store-block into a DMB that the board published (copy mode) or
+/// that this function attached (no-copy) is done here, by the same rules as the device's
+/// (the writer's GID, bounds, the signal bits in the owner's SBA, the owner's interrupt),
+/// with no round trip to the board; as Linux's loopback device moves data on the sender's
+/// CPU (`net/smc/smc_loopback.c` `smc_lo_move_data`). The board withdraws a DMB's entry
+/// and attachment words when it is unregistered (or detached) or its owner goes down, and
+/// waits for moves in flight (the moving words); everything else goes through the ring.
 struct Direct {
     peers: Arc<PeerTable>,
     me: usize,
+    /// This function's GID (a published DMB may be moved into by its `rgid` only).
+    gid: u64,
     memory: Arc<MemoryDomain>,
     attached: RwLock<HashMap<u64, DirectTarget>>,
+    /// Tokens found in the DMB table: their entries.
+    found: RwLock<HashMap<u64, usize>>,
+    /// Tokens not found, with the table's `PUBLISHED` count when they were looked for.
+    missed: Mutex<HashMap<u64, u64>>,
+}
+
+/// Most tokens [`Direct`] remembers as not published (a host moving into many DMBs of
+/// VLANs looks them up again after this many).
+const MAX_MISSED: usize = 1024;
+
+/// Where a direct move goes (from an attachment or a DMB-table entry).
+#[derive(Clone, Copy)]
+struct Target {
+    addr: u64,
+    len: u64,
+    sba_idx: usize,
+    owner: usize,
 }
 
 impl Direct {
     /// Executes store-block `request` with `data` directly if it may be; `None` if it must
-    /// go through the ring (not an attached DMB, the attachment withdrawn, entries already
-    /// in the ring that must land first, or anything the device should judge).
+    /// go through the ring (neither attached nor published, withdrawn, entries already in
+    /// the ring that must land first, this function stopped, or anything the device should
+    /// judge: another writer's DMB, out of range).
     fn try_move(&self, page: &RegPage, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
         let m = MoveRequest::parse(request);
-        let t = *self.attached.read().ok()?.get(&m.token.0)?;
-        if page
-            .word64(regs::ATTACHMENTS + 8 * t.slot)
-            .load(Ordering::Acquire)
-            != m.token.0
-        {
-            // Withdrawn by the board: the device gives its verdict from now on.
-            if let Ok(mut a) = self.attached.write() {
-                a.remove(&m.token.0);
-            }
-            return None;
-        }
-        // Store-blocks already posted to the ring land first (the ring is in order).
-        if page.word(regs::SQ_HEAD).load(Ordering::Acquire)
-            != page.word(regs::SQ_TAIL).load(Ordering::Acquire)
-        {
-            return None;
-        }
-        if u64::from(m.offset) + data.len() as u64 > t.len {
-            return None;
-        }
-        self.memory
-            .write(DevAddr(t.addr + u64::from(m.offset)), data)
-            .ok()?;
-        let count = |off: usize, n: u64| {
-            if let Some(w) = self.peers.word64(self.me, off) {
-                w.fetch_add(n, Ordering::Relaxed);
-            }
+        let token = m.token.0;
+        let attached = self.attached.read().ok()?.get(&token).copied();
+        let entry = match attached {
+            Some(_) => None,
+            None => Some(self.lookup(token)?),
         };
-        count(peers::DIRECT_MOVES, 1);
-        count(peers::DIRECT_BYTES, data.len() as u64);
-        if m.signal {
-            let sba = self
-                .peers
-                .word64(t.owner, peers::SBA)
-                .map_or(0, |w| w.load(Ordering::Acquire));
-            if sba != 0
-                && ism_firmware::set_dmb_signal(&*self.memory, DevAddr(sba), t.sba_idx, m.dmbe_idx)
-                    .is_ok()
+        // Claim a moving word: from here until it is released, the board does not reuse
+        // what the token names (it waits for the word after withdrawing the token).
+        let moving = self.peers.moving(self.me).find(|w| {
+            w.compare_exchange(0, token, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        let r = (|| {
+            let t = match (attached, entry) {
+                (Some(t), _) => {
+                    let word = page.word64(regs::ATTACHMENTS + 8 * t.slot);
+                    if word.load(Ordering::SeqCst) != token {
+                        // Withdrawn by the board: the device gives its verdict from now on.
+                        if let Ok(mut a) = self.attached.write() {
+                            a.remove(&token);
+                        }
+                        return None;
+                    }
+                    Target {
+                        addr: t.addr,
+                        len: t.len,
+                        sba_idx: t.sba_idx,
+                        owner: t.owner,
+                    }
+                }
+                (None, Some(i)) => self.published_target(i, token)?,
+                (None, None) => return None,
+            };
+            if page.word(regs::BOARD_STATE).load(Ordering::Acquire) != layout::BOARD_RUNNING {
+                return None;
+            }
+            // Store-blocks already posted to the ring land first (the ring is in order).
+            if page.word(regs::SQ_HEAD).load(Ordering::Acquire)
+                != page.word(regs::SQ_TAIL).load(Ordering::Acquire)
             {
-                count(peers::DIRECT_SIGNALS, 1);
-                self.peers.raise(t.owner);
+                return None;
+            }
+            if u64::from(m.offset) + data.len() as u64 > t.len {
+                return None;
+            }
+            self.memory
+                .write(DevAddr(t.addr + u64::from(m.offset)), data)
+                .ok()?;
+            let count = |off: usize, n: u64| {
+                if let Some(w) = self.peers.word64(self.me, off) {
+                    w.fetch_add(n, Ordering::Relaxed);
+                }
+            };
+            count(peers::DIRECT_MOVES, 1);
+            count(peers::DIRECT_BYTES, data.len() as u64);
+            if m.signal {
+                let sba = self
+                    .peers
+                    .word64(t.owner, peers::SBA)
+                    .map_or(0, |w| w.load(Ordering::Acquire));
+                if sba != 0
+                    && ism_firmware::set_dmb_signal(
+                        &*self.memory,
+                        DevAddr(sba),
+                        t.sba_idx,
+                        m.dmbe_idx,
+                    )
+                    .is_ok()
+                {
+                    count(peers::DIRECT_SIGNALS, 1);
+                    self.peers.raise(t.owner);
+                }
+            }
+            Some(Ok(()))
+        })();
+        moving.store(0, Ordering::Release);
+        r
+    }
+
+    /// The DMB-table entry of `token`, if the board published it: from what was found
+    /// before, else by a search of the table (not repeated for a token until the board
+    /// published something new).
+    fn lookup(&self, token: u64) -> Option<usize> {
+        if let Some(&i) = self.found.read().ok()?.get(&token) {
+            return Some(i);
+        }
+        let published = self.peers.published().load(Ordering::Acquire);
+        let mut missed = self.missed.lock().ok()?;
+        if missed.get(&token) == Some(&published) {
+            return None;
+        }
+        let hit = (0..dmb_table::ENTRIES).find(|&i| {
+            self.peers
+                .dmb_word64(i, dmb_table::TOKEN)
+                .is_some_and(|w| w.load(Ordering::Acquire) == token)
+        });
+        match hit {
+            Some(i) => {
+                missed.remove(&token);
+                self.found.write().ok()?.insert(token, i);
+            }
+            None => {
+                if missed.len() >= MAX_MISSED {
+                    missed.clear();
+                }
+                missed.insert(token, published);
             }
         }
-        Some(Ok(()))
+        hit
+    }
+
+    /// Entry `i` as a move target, if it still holds `token` (read while this thread holds
+    /// a moving word for `token`, so the board does not rewrite it meanwhile) and this
+    /// function may write the DMB.
+    fn published_target(&self, i: usize, token: u64) -> Option<Target> {
+        let t = &self.peers;
+        let holds = t
+            .dmb_word64(i, dmb_table::TOKEN)
+            .is_some_and(|w| w.load(Ordering::SeqCst) == token);
+        if !holds {
+            if let Ok(mut f) = self.found.write() {
+                f.remove(&token);
+            }
+            return None;
+        }
+        let w64 = |off| t.dmb_word64(i, off).map(|w| w.load(Ordering::Acquire));
+        let w32 = |off| t.dmb_word(i, off).map(|w| w.load(Ordering::Acquire));
+        if w64(dmb_table::RGID)? != self.gid {
+            return None; // the device refuses it (another function's DMB to write)
+        }
+        let owner = w32(dmb_table::OWNER)? as usize;
+        (owner < t.entries()).then_some(Target {
+            addr: w64(dmb_table::ADDR)?,
+            len: u64::from(w32(dmb_table::LEN)?),
+            sba_idx: w32(dmb_table::SBA_IDX)? as usize,
+            owner,
+        })
     }
 
     /// Keeps the attached DMBs in step with a command this function's device answered.
@@ -701,8 +814,11 @@ pub fn attach_raw_version(
             direct: peers.as_ref().map(|t| Direct {
                 peers: t.clone(),
                 me,
+                gid: w.gid.get(),
                 memory: memory.clone(),
                 attached: RwLock::default(),
+                found: RwLock::default(),
+                missed: Mutex::default(),
             }),
             cmd: Mutex::new(()),
             sq: Mutex::new(page.word(regs::SQ_HEAD).load(Ordering::Acquire)),

@@ -12,7 +12,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Version of the host interface this crate speaks (HELLO and WELCOME carry it). Version 2
 /// added the loopback board's peer table and direct moves (spec section 5.5).
-pub const SPEC_VERSION: u32 = 2;
+pub const SPEC_VERSION: u32 = 3;
 
 /// `HELLO.magic`: the bytes `ISMHELLO`.
 pub const HELLO_MAGIC: [u8; 8] = *b"ISMHELLO";
@@ -308,9 +308,48 @@ pub mod peers {
     pub const DIRECT_BYTES: usize = 0x88;
     /// `u64`: direct moves that signalled (its host only).
     pub const DIRECT_SIGNALS: usize = 0x90;
+    /// `MOVING_SLOTS` × `u64`: the token of a DMB a thread of the host moves into directly
+    /// right now, 0 when free (claimed by a compare-and-swap; the board waits for a
+    /// withdrawn token to leave them: spec section 5.5).
+    pub const MOVING: usize = 0xC0;
+    /// Moving words per function: at most this many threads of one host move directly at
+    /// once (the others use the ring).
+    pub const MOVING_SLOTS: usize = 8;
 }
 
-const _: () = assert!(peers::DIRECT_SIGNALS + 8 <= peers::ENTRY_LEN);
+const _: () = assert!(peers::DIRECT_SIGNALS + 8 <= peers::MOVING);
+const _: () = assert!(peers::MOVING + 8 * peers::MOVING_SLOTS <= peers::ENTRY_LEN);
+
+/// The DMB table of a loopback board's peer table (spec section 5.5): after the functions'
+/// entries, a header and one entry per DMB the board published for direct moves (a DMB of
+/// no VLAN, from its REG_DMB to its UNREG_DMB or its owner's end).
+pub mod dmb_table {
+    /// Bytes of the header.
+    pub const HEADER_LEN: usize = 64;
+    /// Header `u64`: +1 after each published entry (a host that did not find a token may
+    /// look again when it moved).
+    pub const PUBLISHED: usize = 0x00;
+    /// Entries in the table (the device's own DMB limit).
+    pub const ENTRIES: usize = 4096;
+    /// Bytes of one entry.
+    pub const ENTRY_LEN: usize = 64;
+    /// Entry `u64`: the DMB's token, 0 when the entry is free (written last when published,
+    /// first when withdrawn).
+    pub const TOKEN: usize = 0x00;
+    /// Entry `u64`: device address of the DMB.
+    pub const ADDR: usize = 0x08;
+    /// Entry `u64`: the GID that may write it (REG_DMB's `rgid`).
+    pub const RGID: usize = 0x10;
+    /// Entry `u32`: its length.
+    pub const LEN: usize = 0x18;
+    /// Entry `u32`: the owner's function index.
+    pub const OWNER: usize = 0x1C;
+    /// Entry `u32`: its SBA index at the owner.
+    pub const SBA_IDX: usize = 0x20;
+}
+
+const _: () = assert!(dmb_table::SBA_IDX + 4 <= dmb_table::ENTRY_LEN);
+const _: () = assert!(dmb_table::ENTRIES == crate::board::MAX_DMBS);
 const _: () = assert!(RING_SLOTS.is_power_of_two());
 
 /// `BOARD_STATE`: the board serves this function.

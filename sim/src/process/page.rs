@@ -8,7 +8,7 @@ use std::time::Duration;
 use ism_hal::regs::FunctionRegisters;
 use ism_hal::{DevAddr, DmaMemory, MemError};
 
-use super::layout::{self, peers, regs, REGS_SIZE, RING_SLOTS, SLOT_DATA};
+use super::layout::{self, dmb_table, peers, regs, REGS_SIZE, RING_SLOTS, SLOT_DATA};
 use crate::memory::{MemoryDomain, SharedMapping};
 
 /// The register object of one function.
@@ -138,7 +138,7 @@ impl PeerTable {
     /// # Errors
     /// `InvalidInput` if the mapping is smaller than `entries` entries.
     pub fn new(map: SharedMapping, entries: usize) -> std::io::Result<Self> {
-        if map.len() < entries * peers::ENTRY_LEN {
+        if map.len() < Self::size(entries) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "peer table too small",
@@ -150,9 +150,51 @@ impl PeerTable {
         })
     }
 
-    /// Bytes of a table of `entries` functions.
+    /// Bytes of a table of `entries` functions, with its DMB table.
     pub const fn size(entries: usize) -> usize {
+        Self::dmb_table_offset(entries)
+            + dmb_table::HEADER_LEN
+            + dmb_table::ENTRIES * dmb_table::ENTRY_LEN
+    }
+
+    /// Where the DMB table starts (after the functions' entries).
+    const fn dmb_table_offset(entries: usize) -> usize {
         entries * peers::ENTRY_LEN
+    }
+
+    /// The DMB table's `PUBLISHED` counter.
+    pub fn published(&self) -> &AtomicU64 {
+        self.dom
+            .mapping()
+            .word((Self::dmb_table_offset(self.entries) + dmb_table::PUBLISHED) / 8)
+            .expect("the table's size is checked when made")
+    }
+
+    /// Byte offset of field `off` of DMB-table entry `i`, if there is such an entry.
+    fn dmb_field(&self, i: usize, off: usize) -> Option<usize> {
+        (i < dmb_table::ENTRIES).then(|| {
+            Self::dmb_table_offset(self.entries)
+                + dmb_table::HEADER_LEN
+                + i * dmb_table::ENTRY_LEN
+                + off
+        })
+    }
+
+    /// The `u64` field at `off` (8-aligned) of DMB-table entry `i`.
+    pub fn dmb_word64(&self, i: usize, off: usize) -> Option<&AtomicU64> {
+        self.dmb_field(i, off)
+            .and_then(|o| self.dom.mapping().word(o / 8))
+    }
+
+    /// The `u32` field at `off` of DMB-table entry `i`.
+    pub fn dmb_word(&self, i: usize, off: usize) -> Option<&AtomicU32> {
+        self.dmb_field(i, off)
+            .and_then(|o| self.dom.mapping().u32_at(o))
+    }
+
+    /// Function `f`'s moving words ([`peers::MOVING`]).
+    pub fn moving(&self, f: usize) -> impl Iterator<Item = &AtomicU64> {
+        (0..peers::MOVING_SLOTS).filter_map(move |k| self.word64(f, peers::MOVING + 8 * k))
     }
 
     /// Number of entries (the board's `max_functions`).
