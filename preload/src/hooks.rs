@@ -176,13 +176,22 @@ pub(crate) fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
 
 /// The entry the data calls of `fd` go to: an SMC-D connection, one of another process
 /// image ([`Entry::Inherited`], whose calls fail), or a connect under way.
+///
+/// While the process exits, a descriptor whose entry [`close_all`] took (its bit stays set)
+/// has none: another thread's data call on it waits for the end of the process
+/// ([`park_if_exiting_elsewhere`]) instead of reaching the real descriptor A, whose
+/// doorbell the close has shut (it would read end of stream).
 fn data_of(fd: c_int) -> Option<Arc<Entry>> {
-    TABLE.get(fd).filter(|e| {
+    let e = TABLE.get(fd).filter(|e| {
         matches!(
             **e,
             Entry::Smc(_) | Entry::Inherited(_) | Entry::Connecting(_)
         )
-    })
+    });
+    if e.is_none() && EXITING.load(std::sync::atomic::Ordering::SeqCst) && TABLE.maybe_tracked(fd) {
+        park_if_exiting_elsewhere();
+    }
+    e
 }
 
 /// The connect under way behind `fd`, if any.
@@ -277,7 +286,7 @@ pub fn close_all() {
     let me = unsafe { libc::pthread_self() } as u64;
     EXIT_THREAD.store(me, std::sync::atomic::Ordering::SeqCst);
     EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
-    for (_, e) in TABLE.drain() {
+    for (_, e) in TABLE.drain_keeping_bits() {
         if let Entry::Smc(s) = &*e {
             let _ = s.stream().shutdown(std::net::Shutdown::Write);
             if let Some(c) = s.stream().conn() {
@@ -324,12 +333,20 @@ pub(crate) unsafe fn smc_recv(
         // SAFETY: the caller's buffer of `len` bytes.
         unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
     };
+    // A successful call leaves `errno` as it found it, as the kernel's does (the library's
+    // own calls on the way may set it; sockperf reads `errno` after a successful `recvfrom`
+    // and takes a stale `EPIPE` or `ECONNRESET` for a closed connection).
+    let saved = crate::real::errno();
     match s.recv(fd, slice, RecvFlags::of(fd, flags)) {
         Ok(0) if !slice.is_empty() => {
             park_if_exiting_elsewhere();
+            crate::real::set_errno(saved);
             0
         }
-        Ok(n) => n as ssize_t,
+        Ok(n) => {
+            crate::real::set_errno(saved);
+            n as ssize_t
+        }
         Err(e) => {
             if e != libc::EAGAIN && e != libc::EINTR {
                 park_if_exiting_elsewhere();
@@ -370,8 +387,13 @@ pub(crate) unsafe fn smc_send(
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     };
     let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
+    // As in `smc_recv`: success leaves `errno` alone.
+    let saved = crate::real::errno();
     match s.send(fd, slice, dontwait) {
-        Ok(n) => n as ssize_t,
+        Ok(n) => {
+            crate::real::set_errno(saved);
+            n as ssize_t
+        }
         Err(libc::EPIPE) => {
             park_if_exiting_elsewhere();
             if flags & libc::MSG_NOSIGNAL == 0 && !EXITING.load(std::sync::atomic::Ordering::SeqCst)

@@ -161,12 +161,19 @@ impl<E> Table<E> {
 
     /// Takes every entry out (at exit).
     pub fn drain(&self) -> Vec<(c_int, Arc<E>)> {
-        let mut g = self.lock();
-        let all: Vec<_> = g.as_mut().map(|m| m.drain().collect()).unwrap_or_default();
+        let all = self.drain_keeping_bits();
         for (fd, _) in &all {
             self.bits.set(*fd, false);
         }
         all
+    }
+
+    /// As [`Table::drain`], but the descriptors stay "maybe tracked": calls on them keep
+    /// taking the slow path (which finds no entry) instead of going straight to the real
+    /// function.
+    pub fn drain_keeping_bits(&self) -> Vec<(c_int, Arc<E>)> {
+        let mut g = self.lock();
+        g.as_mut().map(|m| m.drain().collect()).unwrap_or_default()
     }
 }
 

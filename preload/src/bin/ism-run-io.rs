@@ -66,26 +66,66 @@ fn main() -> ExitCode {
 /// kernel closes the socket after the last thread is gone), so it must not over SMC-D
 /// either (the library closes the connections in its exit handler).
 fn exit_reading(addr: &str) -> Result<(), String> {
-    let mut s = connect(addr)?;
-    // One echo: the connection is up (and over SMC-D, if it will be).
-    s.write_all(b"ready").map_err(|e| e.to_string())?;
-    let mut b = [0u8; 5];
-    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    let s = connect(addr)?;
     let fd = s.as_raw_fd();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        // SAFETY: reads into a local buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // One echo: the connection is up (and over SMC-D, if it will be). Successful calls
+    // leave errno alone, as the kernel's do (programs such as sockperf read it after
+    // success): a stale EPIPE stays EPIPE.
+    let mut back = [0u8; 5];
+    let (mut written, mut got) = (false, 0);
+    while got < 5 {
+        let write = !written;
+        // SAFETY: sets this thread's errno.
+        unsafe { *libc::__errno_location() = libc::EPIPE };
+        // SAFETY: a write of 5 bytes from a constant, a read into the rest of `back`.
+        let n = unsafe {
+            if write {
+                libc::write(fd, b"ready".as_ptr().cast(), 5)
+            } else {
+                libc::read(fd, back[got..].as_mut_ptr().cast(), 5 - got)
+            }
+        };
         let e = errno();
-        let msg =
-            format!("ism-run-io exit-reading: the read returned {n} (errno {e}) during exit\n");
-        // SAFETY: writes a local buffer to stderr, then ends the process without running
-        // the exit handlers (another thread is running them).
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(7)
+        if n <= 0 || e != libc::EPIPE {
+            return Err(format!(
+                "{}: {n}, errno {e} (want bytes, and errno EPIPE kept)",
+                if write { "write" } else { "read" }
+            ));
         }
-    });
+        if write {
+            written = true;
+        } else {
+            got += n as usize;
+        }
+    }
+    // One thread blocked in `read`, one in `poll` (it reads when the socket polls
+    // readable, as an event loop does).
+    for polls in [false, true] {
+        std::thread::spawn(move || {
+            if polls {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: polls one valid pollfd, without a time limit.
+                unsafe { libc::poll(&mut p, 1, -1) };
+            }
+            let mut buf = [0u8; 64];
+            // SAFETY: reads into a local buffer of its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let e = errno();
+            let msg = format!(
+                "ism-run-io exit-reading: the read (after poll: {polls}) returned {n} (errno {e}) during exit\n"
+            );
+            // SAFETY: writes a local buffer to stderr, then ends the process without
+            // running the exit handlers (another thread is running them).
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(7)
+            }
+        });
+    }
     // Let the reader block, then exit with the connection open.
     std::thread::sleep(Duration::from_millis(100));
     std::mem::forget(s);
