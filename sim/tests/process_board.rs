@@ -984,6 +984,53 @@ fn unregistering_waits_for_direct_moves_in_flight_but_not_forever() {
     board.stop();
 }
 
+/// Spec 5.5: hosts that hold moving words for a departing owner's DMBs (on purpose: a
+/// loopback host can write the peer table) delay its detach by one bounded wait, not one
+/// per DMB: 24 held tokens (3 hosts × 8 words) would cost 2.4 s at 100 ms each.
+#[test]
+fn moving_words_held_on_purpose_delay_a_detach_by_a_bounded_time() {
+    use ism_host_driver::ism::{IsmClient, IsmEvent};
+    struct Quiet;
+    impl IsmClient for Quiet {
+        fn handle_irq(&self, _: u32, _: u16) {}
+        fn handle_event(&self, _: &IsmEvent) {}
+    }
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "loopback", "held", 4);
+    let owner = process::attach_in(&dir.0, "held").unwrap();
+    let holders: Vec<_> = (0..3)
+        .map(|_| process::attach_in(&dir.0, "held").unwrap())
+        .collect();
+    let client = owner
+        .driver()
+        .add_client(std::sync::Arc::new(Quiet))
+        .unwrap();
+    for h in &holders {
+        let table = h.raw().peer_table().expect("peer table");
+        let me = h.raw().function() as usize;
+        for k in 0..process::layout::peers::MOVING_SLOTS {
+            let dmb = owner
+                .driver()
+                .register_dmb(4096, h.gid(), None, client)
+                .unwrap();
+            table
+                .word64(me, process::layout::peers::MOVING + 8 * k)
+                .unwrap()
+                .store(dmb.token.0, Ordering::SeqCst);
+        }
+    }
+    let t = Instant::now();
+    drop(owner);
+    while board.status()["functions"].as_array().unwrap().len() != 3 {
+        assert!(t.elapsed() < WAIT, "the owner was not detached");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+    drop(holders);
+    board.stop();
+}
+
 /// The owner of an attached DMB dies: the board withdraws the attachment, so the writer's
 /// next move is the device's (refused: the token died with its owner), never a write into
 /// memory the next host of that function will get.

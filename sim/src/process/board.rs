@@ -586,10 +586,13 @@ impl ProcessBoard {
         // Its DMBs go: nobody moves into them directly any more (spec 5.5), and moves in
         // flight end before the device frees them.
         let peers = self.peers.as_ref().map(|(t, _)| &**t);
+        // One time limit for all of them: a host that holds moving words on purpose
+        // delays this detach by at most MOVE_WAIT, however many DMBs there are.
+        let deadline = Instant::now() + MOVE_WAIT;
         for r in &owned {
             withdraw_attachments(&self.pages, r.attached, r.token);
             if let Some(t) = peers {
-                self.published.withdraw(t, r.token);
+                self.published.withdraw(t, r.token, deadline);
             }
         }
         self.device.function_down(FunctionId(i as u16), reason);
@@ -1112,7 +1115,7 @@ fn publish_for_direct_moves(
             withdraw_attachments(pages, 1 << f, be64(req, 8));
         }
         Some(Opcode::UnregDmb) if ok => {
-            published.withdraw(peers, be64(req, 8));
+            published.withdraw(peers, be64(req, 8), Instant::now() + MOVE_WAIT);
             if let Some(r) = dmbs.get(be64(req, 8)) {
                 withdraw_attachments(pages, r.attached, r.token);
             }
@@ -1203,9 +1206,9 @@ impl Published {
     }
 
     /// Withdraws `token`'s entry (before UNREG_DMB is answered, and when its owner goes
-    /// down): its token word to 0, then waits until no host is in a direct move into it;
-    /// only then may the entry be used again.
-    fn withdraw(&self, t: &PeerTable, token: u64) {
+    /// down): its token word to 0, then waits until no host is in a direct move into it
+    /// (or `deadline`); only then may the entry be used again.
+    fn withdraw(&self, t: &PeerTable, token: u64, deadline: Instant) {
         let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let Some(i) = p.by_token.remove(&token) else {
             return;
@@ -1213,7 +1216,7 @@ impl Published {
         if let Some(w) = t.dmb_word64(i, dmb_table::TOKEN) {
             w.store(0, Ordering::SeqCst);
         }
-        wait_for_moves(t, token);
+        wait_for_moves(t, token, deadline);
         p.free.push(i);
     }
 }
@@ -1223,11 +1226,11 @@ const MOVE_WAIT: Duration = Duration::from_millis(100);
 
 /// Waits, after `token` was withdrawn (a sequentially consistent store), until no host's
 /// moving word (spec section 5.5) holds it: a direct move that saw the token before the
-/// withdrawal has then finished. Bounded ([`MOVE_WAIT`]): a host stopped in the middle of
-/// a move (a debugger, a process the board has not yet seen die) cannot stop the board.
-fn wait_for_moves(t: &PeerTable, token: u64) {
+/// withdrawal has then finished. Bounded by `deadline` ([`MOVE_WAIT`] from the withdrawal):
+/// a host stopped in the middle of a move (a debugger, a process the board has not yet seen
+/// die) or one that holds its words on purpose cannot stop the board.
+fn wait_for_moves(t: &PeerTable, token: u64, deadline: Instant) {
     std::sync::atomic::fence(Ordering::SeqCst);
-    let deadline = Instant::now() + MOVE_WAIT;
     for f in 0..t.entries() {
         for w in t.moving(f) {
             while w.load(Ordering::SeqCst) == token && Instant::now() < deadline {
