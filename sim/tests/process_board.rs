@@ -820,6 +820,7 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
         };
 
     // Published (copy mode): the writer moves it itself, the owner is signalled (DMBE 1).
+    assert_eq!(board.status()["dmbs"][0]["direct"], true);
     w.move_data(dmb.token, 1, true, 0, &[1; 100]).unwrap();
     assert_eq!((direct("direct_moves"), device_moves()), (1, 0));
     assert_eq!(direct("direct_signals"), 1);
@@ -869,6 +870,16 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
         .driver()
         .register_dmb(8192, writer.gid(), Some(7), client)
         .unwrap();
+    let listed = board.status()["dmbs"].as_array().unwrap().clone();
+    let row = |t: u64| {
+        listed
+            .iter()
+            .find(|d| d["token"] == format!("{t:#018x}"))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row(tagged.token.0)["direct"], false);
+    assert_eq!(row(dmb.token.0)["direct"], true);
     w.move_data(tagged.token, 0, true, 0, &[3; 8]).unwrap();
     assert_eq!((direct("direct_moves"), device_moves()), (3, 1));
     owner.driver().unregister_dmb(&tagged).unwrap();

@@ -860,6 +860,7 @@ impl ProcessBoard {
                 "vlan": r.vlan,
                 "attached_by": (0..64).filter(|b| r.attached & (1u64 << b) != 0).collect::<Vec<_>>(),
                 "unregistered": r.unregistered,
+                "direct": self.published.contains(r.token),
             })).collect::<Vec<_>>(),
             "counters": {
                 "commands": s.commands,
@@ -1203,6 +1204,12 @@ impl Published {
         }
         t.published().fetch_add(1, Ordering::SeqCst);
         p.by_token.insert(e.token, i);
+    }
+
+    /// Whether `token` is published (hosts may move into it directly).
+    fn contains(&self, token: u64) -> bool {
+        let p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        p.by_token.contains_key(&token)
     }
 
     /// Withdraws `token`'s entry (before UNREG_DMB is answered, and when its owner goes

@@ -312,8 +312,8 @@ fn print_status(v: &serde_json::Value) {
     let dmbs = v["dmbs"].as_array().cloned().unwrap_or_default();
     if !dmbs.is_empty() {
         println!(
-            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}",
-            "token", "owner", "len", "idx", "writer", "attached by"
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<6} {:<12}",
+            "token", "owner", "len", "idx", "writer", "direct", "attached by"
         );
     }
     for d in &dmbs {
@@ -322,12 +322,13 @@ fn print_status(v: &serde_json::Value) {
             .map(|a| a.iter().map(|x| x.to_string()).collect())
             .unwrap_or_default();
         println!(
-            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<12}{}",
+            "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<6} {:<12}{}",
             d["token"].as_str().unwrap_or("?"),
             d["owner"],
             d["len"],
             d["sba_idx"],
             d["writer"].as_str().unwrap_or("?"),
+            if d["direct"] == true { "yes" } else { "no" },
             if attached.is_empty() {
                 "-".to_owned()
             } else {
