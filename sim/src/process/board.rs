@@ -1051,8 +1051,9 @@ fn worker(ctx: &WorkerCtx) {
 
 /// Keeps what direct moves on a loopback board rely on (spec section 5.5) in step with a
 /// command function `f` just executed (`req`, answered with `resp`): its SBA's address in
-/// the peer table, its attachment words, and the attachment words of the functions that
-/// attached a DMB it unregistered.
+/// the peer table, the DMB table (a DMB it registered is published, one it unregistered
+/// withdrawn once no move into it is in flight), its attachment words, and the attachment
+/// words of the functions that attached a DMB it unregistered.
 #[allow(clippy::too_many_arguments)]
 fn publish_for_direct_moves(
     f: usize,
