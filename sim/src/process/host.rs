@@ -298,7 +298,7 @@ struct Direct {
     gid: u64,
     memory: Arc<MemoryDomain>,
     attached: RwLock<HashMap<u64, DirectTarget>>,
-    /// Tokens found in the DMB table: their entries.
+    /// Tokens found in the DMB table: their entries (at most as many as the table has).
     found: RwLock<HashMap<u64, usize>>,
     /// Tokens not found, with the table's `PUBLISHED` count when they were looked for.
     missed: Mutex<HashMap<u64, u64>>,
@@ -423,7 +423,14 @@ impl Direct {
         match hit {
             Some(i) => {
                 missed.remove(&token);
-                self.found.write().ok()?.insert(token, i);
+                let mut found = self.found.write().ok()?;
+                // Tokens of DMBs long gone stay here until a move finds their entry
+                // changed: bound the map by the table's size (what is still in use is
+                // found again by a search).
+                if found.len() >= dmb_table::ENTRIES {
+                    found.clear();
+                }
+                found.insert(token, i);
             }
             None => {
                 if missed.len() >= MAX_MISSED {
