@@ -274,6 +274,7 @@ fn park_if_exiting_elsewhere() {
     if EXIT_THREAD.load(Ordering::SeqCst) == me {
         return;
     }
+    crate::fork::debug_line("a data call waits for the end of the process (it is exiting)");
     loop {
         // SAFETY: waits for a signal; the process ends meanwhile.
         unsafe { libc::pause() };
@@ -340,6 +341,7 @@ pub(crate) unsafe fn smc_recv(
     match s.recv(fd, slice, RecvFlags::of(fd, flags)) {
         Ok(0) if !slice.is_empty() => {
             park_if_exiting_elsewhere();
+            crate::fork::debug_line(&format!("fd {fd}: recv: end of stream"));
             crate::real::set_errno(saved);
             0
         }
@@ -350,6 +352,7 @@ pub(crate) unsafe fn smc_recv(
         Err(e) => {
             if e != libc::EAGAIN && e != libc::EINTR {
                 park_if_exiting_elsewhere();
+                crate::fork::debug_line(&format!("fd {fd}: recv: errno {e}"));
             }
             fail(e)
         }

@@ -1134,6 +1134,14 @@ fn epoll_wait_is_woken_timed_and_interrupted_as_on_tcp() {
     io_both_ways(BoardKind::Lpar, vec![], &["epoll-wait"], 1);
 }
 
+/// A signal 10 µs into a read that must wait ends it with `EINTR`, as on TCP: the
+/// library's user-space spin before its kernel wait holds signals back and reports them
+/// as the kernel wait would have (sockperf's `under-load` stops its receiver thread so).
+#[test]
+fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
+    io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin"], 1);
+}
+
 /// The process exits while a thread is blocked reading an SMC-D connection: the read does
 /// not return (the library's exit handler closes the connection, which must not show up as
 /// an end of stream or error in a thread that is about to vanish, as over TCP), and the
