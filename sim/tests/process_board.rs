@@ -730,19 +730,16 @@ fn a_silent_connection_delays_no_one() {
 /// polling stops, a raise wakes it even though `IRQ` is still 1 from the raise held back.
 #[test]
 fn a_polling_host_is_not_woken_and_a_held_back_interrupt_is_not_lost() {
-    use ism_host_driver::ism::{IsmClient, IsmEvent};
     use ism_sim::board::BoardKind;
     use ism_sim::process::layout::regs;
-    struct Quiet;
-    impl IsmClient for Quiet {
-        fn handle_irq(&self, _: u32, _: u16) {}
-        fn handle_event(&self, _: &IsmEvent) {}
-    }
     let board =
         process::LocalBoard::start(BoardKind::Lpar, 2, 4 << 20, Box::new(std::io::sink())).unwrap();
     let a = process::attach_in(board.dir(), board.name()).unwrap();
     let b = process::attach_in(board.dir(), board.name()).unwrap();
-    let client = a.driver().add_client(std::sync::Arc::new(Quiet)).unwrap();
+    let client = a
+        .driver()
+        .add_client(std::sync::Arc::new(NoClient))
+        .unwrap();
     let dmb = a
         .driver()
         .register_dmb(16384, b.gid(), None, client)
@@ -948,19 +945,13 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
 /// that never finishes (here: a word set by hand) holds the board back for a bounded time.
 #[test]
 fn unregistering_waits_for_direct_moves_in_flight_but_not_forever() {
-    use ism_host_driver::ism::{IsmClient, IsmEvent};
-    struct Quiet;
-    impl IsmClient for Quiet {
-        fn handle_irq(&self, _: u32, _: u16) {}
-        fn handle_event(&self, _: &IsmEvent) {}
-    }
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "loopback", "moving", 2);
     let owner = process::attach_in(&dir.0, "moving").unwrap();
     let writer = process::attach_in(&dir.0, "moving").unwrap();
     let client = owner
         .driver()
-        .add_client(std::sync::Arc::new(Quiet))
+        .add_client(std::sync::Arc::new(NoClient))
         .unwrap();
     let table = writer.raw().peer_table().expect("peer table");
     let me = writer.raw().function() as usize;
@@ -1000,12 +991,6 @@ fn unregistering_waits_for_direct_moves_in_flight_but_not_forever() {
 /// per DMB: 24 held tokens (3 hosts × 8 words) would cost 2.4 s at 100 ms each.
 #[test]
 fn moving_words_held_on_purpose_delay_a_detach_by_a_bounded_time() {
-    use ism_host_driver::ism::{IsmClient, IsmEvent};
-    struct Quiet;
-    impl IsmClient for Quiet {
-        fn handle_irq(&self, _: u32, _: u16) {}
-        fn handle_event(&self, _: &IsmEvent) {}
-    }
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "loopback", "held", 4);
     let owner = process::attach_in(&dir.0, "held").unwrap();
@@ -1014,7 +999,7 @@ fn moving_words_held_on_purpose_delay_a_detach_by_a_bounded_time() {
         .collect();
     let client = owner
         .driver()
-        .add_client(std::sync::Arc::new(Quiet))
+        .add_client(std::sync::Arc::new(NoClient))
         .unwrap();
     for h in &holders {
         let table = h.raw().peer_table().expect("peer table");
@@ -1081,6 +1066,7 @@ fn a_dead_owner_ends_direct_moves_into_its_dmbs() {
     board.stop();
 }
 
+/// An ISM client that ignores its interrupts and events (tests that only need a DMB).
 struct NoClient;
 impl ism_host_driver::ism::IsmClient for NoClient {
     fn handle_irq(&self, _sba_idx: u32, _mask: u16) {}
