@@ -1039,20 +1039,32 @@ fn put(resp: &mut [u8], bytes: &[u8]) -> usize {
 /// shared-memory DMB themselves (the process loopback board's direct moves).
 ///
 /// # Errors
-/// The memory's error if the SBA does not lie in `mem`.
+/// `MemError::OutOfBounds` if `idx` is not an SBA index (at least `NR_DMBS`) or the SBA's
+/// address wraps around; the memory's error if the SBA does not lie in `mem`.
 pub fn set_dmb_signal<M: DmaMemory>(
     mem: &M,
     sba_base: DevAddr,
     idx: usize,
     dmbe_idx: u8,
 ) -> Result<(), ism_hal::MemError> {
+    // The device passes an index it checked at REG_DMB and its own SBA address; a loopback
+    // host's direct move passes values from memory other hosts can write: out of range is
+    // an error here, never an overflow.
+    if idx >= sba::NR_DMBS {
+        return Err(ism_hal::MemError::OutOfBounds);
+    }
     let base = sba_base.0;
+    let at = |off: usize| {
+        base.checked_add(off as u64)
+            .map(DevAddr)
+            .ok_or(ism_hal::MemError::OutOfBounds)
+    };
     let bit = sba::dmbe_mask_bit(dmbe_idx).to_be_bytes();
-    let mask_at = base + sba::dmbe_mask_offset(idx) as u64;
+    let mask_off = sba::dmbe_mask_offset(idx);
     let (byte, mask) = sba::dmb_bit(idx);
-    mem.fetch_or_u8(DevAddr(mask_at), bit[0])?;
-    mem.fetch_or_u8(DevAddr(mask_at + 1), bit[1])?;
-    mem.fetch_or_u8(DevAddr(base + byte as u64), mask)?;
-    mem.fetch_or_u8(DevAddr(base), SbaFlags::SUMMARY.bits())?;
+    mem.fetch_or_u8(at(mask_off)?, bit[0])?;
+    mem.fetch_or_u8(at(mask_off + 1)?, bit[1])?;
+    mem.fetch_or_u8(at(byte)?, mask)?;
+    mem.fetch_or_u8(at(0)?, SbaFlags::SUMMARY.bits())?;
     Ok(())
 }

@@ -785,3 +785,34 @@ fn commands_racing_function_down_leave_nothing_registered() {
         }
     });
 }
+
+/// `set_dmb_signal` (shared with boards whose hosts signal a DMB themselves, from values
+/// other hosts can write): an index past the SBA or an address that wraps is an error,
+/// never an overflow or a write elsewhere; a valid one sets the three bits.
+#[test]
+fn set_dmb_signal_refuses_bad_indices_and_wrapping_addresses() {
+    use ism_firmware::set_dmb_signal;
+    use ism_firmware::wire::sba::NR_DMBS;
+    use ism_hal::MemError;
+    let h = Harness::lpar();
+    let mem = h.mem(0);
+    let sba = h.addr(0, 0);
+    let before = h.read(0, 0, SBA_SIZE);
+    for idx in [NR_DMBS, NR_DMBS + 1, usize::MAX] {
+        assert_eq!(
+            set_dmb_signal(mem, sba, idx, 0),
+            Err(MemError::OutOfBounds),
+            "{idx}"
+        );
+    }
+    assert_eq!(
+        set_dmb_signal(mem, ism_hal::DevAddr(u64::MAX - 1), 5, 0),
+        Err(MemError::OutOfBounds)
+    );
+    assert_eq!(h.read(0, 0, SBA_SIZE), before, "nothing written");
+    set_dmb_signal(mem, sba, 5, 0).unwrap();
+    assert_eq!(
+        h.read(0, 0, SBA_SIZE),
+        expected_sba(0x80, &[(5, ism_firmware::wire::sba::dmbe_mask_bit(0))])
+    );
+}

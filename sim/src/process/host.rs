@@ -369,9 +369,9 @@ impl Direct {
             if u64::from(m.offset) + data.len() as u64 > t.len {
                 return None;
             }
-            self.memory
-                .write(DevAddr(t.addr + u64::from(m.offset)), data)
-                .ok()?;
+            // Checked: a DMB-table entry is memory every host of the board can write.
+            let at = t.addr.checked_add(u64::from(m.offset))?;
+            self.memory.write(DevAddr(at), data).ok()?;
             let count = |off: usize, n: u64| {
                 if let Some(w) = self.peers.word64(self.me, off) {
                     w.fetch_add(n, Ordering::Relaxed);
