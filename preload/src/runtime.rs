@@ -243,6 +243,11 @@ impl SignalsBlocked {
             (libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0).then_some(Self { old })
         }
     }
+
+    /// The mask the thread had before (restored on drop).
+    pub fn old_mask(&self) -> &libc::sigset_t {
+        &self.old
+    }
 }
 
 impl Drop for SignalsBlocked {

@@ -188,21 +188,12 @@ impl Bell {
 /// handlers run, and reports what the kernel would have. Dropping it (data came) restores
 /// the mask: the handlers run, the data is returned, as when a signal arrives as `recv`
 /// returns. Three system calls (~0.3 µs here) per wait that spins.
-struct SpinSignals {
-    old: libc::sigset_t,
-}
+struct SpinSignals(crate::runtime::SignalsBlocked);
 
 impl SpinSignals {
     /// Blocks every signal in the calling thread (`None` if the mask cannot be changed).
     fn block() -> Option<Self> {
-        // SAFETY: all-zero sigsets are valid values, filled by the calls, which change only
-        // the calling thread's mask.
-        unsafe {
-            let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-                (std::mem::zeroed(), std::mem::zeroed());
-            libc::sigfillset(&mut all);
-            (libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0).then_some(Self { old })
-        }
+        crate::runtime::SignalsBlocked::new().map(Self)
     }
 
     /// Ends the spin without data: restores the mask (pending handlers run now) and says
@@ -217,8 +208,8 @@ impl SpinSignals {
             libc::sigpending(&mut p);
             p
         };
-        let old = self.old;
-        drop(self);
+        let old = *self.0.old_mask();
+        drop(self); // the mask as before: the pending handlers run
         let mut interrupted = false;
         let mut restart = false;
         for sig in 1..=libc::SIGRTMAX() {
@@ -252,13 +243,6 @@ impl SpinSignals {
             return Ok(());
         }
         Err(libc::EINTR)
-    }
-}
-
-impl Drop for SpinSignals {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `block`, for the calling thread.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }
 

@@ -308,6 +308,15 @@ struct Direct {
 /// VLANs looks them up again after this many).
 const MAX_MISSED: usize = 1024;
 
+/// What a direct move's target comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// This function's attachment of the DMB.
+    Attached(DirectTarget),
+    /// The board's DMB-table entry of that index.
+    Published(usize),
+}
+
 /// Where a direct move goes (from an attachment or a DMB-table entry).
 #[derive(Clone, Copy)]
 struct Target {
@@ -326,9 +335,9 @@ impl Direct {
         let m = MoveRequest::parse(request);
         let token = m.token.0;
         let attached = self.attached.read().ok()?.get(&token).copied();
-        let entry = match attached {
-            Some(_) => None,
-            None => Some(self.lookup(token)?),
+        let source = match attached {
+            Some(t) => Source::Attached(t),
+            None => Source::Published(self.lookup(token)?),
         };
         // Claim a moving word: from here until it is released, the board does not reuse
         // what the token names (it waits for the word after withdrawing the token).
@@ -337,8 +346,8 @@ impl Direct {
                 .is_ok()
         })?;
         let r = (|| {
-            let t = match (attached, entry) {
-                (Some(t), _) => {
+            let t = match source {
+                Source::Attached(t) => {
                     let word = page.word64(regs::ATTACHMENTS + 8 * t.slot);
                     if word.load(Ordering::SeqCst) != token {
                         // Withdrawn by the board: the device gives its verdict from now on.
@@ -354,8 +363,7 @@ impl Direct {
                         owner: t.owner,
                     }
                 }
-                (None, Some(i)) => self.published_target(i, token)?,
-                (None, None) => return None,
+                Source::Published(i) => self.published_target(i, token)?,
             };
             if page.word(regs::BOARD_STATE).load(Ordering::Acquire) != layout::BOARD_RUNNING {
                 return None;
