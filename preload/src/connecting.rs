@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 
 use crate::hooks::set_flags;
-use crate::real::{errno, real};
+use crate::real::{errno, real, KeepsErrno};
 use crate::runtime::Runtime;
 
 /// Where a background connect stands.
@@ -169,7 +169,7 @@ pub fn start(
     let (a, b) = crate::smc::doorbell_pair()?;
     crate::smc::fill_all(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
-    let entry = Arc::new(Entry::Connecting(Connecting {
+    let entry = Arc::new(Entry::Connecting(KeepsErrno::new(Connecting {
         b,
         tcp,
         flags,
@@ -177,7 +177,7 @@ pub fn start(
         dest,
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
-    }));
+    })));
     let old = TABLE.insert(fd, entry.clone());
     if let Err(e) = put_on(fd, a.as_raw_fd(), true) {
         drop(TABLE.remove(fd));

@@ -21,15 +21,15 @@ use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, s
 
 use crate::connecting::Connecting;
 use crate::net;
-use crate::real::{errno, fail, real, set_errno};
+use crate::real::{errno, fail, real, set_errno, KeepsErrno};
 use crate::runtime::{runtime, Runtime};
 use crate::smc::{fd_nonblocking, RecvFlags, SmcFd};
 use crate::table::{Bitmap, Table};
 
 /// What a tracked descriptor is.
 pub enum Entry {
-    /// An SMC-D connection.
-    Smc(SmcFd),
+    /// An SMC-D connection (let go of with `errno` kept, as every entry's payload).
+    Smc(KeepsErrno<SmcFd>),
     /// A listening socket registered with the board's name service.
     Listener(ListenerReg),
     /// A descriptor of an SMC-D connection of another process image: inherited over
@@ -38,7 +38,7 @@ pub enum Entry {
     Inherited(Inherited),
     /// A non-blocking `connect` to an `ism-run` listener under way on a library thread
     /// (see `crate::connecting`).
-    Connecting(Connecting),
+    Connecting(KeepsErrno<Connecting>),
 }
 
 /// See [`Entry::Inherited`].
@@ -106,15 +106,18 @@ impl ListenerReg {
 }
 
 impl Drop for ListenerReg {
+    /// Withdraws the registration; keeps `errno` (see [`KeepsErrno`]).
     fn drop(&mut self) {
         let registered = *self.registered.get_mut().unwrap_or_else(|e| e.into_inner());
         if !registered {
             return;
         }
+        let saved = errno();
         if let (Some(n), Some(a)) = (runtime().names.as_ref(), self.addr) {
             runtime().own_listener(a, false);
             let _ = n.unregister_listener(a);
         }
+        set_errno(saved);
     }
 }
 
@@ -1217,7 +1220,7 @@ pub(crate) fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> R
     let (smc, a) = SmcFd::new(stream, tcp)?;
     crate::fork::mark_doorbell(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
-    let entry = Arc::new(Entry::Smc(smc));
+    let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
     let old = TABLE.insert(app, entry.clone());
     if let Err(e) = put_on(app, a.as_raw_fd(), false) {
         drop(TABLE.remove(app));

@@ -90,8 +90,68 @@ pub fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e }
 }
 
+/// A value whose drop leaves the calling thread's `errno` as it found it.
+///
+/// What a descriptor's entry owns (an SMC-D connection, its TCP socket and doorbell, a
+/// listener's registration) is let go of by whichever thread drops the last reference,
+/// and that may be in the middle of another interposed call that has just set `errno`
+/// for the program: a thread whose `recvfrom` ends with `EINTR` while the main thread
+/// closes the descriptor drops the connection itself, and the close's own calls (a
+/// doorbell write to a closed peer: `EPIPE`) would otherwise be what the program reads.
+pub struct KeepsErrno<T>(Option<T>);
+
+impl<T> KeepsErrno<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+}
+
+impl<T> std::ops::Deref for KeepsErrno<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Only `drop` takes the value out.
+        self.0
+            .as_ref()
+            .expect("a KeepsErrno is only emptied by its drop")
+    }
+}
+
+impl<T> Drop for KeepsErrno<T> {
+    fn drop(&mut self) {
+        let saved = errno();
+        drop(self.0.take());
+        set_errno(saved);
+    }
+}
+
 /// `-1` with `errno` set to `e`: the C convention for a failed call.
 pub fn fail<T: From<i8>>(e: c_int) -> T {
     set_errno(e);
     T::from(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `errno` when dropped, as closing a connection's sockets may.
+    struct Clobbers;
+    impl Drop for Clobbers {
+        fn drop(&mut self) {
+            set_errno(libc::EPIPE);
+        }
+    }
+
+    #[test]
+    fn a_kept_value_is_dropped_and_errno_stays() {
+        set_errno(libc::EINTR);
+        drop(Clobbers);
+        assert_eq!(errno(), libc::EPIPE, "the value clobbers errno on its own");
+        set_errno(libc::EINTR);
+        let kept = KeepsErrno::new(Clobbers);
+        let _: &Clobbers = &kept;
+        drop(kept);
+        assert_eq!(errno(), libc::EINTR);
+    }
 }

@@ -48,6 +48,10 @@ struct BellState {
 /// The doorbell: the library's end (B) of the socket pair.
 pub struct Bell {
     b: OwnedFd,
+    /// A's identity (device and inode of the socket): the application's descriptor number
+    /// may be closed by another thread while a call on it is under way, and the number
+    /// given to a new file, which the doorbell must never read from or write into.
+    a_id: (u64, u64),
     conn: Weak<Conn>,
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
@@ -57,6 +61,14 @@ pub struct Bell {
 impl Bell {
     fn lock(&self) -> MutexGuard<'_, BellState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the descriptor number `a` still is this connection's A (one `fstat`): false
+    /// once the program closed it, even if the number now names another file. Over TCP a
+    /// call holds the socket it started on; the doorbell works on the number, so every use
+    /// of it after a wait checks first.
+    fn is_a(&self, a: c_int) -> bool {
+        file_id(a) == Some(self.a_id)
     }
 
     /// Rings if something became readable (the watcher, and after local state changes).
@@ -124,7 +136,7 @@ impl Bell {
             return false;
         };
         let mut st = self.lock();
-        // A is valid: the caller is in a call on it.
+        // The caller checked that `a` is A ([`SmcFd::send`], [`SmcFd::wait_room`]).
         fill_all(a);
         st.filled = true;
         // The peer may have made room before `filled` was set (its watcher run saw
@@ -159,7 +171,10 @@ impl Bell {
         let mut st = self.lock();
         let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
         if st.rung && peeked == 0 && !conn.read_ready() {
-            if let Some(recv) = real().recv {
+            // The program may have closed A meanwhile (in another thread): its number is
+            // then no longer tracked (the close clears it first), or names another file.
+            let ours = crate::hooks::TABLE.maybe_tracked(a) && self.is_a(a);
+            if let (Some(recv), true) = (real().recv, ours) {
                 let mut buf = [0u8; 256];
                 loop {
                     // SAFETY: reads into a local buffer of its length from the
@@ -344,8 +359,10 @@ impl SmcFd {
     pub fn new(stream: Stream, tcp: c_int) -> Result<(Self, OwnedFd), c_int> {
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
         let (a, b) = doorbell_pair()?;
+        let a_id = file_id(a.as_raw_fd()).ok_or_else(crate::real::errno)?;
         let bell = Arc::new(Bell {
             b,
+            a_id,
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
@@ -476,8 +493,9 @@ impl SmcFd {
     /// nothing to read drains the doorbell, see [`Bell::settle`]).
     ///
     /// # Errors
-    /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), or another `errno`
-    /// of the kernel's `recv`.
+    /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), `EBADF` (another
+    /// thread closed `fd` before this wait began), or another `errno` of the kernel's
+    /// `recv`.
     fn wait_readable(&self, fd: c_int) -> Result<(), c_int> {
         // The spin stands for part of the kernel's wait: a signal that comes meanwhile
         // must end the call as it would end that wait (see `SpinSignals`).
@@ -492,6 +510,11 @@ impl SmcFd {
         }
         if let Some(s) = signals {
             s.end(fd)?;
+        }
+        // Another thread closed the descriptor while this call ran: nothing to wait on
+        // (TCP's call would wait on the socket it holds; this one cannot).
+        if !self.bell.is_a(fd) {
+            return Err(libc::EBADF);
         }
         // No doorbell byte may stay in A while nothing is readable, or the wait below
         // would return at once, again and again.
@@ -536,7 +559,7 @@ impl SmcFd {
     ///
     /// # Errors
     /// The `errno` a TCP socket would give (`EPIPE` after a close; the caller raises
-    /// `SIGPIPE`).
+    /// `SIGPIPE`); `EBADF` if it must wait and another thread has closed `fd` meanwhile.
     pub fn send(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
@@ -557,6 +580,10 @@ impl SmcFd {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return short(done, errno_of(&e)),
+            }
+            // Another thread closed the descriptor: no A to wait on (see `wait_readable`).
+            if !self.bell.is_a(fd) {
+                return short(done, libc::EBADF);
             }
             // The peer's ring is full: A stops polling writable until it has room.
             if !self.bell.fill(fd) {
@@ -580,10 +607,17 @@ impl SmcFd {
     /// (`dontwait`) after making `fd` poll unwritable; `Ok` when there is room.
     ///
     /// # Errors
-    /// `EAGAIN`, `EINTR`, or the `errno` of the wait.
+    /// `EAGAIN`, `EINTR`, `EBADF` (`fd` closed by another thread), or the `errno` of the
+    /// wait.
     pub fn wait_room(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
         loop {
-            if self.conn.write_ready() || !self.bell.fill(fd) {
+            if self.conn.write_ready() {
+                return Ok(());
+            }
+            if !self.bell.is_a(fd) {
+                return Err(libc::EBADF);
+            }
+            if !self.bell.fill(fd) {
                 return Ok(());
             }
             if dontwait {
@@ -597,7 +631,8 @@ impl SmcFd {
     /// data, end of stream or an error is there.
     ///
     /// # Errors
-    /// `EINTR`, `EAGAIN` (`SO_RCVTIMEO`), or the `errno` of the wait.
+    /// `EINTR`, `EAGAIN` (`SO_RCVTIMEO`), `EBADF` (`fd` closed by another thread), or the
+    /// `errno` of the wait.
     pub fn wait_data(&self, fd: c_int) -> Result<(), c_int> {
         while !self.conn.read_ready()
             && self
@@ -680,6 +715,15 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
         unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     }
     Ok((a, b))
+}
+
+/// The (device, inode) of the open file behind `fd`, or `None` (not open).
+fn file_id(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed stat buffer of its size.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
 }
 
 /// Fills A's send buffer (A→B) until the kernel refuses more, without waiting and without

@@ -25,6 +25,17 @@
 //!                                      is blocked reading the socket: that read must not
 //!                                      return (end of stream, an error) before the process
 //!                                      is gone, as over TCP; if it does, status 7
+//! ism-run-io close-reading ADDR        a thread blocked reading the socket, another
+//!                                      closes it and gives the number to a new socket with
+//!                                      bytes in it; a signal (no SA_RESTART) ends the read
+//!                                      with EINTR and errno EINTR; again with a dup kept,
+//!                                      whose echo ends the read; the new socket keeps its
+//!                                      bytes (sockperf's end)
+//! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
+//!                                      listen, accept4, connect, the data calls, poll,
+//!                                      select, epoll, fcntl, ioctl, the socket options and
+//!                                      names, dup*, sendfile, shutdown, close) leaves errno
+//!                                      as it was, as the kernel's calls do
 //! ```
 //! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
 //! bounded.
@@ -56,6 +67,8 @@ fn main() -> ExitCode {
         "epoll-wait" => epoll_wait(addr),
         "exit-reading" => exit_reading(addr),
         "eintr-spin" => eintr_spin(addr),
+        "close-reading" => close_reading(addr),
+        "errno-kept" => errno_kept(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -204,6 +217,414 @@ fn exit_reading(addr: &str) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(100));
     std::mem::forget(s);
     println!("ok exit-reading");
+    Ok(())
+}
+
+/// A thread blocked in `read` while another thread closes the descriptor, as sockperf's
+/// `under-load` ends: over TCP the close does not wake the read (the socket lives until
+/// the read returns). Between the close and the read's end the number goes to a new
+/// socket with bytes queued, which the read must leave alone. Twice: the read ends by a
+/// signal (`EINTR`, and that is what `errno` says: sockperf takes `EPIPE` or `ECONNRESET`
+/// in `errno` for a closed peer), then, with a `dup` of the connection left open, by an
+/// echo written through the `dup`.
+fn close_reading(addr: &str) -> Result<(), String> {
+    let mut numbers = Vec::new();
+    for by_data in [false, true] {
+        numbers.push(close_under_a_read(addr, by_data)?);
+    }
+    println!("ok close-reading (the new socket took numbers {numbers:?})");
+    Ok(())
+}
+
+/// One round of [`close_reading`]; returns the number the new socket took and whether it
+/// was the read's.
+fn close_under_a_read(addr: &str, by_data: bool) -> Result<(i32, bool), String> {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::thread::JoinHandleExt;
+    let mut s = connect(addr)?;
+    s.write_all(b"ready").map_err(|e| format!("write: {e}"))?;
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back)
+        .map_err(|e| format!("read the echo: {e}"))?;
+    let fd = s.into_raw_fd();
+    let other = if by_data {
+        // SAFETY: duplicates the descriptor this function owns.
+        unsafe { libc::dup(fd) }
+    } else {
+        -1
+    };
+    handler(false);
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 16];
+        // SAFETY: reads into a local buffer of its length.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+        (n, errno())
+    });
+    // Let the reader block, then close its descriptor under it.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: closes the descriptor this function owns (the reader only uses its number).
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(format!("close: errno {}", errno()));
+    }
+    // A new socket pair takes the lowest free numbers: `fd` again.
+    let mut sv = [-1; 2];
+    // SAFETY: room for two descriptors.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) } != 0 {
+        return Err(format!("socketpair: errno {}", errno()));
+    }
+    // SAFETY: writes 4 bytes from a constant into the pair.
+    if unsafe { libc::write(sv[1], b"keep".as_ptr().cast(), 4) } != 4 {
+        return Err(format!("write to the pair: errno {}", errno()));
+    }
+    let pt = reader.as_pthread_t();
+    if by_data {
+        // SAFETY: one byte from a constant through the dup; the echo ends the read.
+        if unsafe { libc::write(other, b"x".as_ptr().cast(), 1) } != 1 {
+            return Err(format!("write through the dup: errno {}", errno()));
+        }
+    }
+    let t = Instant::now();
+    while !reader.is_finished() {
+        if t.elapsed() > LIMIT {
+            return Err(format!("the read did not end (by data: {by_data})"));
+        }
+        if !by_data {
+            // SAFETY: signals the reader thread, alive until joined below.
+            unsafe { libc::pthread_kill(pt, libc::SIGUSR1) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (n, e) = reader.join().map_err(|_| "the reader panicked")?;
+    if by_data && n != 1 {
+        return Err(format!(
+            "the read gave {n}, errno {e} (want the echo's 1 byte)"
+        ));
+    }
+    if !by_data && (n != -1 || e != libc::EINTR) {
+        return Err(format!("the read gave {n}, errno {e} (want -1, EINTR)"));
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD into an int, on the pair's end.
+    unsafe { libc::ioctl(sv[0], libc::FIONREAD, &mut queued) };
+    if queued != 4 {
+        return Err(format!(
+            "the new socket on number {} holds {queued} bytes, not 4 (by data: {by_data})",
+            sv[0]
+        ));
+    }
+    // SAFETY: closes the pair and the dup this function made.
+    unsafe {
+        libc::close(sv[0]);
+        libc::close(sv[1]);
+        if other >= 0 {
+            libc::close(other);
+        }
+    }
+    Ok((sv[0], sv[0] == fd))
+}
+
+/// A value no call ever sets `errno` to.
+const SENTINEL: i32 = 4242;
+
+/// Runs `call` with `errno` set to [`SENTINEL`]; it must succeed (`ok`) and leave `errno`
+/// alone. Returns its result.
+fn kept<T: Copy + std::fmt::Debug>(
+    what: &str,
+    call: impl FnOnce() -> T,
+    ok: impl FnOnce(T) -> bool,
+) -> Result<T, String> {
+    // SAFETY: sets this thread's errno.
+    unsafe { *libc::__errno_location() = SENTINEL };
+    let r = call();
+    let e = errno();
+    if !ok(r) {
+        return Err(format!("{what}: failed ({r:?}, errno {e})"));
+    }
+    if e != SENTINEL {
+        return Err(format!("{what}: succeeded ({r:?}) but set errno to {e}"));
+    }
+    Ok(r)
+}
+
+/// `kept!(what, call, ok)`: [`kept`] of one C library call.
+macro_rules! kept {
+    ($what:expr, $call:expr, $ok:expr) => {
+        // SAFETY: every call of `errno_kept` gets valid descriptors of that function,
+        // local buffers of the lengths it passes, and structures of their sizes.
+        kept($what, || unsafe { $call }, $ok)
+    };
+}
+
+/// An all-zero C structure (`sockaddr_in`, `msghdr`, `fd_set`: valid when zeroed).
+fn zeroed<T: Copy>() -> T {
+    // SAFETY: used only for plain C structures whose all-zero value is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Every interposed call, in a successful use, on SMC-D descriptors (a connection to the
+/// echo server, and a listener of this process with a connection to itself): `errno` is
+/// left as it was, as the kernel's calls leave it (programs such as sockperf read it after
+/// a successful call).
+fn errno_kept(addr: &str) -> Result<(), String> {
+    use std::net::SocketAddr;
+    let zero = |r: i32| r == 0;
+    let four = |r: isize| r == 4;
+    let some = |r: isize| r > 0;
+    let SocketAddr::V4(v4) = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("{addr}: {e}"))?
+    else {
+        return Err("an IPv4 address".into());
+    };
+    let sin = |port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let slen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let ilen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let ms = LIMIT.as_millis() as i32;
+
+    let fd = kept!(
+        "socket",
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+        |r| r >= 0
+    )?;
+    let one: libc::c_int = 1;
+    let p_one: *const libc::c_void = (&one as *const libc::c_int).cast();
+    kept!(
+        "setsockopt",
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, p_one, ilen),
+        zero
+    )?;
+    let to = sin(v4.port());
+    let p_to: *const libc::sockaddr = (&to as *const libc::sockaddr_in).cast();
+    kept!("connect", libc::connect(fd, p_to, slen), zero)?;
+    let mut val: libc::c_int = -1;
+    let mut vlen = ilen;
+    let p_val: *mut libc::c_void = (&mut val as *mut libc::c_int).cast();
+    kept!(
+        "getsockopt",
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, p_val, &mut vlen),
+        zero
+    )?;
+    let mut name: libc::sockaddr_in = zeroed();
+    let p_name: *mut libc::sockaddr = (&mut name as *mut libc::sockaddr_in).cast();
+    let mut nlen = slen;
+    kept!(
+        "getsockname",
+        libc::getsockname(fd, p_name, &mut nlen),
+        zero
+    )?;
+    nlen = slen;
+    kept!(
+        "getpeername",
+        libc::getpeername(fd, p_name, &mut nlen),
+        zero
+    )?;
+    let fl = kept!("fcntl F_GETFL", libc::fcntl(fd, libc::F_GETFL), |r| r >= 0)?;
+    kept!("fcntl F_SETFL", libc::fcntl(fd, libc::F_SETFL, fl), zero)?;
+    kept!(
+        "fcntl F_SETFD",
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC),
+        zero
+    )?;
+    let d = kept!(
+        "fcntl F_DUPFD_CLOEXEC",
+        libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100),
+        |r| r >= 100
+    )?;
+    kept!("close (F_DUPFD's)", libc::close(d), zero)?;
+    let mut off: libc::c_int = 0;
+    kept!(
+        "ioctl FIONBIO",
+        libc::ioctl(fd, libc::FIONBIO, &mut off),
+        zero
+    )?;
+
+    // Five ways to write 4 bytes, then five ways to read them back (and the rest).
+    let msg = *b"ping";
+    let p_msg: *const libc::c_void = msg.as_ptr().cast();
+    let iov = libc::iovec {
+        iov_base: p_msg as *mut libc::c_void,
+        iov_len: 4,
+    };
+    let mut mh: libc::msghdr = zeroed();
+    mh.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
+    mh.msg_iovlen = 1;
+    kept!("write", libc::write(fd, p_msg, 4), four)?;
+    kept!("send", libc::send(fd, p_msg, 4, 0), four)?;
+    kept!(
+        "sendto",
+        libc::sendto(fd, p_msg, 4, 0, std::ptr::null(), 0),
+        four
+    )?;
+    kept!("writev", libc::writev(fd, &iov, 1), four)?;
+    kept!("sendmsg", libc::sendmsg(fd, &mh, 0), four)?;
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    kept!("poll", libc::poll(&mut p, 1, ms), |r| r == 1)?;
+    let mut set: libc::fd_set = zeroed();
+    // SAFETY: a descriptor below FD_SETSIZE into a zeroed set.
+    unsafe { libc::FD_SET(fd, &mut set) };
+    let mut tv = libc::timeval {
+        tv_sec: LIMIT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    let none = std::ptr::null_mut();
+    kept!(
+        "select",
+        libc::select(fd + 1, &mut set, none, none, &mut tv),
+        |r| r == 1
+    )?;
+    let ep = kept!(
+        "epoll_create1",
+        libc::epoll_create1(libc::EPOLL_CLOEXEC),
+        |r| r >= 0
+    )?;
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 7,
+    };
+    kept!(
+        "epoll_ctl ADD",
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev),
+        zero
+    )?;
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+    kept!(
+        "epoll_wait",
+        libc::epoll_wait(ep, evs.as_mut_ptr(), 2, ms),
+        |r| r == 1
+    )?;
+    let mut queued: libc::c_int = 0;
+    kept!(
+        "ioctl FIONREAD",
+        libc::ioctl(fd, libc::FIONREAD, &mut queued),
+        zero
+    )?;
+    let mut got = Vec::new();
+    let mut b = [0u8; 4];
+    let p_b: *mut libc::c_void = b.as_mut_ptr().cast();
+    let all = libc::MSG_WAITALL;
+    let take = |got: &mut Vec<u8>, n: isize, b: &[u8; 4]| got.extend_from_slice(&b[..n as usize]);
+    take(&mut got, kept!("read", libc::read(fd, p_b, 4), some)?, &b);
+    take(
+        &mut got,
+        kept!("recv", libc::recv(fd, p_b, 4, all), some)?,
+        &b,
+    );
+    let n = kept!(
+        "recvfrom",
+        libc::recvfrom(fd, p_b, 4, all, none.cast(), none.cast()),
+        some
+    )?;
+    take(&mut got, n, &b);
+    let mut riov = libc::iovec {
+        iov_base: p_b,
+        iov_len: 4,
+    };
+    take(
+        &mut got,
+        kept!("readv", libc::readv(fd, &riov, 1), some)?,
+        &b,
+    );
+    let mut rmh: libc::msghdr = zeroed();
+    rmh.msg_iov = &mut riov;
+    rmh.msg_iovlen = 1;
+    take(
+        &mut got,
+        kept!("recvmsg", libc::recvmsg(fd, &mut rmh, all), some)?,
+        &b,
+    );
+    while got.len() < 20 {
+        take(
+            &mut got,
+            kept!("read (the rest)", libc::read(fd, p_b, 4), some)?,
+            &b,
+        );
+    }
+    if got.len() != 20 || got.chunks(4).any(|c| c != b"ping") {
+        return Err(format!("the echo came back as {got:?}"));
+    }
+    kept!(
+        "epoll_ctl DEL",
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, none.cast()),
+        zero
+    )?;
+    kept!("close (epoll)", libc::close(ep), zero)?;
+
+    // sendfile from a memory file, read back.
+    let mf = kept!(
+        "memfd_create",
+        libc::memfd_create(c"errno-kept".as_ptr(), 0),
+        |r| r >= 0
+    )?;
+    kept!("write (memfd)", libc::write(mf, p_msg, 4), four)?;
+    let mut from: libc::off_t = 0;
+    kept!("sendfile", libc::sendfile(fd, mf, &mut from, 4), four)?;
+    kept!("close (memfd)", libc::close(mf), zero)?;
+    kept!("recv (the file)", libc::recv(fd, p_b, 4, all), four)?;
+    if &b != b"ping" {
+        return Err(format!("sendfile's bytes came back as {b:?}"));
+    }
+    let d = kept!("dup", libc::dup(fd), |r| r >= 0)?;
+    kept!("dup2", libc::dup2(fd, d), |r| r == d)?;
+    kept!("dup3", libc::dup3(fd, d, libc::O_CLOEXEC), |r| r == d)?;
+    kept!("close (dup3's)", libc::close(d), zero)?;
+    kept!("shutdown SHUT_WR", libc::shutdown(fd, libc::SHUT_WR), zero)?;
+    kept!("read (end of stream)", libc::read(fd, p_b, 4), |r| r == 0)?;
+    kept!("close", libc::close(fd), zero)?;
+
+    // A listener of this process, and a connection to itself.
+    let l = kept!(
+        "socket (listener)",
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+        |r| r >= 0
+    )?;
+    let any = sin(0);
+    let p_any: *const libc::sockaddr = (&any as *const libc::sockaddr_in).cast();
+    kept!("bind", libc::bind(l, p_any, slen), zero)?;
+    kept!("listen", libc::listen(l, 4), zero)?;
+    let mut me: libc::sockaddr_in = zeroed();
+    let p_me: *mut libc::sockaddr = (&mut me as *mut libc::sockaddr_in).cast();
+    nlen = slen;
+    kept!(
+        "getsockname (listener)",
+        libc::getsockname(l, p_me, &mut nlen),
+        zero
+    )?;
+    let c = kept!(
+        "socket (to itself)",
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+        |r| r >= 0
+    )?;
+    kept!(
+        "connect (to itself)",
+        libc::connect(c, p_me.cast_const(), slen),
+        zero
+    )?;
+    let a = kept!(
+        "accept4",
+        libc::accept4(l, none.cast(), none.cast(), libc::SOCK_CLOEXEC),
+        |r| r >= 0
+    )?;
+    kept!("write (to itself)", libc::write(c, p_msg, 4), four)?;
+    kept!("recv (accepted)", libc::recv(a, p_b, 4, all), four)?;
+    for (what, x) in [
+        ("close (accepted)", a),
+        ("close (to itself)", c),
+        ("close (listener)", l),
+    ] {
+        kept!(what, libc::close(x), zero)?;
+    }
+    println!("ok errno-kept");
     Ok(())
 }
 
