@@ -1131,20 +1131,9 @@ fn get_flags(fd: c_int) -> c_int {
     }
 }
 
+/// A duplicate of `fd` on a number of the library's ([`crate::fds::lift`]), or `-1`.
 pub(crate) fn dup_high(fd: c_int) -> c_int {
-    match real().fcntl {
-        Some(f) => {
-            // SAFETY: duplicates `fd` at or above 512, close-on-exec.
-            let n = unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 512) };
-            if n >= 0 {
-                n
-            } else {
-                // SAFETY: as above, anywhere.
-                unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) }
-            }
-        }
-        None => -1,
-    }
+    crate::fds::lift(fd)
 }
 
 /// The socket options the handshake changes, to put back on a socket that stays TCP.

@@ -18,6 +18,7 @@
 
 pub mod config;
 mod connecting;
+mod fds;
 mod fork;
 mod hooks;
 pub mod net;

@@ -675,10 +675,11 @@ impl SmcFd {
 
 /// A socket pair for an application descriptor: (A, B), both close-on-exec, A's send
 /// buffer the smallest the kernel allows (`SO_SNDBUF` 1, raised to `SOCK_MIN_SNDBUF`, so
-/// that a few kilobytes fill A→B), B non-blocking and on a high number.
+/// that a few kilobytes fill A→B), B non-blocking and on a number of the library's
+/// ([`high_fd`]).
 ///
 /// # Errors
-/// The `errno` of a failing `socketpair`.
+/// The `errno` of a failing `socketpair`, or of [`high_fd`].
 pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
     use std::os::fd::FromRawFd;
     let mut sv = [-1 as c_int; 2];
@@ -696,7 +697,7 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-    let b = high_fd(b);
+    let b = high_fd(b)?;
     if let Some(set) = real().setsockopt {
         let one: c_int = 1;
         // SAFETY: SO_SNDBUF with an `int` of its size on our own new descriptor A.
@@ -757,19 +758,17 @@ pub fn drain_all(b: c_int) {
     while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
 }
 
-/// Moves `fd` to a descriptor number at or above 512 (close-on-exec), out of the way of
-/// programs that close "all descriptors above 2" at start-up; keeps it where it is if
-/// that fails.
-pub fn high_fd(fd: OwnedFd) -> OwnedFd {
+/// Moves `fd` to a number of the library's, at or above `crate::fds::floor`
+/// (close-on-exec), out of the program's way.
+///
+/// # Errors
+/// The `errno` of `crate::fds::lift` (`EMFILE`: no number free anywhere).
+pub fn high_fd(fd: OwnedFd) -> Result<OwnedFd, c_int> {
     use std::os::fd::FromRawFd;
-    let Some(f) = real().fcntl else {
-        return fd;
-    };
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our own descriptor.
-    let n = unsafe { f(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 512) };
+    let n = crate::fds::lift(fd.as_raw_fd());
     if n < 0 {
-        return fd;
+        return Err(crate::real::errno());
     }
     // SAFETY: `n` is a new descriptor nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(n) }
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }

@@ -1,0 +1,109 @@
+//! Where the library's own descriptors go: the doorbells' ends (B) and the TCP sockets it
+//! keeps behind SMC-D connections, two per connection that the program does not know of.
+//!
+//! They must not take numbers the program would have had, nor make it run out of
+//! descriptors sooner than over TCP (a server under a soft `RLIMIT_NOFILE` of 1024 ran out
+//! at its 337th connection, three descriptors each). So on first use the library raises
+//! the soft limit (to four times what it was, at most the hard limit; Go's runtime raises
+//! it to the hard limit at start-up) and puts its descriptors at or above the program's
+//! old limit: the numbers below it are the program's alone, as without the library. If the
+//! limit cannot be raised (soft limit = hard limit), the library starts at half the limit,
+//! and once nothing is free up there takes any number, as it did before: such a program
+//! may run out of descriptors sooner than over TCP (documented in `docs/ism-run.md`).
+//!
+//! Owns: the floor and the raise. Must never: close or move a descriptor it did not make.
+
+use std::sync::OnceLock;
+
+use libc::c_int;
+
+use crate::real::real;
+
+/// The lowest number for the library's own descriptors (see the module docs).
+static FLOOR: OnceLock<c_int> = OnceLock::new();
+
+/// The floor never goes above this (a descriptor at a high number grows the process's
+/// descriptor table to that size in the kernel; a program with more than this many
+/// descriptors of its own shares the numbers above it with the library).
+const MOST: u64 = 1 << 16;
+
+/// The floor, raising the soft limit on first use.
+pub fn floor() -> c_int {
+    *FLOOR.get_or_init(raise)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` (to four times, at most the hard limit) and returns the
+/// floor: the old soft limit if it was raised, half of it otherwise (at most [`MOST`]).
+fn raise() -> c_int {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the limit into a local structure of its type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 512;
+    }
+    let soft = lim.rlim_cur;
+    let want = soft.saturating_mul(4).min(lim.rlim_max);
+    let raised = want > soft && {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: sets the limit from a local structure of its type.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 }
+    };
+    let floor = if raised { soft } else { soft / 2 };
+    floor.clamp(3, MOST) as c_int
+}
+
+/// A duplicate of `fd` at or above the [`floor`], close-on-exec; if no number is free
+/// there (or the program lowered its limit below the floor), at any number; `-1` with
+/// `errno` set (`EMFILE`) if none is free at all. The caller closes `fd`.
+pub fn lift(fd: c_int) -> c_int {
+    let floor = floor();
+    let Some(f) = real().fcntl else {
+        return crate::real::fail(libc::ENOSYS);
+    };
+    // SAFETY: F_DUPFD_CLOEXEC duplicates the caller's descriptor.
+    let n = unsafe { f(fd, libc::F_DUPFD_CLOEXEC, floor) };
+    if n >= 0 {
+        return n;
+    }
+    // SAFETY: as above, at any number.
+    unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_library_descriptors_go_above_the_floor_and_the_limit_was_raised_for_them() {
+        let mut before = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads the limit into a local structure.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) };
+        let floor = floor();
+        let mut after = before;
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) };
+        // Another test of this process may have raised it first: then the floor is the
+        // limit as that test found it, and the limit is what it raised it to.
+        assert!(after.rlim_cur >= floor as u64, "{floor} {after:?}");
+        if before.rlim_cur < before.rlim_max {
+            assert!(after.rlim_cur > floor as u64, "raised above the floor");
+        }
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let n = lift(f.as_raw_fd());
+        assert!(n >= floor, "{n} below {floor}");
+        // SAFETY: reads the flags of the new descriptor, then closes it.
+        unsafe {
+            assert_ne!(libc::fcntl(n, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(n);
+        }
+    }
+}
