@@ -55,7 +55,7 @@ if [ "$QUICK" = 1 ]; then
     exit 0
 fi
 
-stage "ism-run: sockperf (installed if missing) ping-pong and throughput on three boards, and mixed pairs on TCP"
+stage "ism-run: sockperf (installed if missing) ping-pong, throughput and under-load on three boards, and mixed pairs on TCP"
 bash scripts/ism-run-sockperf.sh 3
 
 stage "ism-run: iperf3 (installed if missing) plain, -R, -P 4, -Z over SMC-D, and mixed pairs on TCP"
