@@ -159,8 +159,8 @@ pub fn start(
     dest: SocketAddr,
     flags: c_int,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
-    use crate::hooks::{dup_high, put_on, Entry, TABLE};
-    let tcp = dup_high(fd);
+    use crate::hooks::{put_on, Entry, TABLE};
+    let tcp = crate::fds::lift(fd);
     if tcp < 0 {
         return Err(errno());
     }

@@ -74,6 +74,20 @@ pub fn lift(fd: c_int) -> c_int {
     unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) }
 }
 
+/// [`lift`] for a descriptor the library owns: `fd` is closed, its duplicate returned.
+///
+/// # Errors
+/// `errno` of [`lift`] (`EMFILE`: no number free).
+pub fn lift_owned(fd: std::os::fd::OwnedFd) -> Result<std::os::fd::OwnedFd, c_int> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let n = lift(fd.as_raw_fd());
+    if n < 0 {
+        return Err(crate::real::errno());
+    }
+    // SAFETY: `n` is a new descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

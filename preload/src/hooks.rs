@@ -1131,11 +1131,6 @@ fn get_flags(fd: c_int) -> c_int {
     }
 }
 
-/// A duplicate of `fd` on a number of the library's ([`crate::fds::lift`]), or `-1`.
-pub(crate) fn dup_high(fd: c_int) -> c_int {
-    crate::fds::lift(fd)
-}
-
 /// The socket options the handshake changes, to put back on a socket that stays TCP.
 struct SavedOpts {
     rcvtimeo: Option<std::time::Duration>,
@@ -1283,7 +1278,7 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
     let Some(stack) = rt.stack() else {
         return Negotiated::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
     };
-    let tcp = dup_high(sock);
+    let tcp = crate::fds::lift(sock);
     if tcp < 0 {
         return Negotiated::Failed(errno(), "no descriptor for the TCP socket".into());
     }

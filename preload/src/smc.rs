@@ -131,12 +131,18 @@ impl Bell {
     /// reading B frees A's send buffer, and the kernel's `unix_write_space` in
     /// `net/unix/af_unix.c` wakes them). Returns whether A stays filled (false: the peer
     /// made room meanwhile, so B was drained again at once).
-    pub fn fill(&self, a: c_int) -> bool {
+    ///
+    /// # Errors
+    /// `EBADF` if another thread closed `a` meanwhile (no A to fill or wait on: see
+    /// `Bell::is_a`).
+    pub fn fill(&self, a: c_int) -> Result<bool, c_int> {
         let Some(conn) = self.conn.upgrade() else {
-            return false;
+            return Ok(false);
         };
+        if !self.is_a(a) {
+            return Err(libc::EBADF);
+        }
         let mut st = self.lock();
-        // The caller checked that `a` is A ([`SmcFd::send`], [`SmcFd::wait_room`]).
         fill_all(a);
         st.filled = true;
         // The peer may have made room before `filled` was set (its watcher run saw
@@ -144,7 +150,7 @@ impl Bell {
         if conn.write_ready() {
             self.drain(&mut st);
         }
-        st.filled
+        Ok(st.filled)
     }
 
     /// After a wait for writability on A: takes out the byte that wait put into A→B if
@@ -581,13 +587,11 @@ impl SmcFd {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return short(done, errno_of(&e)),
             }
-            // Another thread closed the descriptor: no A to wait on (see `wait_readable`).
-            if !self.bell.is_a(fd) {
-                return short(done, libc::EBADF);
-            }
             // The peer's ring is full: A stops polling writable until it has room.
-            if !self.bell.fill(fd) {
-                continue;
+            match self.bell.fill(fd) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return short(done, e),
             }
             if dontwait {
                 return short(done, libc::EAGAIN);
@@ -611,13 +615,7 @@ impl SmcFd {
     /// wait.
     pub fn wait_room(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
         loop {
-            if self.conn.write_ready() {
-                return Ok(());
-            }
-            if !self.bell.is_a(fd) {
-                return Err(libc::EBADF);
-            }
-            if !self.bell.fill(fd) {
+            if self.conn.write_ready() || !self.bell.fill(fd)? {
                 return Ok(());
             }
             if dontwait {
@@ -676,10 +674,10 @@ impl SmcFd {
 /// A socket pair for an application descriptor: (A, B), both close-on-exec, A's send
 /// buffer the smallest the kernel allows (`SO_SNDBUF` 1, raised to `SOCK_MIN_SNDBUF`, so
 /// that a few kilobytes fill A→B), B non-blocking and on a number of the library's
-/// ([`high_fd`]).
+/// (`crate::fds::lift_owned`).
 ///
 /// # Errors
-/// The `errno` of a failing `socketpair`, or of [`high_fd`].
+/// The `errno` of a failing `socketpair`, or `EMFILE` (no number free for B).
 pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
     use std::os::fd::FromRawFd;
     let mut sv = [-1 as c_int; 2];
@@ -697,7 +695,7 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-    let b = high_fd(b)?;
+    let b = crate::fds::lift_owned(b)?;
     if let Some(set) = real().setsockopt {
         let one: c_int = 1;
         // SAFETY: SO_SNDBUF with an `int` of its size on our own new descriptor A.
@@ -756,19 +754,4 @@ pub fn drain_all(b: c_int) {
     // SAFETY: reads into a local buffer of its length from our own descriptor, without
     // waiting.
     while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
-}
-
-/// Moves `fd` to a number of the library's, at or above `crate::fds::floor`
-/// (close-on-exec), out of the program's way.
-///
-/// # Errors
-/// The `errno` of `crate::fds::lift` (`EMFILE`: no number free anywhere).
-pub fn high_fd(fd: OwnedFd) -> Result<OwnedFd, c_int> {
-    use std::os::fd::FromRawFd;
-    let n = crate::fds::lift(fd.as_raw_fd());
-    if n < 0 {
-        return Err(crate::real::errno());
-    }
-    // SAFETY: `n` is a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
