@@ -56,6 +56,8 @@ pub struct Connecting {
     /// Where the connection comes from and goes (for the debug lines).
     local: SocketAddr,
     dest: SocketAddr,
+    /// The connection's doorbell, its B registered with the board (see `crate::smc::Bells`).
+    bells: Mutex<Option<crate::smc::Bells>>,
     state: Mutex<State>,
     ended: Condvar,
 }
@@ -83,9 +85,24 @@ impl Connecting {
         st
     }
 
-    /// The placeholder's other end (B), for a forked child to close.
+    /// The placeholder's other end (B).
     pub fn b_fd(&self) -> c_int {
         self.b.as_raw_fd()
+    }
+
+    /// The library's descriptors of this connect that a forked child must close: the TCP
+    /// socket, the placeholder's B and the connection's doorbell.
+    pub fn own_fds(&self) -> Vec<c_int> {
+        let mut fds = vec![self.tcp_fd(), self.b_fd()];
+        if let Some(b) = self
+            .bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            fds.extend(b.own_fds());
+        }
+        fds
     }
 
     /// The TCP socket's descriptor.
@@ -158,6 +175,7 @@ pub fn start(
     local: SocketAddr,
     dest: SocketAddr,
     flags: c_int,
+    bells: Option<crate::smc::Bells>,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
     use crate::hooks::{put_on, Entry, TABLE};
     let tcp = crate::fds::lift(fd);
@@ -175,6 +193,7 @@ pub fn start(
         flags,
         local,
         dest,
+        bells: Mutex::new(bells),
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
     })));
@@ -284,6 +303,18 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             negotiate(rt, c.tcp_fd(), true)
         }
     };
+    // The server left its doorbell with the board at its take (before the handshake):
+    // take it (also after a decline, so that the board does not keep it).
+    let mut bells = c.bells.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if !matches!(outcome, Negotiated::Failed(..)) {
+        let peer = rt
+            .names
+            .as_ref()
+            .and_then(|n| n.take_server_bell(c.local, c.dest).ok());
+        if let Some(b) = bells.as_mut() {
+            b.peer = peer.flatten();
+        }
+    }
     let mut st = c.lock();
     // Every descriptor of the program on this connect (`fd` and its `dup`s): the result
     // goes on each. None left (the program closed them, or put other files on their
@@ -308,7 +339,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         ""
     };
     match outcome {
-        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, c.flags) {
+        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, c.flags, bells) {
             Ok(()) => {
                 // The `dup`s become descriptors of the connection too (of its socket A).
                 for &d in &others {

@@ -125,15 +125,13 @@ extern "C" fn prepare() {
                     None => {
                         let n = Arc::new(match &**e {
                             Entry::Smc(s) => {
-                                close.push(s.tcp_fd());
-                                close.push(s.bell_fd());
+                                close.extend(s.own_fds());
                                 Entry::Inherited(Inherited::default())
                             }
                             Entry::Connecting(c) => {
                                 // The connect under way stays with the parent, as a
                                 // connection does.
-                                close.push(c.tcp_fd());
-                                close.push(c.b_fd());
+                                close.extend(c.own_fds());
                                 Entry::Inherited(Inherited::default())
                             }
                             Entry::Inherited(_) => Entry::Inherited(Inherited::default()),

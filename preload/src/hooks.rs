@@ -1199,9 +1199,16 @@ pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(),
     Ok(())
 }
 
-/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`.
-pub(crate) fn install(app: c_int, stream: Stream, tcp: c_int, flags: c_int) -> Result<(), c_int> {
-    let (smc, a) = SmcFd::new(stream, tcp)?;
+/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`, with the
+/// doorbell made for it (`bells`) if there is one.
+pub(crate) fn install(
+    app: c_int,
+    stream: Stream,
+    tcp: c_int,
+    flags: c_int,
+    bells: Option<crate::smc::Bells>,
+) -> Result<(), c_int> {
+    let (smc, a) = SmcFd::new(stream, tcp, bells)?;
     crate::fork::mark_doorbell(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
@@ -1244,13 +1251,13 @@ enum Handshake {
 /// Runs the server handshake on the accepted `app` (blocking, whatever the program's mode)
 /// and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards. (Clients run
 /// theirs on a library thread: `crate::connecting`.)
-fn server_handshake(rt: &Runtime, app: c_int) -> Handshake {
+fn server_handshake(rt: &Runtime, app: c_int, bells: Option<crate::smc::Bells>) -> Handshake {
     let flags = get_flags(app);
     if flags & libc::O_NONBLOCK != 0 {
         set_flags(app, flags & !libc::O_NONBLOCK);
     }
     let r = match negotiate(rt, app, false) {
-        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags) {
+        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags, bells) {
             Ok(()) => Handshake::Smc,
             Err(e) => Handshake::Failed(format!("cannot set up the descriptor: errno {e}")),
         },
@@ -1365,9 +1372,19 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         };
-        if names.register_client(local, dest).is_err() {
+        // The connection's doorbell, made now so that the board can pass it to the server
+        // with the registration (see `crate::smc::Bells`).
+        let mut bells = crate::smc::Bells::new().ok();
+        let registered = match &bells {
+            Some(b) => names.register_client_with_bell(local, dest, b.b()),
+            None => names.register_client(local, dest),
+        };
+        if registered.is_err() {
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
+        }
+        if let Some(b) = bells.as_mut() {
+            b.shared = true;
         }
         let flags = get_flags(fd);
         let r: c_int = call_real!(connect(fd, addr, len));
@@ -1376,7 +1393,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             let _ = names.unregister_client(local, dest);
             return fail(e);
         }
-        let (entry, a) = match crate::connecting::start(rt, fd, local, dest, flags) {
+        let (entry, a) = match crate::connecting::start(rt, fd, local, dest, flags, bells) {
             Ok(started) => started,
             Err(why) => {
                 // Left on TCP: the listener must not wait for a handshake.
@@ -1472,12 +1489,23 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     let (Some(peer), Some(local)) = (net::peer_addr(new), net::local_addr(new)) else {
         return new;
     };
-    if !names.take_client(peer, local).unwrap_or(false) {
+    // The connection's doorbell, made now so that the board can pass it to the client
+    // (and the client's to us) with the take.
+    let mut bells = crate::smc::Bells::new().ok();
+    let taken = match &bells {
+        Some(b) => names.take_client_with_bell(peer, local, b.b()),
+        None => names.take_client(peer, local).map(|found| (found, None)),
+    };
+    let (true, client_bell) = taken.unwrap_or((false, None)) else {
         rt.debug(|| format!("accept {peer} -> {local}: not an ism-run client: TCP"));
         set_errno(entry_errno);
         return new;
+    };
+    if let Some(b) = bells.as_mut() {
+        b.shared = true;
+        b.peer = client_bell;
     }
-    match server_handshake(rt, new) {
+    match server_handshake(rt, new, bells) {
         Handshake::Smc => {
             rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
             set_errno(entry_errno);

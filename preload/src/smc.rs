@@ -56,6 +56,9 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
+    /// B was handed to the peer (see [`Bells`]): the peer's library may write doorbell
+    /// bytes into it at any time, without this state's lock.
+    peer_rings: bool,
 }
 
 impl Bell {
@@ -170,13 +173,18 @@ impl Bell {
 
     /// After a read on the application's descriptor `a`: if nothing is readable any more,
     /// drains the doorbell so that `a` stops polling readable.
+    ///
+    /// Where the peer rings too ([`Bells`]), it does so after its data is in the ring, so
+    /// a byte drained here may belong to data that came after the look at the ring: the
+    /// ring is looked at once more after the drain, and the doorbell rung again for
+    /// anything there.
     pub fn settle(&self, a: c_int) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
         let mut st = self.lock();
         let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
-        if st.rung && peeked == 0 && !conn.read_ready() {
+        if (st.rung || self.peer_rings) && peeked == 0 && !conn.read_ready() {
             // The program may have closed A meanwhile (in another thread): its number is
             // then no longer tracked (the close clears it first), or names another file.
             let ours = crate::hooks::TABLE.maybe_tracked(a) && self.is_a(a);
@@ -193,6 +201,10 @@ impl Bell {
                 }
             }
             st.rung = false;
+            if self.peer_rings && conn.read_ready() {
+                self.send_byte();
+                st.rung = true;
+            }
         }
         st.last = conn.available() + peeked;
     }
@@ -297,6 +309,8 @@ pub struct SmcFd {
     /// The TCP socket's descriptor (owned by `stream`).
     tcp: c_int,
     bell: Arc<Bell>,
+    /// The peer's doorbell (owned by the connection's peer bell), if the board passed it.
+    peer_bell: Option<c_int>,
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
 }
@@ -357,14 +371,19 @@ impl RecvFlags {
 impl SmcFd {
     /// Takes over the application's descriptor `app` (a connected TCP socket, whose
     /// `stream` runs over SMC-D with its TCP socket on the library's own descriptor `tcp`):
-    /// builds the socket pair and installs the watcher. Returns the entry and A, which the
-    /// caller moves onto the application's descriptor (see `hooks::install`).
+    /// takes the connection's doorbell (`bells`, or a new socket pair), installs the
+    /// watcher and, with the peer's doorbell, the peer bell. Returns the entry and A, which
+    /// the caller moves onto the application's descriptor (see `hooks::install`).
     ///
     /// # Errors
     /// The `errno` of a failing `socketpair`.
-    pub fn new(stream: Stream, tcp: c_int) -> Result<(Self, OwnedFd), c_int> {
+    pub fn new(stream: Stream, tcp: c_int, bells: Option<Bells>) -> Result<(Self, OwnedFd), c_int> {
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
-        let (a, b) = doorbell_pair()?;
+        let bells = match bells {
+            Some(b) => b,
+            None => Bells::new()?,
+        };
+        let (a, b) = bells.pair;
         let a_id = file_id(a.as_raw_fd()).ok_or_else(crate::real::errno)?;
         let bell = Arc::new(Bell {
             b,
@@ -372,7 +391,19 @@ impl SmcFd {
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
+            peer_rings: bells.shared,
         });
+        // The peer's doorbell, rung after each data CDC that went without the device's
+        // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
+        // thread in between.
+        let peer_bell = match bells.peer.map(crate::fds::lift_owned) {
+            Some(Ok(peer)) => {
+                let fd = peer.as_raw_fd();
+                conn.set_peer_bell(Box::new(move || ring_peer(&peer)));
+                Some(fd)
+            }
+            _ => None,
+        };
         let weak = Arc::downgrade(&bell);
         conn.set_watcher(Box::new(move || {
             if let Some(b) = weak.upgrade() {
@@ -384,6 +415,7 @@ impl SmcFd {
             conn,
             tcp,
             bell,
+            peer_bell,
             peek: Mutex::new(Vec::new()),
         };
         Ok((me, a))
@@ -399,9 +431,21 @@ impl SmcFd {
         self.tcp
     }
 
-    /// The doorbell's descriptor (B, the library's end of the socket pair).
-    pub fn bell_fd(&self) -> c_int {
-        self.bell.b.as_raw_fd()
+    /// The library's descriptors of this connection that a forked child must close: the
+    /// TCP socket, the doorbell's end B and the peer's doorbell.
+    pub fn own_fds(&self) -> impl Iterator<Item = c_int> {
+        [
+            Some(self.tcp),
+            Some(self.bell.b.as_raw_fd()),
+            self.peer_bell,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Whether the peer's doorbell is rung from here (the board passed it on).
+    pub fn rings_peer(&self) -> bool {
+        self.peer_bell.is_some()
     }
 
     /// The stream (for shutdown and statistics).
@@ -669,6 +713,71 @@ impl SmcFd {
             self.stream.set_write_timeout(t)
         };
     }
+}
+
+/// A connection's doorbell made before its handshake, so that B can be handed to the
+/// peer through the board's name service (host-interface.md 3.5: a client's with its
+/// registration, a server's with its take): then the peer's library writes the doorbell
+/// byte itself after its data, and the peer's descriptor wakes with no interrupt thread
+/// in between (one wake-up per message, as TCP's).
+pub struct Bells {
+    /// (A, B), as [`doorbell_pair`] makes them.
+    pub pair: (OwnedFd, OwnedFd),
+    /// The peer's B, if the board passed it on.
+    pub peer: Option<OwnedFd>,
+    /// Our B went to the board for the peer.
+    pub shared: bool,
+}
+
+impl Bells {
+    /// A new socket pair, not shared yet.
+    ///
+    /// # Errors
+    /// As [`doorbell_pair`].
+    pub fn new() -> Result<Self, c_int> {
+        Ok(Self {
+            pair: doorbell_pair()?,
+            peer: None,
+            shared: false,
+        })
+    }
+
+    /// B, to hand to the board.
+    pub fn b(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pair.1.as_fd()
+    }
+
+    /// The library's descriptors (for a forked child to close).
+    pub fn own_fds(&self) -> impl Iterator<Item = c_int> {
+        [
+            Some(self.pair.0.as_raw_fd()),
+            Some(self.pair.1.as_raw_fd()),
+            self.peer.as_ref().map(AsRawFd::as_raw_fd),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// One doorbell byte into the peer's B, without waiting (a full B already makes the peer's
+/// A readable), without `SIGPIPE` (the peer may have closed), and with `errno` as it was
+/// (this runs inside the program's `send`).
+fn ring_peer(peer: &OwnedFd) {
+    let Some(send) = real().send else {
+        return;
+    };
+    let saved = crate::real::errno();
+    // SAFETY: sends one byte from a static buffer on a descriptor this closure owns.
+    unsafe {
+        send(
+            peer.as_raw_fd(),
+            b"!".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    crate::real::set_errno(saved);
 }
 
 /// A socket pair for an application descriptor: (A, B), both close-on-exec, A's send

@@ -289,12 +289,60 @@ fn blocking_echo_runs_over_smc_d_on_an_lpar_board() {
 
 #[test]
 fn poll_client_and_poll_server() {
-    smc_exchange(
-        BoardKind::Lpar,
-        vec![],
-        &["--mode", "poll"],
-        &["--mode", "poll", "--bytes", "2000000", "--chunk", "100000"],
-    );
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        smc_exchange(
+            kind,
+            vec![],
+            &["--mode", "poll"],
+            &["--mode", "poll", "--bytes", "2000000", "--chunk", "100000"],
+        );
+    }
+}
+
+/// On a loopback board the two libraries pass each other their doorbells through the
+/// board (host-interface.md 3.5) and ring the peer's themselves after each data CDC,
+/// which then goes without the device's signal: an echo of many small writes wakes the
+/// peer without its interrupt thread. The CDCs of the end still go signalled.
+#[test]
+fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
+    for nocopy in [false, true] {
+        let b = board(BoardKind::Loopback);
+        let env = Env::of(&b);
+        let extra = if nocopy {
+            vec![("ISM_RUN_NOCOPY", "1")]
+        } else {
+            vec![]
+        };
+        let under = Under::Run(&env, extra);
+        let before = status(&b);
+        let (srv, addr) = server(&under, &["--mode", "epoll"]);
+        let (ok, out, err) = client(
+            &under,
+            &addr,
+            &["--mode", "poll", "--bytes", "2000000", "--chunk", "1000"],
+        );
+        assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+        let after = status(&b);
+        let d = |path: &[&str]| counter(&after, path) - counter(&before, path);
+        assert_eq!(d(&["names", "bells_passed"]), 2, "one each way: {after}");
+        let (moves, signals) = (
+            d(&["counters", "direct_moves"]),
+            d(&["counters", "direct_signals"]),
+        );
+        // 2000 round trips (the client waits for each echo), each write a CDC (and a data
+        // move in copy mode); the server may echo several in one write.
+        assert!(
+            moves >= 2000,
+            "nocopy {nocopy}: {moves} direct moves: {after}"
+        );
+        assert!(
+            signals * 20 < moves,
+            "nocopy {nocopy}: {signals} signals for {moves} moves: {after}"
+        );
+        assert_board_empty(&b);
+    }
 }
 
 #[test]
@@ -309,12 +357,14 @@ fn epoll_server_with_blocking_client_and_no_copy_on_loopback() {
 
 #[test]
 fn the_server_speaks_first_over_smc_d() {
-    smc_exchange(
-        BoardKind::Lpar,
-        vec![],
-        &["--greeting"],
-        &["--greeting", "--bytes", "1000"],
-    );
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        smc_exchange(
+            kind,
+            vec![],
+            &["--greeting"],
+            &["--greeting", "--bytes", "1000"],
+        );
+    }
 }
 
 #[test]
@@ -682,6 +732,7 @@ fn assert_board_empty_after(b: &LocalBoard, crashes: u64) {
     assert_eq!(counter(&s, &["dmbs_in_use"]), 0, "DMBs left: {s}");
     assert_eq!(counter(&s, &["names", "listeners"]), 0, "{s}");
     assert_eq!(counter(&s, &["names", "connections"]), 0, "{s}");
+    assert_eq!(counter(&s, &["names", "bells"]), 0, "doorbells held: {s}");
     assert_eq!(counter(&s, &["counters", "crashes"]), crashes, "{s}");
 }
 
@@ -1083,9 +1134,16 @@ fn forked_workers_keep_the_listener_registered_after_the_master_closes_it() {
 /// reader made room. Over TCP and over SMC-D.
 #[test]
 fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
-    let b = board(BoardKind::Lpar);
-    let env = Env::of(&b);
-    for under in [Under::Plain, Under::Run(&env, vec![])] {
+    let lpar = board(BoardKind::Lpar);
+    let lpar = Env::of(&lpar);
+    let lo = board(BoardKind::Loopback);
+    let lo = Env::of(&lo);
+    for under in [
+        Under::Plain,
+        Under::Run(&lpar, vec![]),
+        Under::Run(&lo, vec![]),
+        Under::Run(&lo, vec![("ISM_RUN_NOCOPY", "1")]),
+    ] {
         let (srv, addr) = {
             let p = spawn(command(
                 &under,
@@ -1197,6 +1255,7 @@ fn sendfile_and_splice_without_copy_on_loopback() {
 #[test]
 fn signals_interrupt_blocking_reads_and_writes_as_on_tcp() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr"], 1);
+    io_both_ways(BoardKind::Loopback, vec![], &["eintr"], 1);
 }
 
 /// `epoll_wait` on an SMC-D connection (loopback no-copy, where the peer's direct moves
@@ -1281,6 +1340,12 @@ fn a_full_peer_makes_the_socket_unwritable_until_room_wakes_epoll() {
         vec![],
         // Enough to fill TCP's autotuned buffers too (Linux's defaults: 4 MB to send,
         // 6 MB to receive, at both ends).
+        &["writable", "--bytes", "64000000"],
+        128_000_000,
+    );
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![],
         &["writable", "--bytes", "64000000"],
         128_000_000,
     );

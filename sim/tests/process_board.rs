@@ -879,20 +879,27 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
     assert_eq!(row(dmb.token.0)["direct"], true);
     w.move_data(tagged.token, 0, true, 0, &[3; 8]).unwrap();
     assert_eq!((direct("direct_moves"), device_moves()), (3, 1));
+
+    // A move "now" (unsignalled, landed when it returns) is a direct one, or declined.
+    let sigs = direct("direct_signals");
+    assert_eq!(w.move_data_now(dmb.token, 0, 16, &[4; 8]), Ok(true));
+    assert_eq!(w.move_data_now(tagged.token, 0, 0, &[4; 8]), Ok(false));
+    assert_eq!((direct("direct_moves"), device_moves()), (4, 1));
+    assert_eq!(direct("direct_signals"), sigs, "no signal");
     owner.driver().unregister_dmb(&tagged).unwrap();
 
     // Attached again, then unregistered by its owner (release deferred while attached):
     // the writer's next move is the device's, which refuses an unregistered token.
     w.attach_dmb(dmb.token).unwrap();
     w.move_data(dmb.token, 0, true, 0, &[6; 8]).unwrap();
-    assert_eq!(direct("direct_moves"), 4);
+    assert_eq!(direct("direct_moves"), 5);
     owner.driver().unregister_dmb(&dmb).unwrap();
     let e = w.move_data(dmb.token, 0, true, 0, &[7; 8]).unwrap_err();
     assert!(
         matches!(e, IsmError::Move(MoveError::InvalidToken)),
         "{e:?}"
     );
-    assert_eq!(direct("direct_moves"), 4);
+    assert_eq!(direct("direct_moves"), 5);
     owner
         .driver()
         .memory()
@@ -907,14 +914,14 @@ fn direct_moves_follow_the_devices_rules_and_end_with_the_dmb() {
         .register_dmb(4096, writer.gid(), None, client)
         .unwrap();
     w.move_data(second.token, 0, true, 0, &[4; 8]).unwrap();
-    assert_eq!(direct("direct_moves"), 5);
+    assert_eq!(direct("direct_moves"), 6);
     owner.driver().unregister_dmb(&second).unwrap();
     let e = w.move_data(second.token, 0, true, 0, &[8; 8]).unwrap_err();
     assert!(
         matches!(e, IsmError::Move(MoveError::InvalidToken)),
         "{e:?}"
     );
-    assert_eq!(direct("direct_moves"), 5);
+    assert_eq!(direct("direct_moves"), 6);
 
     // A host may write anything into its peer-table entry: the board's status still
     // answers (its sums saturate).

@@ -747,6 +747,46 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         Ok(())
     }
 
+    /// Writes `data` (one store-block: at most up to the next 4 KiB boundary of `offset`)
+    /// at `offset` into the remote DMB `token` without a signal, here and now if the bus
+    /// can ([`Bus::store_block_now`]): `Ok(true)` when the bytes are in the target as this
+    /// returns; `Ok(false)` if the bus cannot now, or `data` needs more than one
+    /// store-block (nothing written: use [`IsmDriver::move_data`]).
+    ///
+    /// # Errors
+    /// The store-block's error (as [`IsmDriver::move_data`]).
+    pub fn move_data_now(
+        &self,
+        token: DmbToken,
+        idx: u8,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<bool, IsmError> {
+        if self.is_gone() {
+            return Err(IsmError::Local(ErrorKind::NoDevice));
+        }
+        let off = offset as usize;
+        if data.is_empty()
+            || off > ism_abi::wire::move_request::OFFSET_MASK as usize
+            || data.len() > MAX_MOVE_LEN - off % MAX_MOVE_LEN
+        {
+            return Ok(false);
+        }
+        let word = MoveRequest {
+            token,
+            dmbe_idx: idx,
+            signal: false,
+            offset,
+        }
+        .emit();
+        match self.bus.store_block_now(word, data) {
+            None => Ok(false),
+            Some(r) => r
+                .map(|()| true)
+                .map_err(|e| self.check_offline(IsmError::from_bus(e))),
+        }
+    }
+
     // ------------------------------------------------------------------ interrupts
 
     /// A host thread polls this function's SBA itself from now on (`true`) or no longer

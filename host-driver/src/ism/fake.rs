@@ -110,6 +110,11 @@ impl Bus for FakeFunction {
             .store_block(self.function, request, data)
             .map_err(|e| BusError::StoreRefused(e as u8))
     }
+
+    /// The fake device executes every store-block at once.
+    fn store_block_now(&self, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
+        Some(self.store_block(request, data))
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +206,34 @@ mod tests {
         let again = a.register_dmb(100, b.gid(), None, client).unwrap();
         assert_eq!(again.sba_idx, 32, "index reused after unregister");
         let e = b.move_data(dmb.token, 0, true, 0, &[1]).unwrap_err();
+        assert_eq!(e, IsmError::Move(ism_abi::MoveError::InvalidToken));
+    }
+
+    #[test]
+    fn a_move_now_lands_at_once_without_a_signal_or_declines() {
+        let (a, b) = pair();
+        let rec = Arc::new(RecordingClient::default());
+        let client = a.add_client(rec.clone()).unwrap();
+        let dmb = a.register_dmb(16384, b.gid(), None, client).unwrap();
+        assert_eq!(b.move_data_now(dmb.token, 0, 4000, &[7; 96]), Ok(true));
+        let mut back = [0u8; 96];
+        a.memory()
+            .read(DevAddr(dmb.addr.0 + 4000), &mut back)
+            .unwrap();
+        assert_eq!(back, [7; 96]);
+        assert!(!a.irq_pending(), "no signal");
+        // More than one store-block, or nothing: declined, nothing written.
+        assert_eq!(b.move_data_now(dmb.token, 0, 4000, &[9; 97]), Ok(false));
+        assert_eq!(b.move_data_now(dmb.token, 0, 0, &[]), Ok(false));
+        a.memory()
+            .read(DevAddr(dmb.addr.0 + 4000), &mut back)
+            .unwrap();
+        assert_eq!(back, [7; 96]);
+        // The device's verdict as for any move.
+        let e = a.move_data_now(dmb.token, 0, 0, &[1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MoveRefused);
+        a.unregister_dmb(&dmb).unwrap();
+        let e = b.move_data_now(dmb.token, 0, 0, &[1]).unwrap_err();
         assert_eq!(e, IsmError::Move(ism_abi::MoveError::InvalidToken));
     }
 

@@ -65,6 +65,22 @@ pub trait Bus: Send + Sync {
     /// [`BusError::StoreRefused`] with the device's reason, [`BusError::NoDevice`].
     fn store_block(&self, request: u64, data: &[u8]) -> Result<(), BusError>;
 
+    /// Data path, synchronous: one store-block executed here and now, in the calling
+    /// thread, if this bus can (a loopback board moves data on the sender's CPU, as
+    /// Linux's `net/smc/smc_loopback.c` `smc_lo_move_data` does). `Some(Ok(()))`: the bytes
+    /// are in the target DMB when this returns, which a caller that tells the receiver by
+    /// another way than the device's signal relies on. `None`: not possible now (this bus
+    /// never can, or earlier store-blocks are still on their way and must land first);
+    /// nothing was written, and [`Bus::store_block`] does it. `request`'s signal bit should
+    /// be clear (a bus may refuse a signalled one with `None`). The default: `None`.
+    ///
+    /// # Errors
+    /// As [`Bus::store_block`].
+    fn store_block_now(&self, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
+        let _ = (request, data);
+        None
+    }
+
     /// A hint, not a command of the device: `true` while a host thread polls this
     /// function's SBA itself (a busy-polling or spinning reader running the interrupt
     /// handler), `false` when it stops; calls nest (each `true` is matched by one `false`).

@@ -203,6 +203,8 @@ pub struct Conn {
     nonblocking: AtomicBool,
     /// Runs after every wake-up of this connection's waiters (see [`Conn::set_watcher`]).
     watcher: std::sync::OnceLock<Watcher>,
+    /// Tells the peer of new data without the device's signal (see [`Conn::set_peer_bell`]).
+    peer_bell: std::sync::OnceLock<Watcher>,
 }
 
 /// A function the interrupt path calls when something may have changed for a connection
@@ -256,6 +258,7 @@ impl Conn {
             write_timeout_ms: AtomicU64::new(0),
             nonblocking: AtomicBool::new(false),
             watcher: std::sync::OnceLock::new(),
+            peer_bell: std::sync::OnceLock::new(),
         }
     }
 
@@ -270,6 +273,21 @@ impl Conn {
     /// an effect; returns whether this one did.
     pub fn set_watcher(&self, f: Watcher) -> bool {
         self.watcher.set(f).is_ok()
+    }
+
+    /// Installs `f`, which tells the peer's reader of new data by a way of its own (`ism-run`:
+    /// a byte into the peer's doorbell socket, which wakes the peer's `epoll_wait` with no
+    /// interrupt thread in between). From then on, where the device can move at once
+    /// ([`SmcdOps::move_data_now`]), a CDC that only announces data or consumed room goes
+    /// unsignalled, and `f` runs after a data CDC: as Linux's loopback device runs the
+    /// receiving connection's handler from the sender's move (`net/smc/smc_loopback.c`
+    /// `smc_lo_move_data`) instead of raising an interrupt. A CDC the peer's writer waits
+    /// for (it said `WRITE_BLOCKED` or `CONS_CURS_UPD_REQ`) and every CDC of a shutdown,
+    /// close or abort still go signalled. The peer must read its CDC area without waiting
+    /// for a signal (this stack's reads do) and be woken by `f`. Only the first call has an
+    /// effect; returns whether this one did.
+    pub fn set_peer_bell(&self, f: Watcher) -> bool {
+        self.peer_bell.set(f).is_ok()
     }
 
     /// Wakes waiting readers and writers, then runs the watcher.
@@ -493,6 +511,12 @@ impl Conn {
 
     /// Sends our CDC (current cursors and flags) with the signal.
     fn send_cdc(&self) -> io::Result<()> {
+        self.move_cdc(false).map(drop)
+    }
+
+    /// Sends our CDC: signalled, or, if `quietly`, unsignalled where the device can move it
+    /// at once (`Ok(false)`: it cannot, nothing sent).
+    fn move_cdc(&self, quietly: bool) -> io::Result<bool> {
         let _g = self.cdc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cons = self.cons.load(Ordering::Acquire);
         let msg = CdcMessage {
@@ -505,20 +529,57 @@ impl Conn {
                 self.local_conn_state.load(Ordering::Acquire),
             ),
         };
-        let r = self
-            .ops
-            .move_data(self.peer.token, self.peer.dmbe_idx, true, 0, &msg.emit());
+        let (token, idx, bytes) = (self.peer.token, self.peer.dmbe_idx, msg.emit());
+        let r = if quietly {
+            self.ops.move_data_now(token, idx, 0, &bytes)
+        } else {
+            self.ops
+                .move_data(token, idx, true, 0, &bytes)
+                .map(|()| true)
+        };
         match r {
-            Ok(()) => {
+            Ok(false) => Ok(false),
+            Ok(true) => {
                 self.confirmed.store(cons, Ordering::Release);
                 self.count(|c| &c.cdc_sent, 1);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 self.fail();
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
             }
         }
+    }
+
+    /// Whether the peer's writer waits for our consumer cursor: it said so in its CDC.
+    fn peer_waits_for_room(peer: &CdcMessage) -> bool {
+        peer.prod_flags
+            .intersects(ProdFlags::WRITE_BLOCKED | ProdFlags::CONS_CURS_UPD_REQ)
+    }
+
+    /// Sends our CDC after new data (`data`) or consumed room: without the signal, and then
+    /// rings the peer's bell if `data`, where a peer bell is set ([`Conn::set_peer_bell`])
+    /// and the device can move at once; signalled otherwise.
+    ///
+    /// The peer's writer may start waiting for room while this CDC is on its way (it sets
+    /// `WRITE_BLOCKED` in its CDC, then looks at our consumer cursor once more before it
+    /// sleeps): after the unsignalled CDC is in place, a full fence, then the peer's flags
+    /// are read again, and if it now waits the CDC goes once more, signalled. Either the
+    /// peer's last look sees our cursor, or this read sees its flag.
+    fn announce(&self, data: bool) -> io::Result<()> {
+        if let Some(bell) = self.peer_bell.get() {
+            if !Self::peer_waits_for_room(&self.peer_cdc()) && self.move_cdc(true)? {
+                if data {
+                    bell();
+                }
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if Self::peer_waits_for_room(&self.peer_cdc()) {
+                    return self.send_cdc();
+                }
+                return Ok(());
+            }
+        }
+        self.send_cdc()
     }
 
     /// Free space in the peer's ring as our producer cursor and its consumer cursor say,
@@ -654,7 +715,7 @@ impl Conn {
                 .fetch_and(!ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
             // Without the CDC the peer never learns of these bytes: they count as sent only
             // if it goes out (a failed CDC marks the connection broken).
-            if let Err(e) = self.send_cdc() {
+            if let Err(e) = self.announce(true) {
                 return short(done, e);
             }
             self.count(|c| &c.bytes_sent, n as u64);
@@ -748,6 +809,9 @@ impl Conn {
     /// would fail at once (closed, aborted, broken): what `poll` would report as writable
     /// on a socket (a TCP socket polls `POLLOUT` with `POLLERR`/`POLLHUP` after a reset).
     pub fn write_ready(&self) -> bool {
+        // A writer that just said `WRITE_BLOCKED` looks here before it sleeps: the fence
+        // pairs with the one in `Conn::announce` (the peer's unsignalled cursor update).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let peer = self.peer_cdc();
         self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0
     }
@@ -803,7 +867,7 @@ impl Conn {
         let needy =
             sender_free <= self.ring / 2 || peer.prod_flags.contains(ProdFlags::WRITE_BLOCKED);
         if asked || (to_confirm > limit && needy) {
-            self.send_cdc()?;
+            self.announce(false)?;
         }
         Ok(())
     }
@@ -1011,6 +1075,8 @@ mod tests {
     struct Ops {
         mem: Mem,
         refuse: AtomicBool,
+        /// `move_data_now` moves (a loopback device); without it, it cannot.
+        now: AtomicBool,
         moves: Mutex<Vec<Move>>,
         polls: AtomicU64,
         released: Mutex<Vec<(&'static str, DmbToken)>>,
@@ -1050,6 +1116,19 @@ mod tests {
             self.mem
                 .write(DevAddr(PEER_RMB + u64::from(offset)), data)
                 .map_err(|_| IsmError::Local(ErrorKind::InvalidArgument))
+        }
+        fn move_data_now(
+            &self,
+            token: DmbToken,
+            idx: u8,
+            offset: u32,
+            data: &[u8],
+        ) -> Result<bool, IsmError> {
+            if !self.now.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            self.move_data(token, idx, false, offset, data)
+                .map(|()| true)
         }
         fn get_chid(&self) -> u16 {
             0xFFFF
@@ -1119,9 +1198,14 @@ mod tests {
 
         /// How many CDCs (moves to offset 0, with the signal) we sent.
         fn cdcs(&self) -> usize {
+            self.cdcs_signalled(true)
+        }
+
+        /// How many CDCs with (`sf`) or without the signal we sent.
+        fn cdcs_signalled(&self, sf: bool) -> usize {
             let m = self.moves.lock().unwrap();
             m.iter()
-                .filter(|&&(off, sf, len)| off == 0 && sf && len == CDC_MSG_LEN)
+                .filter(|&&(off, s, len)| off == 0 && s == sf && len == CDC_MSG_LEN)
                 .count()
         }
     }
@@ -1135,6 +1219,7 @@ mod tests {
                 pending: Mutex::new(None),
             },
             refuse: AtomicBool::new(false),
+            now: AtomicBool::new(false),
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
             released: Mutex::new(Vec::new()),
@@ -1427,6 +1512,93 @@ mod tests {
         let mut buf = vec![0u8; first];
         assert_eq!(c.read(&mut buf).unwrap(), first);
         (ops, c)
+    }
+
+    /// A connection whose device moves at once, with a peer bell that counts its rings.
+    fn with_peer_bell(nocopy: bool) -> (Arc<Ops>, Arc<Conn>, Arc<AtomicU64>) {
+        let (ops, c) = setup(100, 60, nocopy, WaitMode::BusyPoll);
+        ops.now.store(true, Ordering::Relaxed);
+        let c = Arc::new(c);
+        let rings = Arc::new(AtomicU64::new(0));
+        let r = rings.clone();
+        assert!(c.set_peer_bell(alloc::boxed::Box::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        })));
+        assert!(!c.set_peer_bell(alloc::boxed::Box::new(|| {})), "only once");
+        (ops, c, rings)
+    }
+
+    #[test]
+    fn with_a_peer_bell_data_cdcs_go_unsignalled_and_ring_it() {
+        within(|| {
+            for nocopy in [false, true] {
+                let (ops, c, rings) = with_peer_bell(nocopy);
+                assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
+                assert_eq!(ops.our_cdc().prod, Cursor::new(0, 10), "the CDC is there");
+                assert_eq!(ops.cdcs_signalled(false), 1);
+                assert_eq!(ops.cdcs(), 0, "no signal");
+                assert_eq!(rings.load(Ordering::Relaxed), 1, "the bell instead");
+                // A device that cannot move now: the signal, no bell.
+                ops.now.store(false, Ordering::Relaxed);
+                assert_eq!(c.write(&pattern(10, 2)).unwrap(), 10);
+                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (1, 1));
+                // Shutdown and close always go signalled.
+                ops.now.store(true, Ordering::Relaxed);
+                c.shutdown_write().unwrap();
+                c.close();
+                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (3, 1));
+                assert_eq!(ops.cdcs_signalled(false), 1);
+            }
+        })
+    }
+
+    #[test]
+    fn a_peer_waiting_for_room_gets_its_cursor_update_signalled() {
+        within(|| {
+            // The peer said WRITE_BLOCKED: our data CDC (which carries our consumer cursor)
+            // goes signalled, so that its interrupt path wakes its writer.
+            let (ops, c, rings) = with_peer_bell(false);
+            let blocked = ProdFlags::WRITE_BLOCKED;
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
+            assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
+            assert_eq!((ops.cdcs(), ops.cdcs_signalled(false)), (1, 0));
+            assert_eq!(rings.load(Ordering::Relaxed), 0);
+
+            // The peer starts waiting while our unsignalled CDC is on its way (here: when
+            // our bell rings, after the CDC is in place): the CDC goes again, signalled.
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            ops.now.store(true, Ordering::Relaxed);
+            let c = Arc::new(c);
+            let (o, w) = (ops.clone(), Arc::downgrade(&c));
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(move || {
+                if let Some(c) = w.upgrade() {
+                    o.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
+                }
+            })));
+            assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
+            assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
+            assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
+        })
+    }
+
+    #[test]
+    fn a_consumer_update_nobody_waits_for_goes_unsignalled_without_the_bell() {
+        within(|| {
+            // As `consumer_updates_as_linux_smc_tx_consumer_update`'s first case: the peer
+            // has 40 free and is not blocked.
+            let (ops, c, rings) = with_peer_bell(false);
+            ops.peer_data(0, &pattern(60, 7));
+            ops.peer_says(&c, Cursor::new(0, 60), Cursor::new(0, 0), none(), open());
+            assert_eq!(c.read(&mut [0u8; 11]).unwrap(), 11);
+            assert_eq!((ops.cdcs(), ops.cdcs_signalled(false)), (0, 1));
+            assert_eq!(ops.our_cdc().cons, Cursor::new(0, 11));
+            assert_eq!(rings.load(Ordering::Relaxed), 0, "no new data for the peer");
+            // Asked for: signalled.
+            let ask = ProdFlags::CONS_CURS_UPD_REQ;
+            ops.peer_says(&c, Cursor::new(0, 60), Cursor::new(0, 0), ask, open());
+            assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 1);
+            assert_eq!(ops.cdcs(), 1);
+        })
     }
 
     #[test]

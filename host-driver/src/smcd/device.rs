@@ -67,6 +67,25 @@ pub trait SmcdOps: Send + Sync {
         data: &[u8],
     ) -> Result<(), IsmError>;
 
+    /// Writes `data` at `offset` into the remote DMB `token` without a signal, here and
+    /// now, if the device can (a loopback device moving on the caller's CPU): `Ok(true)`
+    /// when the bytes are in the target as this returns, so that the caller may tell the
+    /// receiver itself (as Linux's `net/smc/smc_loopback.c` `smc_lo_move_data` runs the
+    /// receiving connection's handler from the sender's move); `Ok(false)` if it cannot now
+    /// (nothing written). Optional: `Ok(false)` by default.
+    ///
+    /// # Errors
+    /// As [`SmcdOps::move_data`].
+    fn move_data_now(
+        &self,
+        _token: DmbToken,
+        _idx: u8,
+        _offset: u32,
+        _data: &[u8],
+    ) -> Result<bool, IsmError> {
+        Ok(false)
+    }
+
     /// Sends a software event to `rgid` (optional).
     ///
     /// # Errors
@@ -208,6 +227,16 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
         data: &[u8],
     ) -> Result<(), IsmError> {
         IsmDriver::move_data(self, token, idx, sf, offset, data)
+    }
+
+    fn move_data_now(
+        &self,
+        token: DmbToken,
+        idx: u8,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<bool, IsmError> {
+        IsmDriver::move_data_now(self, token, idx, offset, data)
     }
 
     fn signal_event(

@@ -539,11 +539,12 @@ impl ProcessBoard {
             }
             let (conn, id) = &self.name_conns[k];
             let mut buf = [0u8; 64];
-            match rustix::net::recv(conn, &mut buf, RecvFlags::DONTWAIT) {
+            match recv_name_request(conn, &mut buf) {
                 Ok((0, _)) => gone.push(k),
-                Ok((n, _)) => {
-                    let reply = self.names.handle(*id, &buf[..n.min(buf.len())]);
-                    if rustix::net::send(conn, reply.as_bytes(), SendFlags::NOSIGNAL).is_err() {
+                Ok((n, fd)) => {
+                    let (reply, out) = self.names.handle_with(*id, &buf[..n], fd);
+                    let fds: Vec<BorrowedFd<'_>> = out.iter().map(|f| f.as_fd()).collect();
+                    if send_with_fds(conn, reply.as_bytes(), &fds).is_err() {
                         gone.push(k);
                     }
                 }
@@ -886,6 +887,8 @@ impl ProcessBoard {
                 "lookups_found": self.names.counters().lookups_found,
                 "clients_taken": self.names.counters().clients_taken,
                 "clients_not_found": self.names.counters().clients_not_found,
+                "bells": self.names.bells_held(),
+                "bells_passed": self.names.counters().bells_passed,
             },
         })
     }
@@ -960,11 +963,38 @@ fn take_name(
     Ok(lock)
 }
 
+/// One name-service request (section 3.5) into `buf`, without waiting: its length (0: the
+/// host hung up) and the descriptor that came with it (the first; any others are closed).
+fn recv_name_request(
+    conn: &OwnedFd,
+    buf: &mut [u8],
+) -> rustix::io::Result<(usize, Option<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let r = rustix::net::recvmsg(
+        conn,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(it) = msg {
+            for f in it {
+                fd.get_or_insert(f);
+            }
+        }
+    }
+    Ok((r.bytes.min(iov[0].len()), fd))
+}
+
 fn send_with_fds(conn: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(std::io::Error::other("ancillary buffer too small"));
     }
     let iov = [std::io::IoSlice::new(bytes)];

@@ -633,6 +633,17 @@ impl Bus for ProcBus {
         Ok(())
     }
 
+    /// A direct move (spec section 5.5) where one may be done now; `None` where the
+    /// store-block must go through the ring (which would land it later), and for a
+    /// signalled one (the caller wants no signal).
+    fn store_block_now(&self, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
+        if data.len() > SLOT_DATA || request & ism_firmware::wire::move_request::SIGNAL_FLAG != 0 {
+            return None;
+        }
+        let inner = &self.inner;
+        inner.direct.as_ref()?.try_move(&inner.page, request, data)
+    }
+
     fn set_polling(&self, on: bool) {
         let pollers = self.inner.irq.pollers();
         if on {

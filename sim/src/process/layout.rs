@@ -132,6 +132,9 @@ pub const NAMES_UNREGISTER_CLIENT: u32 = 4;
 pub const NAMES_LOOKUP_LISTENER: u32 = 5;
 /// `NameRequest.op`: is `client` → `server` registered (by anyone)? If so, remove it.
 pub const NAMES_TAKE_CLIENT: u32 = 6;
+/// `NameRequest.op`: the doorbell the server of `client` → `server` left for this
+/// connection's client registration at its TAKE_CLIENT (sent with the reply), if any.
+pub const NAMES_TAKE_SERVER_BELL: u32 = 7;
 
 /// `NameReply.result`: not found (lookups), nothing to remove (unregistering).
 pub const NAMES_NOT_FOUND: u32 = 0;
@@ -172,7 +175,7 @@ const _: () = assert!(core::mem::size_of::<NameEndpoint>() == 20);
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct NameRequest {
-    /// `NAMES_REGISTER_LISTENER` ..= `NAMES_TAKE_CLIENT`.
+    /// `NAMES_REGISTER_LISTENER` ..= `NAMES_TAKE_SERVER_BELL`.
     pub op: U32,
     /// Chosen by the host, echoed in the reply.
     pub seq: U32,

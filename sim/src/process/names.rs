@@ -8,7 +8,7 @@
 //! with it, client registrations kept a while to be taken); [`NameClient`] the host's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use super::layout::{
     NameEndpoint, NameReply, NameRequest, NAMES_FAMILY_NONE, NAMES_FAMILY_V4, NAMES_FAMILY_V6,
     NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_MAGIC, NAMES_MALFORMED, NAMES_MAX_PER_CONNECTION,
     NAMES_NOT_FOUND, NAMES_OK, NAMES_REGISTER_CLIENT, NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT,
-    NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
+    NAMES_TAKE_SERVER_BELL, NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
 };
 
 /// `addr` as the name service carries it: IPv4-mapped IPv6 addresses become IPv4 (a
@@ -83,11 +83,18 @@ pub fn listener_reaches(listener: SocketAddr, dest: SocketAddr) -> bool {
     }
 }
 
+/// A client registration: the pair, and the client's doorbell if it sent one.
+#[derive(Debug)]
+struct ClientReg {
+    pair: (SocketAddr, SocketAddr),
+    bell: Option<OwnedFd>,
+}
+
 /// One connection's registrations.
 #[derive(Debug, Default)]
 struct Registrations {
     listeners: Vec<SocketAddr>,
-    clients: Vec<(SocketAddr, SocketAddr)>,
+    clients: Vec<ClientReg>,
 }
 
 impl Registrations {
@@ -107,6 +114,8 @@ pub struct NameCounters {
     pub clients_taken: u64,
     /// Take requests that found nothing (a plain client).
     pub clients_not_found: u64,
+    /// Doorbell descriptors handed on (a client's to its server, a server's to its client).
+    pub bells_passed: u64,
 }
 
 /// How long the client registrations of a connection that hung up stay to be taken.
@@ -114,6 +123,11 @@ pub const ORPHAN_LIFE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most such registrations kept (the oldest go first).
 pub const MAX_ORPHANS: usize = 4096;
+
+/// Most doorbell descriptors the board holds for hosts at once (clients' with their
+/// registrations, servers' until their clients take them); past it, a descriptor that
+/// comes is closed (its connection then does without: section 3.5).
+pub const MAX_BELLS: usize = 512;
 
 /// The board's side: registrations per name-service connection (keyed by a connection
 /// id), answered as section 3.5 says. Dropping a connection's id drops its listeners; its
@@ -125,7 +139,21 @@ pub struct NameTable {
     conns: std::collections::BTreeMap<u64, Registrations>,
     /// Client registrations of connections that hung up, oldest first, with when.
     orphans: std::collections::VecDeque<((SocketAddr, SocketAddr), std::time::Instant)>,
+    /// Servers' doorbells for their clients, oldest first: the pair, the connection that
+    /// registered the client (the only one that may take it), the descriptor, and when.
+    server_bells: std::collections::VecDeque<ServerBell>,
+    /// Descriptors held (in `conns` and `server_bells`).
+    bells: usize,
     counters: NameCounters,
+}
+
+/// A server's doorbell kept for its client (see [`NameTable`]).
+#[derive(Debug)]
+struct ServerBell {
+    pair: (SocketAddr, SocketAddr),
+    owner: u64,
+    bell: OwnedFd,
+    since: std::time::Instant,
 }
 
 impl NameTable {
@@ -142,16 +170,22 @@ impl NameTable {
 
     fn drop_connection_at(&mut self, id: u64, now: std::time::Instant) {
         if let Some(r) = self.conns.remove(&id) {
-            for pair in r.clients {
+            for c in r.clients {
+                // The client's doorbell goes: its process is gone, or will never ask.
+                self.bells -= usize::from(c.bell.is_some());
                 if self.orphans.len() >= MAX_ORPHANS {
                     self.orphans.pop_front();
                 }
-                self.orphans.push_back((pair, now));
+                self.orphans.push_back((c.pair, now));
             }
         }
+        let before = self.server_bells.len();
+        self.server_bells.retain(|b| b.owner != id);
+        self.bells -= before - self.server_bells.len();
     }
 
-    /// Drops the client registrations of gone connections older than [`ORPHAN_LIFE`].
+    /// Drops the client registrations of gone connections, and the servers' doorbells,
+    /// older than [`ORPHAN_LIFE`].
     fn expire(&mut self, now: std::time::Instant) {
         while self
             .orphans
@@ -160,6 +194,26 @@ impl NameTable {
         {
             self.orphans.pop_front();
         }
+        while self
+            .server_bells
+            .front()
+            .is_some_and(|b| now.saturating_duration_since(b.since) >= ORPHAN_LIFE)
+        {
+            self.server_bells.pop_front();
+            self.bells -= 1;
+        }
+    }
+
+    /// Keeps `fd` if fewer than [`MAX_BELLS`] are held (counted), else closes it.
+    fn hold(&mut self, fd: Option<OwnedFd>) -> Option<OwnedFd> {
+        let fd = fd.filter(|_| self.bells < MAX_BELLS)?;
+        self.bells += 1;
+        Some(fd)
+    }
+
+    /// Doorbell descriptors held now.
+    pub fn bells_held(&self) -> usize {
+        self.bells
     }
 
     /// Registered listeners and clients (those of gone connections included).
@@ -178,11 +232,30 @@ impl NameTable {
 
     /// Answers one request (`bytes`, as received) of connection `id`.
     pub fn handle(&mut self, id: u64, bytes: &[u8]) -> NameReply {
-        self.handle_at(id, bytes, std::time::Instant::now())
+        self.handle_with(id, bytes, None).0
     }
 
-    fn handle_at(&mut self, id: u64, bytes: &[u8], now: std::time::Instant) -> NameReply {
+    /// Answers one request (`bytes`, as received) of connection `id` that came with the
+    /// descriptor `fd` (`SCM_RIGHTS`; kept by REGISTER_CLIENT and TAKE_CLIENT, closed by
+    /// the others); returns the reply and the descriptor to send with it.
+    pub fn handle_with(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> (NameReply, Option<OwnedFd>) {
+        self.handle_at(id, bytes, fd, std::time::Instant::now())
+    }
+
+    fn handle_at(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+        fd: Option<OwnedFd>,
+        now: std::time::Instant,
+    ) -> (NameReply, Option<OwnedFd>) {
         self.expire(now);
+        let mut out = None;
         let mut reply = NameReply {
             op: 0.into(),
             seq: 0.into(),
@@ -190,7 +263,7 @@ impl NameTable {
             reserved: 0.into(),
         };
         let Ok(req) = NameRequest::read_from_bytes(bytes) else {
-            return reply;
+            return (reply, None);
         };
         reply.op = req.op;
         reply.seq = req.seq;
@@ -217,19 +290,24 @@ impl NameTable {
                 }
             }
             (NAMES_REGISTER_CLIENT, Some(c), Some(s)) => {
-                let r = self.conns.entry(id).or_default();
-                if r.len() >= NAMES_MAX_PER_CONNECTION {
+                if self.conns.get(&id).map_or(0, Registrations::len) >= NAMES_MAX_PER_CONNECTION {
                     NAMES_FULL
                 } else {
-                    r.clients.push((c, s));
+                    let bell = self.hold(fd);
+                    self.conns
+                        .entry(id)
+                        .or_default()
+                        .clients
+                        .push(ClientReg { pair: (c, s), bell });
                     NAMES_OK
                 }
             }
             (NAMES_UNREGISTER_CLIENT, Some(c), Some(s)) => {
                 let r = self.conns.entry(id).or_default();
-                match r.clients.iter().position(|&t| t == (c, s)) {
+                match r.clients.iter().position(|t| t.pair == (c, s)) {
                     Some(i) => {
-                        r.clients.swap_remove(i);
+                        let gone = r.clients.swap_remove(i);
+                        self.bells -= usize::from(gone.bell.is_some());
                         NAMES_OK
                     }
                     None => NAMES_NOT_FOUND,
@@ -249,16 +327,32 @@ impl NameTable {
                 }
             }
             (NAMES_TAKE_CLIENT, Some(c), Some(s)) => {
-                let live = self.conns.values_mut().find_map(|r| {
-                    let i = r.clients.iter().position(|&t| t == (c, s))?;
-                    r.clients.swap_remove(i);
-                    Some(())
+                let live = self.conns.iter_mut().find_map(|(&owner, r)| {
+                    let i = r.clients.iter().position(|t| t.pair == (c, s))?;
+                    Some((owner, r.clients.swap_remove(i).bell))
                 });
-                let hit = live.or_else(|| {
-                    let i = self.orphans.iter().position(|&(t, _)| t == (c, s))?;
-                    self.orphans.remove(i).map(drop)
-                });
-                if hit.is_some() {
+                let hit = live.is_some() || {
+                    let i = self.orphans.iter().position(|&(t, _)| t == (c, s));
+                    i.and_then(|i| self.orphans.remove(i)).is_some()
+                };
+                if let Some((owner, bell)) = live {
+                    // The client's doorbell to the server, the server's kept for the client
+                    // (only a live client can take it).
+                    if let Some(b) = bell {
+                        self.bells -= 1;
+                        self.counters.bells_passed += 1;
+                        out = Some(b);
+                    }
+                    if let Some(bell) = self.hold(fd) {
+                        self.server_bells.push_back(ServerBell {
+                            pair: (c, s),
+                            owner,
+                            bell,
+                            since: now,
+                        });
+                    }
+                }
+                if hit {
                     self.counters.clients_taken += 1;
                     NAMES_OK
                 } else {
@@ -266,10 +360,25 @@ impl NameTable {
                     NAMES_NOT_FOUND
                 }
             }
+            (NAMES_TAKE_SERVER_BELL, Some(c), Some(s)) => {
+                let i = self
+                    .server_bells
+                    .iter()
+                    .position(|b| b.pair == (c, s) && b.owner == id);
+                match i.and_then(|i| self.server_bells.remove(i)) {
+                    Some(b) => {
+                        self.bells -= 1;
+                        self.counters.bells_passed += 1;
+                        out = Some(b.bell);
+                        NAMES_OK
+                    }
+                    None => NAMES_NOT_FOUND,
+                }
+            }
             _ => NAMES_MALFORMED,
         };
         reply.result = result.into();
-        reply
+        (reply, out)
     }
 }
 
@@ -330,6 +439,22 @@ impl NameClient {
         client: Option<SocketAddr>,
         server: SocketAddr,
     ) -> std::io::Result<bool> {
+        self.call_with(op, client, server, None)
+            .map(|(found, _)| found)
+    }
+
+    /// One request, with `fd` attached if given (`SCM_RIGHTS`); the result and the
+    /// descriptor that came with the reply (close-on-exec).
+    fn call_with(
+        &self,
+        op: u32,
+        client: Option<SocketAddr>,
+        server: SocketAddr,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<(bool, Option<OwnedFd>)> {
+        use rustix::net::{
+            RecvAncillaryBuffer, RecvAncillaryMessage, SendAncillaryBuffer, SendAncillaryMessage,
+        };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let req = NameRequest {
             op: op.into(),
@@ -344,9 +469,29 @@ impl NameClient {
             server: endpoint(server),
         };
         let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
-        rustix::net::send(&*sock, req.as_bytes(), SendFlags::NOSIGNAL)?;
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = fd.as_slice();
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(std::io::Error::other("ancillary buffer too small"));
+        }
+        let iov = [std::io::IoSlice::new(req.as_bytes())];
+        rustix::net::sendmsg(&*sock, &iov, &mut control, SendFlags::NOSIGNAL)?;
         let mut buf = [0u8; 64];
-        let (n, _) = rustix::net::recv(&*sock, &mut buf, RecvFlags::empty())?;
+        // Room for more descriptors than a reply carries: any extra are closed here.
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let r = rustix::net::recvmsg(&*sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+        let n = r.bytes;
+        let mut got = None;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(it) = msg {
+                for f in it {
+                    got.get_or_insert(f);
+                }
+            }
+        }
         let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "name service reply");
         if n == 0 {
             return Err(std::io::Error::new(
@@ -359,8 +504,8 @@ impl NameClient {
             return Err(bad());
         }
         match reply.result.get() {
-            NAMES_OK => Ok(true),
-            NAMES_NOT_FOUND => Ok(false),
+            NAMES_OK => Ok((true, got)),
+            NAMES_NOT_FOUND => Ok((false, None)),
             NAMES_FULL => Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
                 "too many name-service registrations",
@@ -420,6 +565,51 @@ impl NameClient {
     /// The connection's errors.
     pub fn take_client(&self, client: SocketAddr, server: SocketAddr) -> std::io::Result<bool> {
         self.call(NAMES_TAKE_CLIENT, Some(client), server)
+    }
+
+    /// [`NameClient::register_client`] with the client's doorbell `bell` (a descriptor the
+    /// server may write to, to wake the client: section 3.5), which the board hands to the
+    /// server's TAKE_CLIENT.
+    ///
+    /// # Errors
+    /// As [`NameClient::register_client`].
+    pub fn register_client_with_bell(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        bell: BorrowedFd<'_>,
+    ) -> std::io::Result<()> {
+        self.call_with(NAMES_REGISTER_CLIENT, Some(client), server, Some(bell))
+            .map(drop)
+    }
+
+    /// [`NameClient::take_client`] that leaves the server's doorbell `bell` for the
+    /// client (see [`NameClient::take_server_bell`]); returns whether the pair was
+    /// registered, and the client's doorbell if it left one.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn take_client_with_bell(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        bell: BorrowedFd<'_>,
+    ) -> std::io::Result<(bool, Option<OwnedFd>)> {
+        self.call_with(NAMES_TAKE_CLIENT, Some(client), server, Some(bell))
+    }
+
+    /// The doorbell the server of `client` → `server` left at its TAKE_CLIENT for the
+    /// client registration this connection made, if any (it is removed).
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn take_server_bell(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> std::io::Result<Option<OwnedFd>> {
+        self.call_with(NAMES_TAKE_SERVER_BELL, Some(client), server, None)
+            .map(|(_, fd)| fd)
     }
 }
 
@@ -533,37 +723,141 @@ mod tests {
         let listen = req(NAMES_REGISTER_LISTENER, None, "0.0.0.0:7000");
         let look = req(NAMES_LOOKUP_LISTENER, None, "127.0.0.1:7000");
         assert_eq!(
-            t.handle_at(1, &reg("127.0.0.1:40000"), t0).result.get(),
+            t.handle_at(1, &reg("127.0.0.1:40000"), None, t0)
+                .0
+                .result
+                .get(),
             NAMES_OK
         );
         assert_eq!(
-            t.handle_at(1, &reg("127.0.0.1:40001"), t0).result.get(),
+            t.handle_at(1, &reg("127.0.0.1:40001"), None, t0)
+                .0
+                .result
+                .get(),
             NAMES_OK
         );
-        assert_eq!(t.handle_at(1, &listen, t0).result.get(), NAMES_OK);
+        assert_eq!(t.handle_at(1, &listen, None, t0).0.result.get(), NAMES_OK);
         t.drop_connection_at(1, t0);
         assert_eq!(t.sizes(), (0, 2), "the listener goes, the clients stay");
-        assert_eq!(t.handle_at(2, &look, t0).result.get(), NAMES_NOT_FOUND);
+        assert_eq!(
+            t.handle_at(2, &look, None, t0).0.result.get(),
+            NAMES_NOT_FOUND
+        );
         let later = t0 + ORPHAN_LIFE / 2;
         assert_eq!(
-            t.handle_at(2, &take("127.0.0.1:40000"), later).result.get(),
+            t.handle_at(2, &take("127.0.0.1:40000"), None, later)
+                .0
+                .result
+                .get(),
             NAMES_OK
         );
         assert_eq!(
-            t.handle_at(2, &take("127.0.0.1:40000"), later).result.get(),
+            t.handle_at(2, &take("127.0.0.1:40000"), None, later)
+                .0
+                .result
+                .get(),
             NAMES_NOT_FOUND,
             "taken once"
         );
         assert_eq!(t.sizes(), (0, 1));
         let expired = t0 + ORPHAN_LIFE;
         assert_eq!(
-            t.handle_at(2, &take("127.0.0.1:40001"), expired)
+            t.handle_at(2, &take("127.0.0.1:40001"), None, expired)
+                .0
                 .result
                 .get(),
             NAMES_NOT_FOUND,
             "expired"
         );
         assert_eq!(t.sizes(), (0, 0));
+    }
+
+    /// A socket pair: the descriptor to hand over, and the end that tells it apart.
+    fn bell() -> (OwnedFd, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (OwnedFd::from(a), b)
+    }
+
+    /// Whether `fd` is the socket whose other end is `end` (a byte written into one comes
+    /// out of the other).
+    fn same(fd: &OwnedFd, end: &mut std::os::unix::net::UnixStream) -> bool {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::from(fd.try_clone().unwrap());
+        s.write_all(b"x").unwrap();
+        end.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        matches!(end.read(&mut b), Ok(1))
+    }
+
+    #[test]
+    fn doorbells_pass_from_client_to_server_and_back_to_the_registering_connection() {
+        let mut t = NameTable::new();
+        let t0 = std::time::Instant::now();
+        let (c, s) = (Some("127.0.0.1:40000"), "127.0.0.1:7000");
+        let (cfd, mut cend) = bell();
+        let (sfd, mut send) = bell();
+        let (r, out) = t.handle_at(1, &req(NAMES_REGISTER_CLIENT, c, s), Some(cfd), t0);
+        assert_eq!((r.result.get(), out.is_none()), (NAMES_OK, true));
+        assert_eq!(t.bells_held(), 1);
+        let (r, out) = t.handle_at(2, &req(NAMES_TAKE_CLIENT, c, s), Some(sfd), t0);
+        assert_eq!(r.result.get(), NAMES_OK);
+        assert!(same(&out.expect("the client's bell"), &mut cend));
+        assert_eq!(t.bells_held(), 1, "the server's, kept for the client");
+        let take = req(NAMES_TAKE_SERVER_BELL, c, s);
+        let (r, out) = t.handle_at(2, &take, None, t0);
+        assert_eq!(
+            (r.result.get(), out.is_none()),
+            (NAMES_NOT_FOUND, true),
+            "only the connection that registered the client takes it"
+        );
+        let (r, out) = t.handle_at(1, &take, None, t0);
+        assert_eq!(r.result.get(), NAMES_OK);
+        assert!(same(&out.expect("the server's bell"), &mut send));
+        assert_eq!(
+            t.handle_at(1, &take, None, t0).0.result.get(),
+            NAMES_NOT_FOUND
+        );
+        assert_eq!((t.bells_held(), t.counters().bells_passed), (0, 2));
+
+        // A server's bell goes with the client's connection, or after ORPHAN_LIFE; other
+        // requests close what comes with them.
+        for (gone, when) in [(true, t0), (false, t0 + ORPHAN_LIFE)] {
+            let (cfd, _cend) = bell();
+            let (sfd, _send) = bell();
+            t.handle_at(3, &req(NAMES_REGISTER_CLIENT, c, s), Some(cfd), t0);
+            t.handle_at(4, &req(NAMES_TAKE_CLIENT, c, s), Some(sfd), t0);
+            assert_eq!(t.bells_held(), 1);
+            if gone {
+                t.drop_connection_at(3, t0);
+            }
+            let (r, out) = t.handle_at(3, &take, None, when);
+            assert_eq!((r.result.get(), out.is_none()), (NAMES_NOT_FOUND, true));
+            assert_eq!(t.bells_held(), 0);
+        }
+        let (fd, _end) = bell();
+        let look = req(NAMES_LOOKUP_LISTENER, None, s);
+        assert!(t.handle_at(5, &look, Some(fd), t0).1.is_none());
+        assert_eq!(t.bells_held(), 0);
+    }
+
+    #[test]
+    fn the_board_holds_at_most_max_bells_and_registers_without_one_past_it() {
+        let mut t = NameTable::new();
+        let s = "127.0.0.1:7000";
+        let mut ends = Vec::new();
+        for port in 0..=MAX_BELLS {
+            let (fd, end) = bell();
+            ends.push(end);
+            let c = format!("127.0.0.1:{}", 20000 + port);
+            let r = t.handle_with(1, &req(NAMES_REGISTER_CLIENT, Some(&c), s), Some(fd));
+            assert_eq!(r.0.result.get(), NAMES_OK);
+        }
+        assert_eq!(t.bells_held(), MAX_BELLS);
+        let last = format!("127.0.0.1:{}", 20000 + MAX_BELLS);
+        let (r, out) = t.handle_with(2, &req(NAMES_TAKE_CLIENT, Some(&last), s), None);
+        assert_eq!((r.result.get(), out.is_none()), (NAMES_OK, true));
+        t.drop_connection(1);
+        assert_eq!(t.bells_held(), 0);
     }
 
     #[test]
