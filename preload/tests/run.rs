@@ -319,7 +319,9 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
         let (ok, out, err) = client(
             &under,
             &addr,
-            &["--mode", "poll", "--bytes", "2000000", "--chunk", "1000"],
+            &[
+                "--mode", "lockstep", "--bytes", "2000000", "--chunk", "1000",
+            ],
         );
         assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
         let (sok, _, serr) = srv.finish();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
-//! echo client ADDR --bytes N [--mode blocking|poll] [--greeting] [--chunk N] [--conns C]
+//! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
@@ -20,7 +20,8 @@
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
-//! wrong (exit 1); `--conns C`: C connections one after the other, each so. `self`
+//! wrong (exit 1); `--mode lockstep`: one `--chunk` at a time, each echoed back before the
+//! next; `--conns C`: C connections one after the other, each so. `self`
 //! listens, connects to itself, then accepts (in one thread), and sends a line both ways. `probe` talks to a blocking echo server through the socket
 //! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
 //! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
@@ -831,6 +832,21 @@ fn client(
             }
         }
         "poll" => poll_client(&s, bytes, chunk)?,
+        // One chunk at a time, each echoed back before the next (round trips).
+        "lockstep" => {
+            let chunk = chunk.max(1);
+            let mut off = 0;
+            while off < bytes {
+                let n = chunk.min(bytes - off);
+                exchange(&mut s, off, n)?;
+                off += n;
+            }
+            s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+            let rest = read_pattern_to_end(&mut s, "read")?;
+            if rest != 0 {
+                return Err(format!("{rest} bytes more than sent came back"));
+            }
+        }
         m => return Err(format!("unknown mode {m}")),
     }
     println!("ok {bytes} bytes");
