@@ -341,7 +341,7 @@ pub(crate) unsafe fn smc_recv(
     // own calls on the way may set it; sockperf reads `errno` after a successful `recvfrom`
     // and takes a stale `EPIPE` or `ECONNRESET` for a closed connection).
     let saved = crate::real::errno();
-    match s.recv(fd, slice, RecvFlags::of(fd, flags)) {
+    match s.recv(fd, slice, RecvFlags::of(s.nonblocking(), flags)) {
         Ok(0) if !slice.is_empty() => {
             park_if_exiting_elsewhere();
             crate::fork::debug_line(&format!("fd {fd}: recv: end of stream"));
@@ -392,7 +392,7 @@ pub(crate) unsafe fn smc_send(
         // SAFETY: the caller's buffer of `len` bytes.
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     };
-    let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
+    let dontwait = flags & libc::MSG_DONTWAIT != 0 || s.nonblocking();
     // As in `smc_recv`: success leaves `errno` alone.
     let saved = crate::real::errno();
     match s.send(fd, slice, dontwait) {
@@ -892,6 +892,19 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// As the C library's `ioctl`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if TABLE.maybe_tracked(fd) && req == libc::FIONBIO && !arg.is_null() {
+        let r: c_int = call_real!(ioctl(fd, req, arg));
+        if r == 0 {
+            let saved = errno();
+            if let Some(e) = smc_of(fd) {
+                // SAFETY: FIONBIO's argument is the caller's `int` (the real call read it).
+                let on = unsafe { std::ptr::read_unaligned(arg.cast::<c_int>()) } != 0;
+                smc!(e).set_nonblocking(on);
+            }
+            set_errno(saved);
+        }
+        return r;
+    }
     if !TABLE.maybe_tracked(fd) || req != libc::FIONREAD {
         return call_real!(ioctl(fd, req, arg));
     }
@@ -1028,6 +1041,13 @@ fn fcntl_common(
     };
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { f(fd, cmd, arg) };
+    if r >= 0 && cmd == libc::F_SETFL && TABLE.maybe_tracked(fd) {
+        let saved = errno();
+        if let Some(e) = smc_of(fd) {
+            smc!(e).set_nonblocking(arg as c_int & libc::O_NONBLOCK != 0);
+        }
+        set_errno(saved);
+    }
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && TABLE.maybe_tracked(fd) {
         guarded(|| {
             after_dup(fd, r);
@@ -1211,6 +1231,7 @@ pub(crate) fn install(
     let (smc, a) = SmcFd::new(stream, tcp, bells)?;
     crate::fork::mark_doorbell(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+    smc.set_nonblocking(flags & libc::O_NONBLOCK != 0);
     let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
     let old = TABLE.insert(app, entry.clone());
     if let Err(e) = put_on(app, a.as_raw_fd(), false) {

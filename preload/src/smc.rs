@@ -186,8 +186,14 @@ impl Bell {
         let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
         if (st.rung || self.peer_rings) && peeked == 0 && !conn.read_ready() {
             // The program may have closed A meanwhile (in another thread): its number is
-            // then no longer tracked (the close clears it first), or names another file.
-            let ours = crate::hooks::TABLE.maybe_tracked(a) && self.is_a(a);
+            // then no longer tracked (the close clears it first), or tracked for another
+            // connection. (A table lookup, not the `fstat` of `Bell::is_a`: this runs after
+            // every read that empties the ring; the caller holds the entry, so the lookup's
+            // reference is never the last.)
+            let ours = crate::hooks::TABLE.get(a).is_some_and(|e| match &*e {
+                crate::hooks::Entry::Smc(s) => std::ptr::eq(Arc::as_ptr(&s.bell), self),
+                _ => false,
+            });
             if let (Some(recv), true) = (real().recv, ours) {
                 let mut buf = [0u8; 256];
                 loop {
@@ -311,6 +317,11 @@ pub struct SmcFd {
     bell: Arc<Bell>,
     /// The peer's doorbell (owned by the connection's peer bell), if the board passed it.
     peer_bell: Option<c_int>,
+    /// `O_NONBLOCK` of A's open file as this library last set or saw it set (`install`,
+    /// and the `fcntl(F_SETFL)` and `ioctl(FIONBIO)` hooks: every way a program changes it
+    /// on its descriptors, which are all this connection's), read instead of an
+    /// `F_GETFL` per call.
+    nonblocking: std::sync::atomic::AtomicBool,
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
 }
@@ -358,11 +369,11 @@ pub struct RecvFlags {
 }
 
 impl RecvFlags {
-    /// From `recv` flags and the descriptor's mode.
-    pub fn of(fd: c_int, flags: c_int) -> Self {
+    /// From `recv` flags and the descriptor's `O_NONBLOCK`.
+    pub fn of(nonblocking: bool, flags: c_int) -> Self {
         Self {
             peek: flags & libc::MSG_PEEK != 0,
-            dontwait: flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd),
+            dontwait: flags & libc::MSG_DONTWAIT != 0 || nonblocking,
             waitall: flags & libc::MSG_WAITALL != 0,
         }
     }
@@ -416,6 +427,7 @@ impl SmcFd {
             tcp,
             bell,
             peer_bell,
+            nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
         };
         Ok((me, a))
@@ -441,6 +453,17 @@ impl SmcFd {
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// `O_NONBLOCK` of the application's descriptor (see the field).
+    pub fn nonblocking(&self) -> bool {
+        self.nonblocking.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that `O_NONBLOCK` of the application's descriptor was set to `on`.
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the peer's doorbell is rung from here (the board passed it on).

@@ -1333,6 +1333,15 @@ fn no_successful_interposed_call_changes_errno() {
     );
 }
 
+/// `O_NONBLOCK` set and cleared by `fcntl` (on the descriptor and on a `dup`) and by
+/// `FIONBIO`: reads fail at once or wait as the flag says (the library keeps the flag
+/// rather than asking the kernel on every call).
+#[test]
+fn o_nonblock_set_any_way_decides_whether_reads_wait() {
+    io_both_ways(BoardKind::Lpar, vec![], &["nonblock"], 1);
+    io_both_ways(BoardKind::Loopback, vec![], &["nonblock"], 1);
+}
+
 /// Non-blocking writes until EAGAIN: the socket polls unwritable, and edge-triggered epoll
 /// reports EPOLLOUT when the peer makes room.
 #[test]

@@ -31,6 +31,10 @@
 //!                                      with EINTR and errno EINTR; again with a dup kept,
 //!                                      whose echo ends the read; the new socket keeps its
 //!                                      bytes (sockperf's end)
+//! ism-run-io nonblock ADDR             O_NONBLOCK set and cleared by fcntl (on the socket
+//!                                      and on a dup) and by FIONBIO: each read with
+//!                                      nothing to read fails at once with EAGAIN, or waits
+//!                                      (until SO_RCVTIMEO), as the flag says; then an echo
 //! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
 //!                                      listen, accept4, connect, the data calls, poll,
 //!                                      select, epoll, fcntl, ioctl, the socket options and
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         "eintr-spin" => eintr_spin(addr),
         "close-reading" => close_reading(addr),
         "errno-kept" => errno_kept(addr),
+        "nonblock" => nonblock(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -696,6 +701,62 @@ fn epoll_wait(addr: &str) -> Result<(), String> {
     // SAFETY: our own epoll descriptor.
     unsafe { libc::close(ep) };
     println!("ok epoll-wait");
+    Ok(())
+}
+
+/// See the module's doc (`nonblock`).
+fn nonblock(addr: &str) -> Result<(), String> {
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    // SAFETY: dup of our own descriptor.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Err(format!("dup: errno {}", errno()));
+    }
+    let fionbio = |on: bool| {
+        let mut v: libc::c_int = on.into();
+        // SAFETY: FIONBIO with an int on our own descriptor.
+        unsafe { libc::ioctl(fd, libc::FIONBIO, &mut v) };
+    };
+    // A read with nothing to read: whether it returned at once (EAGAIN) or waited.
+    let read_waits = || -> Result<bool, String> {
+        let mut b = [0u8; 8];
+        let t = Instant::now();
+        // SAFETY: reads into a local buffer of its length.
+        let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), 0) };
+        let e = errno();
+        if n >= 0 || (e != libc::EAGAIN && e != libc::EWOULDBLOCK) {
+            return Err(format!("recv with nothing to read: {n}, errno {e}"));
+        }
+        Ok(t.elapsed() >= Duration::from_millis(150))
+    };
+    // Each way of clearing the flag follows a setting by another way (a read that believes
+    // the flag still set would fail at once where it must wait).
+    let steps: [(&str, &dyn Fn(), bool); 6] = [
+        ("fcntl on", &|| set_nonblocking(fd, true), false),
+        ("FIONBIO off", &|| fionbio(false), true),
+        ("FIONBIO on", &|| fionbio(true), false),
+        ("fcntl off (dup)", &|| set_nonblocking(dup, false), true),
+        ("fcntl on (dup)", &|| set_nonblocking(dup, true), false),
+        ("fcntl off", &|| set_nonblocking(fd, false), true),
+    ];
+    for (what, set, waits) in steps {
+        set();
+        if read_waits()? != waits {
+            return Err(format!("after {what}: the read waited: {}", !waits));
+        }
+    }
+    // SAFETY: our own dup.
+    unsafe { libc::close(dup) };
+    s.write_all(b"ping").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    if &b != b"ping" {
+        return Err(format!("echo: {b:?}"));
+    }
+    println!("ok nonblock");
     Ok(())
 }
 
