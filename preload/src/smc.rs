@@ -783,23 +783,38 @@ impl Bells {
     }
 }
 
-/// One doorbell byte into the peer's B, without waiting (a full B already makes the peer's
-/// A readable), without `SIGPIPE` (the peer may have closed), and with `errno` as it was
-/// (this runs inside the program's `send`).
+/// One doorbell byte into the peer's B, unless the peer's A still holds one (`SIOCOUTQ`
+/// of B: bytes written into B that A's reader has not taken): A is readable then, and
+/// a reader that drained it to `EAGAIN` since would have found this message's data (its
+/// read after the drain looks at the ring once more, `Bell::settle`). Several arrivals
+/// before a read may so give one edge-triggered event, as TCP's coalesced segments do.
+/// Without waiting (a full B already makes the peer's A readable), without `SIGPIPE`
+/// (the peer may have closed), and with `errno` as it was (this runs inside the
+/// program's `send`).
 fn ring_peer(peer: &OwnedFd) {
     let Some(send) = real().send else {
         return;
     };
     let saved = crate::real::errno();
-    // SAFETY: sends one byte from a static buffer on a descriptor this closure owns.
-    unsafe {
-        send(
-            peer.as_raw_fd(),
-            b"!".as_ptr().cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
+    // The data's CDC is in place before the look at B (pairs with the drain's syscall).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    let mut queued: c_int = 0;
+    let r = real().ioctl.map_or(-1, |ioctl| {
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one `int` into `queued`, on a descriptor
+        // this closure owns.
+        unsafe { ioctl(peer.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut c_int) }
+    });
+    if r != 0 || queued == 0 {
+        // SAFETY: sends one byte from a static buffer on a descriptor this closure owns.
+        unsafe {
+            send(
+                peer.as_raw_fd(),
+                b"!".as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
     crate::real::set_errno(saved);
 }
 
