@@ -682,7 +682,10 @@ impl SmcFd {
     /// wait.
     pub fn wait_room(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
         loop {
-            if self.conn.write_ready() || !self.bell.fill(fd)? {
+            // The peer must know that we wait (its cursor updates are signalled then, and
+            // wake the watcher that drains A→B), as a write that found the ring full says.
+            let full = self.conn.say_waiting_for_room().map_err(|e| errno_of(&e))?;
+            if !full || self.conn.write_ready() || !self.bell.fill(fd)? {
                 return Ok(());
             }
             if dontwait {

@@ -816,6 +816,32 @@ impl Conn {
         self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0
     }
 
+    /// For a writer about to wait for room outside [`Conn::write`] (`ism-run`'s
+    /// `sendfile` waits for `EPOLLOUT` before it reads the file): if the peer's ring is
+    /// full, tells the peer that we wait (`WRITE_BLOCKED` in our CDC, signalled, once per
+    /// blocked spell, as a blocked [`Conn::write`] does), so that its cursor updates come
+    /// signalled (see [`Conn::set_peer_bell`]); the flag is cleared by the next write
+    /// that puts data. Returns whether the ring is full (false: room, or a write would
+    /// fail at once).
+    ///
+    /// # Errors
+    /// `BrokenPipe` if the CDC cannot be delivered.
+    pub fn say_waiting_for_room(&self) -> io::Result<bool> {
+        let _tx = self.tx_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let peer = self.peer_cdc();
+        if self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0 {
+            return Ok(false);
+        }
+        let was = self
+            .local_prod_flags
+            .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
+        if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
+            self.count(|c| &c.peer_buffer_full, 1);
+            self.send_cdc()?;
+        }
+        Ok(true)
+    }
+
     /// Bytes a write would put into the peer's ring now without waiting (0 while it is
     /// full, and when a write would fail).
     pub fn write_space(&self) -> usize {
@@ -1578,6 +1604,26 @@ mod tests {
             assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
             assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
+        })
+    }
+
+    #[test]
+    fn a_writer_about_to_wait_for_room_says_so_once() {
+        within(|| {
+            let (ops, c) = small();
+            assert!(!c.say_waiting_for_room().unwrap(), "room in the ring");
+            assert_eq!(c.write(&pattern(60, 1)).unwrap(), 60);
+            let sent = ops.cdcs();
+            assert!(c.say_waiting_for_room().unwrap());
+            assert_eq!(ops.cdcs(), sent + 1, "signalled");
+            assert!(ops.our_cdc().prod_flags.contains(ProdFlags::WRITE_BLOCKED));
+            assert!(c.say_waiting_for_room().unwrap());
+            assert_eq!(ops.cdcs(), sent + 1, "once per blocked spell");
+            // The peer made room: no longer full; the next write clears the flag.
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(1, 0), none(), open());
+            assert!(!c.say_waiting_for_room().unwrap());
+            assert_eq!(c.write(&pattern(1, 2)).unwrap(), 1);
+            assert!(!ops.our_cdc().prod_flags.contains(ProdFlags::WRITE_BLOCKED));
         })
     }
 

@@ -920,7 +920,10 @@ fn sendfile(addr: &str, n: usize) -> Result<(), String> {
                 return Err(format!("non-blocking sendfile: errno {}", errno()));
             }
             eagain += 1;
-            poll1(fd, libc::POLLOUT, 1000);
+            // The reader takes everything: POLLOUT must come (a lost wake-up hangs here).
+            if poll1(fd, libc::POLLOUT, 5000) & libc::POLLOUT == 0 {
+                return Err("non-blocking sendfile: no POLLOUT within 5 s of EAGAIN".into());
+            }
         } else if (k as usize) < want {
             partial += 1;
         }
