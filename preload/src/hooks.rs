@@ -913,7 +913,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
             if arg.is_null() {
                 return fail(libc::EFAULT);
             }
-            let n = c_int::try_from(smc!(e).readable()).unwrap_or(c_int::MAX);
+            let n = c_int::try_from(smc!(e).readable(fd)).unwrap_or(c_int::MAX);
             // SAFETY: FIONREAD's argument is the caller's `int`.
             unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), n) };
             0
@@ -1395,7 +1395,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         // The connection's doorbell, made now so that the board can pass it to the server
         // with the registration (see `crate::smc::Bells`).
-        let mut bells = crate::smc::Bells::new().ok();
+        let bells = crate::smc::Bells::new().ok();
         let registered = match &bells {
             Some(b) => names.register_client_with_bell(local, dest, b.b()),
             None => names.register_client(local, dest),
@@ -1403,9 +1403,6 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if registered.is_err() {
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
-        }
-        if let Some(b) = bells.as_mut() {
-            b.shared = true;
         }
         let flags = get_flags(fd);
         let r: c_int = call_real!(connect(fd, addr, len));
@@ -1523,7 +1520,6 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         return new;
     };
     if let Some(b) = bells.as_mut() {
-        b.shared = true;
         b.peer = client_bell;
     }
     match server_handshake(rt, new, bells) {

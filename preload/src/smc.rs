@@ -4,15 +4,24 @@
 //! `socketpair(AF_UNIX, SOCK_STREAM)` is `dup3`ed onto its number, so `poll`, `select`,
 //! `epoll`, `dup` and `fcntl` work on it natively. The library keeps the other end (B), the
 //! TCP socket (moved to a descriptor of its own) and the SMC-D [`Stream`]. Data calls on
-//! the descriptor go to the stream (the hooks); readiness comes from B:
-//! * the connection's watcher ([`Conn::set_watcher`], run by the interrupt thread) writes
-//!   one doorbell byte into B when data arrives or the stream ends, so A polls readable
-//!   and a task sleeping in `epoll_wait` wakes (one byte per arrival, so that
-//!   edge-triggered `epoll` sees every arrival, as a TCP socket's `sk_data_ready`);
-//! * after a read leaves nothing to read, the library drains A's doorbell bytes, so A
-//!   polls readable exactly while a read would not block;
+//! the descriptor go to the stream (the hooks); readiness comes from **records** written
+//! into B, each the count of bytes the peer had sent in all when it was written (8 bytes):
+//! * the peer's library writes one after each data CDC it moved without the device's
+//!   signal (a loopback board, doorbells exchanged through the board: [`Bells`]), so A
+//!   polls readable and a task sleeping in `epoll_wait` wakes with no interrupt thread in
+//!   between; where the CDC was signalled, the connection's watcher
+//!   ([`Conn::set_watcher`], run by the interrupt thread) writes one for what came, as a
+//!   TCP socket's `sk_data_ready`;
+//! * a read first takes every record from A and then reads **no further than they
+//!   announced**: data whose record is still on its way stays for the next read, so A
+//!   never holds a record of data already read, and polls readable exactly while a read
+//!   would not block (with the peer writing records without this library's lock, reading
+//!   all that came could leave such a record behind: wrk counts the `EAGAIN` of a read
+//!   after `epoll` said readable as an error). If announced bytes are left after the read,
+//!   a record of our own goes back into A;
 //! * when the peer is done (end of stream, abort, termination), `shutdown(B, SHUT_WR)`:
-//!   A polls readable and `POLLRDHUP` for good.
+//!   A polls readable and `POLLRDHUP` for good, and reads take everything (every record of
+//!   the peer is in A before its end).
 //!
 //! Writability: while the peer's ring is full, A→B is filled ([`Bell::fill`]), so A polls
 //! unwritable exactly while a write would block; the watcher drains B when the peer makes
@@ -32,13 +41,20 @@ use libc::c_int;
 
 use crate::real::real;
 
+/// One doorbell record: how many bytes the connection's peer had sent in all when it was
+/// written (`Conn::received_total` as its writer saw it), little-endian.
+const RECORD: usize = 8;
+
 /// Doorbell state of one connection.
 #[derive(Debug, Default)]
 struct BellState {
-    /// Doorbell bytes may be in A.
-    rung: bool,
-    /// Bytes readable when the doorbell was last rung or drained.
-    last: usize,
+    /// The most that the records taken from A announced: reads take the received bytes up
+    /// to this count, and no further (see the module's doc).
+    announced: u64,
+    /// The most that this library's own records (the watcher's) announced.
+    rung_to: u64,
+    /// The first bytes of a record that came cut (a peer that died while writing it).
+    partial: Vec<u8>,
     /// B's writing side is shut (the peer is done).
     hup: bool,
     /// A→B is full (A polls unwritable) because the peer's ring was full.
@@ -56,9 +72,6 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
-    /// B was handed to the peer (see [`Bells`]): the peer's library may write doorbell
-    /// bytes into it at any time, without this state's lock.
-    peer_rings: bool,
 }
 
 impl Bell {
@@ -74,7 +87,20 @@ impl Bell {
         file_id(a) == Some(self.a_id)
     }
 
-    /// Rings if something became readable (the watcher, and after local state changes).
+    /// Whether the number `a` is still tracked for this connection (a table lookup, not
+    /// the `fstat` of `Bell::is_a`: this runs on every read; the caller holds the entry,
+    /// so the lookup's reference is never the last). The program may have closed A in
+    /// another thread: its number is then no longer tracked (the close clears it first),
+    /// or tracked for another connection.
+    fn still_a(&self, a: c_int) -> bool {
+        crate::hooks::TABLE.get(a).is_some_and(|e| match &*e {
+            crate::hooks::Entry::Smc(s) => std::ptr::eq(Arc::as_ptr(&s.bell), self),
+            _ => false,
+        })
+    }
+
+    /// Rings if data came that no record announced yet (the watcher, run on every wake-up
+    /// of the connection by the device's signal, and after local state changes).
     pub fn ring(&self) {
         let Some(conn) = self.conn.upgrade() else {
             return;
@@ -88,8 +114,9 @@ impl Bell {
         }
         if conn.peer_done() {
             // The end: A reads end of file and polls readable and POLLRDHUP at once, as a
-            // TCP socket after a FIN (no doorbell byte first, which would show POLLIN
-            // without POLLRDHUP for a moment).
+            // TCP socket after a FIN (no record first, which would show POLLIN without
+            // POLLRDHUP for a moment). Every record of the peer is in A before its end
+            // (it writes them before its closing CDC).
             if let Some(sh) = real().shutdown {
                 // SAFETY: shuts down our own descriptor B for writing.
                 unsafe { sh(self.b.as_raw_fd(), libc::SHUT_WR) };
@@ -97,32 +124,132 @@ impl Bell {
             st.hup = true;
             return;
         }
-        let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
-        let avail = conn.available() + peeked;
-        let ready = peeked > 0 || conn.read_ready();
-        if ready && (!st.rung || avail > st.last) {
-            self.send_byte();
-            st.rung = true;
+        let total = conn.received_total();
+        if total > st.announced.max(st.rung_to) {
+            self.send_record(total);
+            st.rung_to = total;
         }
-        st.last = avail;
     }
 
-    /// One doorbell byte into B: A polls readable, and a task asleep in `epoll_wait` wakes.
-    fn send_byte(&self) {
-        if let Some(send) = real().send {
-            // SAFETY: sends one byte from a valid buffer on our own descriptor B, without
-            // waiting (a full B already makes A readable) and without SIGPIPE (A may be
-            // closed already while a call still holds this connection: the kernel
-            // would otherwise kill the process with SIGPIPE, as sockperf showed).
-            let _ = unsafe {
-                send(
-                    self.b.as_raw_fd(),
-                    b"!".as_ptr().cast(),
-                    1,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
+    /// One record into B: A polls readable, and a task asleep in `epoll_wait` wakes.
+    fn send_record(&self, total: u64) {
+        send_record(self.b.as_raw_fd(), total);
+    }
+
+    /// Takes every record from the application's descriptor `a` (A), without waiting, and
+    /// returns how many received bytes reads may take now (announced and not read), or
+    /// `None` if they may take everything that came: the stream ended (every record is in
+    /// by then) or a read would fail or end at once. If `a` is no longer this connection's
+    /// (another thread closed it while this call waited; a `dup` may still name A), nothing
+    /// is taken from it and reads take everything that came (a record still on its way
+    /// may then make the `dup` poll readable once with nothing to read).
+    pub fn collect(&self, a: c_int) -> Option<u64> {
+        let conn = self.conn.upgrade()?;
+        let mut st = self.lock();
+        if !self.still_a(a) {
+            return None;
         }
+        if let Some(recv) = real().recv {
+            let mut buf = [0u8; 64 * RECORD];
+            loop {
+                let have = st.partial.len();
+                buf[..have].copy_from_slice(&st.partial);
+                // SAFETY: reads into the rest of a local buffer, without waiting, from
+                // the application's descriptor A.
+                let n = unsafe {
+                    recv(
+                        a,
+                        buf[have..].as_mut_ptr().cast(),
+                        buf.len() - have,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                let got = have + n as usize;
+                let whole = got - got % RECORD;
+                for r in buf[..whole].chunks_exact(RECORD) {
+                    let mut w = [0u8; RECORD];
+                    w.copy_from_slice(r);
+                    st.announced = st.announced.max(u64::from_le_bytes(w));
+                }
+                st.partial.clear();
+                st.partial.extend_from_slice(&buf[whole..got]);
+                if got < buf.len() {
+                    break;
+                }
+            }
+        }
+        if conn.read_would_end() {
+            return None;
+        }
+        // Never past what came (a forged record announces nothing more).
+        let upto = st.announced.min(conn.received_total());
+        Some(upto.saturating_sub(conn.consumed_total()))
+    }
+
+    /// How many received bytes reads may take now, as [`Bell::collect`] would say, without
+    /// taking the records (`MSG_PEEK`; for `FIONREAD`).
+    pub fn peek_readable(&self, a: c_int) -> Option<u64> {
+        let conn = self.conn.upgrade()?;
+        let st = self.lock();
+        let mut announced = st.announced;
+        if self.still_a(a) && st.partial.is_empty() {
+            let saved = crate::real::errno();
+            if let Some(recv) = real().recv {
+                let mut buf = [0u8; 64 * RECORD];
+                // SAFETY: peeks into a local buffer of its length, without waiting, on the
+                // application's descriptor A.
+                let n = unsafe {
+                    recv(
+                        a,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                    )
+                };
+                for r in buf[..n.max(0) as usize].chunks_exact(RECORD) {
+                    let mut w = [0u8; RECORD];
+                    w.copy_from_slice(r);
+                    announced = announced.max(u64::from_le_bytes(w));
+                }
+            }
+            crate::real::set_errno(saved);
+        }
+        if conn.read_would_end() {
+            return None;
+        }
+        let upto = announced.min(conn.received_total());
+        Some(upto.saturating_sub(conn.consumed_total()))
+    }
+
+    /// After a read (or `MSG_PEEK`) on the application's descriptor `a`: if announced bytes
+    /// are left, or peeked ones, a record of our own goes back into A, which the read's
+    /// [`Bell::collect`] emptied: A polls readable exactly while a read would not block.
+    /// Records that came meanwhile announce bytes past what was read, so A never holds a
+    /// record of bytes already read (which would make it poll readable with nothing to
+    /// read: wrk counts such a read's `EAGAIN` as an error).
+    pub fn finish_read(&self, a: c_int) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        let st = self.lock();
+        let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
+        let left = st.announced.min(conn.received_total()) > conn.consumed_total();
+        if (left || peeked > 0) && !st.hup && self.still_a(a) {
+            self.send_record(st.announced);
+        }
+    }
+
+    /// Whether received bytes wait that no record announced yet (the peer's record, or the
+    /// watcher's, is on its way: a wait in the kernel on A ends when it comes).
+    pub fn unannounced(&self) -> bool {
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        let st = self.lock();
+        conn.received_total() > st.announced
     }
 
     /// Makes the application's descriptor `a` poll unwritable while the peer's ring is full:
@@ -169,50 +296,6 @@ impl Bell {
     fn drain(&self, st: &mut BellState) {
         drain_all(self.b.as_raw_fd());
         st.filled = false;
-    }
-
-    /// After a read on the application's descriptor `a`: if nothing is readable any more,
-    /// drains the doorbell so that `a` stops polling readable.
-    ///
-    /// Where the peer rings too ([`Bells`]), it does so after its data is in the ring, so
-    /// a byte drained here may belong to data that came after the look at the ring: the
-    /// ring is looked at once more after the drain, and the doorbell rung again for
-    /// anything there.
-    pub fn settle(&self, a: c_int) {
-        let Some(conn) = self.conn.upgrade() else {
-            return;
-        };
-        let mut st = self.lock();
-        let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
-        if (st.rung || self.peer_rings) && peeked == 0 && !conn.read_ready() {
-            // The program may have closed A meanwhile (in another thread): its number is
-            // then no longer tracked (the close clears it first), or tracked for another
-            // connection. (A table lookup, not the `fstat` of `Bell::is_a`: this runs after
-            // every read that empties the ring; the caller holds the entry, so the lookup's
-            // reference is never the last.)
-            let ours = crate::hooks::TABLE.get(a).is_some_and(|e| match &*e {
-                crate::hooks::Entry::Smc(s) => std::ptr::eq(Arc::as_ptr(&s.bell), self),
-                _ => false,
-            });
-            if let (Some(recv), true) = (real().recv, ours) {
-                let mut buf = [0u8; 256];
-                loop {
-                    // SAFETY: reads into a local buffer of its length from the
-                    // application's descriptor A, without waiting.
-                    let n =
-                        unsafe { recv(a, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-                    if n <= 0 || (n as usize) < buf.len() {
-                        break;
-                    }
-                }
-            }
-            st.rung = false;
-            if self.peer_rings && conn.read_ready() {
-                self.send_byte();
-                st.rung = true;
-            }
-        }
-        st.last = conn.available() + peeked;
     }
 }
 
@@ -402,7 +485,6 @@ impl SmcFd {
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
-            peer_rings: bells.shared,
         });
         // The peer's doorbell, rung after each data CDC that went without the device's
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
@@ -410,7 +492,7 @@ impl SmcFd {
         let peer_bell = match bells.peer.map(crate::fds::lift_owned) {
             Some(Ok(peer)) => {
                 let fd = peer.as_raw_fd();
-                conn.set_peer_bell(Box::new(move || ring_peer(&peer)));
+                conn.set_peer_bell(Box::new(move |total| ring_peer(&peer, total)));
                 Some(fd)
             }
             _ => None,
@@ -477,8 +559,28 @@ impl SmcFd {
     }
 
     /// Bytes readable now (`FIONREAD`).
-    pub fn readable(&self) -> usize {
-        self.peek.lock().unwrap_or_else(|e| e.into_inner()).len() + self.conn.available()
+    pub fn readable(&self, fd: c_int) -> usize {
+        let peeked = self.peek.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let avail = self.conn.available();
+        let n = self
+            .bell
+            .peek_readable(fd)
+            .map_or(avail, |k| (k as usize).min(avail));
+        peeked + n
+    }
+
+    /// One non-blocking read of the ring into `buf`, of at most what the doorbell's records
+    /// announced ([`Bell::collect`], which takes them from A first); `WouldBlock` if none.
+    fn read_announced(&self, fd: c_int, buf: &mut [u8]) -> io::Result<usize> {
+        let limit = self.bell.collect(fd);
+        let n = limit.map_or(buf.len(), |k| buf.len().min(k as usize));
+        if n == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "no announced data",
+            ));
+        }
+        self.conn.read_with(&mut buf[..n], true)
     }
 
     /// Receives into `buf` from the application's descriptor `fd`.
@@ -487,7 +589,7 @@ impl SmcFd {
     /// The `errno` a TCP socket would give.
     pub fn recv(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
         let r = self.recv_inner(fd, buf, f);
-        self.bell.settle(fd);
+        self.bell.finish_read(fd);
         r
     }
 
@@ -500,7 +602,7 @@ impl SmcFd {
             if peek.is_empty() {
                 let mut tmp = vec![0u8; buf.len().min(1 << 20)];
                 let n = loop {
-                    match self.conn.read_with(&mut tmp, true) {
+                    match self.read_announced(fd, &mut tmp) {
                         Err(e) if !f.dontwait && e.kind() == io::ErrorKind::WouldBlock => {
                             self.wait_readable(fd)?;
                         }
@@ -530,7 +632,7 @@ impl SmcFd {
         while done < buf.len() {
             // After some bytes, only MSG_WAITALL waits for more.
             let wait = !f.dontwait && (done == 0 || f.waitall);
-            match self.conn.read_with(&mut buf[done..], true) {
+            match self.read_announced(fd, &mut buf[done..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n;
@@ -575,7 +677,10 @@ impl SmcFd {
         let signals = SpinSignals::block();
         let start = std::time::Instant::now();
         while start.elapsed() < SPIN {
-            if self.conn.read_ready() {
+            // Data counts once its record is in A (it comes right after the data).
+            let ready = self.conn.read_would_end()
+                || (self.conn.read_ready() && (!self.bell.unannounced() || has_record(fd)));
+            if ready {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
             }
@@ -589,9 +694,9 @@ impl SmcFd {
         if !self.bell.is_a(fd) {
             return Err(libc::EBADF);
         }
-        // No doorbell byte may stay in A while nothing is readable, or the wait below
-        // would return at once, again and again.
-        self.bell.settle(fd);
+        // A holds no record of bytes already read (the read before this wait took every
+        // record, and records announce only bytes not read yet): the wait below ends when
+        // the next one comes, or the peer is done.
         let Some(recv) = real().recv else {
             return Err(libc::ENOSYS);
         };
@@ -702,13 +807,7 @@ impl SmcFd {
     /// `EINTR`, `EAGAIN` (`SO_RCVTIMEO`), `EBADF` (`fd` closed by another thread), or the
     /// `errno` of the wait.
     pub fn wait_data(&self, fd: c_int) -> Result<(), c_int> {
-        while !self.conn.read_ready()
-            && self
-                .peek
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        {
+        while self.readable(fd) == 0 && !self.conn.read_would_end() {
             self.wait_readable(fd)?;
         }
         Ok(())
@@ -744,19 +843,17 @@ impl SmcFd {
 /// A connection's doorbell made before its handshake, so that B can be handed to the
 /// peer through the board's name service (host-interface.md 3.5: a client's with its
 /// registration, a server's with its take): then the peer's library writes the doorbell
-/// byte itself after its data, and the peer's descriptor wakes with no interrupt thread
+/// record itself after its data, and the peer's descriptor wakes with no interrupt thread
 /// in between (one wake-up per message, as TCP's).
 pub struct Bells {
     /// (A, B), as [`doorbell_pair`] makes them.
     pub pair: (OwnedFd, OwnedFd),
     /// The peer's B, if the board passed it on.
     pub peer: Option<OwnedFd>,
-    /// Our B went to the board for the peer.
-    pub shared: bool,
 }
 
 impl Bells {
-    /// A new socket pair, not shared yet.
+    /// A new socket pair (no peer's doorbell yet).
     ///
     /// # Errors
     /// As [`doorbell_pair`].
@@ -764,7 +861,6 @@ impl Bells {
         Ok(Self {
             pair: doorbell_pair()?,
             peer: None,
-            shared: false,
         })
     }
 
@@ -786,39 +882,52 @@ impl Bells {
     }
 }
 
-/// One doorbell byte into the peer's B, unless the peer's A still holds one (`SIOCOUTQ`
-/// of B: bytes written into B that A's reader has not taken): A is readable then, and
-/// a reader that drained it to `EAGAIN` since would have found this message's data (its
-/// read after the drain looks at the ring once more, `Bell::settle`). Several arrivals
-/// before a read may so give one edge-triggered event, as TCP's coalesced segments do.
-/// Without waiting (a full B already makes the peer's A readable), without `SIGPIPE`
-/// (the peer may have closed), and with `errno` as it was (this runs inside the
-/// program's `send`).
-fn ring_peer(peer: &OwnedFd) {
-    let Some(send) = real().send else {
-        return;
-    };
+/// Most bytes (the kernel's accounting, `SIOCOUTQ` of B) of records that may wait in the
+/// peer's A before the sender stops writing more and signals the device's interrupt
+/// instead: a record that did not fit into B would be lost, and with it the announcement
+/// of its data (see the module's doc). A record costs about 1 KiB of that accounting;
+/// B's default limit (`net.core.wmem_default`) is about 200 KiB.
+const MAX_QUEUED: c_int = 32 << 10;
+
+/// The peer's doorbell: one record of `total` (bytes sent in all) into the peer's B, after
+/// the CDC that announced them is in place; `false` if it cannot be written (B full, or
+/// `MAX_QUEUED` reached: the peer reads so slowly that its records pile up; the caller
+/// signals the device's interrupt instead, and the peer's watcher announces the data).
+/// Without waiting, without `SIGPIPE` (the peer may have closed), and with `errno` as it
+/// was (this runs inside the program's `send`).
+fn ring_peer(peer: &OwnedFd, total: u64) -> bool {
     let saved = crate::real::errno();
-    // The data's CDC is in place before the look at B (pairs with the drain's syscall).
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let mut queued: c_int = 0;
     let r = real().ioctl.map_or(-1, |ioctl| {
         // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one `int` into `queued`, on a descriptor
         // this closure owns.
         unsafe { ioctl(peer.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut c_int) }
     });
-    if r != 0 || queued == 0 {
-        // SAFETY: sends one byte from a static buffer on a descriptor this closure owns.
-        unsafe {
-            send(
-                peer.as_raw_fd(),
-                b"!".as_ptr().cast(),
-                1,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-    }
+    let told = r == 0 && queued < MAX_QUEUED && send_record(peer.as_raw_fd(), total);
     crate::real::set_errno(saved);
+    told
+}
+
+/// Writes one record of `total` into the doorbell end `b`, without waiting and without
+/// `SIGPIPE`; whether all of it went.
+fn send_record(b: c_int, total: u64) -> bool {
+    let Some(send) = real().send else {
+        return false;
+    };
+    let rec = total.to_le_bytes();
+    // SAFETY: sends a local buffer of its length on a doorbell descriptor the caller owns,
+    // without waiting (a full B already makes A readable) and without SIGPIPE (A may be
+    // closed already while a call still holds this connection: the kernel would otherwise
+    // kill the process with SIGPIPE, as sockperf showed).
+    let n = unsafe {
+        send(
+            b,
+            rec.as_ptr().cast(),
+            rec.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    n == RECORD as isize
 }
 
 /// A socket pair for an application descriptor: (A, B), both close-on-exec, A's send
@@ -864,6 +973,24 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
         unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     }
     Ok((a, b))
+}
+
+/// Whether A (`fd`) holds a record, or its peer end is shut (one `MSG_PEEK`, not waiting).
+fn has_record(fd: c_int) -> bool {
+    let Some(recv) = real().recv else {
+        return false;
+    };
+    let mut b = 0u8;
+    // SAFETY: a one-byte peek into a local byte, without waiting.
+    let n = unsafe {
+        recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
 }
 
 /// The (device, inode) of the open file behind `fd`, or `None` (not open).

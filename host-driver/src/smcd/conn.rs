@@ -204,12 +204,16 @@ pub struct Conn {
     /// Runs after every wake-up of this connection's waiters (see [`Conn::set_watcher`]).
     watcher: std::sync::OnceLock<Watcher>,
     /// Tells the peer of new data without the device's signal (see [`Conn::set_peer_bell`]).
-    peer_bell: std::sync::OnceLock<Watcher>,
+    peer_bell: std::sync::OnceLock<PeerBell>,
 }
 
 /// A function the interrupt path calls when something may have changed for a connection
 /// (see [`Conn::set_watcher`]).
 pub type Watcher = alloc::boxed::Box<dyn Fn() + Send + Sync>;
+
+/// A function that tells the peer of new data by a way of its own, given how many bytes we
+/// have sent in all; `false` if it could not (see [`Conn::set_peer_bell`]).
+pub type PeerBell = alloc::boxed::Box<dyn Fn(u64) -> bool + Send + Sync>;
 
 fn cursor(total: u64, ring: u32) -> Cursor {
     Cursor::new((total / ring as u64) as u16, (total % ring as u64) as u32)
@@ -276,17 +280,19 @@ impl Conn {
     }
 
     /// Installs `f`, which tells the peer's reader of new data by a way of its own (`ism-run`:
-    /// a byte into the peer's doorbell socket, which wakes the peer's `epoll_wait` with no
+    /// a record into the peer's doorbell socket, which wakes the peer's `epoll_wait` with no
     /// interrupt thread in between). From then on, where the device can move at once
     /// ([`SmcdOps::move_data_now`]), a CDC that only announces data or consumed room goes
-    /// unsignalled, and `f` runs after a data CDC: as Linux's loopback device runs the
+    /// unsignalled, and `f` runs after a data CDC is in place, with the total of bytes sent
+    /// so far ([`Conn::sent_total`]); if it returns `false` (it could not tell the peer),
+    /// the CDC goes again, signalled. As Linux's loopback device runs the
     /// receiving connection's handler from the sender's move (`net/smc/smc_loopback.c`
     /// `smc_lo_move_data`) instead of raising an interrupt. A CDC the peer's writer waits
     /// for (it said `WRITE_BLOCKED` or `CONS_CURS_UPD_REQ`) and every CDC of a shutdown,
     /// close or abort still go signalled. The peer must read its CDC area without waiting
     /// for a signal (this stack's reads do) and be woken by `f`. Only the first call has an
     /// effect; returns whether this one did.
-    pub fn set_peer_bell(&self, f: Watcher) -> bool {
+    pub fn set_peer_bell(&self, f: PeerBell) -> bool {
         self.peer_bell.set(f).is_ok()
     }
 
@@ -569,8 +575,10 @@ impl Conn {
     fn announce(&self, data: bool) -> io::Result<()> {
         if let Some(bell) = self.peer_bell.get() {
             if !Self::peer_waits_for_room(&self.peer_cdc()) && self.move_cdc(true)? {
-                if data {
-                    bell();
+                // The CDC is in place before the peer hears of it.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if data && !bell(self.prod.load(Ordering::Acquire)) {
+                    return self.send_cdc();
                 }
                 std::sync::atomic::fence(Ordering::SeqCst);
                 if Self::peer_waits_for_room(&self.peer_cdc()) {
@@ -784,6 +792,24 @@ impl Conn {
         }
     }
 
+    /// Bytes we have sent in all (our producer cursor as a count).
+    pub fn sent_total(&self) -> u64 {
+        self.prod.load(Ordering::Acquire)
+    }
+
+    /// Bytes we have read in all (our consumer cursor as a count).
+    pub fn consumed_total(&self) -> u64 {
+        self.cons.load(Ordering::Acquire)
+    }
+
+    /// Bytes the peer has put into our ring in all, as its CDC says now (what we read plus
+    /// what waits): the peer's [`Conn::sent_total`] as far as it reached us.
+    pub fn received_total(&self) -> u64 {
+        let cons = self.cons.load(Ordering::Acquire);
+        let peer = self.peer_cdc();
+        cons + checked_diff(self.ring, cursor(cons, self.ring), peer.prod).unwrap_or(0) as u64
+    }
+
     /// Bytes waiting in our ring.
     pub fn available(&self) -> usize {
         let peer = self.peer_cdc();
@@ -802,6 +828,17 @@ impl Conn {
             | ConnStateFlags::PEER_CONN_ABORT;
         checked_diff(self.ring, cons, peer.prod).unwrap_or(0) > 0
             || peer.conn_state.intersects(ended)
+            || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
+    }
+
+    /// Whether a read would end or fail at once whatever the ring holds: the peer ended or
+    /// aborted the stream, reading was shut down locally, or the connection is closed or
+    /// broken ([`Conn::read_ready`] but for waiting data).
+    pub fn read_would_end(&self) -> bool {
+        let ended = ConnStateFlags::PEER_DONE_WRITING
+            | ConnStateFlags::PEER_CONN_CLOSED
+            | ConnStateFlags::PEER_CONN_ABORT;
+        self.peer_cdc().conn_state.intersects(ended)
             || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
     }
 
@@ -1540,18 +1577,39 @@ mod tests {
         (ops, c)
     }
 
-    /// A connection whose device moves at once, with a peer bell that counts its rings.
+    /// A connection whose device moves at once, with a peer bell that counts its rings
+    /// (and keeps the last total it was given in `LAST_TOTAL`).
     fn with_peer_bell(nocopy: bool) -> (Arc<Ops>, Arc<Conn>, Arc<AtomicU64>) {
         let (ops, c) = setup(100, 60, nocopy, WaitMode::BusyPoll);
         ops.now.store(true, Ordering::Relaxed);
         let c = Arc::new(c);
         let rings = Arc::new(AtomicU64::new(0));
         let r = rings.clone();
-        assert!(c.set_peer_bell(alloc::boxed::Box::new(move || {
+        let w = Arc::downgrade(&c);
+        assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
             r.fetch_add(1, Ordering::Relaxed);
+            let c = w.upgrade().unwrap();
+            assert_eq!(total, c.sent_total(), "the bell gets the total sent");
+            assert_eq!(
+                ops_cdc_total(&c),
+                total,
+                "the CDC announcing it is in place first"
+            );
+            true
         })));
-        assert!(!c.set_peer_bell(alloc::boxed::Box::new(|| {})), "only once");
+        assert!(
+            !c.set_peer_bell(alloc::boxed::Box::new(|_| true)),
+            "only once"
+        );
         (ops, c, rings)
+    }
+
+    /// The producer count our CDC in the peer's RMB announces (the peer's ring is 60).
+    fn ops_cdc_total(c: &Conn) -> u64 {
+        let mut raw = [0u8; CDC_MSG_LEN];
+        c.ops.memory().read(DevAddr(PEER_RMB), &mut raw).unwrap();
+        let p = CdcMessage::parse(&raw).unwrap().prod;
+        u64::from(p.wrap) * 60 + u64::from(p.count)
     }
 
     #[test]
@@ -1596,14 +1654,29 @@ mod tests {
             ops.now.store(true, Ordering::Relaxed);
             let c = Arc::new(c);
             let (o, w) = (ops.clone(), Arc::downgrade(&c));
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(move || {
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |_| {
                 if let Some(c) = w.upgrade() {
                     o.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
                 }
+                true
             })));
             assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
             assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
+        })
+    }
+
+    #[test]
+    fn totals_count_what_was_sent_received_and_read() {
+        within(|| {
+            let (ops, c) = small();
+            assert_eq!(c.write(&pattern(7, 1)).unwrap(), 7);
+            assert_eq!(c.sent_total(), 7);
+            ops.peer_data(0, &pattern(20, 7));
+            ops.peer_says(&c, Cursor::new(0, 20), Cursor::new(0, 0), none(), open());
+            assert_eq!((c.received_total(), c.consumed_total()), (20, 0));
+            assert_eq!(c.read(&mut [0u8; 5]).unwrap(), 5);
+            assert_eq!((c.received_total(), c.consumed_total()), (20, 5));
         })
     }
 
