@@ -1333,6 +1333,22 @@ fn no_successful_interposed_call_changes_errno() {
     );
 }
 
+/// A socket read whenever level-triggered epoll says readable, while the peer writes many
+/// small messages: no read gives `EAGAIN` (A never polls readable with nothing to read;
+/// wrk counts such a read as an error). Loopback boards, where the peer writes the
+/// doorbell's records itself, and LPAR.
+#[test]
+fn epoll_readable_means_a_read_returns_data() {
+    io_both_ways(BoardKind::Loopback, vec![], &["readable"], 0);
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_NOCOPY", "1")],
+        &["readable"],
+        0,
+    );
+    io_both_ways(BoardKind::Lpar, vec![], &["readable"], 1);
+}
+
 /// `O_NONBLOCK` set and cleared by `fcntl` (on the descriptor and on a `dup`) and by
 /// `FIONBIO`: reads fail at once or wait as the flag says (the library keeps the flag
 /// rather than asking the kernel on every call).

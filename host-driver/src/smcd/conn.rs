@@ -1701,6 +1701,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bell_that_cannot_ring_gets_the_cdc_signalled() {
+        within(|| {
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            ops.now.store(true, Ordering::Relaxed);
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| false)));
+            assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
+            // Unsignalled first, then again with the signal.
+            assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
+            assert_eq!(ops.our_cdc().prod, Cursor::new(0, 10));
+        })
+    }
+
+    #[test]
     fn a_consumer_update_nobody_waits_for_goes_unsignalled_without_the_bell() {
         within(|| {
             // As `consumer_updates_as_linux_smc_tx_consumer_update`'s first case: the peer

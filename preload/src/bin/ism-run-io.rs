@@ -35,6 +35,11 @@
 //!                                      and on a dup) and by FIONBIO: each read with
 //!                                      nothing to read fails at once with EAGAIN, or waits
 //!                                      (until SO_RCVTIMEO), as the flag says; then an echo
+//! ism-run-io readable ADDR             a thread writes 20000 messages of 100 bytes while
+//!                                      the socket is read non-blocking whenever
+//!                                      level-triggered epoll says readable: every such read
+//!                                      returns data or the end, never EAGAIN (wrk counts
+//!                                      that as an error); every byte checked
 //! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
 //!                                      listen, accept4, connect, the data calls, poll,
 //!                                      select, epoll, fcntl, ioctl, the socket options and
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         "close-reading" => close_reading(addr),
         "errno-kept" => errno_kept(addr),
         "nonblock" => nonblock(addr),
+        "readable" => readable(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -701,6 +707,88 @@ fn epoll_wait(addr: &str) -> Result<(), String> {
     // SAFETY: our own epoll descriptor.
     unsafe { libc::close(ep) };
     println!("ok epoll-wait");
+    Ok(())
+}
+
+/// See the module's doc (`readable`).
+fn readable(addr: &str) -> Result<(), String> {
+    const MSGS: usize = 20_000;
+    const SIZE: usize = 100;
+    let s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let writer = std::thread::spawn(move || -> Result<(), String> {
+        let mut msg = [0u8; SIZE];
+        for i in 0..MSGS {
+            for (k, b) in msg.iter_mut().enumerate() {
+                *b = pattern(i * SIZE + k);
+            }
+            // The descriptor is non-blocking (the reader's mode): wait for room by poll.
+            let mut off = 0;
+            while off < SIZE {
+                match w.write(&msg[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        poll1(w.as_raw_fd(), libc::POLLOUT, 1000);
+                    }
+                    Err(e) => return Err(format!("write: {e}")),
+                }
+            }
+        }
+        w.shutdown(Shutdown::Write).map_err(|e| e.to_string())
+    });
+    set_nonblocking(fd, true);
+    // SAFETY: a new epoll descriptor of ours.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: adds our socket to our epoll set with a valid event.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(format!("epoll_ctl: errno {}", errno()));
+    }
+    let (mut got, mut readiness) = (0usize, 0usize);
+    let mut buf = vec![0u8; 4096];
+    let r = loop {
+        let mut out = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: waits on our epoll set for one event into a local.
+        let n = unsafe { libc::epoll_wait(ep, &mut out, 1, 5000) };
+        if n == 0 {
+            break Err(format!("no readiness within 5 s after {got} bytes"));
+        }
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break Err(format!("epoll_wait: errno {}", errno()));
+        }
+        readiness += 1;
+        // SAFETY: reads into a local buffer of its length.
+        let k = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if k < 0 {
+            break Err(format!(
+                "epoll said readable ({readiness} times so far), the read gave errno {} after {got} bytes",
+                errno()
+            ));
+        }
+        if k == 0 {
+            break if got == MSGS * SIZE {
+                Ok(())
+            } else {
+                Err(format!("end of stream after {got} bytes"))
+            };
+        }
+        if let Err(e) = check(&buf[..k as usize], got) {
+            break Err(e);
+        }
+        got += k as usize;
+    };
+    // SAFETY: our own epoll descriptor.
+    unsafe { libc::close(ep) };
+    writer.join().map_err(|_| "the writer panicked")??;
+    r?;
+    println!("ok readable ({readiness} readiness reports)");
     Ok(())
 }
 
