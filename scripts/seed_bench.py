@@ -28,12 +28,13 @@ import sys
 import tempfile
 import time
 
-# Transports: name -> (board kind or None for plain TCP, no-copy).
+# Transports: name -> (board kind or None for plain TCP, no-copy, peer bell).
 TRANSPORTS = {
-    "tcp": (None, False),
-    "lo": ("loopback", False),
-    "lo-nocopy": ("loopback", True),
-    "lpar": ("lpar", False),
+    "tcp": (None, False, False),
+    "lo": ("loopback", False, False),
+    "lo-nocopy": ("loopback", True, False),
+    "lo-bell": ("loopback", False, True),
+    "lpar": ("lpar", False, False),
 }
 
 # What the loopback-ism series reported (SMC-D loopback against TCP, ratio SMC/TCP):
@@ -189,12 +190,14 @@ class Bench:
     # -- running programs ---------------------------------------------------------------
 
     def command(self, transport, argv, core):
-        kind, nocopy = TRANSPORTS[transport]
+        kind, nocopy, bell = TRANSPORTS[transport]
         cmd = list(argv)
         if kind is not None:
             run = [self.ism_sim, "run", "--board", self.board(kind), "--require-smc"]
             if nocopy:
                 run.append("--nocopy")
+            if bell:
+                run.append("--peer-bell")
             cmd = run + ["--"] + cmd
         if self.args.pin:
             cmd = ["taskset", "-c", str(core)] + cmd
@@ -314,7 +317,7 @@ http {{
         fn = {"sockperf-bw": self.sockperf_bw, "sockperf-lat": self.sockperf_lat,
               "msg-rate": self.msg_rate, "iperf3": self.iperf3,
               "nginx-wrk": self.nginx_wrk}[tool]
-        kind, _ = TRANSPORTS[transport]
+        kind, _, _ = TRANSPORTS[transport]
         name = self.board(kind) if kind else None
         before = self.board_moves(name) if name else None
         value = fn(transport)
@@ -374,7 +377,8 @@ def svg(result):
     """Ratios to TCP per figure and transport, with the seed's ratio as a mark."""
     transports = [t for t in result["transports"] if t != "tcp"]
     tools = result["tools"]
-    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lpar": "#f28e2b"}
+    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lo-bell": "#b07aa1",
+              "lpar": "#f28e2b"}
     w, h, left, bottom, top = 760, 360, 60, 60, 30
     group = (w - left - 20) / max(len(tools), 1)
     bar = group / (len(transports) + 1.5)

@@ -10,6 +10,9 @@ pub const ENV_NOCOPY: &str = "ISM_RUN_NOCOPY";
 pub const ENV_BUFFER: &str = "ISM_RUN_BUFFER";
 /// `1`: without a board, `connect` and `accept` fail (`ECONNREFUSED`) instead of using TCP.
 pub const ENV_REQUIRE_SMC: &str = "ISM_RUN_REQUIRE_SMC";
+/// `1`: on a loopback board, exchange doorbells with peers that do too and ring theirs after
+/// each send (fewer wake-ups for request/response; see docs/ism-run.md, "Doorbells").
+pub const ENV_PEER_BELL: &str = "ISM_RUN_PEER_BELL";
 /// `1`: one line on stderr per connection (SMC-D or TCP, and why).
 pub const ENV_DEBUG: &str = "ISM_RUN_DEBUG";
 /// `1`: the launcher already printed the no-board warning; do not repeat it.
@@ -28,6 +31,8 @@ pub struct Config {
     pub buffer: Option<usize>,
     /// [`ENV_REQUIRE_SMC`].
     pub require_smc: bool,
+    /// [`ENV_PEER_BELL`].
+    pub peer_bell: bool,
     /// [`ENV_DEBUG`].
     pub debug: bool,
     /// [`ENV_WARNED`].
@@ -56,6 +61,7 @@ impl Config {
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|&n: &usize| n > 0),
             require_smc: flag(get(ENV_REQUIRE_SMC).as_deref()),
+            peer_bell: flag(get(ENV_PEER_BELL).as_deref()),
             debug: flag(get(ENV_DEBUG).as_deref()),
             warned: flag(get(ENV_WARNED).as_deref()),
             dir: get(ism_sim::process::DIR_ENV)
@@ -104,7 +110,7 @@ mod tests {
     fn defaults_and_every_variable() {
         let d = of(&[]);
         assert_eq!(d.board, "lpar");
-        assert!(!d.nocopy && !d.require_smc && !d.debug && !d.warned);
+        assert!(!d.nocopy && !d.require_smc && !d.debug && !d.warned && !d.peer_bell);
         assert_eq!(d.buffer, None);
         let c = of(&[
             (ENV_BOARD, "b1"),
@@ -113,11 +119,12 @@ mod tests {
             (ENV_REQUIRE_SMC, "1"),
             (ENV_DEBUG, "1"),
             (ENV_WARNED, "1"),
+            (ENV_PEER_BELL, "1"),
             ("ISM_SIM_DIR", "/run/boards"),
         ]);
         assert_eq!(c.board_dir(), std::path::Path::new("/run/boards"));
         assert_eq!(c.board, "b1");
-        assert!(c.nocopy && c.require_smc && c.debug && c.warned);
+        assert!(c.nocopy && c.require_smc && c.debug && c.warned && c.peer_bell);
         assert_eq!(c.buffer, Some(65536));
     }
 

@@ -1395,7 +1395,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         // The connection's doorbell, made now so that the board can pass it to the server
         // with the registration (see `crate::smc::Bells`).
-        let bells = crate::smc::Bells::new().ok();
+        let mut bells = rt
+            .uses_bells()
+            .then(crate::smc::Bells::new)
+            .and_then(Result::ok);
         let registered = match &bells {
             Some(b) => names.register_client_with_bell(local, dest, b.b()),
             None => names.register_client(local, dest),
@@ -1403,6 +1406,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if registered.is_err() {
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
+        }
+        if let Some(b) = bells.as_mut() {
+            b.offered = true;
         }
         let flags = get_flags(fd);
         let r: c_int = call_real!(connect(fd, addr, len));
@@ -1509,7 +1515,10 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     };
     // The connection's doorbell, made now so that the board can pass it to the client
     // (and the client's to us) with the take.
-    let mut bells = crate::smc::Bells::new().ok();
+    let mut bells = rt
+        .uses_bells()
+        .then(crate::smc::Bells::new)
+        .and_then(Result::ok);
     let taken = match &bells {
         Some(b) => names.take_client_with_bell(peer, local, b.b()),
         None => names.take_client(peer, local).map(|found| (found, None)),
@@ -1520,6 +1529,7 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         return new;
     };
     if let Some(b) = bells.as_mut() {
+        b.offered = true;
         b.peer = client_bell;
     }
     match server_handshake(rt, new, bells) {

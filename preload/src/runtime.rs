@@ -172,6 +172,19 @@ impl Runtime {
         }
     }
 
+    /// Whether connections exchange doorbells (`ISM_RUN_PEER_BELL`, and the board is a
+    /// loopback board, where the sender's moves land at once: `crate::smc::Bells`).
+    pub fn uses_bells(&self) -> bool {
+        if !self.cfg.peer_bell || self.stack().is_none() {
+            return false;
+        }
+        self.attachment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|a| a.raw().kind() == ism_sim::board::BoardKind::Loopback)
+    }
+
     /// The SMC-D stack over this process's function, attaching on first use. If the
     /// attach fails (board full, gone), a stack without devices: its handshakes decline,
     /// so a peer that expects CLC falls back to TCP cleanly.

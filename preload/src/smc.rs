@@ -72,6 +72,11 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
+    /// B went to the peer ([`Bells`]): its library may write records into it without this
+    /// state's lock, so reads stop at what the records announced. Otherwise only the
+    /// watcher writes them, under the lock, and a read that leaves nothing readable takes
+    /// them all ([`Bell::finish_read`]).
+    gated: bool,
 }
 
 impl Bell {
@@ -144,6 +149,9 @@ impl Bell {
     /// is taken from it and reads take everything that came (a record still on its way
     /// may then make the `dup` poll readable once with nothing to read).
     pub fn collect(&self, a: c_int) -> Option<u64> {
+        if !self.gated {
+            return None;
+        }
         let conn = self.conn.upgrade()?;
         let mut st = self.lock();
         if !self.still_a(a) {
@@ -192,6 +200,9 @@ impl Bell {
     /// How many received bytes reads may take now, as [`Bell::collect`] would say, without
     /// taking the records (`MSG_PEEK`; for `FIONREAD`).
     pub fn peek_readable(&self, a: c_int) -> Option<u64> {
+        if !self.gated {
+            return None;
+        }
         let conn = self.conn.upgrade()?;
         let st = self.lock();
         let mut announced = st.announced;
@@ -230,12 +241,25 @@ impl Bell {
     /// Records that came meanwhile announce bytes past what was read, so A never holds a
     /// record of bytes already read (which would make it poll readable with nothing to
     /// read: wrk counts such a read's `EAGAIN` as an error).
+    ///
+    /// Ungated (no peer writes records): if nothing is readable any more, takes every
+    /// record from A, so that it stops polling readable; the watcher, under the same lock,
+    /// records only bytes received after those read.
     pub fn finish_read(&self, a: c_int) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
-        let st = self.lock();
+        let mut st = self.lock();
         let peeked = self.peeked.load(std::sync::atomic::Ordering::Acquire);
+        if !self.gated {
+            if peeked == 0 && !conn.read_ready() {
+                if self.still_a(a) {
+                    drain_all(a);
+                }
+                st.announced = conn.consumed_total();
+            }
+            return;
+        }
         let left = st.announced.min(conn.received_total()) > conn.consumed_total();
         if (left || peeked > 0) && !st.hup && self.still_a(a) {
             self.send_record(st.announced);
@@ -245,6 +269,9 @@ impl Bell {
     /// Whether received bytes wait that no record announced yet (the peer's record, or the
     /// watcher's, is on its way: a wait in the kernel on A ends when it comes).
     pub fn unannounced(&self) -> bool {
+        if !self.gated {
+            return false;
+        }
         let Some(conn) = self.conn.upgrade() else {
             return false;
         };
@@ -477,6 +504,7 @@ impl SmcFd {
             Some(b) => b,
             None => Bells::new()?,
         };
+        let gated = bells.peer.is_some() || bells.offered;
         let (a, b) = bells.pair;
         let a_id = file_id(a.as_raw_fd()).ok_or_else(crate::real::errno)?;
         let bell = Arc::new(Bell {
@@ -485,6 +513,7 @@ impl SmcFd {
             conn: Arc::downgrade(&conn),
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
+            gated,
         });
         // The peer's doorbell, rung after each data CDC that went without the device's
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
@@ -694,9 +723,10 @@ impl SmcFd {
         if !self.bell.is_a(fd) {
             return Err(libc::EBADF);
         }
-        // A holds no record of bytes already read (the read before this wait took every
-        // record, and records announce only bytes not read yet): the wait below ends when
-        // the next one comes, or the peer is done.
+        // A holds no record of bytes already read (gated: the read before this wait took
+        // every record, and records announce only bytes not read yet; ungated: taken
+        // here): the wait below ends when the next one comes, or the peer is done.
+        self.bell.finish_read(fd);
         let Some(recv) = real().recv else {
             return Err(libc::ENOSYS);
         };
@@ -850,6 +880,8 @@ pub struct Bells {
     pub pair: (OwnedFd, OwnedFd),
     /// The peer's B, if the board passed it on.
     pub peer: Option<OwnedFd>,
+    /// Our B went to the board for the peer (the peer may write records into it).
+    pub offered: bool,
 }
 
 impl Bells {
@@ -861,6 +893,7 @@ impl Bells {
         Ok(Self {
             pair: doorbell_pair()?,
             peer: None,
+            offered: false,
         })
     }
 

@@ -247,6 +247,11 @@ enum Command {
         /// Fail instead of using plain TCP when the board is not running.
         #[arg(long)]
         require_smc: bool,
+        /// On a loopback board, exchange doorbells with peers run so too, and ring theirs
+        /// after each send instead of the device's interrupt (experimental; see
+        /// docs/ism-run.md, "The sender rings the receiver's doorbell").
+        #[arg(long)]
+        peer_bell: bool,
         /// The program and its arguments (after `--`).
         #[arg(
             required = true,
@@ -799,6 +804,7 @@ fn main() -> ExitCode {
             nocopy,
             buffer,
             require_smc,
+            peer_bell,
             program,
         } => Err(ism_sim::process::run::run(
             &ism_sim::process::run::RunOptions {
@@ -806,6 +812,7 @@ fn main() -> ExitCode {
                 nocopy,
                 buffer,
                 require_smc,
+                peer_bell,
                 program,
             },
         )),

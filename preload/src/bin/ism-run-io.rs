@@ -786,8 +786,14 @@ fn readable(addr: &str) -> Result<(), String> {
     };
     // SAFETY: our own epoll descriptor.
     unsafe { libc::close(ep) };
-    writer.join().map_err(|_| "the writer panicked")??;
+    if let Err(e) = &r {
+        // Unblock the writer (its peer stops reading once we do) and say why at once.
+        eprintln!("ism-run-io readable: {e}");
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    let w = writer.join().map_err(|_| "the writer panicked")?;
     r?;
+    w?;
     println!("ok readable ({readiness} readiness reports)");
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub buffer: Option<u64>,
     /// Fail instead of falling back to TCP when there is no board.
     pub require_smc: bool,
+    /// Exchange doorbells with peers on a loopback board (`ISM_RUN_PEER_BELL`).
+    pub peer_bell: bool,
     /// The program and its arguments.
     pub program: Vec<OsString>,
 }
@@ -75,6 +77,7 @@ pub fn library_env(o: &RunOptions, warned: bool) -> Vec<(&'static str, OsString)
     let flag = |b: bool| OsString::from(if b { "1" } else { "0" });
     env.push(("ISM_RUN_NOCOPY", flag(o.nocopy)));
     env.push(("ISM_RUN_REQUIRE_SMC", flag(o.require_smc)));
+    env.push(("ISM_RUN_PEER_BELL", flag(o.peer_bell)));
     env.push(("ISM_RUN_WARNED", flag(warned)));
     if let Some(b) = o.buffer {
         env.push(("ISM_RUN_BUFFER", OsString::from(b.to_string())));
@@ -172,6 +175,7 @@ mod tests {
             nocopy: true,
             buffer: Some(65536),
             require_smc: false,
+            peer_bell: true,
             program: vec![],
         };
         let env = library_env(&o, true);
@@ -179,6 +183,7 @@ mod tests {
         assert_eq!(get("ISM_RUN_BOARD").unwrap(), "b");
         assert_eq!(get("ISM_RUN_NOCOPY").unwrap(), "1");
         assert_eq!(get("ISM_RUN_REQUIRE_SMC").unwrap(), "0");
+        assert_eq!(get("ISM_RUN_PEER_BELL").unwrap(), "1");
         assert_eq!(get("ISM_RUN_WARNED").unwrap(), "1");
         assert_eq!(get("ISM_RUN_BUFFER").unwrap(), "65536");
     }
