@@ -177,11 +177,7 @@ impl Bell {
                 }
                 let got = have + n as usize;
                 let whole = got - got % RECORD;
-                for r in buf[..whole].chunks_exact(RECORD) {
-                    let mut w = [0u8; RECORD];
-                    w.copy_from_slice(r);
-                    st.announced = st.announced.max(u64::from_le_bytes(w));
-                }
+                st.announced = st.announced.max(most_announced(&buf[..whole]));
                 st.partial.clear();
                 st.partial.extend_from_slice(&buf[whole..got]);
                 if got < buf.len() {
@@ -220,11 +216,7 @@ impl Bell {
                         libc::MSG_DONTWAIT | libc::MSG_PEEK,
                     )
                 };
-                for r in buf[..n.max(0) as usize].chunks_exact(RECORD) {
-                    let mut w = [0u8; RECORD];
-                    w.copy_from_slice(r);
-                    announced = announced.max(u64::from_le_bytes(w));
-                }
+                announced = announced.max(most_announced(&buf[..n.max(0) as usize]));
             }
             crate::real::set_errno(saved);
         }
@@ -1008,6 +1000,20 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
     Ok((a, b))
 }
 
+/// The most that the whole records in `bytes` announce (0 for none; a cut record at the
+/// end is left out).
+fn most_announced(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks_exact(RECORD)
+        .map(|r| {
+            let mut w = [0u8; RECORD];
+            w.copy_from_slice(r);
+            u64::from_le_bytes(w)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether A (`fd`) holds a record, or its peer end is shut (one `MSG_PEEK`, not waiting).
 fn has_record(fd: c_int) -> bool {
     let Some(recv) = real().recv else {
@@ -1064,4 +1070,21 @@ pub fn drain_all(b: c_int) {
     // SAFETY: reads into a local buffer of its length from our own descriptor, without
     // waiting.
     while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_announce_their_largest_count_and_a_cut_one_nothing() {
+        let mut b = Vec::new();
+        for n in [5u64, 1 << 40, 7] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        assert_eq!(most_announced(&b), 1 << 40);
+        assert_eq!(most_announced(&b[..8]), 5);
+        assert_eq!(most_announced(&b[..7]), 0, "a cut record is no record");
+        assert_eq!(most_announced(&[]), 0);
+    }
 }
