@@ -6,19 +6,20 @@
 //! TCP socket (moved to a descriptor of its own) and the SMC-D [`Stream`]. Data calls on
 //! the descriptor go to the stream (the hooks); readiness comes from **records** written
 //! into B, each the count of bytes the peer had sent in all when it was written (8 bytes):
-//! * the peer's library writes one after each data CDC it moved without the device's
-//!   signal (a loopback board, doorbells exchanged through the board: [`Bells`]), so A
-//!   polls readable and a task sleeping in `epoll_wait` wakes with no interrupt thread in
-//!   between; where the CDC was signalled, the connection's watcher
-//!   ([`Conn::set_watcher`], run by the interrupt thread) writes one for what came, as a
-//!   TCP socket's `sk_data_ready`;
-//! * a read first takes every record from A and then reads **no further than they
-//!   announced**: data whose record is still on its way stays for the next read, so A
-//!   never holds a record of data already read, and polls readable exactly while a read
-//!   would not block (with the peer writing records without this library's lock, reading
-//!   all that came could leave such a record behind: wrk counts the `EAGAIN` of a read
-//!   after `epoll` said readable as an error). If announced bytes are left after the read,
-//!   a record of our own goes back into A;
+//! * the connection's watcher ([`Conn::set_watcher`], run by the interrupt thread) writes
+//!   one for data that came, so A polls readable and a task sleeping in `epoll_wait`
+//!   wakes, as a TCP socket's `sk_data_ready`; a read that leaves nothing readable takes
+//!   every record from A (under the lock the watcher writes under), so A polls readable
+//!   exactly while a read would not block;
+//! * with doorbells exchanged (`ISM_RUN_PEER_BELL`, loopback boards: [`Bells`]) the peer's
+//!   library also writes one after each data CDC it moved without the device's signal,
+//!   and the program wakes with no interrupt thread in between. The peer writes without
+//!   this library's lock, so there a read first takes every record from A and reads **no
+//!   further than they announced** (data whose record is on its way stays for the next
+//!   read; a record of our own goes back into A if announced bytes are left): A holds no
+//!   record of data already read (wrk counts the `EAGAIN` of a read after `epoll` said
+//!   readable as an error). One race is left (docs/ism-run.md): a watcher's record and the
+//!   peer's for the same data;
 //! * when the peer is done (end of stream, abort, termination), `shutdown(B, SHUT_WR)`:
 //!   A polls readable and `POLLRDHUP` for good, and reads take everything (every record of
 //!   the peer is in A before its end).
@@ -680,13 +681,14 @@ impl SmcFd {
 
     /// Waits until a read on the application's descriptor `fd` (A) may not block: a short
     /// spin on the ring (as the stack's own blocking wait), then a wait in the kernel, in
-    /// a `recv(A, MSG_PEEK)` of one doorbell byte, so that signals and time limits act as
-    /// on a TCP socket: a handler installed without `SA_RESTART` makes it fail with
+    /// a `recv(A, MSG_PEEK)` of one byte of the doorbell, so that signals and time limits
+    /// act as on a TCP socket: a handler installed without `SA_RESTART` makes it fail with
     /// `EINTR`, one with `SA_RESTART` restarts it, unless `SO_RCVTIMEO` is set (mirrored
     /// onto A by `setsockopt`), which makes it `EINTR` and, when it expires, `EAGAIN`
     /// (Linux: `sock_intr_errno` in `include/net/sock.h`, used by both `tcp_recvmsg` and
-    /// `unix_stream_read_generic`). Nothing is taken from A here (a read that leaves
-    /// nothing to read drains the doorbell, see [`Bell::settle`]).
+    /// `unix_stream_read_generic`). The spin ends when data is readable (gated: with its
+    /// record in A); before the kernel wait, A is left holding no record of data already
+    /// read ([`Bell::finish_read`]).
     ///
     /// # Errors
     /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), `EBADF` (another
@@ -726,7 +728,7 @@ impl SmcFd {
         // SAFETY: a one-byte peek into a local byte on the application's descriptor A.
         let n = unsafe { recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK) };
         if n >= 0 {
-            // A doorbell byte, or B shut down (the peer is done): read again.
+            // A record, or B shut down (the peer is done): read again.
             Ok(())
         } else {
             Err(crate::real::errno())
