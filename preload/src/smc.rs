@@ -700,9 +700,10 @@ impl SmcFd {
         let signals = SpinSignals::block();
         let start = std::time::Instant::now();
         while start.elapsed() < SPIN {
-            // Data counts once its record is in A (it comes right after the data).
-            let ready = self.conn.read_would_end()
-                || (self.conn.read_ready() && (!self.bell.unannounced() || has_record(fd)));
+            // Gated, data counts once its record is in A (it comes right after the data);
+            // ungated, this is one look at the peer's CDC per turn, as before the records.
+            let ready = self.conn.read_ready()
+                && (!self.bell.unannounced() || self.conn.read_would_end() || has_record(fd));
             if ready {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
