@@ -1395,10 +1395,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         // The connection's doorbell, made now so that the board can pass it to the server
         // with the registration (see `crate::smc::Bells`).
-        let mut bells = rt
-            .uses_bells()
-            .then(crate::smc::Bells::new)
-            .and_then(Result::ok);
+        let mut bells = rt.bells();
         let registered = match &bells {
             Some(b) => names.register_client_with_bell(local, dest, b.b()),
             None => names.register_client(local, dest),
@@ -1515,10 +1512,7 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     };
     // The connection's doorbell, made now so that the board can pass it to the client
     // (and the client's to us) with the take.
-    let mut bells = rt
-        .uses_bells()
-        .then(crate::smc::Bells::new)
-        .and_then(Result::ok);
+    let mut bells = rt.bells();
     let taken = match &bells {
         Some(b) => names.take_client_with_bell(peer, local, b.b()),
         None => names.take_client(peer, local).map(|found| (found, None)),

@@ -172,6 +172,14 @@ impl Runtime {
         }
     }
 
+    /// A doorbell for a connection about to be made, if connections exchange them
+    /// ([`Runtime::uses_bells`]) and a socket pair can be had.
+    pub fn bells(&self) -> Option<crate::smc::Bells> {
+        self.uses_bells()
+            .then(crate::smc::Bells::new)
+            .and_then(Result::ok)
+    }
+
     /// Whether connections exchange doorbells (`ISM_RUN_PEER_BELL`, and the board is a
     /// loopback board, where the sender's moves land at once: `crate::smc::Bells`).
     pub fn uses_bells(&self) -> bool {

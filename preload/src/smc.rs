@@ -186,12 +186,7 @@ impl Bell {
                 }
             }
         }
-        if conn.read_would_end() {
-            return None;
-        }
-        // Never past what came (a forged record announces nothing more).
-        let upto = st.announced.min(conn.received_total());
-        Some(upto.saturating_sub(conn.consumed_total()))
+        allowed(&conn, st.announced)
     }
 
     /// How many received bytes reads may take now, as [`Bell::collect`] would say, without
@@ -221,11 +216,7 @@ impl Bell {
             }
             crate::real::set_errno(saved);
         }
-        if conn.read_would_end() {
-            return None;
-        }
-        let upto = announced.min(conn.received_total());
-        Some(upto.saturating_sub(conn.consumed_total()))
+        allowed(&conn, announced)
     }
 
     /// After a read (or `MSG_PEEK`) on the application's descriptor `a`: if announced bytes
@@ -1001,6 +992,17 @@ pub fn doorbell_pair() -> Result<(OwnedFd, OwnedFd), c_int> {
         unsafe { f(b.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     }
     Ok((a, b))
+}
+
+/// How many received bytes reads of `conn` may take with `announced` announced: `None`
+/// (everything that came) if a read would end or fail at once; never past what came (a
+/// forged record announces nothing more).
+fn allowed(conn: &Conn, announced: u64) -> Option<u64> {
+    if conn.read_would_end() {
+        return None;
+    }
+    let upto = announced.min(conn.received_total());
+    Some(upto.saturating_sub(conn.consumed_total()))
 }
 
 /// The most that the whole records in `bytes` announce (0 for none; a cut record at the

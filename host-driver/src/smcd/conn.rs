@@ -691,12 +691,8 @@ impl Conn {
             }
             let space = self.peer_space(&peer) as usize;
             if space == 0 {
-                let was = self
-                    .local_prod_flags
-                    .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
-                let r = if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
+                let r = if self.mark_write_blocked() {
                     // Once per time the writer is blocked, not per wake-up.
-                    self.count(|c| &c.peer_buffer_full, 1);
                     self.send_cdc()
                 } else if quiet > 0 && quiet.is_multiple_of(PROBE_EVERY) {
                     // Is the peer still there? (See `PROBE_EVERY`.)
@@ -823,11 +819,15 @@ impl Conn {
     pub fn read_ready(&self) -> bool {
         let peer = self.peer_cdc();
         let cons = cursor(self.cons.load(Ordering::Acquire), self.ring);
+        checked_diff(self.ring, cons, peer.prod).unwrap_or(0) > 0 || self.reads_end(&peer)
+    }
+
+    /// [`Conn::read_would_end`] with the peer's CDC `peer` as loaded.
+    fn reads_end(&self, peer: &CdcMessage) -> bool {
         let ended = ConnStateFlags::PEER_DONE_WRITING
             | ConnStateFlags::PEER_CONN_CLOSED
             | ConnStateFlags::PEER_CONN_ABORT;
-        checked_diff(self.ring, cons, peer.prod).unwrap_or(0) > 0
-            || peer.conn_state.intersects(ended)
+        peer.conn_state.intersects(ended)
             || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
     }
 
@@ -835,11 +835,7 @@ impl Conn {
     /// aborted the stream, reading was shut down locally, or the connection is closed or
     /// broken ([`Conn::read_ready`] but for waiting data).
     pub fn read_would_end(&self) -> bool {
-        let ended = ConnStateFlags::PEER_DONE_WRITING
-            | ConnStateFlags::PEER_CONN_CLOSED
-            | ConnStateFlags::PEER_CONN_ABORT;
-        self.peer_cdc().conn_state.intersects(ended)
-            || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
+        self.reads_end(&self.peer_cdc())
     }
 
     /// Whether a write would return without waiting: the peer's ring has room, or a write
@@ -869,14 +865,23 @@ impl Conn {
         if self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0 {
             return Ok(false);
         }
-        let was = self
-            .local_prod_flags
-            .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
-        if was & ProdFlags::WRITE_BLOCKED.bits() == 0 {
-            self.count(|c| &c.peer_buffer_full, 1);
+        if self.mark_write_blocked() {
             self.send_cdc()?;
         }
         Ok(true)
+    }
+
+    /// Sets `WRITE_BLOCKED` in our CDC's flags (sent with the next CDC); whether it was not
+    /// set yet (a new blocked spell, counted).
+    fn mark_write_blocked(&self) -> bool {
+        let was = self
+            .local_prod_flags
+            .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
+        let new = was & ProdFlags::WRITE_BLOCKED.bits() == 0;
+        if new {
+            self.count(|c| &c.peer_buffer_full, 1);
+        }
+        new
     }
 
     /// Bytes a write would put into the peer's ring now without waiting (0 while it is
