@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iperf3 (a real, unmodified C program: select, non-blocking sockets, a control connection
-# and data connections) under ism-run at both ends: on an LPAR board, a loopback board and
-# a loopback board with --nocopy, each with a plain run, -R (the server sends), -P 4
+# and data connections) under ism-run at both ends: on an LPAR board, a loopback board, a
+# loopback board with --nocopy and one with --busy-poll 50 (peer bells), each with a plain run, -R (the server sends), -P 4
 # (four data connections), -Z and -Z -R (the sender uses sendfile), for a few seconds each; then a plain iperf3 client against an
 # ism-run server and an ism-run client against a plain server (both must fall back to
 # TCP and work). Checks every exit status, iperf3's JSON (-J: no error, bytes sent and
@@ -77,10 +77,13 @@ EOF
     fi
 }
 
-for cfg in lpar loopback loopback-nocopy; do
+for cfg in lpar loopback loopback-nocopy loopback-busy; do
     kind=${cfg%-nocopy}
+    kind=${kind%-busy}
     RUNOPTS=()
     [ "$cfg" = loopback-nocopy ] && RUNOPTS=(--nocopy)
+    # The sender rings the receiver's doorbell, and select spins before it sleeps.
+    [ "$cfg" = loopback-busy ] && RUNOPTS=(--busy-poll 50)
     board="iperf3-$cfg"
     start_board "$kind" "$board"
     for mode in plain reverse parallel zerocopy zerocopy-reverse; do

@@ -9,6 +9,7 @@
 # packages) if missing.
 #
 # `sendfile on`: nginx sends files with sendfile, which the library emulates on SMC-D.
+# A last case runs every program with `--busy-poll 50` (peer bells, epoll spinning).
 #
 #   scripts/ism-run-nginx.sh [WRK_SECONDS]     (default 1)
 set -euo pipefail
@@ -52,10 +53,11 @@ fail() {
 user_line=""
 [ "$(id -u)" = 0 ] && user_line="user root;"
 
-run_case() { # KIND NOCOPY WORKERS
-    local kind="$1" nocopy="$2" workers="$3"
-    local board="ng-$kind-$nocopy-$workers" port=$((20000 + RANDOM % 20000))
-    local tag="$kind board${nocopy:+, no-copy}, worker_processes $workers"
+# Ports below the ephemeral range (32768-60999 by default), which curl and wrk take from.
+run_case() { # KIND NOCOPY WORKERS [BUSY_POLL_USEC]
+    local kind="$1" nocopy="$2" workers="$3" busy="${4:-}"
+    local board="ng-$kind-$nocopy-$workers-$busy" port=$((20000 + RANDOM % 12000))
+    local tag="$kind board${nocopy:+, no-copy}${busy:+, --busy-poll $busy (peer bells)}, worker_processes $workers"
     rm -f "$DIR"/*.log
     cat >"$DIR/nginx.conf" <<EOF
 daemon off;
@@ -82,6 +84,7 @@ EOF
     for _ in $(seq 100); do [ -S "$ISM_SIM_DIR/$board.sock" ] && break; sleep 0.05; done
     local run=("$BIN" run --board "$board")
     [ -n "$nocopy" ] && run+=(--nocopy)
+    [ -n "$busy" ] && run+=(--busy-poll "$busy")
     ISM_RUN_DEBUG=1 timeout 120 "${run[@]}" -- nginx -c "$DIR/nginx.conf" -p "$DIR" \
         >"$DIR/nginx.log" 2>&1 &
     local ngx=$!
@@ -120,15 +123,18 @@ EOF
         python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if not s["functions"] and s["dmbs_in_use"]==0 and s["names"]["connections"]==0 else 1)' "$after" && break
         sleep 0.05
     done
-    python3 - "$during" "$after" "$workers" "$kind" "$tag" <<'EOF' || fail "$tag: board check"
+    python3 - "$during" "$after" "$workers" "$kind" "$tag" "$busy" <<'EOF' || fail "$tag: board check"
 import json, sys
 during, after = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-workers, kind, tag = int(sys.argv[3]), sys.argv[4], sys.argv[5]
+workers, kind, tag, busy = int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 c = after["counters"]
-assert c["signals"] > 0 and c["moves"] > 0, c
+assert c["moves"] > 0 and (c["signals"] > 0 or busy), c
 if kind == "lpar":
     assert c["bytes_moved"] >= 1048576 + 615, c
 assert c["crashes"] == 0, c
+if busy:
+    # Doorbells passed in pairs for curl's two connections and wrk's four.
+    assert after["names"]["bells_passed"] >= 2 * 6, after["names"]
 # nginx's master and each worker: a function each (plus the client of the moment, gone).
 assert len(during["functions"]) >= workers + 1, during["functions"]
 assert during["names"]["listeners"] == workers + 1, during["names"]
@@ -147,4 +153,6 @@ for workers in 1 2; do
     run_case loopback "" "$workers"
     run_case loopback 1 "$workers"
 done
+# The sender rings the receiver's doorbell, and epoll_wait spins before it sleeps.
+run_case loopback "" 1 50
 echo "ism-run-nginx: ok"

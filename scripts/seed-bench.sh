@@ -5,11 +5,12 @@
 # beside the loopback-ism series' own, a JSON file and an SVG chart.
 #
 #   scripts/seed-bench.sh [--rounds N] [--secs S] [--only sockperf-bw,...] \
-#                         [--transports tcp,lo,lo-nocopy,lpar] [--pin] [--out PREFIX]
+#                         [--transports tcp,lo,lo-nocopy,lo-bell,lo-busy,lpar] [--pin]
+#                         [--out PREFIX]
 #
 # (`scripts/seed_bench.py --help` lists every option.) Installs the programs it needs
 # (Debian packages) if missing, builds release binaries, and runs for about
-# rounds x figures x transports x (secs + 1) seconds: 5 x 5 x 4 x 4 s = 7 minutes by
+# rounds x figures x transports x (secs + 1) seconds: 5 x 5 x 6 x 4 s = 10 minutes by
 # default. Run it on a quiet machine: it is a benchmark, not a test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -28,13 +28,15 @@ import sys
 import tempfile
 import time
 
-# Transports: name -> (board kind or None for plain TCP, no-copy, peer bell).
+# Transports: name -> (board kind or None for plain TCP, no-copy, peer bell, busy-poll
+# microseconds or 0).
 TRANSPORTS = {
-    "tcp": (None, False, False),
-    "lo": ("loopback", False, False),
-    "lo-nocopy": ("loopback", True, False),
-    "lo-bell": ("loopback", False, True),
-    "lpar": ("lpar", False, False),
+    "tcp": (None, False, False, 0),
+    "lo": ("loopback", False, False, 0),
+    "lo-nocopy": ("loopback", True, False, 0),
+    "lo-bell": ("loopback", False, True, 0),
+    "lo-busy": ("loopback", False, True, 50),
+    "lpar": ("lpar", False, False, 0),
 }
 
 # What the loopback-ism series reported (SMC-D loopback against TCP, ratio SMC/TCP):
@@ -190,7 +192,7 @@ class Bench:
     # -- running programs ---------------------------------------------------------------
 
     def command(self, transport, argv, core):
-        kind, nocopy, bell = TRANSPORTS[transport]
+        kind, nocopy, bell, busy = TRANSPORTS[transport]
         cmd = list(argv)
         if kind is not None:
             run = [self.ism_sim, "run", "--board", self.board(kind), "--require-smc"]
@@ -198,6 +200,8 @@ class Bench:
                 run.append("--nocopy")
             if bell:
                 run.append("--peer-bell")
+            if busy:
+                run += ["--busy-poll", str(busy)]
             cmd = run + ["--"] + cmd
         if self.args.pin:
             cmd = ["taskset", "-c", str(core)] + cmd
@@ -317,7 +321,7 @@ http {{
         fn = {"sockperf-bw": self.sockperf_bw, "sockperf-lat": self.sockperf_lat,
               "msg-rate": self.msg_rate, "iperf3": self.iperf3,
               "nginx-wrk": self.nginx_wrk}[tool]
-        kind, _, _ = TRANSPORTS[transport]
+        kind, _, _, _ = TRANSPORTS[transport]
         name = self.board(kind) if kind else None
         before = self.board_moves(name) if name else None
         value = fn(transport)
@@ -377,7 +381,7 @@ def svg(result):
     """Ratios to TCP per figure and transport, with the seed's ratio as a mark."""
     transports = [t for t in result["transports"] if t != "tcp"]
     tools = result["tools"]
-    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lo-bell": "#b07aa1",
+    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lo-bell": "#b07aa1", "lo-busy": "#e15759",
               "lpar": "#f28e2b"}
     w, h, left, bottom, top = 760, 360, 60, 60, 30
     group = (w - left - 20) / max(len(tools), 1)

@@ -13,6 +13,10 @@ pub const ENV_REQUIRE_SMC: &str = "ISM_RUN_REQUIRE_SMC";
 /// `1`: on a loopback board, exchange doorbells with peers that do too and ring theirs after
 /// each send (fewer wake-ups for request/response; see docs/ism-run.md, "Doorbells").
 pub const ENV_PEER_BELL: &str = "ISM_RUN_PEER_BELL";
+/// Microseconds `epoll_wait`, `poll` and `select` spin (looking without waiting) before
+/// they sleep, in a process with SMC-D connections (0 or unset: never; as Linux's
+/// `net.core.busy_poll`; see docs/ism-run.md, "Busy polling").
+pub const ENV_BUSY_POLL: &str = "ISM_RUN_BUSY_POLL";
 /// `1`: one line on stderr per connection (SMC-D or TCP, and why).
 pub const ENV_DEBUG: &str = "ISM_RUN_DEBUG";
 /// `1`: the launcher already printed the no-board warning; do not repeat it.
@@ -33,6 +37,8 @@ pub struct Config {
     pub require_smc: bool,
     /// [`ENV_PEER_BELL`].
     pub peer_bell: bool,
+    /// [`ENV_BUSY_POLL`], in microseconds (0: off).
+    pub busy_poll_us: u32,
     /// [`ENV_DEBUG`].
     pub debug: bool,
     /// [`ENV_WARNED`].
@@ -62,6 +68,10 @@ impl Config {
                 .filter(|&n: &usize| n > 0),
             require_smc: flag(get(ENV_REQUIRE_SMC).as_deref()),
             peer_bell: flag(get(ENV_PEER_BELL).as_deref()),
+            busy_poll_us: get(ENV_BUSY_POLL)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
             debug: flag(get(ENV_DEBUG).as_deref()),
             warned: flag(get(ENV_WARNED).as_deref()),
             dir: get(ism_sim::process::DIR_ENV)
@@ -120,12 +130,14 @@ mod tests {
             (ENV_DEBUG, "1"),
             (ENV_WARNED, "1"),
             (ENV_PEER_BELL, "1"),
+            (ENV_BUSY_POLL, "50"),
             ("ISM_SIM_DIR", "/run/boards"),
         ]);
         assert_eq!(c.board_dir(), std::path::Path::new("/run/boards"));
         assert_eq!(c.board, "b1");
         assert!(c.nocopy && c.require_smc && c.debug && c.warned && c.peer_bell);
         assert_eq!(c.buffer, Some(65536));
+        assert_eq!((d.busy_poll_us, c.busy_poll_us), (0, 50));
     }
 
     #[test]
@@ -135,5 +147,6 @@ mod tests {
         assert_eq!(c.buffer, None);
         assert!(!c.nocopy);
         assert_eq!(of(&[(ENV_BUFFER, "0")]).buffer, None);
+        assert_eq!(of(&[(ENV_BUSY_POLL, "-5")]).busy_poll_us, 0);
     }
 }

@@ -304,15 +304,27 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         }
     };
     // The server left its doorbell with the board at its take (before the handshake):
-    // take it (also after a decline, so that the board does not keep it).
+    // take it (also after a decline, so that the board does not keep it). The board
+    // passes doorbells in pairs: if the server has ours, it is there, and the server
+    // counts on us to ring it for all our data; a board that cannot be asked now leaves
+    // that in doubt, and an SMC-D connection fails (`ECONNRESET`) rather than leave the
+    // server waiting for records that never come.
     let mut bells = c.bells.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut outcome = outcome;
     if !matches!(outcome, Negotiated::Failed(..)) {
-        let peer = rt
-            .names
-            .as_ref()
-            .and_then(|n| n.take_server_bell(c.local, c.dest).ok());
         if let Some(b) = bells.as_mut() {
-            b.peer = peer.flatten();
+            match rt
+                .names
+                .as_ref()
+                .map(|n| n.take_server_bell(c.local, c.dest))
+            {
+                Some(Ok(peer)) => b.peer = peer,
+                Some(Err(e)) if matches!(outcome, Negotiated::Smc(..)) => {
+                    outcome =
+                        Negotiated::Failed(libc::ECONNRESET, format!("the server's doorbell: {e}"));
+                }
+                _ => {}
+            }
         }
     }
     let mut st = c.lock();

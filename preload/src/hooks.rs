@@ -945,6 +945,9 @@ fn after_dup(old: c_int, new: c_int) {
 /// As the C library's `close`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if crate::busy::SPIN_SETS.maybe(fd) {
+        crate::busy::SPIN_SETS.set(fd, false); // an epoll set's number: it may be reused
+    }
     if !TABLE.maybe_tracked(fd) && !EPOLL_FDS.maybe(fd) {
         return call_real!(close(fd));
     }
@@ -1100,6 +1103,14 @@ pub unsafe extern "C" fn epoll_ctl(
         if op == libc::EPOLL_CTL_ADD {
             adopt_listener(fd);
         }
+        if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
+            // SAFETY: the caller's event, read once.
+            let events = unsafe { (*ev).events };
+            guarded(|| {
+                spin_for(epfd, fd, events);
+                0
+            });
+        }
         return r;
     }
     if op == libc::EPOLL_CTL_DEL {
@@ -1131,6 +1142,170 @@ pub unsafe extern "C" fn epoll_ctl(
     }
     set_errno(saved);
     r
+}
+
+/// Whether `fd` is an SMC-D descriptor whose peer rings its doorbell (busy polling spins
+/// only for data on such descriptors: `busy`).
+fn rings_peer(fd: c_int) -> bool {
+    TABLE.maybe_tracked(fd)
+        && matches!(TABLE.get(fd).as_deref(), Some(Entry::Smc(s)) if s.rings_peer())
+}
+
+/// Marks the epoll set `epfd` as one whose waits spin (`busy::SPIN_SETS`) if `fd`, now
+/// registered in it with `events`, is an SMC-D descriptor whose peer rings its doorbell,
+/// registered for `EPOLLIN`.
+fn spin_for(epfd: c_int, fd: c_int, events: u32) {
+    if events & libc::EPOLLIN as u32 != 0 && rings_peer(fd) {
+        crate::busy::SPIN_SETS.set(epfd, true);
+    }
+}
+
+/// `epoll_wait`: with busy polling on ([`crate::config::ENV_BUSY_POLL`]) and SMC-D
+/// connections in the process, looks without waiting for a while before it sleeps (see
+/// `busy`); otherwise the C library's call.
+///
+/// # Safety
+/// As the C library's `epoll_wait`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    let timeout = match crate::busy::budget(timeout, || crate::busy::SPIN_SETS.maybe(epfd)) {
+        None => timeout,
+        Some(b) => {
+            match crate::busy::spin(b, timeout, || call_real!(epoll_wait(epfd, events, max, 0))) {
+                crate::busy::Spun::Done(n) => return n,
+                crate::busy::Spun::Interrupted => return fail(libc::EINTR),
+                crate::busy::Spun::Sleep { timeout_ms } => timeout_ms,
+            }
+        }
+    };
+    call_real!(epoll_wait(epfd, events, max, timeout))
+}
+
+/// `epoll_pwait`: as [`epoll_wait`] without a signal mask (the same call); with one, the
+/// C library's call (no spin: the mask changes which signals end the wait).
+///
+/// # Safety
+/// As the C library's `epoll_pwait`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    if sigmask.is_null() {
+        // SAFETY: the caller's arguments, under `epoll_wait`'s contract (the same call).
+        return unsafe { epoll_wait(epfd, events, max, timeout) };
+    }
+    call_real!(epoll_pwait(epfd, events, max, timeout, sigmask))
+}
+
+/// `poll`: as [`epoll_wait`] (busy polling, see `busy`); otherwise the C library's call.
+///
+/// # Safety
+/// As the C library's `poll`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    let reads_smc = || {
+        (0..n as usize).any(|i| {
+            // SAFETY: the caller's array of `n` entries, read one by one.
+            let p = unsafe { *fds.add(i) };
+            p.events & libc::POLLIN != 0 && rings_peer(p.fd)
+        })
+    };
+    let timeout = match crate::busy::budget(timeout, reads_smc) {
+        None => timeout,
+        Some(b) => match crate::busy::spin(b, timeout, || call_real!(poll(fds, n, 0))) {
+            crate::busy::Spun::Done(k) => return k,
+            crate::busy::Spun::Interrupted => return fail(libc::EINTR),
+            crate::busy::Spun::Sleep { timeout_ms } => timeout_ms,
+        },
+    };
+    call_real!(poll(fds, n, timeout))
+}
+
+/// `select`: as [`epoll_wait`] (busy polling, see `busy`): each look works on copies of
+/// the caller's sets, which get the result of the look that found something; a spin that
+/// found nothing leaves them as they were for the kernel's wait, with `timeout` less the
+/// spin (Linux updates it too). Otherwise the C library's call.
+///
+/// # Safety
+/// As the C library's `select`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> c_int {
+    let ms = if tv.is_null() {
+        -1
+    } else {
+        // SAFETY: the caller's timeout, read once.
+        let t = unsafe { *tv };
+        if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
+            return call_real!(select(nfds, rd, wr, ex, tv)); // EINVAL, as the kernel's
+        }
+        let ms = (t.tv_sec as i128) * 1000 + (t.tv_usec as i128 + 999) / 1000;
+        ms.min(c_int::MAX as i128) as c_int
+    };
+    let reads_smc = || {
+        // SAFETY: the caller's read set, tested bit by bit below `nfds` (at most
+        // FD_SETSIZE, the size of a set).
+        !rd.is_null()
+            && (0..nfds.clamp(0, libc::FD_SETSIZE as c_int))
+                .any(|fd| unsafe { libc::FD_ISSET(fd, rd) } && rings_peer(fd))
+    };
+    let Some(b) = crate::busy::budget(ms, reads_smc) else {
+        return call_real!(select(nfds, rd, wr, ex, tv));
+    };
+    // SAFETY: copies of the caller's sets (each a plain bit array, or absent).
+    let copy = |s: *mut libc::fd_set| (!s.is_null()).then(|| unsafe { *s });
+    let (r0, w0, e0) = (copy(rd), copy(wr), copy(ex));
+    let start = std::time::Instant::now();
+    let spun = crate::busy::spin(b, ms, || {
+        let (mut r, mut w, mut e) = (r0, w0, e0);
+        let p =
+            |s: &mut Option<libc::fd_set>| s.as_mut().map_or(std::ptr::null_mut(), |s| s as *mut _);
+        let mut zero = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let k: c_int = call_real!(select(nfds, p(&mut r), p(&mut w), p(&mut e), &mut zero));
+        if k != 0 {
+            for (out, got) in [(rd, r), (wr, w), (ex, e)] {
+                if let Some(got) = got {
+                    // SAFETY: the caller's set (present: `got` is its copy), written once.
+                    unsafe { *out = got };
+                }
+            }
+        }
+        k
+    });
+    match spun {
+        crate::busy::Spun::Done(k) => k,
+        crate::busy::Spun::Interrupted => fail(libc::EINTR),
+        crate::busy::Spun::Sleep { .. } => {
+            if !tv.is_null() {
+                // SAFETY: the caller's timeout, less the spin (not below zero).
+                unsafe {
+                    let left =
+                        std::time::Duration::new((*tv).tv_sec as u64, (*tv).tv_usec as u32 * 1000)
+                            .saturating_sub(start.elapsed());
+                    (*tv).tv_sec = left.as_secs() as libc::time_t;
+                    (*tv).tv_usec = left.subsec_micros() as libc::suseconds_t;
+                }
+            }
+            call_real!(select(nfds, rd, wr, ex, tv))
+        }
+    }
 }
 
 // ------------------------------------------------------------------------ connections
@@ -1206,6 +1381,7 @@ pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(),
     let e = errno();
     for (epfd, mut ev) in &moved {
         let _: c_int = call_real!(epoll_ctl(*epfd, libc::EPOLL_CTL_ADD, app, &mut ev));
+        spin_for(*epfd, app, ev.events);
     }
     if still_recorded && !moved.is_empty() {
         epoll_regs()
@@ -1395,7 +1571,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         // The connection's doorbell, made now so that the board can pass it to the server
         // with the registration (see `crate::smc::Bells`).
-        let mut bells = rt.bells();
+        let bells = rt.bells();
         let registered = match &bells {
             Some(b) => names.register_client_with_bell(local, dest, b.b()),
             None => names.register_client(local, dest),
@@ -1403,9 +1579,6 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if registered.is_err() {
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
-        }
-        if let Some(b) = bells.as_mut() {
-            b.offered = true;
         }
         let flags = get_flags(fd);
         let r: c_int = call_real!(connect(fd, addr, len));
@@ -1523,7 +1696,6 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         return new;
     };
     if let Some(b) = bells.as_mut() {
-        b.offered = true;
         b.peer = client_bell;
     }
     match server_handshake(rt, new, bells) {

@@ -16,6 +16,7 @@
 //! own (fork handlers; inherited listeners work, inherited connections stay with the
 //! parent), and an `exec`ed image neutralises SMC-D descriptors passed to it (`fork.rs`).
 
+mod busy;
 pub mod config;
 mod connecting;
 mod fds;

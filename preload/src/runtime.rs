@@ -269,6 +269,47 @@ impl SignalsBlocked {
     pub fn old_mask(&self) -> &libc::sigset_t {
         &self.old
     }
+
+    /// Restores the mask (handlers of the signals that came meanwhile run now) and says
+    /// what those signals would have done to a kernel wait: `None` if none came that the
+    /// old mask lets through to a handler (none at all, or only ignored ones, or ones with
+    /// a default action: nothing, or the process stopped or ended, as in a kernel wait);
+    /// `Some(restart)` otherwise, `restart` whether one of those handlers has `SA_RESTART`.
+    pub fn end(self) -> Option<bool> {
+        // SAFETY: a zeroed sigset filled by `sigpending` for the calling thread.
+        let pending = unsafe {
+            let mut p: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut p);
+            p
+        };
+        let old = self.old;
+        drop(self); // the mask as before: the pending handlers run
+        let mut interrupted = false;
+        let mut restart = false;
+        for sig in 1..=libc::SIGRTMAX() {
+            // SAFETY: membership tests of valid sigsets.
+            let deliverable = unsafe {
+                libc::sigismember(&pending, sig) == 1 && libc::sigismember(&old, sig) == 0
+            };
+            if !deliverable {
+                continue;
+            }
+            // SAFETY: reads the disposition of `sig` into a zeroed sigaction.
+            let act = unsafe {
+                let mut a: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut a) != 0 {
+                    continue;
+                }
+                a
+            };
+            if act.sa_sigaction == libc::SIG_IGN || act.sa_sigaction == libc::SIG_DFL {
+                continue;
+            }
+            interrupted = true;
+            restart |= act.sa_flags & libc::SA_RESTART != 0;
+        }
+        interrupted.then_some(restart)
+    }
 }
 
 impl Drop for SignalsBlocked {

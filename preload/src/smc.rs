@@ -12,14 +12,14 @@
 //!   every record from A (under the lock the watcher writes under), so A polls readable
 //!   exactly while a read would not block;
 //! * with doorbells exchanged (`ISM_RUN_PEER_BELL`, loopback boards: [`Bells`]) the peer's
-//!   library also writes one after each data CDC it moved without the device's signal,
-//!   and the program wakes with no interrupt thread in between. The peer writes without
-//!   this library's lock, so there a read first takes every record from A and reads **no
-//!   further than they announced** (data whose record is on its way stays for the next
-//!   read; a record of our own goes back into A if announced bytes are left): A holds no
+//!   library writes them instead, after every data CDC (`Conn::set_peer_bell`), and the
+//!   program wakes with no interrupt thread in between. Then the peer is the only writer
+//!   of records for data (the watcher writes none), and it writes without this
+//!   library's lock, so a read first takes every record from A and reads **no further
+//!   than they announced** (data whose record is on its way stays for the next read; a
+//!   record of our own goes back into A if announced bytes are left): A never holds a
 //!   record of data already read (wrk counts the `EAGAIN` of a read after `epoll` said
-//!   readable as an error). One race is left (docs/ism-run.md): a watcher's record and the
-//!   peer's for the same data;
+//!   readable as an error);
 //! * when the peer is done (end of stream, abort, termination), `shutdown(B, SHUT_WR)`:
 //!   A polls readable and `POLLRDHUP` for good, and reads take everything (every record of
 //!   the peer is in A before its end).
@@ -129,6 +129,9 @@ impl Bell {
             }
             st.hup = true;
             return;
+        }
+        if self.gated {
+            return; // the peer's records tell of data, and nothing else does
         }
         let total = conn.received_total();
         if total > st.announced.max(st.rung_to) {
@@ -294,6 +297,22 @@ impl Bell {
         Ok(st.filled)
     }
 
+    /// Whether A→B is filled (A polls unwritable because the peer's ring was full).
+    pub fn is_filled(&self) -> bool {
+        self.lock().filled
+    }
+
+    /// Drains A→B if it is filled and the peer has room (or a write would fail at once).
+    pub fn drain_if_room(&self) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        let mut st = self.lock();
+        if st.filled && conn.write_ready() {
+            self.drain(&mut st);
+        }
+    }
+
     /// After a wait for writability on A: takes out the byte that wait put into A→B if
     /// nothing is filled (it would otherwise stay, and a few of them make A unwritable).
     pub fn unfill_stray(&self) {
@@ -335,47 +354,11 @@ impl SpinSignals {
     /// (Linux's `sock_intr_errno` in `include/net/sock.h`); `Ok` (wait on, as a restarted
     /// call) otherwise: none came, or only ignored ones.
     fn end(self, fd: c_int) -> Result<(), c_int> {
-        // SAFETY: a zeroed sigset filled by `sigpending` for the calling thread.
-        let pending = unsafe {
-            let mut p: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut p);
-            p
-        };
-        let old = *self.0.old_mask();
-        drop(self); // the mask as before: the pending handlers run
-        let mut interrupted = false;
-        let mut restart = false;
-        for sig in 1..=libc::SIGRTMAX() {
-            // SAFETY: membership tests of valid sigsets.
-            let deliverable = unsafe {
-                libc::sigismember(&pending, sig) == 1 && libc::sigismember(&old, sig) == 0
-            };
-            if !deliverable {
-                continue;
-            }
-            // SAFETY: reads the disposition of `sig` into a zeroed sigaction.
-            let act = unsafe {
-                let mut a: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut a) != 0 {
-                    continue;
-                }
-                a
-            };
-            if act.sa_sigaction == libc::SIG_IGN || act.sa_sigaction == libc::SIG_DFL {
-                // Ignored, or a default action: either nothing (SIGCHLD, SIGURG, SIGWINCH,
-                // SIGCONT) or the process is stopped or ends, as in a kernel wait.
-                continue;
-            }
-            interrupted = true;
-            restart |= act.sa_flags & libc::SA_RESTART != 0;
+        match self.0.end() {
+            None => Ok(()),
+            Some(true) if !has_rcvtimeo(fd) => Ok(()),
+            Some(_) => Err(libc::EINTR),
         }
-        if !interrupted {
-            return Ok(());
-        }
-        if restart && !has_rcvtimeo(fd) {
-            return Ok(());
-        }
-        Err(libc::EINTR)
     }
 }
 
@@ -418,6 +401,9 @@ pub struct SmcFd {
     nonblocking: std::sync::atomic::AtomicBool,
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
+    /// Counted among the process's connections whose peer rings the doorbell (busy polling
+    /// spins while there are: `busy`).
+    _live: Option<crate::busy::Live>,
 }
 
 /// How long a blocking read spins on the ring before it waits in the kernel (the stack's
@@ -488,7 +474,9 @@ impl SmcFd {
             Some(b) => b,
             None => Bells::new()?,
         };
-        let gated = bells.peer.is_some() || bells.offered;
+        // The board passes doorbells in pairs (host-interface.md 3.5): holding the peer's
+        // means the peer holds ours and rings it for all its data.
+        let gated = bells.peer.is_some();
         let (a, b) = bells.pair;
         let a_id = file_id(a.as_raw_fd()).ok_or_else(crate::real::errno)?;
         let bell = Arc::new(Bell {
@@ -502,13 +490,15 @@ impl SmcFd {
         // The peer's doorbell, rung after each data CDC that went without the device's
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
         // thread in between.
+        // The peer waits for our records as we wait for its: no peer bell, no connection.
         let peer_bell = match bells.peer.map(crate::fds::lift_owned) {
             Some(Ok(peer)) => {
                 let fd = peer.as_raw_fd();
                 conn.set_peer_bell(Box::new(move |total| ring_peer(&peer, total)));
                 Some(fd)
             }
-            _ => None,
+            Some(Err(e)) => return Err(e),
+            None => None,
         };
         let weak = Arc::downgrade(&bell);
         conn.set_watcher(Box::new(move || {
@@ -524,6 +514,7 @@ impl SmcFd {
             peer_bell,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
+            _live: gated.then(crate::busy::Live::new),
         };
         Ok((me, a))
     }
@@ -755,6 +746,29 @@ impl SmcFd {
     /// The `errno` a TCP socket would give (`EPIPE` after a close; the caller raises
     /// `SIGPIPE`); `EBADF` if it must wait and another thread has closed `fd` meanwhile.
     pub fn send(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
+        let r = self.send_inner(fd, buf, dontwait);
+        if matches!(r, Ok(n) if n > 0) {
+            self.after_write();
+        }
+        r
+    }
+
+    /// After a write that put data: A may still be filled from an earlier `EAGAIN` (a
+    /// program may write again without waiting for writability, as iperf3 does after
+    /// `select`), and putting data cleared `WRITE_BLOCKED`, so with a peer bell the peer's
+    /// cursor updates would go unsignalled and nothing would drain A: the program would
+    /// wait for `POLLOUT` forever (iperf3 stalled so under load). So while A is filled the
+    /// peer is told again that we wait, then A is drained if the peer has room (the
+    /// peer's check after its unsignalled update, or this one, sees the other's store).
+    fn after_write(&self) {
+        if !self.bell.is_filled() {
+            return;
+        }
+        let _ = self.conn.say_waiting_for_room();
+        self.bell.drain_if_room();
+    }
+
+    fn send_inner(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -864,10 +878,9 @@ impl SmcFd {
 pub struct Bells {
     /// (A, B), as [`doorbell_pair`] makes them.
     pub pair: (OwnedFd, OwnedFd),
-    /// The peer's B, if the board passed it on.
+    /// The peer's B, if the board passed it on (then the peer holds ours: the board
+    /// passes them in pairs).
     pub peer: Option<OwnedFd>,
-    /// Our B went to the board for the peer (the peer may write records into it).
-    pub offered: bool,
 }
 
 impl Bells {
@@ -879,7 +892,6 @@ impl Bells {
         Ok(Self {
             pair: doorbell_pair()?,
             peer: None,
-            offered: false,
         })
     }
 
@@ -901,28 +913,15 @@ impl Bells {
     }
 }
 
-/// Most bytes (the kernel's accounting, `SIOCOUTQ` of B) of records that may wait in the
-/// peer's A before the sender stops writing more and signals the device's interrupt
-/// instead: a record that did not fit into B would be lost, and with it the announcement
-/// of its data (see the module's doc). A record costs about 1 KiB of that accounting;
-/// B's default limit (`net.core.wmem_default`) is about 200 KiB.
-const MAX_QUEUED: c_int = 32 << 10;
-
 /// The peer's doorbell: one record of `total` (bytes sent in all) into the peer's B, after
-/// the CDC that announced them is in place; `false` if it cannot be written (B full, or
-/// `MAX_QUEUED` reached: the peer reads so slowly that its records pile up; the caller
-/// signals the device's interrupt instead, and the peer's watcher announces the data).
-/// Without waiting, without `SIGPIPE` (the peer may have closed), and with `errno` as it
-/// was (this runs inside the program's `send`).
+/// the CDC that announced them is in place; `false` if it cannot be written now (B full:
+/// the peer has not read its records for a while; `Conn` then owes it a ring and rings
+/// again after the peer's next consumer-cursor update). A record is one `send` of 8
+/// bytes, which the kernel takes whole or not at all (`unix_stream_sendmsg` in
+/// `net/unix/af_unix.c` allocates the message at once, or fails with `EAGAIN`).
 fn ring_peer(peer: &OwnedFd, total: u64) -> bool {
     let saved = crate::real::errno();
-    let mut queued: c_int = 0;
-    let r = real().ioctl.map_or(-1, |ioctl| {
-        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one `int` into `queued`, on a descriptor
-        // this closure owns.
-        unsafe { ioctl(peer.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut c_int) }
-    });
-    let told = r == 0 && queued < MAX_QUEUED && send_record(peer.as_raw_fd(), total);
+    let told = send_record(peer.as_raw_fd(), total);
     crate::real::set_errno(saved);
     told
 }

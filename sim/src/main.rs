@@ -248,10 +248,15 @@ enum Command {
         #[arg(long)]
         require_smc: bool,
         /// On a loopback board, exchange doorbells with peers run so too, and ring theirs
-        /// after each send instead of the device's interrupt (experimental; see
+        /// after each send instead of the device's interrupt (see
         /// docs/ism-run.md, "The sender rings the receiver's doorbell").
         #[arg(long)]
         peer_bell: bool,
+        /// Make `epoll_wait`, `poll` and `select` spin for up to USEC microseconds
+        /// (1-10000) before they sleep, in processes with connections whose peer rings
+        /// their doorbell; implies --peer-bell (see docs/ism-run.md, "Busy polling").
+        #[arg(long, value_name = "USEC", value_parser = clap::value_parser!(u32).range(1..=10000))]
+        busy_poll: Option<u32>,
         /// The program and its arguments (after `--`).
         #[arg(
             required = true,
@@ -805,6 +810,7 @@ fn main() -> ExitCode {
             buffer,
             require_smc,
             peer_bell,
+            busy_poll,
             program,
         } => Err(ism_sim::process::run::run(
             &ism_sim::process::run::RunOptions {
@@ -813,6 +819,7 @@ fn main() -> ExitCode {
                 buffer,
                 require_smc,
                 peer_bell,
+                busy_poll,
                 program,
             },
         )),

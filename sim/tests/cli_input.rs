@@ -115,6 +115,11 @@ fn bad_values_of_every_flag_are_usage_errors() {
         (&["stream", "--buffer", "48K"], "16 KiB × 2^n"),
         (&["stream", "--chunk", "17M"], invalid),
         (&["stream", "--busy-poll=1"], "unexpected value"),
+        // run (refused before the program is started)
+        (&["run", "--busy-poll", "0", "--", "true"], invalid),
+        (&["run", "--busy-poll", "10001", "--", "true"], invalid),
+        (&["run", "--busy-poll", "fast", "--", "true"], invalid),
+        (&["run", "--busy-poll", "-1", "--", "true"], invalid),
         // soak
         (&["soak", "--seconds", "0"], invalid),
         (&["soak", "--seconds", U64_MAX], invalid),

@@ -205,6 +205,13 @@ pub struct Conn {
     watcher: std::sync::OnceLock<Watcher>,
     /// Tells the peer of new data without the device's signal (see [`Conn::set_peer_bell`]).
     peer_bell: std::sync::OnceLock<PeerBell>,
+    /// Serialises the peer bell's calls; holds the total the last successful one told of.
+    /// A call tells of more than that or is not made: the peer's reader is never told of
+    /// the same bytes twice (the second telling could come after it read them).
+    bell_lock: Mutex<u64>,
+    /// The peer bell could not ring for data sent: it rings again at the next chance
+    /// (see [`Conn::ring_peer_bell`]).
+    bell_owed: AtomicBool,
 }
 
 /// A function the interrupt path calls when something may have changed for a connection
@@ -263,6 +270,8 @@ impl Conn {
             nonblocking: AtomicBool::new(false),
             watcher: std::sync::OnceLock::new(),
             peer_bell: std::sync::OnceLock::new(),
+            bell_lock: Mutex::new(0),
+            bell_owed: AtomicBool::new(false),
         }
     }
 
@@ -281,17 +290,22 @@ impl Conn {
 
     /// Installs `f`, which tells the peer's reader of new data by a way of its own (`ism-run`:
     /// a record into the peer's doorbell socket, which wakes the peer's `epoll_wait` with no
-    /// interrupt thread in between). From then on, where the device can move at once
-    /// ([`SmcdOps::move_data_now`]), a CDC that only announces data or consumed room goes
-    /// unsignalled, and `f` runs after a data CDC is in place, with the total of bytes sent
-    /// so far ([`Conn::sent_total`]); if it returns `false` (it could not tell the peer),
-    /// the CDC goes again, signalled. As Linux's loopback device runs the
+    /// interrupt thread in between). From then on `f` is the **only** way the peer's reader
+    /// hears of data: it runs after every data CDC is in place, with the total of bytes
+    /// sent so far ([`Conn::sent_total`]; never less than a total it was given before).
+    /// Where the device can move at once ([`SmcdOps::move_data_now`]) a CDC that only
+    /// announces data or consumed room goes unsignalled; a CDC the peer's writer waits for
+    /// (it said `WRITE_BLOCKED` or `CONS_CURS_UPD_REQ`) and every CDC of a shutdown, close
+    /// or abort still go signalled, for the peer's writer and its end of stream, not for
+    /// its reader's data (so that a reader is never told of the same bytes twice, once
+    /// late). If `f` returns `false` (it could not tell the peer now), the connection owes
+    /// the peer a ring: it asks for the peer's next consumer-cursor update
+    /// (`CONS_CURS_UPD_REQ` in a signalled CDC) and rings on that update's signal, or with
+    /// its next data, whichever comes first. As Linux's loopback device runs the
     /// receiving connection's handler from the sender's move (`net/smc/smc_loopback.c`
-    /// `smc_lo_move_data`) instead of raising an interrupt. A CDC the peer's writer waits
-    /// for (it said `WRITE_BLOCKED` or `CONS_CURS_UPD_REQ`) and every CDC of a shutdown,
-    /// close or abort still go signalled. The peer must read its CDC area without waiting
-    /// for a signal (this stack's reads do) and be woken by `f`. Only the first call has an
-    /// effect; returns whether this one did.
+    /// `smc_lo_move_data`) instead of raising an interrupt. The peer must read its CDC area
+    /// without waiting for a signal (this stack's reads do) and be woken by `f`. Only the
+    /// first call has an effect; returns whether this one did.
     pub fn set_peer_bell(&self, f: PeerBell) -> bool {
         self.peer_bell.set(f).is_ok()
     }
@@ -407,6 +421,11 @@ impl Conn {
     /// writers, which re-read the CDC area.
     pub fn on_signal(&self) {
         self.count(|c| &c.signals, 1);
+        if self.bell_owed.load(Ordering::Acquire) {
+            // Most likely the consumer-cursor update asked for when the bell could not
+            // ring: the peer has read, so its doorbell has room again.
+            let _ = self.ring_peer_bell();
+        }
         self.wake();
     }
 
@@ -563,9 +582,9 @@ impl Conn {
             .intersects(ProdFlags::WRITE_BLOCKED | ProdFlags::CONS_CURS_UPD_REQ)
     }
 
-    /// Sends our CDC after new data (`data`) or consumed room: without the signal, and then
-    /// rings the peer's bell if `data`, where a peer bell is set ([`Conn::set_peer_bell`])
-    /// and the device can move at once; signalled otherwise.
+    /// Sends our CDC after new data (`data`) or consumed room: without the signal where a
+    /// peer bell is set ([`Conn::set_peer_bell`]) and the device can move at once, signalled
+    /// otherwise; then, with a peer bell, rings it for the data (or a ring owed).
     ///
     /// The peer's writer may start waiting for room while this CDC is on its way (it sets
     /// `WRITE_BLOCKED` in its CDC, then looks at our consumer cursor once more before it
@@ -573,21 +592,69 @@ impl Conn {
     /// are read again, and if it now waits the CDC goes once more, signalled. Either the
     /// peer's last look sees our cursor, or this read sees its flag.
     fn announce(&self, data: bool) -> io::Result<()> {
-        if let Some(bell) = self.peer_bell.get() {
-            if !Self::peer_waits_for_room(&self.peer_cdc()) && self.move_cdc(true)? {
-                // The CDC is in place before the peer hears of it.
-                std::sync::atomic::fence(Ordering::SeqCst);
-                if data && !bell(self.prod.load(Ordering::Acquire)) {
-                    return self.send_cdc();
-                }
-                std::sync::atomic::fence(Ordering::SeqCst);
-                if Self::peer_waits_for_room(&self.peer_cdc()) {
-                    return self.send_cdc();
-                }
-                return Ok(());
+        if self.peer_bell.get().is_none() {
+            return self.send_cdc();
+        }
+        if Self::peer_waits_for_room(&self.peer_cdc()) || !self.move_cdc(true)? {
+            self.send_cdc()?;
+        } else {
+            // The CDC is in place before the peer's flags are looked at again and before
+            // the bell rings.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if Self::peer_waits_for_room(&self.peer_cdc()) {
+                self.send_cdc()?;
             }
         }
-        self.send_cdc()
+        if data || self.bell_owed.load(Ordering::Acquire) {
+            self.ring_peer_bell()?;
+        }
+        Ok(())
+    }
+
+    /// Rings the peer bell with the total sent so far. If it cannot ring, the ring is owed
+    /// (`bell_owed`): `CONS_CURS_UPD_REQ` goes into our CDC, sent signalled, so that the
+    /// peer's next consumer-cursor update is signalled and [`Conn::on_signal`] rings again
+    /// (the bell fails while the peer's doorbell holds too many unread records: its reader
+    /// reads them, then updates its cursor). The bell is tried once more after that CDC is
+    /// in place: a reader that updated its cursor before it saw the request has made room.
+    /// Once a ring succeeds, the request is cleared (it goes with our next CDC).
+    fn ring_peer_bell(&self) -> io::Result<()> {
+        let Some(bell) = self.peer_bell.get() else {
+            return Ok(());
+        };
+        // Tells of everything sent that no ring told of yet; whether nothing is left untold.
+        let ring = || {
+            let mut told = self.bell_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let total = self.prod.load(Ordering::Acquire);
+            if total <= *told {
+                return true;
+            }
+            let rung = bell(total);
+            if rung {
+                *told = total;
+            }
+            rung
+        };
+        let rung = |c: &Self| {
+            if c.bell_owed.swap(false, Ordering::AcqRel) {
+                c.local_prod_flags
+                    .fetch_and(!ProdFlags::CONS_CURS_UPD_REQ.bits(), Ordering::AcqRel);
+            }
+        };
+        if ring() {
+            rung(self);
+            return Ok(());
+        }
+        if !self.bell_owed.swap(true, Ordering::AcqRel) {
+            self.local_prod_flags
+                .fetch_or(ProdFlags::CONS_CURS_UPD_REQ.bits(), Ordering::AcqRel);
+        }
+        self.send_cdc()?;
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if ring() {
+            rung(self);
+        }
+        Ok(())
     }
 
     /// Free space in the peer's ring as our producer cursor and its consumer cursor say,
@@ -1145,10 +1212,16 @@ mod tests {
         refuse: AtomicBool,
         /// `move_data_now` moves (a loopback device); without it, it cannot.
         now: AtomicBool,
+        /// Runs after each CDC move, given whether it was signalled (a peer that acts
+        /// while our CDC is on its way).
+        after_cdc: Mutex<Option<AfterCdc>>,
         moves: Mutex<Vec<Move>>,
         polls: AtomicU64,
         released: Mutex<Vec<(&'static str, DmbToken)>>,
     }
+
+    /// See `Ops::after_cdc`.
+    type AfterCdc = alloc::boxed::Box<dyn Fn(bool) + Send + Sync>;
 
     impl SmcdOps for Ops {
         fn query_remote_gid(&self, _: SmcdGid, _: bool, _: u16) -> Result<(), IsmError> {
@@ -1183,7 +1256,13 @@ mod tests {
             }
             self.mem
                 .write(DevAddr(PEER_RMB + u64::from(offset)), data)
-                .map_err(|_| IsmError::Local(ErrorKind::InvalidArgument))
+                .map_err(|_| IsmError::Local(ErrorKind::InvalidArgument))?;
+            if offset == 0 {
+                if let Some(f) = &*self.after_cdc.lock().unwrap() {
+                    f(sf);
+                }
+            }
+            Ok(())
         }
         fn move_data_now(
             &self,
@@ -1288,6 +1367,7 @@ mod tests {
             },
             refuse: AtomicBool::new(false),
             now: AtomicBool::new(false),
+            after_cdc: Mutex::new(None),
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
             released: Mutex::new(Vec::new()),
@@ -1591,10 +1671,15 @@ mod tests {
         let rings = Arc::new(AtomicU64::new(0));
         let r = rings.clone();
         let w = Arc::downgrade(&c);
+        let last = AtomicU64::new(0);
         assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
             r.fetch_add(1, Ordering::Relaxed);
             let c = w.upgrade().unwrap();
             assert_eq!(total, c.sent_total(), "the bell gets the total sent");
+            assert!(
+                total > last.swap(total, Ordering::Relaxed),
+                "never told of the same bytes twice"
+            );
             assert_eq!(
                 ops_cdc_total(&c),
                 total,
@@ -1627,15 +1712,16 @@ mod tests {
                 assert_eq!(ops.cdcs_signalled(false), 1);
                 assert_eq!(ops.cdcs(), 0, "no signal");
                 assert_eq!(rings.load(Ordering::Relaxed), 1, "the bell instead");
-                // A device that cannot move now: the signal, no bell.
+                // A device that cannot move now: the signal, and the bell all the same
+                // (the peer's reader hears of data from the bell only).
                 ops.now.store(false, Ordering::Relaxed);
                 assert_eq!(c.write(&pattern(10, 2)).unwrap(), 10);
-                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (1, 1));
-                // Shutdown and close always go signalled.
+                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (1, 2));
+                // Shutdown and close always go signalled, and ring nothing.
                 ops.now.store(true, Ordering::Relaxed);
                 c.shutdown_write().unwrap();
                 c.close();
-                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (3, 1));
+                assert_eq!((ops.cdcs(), rings.load(Ordering::Relaxed)), (3, 2));
                 assert_eq!(ops.cdcs_signalled(false), 1);
             }
         })
@@ -1645,28 +1731,36 @@ mod tests {
     fn a_peer_waiting_for_room_gets_its_cursor_update_signalled() {
         within(|| {
             // The peer said WRITE_BLOCKED: our data CDC (which carries our consumer cursor)
-            // goes signalled, so that its interrupt path wakes its writer.
+            // goes signalled, so that its interrupt path wakes its writer; its reader hears
+            // of the data from the bell, as always.
             let (ops, c, rings) = with_peer_bell(false);
             let blocked = ProdFlags::WRITE_BLOCKED;
             ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
             assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
             assert_eq!((ops.cdcs(), ops.cdcs_signalled(false)), (1, 0));
-            assert_eq!(rings.load(Ordering::Relaxed), 0);
+            assert_eq!(rings.load(Ordering::Relaxed), 1);
 
-            // The peer starts waiting while our unsignalled CDC is on its way (here: when
-            // our bell rings, after the CDC is in place): the CDC goes again, signalled.
+            // The peer starts waiting while our unsignalled CDC is on its way (here: as the
+            // device moves it): the look after it sees the flag, the CDC goes again,
+            // signalled (for its writer), and the bell rings once (for its reader).
             let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.now.store(true, Ordering::Relaxed);
             let c = Arc::new(c);
-            let (o, w) = (ops.clone(), Arc::downgrade(&c));
+            let rings = Arc::new(AtomicU64::new(0));
+            let r = rings.clone();
             assert!(c.set_peer_bell(alloc::boxed::Box::new(move |_| {
-                if let Some(c) = w.upgrade() {
-                    o.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
-                }
+                r.fetch_add(1, Ordering::Relaxed);
                 true
             })));
+            let (o, w) = (Arc::downgrade(&ops), Arc::downgrade(&c));
+            *ops.after_cdc.lock().unwrap() = Some(alloc::boxed::Box::new(move |signalled| {
+                if let (false, Some(o), Some(c)) = (signalled, o.upgrade(), w.upgrade()) {
+                    o.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), blocked, open());
+                }
+            }));
             assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
             assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
+            assert_eq!(rings.load(Ordering::Relaxed), 1, "told once, by the bell");
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
         })
     }
@@ -1706,15 +1800,89 @@ mod tests {
     }
 
     #[test]
-    fn a_bell_that_cannot_ring_gets_the_cdc_signalled() {
+    fn a_bell_that_cannot_ring_is_owed_until_the_peers_cursor_update_or_the_next_data() {
         within(|| {
             let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.now.store(true, Ordering::Relaxed);
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| false)));
+            let c = Arc::new(c);
+            // The bell fails while `full` is set, and records the totals it was given.
+            let full = Arc::new(AtomicBool::new(true));
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let (f, t) = (full.clone(), told.clone());
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
+                if f.load(Ordering::Relaxed) {
+                    return false;
+                }
+                t.lock().unwrap().push(total);
+                true
+            })));
+            let ask = ProdFlags::CONS_CURS_UPD_REQ;
             assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
-            // Unsignalled first, then again with the signal.
+            // Unsignalled first; then, owed, a signalled CDC asking for the peer's
+            // consumer-cursor update.
             assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
+            assert!(ops.our_cdc().prod_flags.contains(ask));
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 10));
+            // Still owed at the next data: asked once, not per write.
+            assert_eq!(c.write(&pattern(5, 2)).unwrap(), 5);
+            assert_eq!(ops.cdcs(), 2, "the retry's signalled CDC");
+            assert!(told.lock().unwrap().is_empty());
+            // The peer read and updated its cursor (signalled, as asked): the bell rings
+            // with everything sent, and the request goes with our next CDC.
+            full.store(false, Ordering::Relaxed);
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 15), none(), open());
+            assert_eq!(*told.lock().unwrap(), vec![15]);
+            assert_eq!(c.write(&pattern(1, 3)).unwrap(), 1);
+            assert!(!ops.our_cdc().prod_flags.contains(ask));
+            assert_eq!(*told.lock().unwrap(), vec![15, 16]);
+            // Owed again, then paid by the next data (no cursor update needed).
+            full.store(true, Ordering::Relaxed);
+            assert_eq!(c.write(&pattern(1, 4)).unwrap(), 1);
+            assert!(ops.our_cdc().prod_flags.contains(ask));
+            full.store(false, Ordering::Relaxed);
+            assert_eq!(c.write(&pattern(1, 5)).unwrap(), 1);
+            assert_eq!(*told.lock().unwrap(), vec![15, 16, 18]);
+            assert_eq!(c.write(&pattern(1, 6)).unwrap(), 1);
+            assert!(!ops.our_cdc().prod_flags.contains(ask));
+        })
+    }
+
+    #[test]
+    fn a_ring_paid_on_one_path_is_not_rung_again_on_another() {
+        within(|| {
+            // The bell fails once; as the connection asks the peer for its cursor update
+            // (the signalled CDC), the peer's signal comes in and the interrupt path pays
+            // the ring: the writer's own retry then has nothing left to tell.
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            ops.now.store(true, Ordering::Relaxed);
+            let c = Arc::new(c);
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let fail_once = Arc::new(AtomicBool::new(true));
+            let (t, f) = (told.clone(), fail_once.clone());
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
+                if f.swap(false, Ordering::Relaxed) {
+                    return false;
+                }
+                t.lock().unwrap().push(total);
+                true
+            })));
+            let seen = Arc::new(AtomicU64::new(0));
+            let (w, k) = (Arc::downgrade(&c), seen.clone());
+            *ops.after_cdc.lock().unwrap() = Some(alloc::boxed::Box::new(move |signalled| {
+                if signalled && k.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Some(c) = w.upgrade() {
+                        c.on_signal();
+                    }
+                }
+            }));
+            assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
+            assert_eq!(*told.lock().unwrap(), vec![10], "told once");
+            // The request went with the signalled CDC; the next CDC clears it.
+            let ask = ProdFlags::CONS_CURS_UPD_REQ;
+            assert!(ops.our_cdc().prod_flags.contains(ask));
+            assert_eq!(c.write(&pattern(1, 2)).unwrap(), 1);
+            assert!(!ops.our_cdc().prod_flags.contains(ask));
+            assert_eq!(*told.lock().unwrap(), vec![10, 11]);
         })
     }
 

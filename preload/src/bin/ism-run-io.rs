@@ -12,11 +12,17 @@
 //!                                      SO_RCVTIMEO: EINTR; a write blocked on a full peer:
 //!                                      a short count, then EINTR; no byte lost
 //! ism-run-io writable ADDR --bytes N   non-blocking writes until EAGAIN, then an
-//!                                      edge-triggered epoll wait for EPOLLOUT; the echo is
-//!                                      read in the same loop; POLLOUT absent while full
-//! ism-run-io epoll-wait ADDR           epoll_wait on the socket: its timeout kept, woken by
-//!                                      the echo (many round trips), EINTR on a signal
-//!                                      (SA_RESTART too), errno kept on success
+//!     [--retry]                        edge-triggered epoll wait for EPOLLOUT; the echo is
+//!                                      read in another thread; POLLOUT absent while full;
+//!                                      `--retry`: 64 KiB writes; after EAGAIN, write again
+//!                                      at once (200 µs at most) and after one that goes
+//!                                      through, wait for POLLOUT (10 s at most) before the
+//!                                      next (as iperf3 does)
+//! ism-run-io epoll-wait ADDR           epoll_wait, poll and select on the socket: the
+//!                                      timeout kept, woken by the echo (many round trips),
+//!                                      EINTR on a signal (SA_RESTART too), errno kept on
+//!                                      success; prints each idle wait's CPU time
+//!                                      (`idle-cpu-us epoll=N poll=N select=N`)
 //! ism-run-io eintr-spin ADDR           one signal (no SA_RESTART) 10 µs after a thread
 //!                                      enters a read that must wait: EINTR, as a TCP
 //!                                      socket's read (the library's spin before its kernel
@@ -72,7 +78,7 @@ fn main() -> ExitCode {
     let r = match role.as_str() {
         "sendfile" => sendfile(addr, bytes),
         "eintr" => eintr(addr),
-        "writable" => writable(addr, bytes),
+        "writable" => writable(addr, bytes, std::env::args().any(|a| a == "--retry")),
         "epoll-wait" => epoll_wait(addr),
         "exit-reading" => exit_reading(addr),
         "eintr-spin" => eintr_spin(addr),
@@ -640,6 +646,73 @@ fn errno_kept(addr: &str) -> Result<(), String> {
 }
 
 /// `epoll_wait` on one connection, as an event loop uses it.
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the calling thread's CPU clock into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One wait of `kind` (`epoll`, `poll`, `select`) for `fd` readable, at most `timeout`
+/// ms (-1: forever): what the call returned and errno (0 on success).
+fn wait_readable(kind: &'static str, ep: i32, fd: i32, timeout: i32) -> (i32, i32) {
+    let n = match kind {
+        "epoll" => {
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: waits into `evs` of its length.
+            unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, timeout) }
+        }
+        "poll" => {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, timeout) };
+            if n == 1 && p.revents & libc::POLLIN == 0 {
+                return (-100, i32::from(p.revents));
+            }
+            n
+        }
+        _ => {
+            // SAFETY: an fd_set with our descriptor (below FD_SETSIZE in this program).
+            let mut set: libc::fd_set = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::FD_SET(fd, &mut set) };
+            let mut tv = libc::timeval {
+                tv_sec: (timeout / 1000).into(),
+                tv_usec: ((timeout % 1000) * 1000).into(),
+            };
+            let tvp = if timeout < 0 {
+                std::ptr::null_mut()
+            } else {
+                &mut tv as *mut libc::timeval
+            };
+            // SAFETY: a read set, no others, the timeout or none.
+            let n = unsafe {
+                libc::select(
+                    fd + 1,
+                    &mut set,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    tvp,
+                )
+            };
+            // SAFETY: a set the call filled.
+            if n == 1 && !unsafe { libc::FD_ISSET(fd, &set) } {
+                return (-100, 0);
+            }
+            n
+        }
+    };
+    (n, if n < 0 { errno() } else { 0 })
+}
+
 fn epoll_wait(addr: &str) -> Result<(), String> {
     let mut s = connect(addr)?;
     let fd = s.as_raw_fd();
@@ -656,48 +729,50 @@ fn epoll_wait(addr: &str) -> Result<(), String> {
     if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
         return Err(format!("epoll_ctl: errno {}", errno()));
     }
-    let wait = move |timeout: i32| {
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-        // SAFETY: waits into `evs` of its length.
-        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, timeout) };
-        (n, if n < 0 { errno() } else { 0 })
-    };
-    // 1. Nothing to read: the timeout is kept (not cut short, not overslept by much).
-    let t = Instant::now();
-    let (n, e) = wait(50);
-    let took = t.elapsed();
-    if n != 0 || took < Duration::from_millis(49) || took > Duration::from_secs(2) {
-        return Err(format!(
-            "idle epoll_wait(50 ms): {n}, errno {e}, took {took:?}"
-        ));
-    }
-    // 2. Woken by each echo, many times, with errno untouched on success.
-    for i in 0..2000u32 {
-        let msg = i.to_be_bytes();
-        s.write_all(&msg).map_err(|e| e.to_string())?;
-        // SAFETY: sets this thread's errno.
-        unsafe { *libc::__errno_location() = 4321 };
-        let (n, _) = wait(i32::try_from(LIMIT.as_millis()).unwrap_or(i32::MAX));
-        let kept = errno();
-        if n != 1 || kept != 4321 {
+    let mut idle_cpu = Vec::new();
+    for kind in ["epoll", "poll", "select"] {
+        let wait = move |timeout: i32| wait_readable(kind, ep, fd, timeout);
+        // 1. Nothing to read: the timeout is kept (not cut short, not overslept by much).
+        // The thread's CPU time of that wait is reported (busy polling spins in it).
+        let t = Instant::now();
+        let cpu = thread_cpu();
+        let (n, e) = wait(50);
+        let took = t.elapsed();
+        idle_cpu.push(format!("{kind}={}", (thread_cpu() - cpu).as_micros()));
+        if n != 0 || took < Duration::from_millis(49) || took > Duration::from_secs(2) {
             return Err(format!(
-                "round {i}: epoll_wait {n}, errno {kept} (want 1, 4321)"
+                "idle {kind} wait (50 ms): {n}, errno {e}, took {took:?}"
             ));
         }
-        let mut b = [0u8; 4];
-        s.read_exact(&mut b).map_err(|e| e.to_string())?;
-        if b != msg {
-            return Err(format!("round {i}: echo {b:?}"));
+        // 2. Woken by each echo, many times, with errno untouched on success.
+        for i in 0..2000u32 {
+            let msg = i.to_be_bytes();
+            s.write_all(&msg).map_err(|e| e.to_string())?;
+            // SAFETY: sets this thread's errno.
+            unsafe { *libc::__errno_location() = 4321 };
+            let (n, _) = wait(i32::try_from(LIMIT.as_millis()).unwrap_or(i32::MAX));
+            let kept = errno();
+            if n != 1 || kept != 4321 {
+                return Err(format!(
+                    "{kind} round {i}: {n}, errno {kept} (want 1, 4321)"
+                ));
+            }
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).map_err(|e| e.to_string())?;
+            if b != msg {
+                return Err(format!("{kind} round {i}: echo {b:?}"));
+            }
         }
-    }
-    // 3. A signal ends a sleeping epoll_wait with EINTR, SA_RESTART or not (signal(7)).
-    for restart in [false, true] {
-        handler(restart);
-        let (n, e) = signalled(move || wait(-1), None, || {})?;
-        if n != -1 || e != libc::EINTR {
-            return Err(format!(
-                "epoll_wait, SA_RESTART {restart}: {n}, errno {e} (want EINTR)"
-            ));
+        // 3. A signal ends a sleeping (or spinning) wait with EINTR, SA_RESTART or not:
+        // epoll_wait, poll and select are never restarted (signal(7)).
+        for restart in [false, true] {
+            handler(restart);
+            let (n, e) = signalled(move || wait(-1), None, || {})?;
+            if n != -1 || e != libc::EINTR {
+                return Err(format!(
+                    "{kind}, SA_RESTART {restart}: {n}, errno {e} (want EINTR)"
+                ));
+            }
         }
     }
     // The connection still works.
@@ -706,7 +781,7 @@ fn epoll_wait(addr: &str) -> Result<(), String> {
     s.read_exact(&mut b).map_err(|e| e.to_string())?;
     // SAFETY: our own epoll descriptor.
     unsafe { libc::close(ep) };
-    println!("ok epoll-wait");
+    println!("ok epoll-wait idle-cpu-us {}", idle_cpu.join(" "));
     Ok(())
 }
 
@@ -1314,7 +1389,7 @@ fn eintr(addr: &str) -> Result<(), String> {
 
 // ------------------------------------------------------------------ writable
 
-fn writable(addr: &str, n: usize) -> Result<(), String> {
+fn writable(addr: &str, n: usize, retry: bool) -> Result<(), String> {
     let s = connect(addr)?;
     let fd = s.as_raw_fd();
     set_nonblocking(fd, true);
@@ -1356,7 +1431,10 @@ fn writable(addr: &str, n: usize) -> Result<(), String> {
     unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
     let data: Vec<u8> = (0..n).map(pattern).collect();
     let mut sent = 0usize;
-    let (mut eagain, mut unwritable) = (0usize, 0usize);
+    let (mut eagain, mut unwritable, mut retried) = (0usize, 0usize, 0usize);
+    // With `--retry`, writes of what the echo server reads at a time (64 KiB): a write
+    // again at once after EAGAIN then fills exactly the room one read of the peer made.
+    let chunk = if retry { 64 << 10 } else { 1 << 20 };
     let deadline = Instant::now() + LIMIT;
     let r = (|| {
         while sent < n {
@@ -1364,8 +1442,7 @@ fn writable(addr: &str, n: usize) -> Result<(), String> {
                 return Err(format!("timed out: sent {sent}"));
             }
             // SAFETY: writes from `data`.
-            let k =
-                unsafe { libc::write(fd, data[sent..].as_ptr().cast(), (n - sent).min(1 << 20)) };
+            let k = unsafe { libc::write(fd, data[sent..].as_ptr().cast(), (n - sent).min(chunk)) };
             if k >= 0 {
                 sent += k as usize;
                 continue;
@@ -1374,6 +1451,29 @@ fn writable(addr: &str, n: usize) -> Result<(), String> {
                 return Err(format!("write: errno {}", errno()));
             }
             eagain += 1;
+            if retry {
+                // As iperf3 after `select`: write again at once, without waiting for
+                // writability, until a write goes through (the peer made room) or 200 µs
+                // passed; after one that went through, wait for POLLOUT before the next.
+                let t = Instant::now();
+                let mut k = -1;
+                while k < 0 && errno() == libc::EAGAIN && t.elapsed() < Duration::from_micros(200) {
+                    // SAFETY: writes from `data`.
+                    k = unsafe {
+                        libc::write(fd, data[sent..].as_ptr().cast(), (n - sent).min(chunk))
+                    };
+                }
+                if k > 0 {
+                    sent += k as usize;
+                    retried += 1;
+                    if sent < n && poll1(fd, libc::POLLOUT, 10_000) & libc::POLLOUT == 0 {
+                        return Err(format!(
+                            "no POLLOUT within 10 s after a write that went through after EAGAIN (sent {sent})"
+                        ));
+                    }
+                    continue;
+                }
+            }
             // As a TCP socket: after EAGAIN the socket does not poll writable (unless
             // room came meanwhile).
             if poll1(fd, libc::POLLOUT, 0) & libc::POLLOUT == 0 {
@@ -1407,6 +1507,6 @@ fn writable(addr: &str, n: usize) -> Result<(), String> {
             "{eagain} EAGAIN, but the socket always polled writable"
         ));
     }
-    println!("ok writable {n} bytes ({eagain} EAGAIN, {unwritable} unwritable)");
+    println!("ok writable {n} bytes ({eagain} EAGAIN, {unwritable} unwritable, {retried} written again at once)");
     Ok(())
 }

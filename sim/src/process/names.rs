@@ -335,22 +335,27 @@ impl NameTable {
                     let i = self.orphans.iter().position(|&(t, _)| t == (c, s));
                     i.and_then(|i| self.orphans.remove(i)).is_some()
                 };
-                if let Some((owner, bell)) = live {
-                    // The client's doorbell to the server, the server's kept for the client
-                    // (only a live client can take it).
-                    if let Some(b) = bell {
+                // Doorbells pass in pairs or not at all: the client's to the server only
+                // with the server's kept for the client (only a live client can take it),
+                // so that each side rings the other's exactly when the other counts on it.
+                // The client's leaves the count before the server's joins it: a pair always
+                // fits. One without the other is closed here.
+                match (live, fd) {
+                    (Some((owner, Some(b))), Some(sb)) => {
                         self.bells -= 1;
-                        self.counters.bells_passed += 1;
-                        out = Some(b);
+                        if let Some(bell) = self.hold(Some(sb)) {
+                            self.counters.bells_passed += 1;
+                            out = Some(b);
+                            self.server_bells.push_back(ServerBell {
+                                pair: (c, s),
+                                owner,
+                                bell,
+                                since: now,
+                            });
+                        }
                     }
-                    if let Some(bell) = self.hold(fd) {
-                        self.server_bells.push_back(ServerBell {
-                            pair: (c, s),
-                            owner,
-                            bell,
-                            since: now,
-                        });
-                    }
+                    (Some((_, Some(_client_bell))), None) => self.bells -= 1,
+                    _ => {}
                 }
                 if hit {
                     self.counters.clients_taken += 1;
@@ -506,6 +511,8 @@ impl NameClient {
         match reply.result.get() {
             NAMES_OK => Ok((true, got)),
             NAMES_NOT_FOUND => Ok((false, None)),
+            // A board older than the doorbells does not know the op: no doorbell.
+            NAMES_MALFORMED if op == NAMES_TAKE_SERVER_BELL => Ok((false, None)),
             NAMES_FULL => Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
                 "too many name-service registrations",
@@ -838,6 +845,80 @@ mod tests {
         let look = req(NAMES_LOOKUP_LISTENER, None, s);
         assert!(t.handle_at(5, &look, Some(fd), t0).1.is_none());
         assert_eq!(t.bells_held(), 0);
+    }
+
+    #[test]
+    fn a_board_without_doorbells_answers_take_server_bell_as_none() {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        // A board of before op 7: it answers the name service, and op 7 as malformed.
+        let dir = std::env::temp_dir().join(format!("names-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = super::super::socket_path(&dir, "old");
+        let _ = std::fs::remove_file(&path);
+        let l = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(&l, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        rustix::net::listen(&l, 1).unwrap();
+        let board = std::thread::spawn(move || {
+            let c = rustix::net::accept(&l).unwrap();
+            let mut buf = [0u8; 64];
+            rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
+            rustix::net::send(&c, &NAMES_MAGIC, SendFlags::empty()).unwrap();
+            let (n, _) = rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
+            let r = NameRequest::read_from_bytes(&buf[..n]).unwrap();
+            let reply = NameReply {
+                op: r.op,
+                seq: r.seq,
+                result: NAMES_MALFORMED.into(),
+                reserved: 0.into(),
+            };
+            rustix::net::send(&c, reply.as_bytes(), SendFlags::empty()).unwrap();
+        });
+        let n = NameClient::connect_in(&dir, "old").unwrap();
+        let got = n.take_server_bell(a("127.0.0.1:40000"), a("127.0.0.1:7000"));
+        assert!(matches!(got, Ok(None)), "{got:?}");
+        board.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn doorbells_pass_in_pairs_or_not_at_all() {
+        use std::io::Read;
+        let t0 = std::time::Instant::now();
+        let (c, s) = (Some("127.0.0.1:40000"), "127.0.0.1:7000");
+        let take = req(NAMES_TAKE_SERVER_BELL, c, s);
+        // A client with a doorbell, a server without: the client's is closed, not passed.
+        let mut t = NameTable::new();
+        let (cfd, mut cend) = bell();
+        t.handle_at(1, &req(NAMES_REGISTER_CLIENT, c, s), Some(cfd), t0);
+        let (r, out) = t.handle_at(2, &req(NAMES_TAKE_CLIENT, c, s), None, t0);
+        assert_eq!((r.result.get(), out.is_none()), (NAMES_OK, true));
+        assert_eq!(t.bells_held(), 0);
+        cend.set_nonblocking(true).unwrap();
+        assert!(matches!(cend.read(&mut [0u8; 1]), Ok(0)), "closed");
+        assert_eq!(
+            t.handle_at(1, &take, None, t0).0.result.get(),
+            NAMES_NOT_FOUND
+        );
+        // A server with a doorbell, a client without: the server's is not kept.
+        let mut t = NameTable::new();
+        t.handle_at(1, &req(NAMES_REGISTER_CLIENT, c, s), None, t0);
+        let (sfd, mut send) = bell();
+        let (r, out) = t.handle_at(2, &req(NAMES_TAKE_CLIENT, c, s), Some(sfd), t0);
+        assert_eq!((r.result.get(), out.is_none()), (NAMES_OK, true));
+        assert_eq!(t.bells_held(), 0);
+        send.set_nonblocking(true).unwrap();
+        assert!(matches!(send.read(&mut [0u8; 1]), Ok(0)), "closed");
+        assert_eq!(
+            t.handle_at(1, &take, None, t0).0.result.get(),
+            NAMES_NOT_FOUND
+        );
+        assert_eq!(t.counters().bells_passed, 0);
     }
 
     #[test]

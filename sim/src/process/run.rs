@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub require_smc: bool,
     /// Exchange doorbells with peers on a loopback board (`ISM_RUN_PEER_BELL`).
     pub peer_bell: bool,
+    /// Microseconds `epoll_wait`, `poll` and `select` spin before they sleep
+    /// (`ISM_RUN_BUSY_POLL`); implies `peer_bell`.
+    pub busy_poll: Option<u32>,
     /// The program and its arguments.
     pub program: Vec<OsString>,
 }
@@ -77,7 +80,9 @@ pub fn library_env(o: &RunOptions, warned: bool) -> Vec<(&'static str, OsString)
     let flag = |b: bool| OsString::from(if b { "1" } else { "0" });
     env.push(("ISM_RUN_NOCOPY", flag(o.nocopy)));
     env.push(("ISM_RUN_REQUIRE_SMC", flag(o.require_smc)));
-    env.push(("ISM_RUN_PEER_BELL", flag(o.peer_bell)));
+    let busy = o.busy_poll.unwrap_or(0);
+    env.push(("ISM_RUN_PEER_BELL", flag(o.peer_bell || busy > 0)));
+    env.push(("ISM_RUN_BUSY_POLL", OsString::from(busy.to_string())));
     env.push(("ISM_RUN_WARNED", flag(warned)));
     if let Some(b) = o.buffer {
         env.push(("ISM_RUN_BUFFER", OsString::from(b.to_string())));
@@ -176,6 +181,7 @@ mod tests {
             buffer: Some(65536),
             require_smc: false,
             peer_bell: true,
+            busy_poll: None,
             program: vec![],
         };
         let env = library_env(&o, true);
@@ -186,5 +192,16 @@ mod tests {
         assert_eq!(get("ISM_RUN_PEER_BELL").unwrap(), "1");
         assert_eq!(get("ISM_RUN_WARNED").unwrap(), "1");
         assert_eq!(get("ISM_RUN_BUFFER").unwrap(), "65536");
+        assert_eq!(get("ISM_RUN_BUSY_POLL").unwrap(), "0");
+        // Busy polling brings the peer bell with it (the spin needs a peer that rings).
+        let b = RunOptions {
+            peer_bell: false,
+            busy_poll: Some(50),
+            ..o
+        };
+        let env = library_env(&b, false);
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("ISM_RUN_BUSY_POLL").unwrap(), "50");
+        assert_eq!(get("ISM_RUN_PEER_BELL").unwrap(), "1");
     }
 }
