@@ -52,7 +52,7 @@ struct BellState {
     /// The most that the records taken from A announced: reads take the received bytes up
     /// to this count, and no further (see the module's doc).
     announced: u64,
-    /// The most that this library's own records (the watcher's) announced.
+    /// The most that this library's own records (the watcher's, ungated) announced.
     rung_to: u64,
     /// The first bytes of a record that came cut (a peer that died while writing it).
     partial: Vec<u8>,
@@ -73,10 +73,10 @@ pub struct Bell {
     state: Mutex<BellState>,
     /// Bytes held back by `MSG_PEEK` (readable, not in the ring any more).
     peeked: std::sync::atomic::AtomicUsize,
-    /// B went to the peer ([`Bells`]): its library may write records into it without this
-    /// state's lock, so reads stop at what the records announced. Otherwise only the
-    /// watcher writes them, under the lock, and a read that leaves nothing readable takes
-    /// them all ([`Bell::finish_read`]).
+    /// B went to the peer ([`Bells`]), whose library writes the records of all its data
+    /// into it, without this state's lock: reads stop at what the records announced, and
+    /// the watcher writes none. Otherwise only the watcher writes them, under the lock,
+    /// and a read that leaves nothing readable takes them all ([`Bell::finish_read`]).
     gated: bool,
 }
 
@@ -112,9 +112,7 @@ impl Bell {
             return;
         };
         let mut st = self.lock();
-        if st.filled && conn.write_ready() {
-            self.drain(&mut st);
-        }
+        self.drain_if_ready(&conn, &mut st);
         if st.hup {
             return; // A is readable (end of file) for good
         }
@@ -304,12 +302,15 @@ impl Bell {
 
     /// Drains A→B if it is filled and the peer has room (or a write would fail at once).
     pub fn drain_if_room(&self) {
-        let Some(conn) = self.conn.upgrade() else {
-            return;
-        };
-        let mut st = self.lock();
+        if let Some(conn) = self.conn.upgrade() {
+            self.drain_if_ready(&conn, &mut self.lock());
+        }
+    }
+
+    /// [`Bell::drain_if_room`] under the lock.
+    fn drain_if_ready(&self, conn: &Conn, st: &mut BellState) {
         if st.filled && conn.write_ready() {
-            self.drain(&mut st);
+            self.drain(st);
         }
     }
 
