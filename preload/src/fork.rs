@@ -315,10 +315,9 @@ pub fn after_exec() {
     let fds: Vec<c_int> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
+    // Standard input, output and error too: inetd, `posix_spawn` with `dup2` file actions
+    // and shell redirections hand a connection to a program there.
     for fd in fds {
-        if fd <= 2 {
-            continue;
-        }
         let bell = is_doorbell(fd);
         if bell || is_dummy(fd) {
             if bell {
@@ -339,7 +338,7 @@ pub fn debug_line(line: &str) {
         None => crate::config::Config::loaded().debug,
     };
     if on {
-        eprintln!("ism-run[{}]: {line}", std::process::id());
+        crate::runtime::say(&format!("ism-run[{}]: {line}", std::process::id()));
     }
 }
 

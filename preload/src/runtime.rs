@@ -70,6 +70,13 @@ pub fn runtime() -> &'static Runtime {
     rt
 }
 
+/// [`Runtime::follow_irq_spin`] of the current state, if there is one.
+pub fn follow_irq_spin() {
+    if let Some(rt) = existing() {
+        rt.follow_irq_spin();
+    }
+}
+
 /// The state if it was set up already (for the exit handler).
 pub fn existing() -> Option<&'static Runtime> {
     let p = RUNTIME.load(Ordering::Acquire);
@@ -136,10 +143,21 @@ pub fn no_board_line(board: &str, require_smc: bool) -> String {
 }
 
 fn warn_no_board(cfg: &Config, why: &str) {
-    eprintln!("{}", no_board_line(&cfg.board, cfg.require_smc));
+    say(&no_board_line(&cfg.board, cfg.require_smc));
     if cfg.debug {
-        eprintln!("ism-run: ({why})");
+        say(&format!("ism-run: ({why})"));
     }
+}
+
+/// One line from the library on standard error. Never fails or panics (as `eprintln!`
+/// does when the write fails): the program's descriptor 2 may be anything, a closed
+/// descriptor, a full pipe, or an SMC-D connection handed over by a parent process, whose
+/// writes fail with `ENOTCONN`. The program's `errno` is kept.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let saved = crate::real::errno();
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    crate::real::set_errno(saved);
 }
 
 impl Runtime {
@@ -168,7 +186,7 @@ impl Runtime {
     /// One line on stderr if `ISM_RUN_DEBUG=1`.
     pub fn debug(&self, line: impl FnOnce() -> String) {
         if self.cfg.debug {
-            eprintln!("ism-run[{}]: {}", std::process::id(), line());
+            say(&format!("ism-run[{}]: {}", std::process::id(), line()));
         }
     }
 
@@ -191,6 +209,36 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|a| a.raw().kind() == ism_sim::board::BoardKind::Loopback)
+    }
+
+    /// Sets how long the function's interrupt thread spins before it sleeps: not at all
+    /// while every SMC-D connection of the process hears of data from its peer's bell
+    /// (`ISM_RUN_PEER_BELL` on a loopback board, and no connection without doorbells),
+    /// since its signals then only tell writers of room and its spin would take a core
+    /// from the program (docs/ism-run.md, "The interrupt thread"); the default spin
+    /// otherwise, which takes the next data signal without a futex wake-up. Takes the
+    /// attachment's lock; the count is read under it, so the last caller sets what the
+    /// last count asks for.
+    pub fn follow_irq_spin(&self) {
+        if !self.cfg.peer_bell {
+            return;
+        }
+        let guard = self.attachment.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(a) = guard.as_ref() else {
+            return;
+        };
+        if a.raw().kind() != ism_sim::board::BoardKind::Loopback {
+            return;
+        }
+        let spin = if crate::smc::watched() == 0 {
+            std::time::Duration::ZERO
+        } else {
+            ism_sim::process::RawAttachment::DEFAULT_IRQ_SPIN
+        };
+        if a.raw().irq_spin() != spin {
+            a.raw().set_irq_spin(spin);
+            self.debug(|| format!("interrupt thread spins {} us", spin.as_micros()));
+        }
     }
 
     /// The SMC-D stack over this process's function, attaching on first use. If the
@@ -217,14 +265,15 @@ impl Runtime {
                 });
                 match attached {
                     Ok(s) => {
+                        self.follow_irq_spin();
                         self.debug(|| format!("attached to board {}", self.cfg.board));
                         Some(s)
                     }
                     Err(e) => {
-                        eprintln!(
+                        say(&format!(
                             "ism-run: cannot attach to board {}: {e}; connections decline SMC-D",
                             self.cfg.board
-                        );
+                        ));
                         SmcStack::new(cfg, Vec::new()).ok()
                     }
                 }

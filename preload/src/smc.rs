@@ -405,6 +405,41 @@ pub struct SmcFd {
     /// Counted among the process's connections whose peer rings the doorbell (busy polling
     /// spins while there are: `busy`).
     _live: Option<crate::busy::Live>,
+    /// Counted among the connections whose reader hears of data from the interrupt
+    /// thread (no doorbells exchanged): while there are none, that thread does not spin.
+    _watched: Option<Watched>,
+}
+
+/// SMC-D connections alive in this process whose reader hears of data through the
+/// interrupt thread (the watcher writes their records: no doorbells exchanged).
+static WATCHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many connections of this process depend on the interrupt thread for their data
+/// (see [`crate::runtime::Runtime::follow_irq_spin`]).
+pub fn watched() -> usize {
+    WATCHED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Counts one connection in [`WATCHED`] until dropped; the first and the last change
+/// the interrupt thread's spin.
+#[derive(Debug)]
+struct Watched(());
+
+impl Watched {
+    fn new() -> Self {
+        if WATCHED.fetch_add(1, std::sync::atomic::Ordering::AcqRel) == 0 {
+            crate::runtime::follow_irq_spin();
+        }
+        Self(())
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if WATCHED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            crate::runtime::follow_irq_spin();
+        }
+    }
 }
 
 /// How long a blocking read spins on the ring before it waits in the kernel (the stack's
@@ -516,6 +551,7 @@ impl SmcFd {
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
             _live: gated.then(crate::busy::Live::new),
+            _watched: (!gated).then(Watched::new),
         };
         Ok((me, a))
     }

@@ -312,7 +312,7 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
     for nocopy in [false, true] {
         let b = board(BoardKind::Loopback);
         let env = Env::of(&b);
-        let mut extra = vec![("ISM_RUN_PEER_BELL", "1")];
+        let mut extra = vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_DEBUG", "1")];
         if nocopy {
             extra.push(("ISM_RUN_NOCOPY", "1"));
         }
@@ -329,6 +329,12 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
         assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
         let (sok, _, serr) = srv.finish();
         assert!(sok, "{serr}");
+        // Every connection of both is rung by its peer: their interrupt threads do not
+        // spin (the signals they take only tell writers of room).
+        for e in [&err, &serr] {
+            assert!(e.contains("interrupt thread spins 0 us"), "{e}");
+            assert!(!e.contains("interrupt thread spins 50 us"), "{e}");
+        }
         let after = status(&b);
         let d = |path: &[&str]| counter(&after, path) - counter(&before, path);
         assert_eq!(d(&["names", "bells_passed"]), 2, "one each way: {after}");
@@ -351,7 +357,7 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
     // Without ISM_RUN_PEER_BELL: no doorbells pass, every data CDC is signalled.
     let b = board(BoardKind::Loopback);
     let env = Env::of(&b);
-    let under = Under::Run(&env, vec![]);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
     let (srv, addr) = server(&under, &["--mode", "epoll"]);
     let (ok, out, err) = client(
         &under,
@@ -359,7 +365,32 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
         &["--mode", "lockstep", "--bytes", "200000", "--chunk", "1000"],
     );
     assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
-    assert!(srv.finish().0);
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    // The interrupt thread brings the data: it keeps its spin.
+    assert!(!err.contains("interrupt thread spins") && !serr.contains("interrupt thread spins"));
+    // A server with ISM_RUN_PEER_BELL, a client without: no doorbells pass, and the
+    // server's interrupt thread spins while that connection lives, not before or after.
+    let (srv, addr) = server(
+        &Under::Run(
+            &env,
+            vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_DEBUG", "1")],
+        ),
+        &["--mode", "epoll"],
+    );
+    let (ok, out, err) = client(
+        &under,
+        &addr,
+        &["--mode", "lockstep", "--bytes", "200000", "--chunk", "1000"],
+    );
+    assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    let spins: Vec<&str> = serr
+        .lines()
+        .filter_map(|l| l.split_once("interrupt thread spins ").map(|(_, v)| v))
+        .collect();
+    assert_eq!(spins, ["0 us", "50 us", "0 us"], "{serr}");
     let s = status(&b);
     assert_eq!(counter(&s, &["names", "bells_passed"]), 0, "{s}");
     assert!(counter(&s, &["counters", "direct_signals"]) >= 400, "{s}");
@@ -1107,6 +1138,28 @@ fn exec_with_and_without_close_on_exec() {
             !cloexec,
             "{err}"
         );
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+    }
+    // The connection as the child's standard input and output (inetd's way), by
+    // `posix_spawn` (the new image gets A itself on 0 and 1) and by `fork` + `exec`:
+    // reads and writes fail with ENOTCONN, never a doorbell record read or data lost.
+    for by_spawn in [true, false] {
+        let (srv, addr) = server(&under, &[]);
+        let mut args = vec!["exec-keep", addr.as_str(), "--stdio"];
+        if by_spawn {
+            args.push("--spawn");
+        }
+        let (ok, out, err) = spawn(command(
+            &Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]),
+            &args,
+        ))
+        .finish();
+        assert!(
+            ok && err.contains("ok exec-probe") && out.contains("ok exec-keep"),
+            "spawn {by_spawn}: {out}\n{err}"
+        );
+        assert!(err.contains(": SMC-D"), "{err}");
         let (sok, _, serr) = srv.finish();
         assert!(sok, "{serr}");
     }

@@ -236,7 +236,7 @@ enum Command {
     /// --require-smc). See docs/ism-run.md.
     Run {
         /// The process board to use (`ism-sim board --name NAME`).
-        #[arg(long, default_value = "lpar")]
+        #[arg(long, default_value = "lpar", value_parser = run_board_name)]
         board: String,
         /// Send without copying (ATTACH_DMB), where the board allows it (loopback).
         #[arg(long)]
@@ -257,15 +257,20 @@ enum Command {
         /// their doorbell; implies --peer-bell (see docs/ism-run.md, "Busy polling").
         #[arg(long, value_name = "USEC", value_parser = clap::value_parser!(u32).range(1..=10000))]
         busy_poll: Option<u32>,
-        /// The program and its arguments (after `--`).
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "PROGRAM"
-        )]
+        /// The program and its arguments (after `--`; an option of `run` it does not know
+        /// before them is an error, not a program name).
+        #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
         program: Vec<std::ffi::OsString>,
     },
+}
+
+/// `run --board`: a name a board can have (`ism-sim board --name`).
+fn run_board_name(s: &str) -> Result<String, String> {
+    if ism_sim::process::valid_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.'".into())
+    }
 }
 
 /// `bench --only`: a metric or transport key.

@@ -119,7 +119,17 @@ fn bad_values_of_every_flag_are_usage_errors() {
         (&["run", "--busy-poll", "0", "--", "true"], invalid),
         (&["run", "--busy-poll", "10001", "--", "true"], invalid),
         (&["run", "--busy-poll", "fast", "--", "true"], invalid),
-        (&["run", "--busy-poll", "-1", "--", "true"], invalid),
+        (
+            &["run", "--busy-poll", "-1", "--", "true"],
+            "unexpected argument '-1'",
+        ),
+        // an option `run` does not know is not taken for the program
+        (
+            &["run", "--bogus", "--", "true"],
+            "unexpected argument '--bogus'",
+        ),
+        (&["run", "--board", "../evil", "--", "true"], invalid),
+        (&["run", "--board", "", "--", "true"], invalid),
         // soak
         (&["soak", "--seconds", "0"], invalid),
         (&["soak", "--seconds", U64_MAX], invalid),

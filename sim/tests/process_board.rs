@@ -486,6 +486,135 @@ fn a_killed_board_gives_its_hosts_errors_not_hangs() {
     assert!(c.write_all(&[1u8; 100_000]).is_err());
 }
 
+/// `board status`: its DMB table's values stand under their headings, and output into a
+/// pipe whose reader is gone (`| head`) ends quietly with status 0, text or JSON, instead
+/// of a panic.
+#[test]
+fn board_status_lines_up_and_ends_quietly_when_its_reader_goes() {
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "loopback", "st", 4);
+    let a = process::attach_in(&dir.0, "st").unwrap();
+    let b = process::attach_in(&dir.0, "st").unwrap();
+    let sa = a.smc_stack(Default::default()).unwrap();
+    let sb = b.smc_stack(Default::default()).unwrap();
+    let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || l.accept().unwrap());
+    let c = ism_host_driver::smcd::Stream::connect(&sa, addr).unwrap();
+    let s = server.join().unwrap();
+    assert!(c.is_smc());
+    let status = |extra: &[&str], out: Stdio| {
+        Command::new(BIN)
+            .args(["board", "status", "st"])
+            .args(extra)
+            .env("ISM_SIM_DIR", &dir.0)
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let o = status(&[], Stdio::piped());
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let head = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("token"))
+        .unwrap_or_else(|| panic!("no DMB table: {text}"));
+    let dmbs = board.status()["dmbs"].as_array().unwrap().clone();
+    assert_eq!(dmbs.len(), 2, "{text}");
+    // Right-aligned numbers end where their heading ends; the writer starts where its
+    // heading starts.
+    let end_of = |h: &str| lines[head].find(h).unwrap() + h.len();
+    for (row, d) in lines[head + 1..head + 3].iter().zip(&dmbs) {
+        for (h, v) in [
+            ("owner", &d["owner"]),
+            ("len", &d["len"]),
+            ("idx", &d["sba_idx"]),
+        ] {
+            let v = v.to_string();
+            assert_eq!(
+                &row[end_of(h) - v.len()..end_of(h)],
+                v,
+                "{h} in {row:?}\n{text}"
+            );
+        }
+        let w = d["writer"].as_str().unwrap();
+        assert_eq!(row.find(w), lines[head].find("writer"), "{row:?}\n{text}");
+    }
+    for extra in [&[][..], &["--json"][..]] {
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let o = status(extra, Stdio::from(w));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !err.contains("panicked"),
+            "{extra:?}: {err}"
+        );
+    }
+    drop((c, s, sa, sb, a, b));
+    board.stop();
+}
+
+/// An interrupt thread set not to spin (`set_irq_spin(0)`, as `ism-run` does where peer
+/// bells tell readers of data) sleeps on the futex at once and still takes every signal:
+/// a verified stream between two functions whose interrupt threads never spin ends, on
+/// both board kinds.
+#[test]
+fn an_interrupt_thread_that_does_not_spin_takes_every_signal() {
+    use std::io::{Read, Write};
+    for kind in ["loopback", "lpar"] {
+        let dir = Dir::new();
+        let board = BoardProc::start(&dir, kind, "nospin", 4);
+        let a = process::attach_in(&dir.0, "nospin").unwrap();
+        let b = process::attach_in(&dir.0, "nospin").unwrap();
+        assert_eq!(a.raw().irq_spin(), Duration::from_micros(50));
+        a.raw().set_irq_spin(Duration::from_secs(1));
+        assert_eq!(a.raw().irq_spin(), Duration::from_millis(10), "clamped");
+        for h in [&a, &b] {
+            h.raw().set_irq_spin(Duration::ZERO);
+            assert_eq!(h.raw().irq_spin(), Duration::ZERO);
+        }
+        let sa = a.smc_stack(Default::default()).unwrap();
+        let sb = b.smc_stack(Default::default()).unwrap();
+        let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        const LEN: usize = 8 << 20;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 100_000];
+            let (mut total, mut sum) = (0usize, 0u64);
+            while total < LEN {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        sum = buf[..n].iter().fold(sum, |a, &x| a.wrapping_add(x.into()));
+                        total += n;
+                    }
+                }
+            }
+            s.write_all(b"k").unwrap();
+            tx.send((total, sum)).unwrap();
+        });
+        let mut c = ism_host_driver::smcd::Stream::connect(&sa, addr).unwrap();
+        assert!(c.is_smc());
+        let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+        c.write_all(&data).unwrap();
+        let (total, sum) = rx.recv_timeout(WAIT).expect("the stream stalled");
+        assert_eq!(total, LEN, "{kind}");
+        assert_eq!(
+            sum,
+            data.iter().map(|&x| u64::from(x)).sum::<u64>(),
+            "{kind}"
+        );
+        let mut k = [0u8; 1];
+        c.read_exact(&mut k).unwrap();
+        drop((c, sa, sb, a, b));
+        board.stop();
+    }
+}
+
 /// A hostile process on the LPAR board: it maps only its own memory object, and through
 /// the device it cannot touch another partition: forged tokens, foreign device addresses,
 /// ATTACH_DMB and garbage in its ring are refused, and the board keeps serving a

@@ -11,8 +11,9 @@
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
-//! echo exec-keep ADDR [--cloexec] [--spawn]
+//! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
+//! echo exec-probe-stdio -
 //! echo hold ADDR --conns C [--bytes N] [--linger S]
 //! echo connect-signal ADDR [--restart] [--bytes N]
 //! ```
@@ -64,7 +65,10 @@
 //! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
 //! it. `exec-probe FD` checks that FD is closed (`--closed`) or that its reads and writes
 //! fail with `ENOTCONN`, and that no other descriptor than 0, 1, 2, FD and those
-//! `exec-keep` had before it connected (`--allow`) is open.
+//! `exec-keep` had before it connected (`--allow`) is open. With `--stdio` the child gets
+//! the connection as its standard input and output instead (as inetd hands a connection
+//! to the program it starts), always inherited, and runs `exec-probe-stdio`, which checks
+//! reads of 0 and writes to 1 fail with `ENOTCONN` and says so on standard error.
 
 mod common;
 
@@ -194,12 +198,14 @@ fn main() -> ExitCode {
             addr,
             args.iter().any(|a| a == "--cloexec"),
             args.iter().any(|a| a == "--spawn"),
+            args.iter().any(|a| a == "--stdio"),
         ),
         "exec-probe" => exec_probe(
             addr,
             args.iter().any(|a| a == "--closed"),
             &arg::<String>(&args, "--allow").unwrap_or_default(),
         ),
+        "exec-probe-stdio" => exec_probe_stdio(),
         "hold" => hold(
             addr,
             arg(&args, "--conns").unwrap_or(1),
@@ -1190,26 +1196,43 @@ fn open_fds() -> Vec<i32> {
         .unwrap_or_default()
 }
 
-fn exec_keep(addr: &str, cloexec: bool, spawn: bool) -> Result<(), String> {
+fn exec_keep(addr: &str, cloexec: bool, spawn: bool, stdio: bool) -> Result<(), String> {
     // What this process had before it used a socket (inherited from whoever started it).
     let before: Vec<String> = open_fds().iter().map(i32::to_string).collect();
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
     round(&mut s, 0, 100_000)?;
     let fd = s.as_raw_fd();
-    let flag = if cloexec { libc::FD_CLOEXEC } else { 0 };
+    // With `--stdio` only 0 and 1 carry the connection into the new image.
+    let flag = if cloexec || stdio {
+        libc::FD_CLOEXEC
+    } else {
+        0
+    };
     // SAFETY: sets the descriptor flags of our own descriptor.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flag) } != 0 {
         return Err("F_SETFD".into());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut c = std::process::Command::new(exe);
-    c.arg("exec-probe")
-        .arg(fd.to_string())
-        .arg("--allow")
-        .arg(before.join(","));
-    if cloexec {
-        c.arg("--closed");
+    if stdio {
+        // The child's descriptors 0 and 1 become the connection (`dup2` in the child,
+        // after `fork` or inside `posix_spawn`); this process's copies close after.
+        let copy = || {
+            s.try_clone()
+                .map(|t| std::process::Stdio::from(std::os::fd::OwnedFd::from(t)))
+        };
+        c.args(["exec-probe-stdio", "-"])
+            .stdin(copy().map_err(|e| e.to_string())?)
+            .stdout(copy().map_err(|e| e.to_string())?);
+    } else {
+        c.arg("exec-probe")
+            .arg(fd.to_string())
+            .arg("--allow")
+            .arg(before.join(","));
+        if cloexec {
+            c.arg("--closed");
+        }
     }
     if spawn {
         // std's Command: glibc's posix_spawn (a CLONE_VFORK child, no fork handlers), so
@@ -1228,6 +1251,18 @@ fn exec_keep(addr: &str, cloexec: bool, spawn: bool) -> Result<(), String> {
     }
     round(&mut s, 100_000, 100_000)?;
     println!("ok exec-keep");
+    Ok(())
+}
+
+fn exec_probe_stdio() -> Result<(), String> {
+    let mut b = [0u8; 16];
+    // SAFETY: reads into a local buffer.
+    let r = unsafe { libc::recv(0, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+    expect_enotconn("read of standard input", r)?;
+    // SAFETY: writes from a local buffer.
+    let r = unsafe { libc::write(1, b.as_ptr().cast(), b.len()) };
+    expect_enotconn("write to standard output", r)?;
+    eprintln!("ok exec-probe");
     Ok(())
 }
 

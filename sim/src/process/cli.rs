@@ -220,6 +220,17 @@ fn hold(name: &str) -> Result<(), String> {
     }
 }
 
+/// Writes `text` to standard output. A reader that went away (`| head`) ends the output
+/// quietly, as it ends other tools', instead of a panic.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `ism-sim board ...`.
 ///
 /// # Errors
@@ -228,15 +239,12 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
     match cli.query {
         Some(BoardQuery::Status { name, json }) => {
             let v = super::board_status(&name).map_err(|e| e.to_string())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-                );
+            let text = if json {
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n"
             } else {
-                print_status(&v);
-            }
-            return Ok(());
+                status_text(&v)
+            };
+            return emit(&text);
         }
         Some(BoardQuery::Serve {
             name,
@@ -281,9 +289,13 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
     board.run(rx.as_fd()).map_err(|e| e.to_string())
 }
 
-fn print_status(v: &serde_json::Value) {
+/// `board status` as text: the board, its functions, DMBs and counters.
+fn status_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let s = |k: &str| v[k].to_string().trim_matches('"').to_owned();
-    println!(
+    let _ = writeln!(
+        out,
         "board {} ({}, pid {}, CHID {}, spec version {}, up {} s)",
         s("name"),
         s("kind"),
@@ -293,25 +305,32 @@ fn print_status(v: &serde_json::Value) {
         s("uptime_secs")
     );
     let fns = v["functions"].as_array().cloned().unwrap_or_default();
-    println!(
+    let _ = writeln!(
+        out,
         "functions: {} of {} attached",
         fns.len(),
         s("max_functions")
     );
-    println!("  {:>3}  {:<20} {:>8}  {:>8}", "fn", "gid", "pid", "online");
+    let _ = writeln!(
+        out,
+        "  {:>3}  {:<20} {:>8}  {:>8}",
+        "fn", "gid", "pid", "online"
+    );
     for f in &fns {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:>3}  {:<20} {:>8}  {:>8}",
-            f["function"],
+            f["function"].to_string(),
             f["gid"].as_str().unwrap_or("?"),
-            f["pid"],
-            f["online"]
+            f["pid"].to_string(),
+            f["online"].to_string()
         );
     }
-    println!("DMBs in use: {}", v["dmbs_in_use"]);
+    let _ = writeln!(out, "DMBs in use: {}", v["dmbs_in_use"]);
     let dmbs = v["dmbs"].as_array().cloned().unwrap_or_default();
     if !dmbs.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<6} {:<12}",
             "token", "owner", "len", "idx", "writer", "direct", "attached by"
         );
@@ -321,12 +340,13 @@ fn print_status(v: &serde_json::Value) {
             .as_array()
             .map(|a| a.iter().map(|x| x.to_string()).collect())
             .unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<20} {:>5} {:>8} {:>5}  {:<20} {:<6} {:<12}{}",
             d["token"].as_str().unwrap_or("?"),
-            d["owner"],
-            d["len"],
-            d["sba_idx"],
+            d["owner"].to_string(),
+            d["len"].to_string(),
+            d["sba_idx"].to_string(),
             d["writer"].as_str().unwrap_or("?"),
             if d["direct"] == true { "yes" } else { "no" },
             if attached.is_empty() {
@@ -343,10 +363,11 @@ fn print_status(v: &serde_json::Value) {
     }
     if let Some(c) = v["counters"].as_object() {
         let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!("counters: {}", line.join(", "));
+        let _ = writeln!(out, "counters: {}", line.join(", "));
     }
     if let Some(c) = v["names"].as_object() {
         let line: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!("name service: {}", line.join(", "));
+        let _ = writeln!(out, "name service: {}", line.join(", "));
     }
+    out
 }

@@ -676,6 +676,8 @@ pub struct RawAttachment {
     sock: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
     kicked: AtomicBool,
+    /// How long [`RawAttachment::wait_irq`] spins before it sleeps, in µs.
+    irq_spin_us: AtomicU32,
     monitor: Option<JoinHandle<()>>,
     on_lost: Arc<LostHooks>,
 }
@@ -869,6 +871,7 @@ pub fn attach_raw_version(
         sock,
         stop,
         kicked: AtomicBool::new(false),
+        irq_spin_us: AtomicU32::new(RawAttachment::DEFAULT_IRQ_SPIN.as_micros() as u32),
         monitor: Some(monitor),
         on_lost,
     })
@@ -936,6 +939,10 @@ fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), AttachError>
 }
 
 impl RawAttachment {
+    /// How long [`RawAttachment::wait_irq`] spins before it sleeps, unless
+    /// [`RawAttachment::set_irq_spin`] said otherwise.
+    pub const DEFAULT_IRQ_SPIN: Duration = HOST_SPIN;
+
     /// The board's name.
     pub fn board_name(&self) -> &str {
         &self.name
@@ -1001,13 +1008,29 @@ impl RawAttachment {
         self.irq.irq().swap(0, Ordering::AcqRel) != 0 && self.is_alive()
     }
 
+    /// Sets how long [`RawAttachment::wait_irq`] spins before it sleeps on the `IRQ` futex
+    /// ([`RawAttachment::DEFAULT_IRQ_SPIN`] until set; at most 10 ms; 0: it sleeps at once). A spinning interrupt thread
+    /// takes the next signal without a futex wake-up, which pays where the signals bring
+    /// the data; a process whose readers learn of data another way (`ism-run`'s peer bells:
+    /// the signals only tell writers of room) sets 0, and the spin no longer takes a core
+    /// from the program on a 2-core machine. Takes effect at the next wait.
+    pub fn set_irq_spin(&self, spin: Duration) {
+        let us = spin.min(Duration::from_millis(10)).as_micros() as u32;
+        self.irq_spin_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How long [`RawAttachment::wait_irq`] spins before it sleeps.
+    pub fn irq_spin(&self) -> Duration {
+        Duration::from_micros(self.irq_spin_us.load(Ordering::Relaxed).into())
+    }
+
     /// Waits up to `timeout` for the function's interrupt and takes it; returns whether
-    /// one was taken. Spins briefly, then sleeps on the `IRQ` futex; returns `false` at
-    /// once if the board is gone.
+    /// one was taken. Spins for [`RawAttachment::irq_spin`], then sleeps on the `IRQ`
+    /// futex; returns `false` at once if the board is gone.
     pub fn wait_irq(&self, timeout: Duration) -> bool {
         let irq: &AtomicU32 = self.irq.irq();
         let start = Instant::now();
-        let mut phase = SpinPhase::new(HOST_SPIN.min(timeout));
+        let mut phase = SpinPhase::new(self.irq_spin().min(timeout));
         loop {
             if self.take_irq() {
                 return true;
