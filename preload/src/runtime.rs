@@ -249,6 +249,8 @@ impl Runtime {
             .get_or_init(|| {
                 let mut cfg = StackConfig {
                     nocopy: self.cfg.nocopy,
+                    // A process is no system: its end is no crash to its peers.
+                    peer_exit_like_tcp: true,
                     ..StackConfig::default()
                 };
                 if let Some(b) = self.cfg.buffer {

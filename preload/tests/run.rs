@@ -358,34 +358,29 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
     let b = board(BoardKind::Loopback);
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
-    let (srv, addr) = server(&under, &["--mode", "epoll"]);
-    let (ok, out, err) = client(
-        &under,
-        &addr,
-        &["--mode", "lockstep", "--bytes", "200000", "--chunk", "1000"],
-    );
-    assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
-    let (sok, _, serr) = srv.finish();
-    assert!(sok, "{serr}");
+    // An echo of 200 round trips, the server `server_under`, the client without the
+    // option; the stderr of both.
+    let lockstep = |server_under: &Under<'_>| {
+        let (srv, addr) = server(server_under, &["--mode", "epoll"]);
+        let (ok, out, err) = client(
+            &under,
+            &addr,
+            &["--mode", "lockstep", "--bytes", "200000", "--chunk", "1000"],
+        );
+        assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
+        let (sok, _, serr) = srv.finish();
+        assert!(sok, "{serr}");
+        (err, serr)
+    };
+    let (err, serr) = lockstep(&under);
     // The interrupt thread brings the data: it keeps its spin.
     assert!(!err.contains("interrupt thread spins") && !serr.contains("interrupt thread spins"));
     // A server with ISM_RUN_PEER_BELL, a client without: no doorbells pass, and the
     // server's interrupt thread spins while that connection lives, not before or after.
-    let (srv, addr) = server(
-        &Under::Run(
-            &env,
-            vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_DEBUG", "1")],
-        ),
-        &["--mode", "epoll"],
-    );
-    let (ok, out, err) = client(
-        &under,
-        &addr,
-        &["--mode", "lockstep", "--bytes", "200000", "--chunk", "1000"],
-    );
-    assert!(ok && out.contains("ok 200000 bytes"), "{out}\n{err}");
-    let (sok, _, serr) = srv.finish();
-    assert!(sok, "{serr}");
+    let (_, serr) = lockstep(&Under::Run(
+        &env,
+        vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_DEBUG", "1")],
+    ));
     let spins: Vec<&str> = serr
         .lines()
         .filter_map(|l| l.split_once("interrupt thread spins ").map(|(_, v)| v))
@@ -1244,6 +1239,63 @@ fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
             assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
         }
     }
+}
+
+/// A program that ends without closing its connection after sending (`_exit`, or a
+/// `SIGTERM` it does not handle): its peer reads every byte and then the end of stream,
+/// as over TCP (the kernel closes a dead process's sockets, and this one had read all
+/// it was sent), not a reset. Over TCP and on both board kinds. The board counts each
+/// such end as a crash of the function all the same.
+#[test]
+fn a_peer_that_ends_without_closing_gives_the_end_of_stream_as_over_tcp() {
+    let lpar = board(BoardKind::Lpar);
+    let lpar_env = Env::of(&lpar);
+    let lo = board(BoardKind::Loopback);
+    let lo_env = Env::of(&lo);
+    for exit in ["abrupt", "term"] {
+        for under in [
+            Under::Plain,
+            Under::Run(&lpar_env, vec![]),
+            Under::Run(&lo_env, vec![]),
+            Under::Run(&lo_env, vec![("ISM_RUN_PEER_BELL", "1")]),
+        ] {
+            let srv = spawn(command(
+                &under,
+                &[
+                    "et-send",
+                    "127.0.0.1:0",
+                    "--bytes",
+                    "1000000",
+                    "--exit",
+                    exit,
+                ],
+            ));
+            let addr = srv
+                .line("listening on ")
+                .trim_start_matches("listening on ")
+                .trim()
+                .to_owned();
+            let (ok, out, err) = spawn(command(
+                &under,
+                &["drain", &addr, "--bytes", "1000000", "--delay-ms", "100"],
+            ))
+            .finish();
+            assert!(
+                ok && out.contains("ok 1000000 bytes"),
+                "{exit}: {out}\n{err}"
+            );
+            let (_, sout, serr) = srv.finish();
+            assert!(sout.contains("sent 1000000"), "{exit}: {sout}\n{serr}");
+            if matches!(under, Under::Run(..)) {
+                assert!(
+                    serr.contains(": SMC-D") && err.contains(": SMC-D"),
+                    "{serr}\n{err}"
+                );
+            }
+        }
+    }
+    assert_board_empty_after(&lpar, 2);
+    assert_board_empty_after(&lo, 4);
 }
 
 // ------------------------------------------------------------------ I/O paths (ism-run-io)

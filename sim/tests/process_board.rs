@@ -442,6 +442,36 @@ fn a_host_of_another_spec_version_is_refused() {
     board.stop();
 }
 
+/// Two hosts of this process on board `name` (`a`, the client side, and `b`), an SMC-D
+/// stack on each, and a listener on `b`'s: what the tests below connect through.
+struct TwoHosts {
+    a: process::Attachment,
+    b: process::Attachment,
+    sa: std::sync::Arc<ism_host_driver::smcd::SmcStack>,
+    sb: std::sync::Arc<ism_host_driver::smcd::SmcStack>,
+    l: ism_host_driver::smcd::Listener,
+    addr: std::net::SocketAddr,
+}
+
+impl TwoHosts {
+    fn attach(dir: &Dir, name: &str) -> Self {
+        let a = process::attach_in(&dir.0, name).unwrap();
+        let b = process::attach_in(&dir.0, name).unwrap();
+        let sa = a.smc_stack(Default::default()).unwrap();
+        let sb = b.smc_stack(Default::default()).unwrap();
+        let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        Self {
+            a,
+            b,
+            sa,
+            sb,
+            l,
+            addr,
+        }
+    }
+}
+
 /// The board dies under its hosts: commands fail with "no device", interrupt waits end,
 /// SMC-D connections end with an error, nothing hangs.
 #[test]
@@ -449,12 +479,14 @@ fn a_killed_board_gives_its_hosts_errors_not_hangs() {
     use std::io::{Read, Write};
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "lpar", "dies", 4);
-    let a = process::attach_in(&dir.0, "dies").unwrap();
-    let b = process::attach_in(&dir.0, "dies").unwrap();
-    let sa = a.smc_stack(Default::default()).unwrap();
-    let sb = b.smc_stack(Default::default()).unwrap();
-    let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let TwoHosts {
+        a,
+        b: _b,
+        sa,
+        sb: _sb,
+        l,
+        addr,
+    } = TwoHosts::attach(&dir, "dies");
     let reader = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         let mut buf = [0u8; 4096];
@@ -493,12 +525,14 @@ fn a_killed_board_gives_its_hosts_errors_not_hangs() {
 fn board_status_lines_up_and_ends_quietly_when_its_reader_goes() {
     let dir = Dir::new();
     let board = BoardProc::start(&dir, "loopback", "st", 4);
-    let a = process::attach_in(&dir.0, "st").unwrap();
-    let b = process::attach_in(&dir.0, "st").unwrap();
-    let sa = a.smc_stack(Default::default()).unwrap();
-    let sb = b.smc_stack(Default::default()).unwrap();
-    let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let TwoHosts {
+        a,
+        b,
+        sa,
+        sb,
+        l,
+        addr,
+    } = TwoHosts::attach(&dir, "st");
     let server = std::thread::spawn(move || l.accept().unwrap());
     let c = ism_host_driver::smcd::Stream::connect(&sa, addr).unwrap();
     let s = server.join().unwrap();
@@ -566,8 +600,14 @@ fn an_interrupt_thread_that_does_not_spin_takes_every_signal() {
     for kind in ["loopback", "lpar"] {
         let dir = Dir::new();
         let board = BoardProc::start(&dir, kind, "nospin", 4);
-        let a = process::attach_in(&dir.0, "nospin").unwrap();
-        let b = process::attach_in(&dir.0, "nospin").unwrap();
+        let TwoHosts {
+            a,
+            b,
+            sa,
+            sb,
+            l,
+            addr,
+        } = TwoHosts::attach(&dir, "nospin");
         assert_eq!(a.raw().irq_spin(), Duration::from_micros(50));
         a.raw().set_irq_spin(Duration::from_secs(1));
         assert_eq!(a.raw().irq_spin(), Duration::from_millis(10), "clamped");
@@ -575,10 +615,6 @@ fn an_interrupt_thread_that_does_not_spin_takes_every_signal() {
             h.raw().set_irq_spin(Duration::ZERO);
             assert_eq!(h.raw().irq_spin(), Duration::ZERO);
         }
-        let sa = a.smc_stack(Default::default()).unwrap();
-        let sb = b.smc_stack(Default::default()).unwrap();
-        let l = ism_host_driver::smcd::Listener::bind(&sb, "127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
         const LEN: usize = 8 << 20;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

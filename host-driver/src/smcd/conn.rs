@@ -36,7 +36,8 @@ use super::cdc::{
 };
 use super::device::{SmcdGid, SmcdOps};
 use super::wait::{Notify, WaitMode};
-use crate::ism::Dmb;
+use crate::ism::{Dmb, IsmError};
+use ism_abi::MoveError;
 
 /// Offset of the ring in an RMB (the CDC area comes first).
 pub const RING_OFFSET: u32 = CDC_MSG_LEN as u32;
@@ -172,6 +173,10 @@ const ST_BROKEN: u8 = 16;
 const ST_FAILED: u8 = 32;
 /// The abort after [`ST_FAILED`] was tried once (at close or abort).
 const ST_FAILED_TOLD: u8 = 64;
+/// The peer's function went away after it had read everything we sent, and the
+/// connection ends as a TCP peer's exit ends it (see [`Conn::set_peer_exit_like_tcp`]):
+/// reads return what came, then end of stream; writes fail with `BrokenPipe`.
+const ST_PEER_EXITED: u8 = 128;
 
 /// One connection's data path.
 pub struct Conn {
@@ -209,6 +214,9 @@ pub struct Conn {
     /// A call tells of more than that or is not made: the peer's reader is never told of
     /// the same bytes twice (the second telling could come after it read them).
     bell_lock: Mutex<u64>,
+    /// A peer whose function goes away ends the connection as a TCP peer's exit would
+    /// ([`Conn::set_peer_exit_like_tcp`]).
+    exit_like_tcp: AtomicBool,
     /// The peer bell could not ring for data sent: it rings again at the next chance
     /// (see [`Conn::ring_peer_bell`]).
     bell_owed: AtomicBool,
@@ -272,6 +280,72 @@ impl Conn {
             peer_bell: std::sync::OnceLock::new(),
             bell_lock: Mutex::new(0),
             bell_owed: AtomicBool::new(false),
+            exit_like_tcp: AtomicBool::new(false),
+        }
+    }
+
+    /// How the connection ends when the peer's function goes away (the device's event
+    /// for the peer's GID, or a move refused because its DMB is gone while the device no
+    /// longer knows the peer's GID). Off (the default, and Linux's SMC-D): that is a
+    /// crash of the peer's system, and the connection fails with `ConnectionReset`
+    /// (`net/smc/smc_core.c` `smc_smcd_terminate`). On (`ism-run`, where a function is
+    /// one process and a process that ends is not a crash): as the kernel closes a
+    /// dead process's TCP sockets, if the peer had read everything we sent (as its last
+    /// CDC tells), reads return what came and then end of stream, and writes fail with
+    /// `BrokenPipe`; if it had not, `ConnectionReset`, as TCP's reset for data that a
+    /// closed socket had not read (`net/ipv4/tcp.c` `__tcp_close`). A peer that read
+    /// everything but did not tell us yet (its cursor updates are lazy) counts as one
+    /// that had not.
+    pub fn set_peer_exit_like_tcp(&self, on: bool) {
+        self.exit_like_tcp.store(on, Ordering::Release);
+    }
+
+    /// The peer's function is gone (the device's event for its GID): as
+    /// [`Conn::terminate`], or, with [`Conn::set_peer_exit_like_tcp`], as a TCP peer's
+    /// exit.
+    pub fn peer_function_gone(&self) {
+        if self.exit_like_tcp.load(Ordering::Acquire) {
+            self.end_as_peer_exit();
+        } else {
+            self.terminate();
+        }
+    }
+
+    /// The peer exited (with [`Conn::set_peer_exit_like_tcp`]): end of stream if it had
+    /// read everything we sent and nothing broke before, a reset otherwise.
+    fn end_as_peer_exit(&self) {
+        if self.status() & ST_PEER_EXITED != 0 {
+            return;
+        }
+        let peer = self.peer_cdc();
+        let prod = cursor(self.prod.load(Ordering::Acquire), self.peer.ring_len);
+        let read_all = checked_diff(self.peer.ring_len, peer.cons, prod) == Some(0);
+        let clean = read_all
+            && !peer.conn_state.contains(ConnStateFlags::PEER_CONN_ABORT)
+            && self.status() & (ST_ABORTED | ST_BROKEN) == 0;
+        self.status.fetch_or(
+            if clean { ST_PEER_EXITED } else { ST_BROKEN },
+            Ordering::AcqRel,
+        );
+        self.wake();
+    }
+
+    /// A move of ours was refused with `e`: with [`Conn::set_peer_exit_like_tcp`], a
+    /// refusal for a DMB token the device no longer knows, while it no longer knows the
+    /// peer's GID either, is the peer's exit (its function went away with its DMBs, and
+    /// the device's event for it may not have come yet); every other refusal fails the
+    /// connection ([`Conn::fail`]).
+    fn refused(&self, e: &IsmError) {
+        if self.status() & ST_PEER_EXITED != 0 {
+            return;
+        }
+        if self.exit_like_tcp.load(Ordering::Acquire)
+            && matches!(e, IsmError::Move(MoveError::InvalidToken))
+            && self.ops.query_remote_gid(self.peer.gid, false, 0).is_err()
+        {
+            self.end_as_peer_exit();
+        } else {
+            self.fail();
         }
     }
 
@@ -570,7 +644,7 @@ impl Conn {
                 Ok(true)
             }
             Err(e) => {
-                self.fail();
+                self.refused(&e);
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
             }
         }
@@ -676,28 +750,26 @@ impl Conn {
                 continue;
             }
             let off = RING_OFFSET as u64 + at;
-            let r = match &self.attached {
-                Some(att) => self
-                    .ops
-                    .memory()
-                    .write(DevAddr(att.addr.0 + off), chunk)
-                    .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.as_str())),
+            match &self.attached {
+                Some(att) => {
+                    if let Err(e) = self.ops.memory().write(DevAddr(att.addr.0 + off), chunk) {
+                        self.fail();
+                        return Err(io::Error::new(io::ErrorKind::BrokenPipe, e.as_str()));
+                    }
+                }
                 None => {
                     self.count(|c| &c.data_moves, chunk.len().div_ceil(4096) as u64);
-                    self.ops
-                        .move_data(
-                            self.peer.token,
-                            self.peer.dmbe_idx,
-                            false,
-                            off as u32,
-                            chunk,
-                        )
-                        .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+                    if let Err(e) = self.ops.move_data(
+                        self.peer.token,
+                        self.peer.dmbe_idx,
+                        false,
+                        off as u32,
+                        chunk,
+                    ) {
+                        self.refused(&e);
+                        return Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
+                    }
                 }
-            };
-            if let Err(e) = r {
-                self.fail();
-                return Err(e);
             }
         }
         Ok(())
@@ -705,7 +777,8 @@ impl Conn {
 
     fn check_writable(&self, peer: &CdcMessage) -> io::Result<()> {
         let st = self.status();
-        let peer_closed = peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED);
+        let peer_closed =
+            peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED) || st & ST_PEER_EXITED != 0;
         // A breakage after the peer's close (our move into the RMB it gave back was
         // refused) is still the peer's close: `BrokenPipe`, as for the writer that saw the
         // close first.
@@ -845,7 +918,9 @@ impl Conn {
                 return Err(reset());
             }
             let eof = ConnStateFlags::PEER_DONE_WRITING | ConnStateFlags::PEER_CONN_CLOSED;
-            if peer.conn_state.intersects(eof) || self.status() & (ST_READ_SHUT | ST_CLOSED) != 0 {
+            if peer.conn_state.intersects(eof)
+                || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_PEER_EXITED) != 0
+            {
                 return Ok(0);
             }
             if self.status() & (ST_BROKEN | ST_ABORTED) != 0 {
@@ -895,7 +970,8 @@ impl Conn {
             | ConnStateFlags::PEER_CONN_CLOSED
             | ConnStateFlags::PEER_CONN_ABORT;
         peer.conn_state.intersects(ended)
-            || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED) != 0
+            || self.status() & (ST_READ_SHUT | ST_CLOSED | ST_BROKEN | ST_ABORTED | ST_PEER_EXITED)
+                != 0
     }
 
     /// Whether a read would end or fail at once whatever the ring holds: the peer ended or
@@ -968,7 +1044,9 @@ impl Conn {
         let ended = ConnStateFlags::PEER_DONE_WRITING
             | ConnStateFlags::PEER_CONN_CLOSED
             | ConnStateFlags::PEER_CONN_ABORT;
-        self.peer_cdc().conn_state.intersects(ended) || self.is_broken()
+        self.peer_cdc().conn_state.intersects(ended)
+            || self.is_broken()
+            || self.status() & ST_PEER_EXITED != 0
     }
 
     fn take_from_ring(&self, cons: u64, out: &mut [u8]) -> io::Result<()> {
@@ -1017,7 +1095,7 @@ impl Conn {
         }
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_DONE_WRITING.bits(), Ordering::AcqRel);
-        if self.is_broken() {
+        if self.is_broken() || self.status() & ST_PEER_EXITED != 0 {
             return Ok(());
         }
         match self.send_cdc() {
@@ -1051,7 +1129,9 @@ impl Conn {
         }
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_CONN_CLOSED.bits(), Ordering::AcqRel);
-        if !self.is_broken() {
+        if self.status() & ST_PEER_EXITED != 0 {
+            // Nobody to tell.
+        } else if !self.is_broken() {
             let _ = self.send_cdc();
         } else {
             self.tell_failure_once();
@@ -1210,6 +1290,8 @@ mod tests {
     struct Ops {
         mem: Mem,
         refuse: AtomicBool,
+        /// The device no longer knows the peer's GID (its function went away).
+        gone: AtomicBool,
         /// `move_data_now` moves (a loopback device); without it, it cannot.
         now: AtomicBool,
         /// Runs after each CDC move, given whether it was signalled (a peer that acts
@@ -1224,7 +1306,11 @@ mod tests {
     type AfterCdc = alloc::boxed::Box<dyn Fn(bool) + Send + Sync>;
 
     impl SmcdOps for Ops {
-        fn query_remote_gid(&self, _: SmcdGid, _: bool, _: u16) -> Result<(), IsmError> {
+        fn query_remote_gid(&self, gid: SmcdGid, _: bool, _: u16) -> Result<(), IsmError> {
+            assert_eq!(gid.gid, 2, "asked of the peer");
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(IsmError::Device(ism_abi::ReturnCode::RemoteGidUnreachable));
+            }
             Ok(())
         }
         fn register_dmb(&self, _: usize, _: SmcdGid, _: u16, _: u8) -> Result<Dmb, IsmError> {
@@ -1366,6 +1452,7 @@ mod tests {
                 pending: Mutex::new(None),
             },
             refuse: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             now: AtomicBool::new(false),
             after_cdc: Mutex::new(None),
             moves: Mutex::new(Vec::new()),
@@ -2044,6 +2131,94 @@ mod tests {
             assert!(c.is_broken());
             assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
         })
+    }
+
+    #[test]
+    fn a_peer_that_exits_ends_the_connection_as_tcp_would_if_asked() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let mut buf = [0u8; 10];
+            // The peer sent 4 bytes and read all we sent (nothing), then its function went
+            // away: as its TCP socket closed by the kernel, the bytes, then end of stream;
+            // writes fail with BrokenPipe; nothing is sent to it.
+            let (ops, c) = small();
+            c.set_peer_exit_like_tcp(true);
+            ops.peer_data(0, b"last");
+            ops.peer_says(&c, Cursor::new(0, 4), c0, none(), open());
+            ops.gone.store(true, Ordering::Relaxed);
+            c.peer_function_gone();
+            assert!(c.peer_done() && c.read_ready() && c.write_ready());
+            assert!(!c.is_broken());
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            assert_eq!(c.read(&mut buf).unwrap(), 4);
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+            assert_eq!(c.read(&mut buf).unwrap(), 0, "for good");
+            c.close();
+            assert_eq!(ops.cdcs(), 0, "nobody to tell");
+            // Without the option (Linux's SMC-D: the loss of a system): a reset after
+            // the bytes.
+            let (ops, c) = small();
+            ops.peer_data(0, b"last");
+            ops.peer_says(&c, Cursor::new(0, 4), c0, none(), open());
+            c.peer_function_gone();
+            assert_eq!(c.read(&mut buf).unwrap(), 4);
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            // With the option, but the peer had not read all we sent: a reset, as TCP's
+            // for data a closed socket had not read.
+            let (ops, c) = small();
+            c.set_peer_exit_like_tcp(true);
+            assert_eq!(c.write(b"unread").unwrap(), 6);
+            ops.gone.store(true, Ordering::Relaxed);
+            c.peer_function_gone();
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
+            // It had read them and said so (its cursor update): end of stream.
+            let (ops, c) = small();
+            c.set_peer_exit_like_tcp(true);
+            assert_eq!(c.write(b"read").unwrap(), 4);
+            ops.peer_says(&c, c0, Cursor::new(0, 4), none(), open());
+            c.peer_function_gone();
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn a_move_refused_because_the_peer_exited_ends_as_its_event_would() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let mut buf = [0u8; 10];
+            // The peer's DMB and GID are gone before the device's event came: our write's
+            // move is refused, the device no longer knows the peer: its exit (BrokenPipe,
+            // then its bytes and end of stream), not a failure of ours.
+            let (ops, c) = small();
+            c.set_peer_exit_like_tcp(true);
+            ops.peer_data(0, b"bye");
+            ops.peer_says(&c, Cursor::new(0, 3), c0, none(), open());
+            ops.refuse.store(true, Ordering::Relaxed);
+            ops.gone.store(true, Ordering::Relaxed);
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            assert!(!c.is_broken());
+            assert_eq!(c.read(&mut buf).unwrap(), 3);
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+            // The event that follows changes nothing.
+            c.peer_function_gone();
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+            // The same refusal while the device still knows the peer (it unregistered the
+            // DMB, or a forged token): the connection fails, as without the option.
+            let (ops, c) = small();
+            c.set_peer_exit_like_tcp(true);
+            ops.refuse.store(true, Ordering::Relaxed);
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            assert!(c.is_broken());
+            assert_eq!(kind(c.read(&mut buf)), Io::ConnectionReset);
+            // Without the option, the refusal fails the connection whatever the device
+            // knows.
+            let (ops, c) = small();
+            ops.refuse.store(true, Ordering::Relaxed);
+            ops.gone.store(true, Ordering::Relaxed);
+            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            assert!(c.is_broken());
+        });
     }
 
     #[test]

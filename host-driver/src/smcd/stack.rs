@@ -105,6 +105,12 @@ pub struct StackConfig {
     pub clc_timeout: Duration,
     /// The s390 CPU id the system EID is built from when [`StackConfig::seid`] is on.
     pub cpu_id: CpuId,
+    /// A peer whose function goes away ends its connections as a TCP peer's exit would
+    /// (`Conn::set_peer_exit_like_tcp`) instead of with a reset (off: Linux's SMC-D, where
+    /// a function is a system, and its loss a crash). `ism-run` sets it: there a
+    /// function is one process, and a process that ends without closing its sockets
+    /// (killed by a signal, `_exit`) is no crash to its peers over TCP.
+    pub peer_exit_like_tcp: bool,
 }
 
 /// The parts of an s390 CPU id that Linux builds the system EID from
@@ -156,6 +162,7 @@ impl Default for StackConfig {
             hostname: String::from("ism-sim"),
             clc_timeout: Duration::from_secs(6),
             cpu_id: CpuId::default(),
+            peer_exit_like_tcp: false,
         }
     }
 }
@@ -199,8 +206,11 @@ struct Members {
 /// How a link group ended, which is how its connections end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// Without a goodbye (peer or own function gone, peer's shutdown): `Conn::terminate`.
+    /// Without a goodbye (own function gone, peer's shutdown): `Conn::terminate`.
     Terminated,
+    /// The peer's function went away (the device's event for its GID):
+    /// `Conn::peer_function_gone`.
+    PeerGone,
     /// By us (sync error, failed first contact, stack shutdown, idle): `Conn::abort`, which
     /// tells the peer.
     Aborted,
@@ -210,6 +220,7 @@ impl End {
     fn apply(self, c: &Conn) {
         match self {
             End::Terminated => c.terminate(),
+            End::PeerGone => c.peer_function_gone(),
             End::Aborted => c.abort(),
         }
     }
@@ -768,8 +779,10 @@ impl SmcStack {
         for l in gone {
             if by_shutdown {
                 l.peer_shutdown.store(true, Ordering::Release);
+                l.terminate();
+            } else {
+                l.end(End::PeerGone);
             }
-            l.terminate();
             self.counters
                 .lgrs_terminated
                 .fetch_add(1, Ordering::Relaxed);

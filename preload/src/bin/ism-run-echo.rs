@@ -7,7 +7,7 @@
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
-//! echo et-send ADDR [--bytes N]
+//! echo et-send ADDR [--bytes N] [--exit abrupt|term]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
@@ -37,7 +37,9 @@
 //! `et-send` listens, accepts one connection and sends N pattern bytes from a non-blocking
 //! socket driven by edge-triggered epoll (as nginx sends a response): after each `EAGAIN`
 //! it waits for `EPOLLOUT` (10 s at most: a stall is an error), and prints
-//! `sent N eagain K`. `drain` connects, waits T ms (so that the sender fills the ring),
+//! `sent N eagain K`; `--exit abrupt` then ends the process with `_exit`, `--exit term`
+//! by a `SIGTERM` it does not handle, neither shutting down nor closing the connection
+//! first (the kernel closes it). `drain` connects, waits T ms (so that the sender fills the ring),
 //! then reads and verifies N bytes and the end of stream.
 //!
 //! The fork and exec modes: `prefork` listens, forks N worker processes that accept from
@@ -183,7 +185,11 @@ fn main() -> ExitCode {
             arg(&args, "--count").unwrap_or(4),
             args.iter().any(|a| a == "--master-closes"),
         ),
-        "et-send" => et_send(addr, arg(&args, "--bytes").unwrap_or(4 << 20)),
+        "et-send" => et_send(
+            addr,
+            arg(&args, "--bytes").unwrap_or(4 << 20),
+            arg::<String>(&args, "--exit").as_deref(),
+        ),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -1303,7 +1309,10 @@ fn exec_probe(fd: &str, closed: bool, allow: &str) -> Result<(), String> {
 
 // ------------------------------------------------------------------ edge-triggered writer
 
-fn et_send(addr: &str, bytes: usize) -> Result<(), String> {
+fn et_send(addr: &str, bytes: usize, exit: Option<&str>) -> Result<(), String> {
+    if !matches!(exit, None | Some("abrupt" | "term")) {
+        return Err(format!("--exit {exit:?}: abrupt or term"));
+    }
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
@@ -1354,13 +1363,32 @@ fn et_send(addr: &str, bytes: usize) -> Result<(), String> {
                 Err(e) => return Err(format!("write: {e}")),
             }
         }
+        if exit.is_some() {
+            return Ok(());
+        }
         s.shutdown(Shutdown::Write).map_err(|e| e.to_string())
     })();
     // SAFETY: closes our own epoll descriptor.
     unsafe { libc::close(ep) };
     r?;
     println!("sent {sent} eagain {eagain}");
-    Ok(())
+    let _ = std::io::stdout().flush();
+    match exit {
+        // Without exit handlers: the kernel closes the descriptors (over TCP, the peer
+        // reads the end of stream).
+        // SAFETY: ends the process at once.
+        Some("abrupt") => unsafe { libc::_exit(0) },
+        Some(_) => {
+            // Killed by a signal it does not handle.
+            // SAFETY: sets SIGTERM's default action and raises it: the process ends.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                libc::raise(libc::SIGTERM);
+            }
+            Err("still alive after SIGTERM".into())
+        }
+        None => Ok(()),
+    }
 }
 
 fn drain(addr: &str, bytes: usize, delay_ms: u64) -> Result<(), String> {

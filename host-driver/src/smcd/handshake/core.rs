@@ -179,6 +179,7 @@ fn establish(
     };
     let cfg = stack.config();
     let conn = Arc::new(Conn::new(ops, rmb, peer, attached, cfg.wait));
+    conn.set_peer_exit_like_tcp(cfg.peer_exit_like_tcp);
     conn.set_busy_poll(cfg.busy_poll);
     stack.attach_conn(g.lgr(), &conn);
     g.set_conn(conn);
