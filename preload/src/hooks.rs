@@ -217,12 +217,22 @@ fn settle(c: &Connecting, fd: c_int, dontwait: bool) -> Result<Option<Arc<Entry>
 }
 
 /// A data call on an inherited descriptor: `ENOTCONN` (this process has no connection
-/// behind it), and one line with `ISM_RUN_DEBUG`.
+/// behind it), one line with `ISM_RUN_DEBUG` per descriptor, and once per process a line
+/// that says why and what to do (the program only sees its own error: `git daemon`,
+/// `rsync --daemon` and `socat ...,fork` serve each connection in a forked child).
 fn inherited_fail<T: From<i8>>(fd: c_int, i: &Inherited) -> T {
+    static HINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !i.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
         crate::fork::debug_line(&format!(
             "fd {fd}: an SMC-D connection of another process (inherited over fork or exec): ENOTCONN"
         ));
+        if !HINTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            crate::runtime::say(&format!(
+                "ism-run: fd {fd} is an SMC-D connection of the process this one was forked or \
+                 executed from: it cannot be used here (ENOTCONN). Servers that serve each \
+                 connection in a forked child must run without ism-run (docs/ism-run.md, Limits)"
+            ));
+        }
     }
     fail(libc::ENOTCONN)
 }

@@ -1099,6 +1099,15 @@ fn a_forked_child_closing_an_inherited_connection_leaves_the_parent_s_working() 
         ),
         "{err}"
     );
+    // Each of the 21 children says once, without ISM_RUN_DEBUG too, why its calls fail.
+    assert_eq!(
+        err.matches(
+            "Servers that serve each connection in a forked child must run without ism-run"
+        )
+        .count(),
+        21,
+        "{err}"
+    );
     let (sok, _, serr) = srv.finish();
     assert!(sok, "{serr}");
     assert_board_empty(&b);
