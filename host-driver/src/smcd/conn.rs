@@ -311,10 +311,15 @@ impl Conn {
         }
     }
 
+    /// Whether the peer exited after reading everything we sent ([`ST_PEER_EXITED`]).
+    fn peer_exited(&self) -> bool {
+        self.status() & ST_PEER_EXITED != 0
+    }
+
     /// The peer exited (with [`Conn::set_peer_exit_like_tcp`]): end of stream if it had
     /// read everything we sent and nothing broke before, a reset otherwise.
     fn end_as_peer_exit(&self) {
-        if self.status() & ST_PEER_EXITED != 0 {
+        if self.peer_exited() {
             return;
         }
         let peer = self.peer_cdc();
@@ -336,9 +341,11 @@ impl Conn {
     /// the device's event for it may not have come yet); every other refusal fails the
     /// connection ([`Conn::fail`]).
     fn refused(&self, e: &IsmError) {
-        if self.status() & ST_PEER_EXITED != 0 {
+        if self.peer_exited() {
             return;
         }
+        // The query is one device command, on this error path only (the caller may hold
+        // the CDC lock; the device answers it without this connection).
         if self.exit_like_tcp.load(Ordering::Acquire)
             && matches!(e, IsmError::Move(MoveError::InvalidToken))
             && self.ops.query_remote_gid(self.peer.gid, false, 0).is_err()
@@ -1044,9 +1051,7 @@ impl Conn {
         let ended = ConnStateFlags::PEER_DONE_WRITING
             | ConnStateFlags::PEER_CONN_CLOSED
             | ConnStateFlags::PEER_CONN_ABORT;
-        self.peer_cdc().conn_state.intersects(ended)
-            || self.is_broken()
-            || self.status() & ST_PEER_EXITED != 0
+        self.peer_cdc().conn_state.intersects(ended) || self.is_broken() || self.peer_exited()
     }
 
     fn take_from_ring(&self, cons: u64, out: &mut [u8]) -> io::Result<()> {
@@ -1095,7 +1100,7 @@ impl Conn {
         }
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_DONE_WRITING.bits(), Ordering::AcqRel);
-        if self.is_broken() || self.status() & ST_PEER_EXITED != 0 {
+        if self.is_broken() || self.peer_exited() {
             return Ok(());
         }
         match self.send_cdc() {
@@ -1129,7 +1134,7 @@ impl Conn {
         }
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_CONN_CLOSED.bits(), Ordering::AcqRel);
-        if self.status() & ST_PEER_EXITED != 0 {
+        if self.peer_exited() {
             // Nobody to tell.
         } else if !self.is_broken() {
             let _ = self.send_cdc();
