@@ -323,3 +323,74 @@ fn testlink_is_answered() {
     (&s).read_to_end(&mut got).unwrap();
     assert_eq!(got, b"still fine");
 }
+
+/// RMBs kept per link group (Linux's `smc_buf_unuse`/`smc_buf_get_slot`): the RMBs of
+/// connections that both sides closed serve the next connections, zeroed (their data is
+/// right from the first byte), with no REG_DMB; an aborted connection's RMB is not kept;
+/// the kept ones go when the link group ends. On every board, no-copy included (the
+/// sender detaches the peer's RMB before its close, so the next connection's attach of
+/// the same RMB succeeds).
+#[test]
+fn the_rmbs_of_closed_connections_serve_the_next_ones_of_their_link_group() {
+    let reused = |st: &std::sync::Arc<ism_host_driver::smcd::SmcStack>| {
+        st.counters().rmbs_reused.load(Ordering::Relaxed)
+    };
+    for b in boards() {
+        let dmbs = || b.board().device().dmbs_in_use();
+        let (cs, ss) = b.pair();
+        let nocopy = cs.config().nocopy;
+        // The loopback board has one stack: it is the client and the server.
+        let per_round = if std::sync::Arc::ptr_eq(&cs, &ss) {
+            2
+        } else {
+            1
+        };
+        for round in 0..4u64 {
+            let (c, s) = pair(&cs, &ss);
+            assert_eq!(
+                c.stats().nocopy,
+                nocopy && b.board().kind() == BoardKind::Loopback
+            );
+            // Both directions, more than a ring (16 KiB) each, so that stale cursors or
+            // flags of an earlier connection would show.
+            let srv = std::thread::spawn(move || {
+                let got = recv_pattern(&s, round, 4_000, &mut Rng::new(round)).unwrap();
+                send_and_finish(&s, round + 100, 40_000, 3_000, &mut Rng::new(round + 100))
+                    .unwrap();
+                got
+            });
+            send_and_finish(&c, round, 40_000, 3_000, &mut Rng::new(round)).unwrap();
+            assert_eq!(
+                recv_pattern(&c, round + 100, 4_000, &mut Rng::new(round + 100)).unwrap(),
+                40_000
+            );
+            assert_eq!(join_within(srv, Duration::from_secs(20), "server"), 40_000);
+            // The server closed first (its thread ended): its RMB waits for the client's
+            // close, which comes now; the client's is free at once.
+            drop(c);
+            // One RMB per side stays registered, whatever the round.
+            assert_eq!(dmbs(), 2, "round {round}");
+            assert_eq!(
+                (reused(&cs), reused(&ss)),
+                (per_round * round, per_round * round),
+                "round {round}"
+            );
+        }
+        // An aborted connection's RMB is not kept.
+        let (c, s) = pair(&cs, &ss);
+        assert_eq!((reused(&cs), reused(&ss)), (4 * per_round, 4 * per_round));
+        c.abort();
+        drop((c, s));
+        assert_eq!(
+            cs.link_groups()
+                .iter()
+                .map(|l| l.kept_rmbs())
+                .sum::<usize>(),
+            0,
+            "the aborting side keeps nothing"
+        );
+        // The link group's end unregisters what it kept.
+        assert!(cs.close_idle_link_groups() == 1);
+        assert!(eventually(Duration::from_secs(10), || dmbs() == 0));
+    }
+}

@@ -220,6 +220,10 @@ pub struct Conn {
     /// The peer bell could not ring for data sent: it rings again at the next chance
     /// (see [`Conn::ring_peer_bell`]).
     bell_owed: AtomicBool,
+    /// Writes into the attached peer DMB under way (see [`Conn::detach_peer_dmb`]).
+    attached_writes: std::sync::atomic::AtomicU32,
+    /// The attached peer DMB was detached: no write goes into it any more.
+    detached: AtomicBool,
 }
 
 /// A function the interrupt path calls when something may have changed for a connection
@@ -229,6 +233,22 @@ pub type Watcher = alloc::boxed::Box<dyn Fn() + Send + Sync>;
 /// A function that tells the peer of new data by a way of its own, given how many bytes we
 /// have sent in all; `false` if it could not (see [`Conn::set_peer_bell`]).
 pub type PeerBell = alloc::boxed::Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// The CDC message the peer last wrote into the RMB at `rmb` (its CDC area, read as the
+/// two atomic words it writes); all zero if the memory cannot be read.
+pub fn peer_cdc_at(mem: &dyn ism_hal::DmaMemory, rmb: DevAddr) -> CdcMessage {
+    let word = |off: usize| {
+        mem.load_u64(DevAddr(rmb.0 + off as u64))
+            .map(u64::from_ne_bytes)
+    };
+    let Ok(cons) = word(CONS_OFFSET) else {
+        return CdcMessage::default();
+    };
+    let Ok(prod) = word(PROD_OFFSET) else {
+        return CdcMessage::default();
+    };
+    CdcMessage::from_words(prod, cons)
+}
 
 fn cursor(total: u64, ring: u32) -> Cursor {
     Cursor::new((total / ring as u64) as u16, (total % ring as u64) as u32)
@@ -281,6 +301,8 @@ impl Conn {
             bell_lock: Mutex::new(0),
             bell_owed: AtomicBool::new(false),
             exit_like_tcp: AtomicBool::new(false),
+            attached_writes: std::sync::atomic::AtomicU32::new(0),
+            detached: AtomicBool::new(false),
         }
     }
 
@@ -559,18 +581,7 @@ impl Conn {
     /// `prod`, then `cons`), a CDC arriving between the two loads could show the peer's new
     /// close flag with its old producer cursor: an end of stream before the last bytes.
     pub fn peer_cdc(&self) -> CdcMessage {
-        let mem = self.ops.memory();
-        let word = |off: usize| {
-            mem.load_u64(DevAddr(self.rmb.addr.0 + off as u64))
-                .map(u64::from_ne_bytes)
-        };
-        let Ok(cons) = word(CONS_OFFSET) else {
-            return CdcMessage::default();
-        };
-        let Ok(prod) = word(PROD_OFFSET) else {
-            return CdcMessage::default();
-        };
-        CdcMessage::from_words(prod, cons)
+        peer_cdc_at(self.ops.memory(), self.rmb.addr)
     }
 
     /// The end of the time limit (`limit_ms`, 0: none) for one read or write starting now.
@@ -759,10 +770,25 @@ impl Conn {
             let off = RING_OFFSET as u64 + at;
             match &self.attached {
                 Some(att) => {
-                    if let Err(e) = self.ops.memory().write(DevAddr(att.addr.0 + off), chunk) {
-                        self.fail();
-                        return Err(io::Error::new(io::ErrorKind::BrokenPipe, e.as_str()));
-                    }
+                    // Counted before the check, so that `detach_peer_dmb` (which sets the
+                    // flag, then waits for the count) and this write never overlap.
+                    self.attached_writes.fetch_add(1, Ordering::SeqCst);
+                    let r = if self.detached.load(Ordering::SeqCst) {
+                        Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "SMC-D connection closed",
+                        ))
+                    } else {
+                        self.ops
+                            .memory()
+                            .write(DevAddr(att.addr.0 + off), chunk)
+                            .map_err(|e| {
+                                self.fail();
+                                io::Error::new(io::ErrorKind::BrokenPipe, e.as_str())
+                            })
+                    };
+                    self.attached_writes.fetch_sub(1, Ordering::SeqCst);
+                    r?;
                 }
                 None => {
                     self.count(|c| &c.data_moves, chunk.len().div_ceil(4096) as u64);
@@ -1132,6 +1158,7 @@ impl Conn {
         if self.status.fetch_or(ST_CLOSED, Ordering::AcqRel) & ST_CLOSED != 0 {
             return;
         }
+        self.detach_peer_dmb();
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_CONN_CLOSED.bits(), Ordering::AcqRel);
         if self.peer_exited() {
@@ -1146,6 +1173,7 @@ impl Conn {
 
     /// Aborts: tells the peer (connection abort) and fails local readers and writers.
     pub fn abort(&self) {
+        self.detach_peer_dmb();
         self.local_conn_state
             .fetch_or(ConnStateFlags::PEER_CONN_ABORT.bits(), Ordering::AcqRel);
         if self.status.fetch_or(ST_ABORTED, Ordering::AcqRel) & (ST_ABORTED | ST_BROKEN) == 0 {
@@ -1156,13 +1184,55 @@ impl Conn {
         self.wake();
     }
 
+    /// Detaches the peer's DMB (no-copy mode), once: after writes into it under way
+    /// ended; later writes fail with `BrokenPipe`. [`Conn::close`] and [`Conn::abort`]
+    /// detach before their CDC goes out, so a peer that sees our close or abort knows we
+    /// hold no attachment of its RMB any more and may give it to its next connection
+    /// (the link group's kept RMBs, `SmcStack::release_conn`): the device lets a function
+    /// attach a DMB once at a time, so an attachment of ours left over from this
+    /// connection would make the next connection's attach fail, and its late detach would
+    /// take the next connection's away.
+    pub fn detach_peer_dmb(&self) {
+        let Some(att) = &self.attached else {
+            return;
+        };
+        if self.detached.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        while self.attached_writes.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        let _ = self.ops.detach_dmb(att.token);
+    }
+
     /// Releases the device resources: detaches the peer's DMB and unregisters our RMB.
     /// Call once, after [`Conn::close`] or [`Conn::abort`].
     pub fn release(&self) {
-        if let Some(att) = &self.attached {
-            let _ = self.ops.detach_dmb(att.token);
+        if let Some(rmb) = self.release_keeping_rmb() {
+            let _ = self.ops.unregister_dmb(&rmb);
+        }
+    }
+
+    /// As [`Conn::release`], but returns our RMB still registered if it may serve another
+    /// connection with the same peer: we closed the connection (our closing CDC is the
+    /// last thing we told the peer) and nothing aborted or broke it, so the peer writes
+    /// into it only until its own close, which the caller waits for (the link group's
+    /// kept RMBs: `SmcStack::release_conn`). Otherwise unregisters it and returns `None`.
+    /// Call once, after [`Conn::close`] or [`Conn::abort`].
+    pub fn release_keeping_rmb(&self) -> Option<Dmb> {
+        self.detach_peer_dmb();
+        let st = self.status();
+        let clean = st & ST_CLOSED != 0
+            && st & (ST_ABORTED | ST_BROKEN | ST_FAILED | ST_PEER_EXITED) == 0
+            && !self
+                .peer_cdc()
+                .conn_state
+                .contains(ConnStateFlags::PEER_CONN_ABORT);
+        if clean {
+            return Some(self.rmb);
         }
         let _ = self.ops.unregister_dmb(&self.rmb);
+        None
     }
 }
 
@@ -1602,6 +1672,76 @@ mod tests {
                 *ops.released.lock().unwrap(),
                 [("detach", PEER_TOKEN), ("unregister", OUR_TOKEN)]
             );
+        })
+    }
+
+    /// No-copy: `close` detaches the peer's DMB before its closing CDC goes out (a peer
+    /// that sees the close may give that RMB to its next connection, whose attach must
+    /// not find ours), once; a write after it fails without touching the peer's ring.
+    /// The RMB of a connection closed cleanly is kept registered (for the link group);
+    /// that of an aborted one, or one whose peer aborted, is unregistered.
+    #[test]
+    fn close_detaches_before_its_cdc_and_a_clean_close_keeps_the_rmb() {
+        within(|| {
+            let (ops, c) = setup(100, 60, true, WaitMode::BusyPoll);
+            let at_cdc = Arc::new(Mutex::new(Vec::new()));
+            let (o, seen) = (Arc::downgrade(&ops), at_cdc.clone());
+            *ops.after_cdc.lock().unwrap() = Some(alloc::boxed::Box::new(move |_| {
+                if let Some(o) = o.upgrade() {
+                    seen.lock()
+                        .unwrap()
+                        .push(o.released.lock().unwrap().clone());
+                }
+            }));
+            assert_eq!(c.write(&pattern(5, 1)).unwrap(), 5);
+            c.close();
+            let at_cdc = at_cdc.lock().unwrap().clone();
+            assert_eq!(at_cdc.len(), 2, "the data CDC, then the closing one");
+            assert!(at_cdc[0].is_empty(), "attached while sending");
+            assert_eq!(
+                at_cdc[1],
+                [("detach", PEER_TOKEN)],
+                "detached before the close"
+            );
+            assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
+            let before = ops.peer_ring(0, 10);
+            assert!(c.write(&pattern(5, 2)).is_err());
+            assert_eq!(
+                ops.peer_ring(0, 10),
+                before,
+                "nothing written after the detach"
+            );
+            // The peer closes too: the RMB is kept, the peer's DMB not detached twice.
+            ops.peer_says(
+                &c,
+                Cursor::new(0, 0),
+                Cursor::new(0, 5),
+                none(),
+                ConnStateFlags::PEER_CONN_CLOSED,
+            );
+            assert_eq!(c.release_keeping_rmb().map(|d| d.token), Some(OUR_TOKEN));
+            assert_eq!(*ops.released.lock().unwrap(), [("detach", PEER_TOKEN)]);
+
+            // Aborted by us: given back.
+            let (ops, c) = setup(100, 60, true, WaitMode::BusyPoll);
+            c.abort();
+            assert_eq!(c.release_keeping_rmb(), None);
+            assert_eq!(
+                *ops.released.lock().unwrap(),
+                [("detach", PEER_TOKEN), ("unregister", OUR_TOKEN)]
+            );
+            // Closed by us after the peer's abort: given back too.
+            let (ops, c) = small();
+            ops.peer_says(
+                &c,
+                Cursor::new(0, 0),
+                Cursor::new(0, 0),
+                none(),
+                ConnStateFlags::PEER_CONN_ABORT,
+            );
+            c.close();
+            assert_eq!(c.release_keeping_rmb(), None);
+            assert_eq!(*ops.released.lock().unwrap(), [("unregister", OUR_TOKEN)]);
         })
     }
 

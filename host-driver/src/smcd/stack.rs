@@ -11,6 +11,9 @@
 //!   group lingers for reuse until [`SmcStack::close_idle_link_groups`] or
 //!   [`SmcStack::shutdown`] tears it down, which sends the peer a `SIGNAL_IEQ` shutdown
 //!   (event code 0x80).
+//! * A link group keeps the RMBs of its ended connections registered (zeroed when taken
+//!   again) for its next ones, as Linux's `smc_buf_unuse` and `smc_buf_get_slot` do:
+//!   [`KEPT_RMBS`], [`SmcStack::release_conn`].
 //! * Events: a software shutdown from a peer terminates the link groups with that peer on
 //!   the VLAN the event names; a device event naming a peer GID (its function went down)
 //!   terminates them on every VLAN (`net/smc/smc_core.c` `smc_smcd_terminate`, called from
@@ -32,12 +35,13 @@ use alloc::vec::Vec;
 
 use ism_abi::wire::ieq::EventType;
 
+use super::cdc::ConnStateFlags;
 use super::clc::Eid;
 use super::conn::Conn;
 use super::device::{SmcdGid, SmcdOps};
 use super::stats::StatsCounters;
 use super::wait::WaitMode;
-use crate::ism::{IsmClient, IsmError, IsmEvent};
+use crate::ism::{Dmb, IsmClient, IsmError, IsmEvent};
 
 /// SMC software event code: link group shutdown.
 pub const EVENT_CODE_SHUTDOWN: u32 = 0x80;
@@ -167,6 +171,15 @@ impl Default for StackConfig {
     }
 }
 
+/// Whether the peer of the connection on `rmb` is done with it: its CDC area shows the
+/// peer's close or abort, after which the peer writes nothing more into it
+/// (`net/smc/smc_close.c` `smc_close_active`: the closing CDC is the last).
+fn peer_finished(mem: &dyn ism_hal::memory::DmaMemory, rmb: &Dmb) -> bool {
+    super::conn::peer_cdc_at(mem, rmb.addr)
+        .conn_state
+        .intersects(ConnStateFlags::PEER_CONN_CLOSED | ConnStateFlags::PEER_CONN_ABORT)
+}
+
 /// Role of the local side when the link group was opened (SMC-D link groups are shared by
 /// both directions; this is only a record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +206,52 @@ pub struct LinkGroup {
     conns: Mutex<Members>,
     peer_shutdown: std::sync::atomic::AtomicBool,
     sync_err: std::sync::atomic::AtomicBool,
+    /// The device's operations and the RMBs to unregister (see [`DeviceOps`]).
+    ops: DeviceOps,
+}
+
+/// A device's operations, in a link group (which prints without them), and the RMBs
+/// that ended link groups of that device kept: a link group can end in the device's
+/// interrupt path (a peer's shutdown or GID event), where no command may be issued (the
+/// command could wait on what the interrupt path holds), so its RMBs are left here and
+/// unregistered by the next caller outside it ([`SmcStack::unregister_ended`]), as Linux
+/// frees a terminated link group's buffers later from a work queue
+/// (`net/smc/smc_core.c` `smc_lgr_free_work`).
+#[derive(Clone)]
+struct DeviceOps {
+    ops: Arc<dyn SmcdOps>,
+    ended: Arc<Mutex<Vec<Dmb>>>,
+}
+
+impl core::fmt::Debug for DeviceOps {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SmcdOps")
+    }
+}
+
+/// Most RMBs a link group keeps registered for its next connections (see
+/// `LinkGroup::keep_rmb`): a process that once had many connections to one peer keeps
+/// this many, not all, of their buffers.
+pub const KEPT_RMBS: usize = 16;
+
+/// RMBs of ended connections that a link group keeps registered for its next ones, as
+/// Linux keeps its buffers in `lgr->rmbs` (`net/smc/smc_core.c` `smc_buf_unuse` zeroes
+/// one and marks it unused; `smc_buf_get_slot` hands it to the next connection that asks
+/// for its size): a connection then costs no REG_DMB and no UNREG_DMB.
+#[derive(Debug, Default)]
+struct KeptRmbs {
+    /// Free for a new connection.
+    free: Vec<Dmb>,
+    /// Of connections we closed whose peer had not closed yet: it may still write its
+    /// CDCs into them. Each becomes free once its CDC area shows the peer's close or
+    /// abort (looked at when a connection asks for an RMB).
+    closing: Vec<Dmb>,
+}
+
+impl KeptRmbs {
+    fn len(&self) -> usize {
+        self.free.len() + self.closing.len()
+    }
 }
 
 /// The connections of a link group, and how it ended (under one lock, so that a
@@ -201,6 +260,7 @@ pub struct LinkGroup {
 struct Members {
     conns: Vec<Weak<Conn>>,
     ended: Option<End>,
+    rmbs: KeptRmbs,
 }
 
 /// How a link group ended, which is how its connections end.
@@ -251,14 +311,16 @@ impl LinkGroup {
     /// listen worker has registered in the link group (`smc_conn_create`) whatever step
     /// of the handshake they are in.
     fn end(&self, how: End) {
-        let (how, conns) = {
+        let (how, conns, kept) = {
             let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             let how = *m.ended.get_or_insert(how);
             (
                 how,
                 m.conns.iter().filter_map(Weak::upgrade).collect::<Vec<_>>(),
+                core::mem::take(&mut m.rmbs),
             )
         };
+        self.leave_kept(kept);
         for c in conns {
             how.apply(&c);
         }
@@ -266,13 +328,117 @@ impl LinkGroup {
 
     /// Ends the link group (aborted) if it has no live connection; returns whether it did.
     fn end_if_idle(&self) -> bool {
-        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        m.conns.retain(|w| w.strong_count() > 0);
-        if m.conns.is_empty() {
+        let kept = {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            m.conns.retain(|w| w.strong_count() > 0);
+            if !m.conns.is_empty() {
+                return false;
+            }
             m.ended.get_or_insert(End::Aborted);
-            true
-        } else {
-            false
+            core::mem::take(&mut m.rmbs)
+        };
+        self.leave_kept(kept);
+        true
+    }
+
+    /// Whether `conn` is one of this link group's connections.
+    fn holds(&self, conn: &Arc<Conn>) -> bool {
+        let m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        m.conns
+            .iter()
+            .any(|w| core::ptr::eq(w.as_ptr(), Arc::as_ptr(conn)))
+    }
+
+    /// How many RMBs the link group keeps for its next connections (free or waiting for
+    /// their peer's close).
+    pub fn kept_rmbs(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rmbs
+            .len()
+    }
+
+    /// Keeps `rmb`, the RMB of a connection that ended cleanly (we closed it, nothing
+    /// broke), for a later connection of this link group, if the link group still runs
+    /// and keeps fewer than [`KEPT_RMBS`]; unregisters it otherwise. It is free at once
+    /// if the peer closed too (it writes nothing more into it), else when its close or
+    /// abort shows in the RMB's CDC area.
+    fn keep_rmb(&self, rmb: Dmb) {
+        let peer_gone = peer_finished(self.ops.ops.memory(), &rmb);
+        {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if m.ended.is_none() && m.rmbs.len() < KEPT_RMBS {
+                if peer_gone {
+                    m.rmbs.free.push(rmb);
+                } else {
+                    m.rmbs.closing.push(rmb);
+                }
+                return;
+            }
+        }
+        self.unregister(&rmb);
+    }
+
+    /// A kept RMB of `len` bytes for a new connection, zeroed (the cursors and flags of
+    /// its CDC area start from nothing, as in a new one), if the link group has one.
+    fn take_rmb(&self, len: u32) -> Option<Dmb> {
+        let mem = self.ops.ops.memory();
+        let rmb = {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if m.ended.is_some() {
+                return None;
+            }
+            let kept = &mut m.rmbs;
+            let mut i = 0;
+            while i < kept.closing.len() {
+                if peer_finished(mem, &kept.closing[i]) {
+                    let d = kept.closing.swap_remove(i);
+                    kept.free.push(d);
+                } else {
+                    i += 1;
+                }
+            }
+            let i = kept.free.iter().position(|d| d.len == len)?;
+            kept.free.swap_remove(i)
+        };
+        if mem.zero(rmb.addr, u64::from(rmb.len)).is_err() {
+            self.unregister(&rmb);
+            return None;
+        }
+        Some(rmb)
+    }
+
+    /// Unregisters the free kept RMBs (the device refused a new one: they may be what it
+    /// lacks); returns how many.
+    fn free_kept(&self) -> usize {
+        let free = {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            core::mem::take(&mut m.rmbs.free)
+        };
+        let n = free.len();
+        for d in &free {
+            self.unregister(d);
+        }
+        n
+    }
+
+    /// Leaves the kept RMBs of the ended link group to [`SmcStack::unregister_ended`]
+    /// (this may run in the device's interrupt path).
+    fn leave_kept(&self, kept: KeptRmbs) {
+        if kept.len() == 0 {
+            return;
+        }
+        self.ops
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(kept.free.into_iter().chain(kept.closing));
+    }
+
+    fn unregister(&self, rmb: &Dmb) {
+        if let Err(e) = self.ops.ops.unregister_dmb(rmb) {
+            log::warn!("smc: kept RMB not unregistered: {e:?}");
         }
     }
 
@@ -297,6 +463,8 @@ pub struct StackCounters {
     pub lgrs_created: AtomicU64,
     /// Link groups reused by a new connection.
     pub lgrs_reused: AtomicU64,
+    /// RMBs of ended connections reused by a new one (no REG_DMB: see [`KEPT_RMBS`]).
+    pub rmbs_reused: AtomicU64,
     /// Link groups terminated by a peer (shutdown or device event), or because our own
     /// function went away.
     pub lgrs_terminated: AtomicU64,
@@ -315,6 +483,8 @@ pub struct StackDevice {
     client: AtomicU32,
     conns: std::sync::RwLock<Vec<Option<Arc<Conn>>>>,
     stack: Weak<SmcStack>,
+    /// RMBs of ended link groups, to unregister (see [`SmcStack::unregister_ended`]).
+    ended_rmbs: Arc<Mutex<Vec<Dmb>>>,
 }
 
 impl StackDevice {
@@ -424,6 +594,7 @@ impl SmcStack {
                         client: AtomicU32::new(0),
                         conns: std::sync::RwLock::new((0..MAX_INDEX).map(|_| None).collect()),
                         stack: weak.clone(),
+                        ended_rmbs: Arc::default(),
                     })
                 })
                 .collect(),
@@ -582,6 +753,10 @@ impl SmcStack {
             conns: Mutex::new(Members::default()),
             peer_shutdown: std::sync::atomic::AtomicBool::new(false),
             sync_err: std::sync::atomic::AtomicBool::new(false),
+            ops: DeviceOps {
+                ops: self.devices[device].ops.clone(),
+                ended: self.devices[device].ended_rmbs.clone(),
+            },
         });
         lgrs.insert(0, l.clone());
         self.counters.lgrs_created.fetch_add(1, Ordering::Relaxed);
@@ -600,6 +775,7 @@ impl SmcStack {
             .retain(|l| !Arc::ptr_eq(l, lgr));
         lgr.end(End::Aborted);
         self.send_shutdown(lgr);
+        self.unregister_ended();
         self.counters
             .lgrs_terminated
             .fetch_add(1, Ordering::Relaxed);
@@ -660,6 +836,7 @@ impl SmcStack {
         if had_conns {
             self.send_shutdown(lgr);
         }
+        self.unregister_ended();
     }
 
     /// Adds `conn` to `lgr` and routes its RMB's signals to it.
@@ -679,13 +856,62 @@ impl SmcStack {
         }
     }
 
-    /// Stops routing to `conn` and releases its device resources.
+    /// Stops routing to `conn` and releases its device resources: the peer's DMB is
+    /// detached; our RMB is kept for the link group's next connection if the connection
+    /// ended cleanly ([`Conn::release_keeping_rmb`], `LinkGroup::keep_rmb`), otherwise
+    /// unregistered.
     pub fn release_conn(&self, device: usize, conn: &Arc<Conn>) {
+        self.unregister_ended();
         self.devices[device].set_conn(conn.rmb().sba_idx, None);
-        conn.release();
+        let lgr = self
+            .link_groups()
+            .into_iter()
+            .find(|l| l.device == device && l.holds(conn));
+        match (conn.release_keeping_rmb(), lgr) {
+            (Some(rmb), Some(l)) => l.keep_rmb(rmb),
+            (Some(rmb), None) => {
+                let _ = self.devices[device].ops.unregister_dmb(&rmb);
+            }
+            (None, _) => {}
+        }
         for l in self.link_groups() {
             l.prune();
         }
+    }
+
+    /// A kept RMB of `len` bytes from `lgr` for a new connection (counted in
+    /// [`StackCounters::rmbs_reused`]), if it has one.
+    pub fn reuse_rmb(&self, lgr: &LinkGroup, len: u32) -> Option<Dmb> {
+        self.unregister_ended();
+        let d = lgr.take_rmb(len)?;
+        self.counters.rmbs_reused.fetch_add(1, Ordering::Relaxed);
+        Some(d)
+    }
+
+    /// Unregisters the RMBs that ended link groups kept (they end in the device's
+    /// interrupt path, which leaves them here: see `LinkGroup::leave_kept`). Called by
+    /// every handshake, every release of a connection and the link-group teardowns.
+    pub fn unregister_ended(&self) {
+        for d in self.devices.iter() {
+            let ended =
+                core::mem::take(&mut *d.ended_rmbs.lock().unwrap_or_else(|e| e.into_inner()));
+            for rmb in &ended {
+                if let Err(e) = d.ops.unregister_dmb(rmb) {
+                    log::warn!("smc: RMB of an ended link group not unregistered: {e:?}");
+                }
+            }
+        }
+    }
+
+    /// Unregisters the free kept RMBs of every link group on `device` (the device refused
+    /// a new RMB); returns how many.
+    pub fn free_kept_rmbs(&self, device: usize) -> usize {
+        self.unregister_ended();
+        self.link_groups()
+            .iter()
+            .filter(|l| l.device == device)
+            .map(|l| l.free_kept())
+            .sum()
     }
 
     fn send_shutdown(&self, lgr: &LinkGroup) {
@@ -717,6 +943,7 @@ impl SmcStack {
         for l in &idle {
             self.send_shutdown(l);
         }
+        self.unregister_ended();
         idle.len()
     }
 
@@ -732,6 +959,7 @@ impl SmcStack {
             l.end(End::Aborted);
             self.send_shutdown(l);
         }
+        self.unregister_ended();
     }
 
     /// Sends a TESTLINK request to `peer` over device `device` and waits for the answer.

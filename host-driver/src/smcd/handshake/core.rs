@@ -128,11 +128,25 @@ fn local_device(stack: &SmcStack, i: usize) -> SmcdDevice {
 /// device's `-ENOMEM` into `-EAGAIN`); the last refusal decides the reason
 /// (`net/smc/af_smc.c` `smc_listen_ism_init`/`smc_connect_ism`: `-ENOSPC` is `MAX_DMB`,
 /// anything else `MEM`).
+///
+/// A size the link group kept from an ended connection is taken first, as Linux's
+/// `smc_buf_get_slot` does before it creates a buffer: no REG_DMB then (the RMB is already
+/// registered for this peer). The first refusal of the device unregisters the link
+/// groups' free kept RMBs (they may hold the memory or table slots it lacks) and tries the
+/// same size again.
 fn create_rmb(stack: &SmcStack, g: &mut HalfOpen, peer: SmcdGid) -> Result<u8, DeclineReason> {
     let dev = &stack.devices()[g.device()];
     let mut c = compress_dmbe_size(stack.config().buffer_size);
+    let mut freed_kept = false;
     loop {
         let size = uncompress_dmbe_size(c);
+        if let Some(dmb) = u32::try_from(size)
+            .ok()
+            .and_then(|len| stack.reuse_rmb(g.lgr(), len))
+        {
+            g.set_rmb(dmb);
+            return Ok(c);
+        }
         match dev
             .ops()
             .register_dmb(size, peer, g.lgr().vlan_id, dev.client_id())
@@ -141,6 +155,7 @@ fn create_rmb(stack: &SmcStack, g: &mut HalfOpen, peer: SmcdGid) -> Result<u8, D
                 g.set_rmb(dmb);
                 return Ok(c);
             }
+            Err(_) if !freed_kept && stack.free_kept_rmbs(g.device()) > 0 => freed_kept = true,
             Err(e) if c == 0 && e.kind() == ErrorKind::NoSpace => {
                 return Err(DeclineReason::MAX_DMB)
             }

@@ -177,7 +177,7 @@ pub fn client(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
 fn client_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
     tcp.set_read_timeout(Some(stack.config().clc_timeout))?;
     let local = tcp.local_addr()?.ip();
-    let (mut core, step) = ClientCore::start(stack, local, &LocalNet::of(local));
+    let (mut core, step) = ClientCore::start(stack, local, &LocalNet::of_cached(local));
     drive(tcp, step, |m| core.on_message(m))
 }
 
@@ -197,7 +197,7 @@ pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome>
 fn server_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
     tcp.set_read_timeout(Some(stack.config().clc_timeout))?;
     let local = tcp.local_addr()?.ip();
-    let mut core = ServerCore::new(stack, LocalNet::of(local));
+    let mut core = ServerCore::new(stack, LocalNet::of_cached(local));
     let first = core.on_message(next(tcp)?);
     drive(tcp, first, |m| core.on_message(m))
 }

@@ -92,6 +92,42 @@ impl LocalNet {
         net
     }
 
+    /// [`LocalNet::of`], looked up at most once per [`LocalNet::CACHED_FOR`] for each local
+    /// address: listing the interfaces is a netlink dump of every link and address (a
+    /// dozen system calls), which each side of every handshake needed. Linux reads the
+    /// route's device per connection (`smc_clc_prfx_set`); here an address added to or
+    /// removed from an interface counts for the handshakes that start up to
+    /// `CACHED_FOR` later.
+    pub fn of_cached(local: IpAddr) -> Self {
+        use std::sync::Mutex;
+        use std::time::Instant;
+        /// The last few lookups: (local address, when, result). A host uses a handful
+        /// of local addresses; the oldest entry goes when a new address comes.
+        static CACHE: Mutex<Vec<(IpAddr, Instant, LocalNet)>> = Mutex::new(Vec::new());
+        const KEPT: usize = 8;
+        let now = Instant::now();
+        {
+            let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, net)) = cache
+                .iter()
+                .find(|(a, at, _)| *a == local && now.duration_since(*at) < Self::CACHED_FOR)
+            {
+                return net.clone();
+            }
+        }
+        let net = Self::of(local);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|(a, _, _)| *a != local);
+        if cache.len() >= KEPT {
+            cache.remove(0);
+        }
+        cache.push((local, now, net.clone()));
+        net
+    }
+
+    /// How long [`LocalNet::of_cached`] keeps a lookup.
+    pub const CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
     /// The prefix area a client sends for a connection from `local`
     /// (`smc_clc_prfx_set4_rcu` / `smc_clc_prfx_set6_rcu`): for IPv4 (and IPv4-mapped
     /// IPv6), the subnet and mask length of the first interface address whose subnet holds
@@ -247,5 +283,23 @@ mod tests {
             .expect("lo has 127.0.0.1");
         assert_eq!((p.outgoing_subnet, p.prefix_len), (0x7F00_0000, 8));
         assert!(n.matches(&p));
+    }
+
+    #[test]
+    fn a_cached_lookup_is_the_lookup_and_each_address_has_its_own() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "198.51.100.77".parse().unwrap(); // TEST-NET-2
+        assert!(!LocalNet::of(lo).ipv4.is_empty());
+        assert_eq!(LocalNet::of_cached(lo), LocalNet::of(lo));
+        assert_eq!(LocalNet::of_cached(other), LocalNet::of(other));
+        // Asked again within the window: the same answers, neither taken for the other.
+        assert_eq!(LocalNet::of_cached(lo), LocalNet::of(lo));
+        assert_eq!(LocalNet::of_cached(other), LocalNet::of(other));
+        // More addresses than the cache keeps: still right for each.
+        for i in 1..=12u8 {
+            let a = IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
+            assert_eq!(LocalNet::of_cached(a), LocalNet::of(a));
+        }
+        assert_eq!(LocalNet::of_cached(lo), LocalNet::of(lo));
     }
 }
