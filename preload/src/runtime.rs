@@ -49,11 +49,14 @@ pub fn runtime() -> &'static Runtime {
         return rt;
     }
     let cfg = Config::loaded().clone();
+    // The board's sockets and objects this process keeps go where the library's own
+    // descriptors go, above the program's (`crate::fds`).
+    ism_sim::process::set_descriptor_floor(crate::fds::floor());
     let names = match NameClient::connect_in(&cfg.board_dir(), &cfg.board) {
         Ok(n) => Some(n),
         Err(e) => {
             if !cfg.warned && !WARNED_BY_PARENT.load(Ordering::Acquire) {
-                warn_no_board(&cfg, &e.to_string());
+                warn_no_board(&cfg, &e);
             }
             None
         }
@@ -142,10 +145,21 @@ pub fn no_board_line(board: &str, require_smc: bool) -> String {
     }
 }
 
-fn warn_no_board(cfg: &Config, why: &str) {
-    say(&no_board_line(&cfg.board, cfg.require_smc));
+fn warn_no_board(cfg: &Config, e: &ism_sim::process::AttachError) {
+    let denied = matches!(e, ism_sim::process::AttachError::Io(_, io)
+        if io.kind() == std::io::ErrorKind::PermissionDenied);
+    if denied {
+        let path = ism_sim::process::socket_path(&cfg.board_dir(), &cfg.board);
+        say(&ism_sim::process::run::board_denied_line(
+            &cfg.board,
+            &path,
+            cfg.require_smc,
+        ));
+    } else {
+        say(&no_board_line(&cfg.board, cfg.require_smc));
+    }
     if cfg.debug {
-        say(&format!("ism-run: ({why})"));
+        say(&format!("ism-run: ({e})"));
     }
 }
 

@@ -640,20 +640,33 @@ impl SmcFd {
         }
         let mut peek = self.peek.lock().unwrap_or_else(|e| e.into_inner());
         if f.peek {
-            if peek.is_empty() {
-                let mut tmp = vec![0u8; buf.len().min(1 << 20)];
-                let n = loop {
-                    match self.read_announced(fd, &mut tmp) {
-                        Err(e) if !f.dontwait && e.kind() == io::ErrorKind::WouldBlock => {
-                            self.wait_readable(fd)?;
-                        }
-                        r => break r.map_err(|e| errno_of(&e))?,
+            // A peek shows what a read would take now, as TCP's (`tcp_recvmsg` copies
+            // from the queue without consuming it): the bytes held back by earlier peeks,
+            // topped up from the ring; it waits only while it has nothing to show, or,
+            // with `MSG_WAITALL`, until it can show `buf.len()` bytes (or the stream ends).
+            let want = buf.len().min(1 << 20);
+            while peek.len() < want {
+                let wait = !f.dontwait && (peek.is_empty() || f.waitall);
+                let mut tmp = vec![0u8; want - peek.len()];
+                match self.read_announced(fd, &mut tmp) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        peek.extend_from_slice(&tmp[..n]);
+                        self.bell
+                            .peeked
+                            .store(peek.len(), std::sync::atomic::Ordering::Release);
                     }
-                };
-                peek.extend_from_slice(&tmp[..n]);
-                self.bell
-                    .peeked
-                    .store(peek.len(), std::sync::atomic::Ordering::Release);
+                    Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.wait_readable(fd) {
+                            if peek.is_empty() {
+                                return Err(e);
+                            }
+                            break;
+                        }
+                    }
+                    Err(_) if !peek.is_empty() => break,
+                    Err(e) => return Err(errno_of(&e)),
+                }
             }
             let n = peek.len().min(buf.len());
             buf[..n].copy_from_slice(&peek[..n]);

@@ -287,6 +287,52 @@ fn blocking_echo_runs_over_smc_d_on_an_lpar_board() {
     assert!(moved >= 6_000_000, "the board moved {moved} bytes: {after}");
 }
 
+/// A program that closes descriptors it did not open, then makes a pipe and forks (as
+/// varnishd does before it runs its compiler) keeps its pipe, and still connects over
+/// SMC-D: the board's sockets of its attachment sit above the program's numbers with the
+/// library's own (they were at 4 and 5: the close cut the process off the board, the
+/// pipe took their numbers and the library's fork handler closed it in the child).
+#[test]
+fn a_program_that_closes_what_it_did_not_open_keeps_its_files_and_smc_d() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &[]);
+    let (ok, out, err) = spawn(command(&under, &["daemon-fds", &addr, "--bytes", "5000"])).finish();
+    assert!(ok && out.contains("daemon ok"), "{out}\n{err}");
+    assert!(
+        out.contains("ok 5000 bytes") && err.contains(": SMC-D"),
+        "{out}\n{err}"
+    );
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+    assert_board_empty(&b);
+}
+
+/// A process that may not use the board's socket (a worker that dropped privileges, the
+/// board run by root) is told so, not that there is no board, and uses plain TCP.
+#[test]
+fn a_process_that_may_not_use_the_board_says_why_and_uses_tcp() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let (srv, addr) = server(&Under::Plain, &[]);
+    let (ok, out, err) =
+        spawn(command(&Under::Run(&env, vec![]), &["unprivileged", &addr])).finish();
+    if out.contains("skipped") {
+        drop(srv);
+        return; // not root: cannot drop privileges
+    }
+    assert!(ok && out.contains("ok 100 bytes"), "{out}\n{err}");
+    assert!(
+        err.contains("is running but this process (uid 65534) may not use it")
+            && err.contains("permission denied")
+            && !err.contains("no board named"),
+        "{err}"
+    );
+    let (sok, _, serr) = srv.finish();
+    assert!(sok, "{serr}");
+}
+
 #[test]
 fn poll_client_and_poll_server() {
     for (kind, extra) in [

@@ -16,6 +16,8 @@
 //! echo exec-probe-stdio -
 //! echo hold ADDR --conns C [--bytes N] [--linger S]
 //! echo connect-signal ADDR [--restart] [--bytes N]
+//! echo daemon-fds ADDR [--bytes N]
+//! echo unprivileged ADDR
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
@@ -168,6 +170,8 @@ fn main() -> ExitCode {
     let greeting = args.iter().any(|a| a == "--greeting");
     let r = match role.as_str() {
         "self" => self_connect(addr),
+        "daemon-fds" => daemon_fds(addr, arg(&args, "--bytes").unwrap_or(1000)),
+        "unprivileged" => unprivileged(addr),
         "probe" => probe(addr),
         "epoll-connect" => epoll_connect(
             addr,
@@ -500,6 +504,73 @@ fn recv_n(fd: i32, n: usize, flags: i32) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
+/// `daemon-fds`: as a daemon starts (varnishd's `VSUB_run`, and every program that closes
+/// what it inherited): listens, closes descriptors 3..64 but its listener's (it did not
+/// open them), then makes a pipe
+/// (which takes the lowest numbers), forks a child that writes through it, and reads
+/// what the child wrote; then connects to the echo server at `addr` and checks the echo of
+/// `bytes` bytes. Prints `daemon ok`.
+fn daemon_fds(addr: &str, bytes: usize) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // A listener first, as a daemon has (the library attaches to the board for it).
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    for fd in (3..64).filter(|&fd| fd != l.as_raw_fd()) {
+        // SAFETY: closes descriptors this program did not open (the point of the test).
+        unsafe { libc::close(fd) };
+    }
+    let mut p = [0 as libc::c_int; 2];
+    // SAFETY: a pipe into a local array of two descriptors.
+    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: errno {}", errno()));
+    }
+    // SAFETY: the child only writes to the pipe and ends with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let msg = b"child ok";
+        // SAFETY: writes a static buffer to the pipe, then ends the child.
+        unsafe {
+            let n = libc::write(p[1], msg.as_ptr().cast(), msg.len());
+            libc::_exit(if n == msg.len() as isize { 0 } else { 1 });
+        }
+    }
+    if pid < 0 {
+        return Err(format!("fork: errno {}", errno()));
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!(
+            "the child could not write to its pipe (status {status:#x})"
+        ));
+    }
+    let mut buf = [0u8; 16];
+    // SAFETY: reads into a local buffer from our pipe.
+    let n = unsafe { libc::read(p[0], buf.as_mut_ptr().cast(), buf.len()) };
+    if n != 8 || &buf[..8] != b"child ok" {
+        return Err(format!(
+            "read {n} bytes from the pipe: {:?}",
+            &buf[..n.max(0) as usize]
+        ));
+    }
+    client(addr, bytes, 1000, "blocking", false)?;
+    println!("daemon ok");
+    Ok(())
+}
+
+/// `unprivileged`: drops to uid/gid 65534 (`nobody`, as a server's workers do after
+/// `listen`), then echoes 100 bytes through the server at `addr`. Prints `skipped` if it
+/// may not change its user (not root).
+fn unprivileged(addr: &str) -> Result<(), String> {
+    // SAFETY: plain calls that change this process's credentials.
+    let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+    if !dropped {
+        println!("skipped");
+        return Ok(());
+    }
+    client(addr, 100, 100, "blocking", false)
+}
+
 fn probe(addr: &str) -> Result<(), String> {
     use std::os::fd::IntoRawFd;
     // SAFETY: installs a handler that only touches an atomic.
@@ -536,6 +607,26 @@ fn probe(addr: &str) -> Result<(), String> {
     }
     if recv_n(fd, 16, 0)? != b"hello" {
         return Err("read after peek".into());
+    }
+    // A peek shows what came after an earlier peek (a loop that peeks until a header is
+    // whole must see it grow), and MSG_PEEK|MSG_WAITALL waits for the whole length.
+    send_all(fd, b"abc", 0)?;
+    let deadline = Instant::now() + LIMIT;
+    while recv_n(fd, 16, libc::MSG_PEEK)? != b"abc" {
+        if Instant::now() > deadline {
+            return Err("the first part never showed in a peek".into());
+        }
+    }
+    send_all(fd, b"def", 0)?;
+    let both = recv_n(fd, 6, libc::MSG_PEEK | libc::MSG_WAITALL)?;
+    if both != b"abcdef" {
+        return Err(format!("MSG_PEEK|MSG_WAITALL gave {both:?}"));
+    }
+    if recv_n(fd, 16, libc::MSG_PEEK)? != b"abcdef" {
+        return Err("a peek after more came".into());
+    }
+    if recv_n(fd, 16, 0)? != b"abcdef" {
+        return Err("read after the peeks".into());
     }
     if poll1(fd, libc::POLLIN, 100) != 0 {
         return Err("readable with nothing to read".into());

@@ -127,6 +127,7 @@ pub(crate) fn connect(dir: &Path, name: &str) -> Result<OwnedFd, AttachError> {
             ))
         }
     }
+    let sock = super::lifted(sock);
     for t in [
         rustix::net::sockopt::Timeout::Recv,
         rustix::net::sockopt::Timeout::Send,
@@ -926,7 +927,7 @@ fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), AttachError>
     let mut fds = Vec::new();
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(it) = msg {
-            fds.extend(it);
+            fds.extend(it.map(super::lifted));
         }
     }
     if r.bytes == 0 {

@@ -43,6 +43,30 @@ pub use names::NameClient;
 /// Environment variable that overrides the directory of board sockets.
 pub const DIR_ENV: &str = "ISM_SIM_DIR";
 
+/// The lowest descriptor number this module gives the sockets and objects it keeps for an
+/// attached process (the control socket, the name-service socket, the partition memory
+/// and register objects): 0 (the default) takes whatever number the kernel gives.
+static DESCRIPTOR_FLOOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Puts the descriptors this module keeps from now on at `floor` or above (where one is
+/// free; below it otherwise). A preload library sets this, so that its attachment's
+/// descriptors never take numbers the program would get (`ism-run`: a program that closes
+/// descriptors it did not open, as daemons do before they `exec`, must not close the
+/// board's sockets, nor find its own new files on their numbers).
+pub fn set_descriptor_floor(floor: i32) {
+    DESCRIPTOR_FLOOR.store(floor.max(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `fd` moved to the [`set_descriptor_floor`] floor or above (close-on-exec), or `fd`
+/// itself if there is no floor or no number free above it.
+pub(crate) fn lifted(fd: std::os::fd::OwnedFd) -> std::os::fd::OwnedFd {
+    let floor = DESCRIPTOR_FLOOR.load(std::sync::atomic::Ordering::Relaxed);
+    if floor <= 0 {
+        return fd;
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
+}
+
 /// The directory of board sockets: `$ISM_SIM_DIR`, else `$XDG_RUNTIME_DIR/ism-sim`, else
 /// `/tmp/ism-sim-$UID`.
 pub fn board_dir() -> PathBuf {

@@ -104,6 +104,24 @@ pub fn no_board_line(board: &str, require_smc: bool) -> String {
     }
 }
 
+/// The one line printed when the board is there but this process may not connect to its
+/// socket (`EACCES`: a server whose workers drop privileges after `listen`, as nginx,
+/// apache2 and squid do when started as root, and the board runs as another user).
+pub fn board_denied_line(board: &str, path: &std::path::Path, require_smc: bool) -> String {
+    let then = if require_smc {
+        "SMC-D is required (--require-smc)"
+    } else {
+        "using plain TCP"
+    };
+    format!(
+        "ism-run: board {board} is running but this process (uid {}) may not use it: \
+         permission denied on {} (run the board as this user, or let it be used with \
+         chmod 666 on its socket; docs/ism-run.md, Limits); {then}",
+        rustix::process::getuid().as_raw(),
+        path.display()
+    )
+}
+
 /// Runs the program with the library (replaces this process); returns only on failure.
 /// Exit status: 2 if the program cannot be started (not found, not executable), 3 if the
 /// library is missing or the board is and `--require-smc` is on.
