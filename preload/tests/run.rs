@@ -891,29 +891,41 @@ fn a_program_killed_mid_transfer_ends_its_peer_and_the_board_frees_everything() 
 /// SMC-D) against one server: every one works, and nothing accumulates on the board. The
 /// connections after the first take the RMBs their predecessors left in the link group
 /// (Linux's `smc_buf_get_slot`): no REG_DMB and no UNREG_DMB each, only the server's
-/// QUERY_RGID of the client (`smc_ism_cantalk`), where without the kept RMBs each
-/// connection cost five commands.
+/// QUERY_RGID of the client (`smc_ism_cantalk`) and, without copying, each side's
+/// ATTACH_DMB and DETACH_DMB of the other's RMB: 1 command per connection on the LPAR
+/// board (5 without the kept RMBs), 5 with no-copy on the loopback board (9 without).
+/// The no-copy run also shows that a side detaches the peer's RMB before its close
+/// reaches the peer: the next connection's attach of that same RMB never fails (it
+/// would decline `MEM` and run on TCP).
 #[test]
 fn a_thousand_connections_one_after_the_other() {
-    let b = board(BoardKind::Lpar);
-    let env = Env::of(&b);
-    let under = Under::Run(&env, vec![]);
-    let (srv, addr) = server(&under, &["--count", "1000"]);
-    let commands = |b: &LocalBoard| counter(&status(b), &["counters", "commands"]);
-    let before = commands(&b);
-    let (ok, out, err) = client(&under, &addr, &["--bytes", "1000", "--conns", "1000"]);
-    let used = commands(&b) - before;
-    assert!(used < 1500, "{used} commands for 1000 connections");
-    assert!(ok, "{out}\n{err}");
-    assert_eq!(out.matches("ok 1000 bytes").count(), 1000, "{out}");
-    assert_eq!(
-        err.matches(": SMC-D").count(),
-        1000,
-        "every connection on SMC-D"
-    );
-    let (sok, sout, serr) = srv.finish();
-    assert!(sok && sout.contains("served 1000"), "{sout}\n{serr}");
-    assert_board_empty(&b);
+    for (kind, extra, most) in [
+        (BoardKind::Lpar, vec![], 1500),
+        (BoardKind::Loopback, vec![("ISM_RUN_NOCOPY", "1")], 6500),
+    ] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, extra);
+        let (srv, addr) = server(&under, &["--count", "1000"]);
+        let commands = |b: &LocalBoard| counter(&status(b), &["counters", "commands"]);
+        let before = commands(&b);
+        let (ok, out, err) = client(&under, &addr, &["--bytes", "1000", "--conns", "1000"]);
+        let used = commands(&b) - before;
+        assert!(
+            used < most,
+            "{kind:?}: {used} commands for 1000 connections"
+        );
+        assert!(ok, "{out}\n{err}");
+        assert_eq!(out.matches("ok 1000 bytes").count(), 1000, "{out}");
+        assert_eq!(
+            err.matches(": SMC-D").count(),
+            1000,
+            "{kind:?}: every connection on SMC-D"
+        );
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("served 1000"), "{sout}\n{serr}");
+        assert_board_empty(&b);
+    }
 }
 
 /// A program that keeps its connections: 100 open at once, 1 MiB buffers asked, on a board
