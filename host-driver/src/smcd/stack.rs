@@ -863,10 +863,8 @@ impl SmcStack {
     pub fn release_conn(&self, device: usize, conn: &Arc<Conn>) {
         self.unregister_ended();
         self.devices[device].set_conn(conn.rmb().sba_idx, None);
-        let lgr = self
-            .link_groups()
-            .into_iter()
-            .find(|l| l.device == device && l.holds(conn));
+        let lgrs = self.link_groups();
+        let lgr = lgrs.iter().find(|l| l.device == device && l.holds(conn));
         match (conn.release_keeping_rmb(), lgr) {
             (Some(rmb), Some(l)) => l.keep_rmb(rmb),
             (Some(rmb), None) => {
@@ -874,7 +872,7 @@ impl SmcStack {
             }
             (None, _) => {}
         }
-        for l in self.link_groups() {
+        for l in &lgrs {
             l.prune();
         }
     }
