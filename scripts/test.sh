@@ -64,6 +64,9 @@ bash scripts/ism-run-iperf3.sh 2
 stage "ism-run: nginx with forked workers, curl and wrk (installed if missing) over SMC-D"
 bash scripts/ism-run-nginx.sh 1
 
+stage "ism-run: haproxy in front of nginx (installed if missing), a new SMC-D backend connection per request"
+bash scripts/ism-run-haproxy.sh
+
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"
 rustup target list --installed | grep -qx thumbv7em-none-eabihf ||
     install "the Rust target thumbv7em-none-eabihf" rustup target add thumbv7em-none-eabihf

@@ -105,6 +105,17 @@ impl Connecting {
         fds
     }
 
+    /// Lets go of the TCP socket once the program's descriptor has it (a fallback to
+    /// TCP): B takes the library's number of it (`dup3`, atomic), so that a call that
+    /// looked this connect up before its end never reaches another file by that number.
+    fn release_tcp(&self) {
+        let _: c_int = match real().dup3 {
+            // SAFETY: both descriptors are this connect's own.
+            Some(f) => unsafe { f(self.b.as_raw_fd(), self.tcp.as_raw_fd(), libc::O_CLOEXEC) },
+            None => -1,
+        };
+    }
+
     /// The TCP socket's descriptor.
     pub fn tcp_fd(&self) -> c_int {
         self.tcp.as_raw_fd()
@@ -374,6 +385,10 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             }
             match crate::hooks::put_on(primary, c.tcp_fd(), false) {
                 Ok(()) => {
+                    // The library's descriptor of the TCP socket lets go of it before the
+                    // program can use it, so that the program's `close` closes it (see
+                    // `install`): the number stays the library's, on B.
+                    c.release_tcp();
                     drop(TABLE.remove(primary));
                     rt.debug(|| format!("connect {local} -> {dest}{mode}: TCP (declined: {why})"));
                     *st = State::Done;

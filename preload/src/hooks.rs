@@ -1102,13 +1102,27 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
+    // A connect under way moves its registrations with the number when it ends, under its
+    // lock (`crate::connecting`): the call and its record are made under that lock too, so
+    // that they come before the end (recorded, then moved) or after it (on the file that
+    // took the number), never on the placeholder between the move and its replacement
+    // (where the registration would go with the placeholder).
+    let under_way = if TABLE.maybe_tracked(fd) {
+        connecting_of(fd)
+    } else {
+        None
+    };
+    let order = under_way.as_deref().and_then(|e| match e {
+        Entry::Connecting(c) => Some(c.lock()),
+        _ => None,
+    });
+    let connecting = order
+        .as_deref()
+        .is_some_and(|st| *st == crate::connecting::State::Pending);
     let r: c_int = call_real!(epoll_ctl(epfd, op, fd, ev));
     if r != 0 {
         return r;
     }
-    // A connect under way: its registrations move with the number when it ends.
-    let connecting =
-        TABLE.maybe_tracked(fd) && guarded(|| i8::from(connecting_of(fd).is_some())) == 1;
     if TABLE.maybe_tracked(fd) && !connecting {
         if op == libc::EPOLL_CTL_ADD {
             adopt_listener(fd);
@@ -1419,14 +1433,16 @@ pub(crate) fn install(
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     smc.set_nonblocking(flags & libc::O_NONBLOCK != 0);
     let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
-    let old = TABLE.insert(app, entry.clone());
-    if let Err(e) = put_on(app, a.as_raw_fd(), false) {
-        drop(TABLE.remove(app));
-        drop(old);
-        return Err(e);
-    }
-    drop(old);
+    put_on(app, a.as_raw_fd(), false)?;
+    // The library's own descriptor of A goes before the program can use the connection
+    // (the table still names the connect under way, whose lock the caller holds, or no
+    // entry on the accepting thread). Kept any longer, it would keep A open after the
+    // program closed `app`: the epoll registrations of A under that number would outlive
+    // the close (the kernel drops them when the file goes, not the number), and report
+    // A's end of stream under the number's next file (haproxy took a fresh backend
+    // connect for one its server had closed).
     drop(a);
+    drop(TABLE.insert(app, entry.clone()));
     copy_timeouts(tcp, app);
     smc!(entry).ring();
     Ok(())
