@@ -64,7 +64,7 @@ bash scripts/ism-run-iperf3.sh 2
 stage "ism-run: nginx with forked workers, curl and wrk (installed if missing) over SMC-D"
 bash scripts/ism-run-nginx.sh 1
 
-stage "ism-run: haproxy in front of nginx (installed if missing), a new SMC-D backend connection per request"
+stage "ism-run: haproxy in front of Python's http.server (installed if missing), a new SMC-D backend connection per request"
 bash scripts/ism-run-haproxy.sh
 
 stage "firmware builds for thumbv7em-none-eabihf (no_std: plain, and with defmt logging)"

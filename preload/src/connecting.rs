@@ -2,6 +2,11 @@
 //! a library thread, and the result takes the application's descriptor when it is known.
 //! A non-blocking `connect` returns `EINPROGRESS` at once, as TCP's; a blocking one waits
 //! in the kernel for the end ([`wait_end`]), so that signals interrupt it as TCP's.
+//! An `accept`ed connection of an `ism-run` client ([`Side::Server`]) is set up the same
+//! way: `accept` returns it at once and the server's handshake runs on a library thread,
+//! so that handshakes of concurrent clients overlap (Linux runs them in `smc_listen_work`,
+//! off the accept path); it answers as a connected socket meanwhile (`getpeername`,
+//! `EISCONN`), and a failed handshake is a reset connection (`ECONNRESET`).
 //!
 //! Meanwhile the descriptor is a placeholder: one end (A) of a socket pair whose send
 //! buffer is filled, so it polls neither readable nor writable, as a TCP socket whose
@@ -44,8 +49,20 @@ pub enum State {
     Closed,
 }
 
+/// Which end of a connection a library thread sets up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// A `connect`: the TCP connection, then the client's handshake.
+    Client,
+    /// A connection `accept` returned (its client is an `ism-run` client): the server's
+    /// handshake, so that `accept` does not wait for it.
+    Server,
+}
+
 /// The state of one background connect (the entry of its descriptor meanwhile).
 pub struct Connecting {
+    /// Which end this is.
+    side: Side,
     /// The placeholder's other end.
     b: OwnedFd,
     /// The TCP socket, on a descriptor of the library's (options and `getsockname` go to
@@ -58,6 +75,9 @@ pub struct Connecting {
     dest: SocketAddr,
     /// The connection's doorbell, its B registered with the board (see `crate::smc::Bells`).
     bells: Mutex<Option<crate::smc::Bells>>,
+    /// Socket options the program set meanwhile (level, name, value), set again on the
+    /// result at the end: the handshake changes some of them and puts back what it found.
+    options: Mutex<Vec<(c_int, c_int, Vec<u8>)>>,
     state: Mutex<State>,
     ended: Condvar,
 }
@@ -116,6 +136,55 @@ impl Connecting {
         };
     }
 
+    /// `setsockopt` while the connection is set up: applied to the TCP socket now, and
+    /// again to the result at the end (see [`Connecting::options`]). The caller holds the
+    /// lock with the connection pending (`st`), which orders this against the end.
+    ///
+    /// # Safety
+    /// `val` is valid for `len` bytes of reads (or null with `len` 0), as for
+    /// `setsockopt`.
+    pub unsafe fn set_option(
+        &self,
+        _st: &MutexGuard<'_, State>,
+        level: c_int,
+        name: c_int,
+        val: *const libc::c_void,
+        len: libc::socklen_t,
+    ) -> c_int {
+        let Some(f) = real().setsockopt else {
+            return crate::real::fail(libc::ENOSYS);
+        };
+        // SAFETY: the caller's option, passed on to the TCP socket.
+        let r = unsafe { f(self.tcp.as_raw_fd(), level, name, val, len) };
+        if r == 0 && !val.is_null() {
+            // SAFETY: as above, read once.
+            let bytes = unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) };
+            let mut o = self.options.lock().unwrap_or_else(|e| e.into_inner());
+            o.retain(|(l, n, _)| (*l, *n) != (level, name));
+            o.push((level, name, bytes.to_vec()));
+        }
+        r
+    }
+
+    /// At the end, the lock held: sets the options of [`Connecting::set_option`] again on
+    /// the program's descriptor `fd`, through the library's `setsockopt` (an SMC-D
+    /// connection applies the time limits to its waits too).
+    fn replay_options(&self, fd: c_int) {
+        let o = std::mem::take(&mut *self.options.lock().unwrap_or_else(|e| e.into_inner()));
+        for (level, name, v) in o {
+            // SAFETY: a value of its own length, as the program gave it.
+            unsafe {
+                crate::hooks::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    v.as_ptr().cast(),
+                    v.len() as libc::socklen_t,
+                )
+            };
+        }
+    }
+
     /// The TCP socket's descriptor.
     pub fn tcp_fd(&self) -> c_int {
         self.tcp.as_raw_fd()
@@ -137,8 +206,17 @@ impl Connecting {
         }
     }
 
-    /// `connect` again: `EALREADY` while under way, the error after a failure.
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// `connect` again: `EALREADY` while under way, the error after a failure (an
+    /// accepted connection: `EISCONN`, as TCP's).
     pub fn connect_again(&self) -> c_int {
+        if self.side == Side::Server {
+            return libc::EISCONN;
+        }
         match *self.lock() {
             State::Pending => libc::EALREADY,
             State::Failed { errno, .. } => errno,
@@ -177,14 +255,15 @@ impl Connecting {
 }
 
 /// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
-/// completed (blocking): puts the placeholder on `fd` and starts the thread that finishes
-/// the connect. Returns a descriptor of the placeholder of the library's own, for
-/// [`wait_end`]. `Err`: nothing changed (the caller leaves the socket on TCP).
+/// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
+/// the placeholder on `fd` and starts the thread that sets the connection up. Returns a
+/// descriptor of the placeholder of the library's own, for [`wait_end`]. `Err`: nothing
+/// changed (the caller leaves the socket on TCP).
 pub fn start(
     rt: &'static Runtime,
+    side: Side,
     fd: c_int,
-    local: SocketAddr,
-    dest: SocketAddr,
+    (local, dest): (SocketAddr, SocketAddr),
     flags: c_int,
     bells: Option<crate::smc::Bells>,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
@@ -199,12 +278,14 @@ pub fn start(
     crate::smc::fill_all(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let entry = Arc::new(Entry::Connecting(KeepsErrno::new(Connecting {
+        side,
         b,
         tcp,
         flags,
         local,
         dest,
         bells: Mutex::new(bells),
+        options: Mutex::new(Vec::new()),
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
     })));
@@ -216,14 +297,9 @@ pub fn start(
     }
     drop(old);
     let job = entry.clone();
-    let spawned = crate::runtime::with_signals_blocked(|| {
-        std::thread::Builder::new()
-            .name("ism-run-connect".into())
-            .spawn(move || finish(rt, fd, &job))
-            .is_ok()
-    });
-    if !spawned {
-        finish(rt, fd, &entry);
+    if let Err(job) = crate::workers::run("ism-run-setup", Box::new(move || finish(rt, fd, &job))) {
+        // No thread to be had: the caller's (a blocking set-up, as no `ism-run`).
+        job();
     }
     Ok((entry, a))
 }
@@ -305,13 +381,20 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     let Entry::Connecting(c) = &**entry else {
         return;
     };
-    let outcome = match wait_tcp(c.tcp_fd()) {
+    let client = c.side == Side::Client;
+    let connected = if client { wait_tcp(c.tcp_fd()) } else { Ok(()) };
+    let outcome = match connected {
         Err(e) => Negotiated::Failed(e, format!("TCP connect: errno {e}")),
         Ok(()) => {
             // The handshake blocks (the program cannot reach this file meanwhile: its
             // descriptor is the placeholder).
             set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
-            negotiate(rt, c.tcp_fd(), true)
+            match negotiate(rt, c.tcp_fd(), client) {
+                // An accepted connection whose client went away or broke the handshake
+                // is, to the program, one its peer reset.
+                Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),
+                n => n,
+            }
         }
     };
     // The server left its doorbell with the board at its take (before the handshake):
@@ -320,9 +403,10 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // counts on us to ring it for all our data; a board that cannot be asked now leaves
     // that in doubt, and an SMC-D connection fails (`ECONNRESET`) rather than leave the
     // server waiting for records that never come.
+    // (A server has the client's from its take, before the handshake.)
     let mut bells = c.bells.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut outcome = outcome;
-    if !matches!(outcome, Negotiated::Failed(..)) {
+    if client && !matches!(outcome, Negotiated::Failed(..)) {
         if let Some(b) = bells.as_mut() {
             match rt
                 .names
@@ -355,14 +439,29 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         crate::smc::drain_all(c.b_fd());
         return;
     }
+    // The debug lines name the connection as the blocking calls did.
     let (local, dest) = (c.local, c.dest);
-    let mode = if c.flags & libc::O_NONBLOCK != 0 {
+    // The program may have changed `O_NONBLOCK` meanwhile (`fcntl` or `FIONBIO` on the
+    // placeholder: a server makes an accepted socket non-blocking after `accept`): the
+    // result takes the placeholder's mode.
+    let now = crate::hooks::get_flags(primary);
+    let flags = if now < 0 {
+        c.flags
+    } else {
+        (c.flags & !libc::O_NONBLOCK) | (now & libc::O_NONBLOCK)
+    };
+    let mode = if flags & libc::O_NONBLOCK != 0 {
         " (non-blocking)"
     } else {
         ""
     };
+    let what = if client {
+        format!("connect {local} -> {dest}{mode}")
+    } else {
+        format!("accept {dest} -> {local}")
+    };
     match outcome {
-        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, c.flags, bells) {
+        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, flags, bells) {
             Ok(()) => {
                 // The `dup`s become descriptors of the connection too (of its socket A).
                 for &d in &others {
@@ -370,14 +469,15 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                         drop(TABLE.alias(primary, d));
                     }
                 }
-                rt.debug(|| format!("connect {local} -> {dest}{mode}: SMC-D"));
+                c.replay_options(primary);
+                rt.debug(|| format!("{what}: SMC-D"));
                 *st = State::Done;
             }
             Err(e) => c.fail(&mut st, e),
         },
         Negotiated::Fallback(why) => {
             // The TCP socket takes the number back, in the program's mode.
-            set_flags(c.tcp_fd(), c.flags);
+            set_flags(c.tcp_fd(), flags);
             for &d in &others {
                 if crate::hooks::put_on(d, c.tcp_fd(), false).is_ok() {
                     drop(TABLE.remove(d));
@@ -390,14 +490,15 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                     // `install`): the number stays the library's, on B.
                     c.release_tcp();
                     drop(TABLE.remove(primary));
-                    rt.debug(|| format!("connect {local} -> {dest}{mode}: TCP (declined: {why})"));
+                    c.replay_options(primary);
+                    rt.debug(|| format!("{what}: TCP (declined: {why})"));
                     *st = State::Done;
                 }
                 Err(e) => c.fail(&mut st, e),
             }
         }
         Negotiated::Failed(e, why) => {
-            rt.debug(|| format!("connect {local} -> {dest}{mode}: handshake failed: {why}"));
+            rt.debug(|| format!("{what}: handshake failed: {why}"));
             c.fail(&mut st, e);
         }
     }

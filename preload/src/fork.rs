@@ -7,7 +7,8 @@
 //! mappings, name-service connection or connections: they belong to the parent, whose
 //! threads still run them. So:
 //! * prepare (parent, before `fork`): takes the locks the child will need (the state's
-//!   set-up lock, the descriptor table, the epoll records, Rust's stderr) so that no other
+//!   set-up lock, the descriptor table, the epoll records, Rust's stderr, the set-up
+//!   threads' pool: `crate::workers`) so that no other
 //!   thread holds them at the moment of the fork, and builds the child's table: every SMC-D
 //!   descriptor becomes [`Entry::Inherited`], every registered listener a listener not
 //!   registered by the child yet; and lists the library's descriptors the child must close.
@@ -76,6 +77,7 @@ struct Held {
     table: MutexGuard<'static, Map>,
     epoll: MutexGuard<'static, Option<EpollRegs>>,
     stderr: StderrLock<'static>,
+    workers: MutexGuard<'static, crate::workers::Pool>,
     child_map: Map,
     close: Vec<c_int>,
     /// (application descriptor, its socket family): to replace in the child.
@@ -105,6 +107,7 @@ extern "C" fn prepare() {
         let table = TABLE.lock_map();
         let epoll = EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner());
         let stderr = std::io::stderr().lock();
+        let workers = crate::workers::prepare_fork();
         let mut child_map = HashMap::new();
         let mut dummies = Vec::new();
         let mut seen: HashMap<*const Entry, Arc<Entry>> = HashMap::new();
@@ -149,6 +152,7 @@ extern "C" fn prepare() {
             table,
             epoll,
             stderr,
+            workers,
             child_map: Some(child_map),
             close,
             dummies,
@@ -175,10 +179,12 @@ extern "C" fn child() {
         mut table,
         epoll,
         stderr,
+        workers,
         child_map,
         close,
         dummies,
     } = held;
+    crate::workers::in_child(workers);
     // The parent's entries are forgotten: dropping one could end its connection.
     std::mem::forget(std::mem::replace(&mut *table, child_map));
     drop(table);

@@ -760,8 +760,18 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !TABLE.maybe_tracked(fd) {
         return call_real!(shutdown(fd, how));
     }
-    if connecting_of(fd).is_some() {
-        return fail(libc::ENOTCONN);
+    if let Some(e) = connecting_of(fd) {
+        let Entry::Connecting(c) = &*e else {
+            return fail(libc::ENOTCONN);
+        };
+        if c.side() == crate::connecting::Side::Client {
+            return fail(libc::ENOTCONN);
+        }
+        // An accepted connection whose handshake is under way: it ends first (bounded by
+        // the handshake's limits), then the call goes where the connection went.
+        if let Err(e) = settle(c, fd, false) {
+            return fail(e);
+        }
     }
     guarded(|| match smc_of(fd) {
         Some(e) => match smc!(e).shutdown(how) {
@@ -852,10 +862,22 @@ pub unsafe extern "C" fn setsockopt(
             r
         }
         None => match connecting_of(fd).as_deref() {
-            // While the connect is under way, options go to the TCP socket (the
-            // connection's socket pair copies the time limits from it when it is made).
+            // While the connection is set up, options go to the TCP socket, and again to
+            // the result at the end (`Connecting::set_option`); the lock orders the two.
             Some(Entry::Connecting(c)) => {
-                call_real!(setsockopt(c.tcp_fd(), level, name, val, len))
+                let st = c.lock();
+                if *st != crate::connecting::State::Pending {
+                    drop(st);
+                    if connecting_of(fd).is_some() {
+                        // Failed: the TCP socket, as before the end.
+                        return call_real!(setsockopt(c.tcp_fd(), level, name, val, len));
+                    }
+                    // It ended meanwhile: the number has its result.
+                    // SAFETY: the caller's arguments, as for this call.
+                    return unsafe { setsockopt(fd, level, name, val, len) };
+                }
+                // SAFETY: the caller's option, as for `setsockopt`.
+                unsafe { c.set_option(&st, level, name, val, len) }
             }
             _ => call_real!(setsockopt(fd, level, name, val, len)),
         },
@@ -889,6 +911,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     guarded(|| match TABLE.get(fd).as_deref() {
         Some(Entry::Smc(s)) => call_real!(getpeername(s.tcp_fd(), addr, len)),
+        // An accepted connection has its peer from the start, as TCP's.
+        Some(Entry::Connecting(c)) if c.side() == crate::connecting::Side::Server => {
+            call_real!(getpeername(c.tcp_fd(), addr, len))
+        }
         Some(Entry::Connecting(_)) => fail(libc::ENOTCONN),
         _ => call_real!(getpeername(fd, addr, len)),
     })
@@ -1342,7 +1368,7 @@ pub(crate) fn set_flags(fd: c_int, flags: c_int) {
     }
 }
 
-fn get_flags(fd: c_int) -> c_int {
+pub(crate) fn get_flags(fd: c_int) -> c_int {
     match real().fcntl {
         // SAFETY: F_GETFL takes no argument.
         Some(f) => unsafe { f(fd, libc::F_GETFL, 0) },
@@ -1462,33 +1488,6 @@ pub(crate) fn copy_timeouts(from: c_int, to: c_int) {
             let _: c_int = call_real!(setsockopt(to, libc::SOL_SOCKET, name, p, len));
         }
     }
-}
-
-/// What became of a server handshake.
-enum Handshake {
-    Smc,
-    Fallback(String),
-    Failed(String),
-}
-
-/// Runs the server handshake on the accepted `app` (blocking, whatever the program's mode)
-/// and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards. (Clients run
-/// theirs on a library thread: `crate::connecting`.)
-fn server_handshake(rt: &Runtime, app: c_int, bells: Option<crate::smc::Bells>) -> Handshake {
-    let flags = get_flags(app);
-    if flags & libc::O_NONBLOCK != 0 {
-        set_flags(app, flags & !libc::O_NONBLOCK);
-    }
-    let r = match negotiate(rt, app, false) {
-        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags, bells) {
-            Ok(()) => Handshake::Smc,
-            Err(e) => Handshake::Failed(format!("cannot set up the descriptor: errno {e}")),
-        },
-        Negotiated::Fallback(why) => Handshake::Fallback(why),
-        Negotiated::Failed(_, why) => Handshake::Failed(why),
-    };
-    set_flags(app, flags);
-    r
 }
 
 /// What a CLC handshake gave, before anything is installed.
@@ -1613,7 +1612,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             let _ = names.unregister_client(local, dest);
             return fail(e);
         }
-        let (entry, a) = match crate::connecting::start(rt, fd, local, dest, flags, bells) {
+        let side = crate::connecting::Side::Client;
+        let (entry, a) = match crate::connecting::start(rt, side, fd, (local, dest), flags, bells) {
             Ok(started) => started,
             Err(why) => {
                 // Left on TCP: the listener must not wait for a handshake.
@@ -1684,14 +1684,16 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     })
 }
 
-/// What [`after_accept`] returns when the handshake failed: the connection is gone (closed
-/// here), and the caller accepts the next one, as Linux's SMC never queues a connection
-/// whose handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
+/// What [`after_accept`] returns when the handshake could not be started (no descriptor
+/// or thread for it): the connection is gone (closed here, its client's handshake fails),
+/// and the caller accepts the next one, as Linux's SMC never queues a connection whose
+/// handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
 /// descriptor, and not -1.
 const ACCEPT_NEXT: c_int = -2;
 
-/// After the real accept of `new` on the registered listener `lfd`: the handshake if the
-/// client registered the connection.
+/// After the real accept of `new` on the registered listener `lfd`: if the client
+/// registered the connection, the handshake starts on a library thread
+/// (`crate::connecting`, [`crate::connecting::Side::Server`]) and `new` is returned at once.
 fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     match TABLE.get(lfd).as_deref() {
         Some(Entry::Listener(ListenerReg { addr: Some(_), .. })) => {}
@@ -1724,19 +1726,20 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     if let Some(b) = bells.as_mut() {
         b.peer = client_bell;
     }
-    match server_handshake(rt, new, bells) {
-        Handshake::Smc => {
-            rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
+    // The handshake runs on a library thread, as a connect's: `accept` returns at once,
+    // so that a server takes its next connections (and sets them up in parallel) while
+    // this one waits for its client's confirmation. The descriptor polls neither readable
+    // nor writable until then; data calls wait for the end (or give `EAGAIN`).
+    let side = crate::connecting::Side::Server;
+    let flags = get_flags(new);
+    match crate::connecting::start(rt, side, new, (local, peer), flags, bells) {
+        Ok(_) => {
+            rt.debug(|| format!("accept {peer} -> {local}: handshake under way"));
             set_errno(entry_errno);
             new
         }
-        Handshake::Fallback(why) => {
-            rt.debug(|| format!("accept {peer} -> {local}: TCP (declined: {why})"));
-            set_errno(entry_errno);
-            new
-        }
-        Handshake::Failed(why) => {
-            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}; the next one"));
+        Err(e) => {
+            rt.debug(|| format!("accept {peer} -> {local}: errno {e}: the next one"));
             let _: c_int = call_real!(close(new));
             ACCEPT_NEXT
         }

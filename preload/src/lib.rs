@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod smc;
 mod splice;
 pub mod table;
+mod workers;
 
 pub use hooks::{Entry, Inherited, ListenerReg};
 

@@ -88,6 +88,27 @@ struct Deferred {
     size: usize,
 }
 
+/// The command area's lock. A command holds it over its whole round trip, which on a
+/// board in another process sleeps (a futex wait for the board's answer): with `std`, the
+/// lock sleeps too, so that threads queued behind a command (handshakes of concurrent
+/// connections) do not spin for that long on a machine with few CPUs, taking them from
+/// the board that must answer. Without `std`, a spin lock (nothing to sleep on).
+#[cfg(feature = "std")]
+type CmdLock = std::sync::Mutex<()>;
+#[cfg(not(feature = "std"))]
+type CmdLock = spin::Mutex<()>;
+
+#[cfg(feature = "std")]
+fn lock_cmd(l: &CmdLock) -> std::sync::MutexGuard<'_, ()> {
+    // The guarded value is `()`: a panic of a holder leaves nothing inconsistent.
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(not(feature = "std"))]
+fn lock_cmd(l: &CmdLock) -> spin::MutexGuard<'_, ()> {
+    l.lock()
+}
+
 /// The driver of one ISM function. Share it with `Arc`; every method takes `&self`.
 ///
 /// A platform gives it a [`HostMemory`] (DMA memory) and a [`Bus`] (commands and store-blocks);
@@ -146,7 +167,8 @@ pub struct IsmDriver<H: HostMemory, B: Bus> {
     attach: bool,
     sba: DevAddr,
     ieq: DevAddr,
-    cmd_lock: spin::Mutex<()>,
+    /// Held over a command's whole round trip to the device (the one command area).
+    cmd_lock: CmdLock,
     sba_bitmap: spin::Mutex<[u64; NR_DMBS / 64]>,
     /// The SBA doublewords the handler scans: those of the indices in `sba_bitmap`
     /// (`irq::sba_words_of`), kept with it.
@@ -200,7 +222,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
             attach: false,
             sba,
             ieq,
-            cmd_lock: spin::Mutex::new(()),
+            cmd_lock: CmdLock::new(()),
             sba_bitmap: spin::Mutex::new([0; NR_DMBS / 64]),
             sba_words: AtomicU32::new(0),
             dmb_client: (0..NR_DMBS).map(|_| AtomicU8::new(NO_CLIENT)).collect(),
@@ -369,7 +391,7 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         if self.is_gone() {
             return Err(IsmError::Local(ErrorKind::NoDevice));
         }
-        let _g = self.cmd_lock.lock();
+        let _g = lock_cmd(&self.cmd_lock);
         resp.fill(0);
         resp[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
         self.bus

@@ -2,13 +2,14 @@
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
-//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K]
 //! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
 //! echo et-send ADDR [--bytes N] [--exit abrupt|term]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
+//! echo timeout-server ADDR
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
@@ -20,7 +21,9 @@
 //! echo unprivileged ADDR
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
-//! its end of stream, prints `served N` after N connections and exits. `--greeting`: the
+//! its end of stream, prints `served N` after N connections and exits (blocking mode: first
+//! `echoed B bytes in all`; `--tolerate-failed K`: up to K connections may end in an
+//! error, each said on stderr as `a connection failed: ...`). `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
 //! wrong (exit 1); `--mode lockstep`: one `--chunk` at a time, each echoed back before the
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
             arg(&args, "--bytes").unwrap_or(4 << 20),
             arg::<String>(&args, "--exit").as_deref(),
         ),
+        "timeout-server" => timeout_server(addr),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -231,7 +235,14 @@ fn main() -> ExitCode {
             if let Some(ms) = arg::<u64>(&args, "--accept-delay-ms") {
                 ACCEPT_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
-            server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting)
+            let failing = arg(&args, "--tolerate-failed").unwrap_or(0);
+            server(
+                addr,
+                arg(&args, "--count").unwrap_or(1),
+                failing,
+                &mode,
+                greeting,
+            )
         }
         "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
             client(
@@ -255,7 +266,13 @@ fn main() -> ExitCode {
 
 // ------------------------------------------------------------------ server
 
-fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), String> {
+fn server(
+    addr: &str,
+    count: usize,
+    failing: usize,
+    mode: &str,
+    greeting: bool,
+) -> Result<(), String> {
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
@@ -267,14 +284,29 @@ fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), St
     ));
     match mode {
         "blocking" => {
+            let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut threads = Vec::new();
             for _ in 0..count {
                 let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
-                threads.push(std::thread::spawn(move || echo_blocking(s, greeting)));
+                let echoed = echoed.clone();
+                threads.push(std::thread::spawn(move || {
+                    echo_counting(s, greeting, &echoed)
+                }));
             }
+            let mut failed = 0;
             for t in threads {
-                t.join().map_err(|_| "echo thread panicked")??;
+                if let Err(e) = t.join().map_err(|_| "echo thread panicked")? {
+                    if failed == failing {
+                        return Err(e);
+                    }
+                    eprintln!("echo server: a connection failed: {e}");
+                    failed += 1;
+                }
             }
+            println!(
+                "echoed {} bytes in all",
+                echoed.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
         "poll" | "epoll" => event_loop(&l, count, mode == "epoll", greeting)?,
         m => return Err(format!("unknown mode {m}")),
@@ -283,8 +315,19 @@ fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), St
     Ok(())
 }
 
-fn echo_blocking(mut s: TcpStream, greeting: bool) -> Result<(), String> {
-    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+fn echo_blocking(s: TcpStream, greeting: bool) -> Result<(), String> {
+    let echoed = std::sync::atomic::AtomicU64::new(0);
+    echo_counting(s, greeting, &echoed)
+}
+
+/// Echoes `s` until its end of stream, counting the bytes echoed in `echoed`.
+fn echo_counting(
+    mut s: TcpStream,
+    greeting: bool,
+    echoed: &std::sync::atomic::AtomicU64,
+) -> Result<(), String> {
+    s.set_read_timeout(Some(LIMIT))
+        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
     if greeting {
         s.write_all(GREETING)
             .map_err(|e| format!("greeting: {e}"))?;
@@ -293,9 +336,12 @@ fn echo_blocking(mut s: TcpStream, greeting: bool) -> Result<(), String> {
     loop {
         let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return s.shutdown(Shutdown::Write).map_err(|e| e.to_string());
+            return s
+                .shutdown(Shutdown::Write)
+                .map_err(|e| format!("shutdown: {e}"));
         }
         s.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
+        echoed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -1480,6 +1526,35 @@ fn et_send(addr: &str, bytes: usize, exit: Option<&str>) -> Result<(), String> {
         }
         None => Ok(()),
     }
+}
+
+/// `timeout-server`: accepts one connection, sets `SO_RCVTIMEO` to 300 ms at once (while
+/// an `ism-run` library may still be setting the connection up) and reads: the read must
+/// end with `EAGAIN` after 250 ms to 5 s (never data, never a wait for the client).
+/// Prints `read timed out after T ms`, then closes.
+fn timeout_server(addr: &str) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(n) => return Err(format!("read {n} bytes, expected a timeout")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let ms = t.elapsed().as_millis();
+    if !(250..5000).contains(&ms) {
+        return Err(format!("read timed out after {ms} ms, not 300"));
+    }
+    println!("read timed out after {ms} ms");
+    Ok(())
 }
 
 fn drain(addr: &str, bytes: usize, delay_ms: u64) -> Result<(), String> {
