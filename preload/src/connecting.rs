@@ -2,12 +2,6 @@
 //! a library thread, and the result takes the application's descriptor when it is known.
 //! A non-blocking `connect` returns `EINPROGRESS` at once, as TCP's; a blocking one waits
 //! in the kernel for the end ([`wait_end`]), so that signals interrupt it as TCP's.
-//! An `accept`ed connection of an `ism-run` client ([`Side::Server`]) is set up the same
-//! way: `accept` returns it at once and the server's handshake runs on a library thread,
-//! so that handshakes of concurrent clients overlap (Linux runs them in `smc_listen_work`,
-//! off the accept path); it answers as a connected socket meanwhile (`getpeername`,
-//! `EISCONN`), and a failed handshake is a reset connection (`ECONNRESET`).
-//!
 //! Meanwhile the descriptor is a placeholder: one end (A) of a socket pair whose send
 //! buffer is filled, so it polls neither readable nor writable, as a TCP socket whose
 //! connection is under way. At the end:
@@ -49,20 +43,8 @@ pub enum State {
     Closed,
 }
 
-/// Which end of a connection a library thread sets up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// A `connect`: the TCP connection, then the client's handshake.
-    Client,
-    /// A connection `accept` returned (its client is an `ism-run` client): the server's
-    /// handshake, so that `accept` does not wait for it.
-    Server,
-}
-
 /// The state of one background connect (the entry of its descriptor meanwhile).
 pub struct Connecting {
-    /// Which end this is.
-    side: Side,
     /// The placeholder's other end.
     b: OwnedFd,
     /// The TCP socket, on a descriptor of the library's (options and `getsockname` go to
@@ -206,17 +188,8 @@ impl Connecting {
         }
     }
 
-    /// Which end this is.
-    pub fn side(&self) -> Side {
-        self.side
-    }
-
-    /// `connect` again: `EALREADY` while under way, the error after a failure (an
-    /// accepted connection: `EISCONN`, as TCP's).
+    /// `connect` again: `EALREADY` while under way, the error after a failure.
     pub fn connect_again(&self) -> c_int {
-        if self.side == Side::Server {
-            return libc::EISCONN;
-        }
         match *self.lock() {
             State::Pending => libc::EALREADY,
             State::Failed { errno, .. } => errno,
@@ -255,13 +228,11 @@ impl Connecting {
 }
 
 /// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
-/// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
-/// the placeholder on `fd` and starts the thread that sets the connection up. Returns a
-/// descriptor of the placeholder of the library's own, for [`wait_end`]. `Err`: nothing
-/// changed (the caller leaves the socket on TCP).
+/// completed (blocking): puts the placeholder on `fd` and starts the thread that finishes
+/// the connect. Returns a descriptor of the placeholder of the library's own, for
+/// [`wait_end`]. `Err`: nothing changed (the caller leaves the socket on TCP).
 pub fn start(
     rt: &'static Runtime,
-    side: Side,
     fd: c_int,
     (local, dest): (SocketAddr, SocketAddr),
     flags: c_int,
@@ -278,7 +249,6 @@ pub fn start(
     crate::smc::fill_all(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let entry = Arc::new(Entry::Connecting(KeepsErrno::new(Connecting {
-        side,
         b,
         tcp,
         flags,
@@ -381,20 +351,13 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     let Entry::Connecting(c) = &**entry else {
         return;
     };
-    let client = c.side == Side::Client;
-    let connected = if client { wait_tcp(c.tcp_fd()) } else { Ok(()) };
-    let outcome = match connected {
+    let outcome = match wait_tcp(c.tcp_fd()) {
         Err(e) => Negotiated::Failed(e, format!("TCP connect: errno {e}")),
         Ok(()) => {
             // The handshake blocks (the program cannot reach this file meanwhile: its
             // descriptor is the placeholder).
             set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
-            match negotiate(rt, c.tcp_fd(), client) {
-                // An accepted connection whose client went away or broke the handshake
-                // is, to the program, one its peer reset.
-                Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),
-                n => n,
-            }
+            negotiate(rt, c.tcp_fd(), true)
         }
     };
     // The server left its doorbell with the board at its take (before the handshake):
@@ -403,10 +366,9 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // counts on us to ring it for all our data; a board that cannot be asked now leaves
     // that in doubt, and an SMC-D connection fails (`ECONNRESET`) rather than leave the
     // server waiting for records that never come.
-    // (A server has the client's from its take, before the handshake.)
     let mut bells = c.bells.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut outcome = outcome;
-    if client && !matches!(outcome, Negotiated::Failed(..)) {
+    if !matches!(outcome, Negotiated::Failed(..)) {
         if let Some(b) = bells.as_mut() {
             match rt
                 .names
@@ -439,6 +401,14 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         crate::smc::drain_all(c.b_fd());
         return;
     }
+    // A thread of the program may sleep in `poll` or `select` on the placeholder: the
+    // kernel does not wake such a sleeper when the number gets another file, and the
+    // placeholder would go with the `dup3` (a sleeper holds no reference to it), leaving
+    // the sleeper on a file that never changes (Ruby's `TCPServer` polled an accepted
+    // socket forever). So the library holds it across the change and then shuts it
+    // down: its sleepers wake and look at the number again, which names the result.
+    // It has no epoll registration left by then (`put_on` moved them all).
+    let placeholder = Placeholder(crate::fds::lift(primary));
     // The debug lines name the connection as the blocking calls did.
     let (local, dest) = (c.local, c.dest);
     // The program may have changed `O_NONBLOCK` meanwhile (`fcntl` or `FIONBIO` on the
@@ -455,11 +425,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     } else {
         ""
     };
-    let what = if client {
-        format!("connect {local} -> {dest}{mode}")
-    } else {
-        format!("accept {dest} -> {local}")
-    };
+    let what = format!("connect {local} -> {dest}{mode}");
     match outcome {
         Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, flags, bells) {
             Ok(()) => {
@@ -505,4 +471,26 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // A blocking `connect` waiting in the placeholder (`wait_end`) sees room now.
     crate::smc::drain_all(c.b_fd());
     c.ended.notify_all();
+    drop(placeholder);
+}
+
+/// The library's descriptor of a placeholder while its number changes hands (see
+/// `finish`): dropping it shuts the placeholder down, which wakes every `poll` and
+/// `select` asleep on it, and closes the descriptor.
+struct Placeholder(c_int);
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        if self.0 < 0 {
+            return;
+        }
+        let r = real();
+        if let (Some(sh), Some(cl)) = (r.shutdown, r.close) {
+            // SAFETY: our own descriptor of the placeholder, shut down and closed once.
+            unsafe {
+                sh(self.0, libc::SHUT_RDWR);
+                cl(self.0);
+            }
+        }
+    }
 }

@@ -760,18 +760,8 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !TABLE.maybe_tracked(fd) {
         return call_real!(shutdown(fd, how));
     }
-    if let Some(e) = connecting_of(fd) {
-        let Entry::Connecting(c) = &*e else {
-            return fail(libc::ENOTCONN);
-        };
-        if c.side() == crate::connecting::Side::Client {
-            return fail(libc::ENOTCONN);
-        }
-        // An accepted connection whose handshake is under way: it ends first (bounded by
-        // the handshake's limits), then the call goes where the connection went.
-        if let Err(e) = settle(c, fd, false) {
-            return fail(e);
-        }
+    if connecting_of(fd).is_some() {
+        return fail(libc::ENOTCONN);
     }
     guarded(|| match smc_of(fd) {
         Some(e) => match smc!(e).shutdown(how) {
@@ -911,10 +901,6 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     guarded(|| match TABLE.get(fd).as_deref() {
         Some(Entry::Smc(s)) => call_real!(getpeername(s.tcp_fd(), addr, len)),
-        // An accepted connection has its peer from the start, as TCP's.
-        Some(Entry::Connecting(c)) if c.side() == crate::connecting::Side::Server => {
-            call_real!(getpeername(c.tcp_fd(), addr, len))
-        }
         Some(Entry::Connecting(_)) => fail(libc::ENOTCONN),
         _ => call_real!(getpeername(fd, addr, len)),
     })
@@ -1019,6 +1005,67 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         set_errno(saved);
         r
     })
+}
+
+/// The C library's `syscall`, found on first use with `dlsym` and kept in an atomic (not
+/// in [`real`]'s `OnceLock`: the standard library's futex waits go through `syscall`, so
+/// a thread waiting for that lock's set-up would come back here).
+pub(crate) fn real_syscall() -> Option<RealSyscall> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static P: AtomicUsize = AtomicUsize::new(0);
+    let mut p = P.load(Ordering::Acquire);
+    if p == 0 {
+        // SAFETY: `dlsym` with RTLD_NEXT and a NUL-terminated name; null or the symbol.
+        p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"syscall".as_ptr()) } as usize;
+        P.store(p, Ordering::Release);
+    }
+    // SAFETY: the C library's `syscall`, called with six register arguments as a
+    // variadic call passes them on x86-64 and AArch64 Linux.
+    (p != 0).then(|| unsafe { std::mem::transmute::<usize, RealSyscall>(p) })
+}
+
+pub(crate) type RealSyscall = unsafe extern "C" fn(
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+) -> libc::c_long;
+
+/// `syscall` (declared with six fixed arguments: on x86-64 and AArch64 Linux variadic
+/// integer arguments travel where fixed ones do; unused ones are passed on unread, as
+/// the C library's own `syscall` does). `SYS_close` goes to [`close`]: libuv (Node.js)
+/// closes its sockets with `syscall(SYS_close, fd)` to avoid the cancellation point,
+/// and a close the library does not see would leave the connection open (the peer never
+/// reads its end) and the number tracked (the next socket on it fails with `EISCONN`).
+/// Every other number goes to the real call.
+///
+/// # Safety
+/// As the C library's `syscall`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn syscall(
+    n: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    if n == libc::SYS_close {
+        let fd = a1 as c_int;
+        if TABLE.maybe_tracked(fd) || EPOLL_FDS.maybe(fd) || crate::busy::SPIN_SETS.maybe(fd) {
+            // SAFETY: `close` of the caller's descriptor, as it asked.
+            return libc::c_long::from(unsafe { close(fd) });
+        }
+    }
+    match real_syscall() {
+        // SAFETY: the caller's arguments, passed on unchanged.
+        Some(f) => unsafe { f(n, a1, a2, a3, a4, a5, a6) },
+        None => libc::c_long::from(fail::<c_int>(libc::ENOSYS)),
+    }
 }
 
 /// `dup`.
@@ -1490,6 +1537,33 @@ pub(crate) fn copy_timeouts(from: c_int, to: c_int) {
     }
 }
 
+/// What became of a server handshake.
+enum Handshake {
+    Smc,
+    Fallback(String),
+    Failed(String),
+}
+
+/// Runs the server handshake on the accepted `app` (blocking, whatever the program's mode)
+/// and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards. (Clients run
+/// theirs on a library thread: `crate::connecting`.)
+fn server_handshake(rt: &Runtime, app: c_int, bells: Option<crate::smc::Bells>) -> Handshake {
+    let flags = get_flags(app);
+    if flags & libc::O_NONBLOCK != 0 {
+        set_flags(app, flags & !libc::O_NONBLOCK);
+    }
+    let r = match negotiate(rt, app, false) {
+        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags, bells) {
+            Ok(()) => Handshake::Smc,
+            Err(e) => Handshake::Failed(format!("cannot set up the descriptor: errno {e}")),
+        },
+        Negotiated::Fallback(why) => Handshake::Fallback(why),
+        Negotiated::Failed(_, why) => Handshake::Failed(why),
+    };
+    set_flags(app, flags);
+    r
+}
+
 /// What a CLC handshake gave, before anything is installed.
 pub(crate) enum Negotiated {
     /// SMC-D: the stream, and its TCP socket's descriptor (the stream owns it).
@@ -1612,8 +1686,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             let _ = names.unregister_client(local, dest);
             return fail(e);
         }
-        let side = crate::connecting::Side::Client;
-        let (entry, a) = match crate::connecting::start(rt, side, fd, (local, dest), flags, bells) {
+        let (entry, a) = match crate::connecting::start(rt, fd, (local, dest), flags, bells) {
             Ok(started) => started,
             Err(why) => {
                 // Left on TCP: the listener must not wait for a handshake.
@@ -1684,16 +1757,14 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     })
 }
 
-/// What [`after_accept`] returns when the handshake could not be started (no descriptor
-/// or thread for it): the connection is gone (closed here, its client's handshake fails),
-/// and the caller accepts the next one, as Linux's SMC never queues a connection whose
-/// handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
+/// What [`after_accept`] returns when the handshake failed: the connection is gone (closed
+/// here), and the caller accepts the next one, as Linux's SMC never queues a connection
+/// whose handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
 /// descriptor, and not -1.
 const ACCEPT_NEXT: c_int = -2;
 
-/// After the real accept of `new` on the registered listener `lfd`: if the client
-/// registered the connection, the handshake starts on a library thread
-/// (`crate::connecting`, [`crate::connecting::Side::Server`]) and `new` is returned at once.
+/// After the real accept of `new` on the registered listener `lfd`: the handshake if the
+/// client registered the connection.
 fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     match TABLE.get(lfd).as_deref() {
         Some(Entry::Listener(ListenerReg { addr: Some(_), .. })) => {}
@@ -1726,20 +1797,19 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     if let Some(b) = bells.as_mut() {
         b.peer = client_bell;
     }
-    // The handshake runs on a library thread, as a connect's: `accept` returns at once,
-    // so that a server takes its next connections (and sets them up in parallel) while
-    // this one waits for its client's confirmation. The descriptor polls neither readable
-    // nor writable until then; data calls wait for the end (or give `EAGAIN`).
-    let side = crate::connecting::Side::Server;
-    let flags = get_flags(new);
-    match crate::connecting::start(rt, side, new, (local, peer), flags, bells) {
-        Ok(_) => {
-            rt.debug(|| format!("accept {peer} -> {local}: handshake under way"));
+    match server_handshake(rt, new, bells) {
+        Handshake::Smc => {
+            rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
             set_errno(entry_errno);
             new
         }
-        Err(e) => {
-            rt.debug(|| format!("accept {peer} -> {local}: errno {e}: the next one"));
+        Handshake::Fallback(why) => {
+            rt.debug(|| format!("accept {peer} -> {local}: TCP (declined: {why})"));
+            set_errno(entry_errno);
+            new
+        }
+        Handshake::Failed(why) => {
+            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}; the next one"));
             let _: c_int = call_real!(close(new));
             ACCEPT_NEXT
         }

@@ -36,6 +36,7 @@ pub use hooks::{Entry, Inherited, ListenerReg};
 #[cfg(not(test))]
 extern "C" fn ism_run_init() {
     let _ = real::real();
+    let _ = hooks::real_syscall();
     let _ = std::panic::catch_unwind(|| {
         fork::init();
         fork::after_exec();

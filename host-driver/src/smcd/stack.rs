@@ -231,11 +231,12 @@ impl core::fmt::Debug for DeviceOps {
 
 /// Most RMBs a link group keeps registered for its next connections (see
 /// `LinkGroup::keep_rmb`): a process that once had many connections to one peer keeps
-/// this many, not all, of their buffers (Linux keeps all). A server that sets up
-/// connections in parallel holds an RMB per connection in flight: with 16, `ab -c 50`
-/// against nginx under `ism-run` paid a REG_DMB and an UNREG_DMB for most connections
-/// (3.9 board commands per connection instead of 1). Kept ones never stand in the way
-/// of a new RMB: the first refusal of the device frees them.
+/// this many, not all, of their buffers (Linux keeps all). A process holds an RMB per
+/// connection in flight to a peer: with 16, 50 connections set up in parallel (`ab -c 50`
+/// against nginx under `ism-run`, with handshakes off the accept path) paid a REG_DMB
+/// and an UNREG_DMB for most connections (3.9 board commands per connection instead of
+/// 1). Kept ones never stand in the way of a new RMB: the first refusal of the device
+/// frees them.
 pub const KEPT_RMBS: usize = 64;
 
 /// RMBs of ended connections that a link group keeps registered for its next ones, as

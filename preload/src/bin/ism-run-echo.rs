@@ -2,7 +2,7 @@
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
-//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K]
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
 //! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
@@ -10,6 +10,8 @@
 //! echo et-send ADDR [--bytes N] [--exit abrupt|term]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo timeout-server ADDR
+//! echo poll-server ADDR
+//! echo raw-close ADDR [--bytes N]
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
@@ -22,8 +24,7 @@
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits (blocking mode: first
-//! `echoed B bytes in all`; `--tolerate-failed K`: up to K connections may end in an
-//! error, each said on stderr as `a connection failed: ...`). `--greeting`: the
+//! `echoed B bytes in all`). `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
 //! wrong (exit 1); `--mode lockstep`: one `--chunk` at a time, each echoed back before the
@@ -198,6 +199,8 @@ fn main() -> ExitCode {
             arg::<String>(&args, "--exit").as_deref(),
         ),
         "timeout-server" => timeout_server(addr),
+        "raw-close" => raw_close(addr, arg(&args, "--bytes").unwrap_or(100_000)),
+        "poll-server" => poll_server(addr),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -235,14 +238,7 @@ fn main() -> ExitCode {
             if let Some(ms) = arg::<u64>(&args, "--accept-delay-ms") {
                 ACCEPT_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
-            let failing = arg(&args, "--tolerate-failed").unwrap_or(0);
-            server(
-                addr,
-                arg(&args, "--count").unwrap_or(1),
-                failing,
-                &mode,
-                greeting,
-            )
+            server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting)
         }
         "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
             client(
@@ -266,13 +262,7 @@ fn main() -> ExitCode {
 
 // ------------------------------------------------------------------ server
 
-fn server(
-    addr: &str,
-    count: usize,
-    failing: usize,
-    mode: &str,
-    greeting: bool,
-) -> Result<(), String> {
+fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), String> {
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
@@ -293,15 +283,8 @@ fn server(
                     echo_counting(s, greeting, &echoed)
                 }));
             }
-            let mut failed = 0;
             for t in threads {
-                if let Err(e) = t.join().map_err(|_| "echo thread panicked")? {
-                    if failed == failing {
-                        return Err(e);
-                    }
-                    eprintln!("echo server: a connection failed: {e}");
-                    failed += 1;
-                }
+                t.join().map_err(|_| "echo thread panicked")??;
             }
             println!(
                 "echoed {} bytes in all",
@@ -1554,6 +1537,54 @@ fn timeout_server(addr: &str) -> Result<(), String> {
         return Err(format!("read timed out after {ms} ms, not 300"));
     }
     println!("read timed out after {ms} ms");
+    Ok(())
+}
+
+/// `raw-close`: as libuv (Node.js) closes its sockets: two connections one after the
+/// other, each exchanging N bytes, the first closed with `syscall(SYS_close)` instead of
+/// `close` (the second then usually gets the same number).
+fn raw_close(addr: &str, bytes: usize) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    for round in 0..2 {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {round}: {e}"))?;
+        s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+        let data: Vec<u8> = (0..bytes).map(pattern).collect();
+        s.write_all(&data)
+            .map_err(|e| format!("write {round}: {e}"))?;
+        let mut got = vec![0u8; bytes];
+        s.read_exact(&mut got)
+            .map_err(|e| format!("read {round}: {e}"))?;
+        if got != data {
+            return Err(format!("connection {round}: the echo differs"));
+        }
+        let fd = s.into_raw_fd();
+        println!("connection {round} on fd {fd}");
+        // SAFETY: closes our own descriptor, once, as `close` would.
+        if unsafe { libc::syscall(libc::SYS_close, fd) } != 0 {
+            return Err(format!("syscall(SYS_close): errno {}", errno()));
+        }
+    }
+    println!("ok {bytes} bytes twice");
+    Ok(())
+}
+
+/// `poll-server`: accepts one connection and at once waits in `poll` for it to be
+/// readable (10 s at most: longer is an error), then echoes it to its end.
+fn poll_server(addr: &str) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    let t = Instant::now();
+    if poll1(s.as_raw_fd(), libc::POLLIN, 10_000) <= 0 {
+        return Err(format!("poll: not readable after {:?}", t.elapsed()));
+    }
+    println!("readable after {} ms", t.elapsed().as_millis());
+    echo_blocking(s, false)?;
+    println!("served 1");
     Ok(())
 }
 
