@@ -734,6 +734,42 @@ fn a_close_through_syscall_ends_the_connection() {
     assert_board_empty(&b);
 }
 
+/// A write into a connection whose peer closed fails with `ECONNRESET` and raises no
+/// `SIGPIPE` over SMC-D, as Linux's SMC (`smc_tx_sendmsg`): a program with `SIGPIPE` at
+/// its default action lives on (it was killed by an `EPIPE` before). Over TCP the same
+/// write succeeds (the reset comes later).
+#[test]
+fn a_write_after_the_peers_close_is_a_reset_without_sigpipe() {
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+        let p = spawn(command(&under, &["closing-server", "127.0.0.1:0"]));
+        let l = p.line("listening on ");
+        let addr = l.trim_start_matches("listening on ").trim().to_owned();
+        let (ok, out, err) = spawn(command(&under, &["late-write", &addr])).finish();
+        assert!(ok, "{kind:?}: killed? {out}\n{err}");
+        assert!(
+            out.contains(&format!("late write: errno {}", libc::ECONNRESET)),
+            "{kind:?}: {out}\n{err}"
+        );
+        assert!(err.contains(": SMC-D"), "{kind:?}: {err}");
+        let (sok, sout, serr) = p.finish();
+        assert!(sok && sout.contains("closed"), "{kind:?}: {sout}\n{serr}");
+        assert_board_empty(&b);
+    }
+    // Over TCP: the first write succeeds.
+    let (srv, addr) = {
+        let p = spawn(command(&Under::Plain, &["closing-server", "127.0.0.1:0"]));
+        let l = p.line("listening on ");
+        let a = l.trim_start_matches("listening on ").trim().to_owned();
+        (p, a)
+    };
+    let (ok, out, err) = spawn(command(&Under::Plain, &["late-write", &addr])).finish();
+    assert!(ok && out.contains("late write: 4"), "TCP: {out}\n{err}");
+    assert!(srv.finish().0);
+}
+
 /// A client process killed after its `connect` registered the connection but before the
 /// server accepted it (the server accepts after 1 s): the board keeps the registration, so
 /// the server still knows the connection speaks CLC; its handshake fails (the client is

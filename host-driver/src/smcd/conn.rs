@@ -175,7 +175,7 @@ const ST_FAILED: u8 = 32;
 const ST_FAILED_TOLD: u8 = 64;
 /// The peer's function went away after it had read everything we sent, and the
 /// connection ends as a TCP peer's exit ends it (see [`Conn::set_peer_exit_like_tcp`]):
-/// reads return what came, then end of stream; writes fail with `BrokenPipe`.
+/// reads return what came, then end of stream; writes fail with `ConnectionReset` (as after its close).
 const ST_PEER_EXITED: u8 = 128;
 
 /// One connection's data path.
@@ -313,8 +313,9 @@ impl Conn {
     /// (`net/smc/smc_core.c` `smc_smcd_terminate`). On (`ism-run`, where a function is
     /// one process and a process that ends is not a crash): as the kernel closes a
     /// dead process's TCP sockets, if the peer had read everything we sent (as its last
-    /// CDC tells), reads return what came and then end of stream, and writes fail with
-    /// `BrokenPipe`; if it had not, `ConnectionReset`, as TCP's reset for data that a
+    /// CDC tells), reads return what came and then end of stream, and writes fail as
+    /// after its close (`ConnectionReset`); if it had not, `ConnectionReset`, as TCP's
+    /// reset for data that a
     /// closed socket had not read (`net/ipv4/tcp.c` `__tcp_close`). A peer that read
     /// everything but did not tell us yet (its cursor updates are lazy) counts as one
     /// that had not.
@@ -813,7 +814,7 @@ impl Conn {
         let peer_closed =
             peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED) || st & ST_PEER_EXITED != 0;
         // A breakage after the peer's close (our move into the RMB it gave back was
-        // refused) is still the peer's close: `BrokenPipe`, as for the writer that saw the
+        // refused) is still the peer's close, as for the writer that saw the
         // close first.
         if st & ST_ABORTED != 0
             || (st & ST_BROKEN != 0 && !peer_closed)
@@ -821,10 +822,19 @@ impl Conn {
         {
             return Err(reset());
         }
-        if st & (ST_WRITE_SHUT | ST_CLOSED) != 0 || peer_closed {
+        if st & (ST_WRITE_SHUT | ST_CLOSED) != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "SMC-D connection closed for writing",
+            ));
+        }
+        // The peer closed: Linux fails the write with ECONNRESET (`smc_tx_sendmsg` in
+        // `net/smc/smc_tx.c` returns it when `smc_cdc_rxed_any_close`), and raises no
+        // SIGPIPE, which only our own shutdown's EPIPE does (`sk_stream_error`).
+        if peer_closed {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "SMC-D connection closed by the peer",
             ));
         }
         Ok(())
@@ -836,8 +846,9 @@ impl Conn {
     ///
     /// # Errors
     /// Only if nothing was sent (`std::io::Write`: an error means no byte was written):
-    /// `BrokenPipe` after a local or peer close, `ConnectionReset` after an abort or
-    /// termination, `TimedOut` if a wait exceeds the time limit.
+    /// `BrokenPipe` after a local close or `shutdown(Write)`, `ConnectionReset` after the
+    /// peer's close (as Linux's `smc_tx_sendmsg`), an abort or termination, `TimedOut` if a
+    /// wait exceeds the time limit.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         self.write_with(buf, self.is_nonblocking())
     }
@@ -2194,7 +2205,7 @@ mod tests {
                 // Our writing side is shut by the peer's close only.
                 let w = c.write(b"x");
                 if st == ConnStateFlags::PEER_CONN_CLOSED {
-                    assert_eq!(kind(w), Io::BrokenPipe);
+                    assert_eq!(kind(w), Io::ConnectionReset);
                 } else {
                     assert_eq!(w.unwrap(), 1);
                 }
@@ -2285,7 +2296,7 @@ mod tests {
             let mut buf = [0u8; 10];
             // The peer sent 4 bytes and read all we sent (nothing), then its function went
             // away: as its TCP socket closed by the kernel, the bytes, then end of stream;
-            // writes fail with BrokenPipe; nothing is sent to it.
+            // writes fail with ConnectionReset (as Linux's SMC after a close); nothing is sent.
             let (ops, c) = small();
             c.set_peer_exit_like_tcp(true);
             ops.peer_data(0, b"last");
@@ -2294,7 +2305,7 @@ mod tests {
             c.peer_function_gone();
             assert!(c.peer_done() && c.read_ready() && c.write_ready());
             assert!(!c.is_broken());
-            assert_eq!(kind(c.write(b"abc")), Io::BrokenPipe);
+            assert_eq!(kind(c.write(b"abc")), Io::ConnectionReset);
             assert_eq!(c.read(&mut buf).unwrap(), 4);
             assert_eq!(c.read(&mut buf).unwrap(), 0);
             assert_eq!(c.read(&mut buf).unwrap(), 0, "for good");
@@ -2501,7 +2512,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_after_the_peers_close_is_a_broken_pipe_even_if_its_rmb_is_gone() {
+    fn a_write_after_the_peers_close_is_a_reset_even_if_its_rmb_is_gone() {
         within(|| {
             // The peer closed; then our connection broke (a move into the RMB the peer gave
             // back was refused, or the link group went down): the close still decides.
@@ -2509,7 +2520,7 @@ mod tests {
             let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 0), none(), closed);
             c.terminate();
-            assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
+            assert_eq!(kind(c.write(b"x")), Io::ConnectionReset);
             // Our own abort, or the peer's, is a reset whatever else happened.
             c.abort();
             assert_eq!(kind(c.write(b"x")), Io::ConnectionReset);
@@ -2593,7 +2604,7 @@ mod tests {
             );
             assert!(c.write_ready());
             assert_eq!(c.write_space(), 0, "nothing can be written");
-            assert_eq!(kind(c.write(b"x")), Io::BrokenPipe);
+            assert_eq!(kind(c.write(b"x")), Io::ConnectionReset);
         })
     }
 }

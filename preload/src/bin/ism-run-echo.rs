@@ -12,6 +12,8 @@
 //! echo timeout-server ADDR
 //! echo poll-server ADDR
 //! echo raw-close ADDR [--bytes N]
+//! echo closing-server ADDR
+//! echo late-write ADDR
 //! echo prefork ADDR [--workers N] [--count M] [--master-closes]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
@@ -200,6 +202,8 @@ fn main() -> ExitCode {
         ),
         "timeout-server" => timeout_server(addr),
         "raw-close" => raw_close(addr, arg(&args, "--bytes").unwrap_or(100_000)),
+        "closing-server" => closing_server(addr),
+        "late-write" => late_write(addr),
         "poll-server" => poll_server(addr),
         "drain" => drain(
             addr,
@@ -1537,6 +1541,44 @@ fn timeout_server(addr: &str) -> Result<(), String> {
         return Err(format!("read timed out after {ms} ms, not 300"));
     }
     println!("read timed out after {ms} ms");
+    Ok(())
+}
+
+/// `closing-server`: accepts one connection and closes it at once.
+fn closing_server(addr: &str) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    drop(s);
+    println!("closed");
+    Ok(())
+}
+
+/// `late-write`: connects, reads the end of stream (the peer closed), then writes once
+/// with `write` (no `MSG_NOSIGNAL`, `SIGPIPE` at its default: a `SIGPIPE` kills this
+/// process) and prints `late write: N` or `late write: errno E`.
+fn late_write(addr: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+    if n != 0 {
+        return Err(format!("read {n} bytes, expected the end of stream"));
+    }
+    // SAFETY: restores the default action of SIGPIPE (Rust's runtime ignores it).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SAFETY: a valid buffer, our descriptor.
+    let k = unsafe { libc::write(s.as_raw_fd(), b"late".as_ptr().cast(), 4) };
+    if k < 0 {
+        println!("late write: errno {}", errno());
+    } else {
+        println!("late write: {k}");
+    }
     Ok(())
 }
 
