@@ -31,28 +31,18 @@ fi
 cargo build -p ism-sim -p ism-run
 BIN="$ROOT/target/debug/ism-sim"
 
-DIR="$(mktemp -d)"
-chmod 755 "$DIR"
-export ISM_SIM_DIR="$DIR/boards"
-mkdir -p "$ISM_SIM_DIR" "$DIR/www" "$DIR/tmp"
+NAME=ism-run-haproxy
+# shellcheck source=scripts/ism-run-lib.sh
+source "$ROOT/scripts/ism-run-lib.sh"
+mkdir -p "$DIR/www"
 head -c 615 /dev/urandom >"$DIR/www/small.html"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "ism-run-haproxy: $*" >&2
-    for f in "$DIR"/*.log; do echo "== $f" >&2; tail -n 30 "$f" >&2; done
-    exit 1
-}
 
 run_case() { # KIND
     local kind="$1" board="hp-$1"
-    local web=$((20000 + RANDOM % 6000)) front=$((26000 + RANDOM % 6000))
+    local web front
+    web=$(free_port)
+    front=$(free_port)
+    [ "$front" != "$web" ] || front=$((web + 1))
     rm -f "$DIR"/*.log
     cat >"$DIR/haproxy.cfg" <<EOF
 global
@@ -71,10 +61,7 @@ frontend fe
 backend be
     server web 127.0.0.1:$web
 EOF
-    "$BIN" board --kind "$kind" --name "$board" >"$DIR/board.log" 2>&1 &
-    local board_pid=$!
-    pids+=("$board_pid")
-    for _ in $(seq 100); do [ -S "$ISM_SIM_DIR/$board.sock" ] && break; sleep 0.05; done
+    start_board "$kind" "$board"
     (cd "$DIR/www" && exec "$BIN" run --board "$board" -- \
         python3 -m http.server --bind 127.0.0.1 "$web" >"$DIR/backend.log" 2>&1) &
     local backend_pid=$!
@@ -118,8 +105,7 @@ assert after["counters"]["crashes"] == 0, after["counters"]
 assert not after["functions"] and after["dmbs_in_use"] == 0, after
 assert after["names"]["listeners"] == 0 and after["names"]["connections"] == 0, after["names"]
 PY
-    kill "$board_pid"
-    wait "$board_pid" 2>/dev/null || true
+    stop_board
     echo "ism-run-haproxy: $kind board: $REQUESTS requests through haproxy, $smc backend connections over SMC-D, none failed"
 }
 

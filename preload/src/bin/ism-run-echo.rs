@@ -1515,18 +1515,25 @@ fn et_send(addr: &str, bytes: usize, exit: Option<&str>) -> Result<(), String> {
     }
 }
 
-/// `timeout-server`: accepts one connection, sets `SO_RCVTIMEO` to 300 ms at once (while
-/// an `ism-run` library may still be setting the connection up) and reads: the read must
-/// end with `EAGAIN` after 250 ms to 5 s (never data, never a wait for the client).
-/// Prints `read timed out after T ms`, then closes.
-fn timeout_server(addr: &str) -> Result<(), String> {
+/// Listens on `addr`, says `listening on ADDR`, and accepts one connection.
+fn accept_first(addr: &str) -> Result<TcpStream, String> {
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
         l.local_addr().map_err(|e| e.to_string())?
     );
     let _ = std::io::stdout().flush();
-    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    l.accept()
+        .map(|(s, _)| s)
+        .map_err(|e| format!("accept: {e}"))
+}
+
+/// `timeout-server`: accepts one connection, sets `SO_RCVTIMEO` to 300 ms at once (while
+/// an `ism-run` library may still be setting the connection up) and reads: the read must
+/// end with `EAGAIN` after 250 ms to 5 s (never data, never a wait for the client).
+/// Prints `read timed out after T ms`, then closes.
+fn timeout_server(addr: &str) -> Result<(), String> {
+    let mut s = accept_first(addr)?;
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
     let t = Instant::now();
@@ -1546,14 +1553,7 @@ fn timeout_server(addr: &str) -> Result<(), String> {
 
 /// `closing-server`: accepts one connection and closes it at once.
 fn closing_server(addr: &str) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    println!(
-        "listening on {}",
-        l.local_addr().map_err(|e| e.to_string())?
-    );
-    let _ = std::io::stdout().flush();
-    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
-    drop(s);
+    drop(accept_first(addr)?);
     println!("closed");
     Ok(())
 }
@@ -1613,13 +1613,7 @@ fn raw_close(addr: &str, bytes: usize) -> Result<(), String> {
 /// `poll-server`: accepts one connection and at once waits in `poll` for it to be
 /// readable (10 s at most: longer is an error), then echoes it to its end.
 fn poll_server(addr: &str) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    println!(
-        "listening on {}",
-        l.local_addr().map_err(|e| e.to_string())?
-    );
-    let _ = std::io::stdout().flush();
-    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    let s = accept_first(addr)?;
     let t = Instant::now();
     if poll1(s.as_raw_fd(), libc::POLLIN, 10_000) <= 0 {
         return Err(format!("poll: not readable after {:?}", t.elapsed()));
