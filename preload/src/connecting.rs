@@ -404,9 +404,11 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // A thread of the program may sleep in `poll` or `select` on the placeholder: the
     // kernel does not wake such a sleeper when the number gets another file, and the
     // placeholder would go with the `dup3` (a sleeper holds no reference to it), leaving
-    // the sleeper on a file that never changes (Ruby's `TCPServer` polled an accepted
-    // socket forever). So the library holds it across the change and then shuts it
-    // down: its sleepers wake and look at the number again, which names the result.
+    // the sleeper on a file that never changes (when accepted connections had
+    // placeholders too, Ruby's `TCPServer` polled one forever). So the library holds it
+    // across the change and then shuts it down: its sleepers wake and look at the number
+    // again, which names the result (only a sleeper that waits for `POLLOUT` finds it
+    // ready at once: the kernel registers a `poll` on no new file after its first pass).
     // It has no epoll registration left by then (`put_on` moved them all).
     let placeholder = Placeholder(crate::fds::lift(primary));
     // The debug lines name the connection as the blocking calls did.
