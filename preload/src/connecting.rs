@@ -1,26 +1,43 @@
-//! A `connect` to an `ism-run` listener: the TCP connection and the CLC handshake run on
-//! a library thread, and the result takes the application's descriptor when it is known.
+//! A connection of an `ism-run` peer being set up: a `connect` to an `ism-run` listener
+//! (the TCP connection, then the client's CLC handshake) or a connection `accept` returned
+//! whose client is an `ism-run` client (the server's handshake), run on a library thread;
+//! the program's descriptor is the connection's own from the start.
+//!
 //! A non-blocking `connect` returns `EINPROGRESS` at once, as TCP's; a blocking one waits
 //! in the kernel for the end ([`wait_end`]), so that signals interrupt it as TCP's.
-//! Meanwhile the descriptor is a placeholder: one end (A) of a socket pair whose send
-//! buffer is filled, so it polls neither readable nor writable, as a TCP socket whose
-//! connection is under way. At the end:
-//! * **SMC-D**: the connection's own socket pair takes the number (`hooks::install`): it
-//!   polls writable, so `poll`/`epoll` report `POLLOUT` as for a completed TCP connect;
-//! * **TCP** (the peer declined): the TCP socket takes the number back, connected;
-//! * **failure**: the placeholder's other end (B) is shut down, so A polls `POLLHUP`, and
-//!   `SO_ERROR`, `connect` and data calls give the error, as after a failed TCP connect.
+//! `accept` returns at once ([`Side::Server`]), so that handshakes of concurrent clients
+//! overlap and a stalled client holds up no other (Linux runs them in `smc_listen_work`,
+//! `net/smc/af_smc.c`, off the accept path); meanwhile the descriptor answers as a
+//! connected socket (`getpeername`, `EISCONN`), and a failed handshake is a reset
+//! connection (`ECONNRESET`).
+//!
+//! The descriptor holds, from the start, the doorbell socket A of the connection
+//! (`crate::smc`), with its send buffer filled, so it polls neither readable nor writable,
+//! as a TCP socket whose connection is under way. At the end:
+//! * **SMC-D**: A stays (no file changes hands: a `poll`, `select` or `epoll_wait` asleep
+//!   on the descriptor sleeps on the connection's own file, and wakes for its data), B is
+//!   drained, so A polls writable: `POLLOUT` as for a completed TCP connect;
+//! * **TCP** (the peer declined): the TCP socket takes the number back, connected; A is
+//!   then shut down, which wakes the `poll` and `select` sleepers on it (they look at the
+//!   number again; the kernel registers a `poll` on no new file after its first pass, so
+//!   one waiting for `POLLIN` alone sleeps on until its timeout: the one limit left, for a
+//!   fallback after the board said the peer runs `ism-run`);
+//! * **failure**: B is shut down, so A polls `POLLHUP`, and `SO_ERROR`, `connect` and data
+//!   calls give the error, as after a failed TCP connect.
 //!
 //! In between, a second `connect` fails with `EALREADY`, `SO_ERROR` reads 0, data calls on
-//! a non-blocking descriptor fail with `EAGAIN` (a blocking one waits for the end), and
-//! `getpeername` with `ENOTCONN`, all as on a TCP socket in `SYN_SENT`. The registrations
-//! of the descriptor in `epoll` sets move with its number, as when a blocking `connect`
-//! becomes SMC-D. The end and the program's `close` of the descriptor are ordered by the
-//! connection's lock: whichever comes first wins, and the other sees it (a closed
-//! descriptor's connection is dropped, never put on a number the program may reuse).
+//! a non-blocking descriptor fail with `EAGAIN` (a blocking one waits for the end; so does
+//! a non-blocking one once the peer's first records are in A: the end is then at hand, and
+//! a program told "readable" must not read `EAGAIN`), and a connect's `getpeername` fails
+//! with `ENOTCONN`, all as on a TCP socket in `SYN_SENT`. The registrations of the
+//! descriptor in `epoll` sets stay on A (and move with the number on a fallback). The end
+//! and the program's `close` of the descriptor are ordered by the connection's lock:
+//! whichever comes first wins, and the other sees it (a closed descriptor's connection is
+//! dropped, never put on a number the program may reuse).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,10 +60,25 @@ pub enum State {
     Closed,
 }
 
-/// The state of one background connect (the entry of its descriptor meanwhile).
+/// Which end of a connection a library thread sets up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// A `connect`: the TCP connection, then the client's handshake.
+    Client,
+    /// A connection `accept` returned (its client is an `ism-run` client): the server's
+    /// handshake, so that `accept` does not wait for it.
+    Server,
+}
+
+/// The state of one connection being set up (the entry of its descriptor meanwhile).
 pub struct Connecting {
-    /// The placeholder's other end.
+    /// Which end this is.
+    side: Side,
+    /// The doorbell's B (A is on the program's descriptor).
     b: OwnedFd,
+    /// A's identity (device, inode), to check that the program's descriptor still holds
+    /// it at the end.
+    a_id: (u64, u64),
     /// The TCP socket, on a descriptor of the library's (options and `getsockname` go to
     /// it while the connect is under way).
     tcp: OwnedFd,
@@ -55,13 +87,61 @@ pub struct Connecting {
     /// Where the connection comes from and goes (for the debug lines).
     local: SocketAddr,
     dest: SocketAddr,
-    /// The connection's doorbell, its B registered with the board (see `crate::smc::Bells`).
-    bells: Mutex<Option<crate::smc::Bells>>,
+    /// B went to the board (a client's with its registration, a server's with its take:
+    /// doorbells are exchanged, see `crate::smc::Bells`).
+    bell_passed: bool,
+    /// The peer's doorbell, if the board passed it: a server has it from its take, a
+    /// client takes it after the handshake.
+    peer_bell: Mutex<Option<OwnedFd>>,
     /// Socket options the program set meanwhile (level, name, value), set again on the
     /// result at the end: the handshake changes some of them and puts back what it found.
     options: Mutex<Vec<(c_int, c_int, Vec<u8>)>>,
     state: Mutex<State>,
     ended: Condvar,
+}
+
+/// Set-ups under way in this process: each thread that runs one holds an [`InFlight`].
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a process that exits waits for its set-ups under way ([`wait_in_flight`]).
+// (Used by the exit handler, which the unit-test build does not have: see lib.rs.)
+#[cfg_attr(test, allow(dead_code))]
+pub const EXIT_WAIT: Duration = Duration::from_secs(3);
+
+/// One set-up under way (counted in [`IN_FLIGHT`] while it lives).
+struct InFlight(());
+
+impl InFlight {
+    fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// At exit: waits, at most `limit`, until no set-up is under way. Linux's SMC finishes a
+/// server's handshake before `accept` returns the connection (`smc_listen_work` in
+/// `net/smc/af_smc.c`), so a server that accepts, closes and exits at once leaves its
+/// client a connection that ends cleanly; here `accept` returns first, and the process's
+/// end would cut the handshake (the client's `connect` would fail). So the library's exit
+/// lets the handshakes of accepted (and connecting) connections end, as the kernel would
+/// have; the connections then close as every other at exit.
+pub fn wait_in_flight(limit: Duration) {
+    let end = Instant::now() + limit;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// In a forked child: the parent's set-up threads are not there (only atomics: see
+/// `crate::fork`).
+pub fn forget_in_child() {
+    IN_FLIGHT.store(0, Ordering::SeqCst);
 }
 
 /// The longest a background connect waits for its TCP connection (Linux gives up on an
@@ -87,22 +167,27 @@ impl Connecting {
         st
     }
 
-    /// The placeholder's other end (B).
+    /// The doorbell's B.
     pub fn b_fd(&self) -> c_int {
         self.b.as_raw_fd()
     }
 
-    /// The library's descriptors of this connect that a forked child must close: the TCP
-    /// socket, the placeholder's B and the connection's doorbell.
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The library's descriptors of this connection that a forked child must close: the
+    /// TCP socket, the doorbell's B and the peer's doorbell.
     pub fn own_fds(&self) -> Vec<c_int> {
         let mut fds = vec![self.tcp_fd(), self.b_fd()];
-        if let Some(b) = self
-            .bells
+        if let Some(p) = self
+            .peer_bell
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            fds.extend(b.own_fds());
+            fds.push(p.as_raw_fd());
         }
         fds
     }
@@ -174,9 +259,12 @@ impl Connecting {
 
     /// What a data call gets now: `Ok(())` once SMC-D or TCP took the descriptor (the
     /// caller looks it up again), else the `errno` (`EAGAIN` while under way if `dontwait`;
-    /// a blocking call waits for the end first).
+    /// a blocking call waits for the end first, and so does a non-blocking one when the
+    /// peer's records already wait in A: the peer finished its handshake, this side is
+    /// about to, and A polls readable, so `EAGAIN` would contradict `poll`).
     pub fn settle(&self, dontwait: bool) -> Result<(), c_int> {
         let mut st = self.lock();
+        let dontwait = dontwait && !crate::smc::records_waiting(self.b_fd());
         while *st == State::Pending && !dontwait {
             st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -188,8 +276,12 @@ impl Connecting {
         }
     }
 
-    /// `connect` again: `EALREADY` while under way, the error after a failure.
+    /// `connect` again: `EALREADY` while under way, the error after a failure (an
+    /// accepted connection: `EISCONN`, as TCP's).
     pub fn connect_again(&self) -> c_int {
+        if self.side == Side::Server {
+            return libc::EISCONN;
+        }
         match *self.lock() {
             State::Pending => libc::EALREADY,
             State::Failed { errno, .. } => errno,
@@ -228,33 +320,45 @@ impl Connecting {
 }
 
 /// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
-/// completed (blocking): puts the placeholder on `fd` and starts the thread that finishes
-/// the connect. Returns a descriptor of the placeholder of the library's own, for
-/// [`wait_end`]. `Err`: nothing changed (the caller leaves the socket on TCP).
+/// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
+/// the connection's doorbell A on `fd` (with `bells`' pair if doorbells are exchanged,
+/// else a new one), filled, and starts the thread that sets the connection up. Returns a
+/// descriptor of A of the library's own, for [`wait_end`] (drop it at once otherwise:
+/// kept, it would keep A open after the program's `close`). `Err`: nothing changed (the
+/// caller leaves the socket on TCP).
 pub fn start(
     rt: &'static Runtime,
+    side: Side,
     fd: c_int,
     (local, dest): (SocketAddr, SocketAddr),
     flags: c_int,
     bells: Option<crate::smc::Bells>,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
     use crate::hooks::{put_on, Entry, TABLE};
+    let ((a, b), peer, bell_passed) = match bells {
+        Some(bells) => (bells.pair, bells.peer, true),
+        None => (crate::smc::doorbell_pair()?, None, false),
+    };
+    let a_id = crate::smc::file_id(a.as_raw_fd()).ok_or_else(errno)?;
     let tcp = crate::fds::lift(fd);
     if tcp < 0 {
         return Err(errno());
     }
     // SAFETY: a new descriptor nobody else owns.
     let tcp = unsafe { OwnedFd::from_raw_fd(tcp) };
-    let (a, b) = crate::smc::doorbell_pair()?;
+    crate::fork::mark_doorbell(a.as_raw_fd());
     crate::smc::fill_all(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let entry = Arc::new(Entry::Connecting(KeepsErrno::new(Connecting {
+        side,
         b,
+        a_id,
         tcp,
         flags,
         local,
         dest,
-        bells: Mutex::new(bells),
+        bell_passed,
+        peer_bell: Mutex::new(peer),
         options: Mutex::new(Vec::new()),
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
@@ -267,7 +371,12 @@ pub fn start(
     }
     drop(old);
     let job = entry.clone();
-    if let Err(job) = crate::workers::run("ism-run-setup", Box::new(move || finish(rt, fd, &job))) {
+    let counted = InFlight::new();
+    let work = Box::new(move || {
+        let _counted = counted;
+        finish(rt, fd, &job);
+    });
+    if let Err(job) = crate::workers::run("ism-run-setup", work) {
         // No thread to be had: the caller's (a blocking set-up, as no `ism-run`).
         job();
     }
@@ -345,19 +454,27 @@ fn wait_tcp(tcp: c_int) -> Result<(), c_int> {
     }
 }
 
-/// The thread's work: the TCP connection, the handshake, then the descriptor's new owner.
+/// The thread's work: the TCP connection (a client's), the handshake, then the
+/// descriptor's new owner.
 fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     use crate::hooks::{install, negotiate, Entry, Negotiated, TABLE};
     let Entry::Connecting(c) = &**entry else {
         return;
     };
-    let outcome = match wait_tcp(c.tcp_fd()) {
+    let client = c.side == Side::Client;
+    let connected = if client { wait_tcp(c.tcp_fd()) } else { Ok(()) };
+    let mut outcome = match connected {
         Err(e) => Negotiated::Failed(e, format!("TCP connect: errno {e}")),
         Ok(()) => {
             // The handshake blocks (the program cannot reach this file meanwhile: its
-            // descriptor is the placeholder).
+            // descriptor is the doorbell's A).
             set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
-            negotiate(rt, c.tcp_fd(), true)
+            match negotiate(rt, c.tcp_fd(), client) {
+                // An accepted connection whose client went away or broke the handshake
+                // is, to the program, one its peer reset.
+                Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),
+                n => n,
+            }
         }
     };
     // The server left its doorbell with the board at its take (before the handshake):
@@ -365,30 +482,32 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // passes doorbells in pairs: if the server has ours, it is there, and the server
     // counts on us to ring it for all our data; a board that cannot be asked now leaves
     // that in doubt, and an SMC-D connection fails (`ECONNRESET`) rather than leave the
-    // server waiting for records that never come.
-    let mut bells = c.bells.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let mut outcome = outcome;
-    if !matches!(outcome, Negotiated::Failed(..)) {
-        if let Some(b) = bells.as_mut() {
-            match rt
-                .names
-                .as_ref()
-                .map(|n| n.take_server_bell(c.local, c.dest))
-            {
-                Some(Ok(peer)) => b.peer = peer,
-                Some(Err(e)) if matches!(outcome, Negotiated::Smc(..)) => {
-                    outcome =
-                        Negotiated::Failed(libc::ECONNRESET, format!("the server's doorbell: {e}"));
-                }
-                _ => {}
+    // server waiting for records that never come. (A server has the client's from its
+    // take, before the handshake.)
+    if client && c.bell_passed && !matches!(outcome, Negotiated::Failed(..)) {
+        match rt
+            .names
+            .as_ref()
+            .map(|n| n.take_server_bell(c.local, c.dest))
+        {
+            Some(Ok(peer)) => *c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()) = peer,
+            Some(Err(e)) if matches!(outcome, Negotiated::Smc(..)) => {
+                outcome =
+                    Negotiated::Failed(libc::ECONNRESET, format!("the server's doorbell: {e}"));
             }
+            _ => {}
         }
     }
     let mut st = c.lock();
-    // Every descriptor of the program on this connect (`fd` and its `dup`s): the result
-    // goes on each. None left (the program closed them, or put other files on their
-    // numbers): nothing to put anywhere; a stream made meanwhile is dropped (closed) here.
-    let fds = TABLE.descriptors_of(entry);
+    // Every descriptor of the program on this connection (`fd` and its `dup`s, all of
+    // them A): the result goes on each. None left (the program closed them, or put other
+    // files on their numbers): nothing to put anywhere; a stream made meanwhile is
+    // dropped (closed) here.
+    let fds: Vec<c_int> = TABLE
+        .descriptors_of(entry)
+        .into_iter()
+        .filter(|&d| crate::smc::file_id(d) == Some(c.a_id))
+        .collect();
     let primary = if fds.contains(&fd) {
         fd
     } else {
@@ -401,21 +520,11 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         crate::smc::drain_all(c.b_fd());
         return;
     }
-    // A thread of the program may sleep in `poll` or `select` on the placeholder: the
-    // kernel does not wake such a sleeper when the number gets another file, and the
-    // placeholder would go with the `dup3` (a sleeper holds no reference to it), leaving
-    // the sleeper on a file that never changes (when accepted connections had
-    // placeholders too, Ruby's `TCPServer` polled one forever). So the library holds it
-    // across the change and then shuts it down: its sleepers wake and look at the number
-    // again, which names the result (only a sleeper that waits for `POLLOUT` finds it
-    // ready at once: the kernel registers a `poll` on no new file after its first pass).
-    // It has no epoll registration left by then (`put_on` moved them all).
-    let placeholder = Placeholder(crate::fds::lift(primary));
     // The debug lines name the connection as the blocking calls did.
     let (local, dest) = (c.local, c.dest);
-    // The program may have changed `O_NONBLOCK` meanwhile (`fcntl` or `FIONBIO` on the
-    // placeholder: a server makes an accepted socket non-blocking after `accept`): the
-    // result takes the placeholder's mode.
+    // The program may have changed `O_NONBLOCK` meanwhile (`fcntl` or `FIONBIO` on A: a
+    // server makes an accepted socket non-blocking after `accept`): the result takes A's
+    // mode.
     let now = crate::hooks::get_flags(primary);
     let flags = if now < 0 {
         c.flags
@@ -427,23 +536,45 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     } else {
         ""
     };
-    let what = format!("connect {local} -> {dest}{mode}");
+    let what = if client {
+        format!("connect {local} -> {dest}{mode}")
+    } else {
+        format!("accept {dest} -> {local}")
+    };
+    // On a fallback, a thread of the program may sleep in `poll` or `select` on A: the
+    // kernel does not wake such a sleeper when the number gets another file, and A would
+    // go with the `dup3` (a sleeper holds no reference to it), leaving the sleeper on a
+    // file that never changes. So the library holds A across the change and then shuts it
+    // down: its sleepers wake and look at the number again, which names the TCP socket.
+    // It has no epoll registration left by then (`put_on` moved them all).
+    let mut placeholder = None;
     match outcome {
-        Negotiated::Smc(stream, tcp) => match install(primary, stream, tcp, flags, bells) {
-            Ok(()) => {
-                // The `dup`s become descriptors of the connection too (of its socket A).
-                for &d in &others {
-                    if crate::hooks::put_on(d, primary, false).is_ok() {
+        Negotiated::Smc(stream, tcp) => {
+            let peer = c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let b = crate::fds::lift(c.b_fd());
+            let installed = if b < 0 {
+                Err(errno())
+            } else {
+                // SAFETY: a new descriptor of B that nobody else owns.
+                let b = unsafe { OwnedFd::from_raw_fd(b) };
+                install(primary, stream, tcp, flags, b, c.a_id, peer)
+            };
+            match installed {
+                Ok(()) => {
+                    // The `dup`s are descriptors of the connection too (of its A).
+                    for &d in &others {
                         drop(TABLE.alias(primary, d));
+                        crate::hooks::keep_epoll_regs(d);
                     }
+                    c.replay_options(primary);
+                    rt.debug(|| format!("{what}: SMC-D"));
+                    *st = State::Done;
                 }
-                c.replay_options(primary);
-                rt.debug(|| format!("{what}: SMC-D"));
-                *st = State::Done;
+                Err(e) => c.fail(&mut st, e),
             }
-            Err(e) => c.fail(&mut st, e),
-        },
+        }
         Negotiated::Fallback(why) => {
+            placeholder = Some(Placeholder(crate::fds::lift(primary)));
             // The TCP socket takes the number back, in the program's mode.
             set_flags(c.tcp_fd(), flags);
             for &d in &others {
@@ -470,14 +601,15 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             c.fail(&mut st, e);
         }
     }
-    // A blocking `connect` waiting in the placeholder (`wait_end`) sees room now.
+    // A→B drained: A polls writable (the connection's `POLLOUT`, or a failed connect's),
+    // and a blocking `connect` waiting in it (`wait_end`) sees room.
     crate::smc::drain_all(c.b_fd());
     c.ended.notify_all();
     drop(placeholder);
 }
 
-/// The library's descriptor of a placeholder while its number changes hands (see
-/// `finish`): dropping it shuts the placeholder down, which wakes every `poll` and
+/// The library's descriptor of A while its number changes hands on a fallback (see
+/// `finish`): dropping it shuts A down, which wakes every `poll` and
 /// `select` asleep on it, and closes the descriptor.
 struct Placeholder(c_int);
 
@@ -494,5 +626,37 @@ impl Drop for Placeholder {
                 cl(self.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_waits_for_the_set_ups_under_way_and_no_longer_than_its_limit() {
+        // One under way, ending after 100 ms: the wait ends with it.
+        let counted = InFlight::new();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(counted);
+        });
+        let start = Instant::now();
+        wait_in_flight(Duration::from_secs(10));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(90), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(IN_FLIGHT.load(Ordering::SeqCst), 0);
+        t.join().unwrap();
+        // One that does not end: the wait gives up at its limit.
+        let stuck = InFlight::new();
+        let start = Instant::now();
+        wait_in_flight(Duration::from_millis(50));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        drop(stuck);
+        // Nothing under way: no wait.
+        let start = Instant::now();
+        wait_in_flight(Duration::from_secs(10));
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 }

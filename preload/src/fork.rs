@@ -171,6 +171,8 @@ extern "C" fn child() {
     let pid = unsafe { libc::getpid() } as u32;
     OWNER.store(pid, Ordering::Release);
     runtime::forget_in_child();
+    // The parent's set-up threads are not the child's.
+    crate::connecting::forget_in_child();
     let Some(held) = HELD.with(|h| h.borrow_mut().take()) else {
         return;
     };

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -760,8 +760,18 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !TABLE.maybe_tracked(fd) {
         return call_real!(shutdown(fd, how));
     }
-    if connecting_of(fd).is_some() {
-        return fail(libc::ENOTCONN);
+    if let Some(e) = connecting_of(fd) {
+        let Entry::Connecting(c) = &*e else {
+            return fail(libc::ENOTCONN);
+        };
+        if c.side() == crate::connecting::Side::Client {
+            return fail(libc::ENOTCONN);
+        }
+        // An accepted connection whose handshake is under way: it ends first (bounded by
+        // the handshake's limits), then the call goes where the connection went.
+        if let Err(e) = settle(c, fd, false) {
+            return fail(e);
+        }
     }
     guarded(|| match smc_of(fd) {
         Some(e) => match smc!(e).shutdown(how) {
@@ -901,6 +911,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     guarded(|| match TABLE.get(fd).as_deref() {
         Some(Entry::Smc(s)) => call_real!(getpeername(s.tcp_fd(), addr, len)),
+        // An accepted connection has its peer from the start, as TCP's.
+        Some(Entry::Connecting(c)) if c.side() == crate::connecting::Side::Server => {
+            call_real!(getpeername(c.tcp_fd(), addr, len))
+        }
         Some(Entry::Connecting(_)) => fail(libc::ENOTCONN),
         _ => call_real!(getpeername(fd, addr, len)),
     })
@@ -930,17 +944,28 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_i
     if !TABLE.maybe_tracked(fd) || req != libc::FIONREAD {
         return call_real!(ioctl(fd, req, arg));
     }
-    guarded(|| match smc_of(fd) {
-        Some(e) => {
-            if arg.is_null() {
-                return fail(libc::EFAULT);
-            }
-            let n = c_int::try_from(smc!(e).readable(fd)).unwrap_or(c_int::MAX);
-            // SAFETY: FIONREAD's argument is the caller's `int`.
-            unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), n) };
-            0
+    guarded(|| {
+        let entry = match connecting_of(fd) {
+            // A connection being set up: nothing readable (A's records, if the peer's
+            // came already, are no data), unless it ends now (see `Connecting::settle`).
+            Some(e) => match &*e {
+                Entry::Connecting(c) => settle(c, fd, true).unwrap_or(None),
+                _ => None,
+            },
+            None => smc_of(fd),
+        };
+        let n = match (entry, connecting_of(fd)) {
+            (Some(e), _) if matches!(*e, Entry::Smc(_)) => smc!(e).readable(fd),
+            (_, Some(_)) => 0,
+            _ => return call_real!(ioctl(fd, req, arg)),
+        };
+        if arg.is_null() {
+            return fail(libc::EFAULT);
         }
-        None => call_real!(ioctl(fd, req, arg)),
+        let n = c_int::try_from(n).unwrap_or(c_int::MAX);
+        // SAFETY: FIONREAD's argument is the caller's `int`.
+        unsafe { std::ptr::write_unaligned(arg.cast::<c_int>(), n) };
+        0
     })
 }
 
@@ -1492,33 +1517,42 @@ pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(),
     Ok(())
 }
 
-/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`, with the
-/// doorbell made for it (`bells`) if there is one.
+/// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`, which
+/// holds the connection's doorbell A already (identified by `a_id`; `b` is its other end,
+/// `peer` the peer's doorbell if the board passed it: see `crate::connecting`).
 pub(crate) fn install(
     app: c_int,
     stream: Stream,
     tcp: c_int,
     flags: c_int,
-    bells: Option<crate::smc::Bells>,
+    b: std::os::fd::OwnedFd,
+    a_id: (u64, u64),
+    peer: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), c_int> {
-    let (smc, a) = SmcFd::new(stream, tcp, bells)?;
-    crate::fork::mark_doorbell(a.as_raw_fd());
-    set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+    let smc = SmcFd::new(stream, tcp, b, a_id, peer)?;
+    set_flags(app, flags & libc::O_NONBLOCK);
     smc.set_nonblocking(flags & libc::O_NONBLOCK != 0);
     let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
-    put_on(app, a.as_raw_fd(), false)?;
-    // The library's own descriptor of A goes before the program can use the connection
-    // (the table still names the connect under way, whose lock the caller holds, or no
-    // entry on the accepting thread). Kept any longer, it would keep A open after the
-    // program closed `app`: the epoll registrations of A under that number would outlive
-    // the close (the kernel drops them when the file goes, not the number), and report
-    // A's end of stream under the number's next file (haproxy took a fresh backend
-    // connect for one its server had closed).
-    drop(a);
     drop(TABLE.insert(app, entry.clone()));
+    keep_epoll_regs(app);
     copy_timeouts(tcp, app);
     smc!(entry).ring();
     Ok(())
+}
+
+/// The registrations of `app` in `epoll` sets that the library recorded while its
+/// connection was set up stay where they are (on A, which SMC-D keeps on the number): the
+/// record is dropped, and each set is marked for busy polling if it should be
+/// ([`spin_for`]).
+pub(crate) fn keep_epoll_regs(app: c_int) {
+    if !EPOLL_FDS.maybe(app) {
+        return;
+    }
+    let regs = epoll_regs().as_mut().and_then(|m| m.remove(&app));
+    EPOLL_FDS.set(app, false);
+    for (epfd, ev) in regs.unwrap_or_default() {
+        spin_for(epfd, app, ev.events);
+    }
 }
 
 /// Copies `SO_RCVTIMEO` and `SO_SNDTIMEO` from the socket `from` to `to`.
@@ -1535,33 +1569,6 @@ pub(crate) fn copy_timeouts(from: c_int, to: c_int) {
             let _: c_int = call_real!(setsockopt(to, libc::SOL_SOCKET, name, p, len));
         }
     }
-}
-
-/// What became of a server handshake.
-enum Handshake {
-    Smc,
-    Fallback(String),
-    Failed(String),
-}
-
-/// Runs the server handshake on the accepted `app` (blocking, whatever the program's mode)
-/// and installs SMC-D on success. `O_NONBLOCK` is as on entry afterwards. (Clients run
-/// theirs on a library thread: `crate::connecting`.)
-fn server_handshake(rt: &Runtime, app: c_int, bells: Option<crate::smc::Bells>) -> Handshake {
-    let flags = get_flags(app);
-    if flags & libc::O_NONBLOCK != 0 {
-        set_flags(app, flags & !libc::O_NONBLOCK);
-    }
-    let r = match negotiate(rt, app, false) {
-        Negotiated::Smc(s, tcp) => match install(app, s, tcp, flags, bells) {
-            Ok(()) => Handshake::Smc,
-            Err(e) => Handshake::Failed(format!("cannot set up the descriptor: errno {e}")),
-        },
-        Negotiated::Fallback(why) => Handshake::Fallback(why),
-        Negotiated::Failed(_, why) => Handshake::Failed(why),
-    };
-    set_flags(app, flags);
-    r
 }
 
 /// What a CLC handshake gave, before anything is installed.
@@ -1686,7 +1693,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             let _ = names.unregister_client(local, dest);
             return fail(e);
         }
-        let (entry, a) = match crate::connecting::start(rt, fd, (local, dest), flags, bells) {
+        let side = crate::connecting::Side::Client;
+        let (entry, a) = match crate::connecting::start(rt, side, fd, (local, dest), flags, bells) {
             Ok(started) => started,
             Err(why) => {
                 // Left on TCP: the listener must not wait for a handshake.
@@ -1708,6 +1716,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         match crate::connecting::wait_end(c, &a) {
             Ok(()) => {
+                drop(a);
+                // The wait's byte may have gone into A→B as the end drained it.
+                if let Some(e) = smc_of(fd) {
+                    smc!(e).unfill_stray();
+                }
                 set_errno(entry_errno);
                 0
             }
@@ -1757,14 +1770,17 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     })
 }
 
-/// What [`after_accept`] returns when the handshake failed: the connection is gone (closed
-/// here), and the caller accepts the next one, as Linux's SMC never queues a connection
-/// whose handshake failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a
-/// descriptor, and not -1.
+/// What [`after_accept`] returns when the handshake could not be started (no descriptor
+/// for it): the connection is gone (closed here, its client's handshake fails), and the
+/// caller accepts the next one, as Linux's SMC never queues a connection whose handshake
+/// failed in `smc_listen_work` (`net/smc/af_smc.c`) for `accept`. Never a descriptor, and
+/// not -1.
 const ACCEPT_NEXT: c_int = -2;
 
-/// After the real accept of `new` on the registered listener `lfd`: the handshake if the
-/// client registered the connection.
+/// After the real accept of `new` on the registered listener `lfd`: if the client
+/// registered the connection, the server's handshake starts on a library thread
+/// (`crate::connecting`, [`crate::connecting::Side::Server`]) and `new` is returned at
+/// once, holding the connection's doorbell.
 fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     match TABLE.get(lfd).as_deref() {
         Some(Entry::Listener(ListenerReg { addr: Some(_), .. })) => {}
@@ -1797,19 +1813,23 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     if let Some(b) = bells.as_mut() {
         b.peer = client_bell;
     }
-    match server_handshake(rt, new, bells) {
-        Handshake::Smc => {
-            rt.debug(|| format!("accept {peer} -> {local}: SMC-D"));
+    // The handshake runs on a library thread, as a connect's: `accept` returns at once,
+    // so that a server takes its next connections (and sets them up in parallel) while
+    // this one waits for its client's confirmation. The descriptor is the connection's
+    // doorbell A from now on; it polls neither readable nor writable until the end, and
+    // data calls wait for it (or give `EAGAIN`).
+    let side = crate::connecting::Side::Server;
+    let flags = get_flags(new);
+    match crate::connecting::start(rt, side, new, (local, peer), flags, bells) {
+        Ok((_, a)) => {
+            // Not kept: A's only descriptor is the program's (see `install`).
+            drop(a);
+            rt.debug(|| format!("accept {peer} -> {local}: handshake under way"));
             set_errno(entry_errno);
             new
         }
-        Handshake::Fallback(why) => {
-            rt.debug(|| format!("accept {peer} -> {local}: TCP (declined: {why})"));
-            set_errno(entry_errno);
-            new
-        }
-        Handshake::Failed(why) => {
-            rt.debug(|| format!("accept {peer} -> {local}: handshake failed: {why}; the next one"));
+        Err(e) => {
+            rt.debug(|| format!("accept {peer} -> {local}: errno {e}: the next one"));
             let _: c_int = call_real!(close(new));
             ACCEPT_NEXT
         }

@@ -44,11 +44,13 @@ extern "C" fn ism_run_init() {
 }
 
 /// Closes this process's SMC-D connections (their peers read end of stream, as after
-/// `close`) and detaches its function (BYE) when the process exits.
+/// `close`) and detaches its function (BYE) when the process exits, after the set-ups
+/// still under way have ended (at most `connecting::EXIT_WAIT`).
 #[cfg(not(test))]
 extern "C" fn ism_run_fini() {
     let _ = std::panic::catch_unwind(|| {
         if runtime::existing().is_some_and(|rt| rt.pid == std::process::id()) {
+            connecting::wait_in_flight(connecting::EXIT_WAIT);
             hooks::close_all();
             runtime::detach_at_exit();
         }

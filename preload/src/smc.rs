@@ -1,8 +1,9 @@
 //! An application descriptor that runs over SMC-D, and its doorbell.
 //!
 //! The application's descriptor stays a real kernel object: one end (A) of a
-//! `socketpair(AF_UNIX, SOCK_STREAM)` is `dup3`ed onto its number, so `poll`, `select`,
-//! `epoll`, `dup` and `fcntl` work on it natively. The library keeps the other end (B), the
+//! `socketpair(AF_UNIX, SOCK_STREAM)` is `dup3`ed onto its number when the connection's
+//! set-up begins (`crate::connecting`) and stays there, so `poll`, `select`, `epoll`,
+//! `dup` and `fcntl` work on it natively, also for a wait begun during the set-up. The library keeps the other end (B), the
 //! TCP socket (moved to a descriptor of its own) and the SMC-D [`Stream`]. Data calls on
 //! the descriptor go to the stream (the hooks); readiness comes from **records** written
 //! into B, each the count of bytes the peer had sent in all when it was written (8 bytes):
@@ -496,25 +497,26 @@ impl RecvFlags {
 }
 
 impl SmcFd {
-    /// Takes over the application's descriptor `app` (a connected TCP socket, whose
-    /// `stream` runs over SMC-D with its TCP socket on the library's own descriptor `tcp`):
-    /// takes the connection's doorbell (`bells`, or a new socket pair), installs the
-    /// watcher and, with the peer's doorbell, the peer bell. Returns the entry and A, which
-    /// the caller moves onto the application's descriptor (see `hooks::install`).
+    /// Takes over the application's descriptor, which already holds the connection's
+    /// doorbell socket A (identified by `a_id`: the placeholder put on it when the
+    /// connection's set-up began, `crate::connecting`), for `stream` (its TCP socket on the
+    /// library's own descriptor `tcp`): keeps B, installs the watcher and, with the peer's
+    /// doorbell (`peer`, which the board passed in exchange for our B), the peer bell.
     ///
     /// # Errors
-    /// The `errno` of a failing `socketpair`.
-    pub fn new(stream: Stream, tcp: c_int, bells: Option<Bells>) -> Result<(Self, OwnedFd), c_int> {
+    /// `EINVAL` if `stream` is not an SMC-D stream; the `errno` of a failing move of the
+    /// peer's doorbell to a library number.
+    pub fn new(
+        stream: Stream,
+        tcp: c_int,
+        b: OwnedFd,
+        a_id: (u64, u64),
+        peer: Option<OwnedFd>,
+    ) -> Result<Self, c_int> {
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
-        let bells = match bells {
-            Some(b) => b,
-            None => Bells::new()?,
-        };
         // The board passes doorbells in pairs (host-interface.md 3.5): holding the peer's
         // means the peer holds ours and rings it for all its data.
-        let gated = bells.peer.is_some();
-        let (a, b) = bells.pair;
-        let a_id = file_id(a.as_raw_fd()).ok_or_else(crate::real::errno)?;
+        let gated = peer.is_some();
         let bell = Arc::new(Bell {
             b,
             a_id,
@@ -527,7 +529,7 @@ impl SmcFd {
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
         // thread in between.
         // The peer waits for our records as we wait for its: no peer bell, no connection.
-        let peer_bell = match bells.peer.map(crate::fds::lift_owned) {
+        let peer_bell = match peer.map(crate::fds::lift_owned) {
             Some(Ok(peer)) => {
                 let fd = peer.as_raw_fd();
                 conn.set_peer_bell(Box::new(move |total| ring_peer(&peer, total)));
@@ -553,12 +555,19 @@ impl SmcFd {
             _live: gated.then(crate::busy::Live::new),
             _watched: (!gated).then(Watched::new),
         };
-        Ok((me, a))
+        Ok(me)
     }
 
     /// Rings the doorbell if data is already there (data that arrived before the watcher).
     pub fn ring(&self) {
         self.bell.ring();
+    }
+
+    /// After a wait for writability on A that another path began (a blocking `connect`
+    /// waiting on its placeholder, which became this connection's A): takes out the byte
+    /// that wait put into A→B unless A is filled on purpose.
+    pub fn unfill_stray(&self) {
+        self.bell.unfill_stray();
     }
 
     /// The library's TCP socket of this connection.
@@ -1086,8 +1095,22 @@ fn has_record(fd: c_int) -> bool {
     n >= 0
 }
 
+/// Whether records written into the doorbell end `b` wait in A, unread (B's send queue,
+/// `SIOCOUTQ`: for a UNIX stream socket the memory of what it sent that its peer has not
+/// read, Linux's `unix_ioctl` in `net/unix/af_unix.c`). Asked of B, the library's own
+/// descriptor, never of the program's number.
+pub fn records_waiting(b: c_int) -> bool {
+    let Some(ioctl) = real().ioctl else {
+        return false;
+    };
+    let mut n: c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one `int` into `n`.
+    let r = unsafe { ioctl(b, libc::TIOCOUTQ, &mut n as *mut c_int) };
+    r == 0 && n > 0
+}
+
 /// The (device, inode) of the open file behind `fd`, or `None` (not open).
-fn file_id(fd: c_int) -> Option<(u64, u64)> {
+pub fn file_id(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: fstat into a zeroed stat buffer of its size.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();

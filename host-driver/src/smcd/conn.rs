@@ -188,6 +188,12 @@ pub struct Conn {
     /// Serialises writers (one write's bytes stay together in the stream).
     tx_lock: Mutex<()>,
     prod: AtomicU64,
+    /// The producer count (`prod`) the last CDC that reached the peer carried: what the
+    /// peer can see of our data. The peer bell tells of no more than this (`prod` runs
+    /// ahead of it while a writer has put bytes into the peer's ring whose CDC is still to
+    /// go: a ring paid on another thread then would announce bytes the peer cannot read
+    /// yet, and its reader, told "readable", would find nothing).
+    prod_told: AtomicU64,
     cons: AtomicU64,
     confirmed: AtomicU64,
     rx_lock: Mutex<()>,
@@ -281,6 +287,7 @@ impl Conn {
             attached,
             tx_lock: Mutex::new(()),
             prod: AtomicU64::new(0),
+            prod_told: AtomicU64::new(0),
             cons: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             rx_lock: Mutex::new(()),
@@ -637,8 +644,9 @@ impl Conn {
     fn move_cdc(&self, quietly: bool) -> io::Result<bool> {
         let _g = self.cdc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cons = self.cons.load(Ordering::Acquire);
+        let prod = self.prod.load(Ordering::Acquire);
         let msg = CdcMessage {
-            prod: cursor(self.prod.load(Ordering::Acquire), self.peer.ring_len),
+            prod: cursor(prod, self.peer.ring_len),
             cons: cursor(cons, self.ring),
             prod_flags: ProdFlags::from_bits_truncate(
                 self.local_prod_flags.load(Ordering::Acquire),
@@ -659,6 +667,7 @@ impl Conn {
             Ok(false) => Ok(false),
             Ok(true) => {
                 self.confirmed.store(cons, Ordering::Release);
+                self.prod_told.fetch_max(prod, Ordering::AcqRel);
                 self.count(|c| &c.cdc_sent, 1);
                 Ok(true)
             }
@@ -704,7 +713,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Rings the peer bell with the total sent so far. If it cannot ring, the ring is owed
+    /// Rings the peer bell with the total our CDC in place told of (`prod_told`: never
+    /// bytes whose CDC is still to go). If it cannot ring, the ring is owed
     /// (`bell_owed`): `CONS_CURS_UPD_REQ` goes into our CDC, sent signalled, so that the
     /// peer's next consumer-cursor update is signalled and [`Conn::on_signal`] rings again
     /// (the bell fails while the peer's doorbell holds too many unread records: its reader
@@ -718,7 +728,7 @@ impl Conn {
         // Tells of everything sent that no ring told of yet; whether nothing is left untold.
         let ring = || {
             let mut told = self.bell_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let total = self.prod.load(Ordering::Acquire);
+            let total = self.prod_told.load(Ordering::Acquire);
             if total <= *told {
                 return true;
             }
@@ -2087,6 +2097,45 @@ mod tests {
             assert_eq!(*told.lock().unwrap(), vec![15, 16, 18]);
             assert_eq!(c.write(&pattern(1, 6)).unwrap(), 1);
             assert!(!ops.our_cdc().prod_flags.contains(ask));
+        })
+    }
+
+    #[test]
+    fn an_owed_ring_tells_only_of_bytes_whose_cdc_is_in_place() {
+        within(|| {
+            // A ring owed, paid on the interrupt path while a writer has put bytes into
+            // the peer's ring whose CDC is still to go (the producer count ran ahead):
+            // the ring tells of what the CDC in place says, not of those bytes, which
+            // the peer's reader could not see yet ("readable", then `EAGAIN`).
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            ops.now.store(true, Ordering::Relaxed);
+            let c = Arc::new(c);
+            let full = Arc::new(AtomicBool::new(true));
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let (f, t) = (full.clone(), told.clone());
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
+                if f.load(Ordering::Relaxed) {
+                    return false;
+                }
+                t.lock().unwrap().push(total);
+                true
+            })));
+            assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
+            assert_eq!(ops.our_cdc().prod, Cursor::new(0, 10));
+            // A writer between its copy into the peer's ring and its CDC.
+            c.prod.fetch_add(5, Ordering::AcqRel);
+            full.store(false, Ordering::Relaxed);
+            // The peer's cursor update (signalled, as asked) pays the ring: its own CDC
+            // goes first, carrying the 15, so 15 may be told; without that CDC only 10.
+            ops.peer_says(&c, Cursor::new(0, 0), Cursor::new(0, 10), none(), open());
+            let said = ops.our_cdc().prod;
+            let rung = told.lock().unwrap().clone();
+            assert_eq!(rung.len(), 1, "{rung:?}");
+            assert!(
+                rung[0] <= u64::from(said.count),
+                "rang {} with a CDC in place of {said:?}",
+                rung[0]
+            );
         })
     }
 

@@ -2,7 +2,7 @@
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
-//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting]
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K]
 //! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C]
 //! echo self ADDR
 //! echo probe ADDR
@@ -10,6 +10,7 @@
 //! echo et-send ADDR [--bytes N] [--exit abrupt|term]
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo timeout-server ADDR
+//! echo pollin-connect ADDR
 //! echo poll-server ADDR
 //! echo raw-close ADDR [--bytes N]
 //! echo closing-server ADDR
@@ -26,7 +27,8 @@
 //! ```
 //! The server prints `listening on ADDR` once it listens, echoes every connection until
 //! its end of stream, prints `served N` after N connections and exits (blocking mode: first
-//! `echoed B bytes in all`). `--greeting`: the
+//! `echoed B bytes in all`; `--tolerate-failed K`: up to K connections may end in an
+//! error, each said on stderr as `a connection failed: ...`). `--greeting`: the
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
 //! wrong (exit 1); `--mode lockstep`: one `--chunk` at a time, each echoed back before the
@@ -205,6 +207,7 @@ fn main() -> ExitCode {
         "closing-server" => closing_server(addr),
         "late-write" => late_write(addr),
         "poll-server" => poll_server(addr),
+        "pollin-connect" => pollin_connect(addr),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -242,7 +245,14 @@ fn main() -> ExitCode {
             if let Some(ms) = arg::<u64>(&args, "--accept-delay-ms") {
                 ACCEPT_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
-            server(addr, arg(&args, "--count").unwrap_or(1), &mode, greeting)
+            let failing = arg(&args, "--tolerate-failed").unwrap_or(0);
+            server(
+                addr,
+                arg(&args, "--count").unwrap_or(1),
+                failing,
+                &mode,
+                greeting,
+            )
         }
         "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
             client(
@@ -266,7 +276,13 @@ fn main() -> ExitCode {
 
 // ------------------------------------------------------------------ server
 
-fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), String> {
+fn server(
+    addr: &str,
+    count: usize,
+    failing: usize,
+    mode: &str,
+    greeting: bool,
+) -> Result<(), String> {
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
@@ -287,8 +303,15 @@ fn server(addr: &str, count: usize, mode: &str, greeting: bool) -> Result<(), St
                     echo_counting(s, greeting, &echoed)
                 }));
             }
+            let mut failed = 0;
             for t in threads {
-                t.join().map_err(|_| "echo thread panicked")??;
+                if let Err(e) = t.join().map_err(|_| "echo thread panicked")? {
+                    if failed == failing {
+                        return Err(e);
+                    }
+                    eprintln!("echo server: a connection failed: {e}");
+                    failed += 1;
+                }
             }
             println!(
                 "echoed {} bytes in all",
@@ -1621,6 +1644,47 @@ fn poll_server(addr: &str) -> Result<(), String> {
     println!("readable after {} ms", t.elapsed().as_millis());
     echo_blocking(s, false)?;
     println!("served 1");
+    Ok(())
+}
+
+/// A non-blocking `connect`, then a `poll` for `POLLIN` alone, begun at once (while the
+/// connection is still set up): the server speaks first (`server --greeting`), and the
+/// poll must wake for its greeting, which is then read.
+fn pollin_connect(addr: &str) -> Result<(), String> {
+    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: a plain socket call; the stream below owns the descriptor.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("socket: errno {}", errno()));
+    }
+    // SAFETY: `fd` is ours.
+    let mut s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match connect_v4(fd, to) {
+        0 | libc::EINPROGRESS => {}
+        e => return Err(format!("connect: errno {e}")),
+    }
+    let t = Instant::now();
+    let r = poll1(fd, libc::POLLIN, 10_000);
+    if r & libc::POLLIN == 0 {
+        return Err(format!("poll: {r:#x} after {:?}", t.elapsed()));
+    }
+    println!("readable after {} ms", t.elapsed().as_millis());
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let mut g = vec![0u8; GREETING.len()];
+    s.read_exact(&mut g).map_err(|e| format!("greeting: {e}"))?;
+    if g != GREETING {
+        return Err("wrong greeting".into());
+    }
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
+    println!("ok greeting");
     Ok(())
 }
 
