@@ -96,9 +96,29 @@ pub struct Connecting {
     /// Socket options the program set meanwhile (level, name, value), set again on the
     /// result at the end: the handshake changes some of them and puts back what it found.
     options: Mutex<Vec<(c_int, c_int, Vec<u8>)>>,
+    /// The options the handshake changes on the TCP socket while it runs (its receive
+    /// time limit, `TCP_NODELAY`: see `hooks::negotiate`), as the program had them at the
+    /// start: `getsockopt` answers from these, or from what the program set meanwhile
+    /// ([`Connecting::get_option`]), never with the handshake's own values.
+    before: Vec<(c_int, c_int, Vec<u8>)>,
     state: Mutex<State>,
     ended: Condvar,
 }
+
+/// The options the handshake changes on the TCP socket while it runs (level, name, size
+/// of the value): see [`Connecting::get_option`].
+const SHADOWED: [(c_int, c_int, usize); 2] = [
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        std::mem::size_of::<libc::timeval>(),
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        std::mem::size_of::<c_int>(),
+    ),
+];
 
 /// Set-ups under way in this process: each thread that runs one holds an [`InFlight`].
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -233,6 +253,20 @@ impl Connecting {
         r
     }
 
+    /// `getsockopt` of an option the handshake changes while it runs (see
+    /// [`Connecting::before`]): the program's value (what it set meanwhile, else what it
+    /// had at the start); `None` for every other option (the TCP socket answers).
+    pub fn get_option(&self, level: c_int, name: c_int) -> Option<Vec<u8>> {
+        let o = self.options.lock().unwrap_or_else(|e| e.into_inner());
+        let set = o.iter().find(|(l, n, _)| (*l, *n) == (level, name));
+        set.or_else(|| {
+            self.before
+                .iter()
+                .find(|(l, n, _)| (*l, *n) == (level, name))
+        })
+        .map(|(_, _, v)| v.clone())
+    }
+
     /// At the end, the lock held: sets the options of [`Connecting::set_option`] again on
     /// the program's descriptor `fd`, through the library's `setsockopt` (an SMC-D
     /// connection applies the time limits to its waits too).
@@ -349,6 +383,12 @@ pub fn start(
     crate::fork::mark_doorbell(a.as_raw_fd());
     crate::smc::fill_all(a.as_raw_fd());
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
+    let before = SHADOWED
+        .iter()
+        .filter_map(|&(level, name, size)| {
+            crate::net::sockopt_bytes(tcp.as_raw_fd(), level, name, size).map(|v| (level, name, v))
+        })
+        .collect();
     let entry = Arc::new(Entry::Connecting(KeepsErrno::new(Connecting {
         side,
         b,
@@ -360,6 +400,7 @@ pub fn start(
         bell_passed,
         peer_bell: Mutex::new(peer),
         options: Mutex::new(Vec::new()),
+        before,
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
     })));

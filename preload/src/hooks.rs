@@ -815,7 +815,24 @@ pub unsafe extern "C" fn getsockopt(
             }
             0
         }
-        Some(Entry::Connecting(c)) => call_real!(getsockopt(c.tcp_fd(), level, name, val, len)),
+        Some(Entry::Connecting(c)) => match c.get_option(level, name) {
+            // An option the handshake changes while it runs: the program's value.
+            Some(v) => {
+                if val.is_null() || len.is_null() {
+                    return fail(libc::EFAULT);
+                }
+                // SAFETY: the caller's option length.
+                let room = unsafe { *len } as usize;
+                let n = room.min(v.len());
+                // SAFETY: the caller's value has room for `room` bytes; `n` is no more.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), val.cast::<u8>(), n);
+                    *len = n as socklen_t;
+                }
+                0
+            }
+            None => call_real!(getsockopt(c.tcp_fd(), level, name, val, len)),
+        },
         _ => call_real!(getsockopt(fd, level, name, val, len)),
     })
 }

@@ -108,6 +108,20 @@ pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     (r == 0).then_some(v)
 }
 
+/// The value of a socket option of at most `size` bytes (the real `getsockopt`), as the
+/// kernel gave it (its length), or `None` if the call fails.
+pub fn sockopt_bytes(fd: c_int, level: c_int, name: c_int, size: usize) -> Option<Vec<u8>> {
+    let f = real().getsockopt?;
+    let mut v = vec![0u8; size];
+    let mut len = size as socklen_t;
+    // SAFETY: `v` has room for `len` bytes.
+    let r = unsafe { f(fd, level, name, v.as_mut_ptr().cast(), &mut len) };
+    (r == 0).then(|| {
+        v.truncate((len as usize).min(size));
+        v
+    })
+}
+
 /// Whether `fd` is an `AF_INET`/`AF_INET6` `SOCK_STREAM` socket: the only kind this
 /// library takes over.
 pub fn is_inet_stream(fd: c_int) -> bool {

@@ -1551,14 +1551,30 @@ fn accept_first(addr: &str) -> Result<TcpStream, String> {
         .map_err(|e| format!("accept: {e}"))
 }
 
-/// `timeout-server`: accepts one connection, sets `SO_RCVTIMEO` to 300 ms at once (while
+/// `timeout-server`: accepts one connection, reads `SO_RCVTIMEO` and `TCP_NODELAY` (unset:
+/// the program's values, not a handshake's), sets `SO_RCVTIMEO` to 300 ms at once (while
 /// an `ism-run` library may still be setting the connection up) and reads: the read must
 /// end with `EAGAIN` after 250 ms to 5 s (never data, never a wait for the client).
 /// Prints `read timed out after T ms`, then closes.
 fn timeout_server(addr: &str) -> Result<(), String> {
     let mut s = accept_first(addr)?;
+    // What the program set (nothing yet), not what a library's handshake may have set
+    // on the socket meanwhile.
+    let unset = s.read_timeout().map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let nodelay = s.nodelay().map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    if unset.is_some() || nodelay {
+        return Err(format!(
+            "right after accept: SO_RCVTIMEO {unset:?}, TCP_NODELAY {nodelay}"
+        ));
+    }
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let set = s.read_timeout().map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    if set != Some(Duration::from_millis(300)) {
+        return Err(format!(
+            "SO_RCVTIMEO reads {set:?} after it was set to 300 ms"
+        ));
+    }
     let t = Instant::now();
     let mut buf = [0u8; 16];
     match s.read(&mut buf) {
