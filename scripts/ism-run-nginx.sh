@@ -48,10 +48,9 @@ fail() {
     exit 1
 }
 
-# The workers must reach the board's socket: as root, nginx would run them as `nobody`,
-# who may not connect to a socket of root's; so they run as the user running this.
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
+# As root, nginx runs its workers as `nobody` (its default `user`), who may not connect to
+# the board's socket: the library attaches each worker before it drops its privileges
+# (docs/ism-run.md, "Servers whose workers drop privileges"), which the debug lines show.
 
 # Ports below the ephemeral range (32768-60999 by default), which curl and wrk take from.
 run_case() { # KIND NOCOPY WORKERS [BUSY_POLL_USEC]
@@ -63,7 +62,6 @@ run_case() { # KIND NOCOPY WORKERS [BUSY_POLL_USEC]
 daemon off;
 master_process on;
 worker_processes $workers;
-$user_line
 error_log stderr;
 pid $DIR/nginx.pid;
 events { use epoll; worker_connections 256; }
@@ -96,6 +94,10 @@ EOF
         sleep 0.05
     done
     [ "$(registered)" -ge "$workers" ] || fail "$tag: the workers did not register the listener"
+    if [ "$(id -u)" = 0 ]; then
+        [ "$(grep -c "attached before the process changes its credentials" "$DIR/nginx.log")" -ge "$workers" ] ||
+            fail "$tag: the workers did not attach before dropping their privileges"
+    fi
 
     for f in big.bin small.html; do
         ISM_RUN_DEBUG=1 timeout 30 "${run[@]}" -- curl -sS -o "$DIR/got-$f" \

@@ -287,10 +287,9 @@ class Bench:
         os.chmod(page, 0o644)
         conf = os.path.join(self.dir, f"nginx-{transport}.conf")
         with open(conf, "w") as f:
-            # As root, nginx runs its workers as `nobody`, who cannot reach the board's
-            # socket (docs/ism-run.md, "Limits"): keep them root.
-            user = "user root;\n" if os.geteuid() == 0 else ""
-            f.write(f"""{user}daemon off;
+            # As root, nginx runs its workers as `nobody`: the library attaches each one
+            # before it drops its privileges (docs/ism-run.md, "Limits").
+            f.write(f"""daemon off;
 master_process on;
 worker_processes {self.args.nginx_workers};
 error_log stderr warn;

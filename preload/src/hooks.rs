@@ -85,13 +85,14 @@ impl ListenerReg {
     /// name-service connection (and attaches this process's function), once. The parent's
     /// registration goes when the parent closes the listener or exits; this one keeps
     /// clients coming over SMC-D to this process while it holds the listener.
-    fn adopt(&self) {
+    /// Returns whether this call registered it.
+    pub(crate) fn adopt(&self) -> bool {
         let Some(addr) = self.addr else {
-            return;
+            return false;
         };
         let mut reg = self.registered.lock().unwrap_or_else(|e| e.into_inner());
         if *reg {
-            return;
+            return false;
         }
         let rt = runtime();
         if let Some(n) = rt.names.as_ref() {
@@ -100,8 +101,10 @@ impl ListenerReg {
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
                 rt.debug(|| format!("listen {addr}: inherited over fork, registered"));
+                return true;
             }
         }
+        false
     }
 }
 
@@ -1906,3 +1909,98 @@ pub unsafe extern "C" fn accept4(
     // SAFETY: the caller's `len`, as for `accept4`.
     unsafe { accept_loop(fd, len, once) }
 }
+
+// ------------------------------------------------------------------------ credentials
+
+/// Before the process changes its credentials: if it holds listeners registered with the
+/// board (its own, or inherited over `fork`), it registers them and attaches its function
+/// now, while it may still reach the board's socket. Servers started as root fork workers
+/// that drop their privileges before their first `accept` (nginx, apache2, squid:
+/// `setgid`, `setgroups`, `setuid` to `nobody` or `www-data`); afterwards the worker may
+/// not connect to the board's socket, but what it opened before stays its own (the
+/// control and name-service sockets, the mapped memory), as a process keeps its open
+/// files across `setuid`. Without this, the master's registration brought `ism-run`
+/// clients to workers that could not answer them. A process without listeners is left
+/// alone (a client that drops privileges first still needs the board's socket open to
+/// its new user).
+fn before_credentials_change() {
+    if !crate::fork::owner() {
+        return; // a vfork child shares the parent's state: nothing of its own to set up
+    }
+    let saved = errno();
+    let _: c_int = guarded(|| {
+        let listeners: Vec<Arc<Entry>> = TABLE
+            .lock_map()
+            .as_ref()
+            .map(|m| {
+                m.values()
+                    .filter(|e| matches!(***e, Entry::Listener(_)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut adopted = false;
+        for e in &listeners {
+            if let Entry::Listener(l) = &**e {
+                adopted |= l.adopt();
+            }
+        }
+        if adopted {
+            runtime().debug(|| "attached before the process changes its credentials".to_owned());
+        }
+        0
+    });
+    set_errno(saved);
+}
+
+macro_rules! credential_hook {
+    ($(#[$doc:meta])* $name:ident($($a:ident: $t:ty),*)) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the C library's function of that name.
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
+            before_credentials_change();
+            call_real!($name($($a),*))
+        }
+    };
+}
+
+credential_hook!(
+    /// `setuid`: attaches first where [`before_credentials_change`] says.
+    setuid(uid: libc::uid_t)
+);
+credential_hook!(
+    /// `setgid`: attaches first where [`before_credentials_change`] says.
+    setgid(gid: libc::gid_t)
+);
+credential_hook!(
+    /// `seteuid`: attaches first where [`before_credentials_change`] says.
+    seteuid(uid: libc::uid_t)
+);
+credential_hook!(
+    /// `setegid`: attaches first where [`before_credentials_change`] says.
+    setegid(gid: libc::gid_t)
+);
+credential_hook!(
+    /// `setreuid`: attaches first where [`before_credentials_change`] says.
+    setreuid(r: libc::uid_t, e: libc::uid_t)
+);
+credential_hook!(
+    /// `setregid`: attaches first where [`before_credentials_change`] says.
+    setregid(r: libc::gid_t, e: libc::gid_t)
+);
+credential_hook!(
+    /// `setresuid`: attaches first where [`before_credentials_change`] says.
+    setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t)
+);
+credential_hook!(
+    /// `setresgid`: attaches first where [`before_credentials_change`] says.
+    setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t)
+);
+credential_hook!(
+    /// `setgroups` (the first call of a privilege drop, before `setgid` and `setuid`):
+    /// attaches first where [`before_credentials_change`] says.
+    setgroups(n: libc::size_t, list: *const libc::gid_t)
+);

@@ -69,6 +69,15 @@ reals! {
     sendfile: unsafe extern "C" fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t;
     sendfile64: unsafe extern "C" fn(c_int, c_int, *mut libc::off64_t, size_t) -> ssize_t;
     splice: unsafe extern "C" fn(c_int, *mut libc::loff_t, c_int, *mut libc::loff_t, size_t, libc::c_uint) -> ssize_t;
+    setuid: unsafe extern "C" fn(libc::uid_t) -> c_int;
+    setgid: unsafe extern "C" fn(libc::gid_t) -> c_int;
+    seteuid: unsafe extern "C" fn(libc::uid_t) -> c_int;
+    setegid: unsafe extern "C" fn(libc::gid_t) -> c_int;
+    setreuid: unsafe extern "C" fn(libc::uid_t, libc::uid_t) -> c_int;
+    setregid: unsafe extern "C" fn(libc::gid_t, libc::gid_t) -> c_int;
+    setresuid: unsafe extern "C" fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+    setresgid: unsafe extern "C" fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int;
+    setgroups: unsafe extern "C" fn(size_t, *const libc::gid_t) -> c_int;
     __read_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t) -> ssize_t;
     __recv_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int) -> ssize_t;
     __recvfrom_chk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t;

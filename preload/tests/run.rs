@@ -1248,6 +1248,70 @@ fn so_linger_and_half_close_keep_working() {
 /// listener; every connection runs over SMC-D with a worker's own function, and the
 /// board is empty after everything exited. On an LPAR board and on a loopback board
 /// without copies.
+/// Workers that drop their privileges before their first `accept` (as nginx's, started as
+/// root: `setgroups`, `setgid`, `setuid` to `nobody`) serve `ism-run` clients over SMC-D:
+/// the library attaches them before the change, while they may still reach the board's
+/// socket (a directory only root may enter here; before, the workers could not attach,
+/// the master's registration brought the clients anyway, and they waited for the CLC
+/// timeout and failed). Run as root only.
+#[test]
+fn workers_that_drop_privileges_serve_over_smc_d() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // cannot drop privileges
+    }
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    // Only root may reach the board's socket.
+    std::fs::set_permissions(
+        &env.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let under = Under::Run(&env, vec![]);
+    let count = 4;
+    let srv = spawn(command(
+        &under,
+        &[
+            "prefork",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--count",
+            &count.to_string(),
+            "--drop-privileges",
+        ],
+    ));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    for _ in 0..count {
+        let started = Instant::now();
+        let (ok, out, err) = client(&under, &addr, &["--bytes", "300000"]);
+        assert!(ok && out.contains("ok 300000 bytes"), "{out}\n{err}");
+        assert!(err.contains(": SMC-D"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let (sok, sout, serr) = srv.finish();
+    assert!(
+        sok && sout.contains(&format!("served {count}")),
+        "{sout}\n{serr}"
+    );
+    assert_eq!(
+        serr.matches("attached before the process changes its credentials")
+            .count(),
+        2,
+        "{serr}"
+    );
+    assert!(!serr.contains("may not use it"), "{serr}");
+    assert_board_empty(&b);
+}
+
 #[test]
 fn forked_workers_accept_over_smc_d_with_their_own_functions() {
     for (kind, extra) in [

@@ -15,7 +15,7 @@
 //! echo raw-close ADDR [--bytes N]
 //! echo closing-server ADDR
 //! echo late-write ADDR
-//! echo prefork ADDR [--workers N] [--count M] [--master-closes]
+//! echo prefork ADDR [--workers N] [--count M] [--master-closes] [--drop-privileges]
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
@@ -55,7 +55,9 @@
 //! The fork and exec modes: `prefork` listens, forks N worker processes that accept from
 //! the inherited listener and echo (M connections in all, counted in shared memory), waits
 //! for them and prints `served M` (each worker prints `worker PID served K`);
-//! `--master-closes`: the parent closes its listener after the forks. `fork-close`
+//! `--master-closes`: the parent closes its listener after the forks;
+//! `--drop-privileges`: each worker drops to `nobody` (`setgroups`, `setgid`, `setuid`)
+//! before its first `accept`, as nginx's do (run as root). `fork-close`
 //! connects to an echo server, exchanges half of N bytes, forks a child that must get
 //! `ENOTCONN` from reading and writing the inherited descriptor and then closes it, and
 //! exchanges the rest after the child exited: the parent's connection must not notice.
@@ -196,6 +198,7 @@ fn main() -> ExitCode {
             arg(&args, "--workers").unwrap_or(2),
             arg(&args, "--count").unwrap_or(4),
             args.iter().any(|a| a == "--master-closes"),
+            args.iter().any(|a| a == "--drop-privileges"),
         ),
         "et-send" => et_send(
             addr,
@@ -1191,7 +1194,13 @@ fn reap(pid: libc::pid_t) -> Result<(), String> {
     }
 }
 
-fn prefork(addr: &str, workers: usize, count: usize, master_closes: bool) -> Result<(), String> {
+fn prefork(
+    addr: &str,
+    workers: usize,
+    count: usize,
+    master_closes: bool,
+    drop_privileges: bool,
+) -> Result<(), String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
@@ -1219,6 +1228,18 @@ fn prefork(addr: &str, workers: usize, count: usize, master_closes: bool) -> Res
     for _ in 0..workers {
         let l = &l;
         kids.push(fork_child(move || {
+            if drop_privileges {
+                // As nginx's workers: supplementary groups, group, user (to `nobody`).
+                // SAFETY: plain calls that change this process's credentials.
+                let dropped = unsafe {
+                    libc::setgroups(0, std::ptr::null()) == 0
+                        && libc::setgid(65534) == 0
+                        && libc::setuid(65534) == 0
+                };
+                if !dropped {
+                    return Err(format!("dropping privileges: errno {}", errno()));
+                }
+            }
             let mut n = 0;
             while taken.fetch_add(1, Ordering::SeqCst) < count {
                 let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
