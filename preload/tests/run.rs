@@ -1248,6 +1248,27 @@ fn so_linger_and_half_close_keep_working() {
 /// listener; every connection runs over SMC-D with a worker's own function, and the
 /// board is empty after everything exited. On an LPAR board and on a loopback board
 /// without copies.
+/// The echo program's `prefork` server (two workers, `count` connections in all) and its
+/// address.
+fn prefork(under: &Under<'_>, count: usize, extra: &[&str]) -> (Proc, String) {
+    let count = count.to_string();
+    let mut args = vec![
+        "prefork",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--count",
+        &count,
+    ];
+    args.extend_from_slice(extra);
+    let srv = spawn(command(under, &args));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    (srv, addr)
+}
+
 /// Workers that drop their privileges before their first `accept` (as nginx's, started as
 /// root: `setgroups`, `setgid`, `setuid` to `nobody`) serve `ism-run` clients over SMC-D:
 /// the library attaches them before the change, while they may still reach the board's
@@ -1270,22 +1291,7 @@ fn workers_that_drop_privileges_serve_over_smc_d() {
     .unwrap();
     let under = Under::Run(&env, vec![]);
     let count = 4;
-    let srv = spawn(command(
-        &under,
-        &[
-            "prefork",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--count",
-            &count.to_string(),
-            "--drop-privileges",
-        ],
-    ));
-    let addr = srv
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .to_owned();
+    let (srv, addr) = prefork(&under, count, &["--drop-privileges"]);
     for _ in 0..count {
         let started = Instant::now();
         let (ok, out, err) = client(&under, &addr, &["--bytes", "300000"]);
@@ -1322,21 +1328,7 @@ fn forked_workers_accept_over_smc_d_with_their_own_functions() {
         let env = Env::of(&b);
         let under = Under::Run(&env, extra);
         let (workers, count) = (2, 6);
-        let srv = spawn(command(
-            &under,
-            &[
-                "prefork",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--count",
-                &count.to_string(),
-            ],
-        ));
-        let addr = srv
-            .line("listening on ")
-            .trim_start_matches("listening on ")
-            .to_owned();
+        let (srv, addr) = prefork(&under, count, &[]);
         // The master's function and one per worker (attached before their first accept).
         let s = status_until(&b, |s| functions(s) == workers + 1);
         assert_eq!(functions(&s), workers + 1, "{s}");

@@ -2052,23 +2052,30 @@ mod tests {
         })
     }
 
+    /// A peer bell on `c` that fails while the returned flag is set (it starts set) and
+    /// records the totals it was given.
+    #[allow(clippy::type_complexity)]
+    fn full_bell(c: &Arc<Conn>) -> (Arc<AtomicBool>, Arc<Mutex<Vec<u64>>>) {
+        let full = Arc::new(AtomicBool::new(true));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let (f, t) = (full.clone(), told.clone());
+        assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
+            if f.load(Ordering::Relaxed) {
+                return false;
+            }
+            t.lock().unwrap().push(total);
+            true
+        })));
+        (full, told)
+    }
+
     #[test]
     fn a_bell_that_cannot_ring_is_owed_until_the_peers_cursor_update_or_the_next_data() {
         within(|| {
             let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.now.store(true, Ordering::Relaxed);
             let c = Arc::new(c);
-            // The bell fails while `full` is set, and records the totals it was given.
-            let full = Arc::new(AtomicBool::new(true));
-            let told = Arc::new(Mutex::new(Vec::new()));
-            let (f, t) = (full.clone(), told.clone());
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
-                if f.load(Ordering::Relaxed) {
-                    return false;
-                }
-                t.lock().unwrap().push(total);
-                true
-            })));
+            let (full, told) = full_bell(&c);
             let ask = ProdFlags::CONS_CURS_UPD_REQ;
             assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
             // Unsignalled first; then, owed, a signalled CDC asking for the peer's
@@ -2110,16 +2117,7 @@ mod tests {
             let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
             ops.now.store(true, Ordering::Relaxed);
             let c = Arc::new(c);
-            let full = Arc::new(AtomicBool::new(true));
-            let told = Arc::new(Mutex::new(Vec::new()));
-            let (f, t) = (full.clone(), told.clone());
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(move |total| {
-                if f.load(Ordering::Relaxed) {
-                    return false;
-                }
-                t.lock().unwrap().push(total);
-                true
-            })));
+            let (full, told) = full_bell(&c);
             assert_eq!(c.write(&pattern(10, 1)).unwrap(), 10);
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 10));
             // A writer between its copy into the peer's ring and its CDC.
