@@ -120,6 +120,10 @@ const SHADOWED: [(c_int, c_int, usize); 2] = [
     ),
 ];
 
+/// How long a non-blocking write on an accepted connection waits for the end of the
+/// server's handshake (see [`Connecting::settle_write`]).
+pub const SERVER_WRITE_WAIT: Duration = Duration::from_millis(100);
+
 /// Set-ups under way in this process: each thread that runs one holds an [`InFlight`].
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
@@ -310,6 +314,36 @@ impl Connecting {
         }
     }
 
+    /// [`Connecting::settle`] for a write on the program's descriptor `fd`. An accepted
+    /// connection polls writable from the start, as TCP's does, so a non-blocking write
+    /// during the server's handshake waits for its end (which comes within a round trip
+    /// to the client's library, unless the client stalls) for at most
+    /// [`SERVER_WRITE_WAIT`]; if the handshake is still under way then, A is filled (it
+    /// polls unwritable until the end drains it, a `POLLOUT` edge) and the write gives
+    /// `EAGAIN`. A server that answers and closes at once ("too many clients") so keeps
+    /// its answer, as over TCP.
+    pub fn settle_write(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
+        if self.side == Side::Client || !dontwait {
+            return self.settle(dontwait);
+        }
+        let st = self.lock();
+        let (st, _) = self
+            .ended
+            .wait_timeout_while(st, SERVER_WRITE_WAIT, |s| *s == State::Pending)
+            .unwrap_or_else(|e| e.into_inner());
+        match *st {
+            State::Pending => {
+                if crate::smc::file_id(fd) == Some(self.a_id) {
+                    crate::smc::fill_all(fd);
+                }
+                Err(libc::EAGAIN)
+            }
+            State::Failed { errno, .. } => Err(errno),
+            State::Done => Ok(()),
+            State::Closed => Err(libc::EBADF),
+        }
+    }
+
     /// `connect` again: `EALREADY` while under way, the error after a failure (an
     /// accepted connection: `EISCONN`, as TCP's).
     pub fn connect_again(&self) -> c_int {
@@ -381,7 +415,11 @@ pub fn start(
     // SAFETY: a new descriptor nobody else owns.
     let tcp = unsafe { OwnedFd::from_raw_fd(tcp) };
     crate::fork::mark_doorbell(a.as_raw_fd());
-    crate::smc::fill_all(a.as_raw_fd());
+    // A connect's socket polls unwritable until the connection is made, as TCP's in
+    // `SYN_SENT`; an accepted one is writable at once, as TCP's (`settle_write`).
+    if side == Side::Client {
+        crate::smc::fill_all(a.as_raw_fd());
+    }
     set_flags(a.as_raw_fd(), flags & libc::O_NONBLOCK);
     let before = SHADOWED
         .iter()

@@ -213,6 +213,12 @@ fn connecting_of(fd: c_int) -> Option<Arc<Entry>> {
 /// TCP, the real call).
 fn settle(c: &Connecting, fd: c_int, dontwait: bool) -> Result<Option<Arc<Entry>>, c_int> {
     c.settle(dontwait)?;
+    settled_entry(fd)
+}
+
+/// After a connection's set-up ended: the entry to redo a data call on `fd` with (`None`:
+/// TCP, the real call).
+fn settled_entry(fd: c_int) -> Result<Option<Arc<Entry>>, c_int> {
     match data_of(fd) {
         Some(e) if matches!(*e, Entry::Connecting(_)) => Err(libc::ENOTCONN),
         other => Ok(other),
@@ -391,7 +397,10 @@ pub(crate) unsafe fn smc_send(
     }
     if let Entry::Connecting(c) = e {
         let dontwait = flags & libc::MSG_DONTWAIT != 0 || fd_nonblocking(fd);
-        return match settle(c, fd, dontwait) {
+        let settled = c
+            .settle_write(fd, dontwait)
+            .and_then(|()| settled_entry(fd));
+        return match settled {
             Err(e) => fail(e),
             // SAFETY: the caller's buffer, as for this call.
             Ok(Some(e)) => unsafe { smc_send(&e, fd, buf, len, flags) },
@@ -1635,6 +1644,20 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
             drop(s);
             Negotiated::Fallback(why)
         }
+        // The server closed or reset the TCP connection before it answered (its process
+        // ended right after `accept`, or its handshake failed): over TCP the `connect`
+        // had succeeded and the program would read the end of stream (or the reset), so
+        // the TCP socket is what it gets. The proposal it sent is nobody's data: the
+        // server's side is gone.
+        Err(e) if client && closed_by_peer(&e) => {
+            restore_opts(sock, &saved);
+            Negotiated::Fallback(match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    "the server closed the connection during the handshake".to_owned()
+                }
+                _ => format!("the server ended the connection during the handshake: {e}"),
+            })
+        }
         Err(e) => Negotiated::Failed(
             if client {
                 libc::ECONNREFUSED
@@ -1644,6 +1667,15 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
             e.to_string(),
         ),
     }
+}
+
+/// Whether a handshake's error says the peer closed or reset the TCP connection.
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// `connect`: to a destination with a listener registered on the board, connects and runs

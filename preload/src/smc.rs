@@ -403,12 +403,31 @@ pub struct SmcFd {
     nonblocking: std::sync::atomic::AtomicBool,
     /// Bytes read ahead for `MSG_PEEK`, served before the ring.
     peek: Mutex<Vec<u8>>,
+    /// A write after the peer's close was taken as a TCP socket takes it (`send`): the
+    /// next one fails with `EPIPE`.
+    reset_pending: std::sync::atomic::AtomicBool,
     /// Counted among the process's connections whose peer rings the doorbell (busy polling
     /// spins while there are: `busy`).
     _live: Option<crate::busy::Live>,
     /// Counted among the connections whose reader hears of data from the interrupt
     /// thread (no doorbells exchanged): while there are none, that thread does not spin.
     _watched: Option<Watched>,
+}
+
+impl Drop for SmcFd {
+    /// Bytes a `MSG_PEEK` took from the ring and no read took yet are unread data: the
+    /// close is then an abort, as `Conn::close` makes it for data still in the ring
+    /// (Linux counts peeked bytes in `bytes_to_rcv`; `smc_close_final`).
+    fn drop(&mut self) {
+        if !self
+            .peek
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            self.conn.abort();
+        }
+    }
 }
 
 /// SMC-D connections alive in this process whose reader hears of data through the
@@ -552,6 +571,7 @@ impl SmcFd {
             peer_bell,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
+            reset_pending: std::sync::atomic::AtomicBool::new(false),
             _live: gated.then(crate::busy::Live::new),
             _watched: (!gated).then(Watched::new),
         };
@@ -809,7 +829,26 @@ impl SmcFd {
         if matches!(r, Ok(n) if n > 0) {
             self.after_write();
         }
-        r
+        match r {
+            // The peer closed: the stack says `ECONNRESET` at once, as Linux's
+            // `smc_tx_sendmsg`; a TCP socket takes the first write (the peer's kernel
+            // answers it with a reset) and fails the next with `EPIPE`. Programs written
+            // for TCP greet or answer a client that already left and only then read its
+            // end (Python's `selectors` servers, Ruby's `IO.select` ones died of the
+            // `ECONNRESET`), so the program sees TCP's sequence. The bytes go nowhere, as
+            // over TCP.
+            Err(libc::ECONNRESET) if self.conn.closed_by_peer() => {
+                if self
+                    .reset_pending
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    Err(libc::EPIPE)
+                } else {
+                    Ok(buf.len())
+                }
+            }
+            r => r,
+        }
     }
 
     /// After a write that put data: A may still be filled from an earlier `EAGAIN` (a

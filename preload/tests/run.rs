@@ -785,40 +785,93 @@ fn a_close_through_syscall_ends_the_connection() {
     assert_board_empty(&b);
 }
 
-/// A write into a connection whose peer closed fails with `ECONNRESET` and raises no
-/// `SIGPIPE` over SMC-D, as Linux's SMC (`smc_tx_sendmsg`): a program with `SIGPIPE` at
-/// its default action lives on (it was killed by an `EPIPE` before). Over TCP the same
-/// write succeeds (the reset comes later).
+/// Writes into a connection whose peer closed go as over TCP: the first succeeds (TCP's
+/// peer answers it with a reset), the next fails with `EPIPE` (here with `MSG_NOSIGNAL`),
+/// and a program with `SIGPIPE` at its default action that writes once lives on. (The
+/// SMC-D stack itself says `ECONNRESET` at once, as Linux's `smc_tx_sendmsg`: Python and
+/// Ruby servers that greet a client that already left died of it.)
 #[test]
-fn a_write_after_the_peers_close_is_a_reset_without_sigpipe() {
-    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
-        let b = board(kind);
-        let env = Env::of(&b);
-        let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
-        let p = spawn(command(&under, &["closing-server", "127.0.0.1:0"]));
-        let l = p.line("listening on ");
-        let addr = l.trim_start_matches("listening on ").trim().to_owned();
-        let (ok, out, err) = spawn(command(&under, &["late-write", &addr])).finish();
-        assert!(ok, "{kind:?}: killed? {out}\n{err}");
-        assert!(
-            out.contains(&format!("late write: errno {}", libc::ECONNRESET)),
-            "{kind:?}: {out}\n{err}"
-        );
-        assert!(err.contains(": SMC-D"), "{kind:?}: {err}");
-        let (sok, sout, serr) = p.finish();
-        assert!(sok && sout.contains("closed"), "{kind:?}: {sout}\n{serr}");
-        assert_board_empty(&b);
+fn writes_after_the_peers_close_go_as_over_tcp() {
+    for under_kind in [None, Some(BoardKind::Lpar), Some(BoardKind::Loopback)] {
+        let b = under_kind.map(board);
+        let env = b.as_ref().map(Env::of);
+        let under = match &env {
+            Some(env) => Under::Run(env, vec![("ISM_RUN_DEBUG", "1")]),
+            None => Under::Plain,
+        };
+        for (client, expect) in [
+            ("write-after-close", "first: 4, second: errno 32".to_owned()),
+            ("late-write", "late write: 4".to_owned()),
+        ] {
+            let p = spawn(command(&under, &["closing-server", "127.0.0.1:0"]));
+            let l = p.line("listening on ");
+            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (ok, out, err) = spawn(command(&under, &[client, &addr])).finish();
+            assert!(ok, "{under_kind:?} {client}: killed? {out}\n{err}");
+            assert!(
+                out.contains(&expect),
+                "{under_kind:?} {client}: {out}\n{err}"
+            );
+            if under_kind.is_some() {
+                assert!(err.contains(": SMC-D"), "{under_kind:?}: {err}");
+            }
+            let (sok, sout, serr) = p.finish();
+            assert!(sok && sout.contains("closed"), "{sout}\n{serr}");
+        }
+        if let Some(b) = &b {
+            assert_board_empty(b);
+        }
     }
-    // Over TCP: the first write succeeds.
-    let (srv, addr) = {
-        let p = spawn(command(&Under::Plain, &["closing-server", "127.0.0.1:0"]));
-        let l = p.line("listening on ");
-        let a = l.trim_start_matches("listening on ").trim().to_owned();
-        (p, a)
-    };
-    let (ok, out, err) = spawn(command(&Under::Plain, &["late-write", &addr])).finish();
-    assert!(ok && out.contains("late write: 4"), "TCP: {out}\n{err}");
-    assert!(srv.finish().0);
+}
+
+/// Programs that end connections in ways TCP defines behave as over TCP (found by a
+/// new-user trial, 2026-11-28): a server that turns a client away at once (non-blocking
+/// `send` right after `accept`, then `close`: the socket polls writable and the client
+/// reads the line, though the server's handshake may still run), a server that closes
+/// with data unread (the client's read gets `ECONNRESET`, as Linux's `smc_close_final`
+/// makes it an abort), a server that ends with `_exit` right after `accept` (the
+/// client's `connect` succeeds and its read gives the end of stream).
+#[test]
+fn servers_that_end_connections_at_once_behave_as_over_tcp() {
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("bye-server", &[], "got 4 bytes: BYE"),
+        (
+            "unread-close-server",
+            &["--send", "1000"],
+            "read: errno 104",
+        ),
+        ("exit-server", &[], "got 0 bytes"),
+    ];
+    for under_kind in [None, Some(BoardKind::Lpar), Some(BoardKind::Loopback)] {
+        let b = under_kind.map(board);
+        let env = b.as_ref().map(Env::of);
+        let under = match &env {
+            Some(env) => Under::Run(env, vec![("ISM_RUN_DEBUG", "1")]),
+            None => Under::Plain,
+        };
+        for (server, client_args, expect) in cases {
+            let p = spawn(command(&under, &[server, "127.0.0.1:0"]));
+            let l = p.line("listening on ");
+            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let mut args = vec!["read-all", addr.as_str()];
+            args.extend_from_slice(client_args);
+            let (ok, out, err) = spawn(command(&under, &args)).finish();
+            assert!(
+                ok && out.contains(expect),
+                "{under_kind:?} {server}: {out}\n{err}"
+            );
+            let (_, sout, serr) = p.finish();
+            if server == "bye-server" {
+                assert!(
+                    sout.contains("writable at once: true") && sout.contains("sent 4"),
+                    "{under_kind:?}: {sout}\n{serr}"
+                );
+            }
+        }
+        if let Some(b) = &b {
+            assert_board_empty_after(b, 1);
+        }
+    }
 }
 
 /// A client process killed after its `connect` registered the connection but before the

@@ -819,6 +819,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether writes fail because the peer closed the connection in an orderly way (its
+    /// close, or with [`Conn::set_peer_exit_like_tcp`] its process's end after it had read
+    /// everything), not because of an abort, a breakage or our own close: the
+    /// `ConnectionReset` of [`Conn::write`] that a TCP socket would have turned into a
+    /// first write that succeeds (the peer's kernel then answers with a reset) and an
+    /// `EPIPE` after it.
+    pub fn closed_by_peer(&self) -> bool {
+        let (st, peer) = (self.status(), self.peer_cdc());
+        let peer_closed =
+            peer.conn_state.contains(ConnStateFlags::PEER_CONN_CLOSED) || st & ST_PEER_EXITED != 0;
+        let aborted = st & ST_ABORTED != 0
+            || (st & ST_BROKEN != 0 && !peer_closed)
+            || peer.conn_state.contains(ConnStateFlags::PEER_CONN_ABORT);
+        peer_closed && !aborted && st & (ST_WRITE_SHUT | ST_CLOSED) == 0
+    }
+
     fn check_writable(&self, peer: &CdcMessage) -> io::Result<()> {
         let st = self.status();
         let peer_closed =
@@ -1175,8 +1191,17 @@ impl Conn {
 
     /// Closes: tells the peer (connection closed) unless the connection is already broken;
     /// broken by a refused move of ours, it tries once to tell the peer of the abort.
+    /// With data the peer sent still unread in our RMB, the close is an abort, as Linux's
+    /// `smc_close_final` (`net/smc/smc_close.c`) sends `peer_conn_abort` when
+    /// `bytes_to_rcv` is not zero, and as TCP resets a connection closed with unread data
+    /// (`__tcp_close` in `net/ipv4/tcp.c`): the peer learns that data was lost
+    /// (`ConnectionReset`), never a clean end of stream.
     pub fn close(&self) {
         if self.status.fetch_or(ST_CLOSED, Ordering::AcqRel) & ST_CLOSED != 0 {
+            return;
+        }
+        if self.available() > 0 && !self.peer_exited() && !self.is_broken() {
+            self.abort();
             return;
         }
         self.detach_peer_dmb();
@@ -2230,6 +2255,32 @@ mod tests {
                 let (ops, _c) = after_reading(60, ProdFlags::CONS_CURS_UPD_REQ, st, 60);
                 assert_eq!(ops.cdcs(), 0);
             }
+        })
+    }
+
+    #[test]
+    fn a_close_with_unread_data_is_an_abort_as_linux_smc_close_final() {
+        within(|| {
+            let c0 = Cursor::new(0, 0);
+            let (closed, abort) = (
+                ConnStateFlags::PEER_CONN_CLOSED,
+                ConnStateFlags::PEER_CONN_ABORT,
+            );
+            // Data left unread: the peer is told of an abort.
+            let (ops, c) = small();
+            ops.peer_data(0, &[1, 2, 3]);
+            ops.peer_says(&c, Cursor::new(0, 3), c0, none(), open());
+            c.close();
+            let st = ops.our_cdc().conn_state;
+            assert!(st.contains(abort) && !st.contains(closed), "{st:?}");
+            // Everything read: a clean close.
+            let (ops, c) = small();
+            ops.peer_data(0, &[1, 2, 3]);
+            ops.peer_says(&c, Cursor::new(0, 3), c0, none(), open());
+            assert_eq!(c.read(&mut [0u8; 8]).unwrap(), 3);
+            c.close();
+            let st = ops.our_cdc().conn_state;
+            assert!(st.contains(closed) && !st.contains(abort), "{st:?}");
         })
     }
 

@@ -11,6 +11,9 @@
 //! echo drain ADDR [--bytes N] [--delay-ms T]
 //! echo timeout-server ADDR
 //! echo pollin-connect ADDR
+//! echo bye-server ADDR | unread-close-server ADDR | exit-server ADDR
+//! echo read-all ADDR [--send N]
+//! echo write-after-close ADDR
 //! echo poll-server ADDR
 //! echo raw-close ADDR [--bytes N]
 //! echo closing-server ADDR
@@ -211,6 +214,11 @@ fn main() -> ExitCode {
         "late-write" => late_write(addr),
         "poll-server" => poll_server(addr),
         "pollin-connect" => pollin_connect(addr),
+        "bye-server" => bye_server(addr),
+        "unread-close-server" => unread_close_server(addr),
+        "exit-server" => exit_server(addr),
+        "read-all" => read_all(addr, arg(&args, "--send").unwrap_or(0)),
+        "write-after-close" => write_after_close(addr),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -1722,6 +1730,96 @@ fn pollin_connect(addr: &str) -> Result<(), String> {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
     println!("ok greeting");
+    Ok(())
+}
+
+/// `bye-server`: accepts one connection, says whether it polls writable at once, makes it
+/// non-blocking, sends `BYE` and closes (a server turning a client away): over TCP the
+/// send succeeds at once and the client reads the line.
+fn bye_server(addr: &str) -> Result<(), String> {
+    let s = accept_first(addr)?;
+    let at_once = poll1(s.as_raw_fd(), libc::POLLOUT, 0) & libc::POLLOUT != 0;
+    println!("writable at once: {at_once}");
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let n = (&s).write(b"BYE\n").map_err(|e| format!("send: {e}"))?;
+    println!("sent {n}");
+    Ok(())
+}
+
+/// `unread-close-server`: accepts one connection, reads 10 bytes of what the client sends
+/// and closes with the rest unread: over TCP the client gets a reset (`ECONNRESET`).
+fn unread_close_server(addr: &str) -> Result<(), String> {
+    let mut s = accept_first(addr)?;
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+    std::thread::sleep(Duration::from_millis(200));
+    println!("closed with data unread");
+    Ok(())
+}
+
+/// `exit-server`: accepts one connection and ends the process at once with `_exit` (no
+/// exit handlers, as a crash): over TCP the client's `connect` had succeeded and its read
+/// gives the end of stream.
+fn exit_server(addr: &str) -> Result<(), String> {
+    let s = accept_first(addr)?;
+    // SAFETY: ends the process; `s` is never used again.
+    unsafe { libc::_exit(if s.as_raw_fd() >= 0 { 0 } else { 1 }) }
+}
+
+/// `read-all`: connects, sends `--send` bytes (if any), waits 300 ms, reads to the end of
+/// stream and prints `got N bytes: TEXT` or `read: errno E`.
+fn read_all(addr: &str, send: usize) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    if send > 0 {
+        s.write_all(&vec![b'a'; send])
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => println!(
+            "got {} bytes: {}",
+            got.len(),
+            String::from_utf8_lossy(&got).trim_end()
+        ),
+        Err(e) => println!("read: errno {}", e.raw_os_error().unwrap_or(0)),
+    }
+    Ok(())
+}
+
+/// `write-after-close`: connects, reads the end of stream (the server closed), then writes
+/// twice with `send(MSG_NOSIGNAL)` and prints `first: R, second: R` (each a count or
+/// `errno E`): over TCP the first succeeds and the second fails with `EPIPE`.
+fn write_after_close(addr: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+    if n != 0 {
+        return Err(format!("read {n} bytes, expected the end of stream"));
+    }
+    let send = || {
+        // SAFETY: a valid buffer, our descriptor.
+        let k = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                b"late".as_ptr().cast(),
+                4,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if k < 0 {
+            format!("errno {}", errno())
+        } else {
+            k.to_string()
+        }
+    };
+    let first = send();
+    // Over TCP the peer's reset comes back within microseconds on loopback.
+    std::thread::sleep(Duration::from_millis(100));
+    let second = send();
+    println!("first: {first}, second: {second}");
     Ok(())
 }
 
