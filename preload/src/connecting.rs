@@ -12,8 +12,10 @@
 //! connection (`ECONNRESET`).
 //!
 //! The descriptor holds, from the start, the doorbell socket A of the connection
-//! (`crate::smc`), with its send buffer filled, so it polls neither readable nor writable,
-//! as a TCP socket whose connection is under way. At the end:
+//! (`crate::smc`). A connect's has its send buffer filled, so it polls neither readable
+//! nor writable, as a TCP socket whose connection is under way; an accepted one polls
+//! writable, as TCP's, and a non-blocking write waits briefly for the end
+//! ([`Connecting::settle_write`]). At the end:
 //! * **SMC-D**: A stays (no file changes hands: a `poll`, `select` or `epoll_wait` asleep
 //!   on the descriptor sleeps on the connection's own file, and wakes for its data), B is
 //!   drained, so A polls writable: `POLLOUT` as for a completed TCP connect;
@@ -390,7 +392,8 @@ impl Connecting {
 /// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
 /// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
 /// the connection's doorbell A on `fd` (with `bells`' pair if doorbells are exchanged,
-/// else a new one), filled, and starts the thread that sets the connection up. Returns a
+/// else a new one; a connect's filled, so that it polls unwritable until the end) and
+/// starts the thread that sets the connection up. Returns a
 /// descriptor of A of the library's own, for [`wait_end`] (drop it at once otherwise:
 /// kept, it would keep A open after the program's `close`). `Err`: nothing changed (the
 /// caller leaves the socket on TCP).
@@ -463,7 +466,7 @@ pub fn start(
 }
 
 /// A blocking `connect`: waits in the kernel until the connect started by [`start`] ends,
-/// with a one-byte `send` into the placeholder `a` (filled; the end drains it, or shuts
+/// with a one-byte `send` into the connection's A (filled; the end drains it, or shuts
 /// its peer down), so that a signal interrupts the wait as it interrupts TCP's `connect`:
 /// `EINTR` unless the handler has `SA_RESTART` (then the kernel restarts the wait), and
 /// the connect goes on in the background. `SO_SNDTIMEO` of the socket bounds the wait

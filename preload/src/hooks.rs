@@ -1229,11 +1229,12 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
-    // A connect under way moves its registrations with the number when it ends, under its
-    // lock (`crate::connecting`): the call and its record are made under that lock too, so
-    // that they come before the end (recorded, then moved) or after it (on the file that
-    // took the number), never on the placeholder between the move and its replacement
-    // (where the registration would go with the placeholder).
+    // A set-up under way keeps its registrations on A (SMC-D) or moves them with the
+    // number to the TCP socket (a decline) when it ends, under its lock
+    // (`crate::connecting`): the call and its record are made under that lock too, so that
+    // they come before the end (recorded, then kept or moved) or after it (on the file
+    // that has the number then), never on A between a move and its replacement (where the
+    // registration would go with A).
     let under_way = if TABLE.maybe_tracked(fd) {
         connecting_of(fd)
     } else {
@@ -1502,7 +1503,7 @@ fn restore_opts(fd: c_int, o: &SavedOpts) {
 /// library recorded (made before `connect`, or while a non-blocking one was under way)
 /// are taken off the old file (only those that really exist: the DEL must succeed) and
 /// put on the new one. `still_recorded`: the library keeps recording them (the new file is
-/// a non-blocking connect's placeholder, which they must leave again at its end).
+/// the doorbell A of a connection being set up, which they leave again if it declines).
 pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(), c_int> {
     let cloexec = match real().fcntl {
         // SAFETY: F_GETFD takes no argument.

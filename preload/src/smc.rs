@@ -517,8 +517,8 @@ impl RecvFlags {
 
 impl SmcFd {
     /// Takes over the application's descriptor, which already holds the connection's
-    /// doorbell socket A (identified by `a_id`: the placeholder put on it when the
-    /// connection's set-up began, `crate::connecting`), for `stream` (its TCP socket on the
+    /// doorbell socket A (identified by `a_id`: put on it when the connection's set-up
+    /// began, `crate::connecting`), for `stream` (its TCP socket on the
     /// library's own descriptor `tcp`): keeps B, installs the watcher and, with the peer's
     /// doorbell (`peer`, which the board passed in exchange for our B), the peer bell.
     ///
@@ -584,7 +584,7 @@ impl SmcFd {
     }
 
     /// After a wait for writability on A that another path began (a blocking `connect`
-    /// waiting on its placeholder, which became this connection's A): takes out the byte
+    /// waiting on A while the connection was set up): takes out the byte
     /// that wait put into A→B unless A is filled on purpose.
     pub fn unfill_stray(&self) {
         self.bell.unfill_stray();
