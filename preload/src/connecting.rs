@@ -643,6 +643,11 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             };
             match installed {
                 Ok(()) => {
+                    if client {
+                        if let Some(Entry::Smc(s)) = TABLE.get(primary).as_deref() {
+                            s.set_connect_unreported(true);
+                        }
+                    }
                     // The `dup`s are descriptors of the connection too (of its A).
                     for &d in &others {
                         drop(TABLE.alias(primary, d));

@@ -1652,6 +1652,10 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
         // server's side is gone.
         Err(e) if client && closed_by_peer(&e) => {
             restore_opts(sock, &saved);
+            // The error the handshake met stays pending on the socket (`EPIPE` from a
+            // write after the reset): read, it is gone, so that `SO_ERROR` says the
+            // connect succeeded, as over TCP (curl took the connect for failed).
+            let _ = net::sockopt_int(sock, libc::SOL_SOCKET, libc::SO_ERROR);
             Negotiated::Fallback(match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
                     "the server closed the connection during the handshake".to_owned()
@@ -1690,7 +1694,12 @@ fn closed_by_peer(e: &std::io::Error) -> bool {
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if TABLE.maybe_tracked(fd) {
         match TABLE.get(fd).as_deref() {
-            Some(Entry::Smc(_)) => return fail(libc::EISCONN),
+            Some(Entry::Smc(s)) => {
+                return match s.take_connect_report() {
+                    0 => 0,
+                    e => fail(e),
+                }
+            }
             Some(Entry::Connecting(c)) => return fail(c.connect_again()),
             _ => {}
         }
@@ -1700,7 +1709,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         return call_real!(connect(fd, addr, len));
     };
     let entry_errno = errno();
-    if !net::is_inet_stream(fd) {
+    // A socket that is connected already (a connect that fell back to TCP, which the
+    // program calls `connect` on again to learn how its non-blocking connect went, as
+    // APR and Ruby's `connect_nonblock` do): the kernel answers (0 the first time, then
+    // `EISCONN`); a handshake started here would send a CLC proposal into the program's
+    // TCP stream.
+    if !net::is_inet_stream(fd) || net::peer_addr(fd).is_some() {
         set_errno(entry_errno);
         return call_real!(connect(fd, addr, len));
     }
@@ -1770,9 +1784,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         match crate::connecting::wait_end(c, &a) {
             Ok(()) => {
                 drop(a);
-                // The wait's byte may have gone into A→B as the end drained it.
+                // The wait's byte may have gone into A→B as the end drained it; and this
+                // `connect` reports the connection itself.
                 if let Some(e) = smc_of(fd) {
                     smc!(e).unfill_stray();
+                    smc!(e).set_connect_unreported(false);
                 }
                 set_errno(entry_errno);
                 0

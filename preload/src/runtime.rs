@@ -170,7 +170,9 @@ fn warn_no_board(cfg: &Config, e: &ism_sim::process::AttachError) {
 pub fn say(line: &str) {
     use std::io::Write;
     let saved = crate::real::errno();
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    // One `write` for the line and its newline (`writeln!` on the unbuffered stderr makes
+    // two), so that lines of processes sharing a log do not run together.
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
     crate::real::set_errno(saved);
 }
 

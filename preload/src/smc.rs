@@ -406,6 +406,11 @@ pub struct SmcFd {
     /// A write after the peer's close was taken as a TCP socket takes it (`send`): the
     /// next one fails with `EPIPE`.
     reset_pending: std::sync::atomic::AtomicBool,
+    /// A connect of the program that ended in the background (non-blocking, or a blocking
+    /// one that a signal interrupted) and that `connect` has not reported yet: the next
+    /// `connect` returns 0, as TCP's first `connect` after the connection is made, and
+    /// `EISCONN` after that.
+    connect_unreported: std::sync::atomic::AtomicBool,
     /// Counted among the process's connections whose peer rings the doorbell (busy polling
     /// spins while there are: `busy`).
     _live: Option<crate::busy::Live>,
@@ -572,10 +577,31 @@ impl SmcFd {
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
             reset_pending: std::sync::atomic::AtomicBool::new(false),
+            connect_unreported: std::sync::atomic::AtomicBool::new(false),
             _live: gated.then(crate::busy::Live::new),
             _watched: (!gated).then(Watched::new),
         };
         Ok(me)
+    }
+
+    /// Marks a connect made in the background as not reported yet (see
+    /// [`SmcFd::take_connect_report`]).
+    pub fn set_connect_unreported(&self, on: bool) {
+        self.connect_unreported
+            .store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `connect` on the connection: 0 the first time after a connect that ended in the
+    /// background, `EISCONN` after (as TCP's `__inet_stream_connect`).
+    pub fn take_connect_report(&self) -> c_int {
+        if self
+            .connect_unreported
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            0
+        } else {
+            libc::EISCONN
+        }
     }
 
     /// Rings the doorbell if data is already there (data that arrived before the watcher).
