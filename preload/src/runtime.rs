@@ -172,7 +172,9 @@ pub fn say(line: &str) {
     let saved = crate::real::errno();
     // One `write` for the line and its newline (`writeln!` on the unbuffered stderr makes
     // two), so that lines of processes sharing a log do not run together.
-    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
     crate::real::set_errno(saved);
 }
 

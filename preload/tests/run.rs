@@ -824,6 +824,41 @@ fn writes_after_the_peers_close_go_as_over_tcp() {
     }
 }
 
+/// A second `connect` after a non-blocking one ended (how APR, so `ab`, and Ruby's
+/// `connect_nonblock` learn the result) returns 0 as over TCP, on SMC-D and after a
+/// fallback to TCP; after the fallback it went through the library again and sent a CLC
+/// proposal into the program's TCP stream (the echo came back corrupted or refused).
+/// The fallback: a board with one function, which the server takes, so the client has
+/// no device and declines.
+#[test]
+fn a_second_connect_after_a_background_connect_returns_zero() {
+    for functions in [8, 1] {
+        let b = LocalBoard::start(
+            BoardKind::Loopback,
+            functions,
+            16 << 20,
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+        let (srv, addr) = server(&under, &[]);
+        let (ok, out, err) = spawn(command(&under, &["connect-again", &addr])).finish();
+        assert!(
+            ok && out.contains("connect again: 0") && out.contains("ok 1000 bytes"),
+            "{functions} functions: {out}\n{err}"
+        );
+        let how = if functions == 1 {
+            ": TCP (declined"
+        } else {
+            ": SMC-D"
+        };
+        assert!(err.contains(how), "{functions} functions: {err}");
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("served 1"), "{sout}\n{serr}");
+    }
+}
+
 /// Programs that end connections in ways TCP defines behave as over TCP (found by a
 /// new-user trial, 2026-11-28): a server that turns a client away at once (non-blocking
 /// `send` right after `accept`, then `close`: the socket polls writable and the client

@@ -14,6 +14,7 @@
 //! echo bye-server ADDR | unread-close-server ADDR | exit-server ADDR
 //! echo read-all ADDR [--send N]
 //! echo write-after-close ADDR
+//! echo connect-again ADDR
 //! echo poll-server ADDR
 //! echo raw-close ADDR [--bytes N]
 //! echo closing-server ADDR
@@ -219,6 +220,7 @@ fn main() -> ExitCode {
         "exit-server" => exit_server(addr),
         "read-all" => read_all(addr, arg(&args, "--send").unwrap_or(0)),
         "write-after-close" => write_after_close(addr),
+        "connect-again" => connect_again(addr),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -1820,6 +1822,46 @@ fn write_after_close(addr: &str) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(100));
     let second = send();
     println!("first: {first}, second: {second}");
+    Ok(())
+}
+
+/// `connect-again`: a non-blocking `connect`, a `poll` for `POLLOUT`, then `connect` once
+/// more (how APR and Ruby's `connect_nonblock` learn the result: 0 over TCP), printed as
+/// `connect again: R`; then 1000 bytes echoed and checked (`ok 1000 bytes`).
+fn connect_again(addr: &str) -> Result<(), String> {
+    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: a plain socket call; the stream below owns the descriptor.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("socket: errno {}", errno()));
+    }
+    // SAFETY: `fd` is ours.
+    let mut s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match connect_v4(fd, to) {
+        0 | libc::EINPROGRESS => {}
+        e => return Err(format!("connect: errno {e}")),
+    }
+    if poll1(fd, libc::POLLOUT, 10_000) & libc::POLLOUT == 0 {
+        return Err("never writable".into());
+    }
+    println!("connect again: {}", connect_v4(fd, to));
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let data: Vec<u8> = (0..1000).map(pattern).collect();
+    s.write_all(&data).map_err(|e| format!("write: {e}"))?;
+    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).map_err(|e| format!("read: {e}"))?;
+    if got != data {
+        return Err(format!("echo differs ({} bytes back)", got.len()));
+    }
+    println!("ok 1000 bytes");
     Ok(())
 }
 
