@@ -290,7 +290,7 @@ impl Bell {
         st.filled = true;
         // The peer may have made room before `filled` was set (its watcher run saw
         // nothing to drain): check once more under the lock.
-        if conn.write_ready() {
+        if conn.write_ready_for(conn.write_lowat()) {
             self.drain(&mut st);
         }
         Ok(st.filled)
@@ -310,7 +310,9 @@ impl Bell {
 
     /// [`Bell::drain_if_room`] under the lock.
     fn drain_if_ready(&self, conn: &Conn, st: &mut BellState) {
-        if st.filled && conn.write_ready() {
+        // Writable again once the peer's ring has the room a TCP socket would want
+        // (`Conn::write_lowat`), not at its first free byte.
+        if st.filled && conn.write_ready_for(conn.write_lowat()) {
             self.drain(st);
         }
     }
@@ -853,7 +855,7 @@ impl SmcFd {
     pub fn send(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
         let r = self.send_inner(fd, buf, dontwait);
         if matches!(r, Ok(n) if n > 0) {
-            self.after_write();
+            self.after_write(fd);
         }
         match r {
             // The peer closed: the stack says `ECONNRESET` at once, as Linux's
@@ -884,11 +886,24 @@ impl SmcFd {
     /// wait for `POLLOUT` forever (iperf3 stalled so under load). So while A is filled the
     /// peer is told again that we wait, then A is drained if the peer has room (the
     /// peer's check after its unsignalled update, or this one, sees the other's store).
-    fn after_write(&self) {
+    ///
+    /// And a write that leaves the peer's ring with less room than `Conn::write_lowat`
+    /// makes A poll unwritable (filled) until the peer has made that much room, as a TCP
+    /// socket stops polling writable when little of its buffer is free: a program that waits
+    /// for writability and then writes a few kilobytes blocking (socat) must not block
+    /// in that write (two socats echoing to each other on a loopback board both blocked
+    /// in writes and hung, 3 runs of 5, while A polled writable on any room).
+    fn after_write(&self, fd: c_int) {
+        let lowat = self.conn.write_lowat();
         if !self.bell.is_filled() {
+            if self.conn.write_space() >= lowat {
+                return;
+            }
+            let _ = self.conn.say_waiting_for_room_below(lowat);
+            let _ = self.bell.fill(fd);
             return;
         }
-        let _ = self.conn.say_waiting_for_room();
+        let _ = self.conn.say_waiting_for_room_below(lowat);
         self.bell.drain_if_room();
     }
 

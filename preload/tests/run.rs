@@ -859,6 +859,41 @@ fn a_second_connect_after_a_background_connect_returns_zero() {
     }
 }
 
+/// Two socat-like loops echoing to each other (each waits with `poll` for readable and
+/// writable, then makes one blocking write of at most 8 KiB): neither blocks in a write
+/// once the socket said writable, as over TCP, so they never wait for each other for
+/// good. Small rings (16 KiB) make the two writes meet; while A polled writable on any
+/// room, about half of the runs hung (socat itself, found by a new-user trial: 3 runs of
+/// 5 on a loopback board).
+#[test]
+fn socat_like_echo_loops_do_not_deadlock() {
+    for kind in [BoardKind::Loopback, BoardKind::Lpar] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![("ISM_RUN_BUFFER", "16384")]);
+        for _ in 0..3 {
+            let p = spawn(command(&under, &["duplex-server", "127.0.0.1:0"]));
+            let l = p.line("listening on ");
+            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (ok, out, err) = spawn(command(
+                &under,
+                &["duplex-client", &addr, "--bytes", "2000000"],
+            ))
+            .finish();
+            assert!(
+                ok && out.contains("ok 2000000 bytes"),
+                "{kind:?}: {out}\n{err}"
+            );
+            let (sok, sout, serr) = p.finish();
+            assert!(
+                sok && sout.contains("echoed 2000000"),
+                "{kind:?}: {sout}\n{serr}"
+            );
+        }
+        assert_board_empty(&b);
+    }
+}
+
 /// Programs that end connections in ways TCP defines behave as over TCP (found by a
 /// new-user trial, 2026-11-28): a server that turns a client away at once (non-blocking
 /// `send` right after `accept`, then `close`: the socket polls writable and the client

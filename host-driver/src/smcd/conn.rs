@@ -1055,11 +1055,29 @@ impl Conn {
     /// would fail at once (closed, aborted, broken): what `poll` would report as writable
     /// on a socket (a TCP socket polls `POLLOUT` with `POLLERR`/`POLLHUP` after a reset).
     pub fn write_ready(&self) -> bool {
+        self.write_ready_for(1)
+    }
+
+    /// [`Conn::write_ready`] with at least `room` bytes of room (or all of the ring if it
+    /// is smaller): see [`Conn::write_lowat`].
+    pub fn write_ready_for(&self, room: usize) -> bool {
         // A writer that just said `WRITE_BLOCKED` looks here before it sleeps: the fence
         // pairs with the one in `Conn::announce` (the peer's unsignalled cursor update).
         std::sync::atomic::fence(Ordering::SeqCst);
         let peer = self.peer_cdc();
-        self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0
+        let want = room.clamp(1, self.peer.ring_len as usize);
+        self.check_writable(&peer).is_err() || self.peer_space(&peer) as usize >= want
+    }
+
+    /// The room in the peer's ring below which a socket over this connection should not
+    /// poll writable: half of the ring, at most 64 KiB. TCP reports a socket writable
+    /// only while its free send space is at least half of what is queued
+    /// (`sk_stream_min_wspace` in `include/net/sock.h`), so a program that waits for
+    /// writability and then makes one blocking write of a few kilobytes (socat) never
+    /// blocks in it; writable on any room, two such programs echoing to each other both
+    /// blocked in their writes and waited for each other for good.
+    pub fn write_lowat(&self) -> usize {
+        (self.peer.ring_len as usize / 2).clamp(1, 64 << 10)
     }
 
     /// For a writer about to wait for room outside [`Conn::write`] (`ism-run`'s
@@ -1073,9 +1091,19 @@ impl Conn {
     /// # Errors
     /// `BrokenPipe` if the CDC cannot be delivered.
     pub fn say_waiting_for_room(&self) -> io::Result<bool> {
+        self.say_waiting_for_room_below(1)
+    }
+
+    /// [`Conn::say_waiting_for_room`] for a writer that waits until the ring has at least
+    /// `room` bytes free (or all of it if smaller): the peer is told while there are fewer.
+    ///
+    /// # Errors
+    /// `BrokenPipe` if the CDC cannot be delivered.
+    pub fn say_waiting_for_room_below(&self, room: usize) -> io::Result<bool> {
         let _tx = self.tx_lock.lock().unwrap_or_else(|e| e.into_inner());
         let peer = self.peer_cdc();
-        if self.check_writable(&peer).is_err() || self.peer_space(&peer) > 0 {
+        let want = room.clamp(1, self.peer.ring_len as usize);
+        if self.check_writable(&peer).is_err() || self.peer_space(&peer) as usize >= want {
             return Ok(false);
         }
         if self.mark_write_blocked() {

@@ -15,6 +15,7 @@
 //! echo read-all ADDR [--send N]
 //! echo write-after-close ADDR
 //! echo connect-again ADDR
+//! echo duplex-server ADDR | duplex-client ADDR [--bytes N]
 //! echo poll-server ADDR
 //! echo raw-close ADDR [--bytes N]
 //! echo closing-server ADDR
@@ -221,6 +222,8 @@ fn main() -> ExitCode {
         "read-all" => read_all(addr, arg(&args, "--send").unwrap_or(0)),
         "write-after-close" => write_after_close(addr),
         "connect-again" => connect_again(addr),
+        "duplex-server" => duplex_server(addr),
+        "duplex-client" => duplex_client(addr, arg(&args, "--bytes").unwrap_or(1 << 20)),
         "drain" => drain(
             addr,
             arg(&args, "--bytes").unwrap_or(4 << 20),
@@ -1862,6 +1865,91 @@ fn connect_again(addr: &str) -> Result<(), String> {
         return Err(format!("echo differs ({} bytes back)", got.len()));
     }
     println!("ok 1000 bytes");
+    Ok(())
+}
+
+/// One socat-like loop on the blocking socket `s`: waits with `poll` for readable (and
+/// writable while `out` holds bytes), reads at most 8 KiB when readable (`got`), and,
+/// when writable, writes at most 8 KiB of `out` in one blocking write. Ends at the peer's
+/// end of stream; `shut` once `out` is sent (if `close_out`). A write that blocks
+/// because the socket said writable with too little room deadlocks two such loops.
+fn duplex_loop(
+    s: &mut TcpStream,
+    mut out: &[u8],
+    close_out: bool,
+    echo: bool,
+) -> Result<usize, String> {
+    let fd = s.as_raw_fd();
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut got, mut shut) = (0usize, false);
+    let deadline = Instant::now() + LIMIT;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "stuck: got {got}, {} left to send",
+                out.len() + pending.len()
+            ));
+        }
+        let sending = !out.is_empty() || !pending.is_empty();
+        if !sending && close_out && !shut {
+            s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+            shut = true;
+        }
+        let events = libc::POLLIN | if sending { libc::POLLOUT } else { 0 };
+        let r = poll1(fd, events, 1000);
+        if r & libc::POLLOUT != 0 && sending {
+            let chunk: &[u8] = if !pending.is_empty() {
+                &pending[..pending.len().min(8192)]
+            } else {
+                &out[..out.len().min(8192)]
+            };
+            let n = s.write(chunk).map_err(|e| format!("write: {e}"))?;
+            if !pending.is_empty() {
+                pending.drain(..n);
+            } else {
+                out = &out[n..];
+            }
+        }
+        if r & (libc::POLLIN | libc::POLLHUP) != 0 {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                if echo && !shut {
+                    // Echo what is left, then end.
+                    while !pending.is_empty() {
+                        let k = s.write(&pending).map_err(|e| format!("write: {e}"))?;
+                        pending.drain(..k);
+                    }
+                    s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+                }
+                return Ok(got);
+            }
+            got += n;
+            if echo {
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// `duplex-server`: echoes one connection as socat's `PIPE` does (see [`duplex_loop`]).
+fn duplex_server(addr: &str) -> Result<(), String> {
+    let mut s = accept_first(addr)?;
+    let got = duplex_loop(&mut s, &[], false, true)?;
+    println!("echoed {got}");
+    Ok(())
+}
+
+/// `duplex-client`: sends N bytes and reads the echo in one socat-like loop; prints
+/// `ok N bytes` when all came back.
+fn duplex_client(addr: &str, bytes: usize) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let got = duplex_loop(&mut s, &data, true, false)?;
+    if got != bytes {
+        return Err(format!("got {got} of {bytes} bytes back"));
+    }
+    println!("ok {bytes} bytes");
     Ok(())
 }
 
