@@ -179,7 +179,17 @@ impl Proc {
 
 /// Starts an echo server; returns it and its address.
 fn server(under: &Under<'_>, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["server", "127.0.0.1:0"];
+    listening_with(under, "server", extra)
+}
+
+/// The echo program in a server `mode` on a free port, and the address it listens on.
+fn listening(under: &Under<'_>, mode: &str) -> (Proc, String) {
+    listening_with(under, mode, &[])
+}
+
+/// [`listening`] with more arguments.
+fn listening_with(under: &Under<'_>, mode: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![mode, "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let p = spawn(command(under, &args));
     let l = p.line("listening on ");
@@ -632,9 +642,7 @@ fn a_receive_timeout_set_after_accept_holds() {
         let b = board(kind);
         let env = Env::of(&b);
         let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
-        let p = spawn(command(&under, &["timeout-server", "127.0.0.1:0"]));
-        let l = p.line("listening on ");
-        let addr = l.trim_start_matches("listening on ").trim().to_owned();
+        let (p, addr) = listening(&under, "timeout-server");
         let (ok, out, err) = spawn(command(
             &under,
             &["drain", &addr, "--bytes", "0", "--delay-ms", "0"],
@@ -665,9 +673,7 @@ fn a_poll_begun_right_after_accept_wakes_for_the_data() {
         let env = Env::of(&b);
         let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
         for _ in 0..5 {
-            let p = spawn(command(&under, &["poll-server", "127.0.0.1:0"]));
-            let l = p.line("listening on ");
-            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (p, addr) = listening(&under, "poll-server");
             let (ok, out, err) = client(&under, &addr, &["--bytes", "1000"]);
             assert!(
                 ok && out.contains("ok 1000 bytes"),
@@ -803,9 +809,7 @@ fn writes_after_the_peers_close_go_as_over_tcp() {
             ("write-after-close", "first: 4, second: errno 32".to_owned()),
             ("late-write", "late write: 4".to_owned()),
         ] {
-            let p = spawn(command(&under, &["closing-server", "127.0.0.1:0"]));
-            let l = p.line("listening on ");
-            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (p, addr) = listening(&under, "closing-server");
             let (ok, out, err) = spawn(command(&under, &[client, &addr])).finish();
             assert!(ok, "{under_kind:?} {client}: killed? {out}\n{err}");
             assert!(
@@ -872,9 +876,7 @@ fn socat_like_echo_loops_do_not_deadlock() {
         let env = Env::of(&b);
         let under = Under::Run(&env, vec![("ISM_RUN_BUFFER", "16384")]);
         for _ in 0..3 {
-            let p = spawn(command(&under, &["duplex-server", "127.0.0.1:0"]));
-            let l = p.line("listening on ");
-            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (p, addr) = listening(&under, "duplex-server");
             let (ok, out, err) = spawn(command(
                 &under,
                 &["duplex-client", &addr, "--bytes", "2000000"],
@@ -920,9 +922,7 @@ fn servers_that_end_connections_at_once_behave_as_over_tcp() {
             None => Under::Plain,
         };
         for (server, client_args, expect) in cases {
-            let p = spawn(command(&under, &[server, "127.0.0.1:0"]));
-            let l = p.line("listening on ");
-            let addr = l.trim_start_matches("listening on ").trim().to_owned();
+            let (p, addr) = listening(&under, server);
             let mut args = vec!["read-all", addr.as_str()];
             args.extend_from_slice(client_args);
             let (ok, out, err) = spawn(command(&under, &args)).finish();

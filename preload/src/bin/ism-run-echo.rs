@@ -1631,11 +1631,8 @@ fn closing_server(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `late-write`: connects, reads the end of stream (the peer closed), then writes once
-/// with `write` (no `MSG_NOSIGNAL`, `SIGPIPE` at its default: a `SIGPIPE` kills this
-/// process) and prints `late write: N` or `late write: errno E`.
-fn late_write(addr: &str) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
+/// A connection to a `closing-server`, its end of stream read.
+fn connected_to_a_closing_server(addr: &str) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
@@ -1643,6 +1640,15 @@ fn late_write(addr: &str) -> Result<(), String> {
     if n != 0 {
         return Err(format!("read {n} bytes, expected the end of stream"));
     }
+    Ok(s)
+}
+
+/// `late-write`: connects, reads the end of stream (the peer closed), then writes once
+/// with `write` (no `MSG_NOSIGNAL`, `SIGPIPE` at its default: a `SIGPIPE` kills this
+/// process) and prints `late write: N` or `late write: errno E`.
+fn late_write(addr: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let s = connected_to_a_closing_server(addr)?;
     // SAFETY: restores the default action of SIGPIPE (Rust's runtime ignores it).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // SAFETY: a valid buffer, our descriptor.
@@ -1697,10 +1703,9 @@ fn poll_server(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A non-blocking `connect`, then a `poll` for `POLLIN` alone, begun at once (while the
-/// connection is still set up): the server speaks first (`server --greeting`), and the
-/// poll must wake for its greeting, which is then read.
-fn pollin_connect(addr: &str) -> Result<(), String> {
+/// A non-blocking socket connecting to `addr` (`connect` gave 0 or `EINPROGRESS`), and
+/// the address.
+fn connect_nonblocking(addr: &str) -> Result<(TcpStream, std::net::SocketAddrV4), String> {
     let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     // SAFETY: a plain socket call; the stream below owns the descriptor.
     let fd = unsafe {
@@ -1714,11 +1719,19 @@ fn pollin_connect(addr: &str) -> Result<(), String> {
         return Err(format!("socket: errno {}", errno()));
     }
     // SAFETY: `fd` is ours.
-    let mut s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     match connect_v4(fd, to) {
-        0 | libc::EINPROGRESS => {}
-        e => return Err(format!("connect: errno {e}")),
+        0 | libc::EINPROGRESS => Ok((s, to)),
+        e => Err(format!("connect: errno {e}")),
     }
+}
+
+/// A non-blocking `connect`, then a `poll` for `POLLIN` alone, begun at once (while the
+/// connection is still set up): the server speaks first (`server --greeting`), and the
+/// poll must wake for its greeting, which is then read.
+fn pollin_connect(addr: &str) -> Result<(), String> {
+    let (mut s, _) = connect_nonblocking(addr)?;
+    let fd = s.as_raw_fd();
     let t = Instant::now();
     let r = poll1(fd, libc::POLLIN, 10_000);
     if r & libc::POLLIN == 0 {
@@ -1797,13 +1810,7 @@ fn read_all(addr: &str, send: usize) -> Result<(), String> {
 /// twice with `send(MSG_NOSIGNAL)` and prints `first: R, second: R` (each a count or
 /// `errno E`): over TCP the first succeeds and the second fails with `EPIPE`.
 fn write_after_close(addr: &str) -> Result<(), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 16];
-    let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-    if n != 0 {
-        return Err(format!("read {n} bytes, expected the end of stream"));
-    }
+    let s = connected_to_a_closing_server(addr)?;
     let send = || {
         // SAFETY: a valid buffer, our descriptor.
         let k = unsafe {
@@ -1832,24 +1839,8 @@ fn write_after_close(addr: &str) -> Result<(), String> {
 /// more (how APR and Ruby's `connect_nonblock` learn the result: 0 over TCP), printed as
 /// `connect again: R`; then 1000 bytes echoed and checked (`ok 1000 bytes`).
 fn connect_again(addr: &str) -> Result<(), String> {
-    let to: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    // SAFETY: a plain socket call; the stream below owns the descriptor.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(format!("socket: errno {}", errno()));
-    }
-    // SAFETY: `fd` is ours.
-    let mut s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    match connect_v4(fd, to) {
-        0 | libc::EINPROGRESS => {}
-        e => return Err(format!("connect: errno {e}")),
-    }
+    let (mut s, to) = connect_nonblocking(addr)?;
+    let fd = s.as_raw_fd();
     if poll1(fd, libc::POLLOUT, 10_000) & libc::POLLOUT == 0 {
         return Err("never writable".into());
     }
