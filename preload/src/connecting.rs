@@ -72,6 +72,19 @@ pub enum Side {
     Server,
 }
 
+impl State {
+    /// What a data call gets in this state: `Ok(())` once SMC-D or TCP took the
+    /// descriptor, `EAGAIN` while under way, the failure's `errno`, `EBADF` once closed.
+    fn for_data_call(&self) -> Result<(), c_int> {
+        match *self {
+            State::Pending => Err(libc::EAGAIN),
+            State::Failed { errno, .. } => Err(errno),
+            State::Done => Ok(()),
+            State::Closed => Err(libc::EBADF),
+        }
+    }
+}
+
 /// The state of one connection being set up (the entry of its descriptor meanwhile).
 pub struct Connecting {
     /// Which end this is.
@@ -308,12 +321,7 @@ impl Connecting {
         while *st == State::Pending && !dontwait {
             st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        match *st {
-            State::Pending => Err(libc::EAGAIN),
-            State::Failed { errno, .. } => Err(errno),
-            State::Done => Ok(()),
-            State::Closed => Err(libc::EBADF),
-        }
+        st.for_data_call()
     }
 
     /// [`Connecting::settle`] for a write on the program's descriptor `fd`. An accepted
@@ -333,17 +341,10 @@ impl Connecting {
             .ended
             .wait_timeout_while(st, SERVER_WRITE_WAIT, |s| *s == State::Pending)
             .unwrap_or_else(|e| e.into_inner());
-        match *st {
-            State::Pending => {
-                if crate::smc::file_id(fd) == Some(self.a_id) {
-                    crate::smc::fill_all(fd);
-                }
-                Err(libc::EAGAIN)
-            }
-            State::Failed { errno, .. } => Err(errno),
-            State::Done => Ok(()),
-            State::Closed => Err(libc::EBADF),
+        if *st == State::Pending && crate::smc::file_id(fd) == Some(self.a_id) {
+            crate::smc::fill_all(fd);
         }
+        st.for_data_call()
     }
 
     /// `connect` again: `EALREADY` while under way, the error after a failure (an

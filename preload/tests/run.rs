@@ -182,6 +182,17 @@ fn server(under: &Under<'_>, extra: &[&str]) -> (Proc, String) {
     listening_with(under, "server", extra)
 }
 
+/// Runs `f` under ism-run (with debug lines) on an LPAR board and on a loopback board,
+/// and checks that each board is left empty.
+fn on_both_boards(f: impl Fn(BoardKind, &Under<'_>)) {
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        f(kind, &Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]));
+        assert_board_empty(&b);
+    }
+}
+
 /// The echo program in a server `mode` on a free port, and the address it listens on.
 fn listening(under: &Under<'_>, mode: &str) -> (Proc, String) {
     listening_with(under, mode, &[])
@@ -638,13 +649,10 @@ fn a_signal_interrupts_a_blocking_connect_as_on_tcp() {
 /// sends nothing and waits for the end of stream.
 #[test]
 fn a_receive_timeout_set_after_accept_holds() {
-    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
-        let b = board(kind);
-        let env = Env::of(&b);
-        let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
-        let (p, addr) = listening(&under, "timeout-server");
+    on_both_boards(|kind, under| {
+        let (p, addr) = listening(under, "timeout-server");
         let (ok, out, err) = spawn(command(
-            &under,
+            under,
             &["drain", &addr, "--bytes", "0", "--delay-ms", "0"],
         ))
         .finish();
@@ -656,8 +664,7 @@ fn a_receive_timeout_set_after_accept_holds() {
             "{kind:?}: {sout}\n{serr}"
         );
         assert!(serr.contains(": SMC-D"), "{kind:?}: {serr}");
-        assert_board_empty(&b);
-    }
+    });
 }
 
 /// A server that waits in `poll` on a connection right after `accept` wakes when the
@@ -668,13 +675,10 @@ fn a_receive_timeout_set_after_accept_holds() {
 /// accept path, which returned a placeholder, made them sleep until their timeout).
 #[test]
 fn a_poll_begun_right_after_accept_wakes_for_the_data() {
-    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
-        let b = board(kind);
-        let env = Env::of(&b);
-        let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    on_both_boards(|kind, under| {
         for _ in 0..5 {
-            let (p, addr) = listening(&under, "poll-server");
-            let (ok, out, err) = client(&under, &addr, &["--bytes", "1000"]);
+            let (p, addr) = listening(under, "poll-server");
+            let (ok, out, err) = client(under, &addr, &["--bytes", "1000"]);
             assert!(
                 ok && out.contains("ok 1000 bytes"),
                 "{kind:?}: {out}\n{err}"
@@ -683,8 +687,7 @@ fn a_poll_begun_right_after_accept_wakes_for_the_data() {
             assert!(sok && sout.contains("served 1"), "{kind:?}: {sout}\n{serr}");
             assert!(serr.contains(": SMC-D"), "{kind:?}: {serr}");
         }
-        assert_board_empty(&b);
-    }
+    });
 }
 
 /// A client stuck in its handshake (registered on the board as an `ism-run` client, it
