@@ -1253,6 +1253,15 @@ fn prefork(
                     return Err(format!("dropping privileges: errno {}", errno()));
                 }
             }
+            // A worker ends with its master (a failed test kills the master; workers left
+            // in `accept` would live on). Set after the credential change, which clears it.
+            // SAFETY: plain process-attribute calls on this process.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() == 1 {
+                    libc::_exit(1);
+                }
+            }
             let mut n = 0;
             while taken.fetch_add(1, Ordering::SeqCst) < count {
                 let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
