@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ism_sim::process::names::ClientKey;
 use libc::c_int;
 
 use crate::hooks::set_flags;
@@ -102,6 +103,9 @@ pub struct Connecting {
     /// Where the connection comes from and goes (for the debug lines).
     local: SocketAddr,
     dest: SocketAddr,
+    /// How a client registered the connection with the board (what its
+    /// TAKE_SERVER_BELL names); a server's: its client's address (unused).
+    reg: ClientKey,
     /// B went to the board (a client's with its registration, a server's with its take:
     /// doorbells are exchanged, see `crate::smc::Bells`).
     bell_passed: bool,
@@ -403,6 +407,7 @@ pub fn start(
     side: Side,
     fd: c_int,
     (local, dest): (SocketAddr, SocketAddr),
+    reg: ClientKey,
     flags: c_int,
     bells: Option<crate::smc::Bells>,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
@@ -439,6 +444,7 @@ pub fn start(
         flags,
         local,
         dest,
+        reg,
         bell_passed,
         peer_bell: Mutex::new(peer),
         options: Mutex::new(Vec::new()),
@@ -568,11 +574,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // server waiting for records that never come. (A server has the client's from its
     // take, before the handshake.)
     if client && c.bell_passed && !matches!(outcome, Negotiated::Failed(..)) {
-        match rt
-            .names
-            .as_ref()
-            .map(|n| n.take_server_bell(c.local, c.dest))
-        {
+        match rt.names.as_ref().map(|n| n.take_server_bell(c.reg, c.dest)) {
             Some(Ok(peer)) => *c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()) = peer,
             Some(Err(e)) if matches!(outcome, Negotiated::Smc(..)) => {
                 outcome =

@@ -17,6 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use ism_host_driver::smcd::Stream;
+use ism_sim::process::names::{ClientKey, Lookup};
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::connecting::Connecting;
@@ -96,7 +97,7 @@ impl ListenerReg {
         }
         let rt = runtime();
         if let Some(n) = rt.names.as_ref() {
-            if n.register_listener(addr).is_ok() {
+            if register_listener(n, addr).is_ok() {
                 *reg = true;
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
@@ -1732,41 +1733,66 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        if !names.lookup_listener(dest).unwrap_or(false) {
+        let listeners = names.lookup(dest).unwrap_or(Lookup::None);
+        if listeners == Lookup::None {
             rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        let Some(local) = net::bind_for(fd, dest) else {
-            rt.debug(|| format!("connect {dest}: cannot bind a local port: TCP"));
-            set_errno(entry_errno);
-            return call_real!(connect(fd, addr, len));
-        };
         // The connection's doorbell, made now so that the board can pass it to the server
         // with the registration (see `crate::smc::Bells`).
         let bells = rt.bells();
-        let registered = match &bells {
-            Some(b) => names.register_client_with_bell(local, dest, b.b()),
-            None => names.register_client(local, dest),
+        // The connection is registered before `connect`, by its socket's cookie where
+        // every listener it reaches finds its clients' cookies (`after_accept`): then
+        // `connect` picks the port as for any TCP socket. By its address otherwise, which
+        // needs the port first: a port bound before `connect` stays taken while its
+        // connections are in `TIME_WAIT`, and a client that opens many connections runs
+        // out of ports (the kernel's own choice in `connect` reuses them).
+        let register = |key: ClientKey| match &bells {
+            Some(b) => names.register_client_with_bell(key, dest, b.b()),
+            None => names.register_client(key, dest),
         };
-        if registered.is_err() {
-            set_errno(entry_errno);
-            return call_real!(connect(fd, addr, len));
-        }
+        // A listener that takes cookies but is not seen here runs in another network
+        // namespace: its `sock_diag` cannot see this socket either.
+        let cookie = (listeners == Lookup::Cookies && net::listener_visible(dest))
+            .then(|| net::socket_cookie(fd))
+            .flatten()
+            .map(ClientKey::Cookie);
+        let key = match cookie {
+            Some(k) if register(k).is_ok() => k,
+            _ => {
+                let Some(local) = net::bind_for(fd, dest) else {
+                    rt.debug(|| format!("connect {dest}: cannot bind a local port: TCP"));
+                    set_errno(entry_errno);
+                    return call_real!(connect(fd, addr, len));
+                };
+                if register(ClientKey::Addr(local)).is_err() {
+                    set_errno(entry_errno);
+                    return call_real!(connect(fd, addr, len));
+                }
+                ClientKey::Addr(local)
+            }
+        };
         let flags = get_flags(fd);
         let r: c_int = call_real!(connect(fd, addr, len));
         let e = errno();
         if r != 0 && e != libc::EINPROGRESS {
-            let _ = names.unregister_client(local, dest);
+            let _ = names.unregister_client(key, dest);
             return fail(e);
         }
+        // Bound by now (`connect` chose the port before it sent the SYN).
+        let local = match key {
+            ClientKey::Addr(a) => a,
+            ClientKey::Cookie(_) => net::local_addr(fd).unwrap_or(dest),
+        };
         let side = crate::connecting::Side::Client;
-        let (entry, a) = match crate::connecting::start(rt, side, fd, (local, dest), flags, bells) {
+        let ends = (local, dest);
+        let (entry, a) = match crate::connecting::start(rt, side, fd, ends, key, flags, bells) {
             Ok(started) => started,
             Err(why) => {
                 // Left on TCP: the listener must not wait for a handshake.
                 rt.debug(|| format!("connect {local} -> {dest}: errno {why}: TCP"));
-                let _ = names.unregister_client(local, dest);
+                let _ = names.unregister_client(key, dest);
                 if r == 0 {
                     set_errno(entry_errno);
                     return 0;
@@ -1798,6 +1824,19 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     })
 }
 
+/// Registers the listening address `addr` with the board; as one whose server finds its
+/// clients by socket cookie if this process can ask `sock_diag` (see [`after_accept`]).
+fn register_listener(
+    names: &ism_sim::process::NameClient,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    if net::diag_works() {
+        names.register_listener_taking_cookies(addr)
+    } else {
+        names.register_listener(addr)
+    }
+}
+
 /// `listen`: a candidate socket's address is registered with the board's name service
 /// (and the function attached, so that the first accept does not wait for it).
 ///
@@ -1821,7 +1860,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     guarded(|| {
         let rt = runtime();
         match (rt.names.as_ref(), net::local_addr(fd)) {
-            (Some(names), Some(addr)) if names.register_listener(addr).is_ok() => {
+            (Some(names), Some(addr)) if register_listener(names, addr).is_ok() => {
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
                 let reg = ListenerReg::registered(Some(addr));
@@ -1870,9 +1909,32 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     // The connection's doorbell, made now so that the board can pass it to the client
     // (and the client's to us) with the take.
     let mut bells = rt.bells();
-    let taken = match &bells {
-        Some(b) => names.take_client_with_bell(peer, local, b.b()),
-        None => names.take_client(peer, local).map(|found| (found, None)),
+    // A client registered its socket's cookie if the board said that every listener it
+    // reaches takes cookies (see `connect`), else its address. The cookie first, found
+    // from the accepted connection (`sock_diag` sees the client's socket on this host);
+    // then the address (a client told otherwise: a listener of another program on this
+    // port takes none; or one whose socket is not to be seen here).
+    let take = |key: ClientKey| match &bells {
+        Some(b) => names.take_client_with_bell(key, local, b.b()),
+        None => names.take_client(key, local).map(|found| (found, None)),
+    };
+    let by_cookie = net::diag_works().then(|| net::peer_cookie(peer, local));
+    let taken = match by_cookie {
+        // Not found, or a board that takes no cookies (an error): by the address.
+        Some(Ok(c)) => match take(ClientKey::Cookie(c)) {
+            Ok((false, _)) | Err(_) => take(ClientKey::Addr(peer)),
+            t => t,
+        },
+        // The kernel could not be asked now (out of descriptors): a client that
+        // registered its cookie cannot be told from a plain one, and its CLC proposal
+        // must never reach the program as data. The connection goes, as one whose
+        // handshake failed.
+        Some(Err(net::DiagError::Failed)) => {
+            rt.debug(|| format!("accept {peer} -> {local}: sock_diag failed: dropped"));
+            let _: c_int = call_real!(close(new));
+            return ACCEPT_NEXT;
+        }
+        _ => take(ClientKey::Addr(peer)),
     };
     let (true, client_bell) = taken.unwrap_or((false, None)) else {
         rt.debug(|| format!("accept {peer} -> {local}: not an ism-run client: TCP"));
@@ -1889,7 +1951,15 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
     // data calls wait for it (or give `EAGAIN`).
     let side = crate::connecting::Side::Server;
     let flags = get_flags(new);
-    match crate::connecting::start(rt, side, new, (local, peer), flags, bells) {
+    match crate::connecting::start(
+        rt,
+        side,
+        new,
+        (local, peer),
+        ClientKey::Addr(peer),
+        flags,
+        bells,
+    ) {
         Ok((_, a)) => {
             // Not kept: A's only descriptor is the program's (see `install`).
             drop(a);

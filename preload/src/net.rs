@@ -166,6 +166,150 @@ pub fn bind_for(fd: c_int, dest: SocketAddr) -> Option<SocketAddr> {
     Some(local)
 }
 
+/// The socket's cookie (`SO_COOKIE`): a number the kernel gives each socket once and never
+/// reuses, which `sock_diag` reports too (see [`peer_cookie`]).
+pub fn socket_cookie(fd: c_int) -> Option<u64> {
+    let v = sockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_COOKIE, 8)?;
+    Some(u64::from_ne_bytes(v.try_into().ok()?))
+}
+
+/// `SOCK_DIAG_BY_FAMILY` (`include/uapi/linux/sock_diag.h`).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The bytes of a `nlmsghdr` and of an `inet_diag_req_v2`
+/// (`include/uapi/linux/inet_diag.h`).
+const NLMSG_HDR: usize = 16;
+const DIAG_REQ: usize = 56;
+/// Where `inet_diag_msg.id.idiag_cookie` lies in a reply (after the `nlmsghdr`, the four
+/// bytes of family/state/timer/retrans and 40 bytes of the socket id).
+const DIAG_COOKIE_AT: usize = NLMSG_HDR + 4 + 40;
+
+/// Why [`peer_cookie`] has no cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagError {
+    /// The kernel answered: no such socket in this network namespace.
+    NotFound,
+    /// No answer (no netlink socket, a refused query, mixed address families).
+    Failed,
+}
+
+/// The cookie of the TCP socket on this host whose local address is `client` and whose
+/// peer is `server`, as Linux's `sock_diag` finds it (`net/ipv4/inet_diag.c`,
+/// `inet_diag_find_one_icsk`, which looks the 4-tuple up as an arriving packet would):
+/// a server learns which socket connected to it, to ask the board whether that socket
+/// registered.
+///
+/// # Errors
+/// [`DiagError::NotFound`] if the kernel knows no such socket (a client in another
+/// network namespace, or one gone); [`DiagError::Failed`] if it could not be asked.
+pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagError> {
+    let r = real();
+    let (Some(sendto), Some(recv), Some(close)) = (r.sendto, r.recv, r.close) else {
+        return Err(DiagError::Failed);
+    };
+    let (client, server) = (normalize_v4(client), normalize_v4(server));
+    let family = match (client, server) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => libc::AF_INET,
+        (SocketAddr::V6(_), SocketAddr::V6(_)) => libc::AF_INET6,
+        _ => return Err(DiagError::Failed),
+    };
+    let mut req = [0u8; NLMSG_HDR + DIAG_REQ];
+    req[0..4].copy_from_slice(&((NLMSG_HDR + DIAG_REQ) as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes()); // nlmsg_seq
+    let d = &mut req[NLMSG_HDR..];
+    d[0] = family as u8;
+    d[1] = libc::IPPROTO_TCP as u8;
+    d[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+                                                      // The socket id: source (the client's side), destination, interface 0, no cookie.
+    d[8..10].copy_from_slice(&client.port().to_be_bytes());
+    d[10..12].copy_from_slice(&server.port().to_be_bytes());
+    let put = |dst: &mut [u8], a: IpAddr| match a {
+        IpAddr::V4(a) => dst[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => dst.copy_from_slice(&a.octets()),
+    };
+    put(&mut d[12..28], client.ip());
+    put(&mut d[28..44], server.ip());
+    d[48..56].fill(0xff); // INET_DIAG_NOCOOKIE
+                          // SAFETY: a plain socket() call; the descriptor is closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(DiagError::Failed);
+    }
+    let mut reply = [0u8; 512];
+    // SAFETY: `req` and `reply` are buffers of the given lengths; with no address the
+    // request goes to the kernel (netlink port 0).
+    let n = unsafe {
+        if sendto(fd, req.as_ptr().cast(), req.len(), 0, std::ptr::null(), 0) < 0 {
+            -1
+        } else {
+            recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0)
+        }
+    };
+    // SAFETY: our own descriptor, closed once.
+    unsafe { close(fd) };
+    let n = usize::try_from(n).map_err(|_| DiagError::Failed)?;
+    let word = |at: usize| {
+        let b: [u8; 4] = reply[at..at + 4].try_into().unwrap_or_default();
+        u32::from_ne_bytes(b)
+    };
+    let ty = u16::from_ne_bytes([reply[4], reply[5]]);
+    if ty == libc::NLMSG_ERROR as u16 && n >= NLMSG_HDR + 4 {
+        // `struct nlmsgerr`: the negative errno first.
+        return Err(if word(NLMSG_HDR) as i32 == -libc::ENOENT {
+            DiagError::NotFound
+        } else {
+            DiagError::Failed
+        });
+    }
+    if n < DIAG_COOKIE_AT + 8 || ty != SOCK_DIAG_BY_FAMILY {
+        return Err(DiagError::Failed);
+    }
+    Ok(u64::from(word(DIAG_COOKIE_AT)) | (u64::from(word(DIAG_COOKIE_AT + 4)) << 32))
+}
+
+/// Whether a listening socket that takes connections to `dest` is in this network
+/// namespace, as `sock_diag` finds it (a lookup with no peer falls through to the
+/// listeners, `inet_lookup`): a client whose server runs in another namespace (another
+/// container) must not register by cookie, which that server cannot see.
+pub fn listener_visible(dest: SocketAddr) -> bool {
+    let any: IpAddr = match normalize_v4(dest) {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    peer_cookie(dest, SocketAddr::new(any, 0)).is_ok()
+}
+
+/// Whether this process can ask `sock_diag` (a sandbox may forbid netlink sockets): a
+/// server that can, finds its clients by socket cookie, and says so when it registers its
+/// listeners. Asked once per process.
+pub fn diag_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        // Nobody has port 1 connected to port 1: the kernel's answer is "no such socket".
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        peer_cookie(a, a) != Err(DiagError::Failed)
+    })
+}
+
+/// `a` with an IPv4-mapped IPv6 address as IPv4 (a dual-stack socket's view of an IPv4
+/// peer).
+fn normalize_v4(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        a => a,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +328,58 @@ mod tests {
         let (st, _) = to_c("127.0.0.1:1".parse().unwrap());
         // SAFETY: a too-short length is refused before reading past it.
         assert_eq!(unsafe { from_c((&raw const st).cast(), 4) }, None);
+    }
+
+    #[test]
+    fn a_server_finds_the_cookie_of_the_socket_that_connected_to_it() {
+        use std::os::fd::AsRawFd;
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = std::net::TcpListener::bind(host) else {
+                continue; // no IPv6 here
+            };
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            let cookie = socket_cookie(c.as_raw_fd()).expect("SO_COOKIE");
+            assert_ne!(Some(cookie), socket_cookie(s.as_raw_fd()), "one per socket");
+            let local = s.local_addr().unwrap();
+            assert_eq!(peer_cookie(peer, local), Ok(cookie), "{host}");
+            // The server's own socket is not the client's; a gone client is not found.
+            assert_ne!(peer_cookie(local, peer), Ok(cookie));
+            drop(c);
+            drop(s);
+            let gone = SocketAddr::new(peer.ip(), 1);
+            assert_eq!(peer_cookie(gone, local), Err(DiagError::NotFound));
+        }
+        assert!(diag_works());
+        // A listener is seen by the address it takes; a port nobody listens on is not.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        assert!(listener_visible(at));
+        drop(l);
+        assert!(!listener_visible(at));
+        if let Ok(l) = std::net::TcpListener::bind("[::]:0") {
+            let port = l.local_addr().unwrap().port();
+            assert!(listener_visible(SocketAddr::from(([127, 0, 0, 1], port))));
+            assert!(listener_visible(SocketAddr::new(
+                Ipv6Addr::LOCALHOST.into(),
+                port
+            )));
+        }
+        let (v4, v6) = ("127.0.0.1:1".parse().unwrap(), "[::1]:1".parse().unwrap());
+        assert_eq!(
+            peer_cookie(v4, v6),
+            Err(DiagError::Failed),
+            "mixed families"
+        );
+        // A dual-stack server sees an IPv4 client as IPv4-mapped: found all the same.
+        if let Ok(l) = std::net::TcpListener::bind("[::]:0") {
+            let port = l.local_addr().unwrap().port();
+            let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            assert!(matches!(peer, SocketAddr::V6(_)), "{peer}");
+            let cookie = socket_cookie(c.as_raw_fd()).unwrap();
+            assert_eq!(peer_cookie(peer, s.local_addr().unwrap()), Ok(cookie));
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K]
-//! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C]
+//! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C] [--pause-ms T]
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
@@ -37,7 +37,8 @@
 //! server speaks first (a line the client must read before sending). The client sends N
 //! pattern bytes, reads them back, verifies them, prints `ok N bytes` (exit 0) or what went
 //! wrong (exit 1); `--mode lockstep`: one `--chunk` at a time, each echoed back before the
-//! next; `--conns C`: C connections one after the other, each so. `self`
+//! next; `--conns C`: C connections one after the other, each so (`--pause-ms T`
+//! between two). `self`
 //! listens, connects to itself, then accepts (in one thread), and sends a line both ways. `probe` talks to a blocking echo server through the socket
 //! calls directly (poll, FIONREAD, MSG_PEEK, MSG_WAITALL, dup, F_DUPFD_CLOEXEC, SO_RCVTIMEO,
 //! SO_DOMAIN, getpeername, shutdown, POLLRDHUP, EPIPE with and without SIGPIPE) and checks
@@ -270,7 +271,11 @@ fn main() -> ExitCode {
                 greeting,
             )
         }
-        "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|_| {
+        "client" => (0..arg(&args, "--conns").unwrap_or(1usize)).try_for_each(|i| {
+            if i > 0 {
+                let pause = arg(&args, "--pause-ms").unwrap_or(0u64);
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+            }
             client(
                 addr,
                 arg(&args, "--bytes").unwrap_or(1 << 20),

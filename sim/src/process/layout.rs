@@ -144,6 +144,10 @@ pub const NAMES_OK: u32 = 1;
 pub const NAMES_MALFORMED: u32 = 2;
 /// `NameReply.result`: this connection holds [`NAMES_MAX_PER_CONNECTION`] registrations.
 pub const NAMES_FULL: u32 = 3;
+/// `NameReply.result` of LOOKUP_LISTENER: found, and every listener registered that
+/// reaches the destination takes clients registered by socket cookie
+/// ([`NAMES_FAMILY_COOKIE`]).
+pub const NAMES_OK_COOKIES: u32 = 4;
 /// Most registrations (listeners and clients together) one name-service connection holds.
 pub const NAMES_MAX_PER_CONNECTION: usize = 4096;
 
@@ -154,6 +158,10 @@ pub const NAMES_FAMILY_NONE: u16 = 0;
 pub const NAMES_FAMILY_V4: u16 = 4;
 /// `NameEndpoint.family`: IPv6 (all 16 bytes of `addr`).
 pub const NAMES_FAMILY_V6: u16 = 6;
+/// `NameEndpoint.family`: a client's TCP socket by its cookie (Linux `SO_COOKIE`, as
+/// `sock_diag` reports it too), little-endian in bytes 0..8 of `addr`, the rest and
+/// `port` 0; client ops only.
+pub const NAMES_FAMILY_COOKIE: u16 = 1;
 
 /// An IP address and port in a name-service request.
 #[derive(
@@ -161,7 +169,8 @@ pub const NAMES_FAMILY_V6: u16 = 6;
 )]
 #[repr(C)]
 pub struct NameEndpoint {
-    /// [`NAMES_FAMILY_V4`], [`NAMES_FAMILY_V6`] or [`NAMES_FAMILY_NONE`].
+    /// [`NAMES_FAMILY_V4`], [`NAMES_FAMILY_V6`], [`NAMES_FAMILY_COOKIE`] or
+    /// [`NAMES_FAMILY_NONE`].
     pub family: U16,
     /// The port.
     pub port: U16,

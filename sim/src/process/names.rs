@@ -18,10 +18,11 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::host::AttachError;
 use super::layout::{
-    NameEndpoint, NameReply, NameRequest, NAMES_FAMILY_NONE, NAMES_FAMILY_V4, NAMES_FAMILY_V6,
-    NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_MAGIC, NAMES_MALFORMED, NAMES_MAX_PER_CONNECTION,
-    NAMES_NOT_FOUND, NAMES_OK, NAMES_REGISTER_CLIENT, NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT,
-    NAMES_TAKE_SERVER_BELL, NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
+    NameEndpoint, NameReply, NameRequest, NAMES_FAMILY_COOKIE, NAMES_FAMILY_NONE, NAMES_FAMILY_V4,
+    NAMES_FAMILY_V6, NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_MAGIC, NAMES_MALFORMED,
+    NAMES_MAX_PER_CONNECTION, NAMES_NOT_FOUND, NAMES_OK, NAMES_OK_COOKIES, NAMES_REGISTER_CLIENT,
+    NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT, NAMES_TAKE_SERVER_BELL, NAMES_UNREGISTER_CLIENT,
+    NAMES_UNREGISTER_LISTENER,
 };
 
 /// `addr` as the name service carries it: IPv4-mapped IPv6 addresses become IPv4 (a
@@ -69,6 +70,63 @@ pub fn from_endpoint(e: &NameEndpoint) -> Option<SocketAddr> {
     }
 }
 
+/// How a client registration names the connecting side: its address (the TCP 4-tuple
+/// with the server's), or its socket's cookie (`SO_COOKIE`), which a server on the same
+/// host finds from the accepted connection through `sock_diag`. The cookie lets a client
+/// register before `connect` without binding a port first (a port bound by `bind` stays
+/// taken while its connections are in `TIME_WAIT`; one chosen by `connect` is reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// The client's address and port.
+    Addr(SocketAddr),
+    /// The client socket's cookie.
+    Cookie(u64),
+}
+
+impl From<SocketAddr> for ClientKey {
+    fn from(a: SocketAddr) -> Self {
+        Self::Addr(normalize(a))
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::Cookie(c) => write!(f, "socket {c:#x}"),
+        }
+    }
+}
+
+/// The wire form of a client key.
+pub fn client_endpoint(key: ClientKey) -> NameEndpoint {
+    match key {
+        ClientKey::Addr(a) => endpoint(a),
+        ClientKey::Cookie(c) => {
+            let mut e = NameEndpoint {
+                family: NAMES_FAMILY_COOKIE.into(),
+                ..NameEndpoint::default()
+            };
+            e.addr[..8].copy_from_slice(&c.to_le_bytes());
+            e
+        }
+    }
+}
+
+/// The client key of a wire endpoint; `None` for [`NAMES_FAMILY_NONE`], an unknown
+/// family, or a cookie endpoint with bytes where zeros belong.
+pub fn client_from_endpoint(e: &NameEndpoint) -> Option<ClientKey> {
+    if e.family.get() == NAMES_FAMILY_COOKIE {
+        if e.port.get() != 0 || e.addr[8..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&e.addr[..8]);
+        return Some(ClientKey::Cookie(u64::from_le_bytes(c)));
+    }
+    from_endpoint(e).map(ClientKey::Addr)
+}
+
 /// Whether a listener bound to `listener` receives connections to `dest`: same port, and
 /// the same address or a wildcard (`0.0.0.0` takes IPv4, `::` takes both, as a dual-stack
 /// socket does).
@@ -86,14 +144,22 @@ pub fn listener_reaches(listener: SocketAddr, dest: SocketAddr) -> bool {
 /// A client registration: the pair, and the client's doorbell if it sent one.
 #[derive(Debug)]
 struct ClientReg {
-    pair: (SocketAddr, SocketAddr),
+    pair: (ClientKey, SocketAddr),
     bell: Option<OwnedFd>,
+}
+
+/// A listener registration: the address, and whether its server finds clients registered
+/// by socket cookie (it asked so with a cookie endpoint, see section 3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ListenerReg {
+    addr: SocketAddr,
+    takes_cookies: bool,
 }
 
 /// One connection's registrations.
 #[derive(Debug, Default)]
 struct Registrations {
-    listeners: Vec<SocketAddr>,
+    listeners: Vec<ListenerReg>,
     clients: Vec<ClientReg>,
 }
 
@@ -138,7 +204,7 @@ pub const MAX_BELLS: usize = 512;
 pub struct NameTable {
     conns: std::collections::BTreeMap<u64, Registrations>,
     /// Client registrations of connections that hung up, oldest first, with when.
-    orphans: std::collections::VecDeque<((SocketAddr, SocketAddr), std::time::Instant)>,
+    orphans: std::collections::VecDeque<((ClientKey, SocketAddr), std::time::Instant)>,
     /// Servers' doorbells for their clients, oldest first: the pair, the connection that
     /// registered the client (the only one that may take it), the descriptor, and when.
     server_bells: std::collections::VecDeque<ServerBell>,
@@ -150,7 +216,7 @@ pub struct NameTable {
 /// A server's doorbell kept for its client (see [`NameTable`]).
 #[derive(Debug)]
 struct ServerBell {
-    pair: (SocketAddr, SocketAddr),
+    pair: (ClientKey, SocketAddr),
     owner: u64,
     bell: OwnedFd,
     since: std::time::Instant,
@@ -267,21 +333,24 @@ impl NameTable {
         };
         reply.op = req.op;
         reply.seq = req.seq;
-        let client = from_endpoint(&req.client);
+        let client = client_from_endpoint(&req.client);
         let server = from_endpoint(&req.server);
         let result = match (req.op.get(), client, server) {
-            (NAMES_REGISTER_LISTENER, _, Some(s)) => {
+            (NAMES_REGISTER_LISTENER, c, Some(s)) => {
                 let r = self.conns.entry(id).or_default();
                 if r.len() >= NAMES_MAX_PER_CONNECTION {
                     NAMES_FULL
                 } else {
-                    r.listeners.push(s);
+                    r.listeners.push(ListenerReg {
+                        addr: s,
+                        takes_cookies: c == Some(ClientKey::Cookie(0)),
+                    });
                     NAMES_OK
                 }
             }
             (NAMES_UNREGISTER_LISTENER, _, Some(s)) => {
                 let r = self.conns.entry(id).or_default();
-                match r.listeners.iter().position(|&l| l == s) {
+                match r.listeners.iter().position(|l| l.addr == s) {
                     Some(i) => {
                         r.listeners.swap_remove(i);
                         NAMES_OK
@@ -315,13 +384,20 @@ impl NameTable {
             }
             (NAMES_LOOKUP_LISTENER, _, Some(s)) => {
                 self.counters.lookups += 1;
-                let found = self
-                    .conns
-                    .values()
-                    .any(|r| r.listeners.iter().any(|&l| listener_reaches(l, s)));
+                let (mut found, mut all_cookies) = (false, true);
+                for l in self.conns.values().flat_map(|r| &r.listeners) {
+                    if listener_reaches(l.addr, s) {
+                        found = true;
+                        all_cookies &= l.takes_cookies;
+                    }
+                }
                 if found {
                     self.counters.lookups_found += 1;
-                    NAMES_OK
+                    if all_cookies {
+                        NAMES_OK_COOKIES
+                    } else {
+                        NAMES_OK
+                    }
                 } else {
                     NAMES_NOT_FOUND
                 }
@@ -387,6 +463,18 @@ impl NameTable {
     }
 }
 
+/// What [`NameClient::lookup`] learned of the listeners a connection would reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// None is registered: the connection stays plain TCP.
+    None,
+    /// Registered; the client registers by its address ([`ClientKey::Addr`]).
+    Addresses,
+    /// Registered, and every one that reaches the destination takes clients registered by
+    /// socket cookie ([`ClientKey::Cookie`]).
+    Cookies,
+}
+
 /// The host's side: one name-service connection to a board. Its listener registrations
 /// live as long as it does (the board drops them when the connection hangs up, also when
 /// the process dies); its client registrations stay to be taken a while longer
@@ -441,22 +529,38 @@ impl NameClient {
     fn call(
         &self,
         op: u32,
-        client: Option<SocketAddr>,
+        client: Option<ClientKey>,
         server: SocketAddr,
     ) -> std::io::Result<bool> {
         self.call_with(op, client, server, None)
             .map(|(found, _)| found)
     }
 
-    /// One request, with `fd` attached if given (`SCM_RIGHTS`); the result and the
-    /// descriptor that came with the reply (close-on-exec).
+    /// One request, with `fd` attached if given (`SCM_RIGHTS`); whether it succeeded or
+    /// found, and the descriptor that came with the reply (close-on-exec).
     fn call_with(
         &self,
         op: u32,
-        client: Option<SocketAddr>,
+        client: Option<ClientKey>,
         server: SocketAddr,
         fd: Option<BorrowedFd<'_>>,
     ) -> std::io::Result<(bool, Option<OwnedFd>)> {
+        let (result, got) = self.call_raw(op, client, server, fd)?;
+        Ok(match result {
+            NAMES_NOT_FOUND => (false, None),
+            _ => (true, got),
+        })
+    }
+
+    /// [`NameClient::call_with`] with the reply's result as it came: [`NAMES_NOT_FOUND`],
+    /// [`NAMES_OK`] or [`NAMES_OK_COOKIES`] (the others are errors).
+    fn call_raw(
+        &self,
+        op: u32,
+        client: Option<ClientKey>,
+        server: SocketAddr,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<(u32, Option<OwnedFd>)> {
         use rustix::net::{
             RecvAncillaryBuffer, RecvAncillaryMessage, SendAncillaryBuffer, SendAncillaryMessage,
         };
@@ -469,7 +573,7 @@ impl NameClient {
                     family: NAMES_FAMILY_NONE.into(),
                     ..NameEndpoint::default()
                 },
-                endpoint,
+                client_endpoint,
             ),
             server: endpoint(server),
         };
@@ -509,10 +613,11 @@ impl NameClient {
             return Err(bad());
         }
         match reply.result.get() {
-            NAMES_OK => Ok((true, got)),
-            NAMES_NOT_FOUND => Ok((false, None)),
+            NAMES_OK => Ok((NAMES_OK, got)),
+            NAMES_OK_COOKIES if op == NAMES_LOOKUP_LISTENER => Ok((NAMES_OK_COOKIES, got)),
+            NAMES_NOT_FOUND => Ok((NAMES_NOT_FOUND, None)),
             // A board older than the doorbells does not know the op: no doorbell.
-            NAMES_MALFORMED if op == NAMES_TAKE_SERVER_BELL => Ok((false, None)),
+            NAMES_MALFORMED if op == NAMES_TAKE_SERVER_BELL => Ok((NAMES_NOT_FOUND, None)),
             NAMES_FULL => Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
                 "too many name-service registrations",
@@ -529,6 +634,17 @@ impl NameClient {
         self.call(NAMES_REGISTER_LISTENER, None, addr).map(drop)
     }
 
+    /// [`NameClient::register_listener`] for a server that finds its clients' socket
+    /// cookies (`sock_diag`) and so takes clients registered by cookie (then
+    /// [`NameClient::lookup`] tells clients so, if every listener reaching them does).
+    ///
+    /// # Errors
+    /// As [`NameClient::register_listener`].
+    pub fn register_listener_taking_cookies(&self, addr: SocketAddr) -> std::io::Result<()> {
+        self.call(NAMES_REGISTER_LISTENER, Some(ClientKey::Cookie(0)), addr)
+            .map(drop)
+    }
+
     /// Withdraws one registration of `addr`; `false` if there was none.
     ///
     /// # Errors
@@ -542,15 +658,33 @@ impl NameClient {
     /// # Errors
     /// The connection's errors.
     pub fn lookup_listener(&self, dest: SocketAddr) -> std::io::Result<bool> {
-        self.call(NAMES_LOOKUP_LISTENER, None, dest)
+        self.lookup(dest).map(|l| l != Lookup::None)
+    }
+
+    /// Whether a connection to `dest` reaches a registered listener, and how a client
+    /// should register with it.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub fn lookup(&self, dest: SocketAddr) -> std::io::Result<Lookup> {
+        let (result, _) = self.call_raw(NAMES_LOOKUP_LISTENER, None, dest, None)?;
+        Ok(match result {
+            NAMES_OK_COOKIES => Lookup::Cookies,
+            NAMES_OK => Lookup::Addresses,
+            _ => Lookup::None,
+        })
     }
 
     /// Registers the connection `client` → `server` (before connecting).
     ///
     /// # Errors
     /// As [`NameClient::register_listener`].
-    pub fn register_client(&self, client: SocketAddr, server: SocketAddr) -> std::io::Result<()> {
-        self.call(NAMES_REGISTER_CLIENT, Some(client), server)
+    pub fn register_client(
+        &self,
+        client: impl Into<ClientKey>,
+        server: SocketAddr,
+    ) -> std::io::Result<()> {
+        self.call(NAMES_REGISTER_CLIENT, Some(client.into()), server)
             .map(drop)
     }
 
@@ -560,18 +694,22 @@ impl NameClient {
     /// The connection's errors.
     pub fn unregister_client(
         &self,
-        client: SocketAddr,
+        client: impl Into<ClientKey>,
         server: SocketAddr,
     ) -> std::io::Result<bool> {
-        self.call(NAMES_UNREGISTER_CLIENT, Some(client), server)
+        self.call(NAMES_UNREGISTER_CLIENT, Some(client.into()), server)
     }
 
     /// Whether `client` → `server` was registered (by any host); removes it if so.
     ///
     /// # Errors
     /// The connection's errors.
-    pub fn take_client(&self, client: SocketAddr, server: SocketAddr) -> std::io::Result<bool> {
-        self.call(NAMES_TAKE_CLIENT, Some(client), server)
+    pub fn take_client(
+        &self,
+        client: impl Into<ClientKey>,
+        server: SocketAddr,
+    ) -> std::io::Result<bool> {
+        self.call(NAMES_TAKE_CLIENT, Some(client.into()), server)
     }
 
     /// [`NameClient::register_client`] with the client's doorbell `bell` (a descriptor the
@@ -582,12 +720,17 @@ impl NameClient {
     /// As [`NameClient::register_client`].
     pub fn register_client_with_bell(
         &self,
-        client: SocketAddr,
+        client: impl Into<ClientKey>,
         server: SocketAddr,
         bell: BorrowedFd<'_>,
     ) -> std::io::Result<()> {
-        self.call_with(NAMES_REGISTER_CLIENT, Some(client), server, Some(bell))
-            .map(drop)
+        self.call_with(
+            NAMES_REGISTER_CLIENT,
+            Some(client.into()),
+            server,
+            Some(bell),
+        )
+        .map(drop)
     }
 
     /// [`NameClient::take_client`] that leaves the server's doorbell `bell` for the
@@ -598,11 +741,11 @@ impl NameClient {
     /// The connection's errors.
     pub fn take_client_with_bell(
         &self,
-        client: SocketAddr,
+        client: impl Into<ClientKey>,
         server: SocketAddr,
         bell: BorrowedFd<'_>,
     ) -> std::io::Result<(bool, Option<OwnedFd>)> {
-        self.call_with(NAMES_TAKE_CLIENT, Some(client), server, Some(bell))
+        self.call_with(NAMES_TAKE_CLIENT, Some(client.into()), server, Some(bell))
     }
 
     /// The doorbell the server of `client` → `server` left at its TAKE_CLIENT for the
@@ -612,10 +755,10 @@ impl NameClient {
     /// The connection's errors.
     pub fn take_server_bell(
         &self,
-        client: SocketAddr,
+        client: impl Into<ClientKey>,
         server: SocketAddr,
     ) -> std::io::Result<Option<OwnedFd>> {
-        self.call_with(NAMES_TAKE_SERVER_BELL, Some(client), server, None)
+        self.call_with(NAMES_TAKE_SERVER_BELL, Some(client.into()), server, None)
             .map(|(_, fd)| fd)
     }
 }
@@ -719,6 +862,108 @@ mod tests {
         assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
         assert_eq!(result(&mut t, 2, &take), NAMES_NOT_FOUND);
         assert_eq!(t.sizes(), (0, 0));
+    }
+
+    /// A request naming the client by a socket cookie.
+    fn cookie_req(op: u32, cookie: u64, server: &str) -> Vec<u8> {
+        NameRequest {
+            op: op.into(),
+            seq: 7.into(),
+            client: client_endpoint(ClientKey::Cookie(cookie)),
+            server: endpoint(a(server)),
+        }
+        .as_bytes()
+        .to_vec()
+    }
+
+    #[test]
+    fn a_cookie_endpoint_has_its_golden_bytes_and_nothing_else() {
+        let e = client_endpoint(ClientKey::Cookie(0x0102_0304_0506_0708));
+        let mut want = vec![1, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1];
+        want.extend_from_slice(&[0; 8]);
+        assert_eq!(e.as_bytes(), &want[..]);
+        assert_eq!(
+            client_from_endpoint(&e),
+            Some(ClientKey::Cookie(0x0102_0304_0506_0708))
+        );
+        // A port or stray address bytes make it malformed; so does an unknown family.
+        let mut bad = e;
+        bad.port = 1.into();
+        assert_eq!(client_from_endpoint(&bad), None);
+        let mut bad = e;
+        bad.addr[15] = 1;
+        assert_eq!(client_from_endpoint(&bad), None);
+        let mut bad = e;
+        bad.family = 9.into();
+        assert_eq!(client_from_endpoint(&bad), None);
+        assert_eq!(
+            client_from_endpoint(&endpoint(a("[::ffff:10.0.0.1]:5"))),
+            Some(ClientKey::Addr(a("10.0.0.1:5")))
+        );
+        assert_eq!(
+            ClientKey::from(a("[::ffff:10.0.0.1]:5")),
+            ClientKey::Addr(a("10.0.0.1:5"))
+        );
+    }
+
+    #[test]
+    fn lookups_say_cookies_only_where_every_listener_reached_takes_them() {
+        let mut t = NameTable::new();
+        let taking = |addr: &str| {
+            let mut r =
+                NameRequest::read_from_bytes(&req(NAMES_REGISTER_LISTENER, None, addr)).unwrap();
+            r.client = client_endpoint(ClientKey::Cookie(0));
+            r.as_bytes().to_vec()
+        };
+        let look = |dest: &str| req(NAMES_LOOKUP_LISTENER, None, dest);
+        assert_eq!(result(&mut t, 1, &taking("0.0.0.0:7000")), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK_COOKIES);
+        // A second listener that reaches it and takes addresses only: addresses.
+        let plain = req(NAMES_REGISTER_LISTENER, None, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 3, &plain), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK);
+        // One that does not reach it does not count.
+        assert_eq!(result(&mut t, 2, &look("127.0.0.2:7000")), NAMES_OK_COOKIES);
+        t.drop_connection(3);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK_COOKIES);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7001")), NAMES_NOT_FOUND);
+        // Withdrawn by address, whichever way it was registered.
+        let unreg = req(NAMES_UNREGISTER_LISTENER, None, "0.0.0.0:7000");
+        assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_client_registered_by_cookie_is_taken_by_that_cookie_only() {
+        let mut t = NameTable::new();
+        let reg = cookie_req(NAMES_REGISTER_CLIENT, 42, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        // Another cookie, the right cookie for another server, or an address: not it.
+        let other = cookie_req(NAMES_TAKE_CLIENT, 43, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &other), NAMES_NOT_FOUND);
+        let elsewhere = cookie_req(NAMES_TAKE_CLIENT, 42, "127.0.0.1:7001");
+        assert_eq!(result(&mut t, 2, &elsewhere), NAMES_NOT_FOUND);
+        let by_addr = req(NAMES_TAKE_CLIENT, Some("127.0.0.1:42"), "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &by_addr), NAMES_NOT_FOUND);
+        let take = cookie_req(NAMES_TAKE_CLIENT, 42, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &take), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &take), NAMES_NOT_FOUND, "taken once");
+        // Withdrawn by its owner; kept as an orphan when its connection goes.
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        let unreg = cookie_req(NAMES_UNREGISTER_CLIENT, 42, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &unreg), NAMES_NOT_FOUND, "not 2's");
+        assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
+        assert_eq!(result(&mut t, 1, &reg), NAMES_OK);
+        t.drop_connection(1);
+        assert_eq!(
+            result(&mut t, 2, &take),
+            NAMES_OK,
+            "an orphan is still found"
+        );
+        // A cookie endpoint with a port is malformed.
+        let mut bad = NameRequest::read_from_bytes(&reg).unwrap();
+        bad.client.port = 1.into();
+        assert_eq!(result(&mut t, 1, bad.as_bytes()), NAMES_MALFORMED);
     }
 
     #[test]
