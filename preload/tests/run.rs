@@ -352,6 +352,31 @@ fn a_process_that_may_not_use_the_board_says_why_and_uses_tcp() {
     );
     let (sok, _, serr) = srv.finish();
     assert!(sok, "{serr}");
+    // The launcher says the same (it said "no board named ..." and kept the library from
+    // saying better); with --require-smc it fails with that line.
+    let ism_sim = target_dir().join("ism-sim");
+    if ism_sim.is_file() {
+        use std::os::unix::process::CommandExt;
+        for require in [false, true] {
+            let mut c = Command::new(&ism_sim);
+            c.args(["run", "--board", &env.board])
+                .args(require.then_some("--require-smc"))
+                .args(["--", "true"])
+                .env("ISM_SIM_DIR", &env.dir)
+                .env("ISM_RUN_LIB", library())
+                .uid(65534)
+                .gid(65534);
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.success(), !require, "{err}");
+            assert_eq!(err.matches("ism-run:").count(), 1, "one line: {err}");
+            assert!(
+                err.contains("is running but this process (uid 65534) may not use it")
+                    && !err.contains("no board named"),
+                "{err}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -134,12 +134,24 @@ pub fn run(o: &RunOptions) -> Failure {
     let Some((program, args)) = o.program.split_first() else {
         return Failure::Usage("no program to run (ism-sim run -- PROGRAM ARGS...)".into());
     };
-    let board_up = super::NameClient::connect(&o.board).is_ok();
-    if !board_up {
+    let reached = super::NameClient::connect(&o.board);
+    let board_up = reached.is_ok();
+    if let Err(e) = reached {
+        // A board that is there but refuses this user says so, as the library does.
+        let denied = matches!(&e, super::AttachError::Io(_, io)
+            if io.kind() == std::io::ErrorKind::PermissionDenied);
+        let line = |require| {
+            if denied {
+                let path = super::socket_path(&super::board_dir(), &o.board);
+                board_denied_line(&o.board, &path, require)
+            } else {
+                no_board_line(&o.board, require)
+            }
+        };
         if o.require_smc {
-            return Failure::Run(no_board_line(&o.board, true));
+            return Failure::Run(line(true));
         }
-        eprintln!("{}", no_board_line(&o.board, false));
+        eprintln!("{}", line(false));
     }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).env(
