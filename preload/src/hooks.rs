@@ -946,6 +946,9 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             call_real!(getpeername(c.tcp_fd(), addr, len))
         }
         Some(Entry::Connecting(_)) => fail(libc::ENOTCONN),
+        // The first call of a server's re-executed child (sshd): it ends at once, so
+        // the line that says why is printed here.
+        Some(Entry::Inherited(i)) => inherited_fail(fd, i),
         _ => call_real!(getpeername(fd, addr, len)),
     })
 }

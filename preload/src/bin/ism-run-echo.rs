@@ -1477,6 +1477,14 @@ fn exec_probe(fd: &str, closed: bool, allow: &str) -> Result<(), String> {
             return Err(format!("descriptor {fd} survived exec despite FD_CLOEXEC"));
         }
     } else {
+        // A re-executed server's first call (sshd's): no peer here, as the data calls.
+        // SAFETY: all-zero bytes are a valid sockaddr_storage, with room for `len` bytes.
+        let r = unsafe {
+            let mut st: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            libc::getpeername(fd, (&raw mut st).cast(), &mut len)
+        };
+        expect_enotconn("getpeername", r as isize)?;
         // SAFETY: reads into a local buffer.
         let r = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
         expect_enotconn("read", r)?;
