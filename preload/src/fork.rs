@@ -138,7 +138,9 @@ extern "C" fn prepare() {
                                 Entry::Inherited(Inherited::default())
                             }
                             Entry::Inherited(_) => Entry::Inherited(Inherited::default()),
-                            Entry::Listener(l) => Entry::Listener(ListenerReg::inherited(l.addr())),
+                            Entry::Listener(l) => {
+                                Entry::Listener(ListenerReg::inherited(l.addr(), l.cookie()))
+                            }
                         });
                         seen.insert(Arc::as_ptr(e), n.clone());
                         n

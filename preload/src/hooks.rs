@@ -54,6 +54,8 @@ pub struct ListenerReg {
     /// The registered address; `None`: no board and `--require-smc`, so every accepted
     /// connection is refused.
     addr: Option<SocketAddr>,
+    /// The listening socket's cookie (`SO_COOKIE`, 0 if unknown), registered with it.
+    cookie: u64,
     /// Registered by this process. A listener inherited over `fork` is not (its
     /// registration belongs to the parent's name-service connection) until its first
     /// `accept`, `epoll_ctl` or `listen` in the child ([`ListenerReg::adopt`]).
@@ -62,19 +64,26 @@ pub struct ListenerReg {
 
 impl ListenerReg {
     /// A listener registered by this process (`listen`).
-    fn registered(addr: Option<SocketAddr>) -> Self {
+    fn registered(addr: Option<SocketAddr>, cookie: u64) -> Self {
         Self {
             addr,
+            cookie,
             registered: Mutex::new(addr.is_some()),
         }
     }
 
     /// A listener inherited over `fork`, not registered by this process yet.
-    pub(crate) fn inherited(addr: Option<SocketAddr>) -> Self {
+    pub(crate) fn inherited(addr: Option<SocketAddr>, cookie: u64) -> Self {
         Self {
             addr,
+            cookie,
             registered: Mutex::new(false),
         }
+    }
+
+    /// The listening socket's cookie (0 if unknown).
+    pub(crate) fn cookie(&self) -> u64 {
+        self.cookie
     }
 
     /// The registered address (`None`: no board and `--require-smc`).
@@ -97,7 +106,7 @@ impl ListenerReg {
         }
         let rt = runtime();
         if let Some(n) = rt.names.as_ref() {
-            if register_listener(n, addr).is_ok() {
+            if register_listener(n, addr, self.cookie).is_ok() {
                 *reg = true;
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
@@ -1736,7 +1745,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        let listeners = names.lookup(dest).unwrap_or(Lookup::None);
+        // The listener this host's kernel gives the connection to, if it is in this
+        // network namespace: the board answers for that very socket (a plain server on
+        // the port, an IPv6-only one beside it, or a more specific address takes the
+        // connection: then it stays TCP).
+        let seen = net::listener_cookie(dest).ok();
+        let listeners = names.lookup(dest, seen).unwrap_or(Lookup::None);
         if listeners == Lookup::None {
             rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
             set_errno(entry_errno);
@@ -1755,9 +1769,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             Some(b) => names.register_client_with_bell(key, dest, b.b()),
             None => names.register_client(key, dest),
         };
-        // A listener that takes cookies but is not seen here runs in another network
-        // namespace: its `sock_diag` cannot see this socket either.
-        let cookie = (listeners == Lookup::Cookies && net::listener_visible(dest))
+        // Cookies only where the board answered for the listener seen here: one in
+        // another network namespace could not see this socket either.
+        let cookie = (listeners == Lookup::Cookies)
             .then(|| net::socket_cookie(fd))
             .flatten()
             .map(ClientKey::Cookie);
@@ -1832,12 +1846,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 fn register_listener(
     names: &ism_sim::process::NameClient,
     addr: SocketAddr,
+    cookie: u64,
 ) -> std::io::Result<()> {
-    if net::diag_works() {
-        names.register_listener_taking_cookies(addr)
-    } else {
-        names.register_listener(addr)
-    }
+    names.register_listener_as(addr, cookie, net::diag_works())
 }
 
 /// `listen`: a candidate socket's address is registered with the board's name service
@@ -1863,15 +1874,17 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     guarded(|| {
         let rt = runtime();
         match (rt.names.as_ref(), net::local_addr(fd)) {
-            (Some(names), Some(addr)) if register_listener(names, addr).is_ok() => {
+            (Some(names), Some(addr))
+                if register_listener(names, addr, net::socket_cookie(fd).unwrap_or(0)).is_ok() =>
+            {
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
-                let reg = ListenerReg::registered(Some(addr));
+                let reg = ListenerReg::registered(Some(addr), net::socket_cookie(fd).unwrap_or(0));
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
                 rt.debug(|| format!("listen {addr}: registered"));
             }
             (None, _) if rt.cfg.require_smc => {
-                let reg = ListenerReg::registered(None);
+                let reg = ListenerReg::registered(None, 0);
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
             }
             _ => {}

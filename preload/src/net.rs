@@ -274,16 +274,20 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
     Ok(u64::from(word(DIAG_COOKIE_AT)) | (u64::from(word(DIAG_COOKIE_AT + 4)) << 32))
 }
 
-/// Whether a listening socket that takes connections to `dest` is in this network
-/// namespace, as `sock_diag` finds it (a lookup with no peer falls through to the
-/// listeners, `inet_lookup`): a client whose server runs in another namespace (another
-/// container) must not register by cookie, which that server cannot see.
-pub fn listener_visible(dest: SocketAddr) -> bool {
+/// The cookie of the listening socket in this network namespace that a connection to
+/// `dest` would reach, as `sock_diag` finds it (a lookup with no peer falls through to the
+/// listeners, `inet_lookup`, which picks the best match: an exact address before a
+/// wildcard, IPv6-only sockets only for IPv6).
+///
+/// # Errors
+/// As [`peer_cookie`]: [`DiagError::NotFound`] if none here takes it (the server runs in
+/// another namespace or host, or nowhere).
+pub fn listener_cookie(dest: SocketAddr) -> Result<u64, DiagError> {
     let any: IpAddr = match normalize_v4(dest) {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    peer_cookie(dest, SocketAddr::new(any, 0)).is_ok()
+    peer_cookie(dest, SocketAddr::new(any, 0))
 }
 
 /// Whether this process can ask `sock_diag` (a sandbox may forbid netlink sockets): a
@@ -351,19 +355,25 @@ mod tests {
             assert_eq!(peer_cookie(gone, local), Err(DiagError::NotFound));
         }
         assert!(diag_works());
-        // A listener is seen by the address it takes; a port nobody listens on is not.
+        // A listener is seen by the address it takes, with its own cookie; a port nobody
+        // listens on is not.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let at = l.local_addr().unwrap();
-        assert!(listener_visible(at));
+        assert_eq!(
+            listener_cookie(at),
+            Ok(socket_cookie(l.as_raw_fd()).unwrap())
+        );
         drop(l);
-        assert!(!listener_visible(at));
+        assert_eq!(listener_cookie(at), Err(DiagError::NotFound));
         if let Ok(l) = std::net::TcpListener::bind("[::]:0") {
             let port = l.local_addr().unwrap().port();
-            assert!(listener_visible(SocketAddr::from(([127, 0, 0, 1], port))));
-            assert!(listener_visible(SocketAddr::new(
-                Ipv6Addr::LOCALHOST.into(),
-                port
-            )));
+            let own = Ok(socket_cookie(l.as_raw_fd()).unwrap());
+            assert_eq!(
+                listener_cookie(SocketAddr::from(([127, 0, 0, 1], port))),
+                own
+            );
+            let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port);
+            assert_eq!(listener_cookie(v6), own);
         }
         let (v4, v6) = ("127.0.0.1:1".parse().unwrap(), "[::1]:1".parse().unwrap());
         assert_eq!(

@@ -530,6 +530,51 @@ fn a_plain_client_against_an_ism_run_server_uses_tcp() {
     assert_eq!(counter(&status(&b), &["names", "clients_not_found"]), 4);
 }
 
+/// The listener a connection reaches decides, not the port: beside an `ism-run` server on
+/// `[::]:P` with `IPV6_V6ONLY`, a plain IPv4 server holds `127.0.0.1:P`; an `ism-run`
+/// client of `127.0.0.1:P` reaches the plain one and must stay on TCP (it sent its CLC
+/// proposal into the plain server's stream while the board was asked about the port
+/// only: found by a new-user trial). The client names the listening socket its kernel
+/// would give the connection to (`sock_diag`), and the board answers for that socket.
+#[test]
+fn a_plain_listener_beside_a_registered_one_on_the_port_gets_plain_tcp() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: no IPv6 here ({e})");
+        return;
+    }
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    let six = spawn(command(&under, &["server", "[::]:0", "--v6only"]));
+    let port = six
+        .line("listening on ")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let four = format!("127.0.0.1:{port}");
+    let plain = spawn(command(&Under::Plain, &["server", &four]));
+    plain.line("listening on ");
+    let (ok, out, err) = client(&under, &four, &["--bytes", "100000"]);
+    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+    assert!(err.contains("no ism-run listener there: TCP"), "{err}");
+    let (pok, pout, perr) = plain.finish();
+    assert!(
+        pok && pout.contains("echoed 100000 bytes"),
+        "{pout}\n{perr}"
+    );
+    // The IPv6 one still serves its own clients over SMC-D.
+    let (ok, out, err) = client(&under, &format!("[::1]:{port}"), &["--bytes", "1000"]);
+    assert!(
+        ok && out.contains("ok 1000 bytes") && err.contains(": SMC-D"),
+        "{out}\n{err}"
+    );
+    let (sok, _, serr) = six.finish();
+    assert!(sok, "{serr}");
+    assert_board_empty(&b);
+}
+
 #[test]
 fn an_ism_run_client_against_a_plain_server_uses_tcp() {
     let b = board(BoardKind::Lpar);

@@ -2,7 +2,7 @@
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
-//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K]
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K] [--v6only]
 //! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C] [--pause-ms T]
 //! echo self ADDR
 //! echo probe ADDR
@@ -263,6 +263,9 @@ fn main() -> ExitCode {
                 ACCEPT_DELAY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
             let failing = arg(&args, "--tolerate-failed").unwrap_or(0);
+            if args.iter().any(|a| a == "--v6only") {
+                V6ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             server(
                 addr,
                 arg(&args, "--count").unwrap_or(1),
@@ -297,6 +300,43 @@ fn main() -> ExitCode {
 
 // ------------------------------------------------------------------ server
 
+/// `server --v6only`: the listener is an IPv6 socket with `IPV6_V6ONLY` set.
+static V6ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A listening IPv6-only socket on `addr` (an IPv6 address): an IPv4 listener may then
+/// hold the same port.
+fn bind_v6only(addr: &str) -> Result<TcpListener, String> {
+    use std::os::fd::FromRawFd;
+    let a: std::net::SocketAddrV6 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    // SAFETY: plain socket calls on a new descriptor that the listener below owns; the
+    // address is a local sockaddr_in6 of its size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let l = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&raw const one).cast(),
+            len,
+        );
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = a.port().to_be();
+        sa.sin6_addr.s6_addr = a.ip().octets();
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        if libc::bind(fd, (&raw const sa).cast(), len) != 0 || libc::listen(fd, 128) != 0 {
+            return Err(format!("bind {addr}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(l)
+    }
+}
+
 fn server(
     addr: &str,
     count: usize,
@@ -304,7 +344,11 @@ fn server(
     mode: &str,
     greeting: bool,
 ) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let l = if V6ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        bind_v6only(addr)?
+    } else {
+        TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?
+    };
     println!(
         "listening on {}",
         l.local_addr().map_err(|e| e.to_string())?

@@ -148,12 +148,40 @@ struct ClientReg {
     bell: Option<OwnedFd>,
 }
 
-/// A listener registration: the address, and whether its server finds clients registered
-/// by socket cookie (it asked so with a cookie endpoint, see section 3.5).
+/// A listener registration: the address, the listening socket's cookie (0: not given),
+/// and whether its server finds clients registered by socket cookie (section 3.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ListenerReg {
     addr: SocketAddr,
+    cookie: u64,
     takes_cookies: bool,
+}
+
+/// The wire form of a listener's mark in REGISTER_LISTENER (section 3.5): its socket's
+/// `cookie` (0: not given), `port` 1 if its server takes clients by cookie.
+pub fn listener_endpoint(cookie: u64, takes_cookies: bool) -> NameEndpoint {
+    let mut e = client_endpoint(ClientKey::Cookie(cookie));
+    e.port = u16::from(takes_cookies).into();
+    e
+}
+
+/// The listener's mark of a REGISTER_LISTENER (cookie, takes cookies); `(0, false)` for no
+/// endpoint; `None` if malformed.
+fn listener_mark(e: &NameEndpoint) -> Option<(u64, bool)> {
+    match e.family.get() {
+        NAMES_FAMILY_NONE => Some((0, false)),
+        NAMES_FAMILY_COOKIE if e.port.get() <= 1 => {
+            let mut plain = *e;
+            plain.port = 0.into();
+            match client_from_endpoint(&plain)? {
+                ClientKey::Cookie(c) => Some((c, e.port.get() == 1)),
+                ClientKey::Addr(_) => None,
+            }
+        }
+        // Older hosts sent nothing else; an address here says nothing about the listener.
+        NAMES_FAMILY_V4 | NAMES_FAMILY_V6 => Some((0, false)),
+        _ => None,
+    }
 }
 
 /// One connection's registrations.
@@ -336,18 +364,27 @@ impl NameTable {
         let client = client_from_endpoint(&req.client);
         let server = from_endpoint(&req.server);
         let result = match (req.op.get(), client, server) {
-            (NAMES_REGISTER_LISTENER, c, Some(s)) => {
-                let r = self.conns.entry(id).or_default();
-                if r.len() >= NAMES_MAX_PER_CONNECTION {
+            (NAMES_REGISTER_LISTENER, _, Some(s)) => match listener_mark(&req.client) {
+                None => NAMES_MALFORMED,
+                Some(_)
+                    if self.conns.get(&id).map_or(0, Registrations::len)
+                        >= NAMES_MAX_PER_CONNECTION =>
+                {
                     NAMES_FULL
-                } else {
-                    r.listeners.push(ListenerReg {
-                        addr: s,
-                        takes_cookies: c == Some(ClientKey::Cookie(0)),
-                    });
+                }
+                Some((cookie, takes_cookies)) => {
+                    self.conns
+                        .entry(id)
+                        .or_default()
+                        .listeners
+                        .push(ListenerReg {
+                            addr: s,
+                            cookie,
+                            takes_cookies,
+                        });
                     NAMES_OK
                 }
-            }
+            },
             (NAMES_UNREGISTER_LISTENER, _, Some(s)) => {
                 let r = self.conns.entry(id).or_default();
                 match r.listeners.iter().position(|l| l.addr == s) {
@@ -382,24 +419,31 @@ impl NameTable {
                     None => NAMES_NOT_FOUND,
                 }
             }
-            (NAMES_LOOKUP_LISTENER, _, Some(s)) => {
+            (NAMES_LOOKUP_LISTENER, c, Some(s)) => {
                 self.counters.lookups += 1;
-                let (mut found, mut all_cookies) = (false, true);
+                // The cookie of the listener the asking host's kernel would give the
+                // connection to, if it told: that one must be registered.
+                let seen = match c {
+                    Some(ClientKey::Cookie(x)) if x != 0 => Some(x),
+                    _ => None,
+                };
+                let (mut found, mut all_cookies, mut matched) = (false, true, false);
                 for l in self.conns.values().flat_map(|r| &r.listeners) {
                     if listener_reaches(l.addr, s) {
                         found = true;
                         all_cookies &= l.takes_cookies;
+                        matched |= seen.is_some() && Some(l.cookie) == seen;
                     }
                 }
-                if found {
+                if !found || (seen.is_some() && !matched) {
+                    NAMES_NOT_FOUND
+                } else {
                     self.counters.lookups_found += 1;
-                    if all_cookies {
+                    if matched && all_cookies {
                         NAMES_OK_COOKIES
                     } else {
                         NAMES_OK
                     }
-                } else {
-                    NAMES_NOT_FOUND
                 }
             }
             (NAMES_TAKE_CLIENT, Some(c), Some(s)) => {
@@ -466,11 +510,13 @@ impl NameTable {
 /// What [`NameClient::lookup`] learned of the listeners a connection would reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// None is registered: the connection stays plain TCP.
+    /// None is registered, or the listener the connection goes to is not: the connection
+    /// stays plain TCP.
     None,
     /// Registered; the client registers by its address ([`ClientKey::Addr`]).
     Addresses,
-    /// Registered, and every one that reaches the destination takes clients registered by
+    /// The listener the connection goes to is registered (the host named it by its
+    /// cookie), and every one that reaches the destination takes clients registered by
     /// socket cookie ([`ClientKey::Cookie`]).
     Cookies,
 }
@@ -545,6 +591,7 @@ impl NameClient {
         server: SocketAddr,
         fd: Option<BorrowedFd<'_>>,
     ) -> std::io::Result<(bool, Option<OwnedFd>)> {
+        let client = client.map_or_else(NameEndpoint::default, client_endpoint);
         let (result, got) = self.call_raw(op, client, server, fd)?;
         Ok(match result {
             NAMES_NOT_FOUND => (false, None),
@@ -557,7 +604,7 @@ impl NameClient {
     fn call_raw(
         &self,
         op: u32,
-        client: Option<ClientKey>,
+        client: NameEndpoint,
         server: SocketAddr,
         fd: Option<BorrowedFd<'_>>,
     ) -> std::io::Result<(u32, Option<OwnedFd>)> {
@@ -568,13 +615,7 @@ impl NameClient {
         let req = NameRequest {
             op: op.into(),
             seq: seq.into(),
-            client: client.map_or(
-                NameEndpoint {
-                    family: NAMES_FAMILY_NONE.into(),
-                    ..NameEndpoint::default()
-                },
-                client_endpoint,
-            ),
+            client,
             server: endpoint(server),
         };
         let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
@@ -634,14 +675,21 @@ impl NameClient {
         self.call(NAMES_REGISTER_LISTENER, None, addr).map(drop)
     }
 
-    /// [`NameClient::register_listener`] for a server that finds its clients' socket
-    /// cookies (`sock_diag`) and so takes clients registered by cookie (then
-    /// [`NameClient::lookup`] tells clients so, if every listener reaching them does).
+    /// [`NameClient::register_listener`] with the listening socket's `cookie`
+    /// (`SO_COOKIE`; clients that see that socket in their kernel then know the connection
+    /// goes to it, see [`NameClient::lookup`]) and whether its server takes clients
+    /// registered by cookie (it finds their sockets' cookies through `sock_diag`).
     ///
     /// # Errors
     /// As [`NameClient::register_listener`].
-    pub fn register_listener_taking_cookies(&self, addr: SocketAddr) -> std::io::Result<()> {
-        self.call(NAMES_REGISTER_LISTENER, Some(ClientKey::Cookie(0)), addr)
+    pub fn register_listener_as(
+        &self,
+        addr: SocketAddr,
+        cookie: u64,
+        takes_cookies: bool,
+    ) -> std::io::Result<()> {
+        let mark = listener_endpoint(cookie, takes_cookies);
+        self.call_raw(NAMES_REGISTER_LISTENER, mark, addr, None)
             .map(drop)
     }
 
@@ -658,16 +706,22 @@ impl NameClient {
     /// # Errors
     /// The connection's errors.
     pub fn lookup_listener(&self, dest: SocketAddr) -> std::io::Result<bool> {
-        self.lookup(dest).map(|l| l != Lookup::None)
+        self.lookup(dest, None).map(|l| l != Lookup::None)
     }
 
     /// Whether a connection to `dest` reaches a registered listener, and how a client
-    /// should register with it.
+    /// should register with it. `seen`: the cookie of the listening socket this host's
+    /// kernel would give the connection to (`sock_diag`), if known: then the answer is
+    /// [`Lookup::None`] unless that very socket is registered, and [`Lookup::Cookies`]
+    /// only with it.
     ///
     /// # Errors
     /// The connection's errors.
-    pub fn lookup(&self, dest: SocketAddr) -> std::io::Result<Lookup> {
-        let (result, _) = self.call_raw(NAMES_LOOKUP_LISTENER, None, dest, None)?;
+    pub fn lookup(&self, dest: SocketAddr, seen: Option<u64>) -> std::io::Result<Lookup> {
+        let client = seen.map_or_else(NameEndpoint::default, |c| {
+            client_endpoint(ClientKey::Cookie(c))
+        });
+        let (result, _) = self.call_raw(NAMES_LOOKUP_LISTENER, client, dest, None)?;
         Ok(match result {
             NAMES_OK_COOKIES => Lookup::Cookies,
             NAMES_OK => Lookup::Addresses,
@@ -907,30 +961,80 @@ mod tests {
     }
 
     #[test]
-    fn lookups_say_cookies_only_where_every_listener_reached_takes_them() {
+    fn lookups_say_cookies_only_for_the_listener_seen_and_where_every_one_takes_them() {
         let mut t = NameTable::new();
-        let taking = |addr: &str| {
+        let marked = |addr: &str, cookie: u64, takes: bool| {
             let mut r =
                 NameRequest::read_from_bytes(&req(NAMES_REGISTER_LISTENER, None, addr)).unwrap();
-            r.client = client_endpoint(ClientKey::Cookie(0));
+            r.client = listener_endpoint(cookie, takes);
             r.as_bytes().to_vec()
         };
-        let look = |dest: &str| req(NAMES_LOOKUP_LISTENER, None, dest);
-        assert_eq!(result(&mut t, 1, &taking("0.0.0.0:7000")), NAMES_OK);
-        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK_COOKIES);
+        let look = |dest: &str, seen: Option<u64>| {
+            let mut r =
+                NameRequest::read_from_bytes(&req(NAMES_LOOKUP_LISTENER, None, dest)).unwrap();
+            if let Some(c) = seen {
+                r.client = client_endpoint(ClientKey::Cookie(c));
+            }
+            r.as_bytes().to_vec()
+        };
+        assert_eq!(
+            result(&mut t, 1, &marked("0.0.0.0:7000", 11, true)),
+            NAMES_OK
+        );
+        // Seen (the kernel gives the connection to socket 11): cookies.
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(11))),
+            NAMES_OK_COOKIES
+        );
+        // Not told: found, by address. Another socket seen (a plain listener that takes
+        // the connection, or one in another namespace): not found.
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000", None)), NAMES_OK);
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(12))),
+            NAMES_NOT_FOUND
+        );
         // A second listener that reaches it and takes addresses only: addresses.
-        let plain = req(NAMES_REGISTER_LISTENER, None, "127.0.0.1:7000");
-        assert_eq!(result(&mut t, 3, &plain), NAMES_OK);
-        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK);
+        assert_eq!(
+            result(&mut t, 3, &marked("127.0.0.1:7000", 13, false)),
+            NAMES_OK
+        );
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(11))),
+            NAMES_OK
+        );
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(13))),
+            NAMES_OK
+        );
         // One that does not reach it does not count.
-        assert_eq!(result(&mut t, 2, &look("127.0.0.2:7000")), NAMES_OK_COOKIES);
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.2:7000", Some(11))),
+            NAMES_OK_COOKIES
+        );
         t.drop_connection(3);
-        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_OK_COOKIES);
-        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7001")), NAMES_NOT_FOUND);
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(11))),
+            NAMES_OK_COOKIES
+        );
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7001", Some(11))),
+            NAMES_NOT_FOUND
+        );
+        // An older host's registration (no mark): found by address only.
+        let plain = req(NAMES_REGISTER_LISTENER, None, "127.0.0.1:7002");
+        assert_eq!(result(&mut t, 3, &plain), NAMES_OK);
+        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7002", None)), NAMES_OK);
+        // A mark with a port other than 0 or 1 is malformed.
+        let mut bad = NameRequest::read_from_bytes(&marked("127.0.0.1:7003", 1, true)).unwrap();
+        bad.client.port = 2.into();
+        assert_eq!(result(&mut t, 1, bad.as_bytes()), NAMES_MALFORMED);
         // Withdrawn by address, whichever way it was registered.
         let unreg = req(NAMES_UNREGISTER_LISTENER, None, "0.0.0.0:7000");
         assert_eq!(result(&mut t, 1, &unreg), NAMES_OK);
-        assert_eq!(result(&mut t, 2, &look("127.0.0.1:7000")), NAMES_NOT_FOUND);
+        assert_eq!(
+            result(&mut t, 2, &look("127.0.0.1:7000", Some(11))),
+            NAMES_NOT_FOUND
+        );
     }
 
     #[test]
