@@ -1873,13 +1873,12 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     }
     guarded(|| {
         let rt = runtime();
+        let cookie = net::socket_cookie(fd).unwrap_or(0);
         match (rt.names.as_ref(), net::local_addr(fd)) {
-            (Some(names), Some(addr))
-                if register_listener(names, addr, net::socket_cookie(fd).unwrap_or(0)).is_ok() =>
-            {
+            (Some(names), Some(addr)) if register_listener(names, addr, cookie).is_ok() => {
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
-                let reg = ListenerReg::registered(Some(addr), net::socket_cookie(fd).unwrap_or(0));
+                let reg = ListenerReg::registered(Some(addr), cookie);
                 drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
                 rt.debug(|| format!("listen {addr}: registered"));
             }

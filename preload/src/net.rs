@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 
 use libc::{c_int, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
 
+use ism_sim::process::names::normalize;
+
 use crate::real::real;
 
 /// The address `addr` (of `len` bytes) names, if it is IPv4 or IPv6.
@@ -206,7 +208,7 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
     let (Some(sendto), Some(recv), Some(close)) = (r.sendto, r.recv, r.close) else {
         return Err(DiagError::Failed);
     };
-    let (client, server) = (normalize_v4(client), normalize_v4(server));
+    let (client, server) = (normalize(client), normalize(server));
     let family = match (client, server) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) => libc::AF_INET,
         (SocketAddr::V6(_), SocketAddr::V6(_)) => libc::AF_INET6,
@@ -220,8 +222,9 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
     let d = &mut req[NLMSG_HDR..];
     d[0] = family as u8;
     d[1] = libc::IPPROTO_TCP as u8;
-    d[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-                                                      // The socket id: source (the client's side), destination, interface 0, no cookie.
+    // Every state; the socket id: source (the client's side), destination, interface 0,
+    // no cookie.
+    d[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
     d[8..10].copy_from_slice(&client.port().to_be_bytes());
     d[10..12].copy_from_slice(&server.port().to_be_bytes());
     let put = |dst: &mut [u8], a: IpAddr| match a {
@@ -231,7 +234,8 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
     put(&mut d[12..28], client.ip());
     put(&mut d[28..44], server.ip());
     d[48..56].fill(0xff); // INET_DIAG_NOCOOKIE
-                          // SAFETY: a plain socket() call; the descriptor is closed below.
+
+    // SAFETY: a plain socket() call; the descriptor is closed below.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
@@ -283,7 +287,7 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
 /// As [`peer_cookie`]: [`DiagError::NotFound`] if none here takes it (the server runs in
 /// another namespace or host, or nowhere).
 pub fn listener_cookie(dest: SocketAddr) -> Result<u64, DiagError> {
-    let any: IpAddr = match normalize_v4(dest) {
+    let any: IpAddr = match normalize(dest) {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
@@ -300,18 +304,6 @@ pub fn diag_works() -> bool {
         let a = SocketAddr::from(([127, 0, 0, 1], 1));
         peer_cookie(a, a) != Err(DiagError::Failed)
     })
-}
-
-/// `a` with an IPv4-mapped IPv6 address as IPv4 (a dual-stack socket's view of an IPv4
-/// peer).
-fn normalize_v4(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        a => a,
-    }
 }
 
 #[cfg(test)]
