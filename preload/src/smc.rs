@@ -1260,9 +1260,14 @@ pub fn drain_all(b: c_int) {
         return;
     };
     let mut buf = [0u8; 4096];
+    // A read that comes back short found the queue empty (`unix_stream_read_generic`,
+    // `net/unix/af_unix.c`, returns what it copied once no buffer is queued): no second
+    // call to learn it.
     // SAFETY: reads into a local buffer of its length from our own descriptor, without
     // waiting.
-    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
+    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+        == buf.len() as isize
+    {}
 }
 
 #[cfg(test)]
