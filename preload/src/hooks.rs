@@ -1750,15 +1750,35 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // the port, an IPv6-only one beside it, or a more specific address takes the
         // connection: then it stays TCP).
         let seen = net::listener_cookie(dest).ok();
-        let listeners = names.lookup(dest, seen).unwrap_or(Lookup::None);
+        // The connection's doorbell (see `crate::smc::Bells`) goes with the registration,
+        // for the board to pass to the server.
+        let mut bells = None;
+        // Where that listener is known and this socket has a cookie, the lookup and the
+        // registration by cookie (see below) are one round trip: the board registers the
+        // client only if the answer is "cookies". A board that predates it, or an error:
+        // the lookup alone, as below.
+        let mut registered = None;
+        let mine = seen.and_then(|_| net::socket_cookie(fd));
+        let combined = match (seen, mine) {
+            (Some(s), Some(c)) => {
+                bells = rt.bells();
+                let bell = bells.as_ref().map(crate::smc::Bells::b);
+                names.lookup_register(c, dest, s, bell).ok().inspect(|l| {
+                    if *l == Lookup::Cookies {
+                        registered = Some(ClientKey::Cookie(c));
+                    }
+                })
+            }
+            _ => None,
+        };
+        let listeners =
+            combined.unwrap_or_else(|| names.lookup(dest, seen).unwrap_or(Lookup::None));
         if listeners == Lookup::None {
             rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        // The connection's doorbell, made now so that the board can pass it to the server
-        // with the registration (see `crate::smc::Bells`).
-        let bells = rt.bells();
+        let bells = bells.or_else(|| rt.bells());
         // The connection is registered before `connect`, by its socket's cookie where
         // every listener it reaches finds its clients' cookies (`after_accept`): then
         // `connect` picks the port as for any TCP socket. By its address otherwise, which
@@ -1771,12 +1791,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         // Cookies only where the board answered for the listener seen here: one in
         // another network namespace could not see this socket either.
-        let cookie = (listeners == Lookup::Cookies)
-            .then(|| net::socket_cookie(fd))
-            .flatten()
-            .map(ClientKey::Cookie);
+        let cookie = registered.or_else(|| {
+            (listeners == Lookup::Cookies)
+                .then(|| net::socket_cookie(fd))
+                .flatten()
+                .map(ClientKey::Cookie)
+        });
         let key = match cookie {
-            Some(k) if register(k).is_ok() => k,
+            Some(k) if registered.is_some() || register(k).is_ok() => k,
             _ => {
                 let Some(local) = net::bind_for(fd, dest) else {
                     rt.debug(|| format!("connect {dest}: cannot bind a local port: TCP"));

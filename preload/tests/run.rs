@@ -281,6 +281,15 @@ fn smc_exchange(
         "no SMC-D signals on the board: {after}"
     );
     assert_eq!(counter(&after, &["names", "clients_taken"]), 1, "{after}");
+    // The name service's round trips: the server's listener (registered, withdrawn at
+    // exit), the client's lookup and registration in one (LOOKUP_REGISTER), the server's
+    // take, and with doorbells the client's TAKE_SERVER_BELL.
+    let bells = u64::from(counter(&after, &["names", "bells_passed"]) > 0);
+    assert_eq!(
+        counter(&after, &["names", "requests"]),
+        4 + bells,
+        "{after}"
+    );
     assert_eq!(
         counter(&after, &["names", "listeners"]),
         0,

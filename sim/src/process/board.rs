@@ -883,6 +883,7 @@ impl ProcessBoard {
                 "connections": self.name_conns.len(),
                 "listeners": self.names.sizes().0,
                 "clients": self.names.sizes().1,
+                "requests": self.names.counters().requests,
                 "lookups": self.names.counters().lookups,
                 "lookups_found": self.names.counters().lookups_found,
                 "clients_taken": self.names.counters().clients_taken,

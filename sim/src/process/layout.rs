@@ -135,6 +135,11 @@ pub const NAMES_TAKE_CLIENT: u32 = 6;
 /// `NameRequest.op`: the doorbell the server of `client` → `server` left for this
 /// connection's client registration at its TAKE_CLIENT (sent with the reply), if any.
 pub const NAMES_TAKE_SERVER_BELL: u32 = 7;
+/// `NameRequest.op`: LOOKUP_LISTENER and REGISTER_CLIENT in one round trip: `client` is a
+/// cookie endpoint carrying the client socket's cookie and the cookie of the listener the
+/// host sees ([`NAMES_FAMILY_COOKIE`]); the client is registered only if the lookup
+/// answers [`NAMES_OK_COOKIES`].
+pub const NAMES_LOOKUP_REGISTER: u32 = 8;
 
 /// `NameReply.result`: not found (lookups), nothing to remove (unregistering).
 pub const NAMES_NOT_FOUND: u32 = 0;
@@ -146,7 +151,7 @@ pub const NAMES_MALFORMED: u32 = 2;
 pub const NAMES_FULL: u32 = 3;
 /// `NameReply.result` of LOOKUP_LISTENER: found, and every listener registered that
 /// reaches the destination takes clients registered by socket cookie
-/// ([`NAMES_FAMILY_COOKIE`]).
+/// ([`NAMES_FAMILY_COOKIE`]); of LOOKUP_REGISTER: that, and the client is registered.
 pub const NAMES_OK_COOKIES: u32 = 4;
 /// Most registrations (listeners and clients together) one name-service connection holds.
 pub const NAMES_MAX_PER_CONNECTION: usize = 4096;
@@ -160,7 +165,8 @@ pub const NAMES_FAMILY_V4: u16 = 4;
 pub const NAMES_FAMILY_V6: u16 = 6;
 /// `NameEndpoint.family`: a client's TCP socket by its cookie (Linux `SO_COOKIE`, as
 /// `sock_diag` reports it too), little-endian in bytes 0..8 of `addr`, the rest and
-/// `port` 0; client ops only.
+/// `port` 0; client ops only. In LOOKUP_REGISTER, bytes 8..16 carry the seen listener's
+/// cookie (both cookies non-zero).
 pub const NAMES_FAMILY_COOKIE: u16 = 1;
 
 /// An IP address and port in a name-service request.
@@ -184,7 +190,7 @@ const _: () = assert!(core::mem::size_of::<NameEndpoint>() == 20);
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct NameRequest {
-    /// `NAMES_REGISTER_LISTENER` ..= `NAMES_TAKE_SERVER_BELL`.
+    /// `NAMES_REGISTER_LISTENER` ..= `NAMES_LOOKUP_REGISTER`.
     pub op: U32,
     /// Chosen by the host, echoed in the reply.
     pub seq: U32,

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use rustix::net::{RecvFlags, SendFlags};
@@ -19,10 +19,10 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::host::AttachError;
 use super::layout::{
     NameEndpoint, NameReply, NameRequest, NAMES_FAMILY_COOKIE, NAMES_FAMILY_NONE, NAMES_FAMILY_V4,
-    NAMES_FAMILY_V6, NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_MAGIC, NAMES_MALFORMED,
-    NAMES_MAX_PER_CONNECTION, NAMES_NOT_FOUND, NAMES_OK, NAMES_OK_COOKIES, NAMES_REGISTER_CLIENT,
-    NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT, NAMES_TAKE_SERVER_BELL, NAMES_UNREGISTER_CLIENT,
-    NAMES_UNREGISTER_LISTENER,
+    NAMES_FAMILY_V6, NAMES_FULL, NAMES_LOOKUP_LISTENER, NAMES_LOOKUP_REGISTER, NAMES_MAGIC,
+    NAMES_MALFORMED, NAMES_MAX_PER_CONNECTION, NAMES_NOT_FOUND, NAMES_OK, NAMES_OK_COOKIES,
+    NAMES_REGISTER_CLIENT, NAMES_REGISTER_LISTENER, NAMES_TAKE_CLIENT, NAMES_TAKE_SERVER_BELL,
+    NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
 };
 
 /// `addr` as the name service carries it: IPv4-mapped IPv6 addresses become IPv4 (a
@@ -127,6 +127,29 @@ pub fn client_from_endpoint(e: &NameEndpoint) -> Option<ClientKey> {
     from_endpoint(e).map(ClientKey::Addr)
 }
 
+/// The `client` endpoint of a LOOKUP_REGISTER: the client socket's cookie in bytes 0..8
+/// of `addr`, the seen listener's in bytes 8..16.
+pub fn lookup_register_endpoint(client: u64, seen: u64) -> NameEndpoint {
+    let mut e = client_endpoint(ClientKey::Cookie(client));
+    e.addr[8..].copy_from_slice(&seen.to_le_bytes());
+    e
+}
+
+/// The client socket's and the seen listener's cookies of a LOOKUP_REGISTER endpoint;
+/// `None` unless it is a cookie endpoint with port 0 and both cookies non-zero.
+fn lookup_register_cookies(e: &NameEndpoint) -> Option<(u64, u64)> {
+    if e.family.get() != NAMES_FAMILY_COOKIE || e.port.get() != 0 {
+        return None;
+    }
+    let word = |r: std::ops::Range<usize>| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&e.addr[r]);
+        u64::from_le_bytes(w)
+    };
+    let (client, seen) = (word(0..8), word(8..16));
+    (client != 0 && seen != 0).then_some((client, seen))
+}
+
 /// Whether a listener bound to `listener` receives connections to `dest`: same port, and
 /// the same address or a wildcard (`0.0.0.0` takes IPv4, `::` takes both, as a dual-stack
 /// socket does).
@@ -200,6 +223,8 @@ impl Registrations {
 /// Counters of a [`NameTable`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NameCounters {
+    /// Requests answered (malformed ones too).
+    pub requests: u64,
     /// Listener lookups.
     pub lookups: u64,
     /// Listener lookups that found one.
@@ -324,6 +349,30 @@ impl NameTable {
         self.counters
     }
 
+    /// LOOKUP_LISTENER's answer for a connection to `dest` (counted): `seen`, the
+    /// cookie of the listener the asking host's kernel would give it to, must be
+    /// registered if it came.
+    fn lookup(&mut self, seen: Option<u64>, dest: SocketAddr) -> u32 {
+        self.counters.lookups += 1;
+        let (mut found, mut all_cookies, mut matched) = (false, true, false);
+        for l in self.conns.values().flat_map(|r| &r.listeners) {
+            if listener_reaches(l.addr, dest) {
+                found = true;
+                all_cookies &= l.takes_cookies;
+                matched |= seen.is_some() && Some(l.cookie) == seen;
+            }
+        }
+        if !found || (seen.is_some() && !matched) {
+            return NAMES_NOT_FOUND;
+        }
+        self.counters.lookups_found += 1;
+        if matched && all_cookies {
+            NAMES_OK_COOKIES
+        } else {
+            NAMES_OK
+        }
+    }
+
     /// Answers one request (`bytes`, as received) of connection `id`.
     pub fn handle(&mut self, id: u64, bytes: &[u8]) -> NameReply {
         self.handle_with(id, bytes, None).0
@@ -345,10 +394,11 @@ impl NameTable {
         &mut self,
         id: u64,
         bytes: &[u8],
-        fd: Option<OwnedFd>,
+        mut fd: Option<OwnedFd>,
         now: std::time::Instant,
     ) -> (NameReply, Option<OwnedFd>) {
         self.expire(now);
+        self.counters.requests += 1;
         let mut out = None;
         let mut reply = NameReply {
             op: 0.into(),
@@ -420,32 +470,33 @@ impl NameTable {
                 }
             }
             (NAMES_LOOKUP_LISTENER, c, Some(s)) => {
-                self.counters.lookups += 1;
                 // The cookie of the listener the asking host's kernel would give the
                 // connection to, if it told: that one must be registered.
                 let seen = match c {
                     Some(ClientKey::Cookie(x)) if x != 0 => Some(x),
                     _ => None,
                 };
-                let (mut found, mut all_cookies, mut matched) = (false, true, false);
-                for l in self.conns.values().flat_map(|r| &r.listeners) {
-                    if listener_reaches(l.addr, s) {
-                        found = true;
-                        all_cookies &= l.takes_cookies;
-                        matched |= seen.is_some() && Some(l.cookie) == seen;
-                    }
-                }
-                if !found || (seen.is_some() && !matched) {
-                    NAMES_NOT_FOUND
-                } else {
-                    self.counters.lookups_found += 1;
-                    if matched && all_cookies {
-                        NAMES_OK_COOKIES
-                    } else {
-                        NAMES_OK
-                    }
-                }
+                self.lookup(seen, s)
             }
+            (NAMES_LOOKUP_REGISTER, _, Some(s)) => match lookup_register_cookies(&req.client) {
+                None => NAMES_MALFORMED,
+                Some((client, seen)) => match self.lookup(Some(seen), s) {
+                    NAMES_OK_COOKIES
+                        if self.conns.get(&id).map_or(0, Registrations::len)
+                            >= NAMES_MAX_PER_CONNECTION =>
+                    {
+                        NAMES_FULL
+                    }
+                    NAMES_OK_COOKIES => {
+                        let bell = self.hold(fd.take());
+                        let pair = (ClientKey::Cookie(client), s);
+                        let r = self.conns.entry(id).or_default();
+                        r.clients.push(ClientReg { pair, bell });
+                        NAMES_OK_COOKIES
+                    }
+                    other => other,
+                },
+            },
             (NAMES_TAKE_CLIENT, Some(c), Some(s)) => {
                 let live = self.conns.iter_mut().find_map(|(&owner, r)| {
                     let i = r.clients.iter().position(|t| t.pair == (c, s))?;
@@ -529,6 +580,8 @@ pub enum Lookup {
 pub struct NameClient {
     sock: Mutex<OwnedFd>,
     seq: AtomicU32,
+    /// The board answered LOOKUP_REGISTER as malformed (it predates the op).
+    no_lookup_register: AtomicBool,
 }
 
 impl std::os::fd::AsRawFd for NameClient {
@@ -569,6 +622,7 @@ impl NameClient {
         Ok(Self {
             sock: Mutex::new(sock),
             seq: AtomicU32::new(1),
+            no_lookup_register: AtomicBool::new(false),
         })
     }
 
@@ -655,10 +709,16 @@ impl NameClient {
         }
         match reply.result.get() {
             NAMES_OK => Ok((NAMES_OK, got)),
-            NAMES_OK_COOKIES if op == NAMES_LOOKUP_LISTENER => Ok((NAMES_OK_COOKIES, got)),
+            NAMES_OK_COOKIES if matches!(op, NAMES_LOOKUP_LISTENER | NAMES_LOOKUP_REGISTER) => {
+                Ok((NAMES_OK_COOKIES, got))
+            }
             NAMES_NOT_FOUND => Ok((NAMES_NOT_FOUND, None)),
             // A board older than the doorbells does not know the op: no doorbell.
             NAMES_MALFORMED if op == NAMES_TAKE_SERVER_BELL => Ok((NAMES_NOT_FOUND, None)),
+            NAMES_MALFORMED if op == NAMES_LOOKUP_REGISTER => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the board predates LOOKUP_REGISTER",
+            )),
             NAMES_FULL => Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
                 "too many name-service registrations",
@@ -727,6 +787,44 @@ impl NameClient {
             NAMES_OK => Lookup::Addresses,
             _ => Lookup::None,
         })
+    }
+
+    /// [`NameClient::lookup`] and [`NameClient::register_client`] in one round trip
+    /// (LOOKUP_REGISTER): looks up the listener a connection to `dest` reaches, `seen`
+    /// being the cookie of the listening socket this host's kernel would give it to, and
+    /// only if the answer is [`Lookup::Cookies`] registers the client socket's cookie
+    /// `client` for `dest`, with the doorbell `bell` if given. Returns the lookup's answer;
+    /// [`Lookup::Cookies`] means registered (nothing is registered otherwise).
+    ///
+    /// # Errors
+    /// `Unsupported` if the board predates the op (then at once, for good: use the two
+    /// requests); `InvalidInput` for a zero cookie; otherwise as
+    /// [`NameClient::register_client`].
+    pub fn lookup_register(
+        &self,
+        client: u64,
+        dest: SocketAddr,
+        seen: u64,
+        bell: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<Lookup> {
+        if self.no_lookup_register.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        }
+        if client == 0 || seen == 0 {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        let e = lookup_register_endpoint(client, seen);
+        match self.call_raw(NAMES_LOOKUP_REGISTER, e, dest, bell) {
+            Ok((NAMES_OK_COOKIES, _)) => Ok(Lookup::Cookies),
+            Ok((NAMES_OK, _)) => Ok(Lookup::Addresses),
+            Ok(_) => Ok(Lookup::None),
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::Unsupported {
+                    self.no_lookup_register.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Registers the connection `client` → `server` (before connecting).
@@ -886,6 +984,7 @@ mod tests {
         assert_eq!(
             t.counters(),
             NameCounters {
+                requests: 8,
                 lookups: 4,
                 lookups_found: 1,
                 ..NameCounters::default()
@@ -1070,6 +1169,126 @@ mod tests {
         assert_eq!(result(&mut t, 1, bad.as_bytes()), NAMES_MALFORMED);
     }
 
+    fn lookup_register(client: u64, seen: u64, server: &str) -> Vec<u8> {
+        NameRequest {
+            op: NAMES_LOOKUP_REGISTER.into(),
+            seq: 7.into(),
+            client: lookup_register_endpoint(client, seen),
+            server: endpoint(a(server)),
+        }
+        .as_bytes()
+        .to_vec()
+    }
+
+    #[test]
+    fn a_lookup_register_request_has_its_golden_bytes() {
+        let r = lookup_register(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, "10.0.0.1:80");
+        let mut want = vec![8, 0, 0, 0, 7, 0, 0, 0];
+        want.extend_from_slice(&[1, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]);
+        want.extend_from_slice(&[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]);
+        want.extend_from_slice(&[4, 0, 80, 0, 10, 0, 0, 1]);
+        want.extend_from_slice(&[0; 12]);
+        assert_eq!(r, want);
+        let e = NameRequest::read_from_bytes(&r).unwrap().client;
+        assert_eq!(
+            lookup_register_cookies(&e),
+            Some((0x0102_0304_0506_0708, 0x1112_1314_1516_1718))
+        );
+    }
+
+    #[test]
+    fn lookup_register_registers_the_client_only_where_the_lookup_says_cookies() {
+        let mut t = NameTable::new();
+        let mut marked =
+            NameRequest::read_from_bytes(&req(NAMES_REGISTER_LISTENER, None, "0.0.0.0:7000"))
+                .unwrap();
+        marked.client = listener_endpoint(11, true);
+        assert_eq!(result(&mut t, 1, marked.as_bytes()), NAMES_OK);
+        let take = |c: u64| cookie_req(NAMES_TAKE_CLIENT, c, "127.0.0.1:7000");
+        // The listener seen is registered and takes cookies: registered, taken once.
+        let lr = lookup_register(42, 11, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &lr), NAMES_OK_COOKIES);
+        assert_eq!(result(&mut t, 1, &take(42)), NAMES_OK);
+        assert_eq!(result(&mut t, 1, &take(42)), NAMES_NOT_FOUND);
+        // Another socket seen, or nothing on the port: not found, nothing registered.
+        let other = lookup_register(43, 12, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &other), NAMES_NOT_FOUND);
+        assert_eq!(result(&mut t, 1, &take(43)), NAMES_NOT_FOUND);
+        let nobody = lookup_register(44, 11, "127.0.0.1:7001");
+        assert_eq!(result(&mut t, 2, &nobody), NAMES_NOT_FOUND);
+        assert_eq!(
+            result(
+                &mut t,
+                1,
+                &cookie_req(NAMES_TAKE_CLIENT, 44, "127.0.0.1:7001")
+            ),
+            NAMES_NOT_FOUND
+        );
+        // A listener beside it that takes addresses only: found (1), the client is left
+        // to register by its address.
+        let mut plain = marked;
+        plain.server = endpoint(a("127.0.0.1:7000"));
+        plain.client = listener_endpoint(13, false);
+        assert_eq!(result(&mut t, 3, plain.as_bytes()), NAMES_OK);
+        let lr = lookup_register(45, 11, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 2, &lr), NAMES_OK);
+        assert_eq!(result(&mut t, 1, &take(45)), NAMES_NOT_FOUND);
+        // Every answer was a lookup.
+        let c = t.counters();
+        assert_eq!((c.lookups, c.lookups_found), (4, 2));
+        // Malformed: a zero cookie, a port, another family.
+        for bad in [
+            lookup_register(0, 11, "127.0.0.1:7000"),
+            lookup_register(46, 0, "127.0.0.1:7000"),
+        ] {
+            assert_eq!(result(&mut t, 2, &bad), NAMES_MALFORMED);
+        }
+        let mut bad =
+            NameRequest::read_from_bytes(&lookup_register(46, 11, "127.0.0.1:7000")).unwrap();
+        bad.client.port = 1.into();
+        assert_eq!(result(&mut t, 2, bad.as_bytes()), NAMES_MALFORMED);
+        let mut bad =
+            NameRequest::read_from_bytes(&lookup_register(46, 11, "127.0.0.1:7000")).unwrap();
+        bad.client = endpoint(a("127.0.0.1:40000"));
+        assert_eq!(result(&mut t, 2, bad.as_bytes()), NAMES_MALFORMED);
+    }
+
+    #[test]
+    fn lookup_register_keeps_the_doorbell_only_with_a_registration_and_counts_it_full() {
+        let mut t = NameTable::new();
+        let t0 = std::time::Instant::now();
+        let mut marked =
+            NameRequest::read_from_bytes(&req(NAMES_REGISTER_LISTENER, None, "127.0.0.1:7000"))
+                .unwrap();
+        marked.client = listener_endpoint(11, true);
+        assert_eq!(result(&mut t, 1, marked.as_bytes()), NAMES_OK);
+        // Registered: the bell is kept and handed to the server with the take.
+        let (cfd, mut cend) = bell();
+        let lr = lookup_register(42, 11, "127.0.0.1:7000");
+        let (r, out) = t.handle_at(2, &lr, Some(cfd), t0);
+        assert_eq!((r.result.get(), out.is_none()), (NAMES_OK_COOKIES, true));
+        assert_eq!(t.bells_held(), 1);
+        let (sfd, _send) = bell();
+        let take = cookie_req(NAMES_TAKE_CLIENT, 42, "127.0.0.1:7000");
+        let (r, out) = t.handle_at(1, &take, Some(sfd), t0);
+        assert_eq!(r.result.get(), NAMES_OK);
+        assert!(same(&out.expect("the client's bell"), &mut cend));
+        // Not registered: the bell that came is closed.
+        let (cfd, _cend) = bell();
+        let lr = lookup_register(43, 12, "127.0.0.1:7000");
+        let (r, _) = t.handle_at(2, &lr, Some(cfd), t0);
+        assert_eq!(r.result.get(), NAMES_NOT_FOUND);
+        assert_eq!(t.bells_held(), 1, "only the server's, kept for its client");
+        // A full connection registers nothing more.
+        for i in 0..NAMES_MAX_PER_CONNECTION as u64 {
+            let reg = cookie_req(NAMES_REGISTER_CLIENT, 1000 + i, "127.0.0.1:7001");
+            assert_eq!(result(&mut t, 3, &reg), NAMES_OK);
+        }
+        let lr = lookup_register(44, 11, "127.0.0.1:7000");
+        assert_eq!(result(&mut t, 3, &lr), NAMES_FULL);
+        assert_eq!(result(&mut t, 1, &take), NAMES_NOT_FOUND);
+    }
+
     #[test]
     fn a_gone_connections_client_registrations_stay_to_be_taken_for_a_while() {
         let mut t = NameTable::new();
@@ -1232,6 +1451,68 @@ mod tests {
         let got = n.take_server_bell(a("127.0.0.1:40000"), a("127.0.0.1:7000"));
         assert!(matches!(got, Ok(None)), "{got:?}");
         board.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_board_without_lookup_register_is_asked_once_and_then_in_two_requests() {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        // A board of before op 8: it answers op 8 as malformed, lookups as found.
+        let dir = std::env::temp_dir().join(format!("names-old8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = super::super::socket_path(&dir, "old");
+        let _ = std::fs::remove_file(&path);
+        let l = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(&l, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        rustix::net::listen(&l, 1).unwrap();
+        let board = std::thread::spawn(move || {
+            let c = rustix::net::accept(&l).unwrap();
+            let mut buf = [0u8; 64];
+            rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
+            rustix::net::send(&c, &NAMES_MAGIC, SendFlags::empty()).unwrap();
+            let mut ops = Vec::new();
+            loop {
+                let (n, _) = rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
+                if n == 0 {
+                    return ops;
+                }
+                let r = NameRequest::read_from_bytes(&buf[..n]).unwrap();
+                ops.push(r.op.get());
+                let result = match r.op.get() {
+                    NAMES_LOOKUP_LISTENER => NAMES_OK_COOKIES,
+                    _ => NAMES_MALFORMED,
+                };
+                let reply = NameReply {
+                    op: r.op,
+                    seq: r.seq,
+                    result: result.into(),
+                    reserved: 0.into(),
+                };
+                rustix::net::send(&c, reply.as_bytes(), SendFlags::empty()).unwrap();
+            }
+        });
+        let n = NameClient::connect_in(&dir, "old").unwrap();
+        let dest = a("127.0.0.1:7000");
+        for _ in 0..2 {
+            let got = n.lookup_register(42, dest, 11, None);
+            assert_eq!(
+                got.map_err(|e| e.kind()),
+                Err(std::io::ErrorKind::Unsupported)
+            );
+        }
+        assert_eq!(n.lookup(dest, Some(11)).unwrap(), Lookup::Cookies);
+        drop(n);
+        assert_eq!(
+            board.join().unwrap(),
+            [NAMES_LOOKUP_REGISTER, NAMES_LOOKUP_LISTENER],
+            "op 8 asked once"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
