@@ -1268,6 +1268,14 @@ pub unsafe extern "C" fn epoll_ctl(
         if op == libc::EPOLL_CTL_ADD {
             adopt_listener(fd);
         }
+        if op != libc::EPOLL_CTL_DEL {
+            if let Some(e) = smc_of(fd) {
+                guarded(|| {
+                    smc!(e).mark_in_epoll(fd);
+                    0
+                });
+            }
+        }
         if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
             // SAFETY: the caller's event, read once.
             let events = unsafe { (*ev).events };
@@ -1377,6 +1385,8 @@ pub unsafe extern "C" fn epoll_pwait(
 /// As the C library's `poll`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    // SAFETY: the caller's array of `n` entries.
+    unsafe { settle_polled(fds, n) };
     let reads_smc = || {
         (0..n as usize).any(|i| {
             // SAFETY: the caller's array of `n` entries, read one by one.
@@ -1393,6 +1403,121 @@ pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: 
         },
     };
     call_real!(poll(fds, n, timeout))
+}
+
+/// Settles the SMC-D descriptors that `fds` (`n` entries) polls for input
+/// ([`SmcFd::settle`]): records of data that blocking reads took before the records came
+/// must not make them poll readable.
+///
+/// # Safety
+/// `fds` is the caller's array of `n` entries.
+unsafe fn settle_polled(fds: *const libc::pollfd, n: libc::nfds_t) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's array of `n` entries, read one by one.
+        let p = unsafe { *fds.add(i) };
+        if p.events & libc::POLLIN != 0 && TABLE.maybe_tracked(p.fd) {
+            if let Some(e) = smc_of(p.fd) {
+                guarded(|| {
+                    smc!(e).settle(p.fd);
+                    0
+                });
+            }
+        }
+    }
+}
+
+/// [`settle_polled`] for the read set `rd` of a `select` of `nfds` descriptors.
+///
+/// # Safety
+/// `rd` is null or the caller's set.
+unsafe fn settle_selected(nfds: c_int, rd: *const libc::fd_set) {
+    if rd.is_null() {
+        return;
+    }
+    for fd in 0..nfds.clamp(0, libc::FD_SETSIZE as c_int) {
+        // SAFETY: the caller's set, tested below FD_SETSIZE.
+        if TABLE.maybe_tracked(fd) && unsafe { libc::FD_ISSET(fd, rd) } {
+            if let Some(e) = smc_of(fd) {
+                guarded(|| {
+                    smc!(e).settle(fd);
+                    0
+                });
+            }
+        }
+    }
+}
+
+/// `__poll_chk` (`poll` in programs built with `_FORTIFY_SOURCE`, memcached's): as
+/// [`poll`]; an array shorter than `n` entries goes to the C library's check (which ends
+/// the program).
+///
+/// # Safety
+/// As the C library's `__poll_chk`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> c_int {
+    if (fdslen / size_of::<libc::pollfd>()) < n as usize {
+        return call_real!(__poll_chk(fds, n, timeout, fdslen));
+    }
+    // SAFETY: the caller's array, of at least `n` entries (checked above).
+    unsafe { poll(fds, n, timeout) }
+}
+
+/// `__ppoll_chk`: as [`ppoll`], with `__poll_chk`'s length check.
+///
+/// # Safety
+/// As the C library's `__ppoll_chk`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    if (fdslen / size_of::<libc::pollfd>()) < n as usize {
+        return call_real!(__ppoll_chk(fds, n, ts, sigmask, fdslen));
+    }
+    // SAFETY: the caller's array, of at least `n` entries (checked above).
+    unsafe { ppoll(fds, n, ts, sigmask) }
+}
+
+/// `ppoll`: the C library's call, after [`settle_polled`] (no busy polling).
+///
+/// # Safety
+/// As the C library's `ppoll`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: the caller's array of `n` entries.
+    unsafe { settle_polled(fds, n) };
+    call_real!(ppoll(fds, n, ts, sigmask))
+}
+
+/// `pselect`: the C library's call, after [`settle_selected`] (no busy polling).
+///
+/// # Safety
+/// As the C library's `pselect`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    ts: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: the caller's read set, if any.
+    unsafe { settle_selected(nfds, rd) };
+    call_real!(pselect(nfds, rd, wr, ex, ts, sigmask))
 }
 
 /// `select`: as [`epoll_wait`] (busy polling, see `busy`): each look works on copies of
@@ -1421,6 +1546,8 @@ pub unsafe extern "C" fn select(
         let ms = (t.tv_sec as i128) * 1000 + (t.tv_usec as i128 + 999) / 1000;
         ms.min(c_int::MAX as i128) as c_int
     };
+    // SAFETY: the caller's read set, if any.
+    unsafe { settle_selected(nfds, rd) };
     let reads_smc = || {
         // SAFETY: the caller's read set, tested bit by bit below `nfds` (at most
         // FD_SETSIZE, the size of a set).
@@ -1593,7 +1720,13 @@ pub(crate) fn keep_epoll_regs(app: c_int) {
     }
     let regs = epoll_regs().as_mut().and_then(|m| m.remove(&app));
     EPOLL_FDS.set(app, false);
-    for (epfd, ev) in regs.unwrap_or_default() {
+    let regs = regs.unwrap_or_default();
+    if !regs.is_empty() {
+        if let Some(e) = smc_of(app) {
+            smc!(e).mark_in_epoll(app);
+        }
+    }
+    for (epfd, ev) in regs {
         spin_for(epfd, app, ev.events);
     }
 }

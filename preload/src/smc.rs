@@ -34,6 +34,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -190,6 +191,11 @@ impl Bell {
             }
         }
         allowed(&conn, st.announced)
+    }
+
+    /// The most that the records taken from A so far announced.
+    fn announced(&self) -> u64 {
+        self.lock().announced
     }
 
     /// How many received bytes reads may take now, as [`Bell::collect`] would say, without
@@ -414,6 +420,13 @@ pub struct SmcFd {
     /// `connect` returns 0, as TCP's first `connect` after the connection is made, and
     /// `EISCONN` after that.
     connect_unreported: std::sync::atomic::AtomicBool,
+    /// A program's `epoll` set holds A (added with `epoll_ctl`, also while the connection
+    /// was set up): reads stop at what the records announced ([`SmcFd::relaxes`]).
+    in_epoll: std::sync::atomic::AtomicBool,
+    /// The count of received bytes (in all) up to which a read took data that no record
+    /// had announced yet, if one did (0: none): their records may still be on the way
+    /// into A ([`SmcFd::settle`]).
+    unsettled: std::sync::atomic::AtomicU64,
     /// Counted among the process's connections whose peer rings the doorbell (busy polling
     /// spins while there are: `busy`).
     _live: Option<crate::busy::Live>,
@@ -480,6 +493,11 @@ const SPIN: Duration = Duration::from_micros(30);
 /// spin's end (a reader that spun its full 30 µs per ring's worth halved the
 /// throughput of a writer and reader sharing a core).
 const PLAIN_SPIN: Duration = Duration::from_micros(6);
+
+/// Longest [`SmcFd::settle`] waits for the records of data that relaxed reads took: a
+/// record comes microseconds after its data unless the peer is descheduled in between
+/// (or died, after which its end comes).
+const SETTLE_LIMIT: Duration = Duration::from_millis(10);
 
 /// `O_NONBLOCK` of the application's descriptor (shared by its `dup`s).
 pub fn fd_nonblocking(fd: c_int) -> bool {
@@ -588,6 +606,8 @@ impl SmcFd {
             peek: Mutex::new(Vec::new()),
             reset_pending: std::sync::atomic::AtomicBool::new(false),
             connect_unreported: std::sync::atomic::AtomicBool::new(false),
+            in_epoll: std::sync::atomic::AtomicBool::new(false),
+            unsettled: std::sync::atomic::AtomicU64::new(0),
             _live: gated.then(crate::busy::Live::new),
             _watched: (!gated).then(Watched::new),
         };
@@ -676,9 +696,11 @@ impl SmcFd {
     }
 
     /// One non-blocking read of the ring into `buf`, of at most what the doorbell's records
-    /// announced ([`Bell::collect`], which takes them from A first); `WouldBlock` if none.
-    fn read_announced(&self, fd: c_int, buf: &mut [u8]) -> io::Result<usize> {
+    /// announced ([`Bell::collect`], which takes them from A first), or, `relax`ed, of
+    /// whatever came (see [`SmcFd::relaxes`]); `WouldBlock` if none.
+    fn read_announced(&self, fd: c_int, buf: &mut [u8], relax: bool) -> io::Result<usize> {
         let limit = self.bell.collect(fd);
+        let limit = if relax { None } else { limit };
         let n = limit.map_or(buf.len(), |k| buf.len().min(k as usize));
         if n == 0 && !buf.is_empty() {
             return Err(io::Error::new(
@@ -686,7 +708,70 @@ impl SmcFd {
                 "no announced data",
             ));
         }
-        self.conn.read_with(&mut buf[..n], true)
+        let r = self.conn.read_with(&mut buf[..n], true);
+        if relax && matches!(r, Ok(k) if k > 0) {
+            let read = self.conn.consumed_total();
+            if read > self.bell.announced() {
+                self.unsettled.fetch_max(read, Ordering::SeqCst);
+                // Added to an epoll set by another thread meanwhile: settled now (that
+                // thread's `mark_in_epoll` may have looked before this read).
+                if self.in_epoll.load(Ordering::SeqCst) {
+                    self.settle(fd);
+                }
+            }
+        }
+        r
+    }
+
+    /// Whether a receive with flags `f` may read data whose record has not come yet (a
+    /// **relaxed** read; the peer writes a record after each data CDC, and a reader that
+    /// waited for it paid that `send` on every round trip: sockperf's ping-pong latency
+    /// with the peer bell was twice the interrupt thread's). Only a blocking receive,
+    /// and only while no `epoll` set holds A: a record that comes after its data was read
+    /// would make A poll readable with nothing to read. Such records are taken by the
+    /// next read, and before any `poll` or `select` on the descriptor looks
+    /// ([`SmcFd::settle`]).
+    fn relaxes(&self, f: RecvFlags) -> bool {
+        self.bell.gated && !f.dontwait && !self.in_epoll.load(Ordering::SeqCst)
+    }
+
+    /// Takes the records of data that relaxed reads took before them (see
+    /// `SmcFd::relaxes`), waiting for those still on their way (at most 10 ms,
+    /// `SETTLE_LIMIT`; a peer that died between its data and its record sends none),
+    /// so that A polls readable only with data to read. Called before `poll`, `ppoll`,
+    /// `select` and `pselect` look at the descriptor, and when an `epoll` set takes it.
+    pub fn settle(&self, fd: c_int) {
+        let want = self.unsettled.load(Ordering::SeqCst);
+        if want == 0 {
+            return;
+        }
+        // The caller's call sets `errno` only if it fails (the records' reads here end in
+        // `EAGAIN`).
+        let saved = crate::real::errno();
+        let mut phase = SpinPhase::new(SETTLE_LIMIT);
+        loop {
+            let _ = self.bell.collect(fd);
+            if self.bell.announced() >= want
+                || self.conn.read_would_end()
+                || !self.bell.still_a(fd)
+                || !phase.spin()
+            {
+                break;
+            }
+        }
+        let _ = self
+            .unsettled
+            .compare_exchange(want, 0, Ordering::SeqCst, Ordering::SeqCst);
+        // The collect took every record: one of our own goes back for data left.
+        self.bell.finish_read(fd);
+        crate::real::set_errno(saved);
+    }
+
+    /// An `epoll` set took A (`epoll_ctl`): from now on reads stop at what the records
+    /// announced, and the records of earlier relaxed reads are taken first.
+    pub fn mark_in_epoll(&self, fd: c_int) {
+        self.in_epoll.store(true, Ordering::SeqCst);
+        self.settle(fd);
     }
 
     /// Receives into `buf` from the application's descriptor `fd`.
@@ -703,6 +788,7 @@ impl SmcFd {
         if buf.is_empty() {
             return Ok(0);
         }
+        let relax = self.relaxes(f);
         let mut peek = self.peek.lock().unwrap_or_else(|e| e.into_inner());
         if f.peek {
             // A peek shows what a read would take now, as TCP's (`tcp_recvmsg` copies
@@ -713,7 +799,7 @@ impl SmcFd {
             while peek.len() < want {
                 let wait = !f.dontwait && (peek.is_empty() || f.waitall);
                 let mut tmp = vec![0u8; want - peek.len()];
-                match self.read_announced(fd, &mut tmp) {
+                match self.read_announced(fd, &mut tmp, relax) {
                     Ok(0) => break,
                     Ok(n) => {
                         peek.extend_from_slice(&tmp[..n]);
@@ -722,7 +808,7 @@ impl SmcFd {
                             .store(peek.len(), std::sync::atomic::Ordering::Release);
                     }
                     Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = self.wait_readable(fd) {
+                        if let Err(e) = self.wait_readable(fd, relax) {
                             if peek.is_empty() {
                                 return Err(e);
                             }
@@ -751,7 +837,7 @@ impl SmcFd {
         while done < buf.len() {
             // After some bytes, only MSG_WAITALL waits for more.
             let wait = !f.dontwait && (done == 0 || f.waitall);
-            match self.read_announced(fd, &mut buf[done..]) {
+            match self.read_announced(fd, &mut buf[done..], relax) {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n;
@@ -762,7 +848,7 @@ impl SmcFd {
                 Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
                     // A signal or the time limit after some bytes: the count, as TCP's
                     // `tcp_recvmsg` returns what it copied.
-                    if let Err(e) = self.wait_readable(fd) {
+                    if let Err(e) = self.wait_readable(fd, relax) {
                         if done > 0 {
                             break;
                         }
@@ -791,17 +877,21 @@ impl SmcFd {
     /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), `EBADF` (another
     /// thread closed `fd` before this wait began), or another `errno` of the kernel's
     /// `recv`.
-    fn wait_readable(&self, fd: c_int) -> Result<(), c_int> {
+    fn wait_readable(&self, fd: c_int, relax: bool) -> Result<(), c_int> {
         // The spin stands for part of the kernel's wait: a signal that comes meanwhile
         // must end the call as it would end that wait (see `SpinSignals`).
         let signals = SpinSignals::block();
         let start = std::time::Instant::now();
         let mut phase = None;
         loop {
-            // Gated, data counts once its record is in A (it comes right after the data);
-            // ungated, this is one look at the peer's CDC per turn, as before the records.
+            // Gated, data counts once its record is in A (it comes right after the data),
+            // unless the read is relaxed; ungated, this is one look at the peer's CDC per
+            // turn, as before the records.
             let ready = self.conn.read_ready()
-                && (!self.bell.unannounced() || self.conn.read_would_end() || has_record(fd));
+                && (relax
+                    || !self.bell.unannounced()
+                    || self.conn.read_would_end()
+                    || has_record(fd));
             if ready {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
@@ -1013,7 +1103,7 @@ impl SmcFd {
     /// `errno` of the wait.
     pub fn wait_data(&self, fd: c_int) -> Result<(), c_int> {
         while self.readable(fd) == 0 && !self.conn.read_would_end() {
-            self.wait_readable(fd)?;
+            self.wait_readable(fd, false)?;
         }
         Ok(())
     }

@@ -2151,6 +2151,22 @@ fn epoll_readable_means_a_read_returns_data() {
     }
 }
 
+/// A blocking read with the peer bell takes the data without waiting for the peer's
+/// doorbell record (which came a `send` later and doubled ping-pong latency); the record
+/// that comes after must not make the socket poll readable: `poll`, `ppoll`, `select`
+/// and `pselect` take such records first (`SmcFd::settle`), and a socket in an epoll set
+/// reads only what records announced. Fails without the settling (the record of the last
+/// echo leaves the socket readable).
+#[test]
+fn a_blocking_read_that_went_past_the_records_leaves_nothing_readable() {
+    io_both_ways(BoardKind::Loopback, vec![], &["settled"], 1);
+    for extra in [vec![], vec![("ISM_RUN_NOCOPY", "1")]] {
+        let mut extra = extra;
+        extra.push(("ISM_RUN_PEER_BELL", "1"));
+        io_both_ways(BoardKind::Loopback, extra, &["settled"], 0);
+    }
+}
+
 /// `O_NONBLOCK` set and cleared by `fcntl` (on the descriptor and on a `dup`) and by
 /// `FIONBIO`: reads fail at once or wait as the flag says (the library keeps the flag
 /// rather than asking the kernel on every call).

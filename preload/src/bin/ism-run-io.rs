@@ -46,11 +46,18 @@
 //!                                      level-triggered epoll says readable: every such read
 //!                                      returns data or the end, never EAGAIN (wrk counts
 //!                                      that as an error); every byte checked
+//! ism-run-io settled ADDR              blocking round trips of 100 bytes (write, then read
+//!                                      the echo whole); after each, once the peer's
+//!                                      doorbell record had time to come (1 ms), poll,
+//!                                      ppoll, select and pselect must not say readable
+//!                                      (nothing is left to read); then the same with the
+//!                                      socket in an epoll set (epoll_wait too)
 //! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
 //!                                      listen, accept4, connect, the data calls, poll,
-//!                                      select, epoll, fcntl, ioctl, the socket options and
-//!                                      names, dup*, sendfile, shutdown, close) leaves errno
-//!                                      as it was, as the kernel's calls do
+//!                                      ppoll, select, pselect, epoll, fcntl, ioctl, the
+//!                                      socket options and names, dup*, sendfile,
+//!                                      shutdown, close) leaves errno as it was, as the
+//!                                      kernel's calls do
 //! ```
 //! Prints `ok ROLE ...` and exits 0, or says what went wrong and exits 1. Every wait is
 //! bounded.
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
         "errno-kept" => errno_kept(addr),
         "nonblock" => nonblock(addr),
         "readable" => readable(addr),
+        "settled" => settled(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -472,6 +480,40 @@ fn errno_kept(addr: &str) -> Result<(), String> {
     let mut mh: libc::msghdr = zeroed();
     mh.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
     mh.msg_iovlen = 1;
+    // A blocking round trip (with the peer bell its read may go past the doorbell's
+    // record), then ppoll and pselect, which take such a record before they look.
+    kept!("write (round trip)", libc::write(fd, p_msg, 4), four)?;
+    let mut echo = [0u8; 4];
+    let p_echo: *mut libc::c_void = echo.as_mut_ptr().cast();
+    kept!(
+        "recv (round trip)",
+        libc::recv(fd, p_echo, 4, libc::MSG_WAITALL),
+        four
+    )?;
+    std::thread::sleep(Duration::from_millis(1));
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut p0 = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    kept!(
+        "ppoll",
+        libc::ppoll(&mut p0, 1, &now, std::ptr::null()),
+        zero
+    )?;
+    let mut set0: libc::fd_set = zeroed();
+    // SAFETY: a descriptor below FD_SETSIZE into a zeroed set.
+    unsafe { libc::FD_SET(fd, &mut set0) };
+    let (none0, nomask) = (std::ptr::null_mut(), std::ptr::null());
+    kept!(
+        "pselect",
+        libc::pselect(fd + 1, &mut set0, none0, none0, &now, nomask),
+        zero
+    )?;
     kept!("write", libc::write(fd, p_msg, 4), four)?;
     kept!("send", libc::send(fd, p_msg, 4, 0), four)?;
     kept!(
@@ -926,6 +968,92 @@ fn nonblock(addr: &str) -> Result<(), String> {
         return Err(format!("echo: {b:?}"));
     }
     println!("ok nonblock");
+    Ok(())
+}
+
+/// Blocking round trips, each followed by every readiness call: none may say readable
+/// (a blocking read of the library may take data before its doorbell record comes; the
+/// record must not make the socket poll readable afterwards).
+fn settled(addr: &str) -> Result<(), String> {
+    const ROUNDS: usize = 150;
+    const SIZE: usize = 100;
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    // SAFETY: a new epoll descriptor of ours.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut msg = [0u8; SIZE];
+    let mut back = [0u8; SIZE];
+    for round in 0..2 * ROUNDS {
+        if round == ROUNDS {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: adds our socket to our epoll set with a valid event.
+            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+                return Err(format!("epoll_ctl: errno {}", errno()));
+            }
+        }
+        for (k, b) in msg.iter_mut().enumerate() {
+            *b = pattern(round * SIZE + k);
+        }
+        s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+        s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+        if back != msg {
+            return Err(format!("round {round}: the echo differs"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        let mut said = Vec::new();
+        // In an epoll set, epoll_wait first (the others would take a stray record).
+        if round >= ROUNDS {
+            let mut out = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: waits on our epoll set for one event into a local, not at all.
+            if unsafe { libc::epoll_wait(ep, &mut out, 1, 0) } > 0 {
+                said.push("epoll_wait");
+            }
+        }
+        if poll1(fd, libc::POLLIN, 0) & libc::POLLIN != 0 {
+            said.push("poll");
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout, no signal mask.
+        if unsafe { libc::ppoll(&mut p, 1, &zero, std::ptr::null()) } > 0 {
+            said.push("ppoll");
+        }
+        // SAFETY: a local set holding our descriptor (below FD_SETSIZE in this program),
+        // a zero timeout.
+        unsafe {
+            let mut rd: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(fd, &mut rd);
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let null = std::ptr::null_mut();
+            if libc::select(fd + 1, &mut rd, null, null, &mut tv) > 0 {
+                said.push("select");
+            }
+            libc::FD_SET(fd, &mut rd);
+            if libc::pselect(fd + 1, &mut rd, null, null, &zero, std::ptr::null()) > 0 {
+                said.push("pselect");
+            }
+        }
+        if !said.is_empty() {
+            return Err(format!(
+                "round {round}: {} said readable with nothing to read",
+                said.join(", ")
+            ));
+        }
+    }
+    println!("ok settled {} round trips", 2 * ROUNDS);
     Ok(())
 }
 
