@@ -5,7 +5,7 @@
 # beside the loopback-ism series' own, a JSON file and an SVG chart.
 #
 #   scripts/seed-bench.sh [--rounds N] [--secs S] [--only sockperf-bw,...] \
-#                         [--transports tcp,lo,lo-nocopy,lo-bell,lo-busy,lpar] [--pin]
+#                         [--transports tcp,lo,lo-nocopy,lo-irq,lo-busy,lpar] [--pin]
 #                         [--out PREFIX]
 #
 # (`scripts/seed_bench.py --help` lists every option.) Installs the programs it needs

@@ -28,14 +28,15 @@ import sys
 import tempfile
 import time
 
-# Transports: name -> (board kind or None for plain TCP, no-copy, peer bell, busy-poll
-# microseconds or 0).
+# Transports: name -> (board kind or None for plain TCP, no-copy, interrupt thread instead
+# of the peer bell (`--no-peer-bell`; the bell is the default on loopback boards since
+# 2026-11-28), busy-poll microseconds or 0).
 TRANSPORTS = {
     "tcp": (None, False, False, 0),
     "lo": ("loopback", False, False, 0),
     "lo-nocopy": ("loopback", True, False, 0),
-    "lo-bell": ("loopback", False, True, 0),
-    "lo-busy": ("loopback", False, True, 50),
+    "lo-irq": ("loopback", False, True, 0),
+    "lo-busy": ("loopback", False, False, 50),
     "lpar": ("lpar", False, False, 0),
 }
 
@@ -192,14 +193,14 @@ class Bench:
     # -- running programs ---------------------------------------------------------------
 
     def command(self, transport, argv, core):
-        kind, nocopy, bell, busy = TRANSPORTS[transport]
+        kind, nocopy, irq, busy = TRANSPORTS[transport]
         cmd = list(argv)
         if kind is not None:
             run = [self.ism_sim, "run", "--board", self.board(kind), "--require-smc"]
             if nocopy:
                 run.append("--nocopy")
-            if bell:
-                run.append("--peer-bell")
+            if irq:
+                run.append("--no-peer-bell")
             if busy:
                 run += ["--busy-poll", str(busy)]
             cmd = run + ["--"] + cmd
@@ -380,7 +381,7 @@ def svg(result):
     """Ratios to TCP per figure and transport, with the seed's ratio as a mark."""
     transports = [t for t in result["transports"] if t != "tcp"]
     tools = result["tools"]
-    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lo-bell": "#b07aa1", "lo-busy": "#e15759",
+    colors = {"lo": "#4e79a7", "lo-nocopy": "#59a14f", "lo-irq": "#b07aa1", "lo-busy": "#e15759",
               "lpar": "#f28e2b"}
     w, h, left, bottom, top = 760, 360, 60, 60, 30
     group = (w - left - 20) / max(len(tools), 1)

@@ -10,8 +10,9 @@ pub const ENV_NOCOPY: &str = "ISM_RUN_NOCOPY";
 pub const ENV_BUFFER: &str = "ISM_RUN_BUFFER";
 /// `1`: without a board, `connect` and `accept` fail (`ECONNREFUSED`) instead of using TCP.
 pub const ENV_REQUIRE_SMC: &str = "ISM_RUN_REQUIRE_SMC";
-/// `1`: on a loopback board, exchange doorbells with peers that do too and ring theirs after
-/// each send (fewer wake-ups for request/response; see docs/ism-run.md, "Doorbells").
+/// On a loopback board, exchange doorbells with peers that do too and ring theirs after
+/// each send (fewer wake-ups for request/response; see docs/ism-run.md, "The sender rings
+/// the receiver's doorbell"): on unless `0`, `no` or `false` (off before 2026-11-28).
 pub const ENV_PEER_BELL: &str = "ISM_RUN_PEER_BELL";
 /// Microseconds `epoll_wait`, `poll` and `select` spin (looking without waiting) before
 /// they sleep, in a process with SMC-D connections (0 or unset: never; as Linux's
@@ -52,6 +53,11 @@ fn flag(v: Option<&OsStr>) -> bool {
     matches!(v.and_then(OsStr::to_str), Some("1" | "yes" | "true"))
 }
 
+/// A variable that is on unless set to `0`, `no` or `false`.
+fn flag_on(v: Option<&OsStr>) -> bool {
+    !matches!(v.and_then(OsStr::to_str), Some("0" | "no" | "false"))
+}
+
 impl Config {
     /// From a variable lookup (the environment, or a test's map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Self {
@@ -67,7 +73,7 @@ impl Config {
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|&n: &usize| n > 0),
             require_smc: flag(get(ENV_REQUIRE_SMC).as_deref()),
-            peer_bell: flag(get(ENV_PEER_BELL).as_deref()),
+            peer_bell: flag_on(get(ENV_PEER_BELL).as_deref()),
             busy_poll_us: get(ENV_BUSY_POLL)
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| v.trim().parse().ok())
@@ -120,7 +126,8 @@ mod tests {
     fn defaults_and_every_variable() {
         let d = of(&[]);
         assert_eq!(d.board, "lpar");
-        assert!(!d.nocopy && !d.require_smc && !d.debug && !d.warned && !d.peer_bell);
+        assert!(!d.nocopy && !d.require_smc && !d.debug && !d.warned);
+        assert!(d.peer_bell, "doorbells by default");
         assert_eq!(d.buffer, None);
         let c = of(&[
             (ENV_BOARD, "b1"),
@@ -148,5 +155,9 @@ mod tests {
         assert!(!c.nocopy);
         assert_eq!(of(&[(ENV_BUFFER, "0")]).buffer, None);
         assert_eq!(of(&[(ENV_BUSY_POLL, "-5")]).busy_poll_us, 0);
+        for off in ["0", "no", "false"] {
+            assert!(!of(&[(ENV_PEER_BELL, off)]).peer_bell, "{off}");
+        }
+        assert!(of(&[(ENV_PEER_BELL, "")]).peer_bell);
     }
 }

@@ -248,10 +248,14 @@ enum Command {
         #[arg(long)]
         require_smc: bool,
         /// On a loopback board, exchange doorbells with peers run so too, and ring theirs
-        /// after each send instead of the device's interrupt (see
+        /// after each send instead of the device's interrupt: the default (see
         /// docs/ism-run.md, "The sender rings the receiver's doorbell").
-        #[arg(long)]
+        #[arg(long, overrides_with = "no_peer_bell")]
         peer_bell: bool,
+        /// Let the device's interrupt tell of data (the interrupt thread writes the
+        /// records): no doorbells exchanged, also on a loopback board.
+        #[arg(long, conflicts_with = "busy_poll")]
+        no_peer_bell: bool,
         /// Make `epoll_wait`, `poll` and `select` spin for up to USEC microseconds
         /// (1-10000) before they sleep, in processes with connections whose peer rings
         /// their doorbell; implies --peer-bell (see docs/ism-run.md, "Busy polling").
@@ -814,7 +818,8 @@ fn main() -> ExitCode {
             nocopy,
             buffer,
             require_smc,
-            peer_bell,
+            peer_bell: _,
+            no_peer_bell,
             busy_poll,
             program,
         } => Err(ism_sim::process::run::run(
@@ -823,7 +828,7 @@ fn main() -> ExitCode {
                 nocopy,
                 buffer,
                 require_smc,
-                peer_bell,
+                peer_bell: !no_peer_bell,
                 busy_poll,
                 program,
             },

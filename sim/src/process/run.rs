@@ -233,5 +233,14 @@ mod tests {
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
         assert_eq!(get("ISM_RUN_BUSY_POLL").unwrap(), "50");
         assert_eq!(get("ISM_RUN_PEER_BELL").unwrap(), "1");
+        // Off is said, not left unset (unset, the library rings by default).
+        let off = RunOptions {
+            peer_bell: false,
+            busy_poll: None,
+            ..b
+        };
+        let env = library_env(&off, false);
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("ISM_RUN_PEER_BELL").unwrap(), "0");
     }
 }
