@@ -723,16 +723,16 @@ impl SmcFd {
         r
     }
 
-    /// Whether a receive with flags `f` may read data whose record has not come yet (a
-    /// **relaxed** read; the peer writes a record after each data CDC, and a reader that
-    /// waited for it paid that `send` on every round trip: sockperf's ping-pong latency
-    /// with the peer bell was twice the interrupt thread's). Only a blocking receive,
-    /// and only while no `epoll` set holds A: a record that comes after its data was read
-    /// would make A poll readable with nothing to read. Such records are taken by the
-    /// next read, and before any `poll` or `select` on the descriptor looks
+    /// Whether a receive may read data whose record has not come yet (a **relaxed**
+    /// read; the peer writes a record after each data CDC, and a reader that waited for
+    /// it paid that `send` on every round trip: sockperf's ping-pong latency with the
+    /// peer bell was twice the interrupt thread's). Only while no `epoll` set holds A: a
+    /// record that comes after its data was read would make A poll readable with nothing
+    /// to read, and `epoll_wait` reports what the kernel sees. Such records are taken by
+    /// the next read, and before any `poll` or `select` on the descriptor looks
     /// ([`SmcFd::settle`]).
-    fn relaxes(&self, f: RecvFlags) -> bool {
-        self.bell.gated && !f.dontwait && !self.in_epoll.load(Ordering::SeqCst)
+    fn relaxes(&self) -> bool {
+        self.bell.gated && !self.in_epoll.load(Ordering::SeqCst)
     }
 
     /// Takes the records of data that relaxed reads took before them (see
@@ -742,7 +742,9 @@ impl SmcFd {
     /// `select` and `pselect` look at the descriptor, and when an `epoll` set takes it.
     pub fn settle(&self, fd: c_int) {
         let want = self.unsettled.load(Ordering::SeqCst);
-        if want == 0 {
+        // With bytes left to read, a record of bytes already read only says "readable",
+        // which is true: nothing to take (the next read takes it).
+        if want == 0 || self.conn.received_total() > self.conn.consumed_total() {
             return;
         }
         // The caller's call sets `errno` only if it fails (the records' reads here end in
@@ -788,7 +790,7 @@ impl SmcFd {
         if buf.is_empty() {
             return Ok(0);
         }
-        let relax = self.relaxes(f);
+        let relax = self.relaxes();
         let mut peek = self.peek.lock().unwrap_or_else(|e| e.into_inner());
         if f.peek {
             // A peek shows what a read would take now, as TCP's (`tcp_recvmsg` copies

@@ -46,8 +46,9 @@
 //!                                      level-triggered epoll says readable: every such read
 //!                                      returns data or the end, never EAGAIN (wrk counts
 //!                                      that as an error); every byte checked
-//! ism-run-io settled ADDR              blocking round trips of 100 bytes (write, then read
-//!                                      the echo whole); after each, once the peer's
+//! ism-run-io settled ADDR              round trips of 100 bytes (write, then read the echo
+//!                                      whole: blocking, or every other one non-blocking
+//!                                      after poll, never EAGAIN); after each, once the peer's
 //!                                      doorbell record had time to come (1 ms), poll,
 //!                                      ppoll, select and pselect must not say readable
 //!                                      (nothing is left to read); then the same with the
@@ -998,7 +999,25 @@ fn settled(addr: &str) -> Result<(), String> {
             *b = pattern(round * SIZE + k);
         }
         s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
-        s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+        if round % 2 == 1 && round < ROUNDS {
+            // Non-blocking, as an event loop reads: poll, then read; a read after
+            // "readable" must return data.
+            set_nonblocking(fd, true);
+            let mut got = 0;
+            while got < SIZE {
+                if poll1(fd, libc::POLLIN, LIMIT.as_millis() as i32) & libc::POLLIN == 0 {
+                    return Err(format!("round {round}: no POLLIN within {LIMIT:?}"));
+                }
+                match s.read(&mut back[got..]) {
+                    Ok(0) => return Err(format!("round {round}: end of stream")),
+                    Ok(n) => got += n,
+                    Err(e) => return Err(format!("round {round}: poll said readable, read: {e}")),
+                }
+            }
+            set_nonblocking(fd, false);
+        } else {
+            s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+        }
         if back != msg {
             return Err(format!("round {round}: the echo differs"));
         }
