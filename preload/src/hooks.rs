@@ -226,6 +226,33 @@ fn settle(c: &Connecting, fd: c_int, dontwait: bool) -> Result<Option<Arc<Entry>
     settled_entry(fd)
 }
 
+/// Before a `sendfile` or `splice` that reads (`write` false) or writes `fd`: a
+/// connection being set up is waited for as a data call waits for it (`smc_recv`,
+/// `smc_send`; `EAGAIN` for a non-blocking call while under way), an inherited one
+/// fails with `ENOTCONN` (see `inherited_fail`); any other descriptor at once. After
+/// it, `smc_of` says whether SMC-D took the descriptor. (Without it, a `sendfile` right
+/// after `accept` went into the doorbell socket: its bytes never reached the peer.)
+pub(crate) fn before_transfer(fd: c_int, write: bool, dontwait: bool) -> Result<(), c_int> {
+    if !TABLE.maybe_tracked(fd) {
+        return Ok(());
+    }
+    match data_of(fd).as_deref() {
+        Some(Entry::Inherited(i)) => {
+            let _: c_int = inherited_fail(fd, i);
+            Err(libc::ENOTCONN)
+        }
+        Some(Entry::Connecting(c)) => {
+            if write {
+                c.settle_write(fd, dontwait)?;
+            } else {
+                c.settle(dontwait)?;
+            }
+            settled_entry(fd).map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// After a connection's set-up ended: the entry to redo a data call on `fd` with (`None`:
 /// TCP, the real call).
 fn settled_entry(fd: c_int) -> Result<Option<Arc<Entry>>, c_int> {

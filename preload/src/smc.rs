@@ -781,12 +781,28 @@ impl SmcFd {
     /// # Errors
     /// The `errno` a TCP socket would give.
     pub fn recv(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
-        let r = self.recv_inner(fd, buf, f);
+        let mut collected = false;
+        let r = self.recv_inner(fd, buf, f, &mut collected);
+        // Served from the bytes a peek held back, the call took no record from A: our own
+        // record of them (or one of the peer's for bytes read since) would stay there, and
+        // A poll readable with nothing to read (tinyproxy, which peeks then reads what it
+        // saw, waited there for good). Taken now; one goes back if anything is left.
+        if !collected && self.bell.gated {
+            let _ = self.bell.collect(fd);
+        }
         self.bell.finish_read(fd);
         r
     }
 
-    fn recv_inner(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
+    /// [`SmcFd::recv`]; sets `collected` if it took the records from A
+    /// ([`Bell::collect`], with each look at the ring).
+    fn recv_inner(
+        &self,
+        fd: c_int,
+        buf: &mut [u8],
+        f: RecvFlags,
+        collected: &mut bool,
+    ) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -801,6 +817,7 @@ impl SmcFd {
             while peek.len() < want {
                 let wait = !f.dontwait && (peek.is_empty() || f.waitall);
                 let mut tmp = vec![0u8; want - peek.len()];
+                *collected = true;
                 match self.read_announced(fd, &mut tmp, relax) {
                     Ok(0) => break,
                     Ok(n) => {
@@ -839,6 +856,7 @@ impl SmcFd {
         while done < buf.len() {
             // After some bytes, only MSG_WAITALL waits for more.
             let wait = !f.dontwait && (done == 0 || f.waitall);
+            *collected = true;
             match self.read_announced(fd, &mut buf[done..], relax) {
                 Ok(0) => break,
                 Ok(n) => {

@@ -25,7 +25,7 @@
 
 use libc::{c_int, c_uint, c_void, size_t, ssize_t};
 
-use crate::hooks::{guarded, smc_of, smc_recv, smc_send, Entry, TABLE};
+use crate::hooks::{before_transfer, guarded, smc_of, smc_recv, smc_send, Entry, TABLE};
 use crate::real::{errno, fail, real, set_errno};
 use crate::smc::{fd_nonblocking, SmcFd};
 
@@ -196,6 +196,11 @@ fn sendfile_from_smc(e: &Entry, out_fd: c_int, in_fd: c_int, count: size_t) -> s
 /// As the C library's `sendfile64`.
 unsafe fn sendfile_common(out_fd: c_int, in_fd: c_int, offset: *mut i64, count: size_t) -> ssize_t {
     guarded(|| {
+        let settled = before_transfer(out_fd, true, fd_nonblocking(out_fd))
+            .and_then(|()| before_transfer(in_fd, false, fd_nonblocking(in_fd)));
+        if let Err(e) = settled {
+            return fail(e);
+        }
         if let Some(e) = smc_of(out_fd) {
             // SAFETY: the caller's offset.
             return unsafe { sendfile_to_smc(&e, out_fd, in_fd, offset, count) };
@@ -395,6 +400,12 @@ pub unsafe extern "C" fn splice(
         return real_splice();
     }
     guarded(|| {
+        let nonblock = flags & libc::SPLICE_F_NONBLOCK != 0;
+        let settled = before_transfer(fd_out, true, nonblock || fd_nonblocking(fd_out))
+            .and_then(|()| before_transfer(fd_in, false, nonblock || fd_nonblocking(fd_in)));
+        if let Err(e) = settled {
+            return fail(e);
+        }
         let (ein, eout) = (smc_of(fd_in), smc_of(fd_out));
         if ein.is_none() && eout.is_none() {
             return real_splice();
@@ -414,7 +425,6 @@ pub unsafe extern "C" fn splice(
         if len == 0 {
             return 0;
         }
-        let nonblock = flags & libc::SPLICE_F_NONBLOCK != 0;
         match (ein, eout) {
             (_, Some(e)) => splice_to_smc(&e, fd_in, fd_out, len.min(MAX_RW_COUNT), nonblock),
             (Some(e), _) => splice_from_smc(&e, fd_in, fd_out, len.min(MAX_RW_COUNT), nonblock),

@@ -1047,6 +1047,41 @@ fn servers_that_end_connections_at_once_behave_as_over_tcp() {
     }
 }
 
+/// A server that sends with `sendfile` or `splice` right after `accept`, while the
+/// library still sets the connection up: the call waits for the end as a `write` does and
+/// the bytes arrive. Before, it went to the doorbell socket the descriptor holds then
+/// (nothing reached the client; 2 MB hung the server in the kernel: a new-user trial).
+#[test]
+fn sendfile_and_splice_right_after_accept_deliver_every_byte() {
+    for under_kind in [None, Some(BoardKind::Lpar), Some(BoardKind::Loopback)] {
+        let b = under_kind.map(board);
+        let env = b.as_ref().map(Env::of);
+        for bell in ["0", UNSET] {
+            if under_kind != Some(BoardKind::Loopback) && bell == "0" {
+                continue;
+            }
+            let under = match &env {
+                Some(env) => Under::Run(env, vec![("ISM_RUN_PEER_BELL", bell)]),
+                None => Under::Plain,
+            };
+            for how in ["sendfile", "splice"] {
+                let (p, addr) = listening_with(&under, "push-server", &["--how", how]);
+                let (ok, out, err) = spawn(command(&under, &["pull", addr.as_str()])).finish();
+                let what = format!("{under_kind:?} bell {bell} {how}");
+                assert!(ok && out.contains("pulled 2000000"), "{what}: {out}\n{err}");
+                let (sok, sout, serr) = p.finish();
+                assert!(
+                    sok && sout.contains("pushed 2000000"),
+                    "{what}: {sout}\n{serr}"
+                );
+                if under_kind.is_some() {
+                    assert!(err.contains(": SMC-D"), "{what}: {err}");
+                }
+            }
+        }
+    }
+}
+
 /// A client process killed after its `connect` registered the connection but before the
 /// server accepted it (the server accepts after 1 s): the board keeps the registration, so
 /// the server still knows the connection speaks CLC; its handshake fails (the client is
@@ -2183,6 +2218,21 @@ fn a_blocking_read_that_went_past_the_records_leaves_nothing_readable() {
         let mut extra = extra;
         extra.push(("ISM_RUN_PEER_BELL", "1"));
         io_both_ways(BoardKind::Loopback, extra, &["settled"], 0);
+    }
+}
+
+/// A peek, then a read of exactly the bytes it saw (tinyproxy reads so): the read is
+/// served from what the peek held back, and the socket must not poll readable after it.
+/// With the peer bell the record of the peeked bytes stayed in A: poll said readable and
+/// the blocking read that followed waited for good (a new-user trial, tinyproxy).
+#[test]
+fn a_read_of_exactly_what_a_peek_saw_leaves_nothing_readable() {
+    io_both_ways(BoardKind::Lpar, vec![], &["peek-exact"], 1);
+    for bell in [UNSET, "0"] {
+        for nocopy in ["0", "1"] {
+            let extra = vec![("ISM_RUN_PEER_BELL", bell), ("ISM_RUN_NOCOPY", nocopy)];
+            io_both_ways(BoardKind::Loopback, extra, &["peek-exact"], 0);
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! echo pollin-connect ADDR
 //! echo bye-server ADDR | unread-close-server ADDR | exit-server ADDR
 //! echo read-all ADDR [--send N]
+//! echo push-server ADDR --how sendfile|splice [--bytes N] | pull ADDR
 //! echo write-after-close ADDR
 //! echo connect-again ADDR
 //! echo duplex-server ADDR | duplex-client ADDR [--bytes N]
@@ -221,6 +222,14 @@ fn main() -> ExitCode {
         "unread-close-server" => unread_close_server(addr),
         "exit-server" => exit_server(addr),
         "read-all" => read_all(addr, arg(&args, "--send").unwrap_or(0)),
+        "push-server" => push_server(
+            addr,
+            arg::<String>(&args, "--how")
+                .as_deref()
+                .unwrap_or("sendfile"),
+            arg(&args, "--bytes").unwrap_or(2_000_000),
+        ),
+        "pull" => pull(addr),
         "write-after-close" => write_after_close(addr),
         "connect-again" => connect_again(addr),
         "duplex-server" => duplex_server(addr),
@@ -1869,6 +1878,79 @@ fn read_all(addr: &str, send: usize) -> Result<(), String> {
         ),
         Err(e) => println!("read: errno {}", e.raw_os_error().unwrap_or(0)),
     }
+    Ok(())
+}
+
+/// `push-server`: accepts one connection and at once (while an `ism-run` library may still
+/// be setting it up) sends N bytes of the pattern with `sendfile` from a file (no offset)
+/// or with `splice` from a pipe that a thread fills, then closes; prints `pushed N`.
+fn push_server(addr: &str, how: &str, bytes: usize) -> Result<(), String> {
+    let s = accept_first(addr)?;
+    let fd = s.as_raw_fd();
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    let mut sent = 0usize;
+    match how {
+        "sendfile" => {
+            let path = std::env::temp_dir().join(format!("push-{}", std::process::id()));
+            std::fs::write(&path, &data).map_err(|e| e.to_string())?;
+            let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(&path);
+            while sent < bytes {
+                // SAFETY: our socket and file, no offset (the file's own position moves).
+                let n = unsafe {
+                    libc::sendfile(fd, f.as_raw_fd(), std::ptr::null_mut(), bytes - sent)
+                };
+                if n <= 0 {
+                    return Err(format!("sendfile after {sent}: {n}, errno {}", errno()));
+                }
+                sent += n as usize;
+            }
+        }
+        "splice" => {
+            let mut p = [0 as libc::c_int; 2];
+            // SAFETY: a pipe into a local array of two descriptors.
+            if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(format!("pipe: errno {}", errno()));
+            }
+            // SAFETY: the write end is ours alone from here (the thread's file).
+            let mut w = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(p[1]) };
+            let filler = std::thread::spawn(move || w.write_all(&data).map_err(|e| e.to_string()));
+            while sent < bytes {
+                // SAFETY: the pipe's read end and our socket, no offsets.
+                let n = unsafe {
+                    libc::splice(
+                        p[0],
+                        std::ptr::null_mut(),
+                        fd,
+                        std::ptr::null_mut(),
+                        bytes - sent,
+                        0,
+                    )
+                };
+                if n <= 0 {
+                    return Err(format!("splice after {sent}: {n}, errno {}", errno()));
+                }
+                sent += n as usize;
+            }
+            filler
+                .join()
+                .map_err(|_| "the pipe's writer panicked".to_string())??;
+            // SAFETY: the pipe's read end, ours, closed once.
+            unsafe { libc::close(p[0]) };
+        }
+        other => return Err(format!("--how {other}: sendfile or splice")),
+    }
+    println!("pushed {sent}");
+    Ok(())
+}
+
+/// `pull`: connects and reads to the end, every byte checked against the pattern (at most
+/// LIMIT per read); prints `pulled N`.
+fn pull(addr: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    let n = read_pattern_to_end(&mut s, "read")?;
+    println!("pulled {n}");
     Ok(())
 }
 

@@ -53,6 +53,10 @@
 //!                                      ppoll, select and pselect must not say readable
 //!                                      (nothing is left to read); then the same with the
 //!                                      socket in an epoll set (epoll_wait too)
+//! ism-run-io peek-exact ADDR           round trips of 17 bytes read as tinyproxy reads:
+//!                                      recv(MSG_PEEK) of 512, then a read of exactly what
+//!                                      the peek saw; after it nothing is readable (poll,
+//!                                      10 ms)
 //! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
 //!                                      listen, accept4, connect, the data calls, poll,
 //!                                      ppoll, select, pselect, epoll, fcntl, ioctl, the
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         "nonblock" => nonblock(addr),
         "readable" => readable(addr),
         "settled" => settled(addr),
+        "peek-exact" => peek_exact(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -1073,6 +1078,54 @@ fn settled(addr: &str) -> Result<(), String> {
         }
     }
     println!("ok settled {} round trips", 2 * ROUNDS);
+    Ok(())
+}
+
+/// A peek, then a read of exactly the bytes it saw (served from what the peek held back):
+/// the socket must not poll readable afterwards.
+fn peek_exact(addr: &str) -> Result<(), String> {
+    const ROUNDS: usize = 20;
+    const SIZE: usize = 17;
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    let mut buf = [0u8; 512];
+    for round in 0..ROUNDS {
+        let msg: Vec<u8> = (0..SIZE).map(|k| pattern(round * SIZE + k)).collect();
+        s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+        // Peek until the whole echo is there (TCP may show part of it first).
+        let seen = loop {
+            if poll1(fd, libc::POLLIN, LIMIT.as_millis() as i32) & libc::POLLIN == 0 {
+                return Err(format!("round {round}: no POLLIN within {LIMIT:?}"));
+            }
+            // SAFETY: peeks into a local buffer of its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+            if n < 0 {
+                return Err(format!("round {round}: peek: errno {}", errno()));
+            }
+            if n as usize >= SIZE {
+                break n as usize;
+            }
+        };
+        if seen != SIZE || buf[..SIZE] != msg[..] {
+            return Err(format!(
+                "round {round}: the peek saw {seen} bytes, not the echo"
+            ));
+        }
+        // SAFETY: reads into a local buffer, exactly the bytes the peek saw.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), seen, 0) };
+        if n != seen as isize || buf[..SIZE] != msg[..] {
+            return Err(format!(
+                "round {round}: the read gave {n} (errno {})",
+                errno()
+            ));
+        }
+        if poll1(fd, libc::POLLIN, 10) & libc::POLLIN != 0 {
+            return Err(format!(
+                "round {round}: readable after the read with nothing to read"
+            ));
+        }
+    }
+    println!("ok peek-exact {ROUNDS} round trips");
     Ok(())
 }
 
