@@ -1415,50 +1415,15 @@ mod tests {
         assert_eq!(t.bells_held(), 0);
     }
 
-    #[test]
-    fn a_board_without_doorbells_answers_take_server_bell_as_none() {
+    /// A board of another time in a directory of its own (`tag`): it answers the name
+    /// service's magic, then each request with `answer(op)`, until the host hangs up;
+    /// the thread returns the ops it was asked.
+    fn old_board(
+        tag: &str,
+        answer: fn(u32) -> u32,
+    ) -> (std::path::PathBuf, std::thread::JoinHandle<Vec<u32>>) {
         use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-        // A board of before op 7: it answers the name service, and op 7 as malformed.
-        let dir = std::env::temp_dir().join(format!("names-old-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = super::super::socket_path(&dir, "old");
-        let _ = std::fs::remove_file(&path);
-        let l = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        rustix::net::bind(&l, &SocketAddrUnix::new(&path).unwrap()).unwrap();
-        rustix::net::listen(&l, 1).unwrap();
-        let board = std::thread::spawn(move || {
-            let c = rustix::net::accept(&l).unwrap();
-            let mut buf = [0u8; 64];
-            rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
-            rustix::net::send(&c, &NAMES_MAGIC, SendFlags::empty()).unwrap();
-            let (n, _) = rustix::net::recv(&c, &mut buf, RecvFlags::empty()).unwrap();
-            let r = NameRequest::read_from_bytes(&buf[..n]).unwrap();
-            let reply = NameReply {
-                op: r.op,
-                seq: r.seq,
-                result: NAMES_MALFORMED.into(),
-                reserved: 0.into(),
-            };
-            rustix::net::send(&c, reply.as_bytes(), SendFlags::empty()).unwrap();
-        });
-        let n = NameClient::connect_in(&dir, "old").unwrap();
-        let got = n.take_server_bell(a("127.0.0.1:40000"), a("127.0.0.1:7000"));
-        assert!(matches!(got, Ok(None)), "{got:?}");
-        board.join().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_board_without_lookup_register_is_asked_once_and_then_in_two_requests() {
-        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-        // A board of before op 8: it answers op 8 as malformed, lookups as found.
-        let dir = std::env::temp_dir().join(format!("names-old8-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("names-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = super::super::socket_path(&dir, "old");
         let _ = std::fs::remove_file(&path);
@@ -1484,18 +1449,36 @@ mod tests {
                 }
                 let r = NameRequest::read_from_bytes(&buf[..n]).unwrap();
                 ops.push(r.op.get());
-                let result = match r.op.get() {
-                    NAMES_LOOKUP_LISTENER => NAMES_OK_COOKIES,
-                    _ => NAMES_MALFORMED,
-                };
                 let reply = NameReply {
                     op: r.op,
                     seq: r.seq,
-                    result: result.into(),
+                    result: answer(r.op.get()).into(),
                     reserved: 0.into(),
                 };
                 rustix::net::send(&c, reply.as_bytes(), SendFlags::empty()).unwrap();
             }
+        });
+        (dir, board)
+    }
+
+    #[test]
+    fn a_board_without_doorbells_answers_take_server_bell_as_none() {
+        // A board of before op 7: it answers op 7 as malformed.
+        let (dir, board) = old_board("old7", |_| NAMES_MALFORMED);
+        let n = NameClient::connect_in(&dir, "old").unwrap();
+        let got = n.take_server_bell(a("127.0.0.1:40000"), a("127.0.0.1:7000"));
+        assert!(matches!(got, Ok(None)), "{got:?}");
+        drop(n);
+        assert_eq!(board.join().unwrap(), [NAMES_TAKE_SERVER_BELL]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_board_without_lookup_register_is_asked_once_and_then_in_two_requests() {
+        // A board of before op 8: it answers op 8 as malformed, lookups as found.
+        let (dir, board) = old_board("old8", |op| match op {
+            NAMES_LOOKUP_LISTENER => NAMES_OK_COOKIES,
+            _ => NAMES_MALFORMED,
         });
         let n = NameClient::connect_in(&dir, "old").unwrap();
         let dest = a("127.0.0.1:7000");
