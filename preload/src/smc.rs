@@ -237,7 +237,8 @@ impl Bell {
     ///
     /// Ungated (no peer writes records): if nothing is readable any more, takes every
     /// record from A, so that it stops polling readable; the watcher, under the same lock,
-    /// records only bytes received after those read.
+    /// records only bytes received after those read. If bytes are left that no record
+    /// announced yet, records them.
     pub fn finish_read(&self, a: c_int) {
         let Some(conn) = self.conn.upgrade() else {
             return;
@@ -250,6 +251,18 @@ impl Bell {
                     drain_all(a);
                 }
                 st.announced = conn.consumed_total();
+                return;
+            }
+            // Bytes are left that the watcher has not recorded yet (the read took the
+            // first of them in its spin, before the device's signal woke the watcher): a
+            // record now, so that A polls readable while they wait, as a TCP socket with
+            // bytes queued does (a zero-timeout poll right after a partial read said "not
+            // readable" in nearly every round trip). The watcher, under this lock, then
+            // records only bytes received after these.
+            let total = conn.received_total();
+            if total > st.announced.max(st.rung_to) && !st.hup && self.still_a(a) {
+                self.send_record(total);
+                st.rung_to = total;
             }
             return;
         }

@@ -2080,7 +2080,8 @@ fn idle_cpu_us(out: &str) -> Vec<(String, u64)> {
 
 /// Busy polling (`ism-sim run --busy-poll USEC`): where the peer rings the doorbell,
 /// `epoll_wait`, `poll` and `select` spin before they sleep (an idle 50 ms wait then costs
-/// about USEC of CPU; without the option, next to nothing), and keep what TCP gives:
+/// up to USEC of CPU, as much as the spin is scheduled; without the option, next to
+/// nothing), and keep what TCP gives:
 /// their timeout, a wake-up per echo, `EINTR` on a signal (the spin holds signals back
 /// and reports them), errno.
 #[test]
@@ -2093,15 +2094,17 @@ fn busy_polling_spins_before_epoll_poll_and_select_sleep_and_keeps_their_semanti
         0,
     );
     let quiet = io_both_ways(BoardKind::Loopback, vec![bell], &["epoll-wait"], 0);
+    // A spin of 10 ms gets the CPU only while scheduled: with the tests beside it on two
+    // cores it measured 2949 µs once, so the bar is 1 ms (a sleeping wait uses tens of µs).
     for (k, us) in idle_cpu_us(&busy[1]) {
         assert!(
-            us >= 3000,
+            us >= 1000,
             "{k}: an idle wait used {us} µs of CPU: it did not spin"
         );
     }
     for out in [&busy[0], &quiet[1]] {
         for (k, us) in idle_cpu_us(out) {
-            assert!(us < 3000, "{k}: an idle wait used {us} µs of CPU: {out}");
+            assert!(us < 1000, "{k}: an idle wait used {us} µs of CPU: {out}");
         }
     }
 }
@@ -2234,6 +2237,45 @@ fn a_read_of_exactly_what_a_peek_saw_leaves_nothing_readable() {
             io_both_ways(BoardKind::Loopback, extra, &["peek-exact"], 0);
         }
     }
+}
+
+/// After a read (or peek) that leaves bytes, a zero-timeout `poll` and `select` say
+/// readable whenever `FIONREAD` counts bytes, as for a TCP socket. Through the interrupt
+/// thread (LPAR boards, `--no-peer-bell`) the record of data a read took in its spin came
+/// after the read, and poll(0) said "not readable" in nearly every round (a new-user
+/// trial); now the read records what it leaves. With the peer bell the check holds too
+/// (FIONREAD counts only what records announced).
+#[test]
+fn a_partial_read_leaves_the_socket_readable_at_once() {
+    let outs = io_both_ways(BoardKind::Lpar, vec![], &["partial"], 1);
+    let left = |out: &str| -> usize {
+        out.split("left ")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        left(&outs[1]) > 0,
+        "no round left bytes to check: {}",
+        outs[1]
+    );
+    let outs = io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_PEER_BELL", "0")],
+        &["partial"],
+        1,
+    );
+    assert!(
+        left(&outs[1]) > 0,
+        "no round left bytes to check: {}",
+        outs[1]
+    );
+    io_both_ways(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_PEER_BELL", UNSET)],
+        &["partial"],
+        1,
+    );
 }
 
 /// `O_NONBLOCK` set and cleared by `fcntl` (on the descriptor and on a `dup`) and by

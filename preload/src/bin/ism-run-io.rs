@@ -57,6 +57,11 @@
 //!                                      recv(MSG_PEEK) of 512, then a read of exactly what
 //!                                      the peek saw; after it nothing is readable (poll,
 //!                                      10 ms)
+//! ism-run-io partial ADDR              round trips of 300 bytes, the echo's first 6 read
+//!                                      (or peeked) blocking: whenever FIONREAD then says
+//!                                      bytes are left, poll and select with a zero timeout
+//!                                      must say readable; prints how many rounds had
+//!                                      bytes left (`left N`)
 //! ism-run-io errno-kept ADDR           every interposed call that succeeds (socket, bind,
 //!                                      listen, accept4, connect, the data calls, poll,
 //!                                      ppoll, select, pselect, epoll, fcntl, ioctl, the
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
         "readable" => readable(addr),
         "settled" => settled(addr),
         "peek-exact" => peek_exact(addr),
+        "partial" => partial(addr),
         _ => Err(format!("unknown role {role}")),
     };
     match r {
@@ -1126,6 +1132,59 @@ fn peek_exact(addr: &str) -> Result<(), String> {
         }
     }
     println!("ok peek-exact {ROUNDS} round trips");
+    Ok(())
+}
+
+/// A partial read (or a peek), then a zero-timeout poll and select: with bytes left to
+/// read they must say readable, as for a TCP socket with bytes queued.
+fn partial(addr: &str) -> Result<(), String> {
+    const ROUNDS: usize = 200;
+    const SIZE: usize = 300;
+    let mut s = connect(addr)?;
+    let fd = s.as_raw_fd();
+    let mut left_rounds = 0;
+    let mut rest = vec![0u8; SIZE];
+    for round in 0..ROUNDS {
+        let msg: Vec<u8> = (0..SIZE).map(|k| pattern(round * SIZE + k)).collect();
+        s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+        let flags = if round % 2 == 0 { 0 } else { libc::MSG_PEEK };
+        let mut head = [0u8; 6];
+        // SAFETY: reads (or peeks) into a local buffer of its length, waiting.
+        let n = unsafe { libc::recv(fd, head.as_mut_ptr().cast(), head.len(), flags) };
+        if n <= 0 {
+            return Err(format!("round {round}: recv gave {n} (errno {})", errno()));
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD into a local int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 {
+            return Err(format!("FIONREAD: errno {}", errno()));
+        }
+        if queued > 0 {
+            left_rounds += 1;
+            let polled = poll1(fd, libc::POLLIN, 0) & libc::POLLIN != 0;
+            // SAFETY: a local set holding our descriptor, a zero timeout.
+            let selected = unsafe {
+                let mut rd: libc::fd_set = std::mem::zeroed();
+                libc::FD_SET(fd, &mut rd);
+                let mut tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                };
+                let null = std::ptr::null_mut();
+                libc::select(fd + 1, &mut rd, null, null, &mut tv) > 0
+            };
+            if !polled || !selected {
+                return Err(format!(
+                    "round {round}: FIONREAD {queued}, but poll(0) readable {polled}, select(0) readable {selected}"
+                ));
+            }
+        }
+        // The rest of the echo (all of it after a peek).
+        let got = if flags == 0 { n as usize } else { 0 };
+        s.read_exact(&mut rest[..SIZE - got])
+            .map_err(|e| format!("read: {e}"))?;
+    }
+    println!("ok partial {ROUNDS} round trips, left {left_rounds}");
     Ok(())
 }
 
