@@ -1058,23 +1058,11 @@ fn settled(addr: &str) -> Result<(), String> {
         if unsafe { libc::ppoll(&mut p, 1, &zero, std::ptr::null()) } > 0 {
             said.push("ppoll");
         }
-        // SAFETY: a local set holding our descriptor (below FD_SETSIZE in this program),
-        // a zero timeout.
-        unsafe {
-            let mut rd: libc::fd_set = std::mem::zeroed();
-            libc::FD_SET(fd, &mut rd);
-            let mut tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            };
-            let null = std::ptr::null_mut();
-            if libc::select(fd + 1, &mut rd, null, null, &mut tv) > 0 {
-                said.push("select");
-            }
-            libc::FD_SET(fd, &mut rd);
-            if libc::pselect(fd + 1, &mut rd, null, null, &zero, std::ptr::null()) > 0 {
-                said.push("pselect");
-            }
+        if select_now(fd, false) {
+            said.push("select");
+        }
+        if select_now(fd, true) {
+            said.push("pselect");
         }
         if !said.is_empty() {
             return Err(format!(
@@ -1135,6 +1123,30 @@ fn peek_exact(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `select` (`pselect` if `p`) with a zero timeout says `fd` is readable.
+fn select_now(fd: i32, p: bool) -> bool {
+    // SAFETY: a local set holding our descriptor (below FD_SETSIZE in this program), a zero
+    // timeout, no signal mask.
+    unsafe {
+        let mut rd: libc::fd_set = std::mem::zeroed();
+        libc::FD_SET(fd, &mut rd);
+        let null = std::ptr::null_mut();
+        if p {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::pselect(fd + 1, &mut rd, null, null, &zero, std::ptr::null()) > 0
+        } else {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            libc::select(fd + 1, &mut rd, null, null, &mut tv) > 0
+        }
+    }
+}
+
 /// A partial read (or a peek), then a zero-timeout poll and select: with bytes left to
 /// read they must say readable, as for a TCP socket with bytes queued.
 fn partial(addr: &str) -> Result<(), String> {
@@ -1162,17 +1174,7 @@ fn partial(addr: &str) -> Result<(), String> {
         if queued > 0 {
             left_rounds += 1;
             let polled = poll1(fd, libc::POLLIN, 0) & libc::POLLIN != 0;
-            // SAFETY: a local set holding our descriptor, a zero timeout.
-            let selected = unsafe {
-                let mut rd: libc::fd_set = std::mem::zeroed();
-                libc::FD_SET(fd, &mut rd);
-                let mut tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 0,
-                };
-                let null = std::ptr::null_mut();
-                libc::select(fd + 1, &mut rd, null, null, &mut tv) > 0
-            };
+            let selected = select_now(fd, false);
             if !polled || !selected {
                 return Err(format!(
                     "round {round}: FIONREAD {queued}, but poll(0) readable {polled}, select(0) readable {selected}"
