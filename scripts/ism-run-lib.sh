@@ -41,12 +41,12 @@ stop_board() {
     board_pid=""
 }
 
-counters() { # BOARD [CRASHES] -> "bytes_moved signals"
+counters() { # BOARD [CRASHES] -> "bytes_moved signals moves"
     "$BIN" board status "$1" --json | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["counters"]
 assert c["crashes"] <= int(sys.argv[1]), c
-print(c["bytes_moved"], c["signals"])' "${2:-0}"
+print(c["bytes_moved"], c["signals"], c["moves"])' "${2:-0}"
 }
 
 # A port below the ephemeral range (32768-60999 by default), so no outgoing connection has it.

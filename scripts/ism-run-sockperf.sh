@@ -6,7 +6,7 @@
 # then a plain sockperf client against an ism-run server and an ism-run client against a
 # plain server (both must fall back to TCP and work). Checks that every run exits 0 and
 # prints its summary, that every ism-run connection was SMC-D (debug lines), that the
-# board carried the data (copy boards: bytes moved; no-copy: signals; no crash) and that
+# board carried the data (copy boards: bytes moved; no-copy: CDC moves; no crash) and that
 # the mixed pairs moved nothing on the board. Installs sockperf (Debian package) if missing.
 #
 #   scripts/ism-run-sockperf.sh [SECONDS]     (default 3 per run)
@@ -60,13 +60,15 @@ for cfg in lpar loopback loopback-nocopy; do
     port=$(free_port)
     server "$board" run "$port" "$DIR/$cfg-server.log"
     for mode in ${SOCKPERF_MODES:-ping-pong throughput under-load}; do
-        read -r moved0 signals0 <<<"$(counters "$board")" || fail "$board: status"
+        read -r moved0 signals0 moves0 <<<"$(counters "$board")" || fail "$board: status"
         log="$DIR/$cfg-$mode.log"
         client "$board" run "$port" "$mode" "$log"
         grep -q ": SMC-D" "$log" || fail "$cfg $mode: the client did not use SMC-D"
-        read -r moved1 signals1 <<<"$(counters "$board")" || fail "$board: status"
+        read -r moved1 signals1 moves1 <<<"$(counters "$board")" || fail "$board: status"
         if [ "$cfg" = loopback-nocopy ]; then
-            [ $((signals1 - signals0)) -gt 0 ] || fail "$cfg $mode: no signals on the board"
+            # The data goes straight into the peer's memory; the CDCs are moves (signalled
+            # or not: with doorbells, the default, most go without the device's signal).
+            [ $((moves1 - moves0)) -gt 0 ] || fail "$cfg $mode: no CDC moves on the board"
         else
             [ $((moved1 - moved0)) -gt 0 ] || fail "$cfg $mode: the board moved nothing"
         fi
@@ -86,7 +88,7 @@ port=$(free_port)
 server sp-mixed run "$port" "$DIR/mixed-run-server.log"
 client sp-mixed plain "$port" ping-pong "$DIR/mixed-plain-client.log"
 grep -q "not an ism-run client: TCP" "$DIR/mixed-run-server.log" || fail "plain client: no fallback line"
-read -r moved _ <<<"$(counters sp-mixed)" || fail "status"
+read -r moved _ _ <<<"$(counters sp-mixed)" || fail "status"
 [ "$moved" = 0 ] || fail "plain client: the board moved $moved bytes"
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
@@ -96,7 +98,7 @@ client sp-mixed run "$port" ping-pong "$DIR/mixed-run-client.log"
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 grep -q "no ism-run listener there: TCP" "$DIR/mixed-run-client.log" || fail "plain server: no fallback line"
-read -r moved _ <<<"$(counters sp-mixed 1)" || fail "status"
+read -r moved _ _ <<<"$(counters sp-mixed 1)" || fail "status"
 [ "$moved" = 0 ] || fail "mixed pairs: the board moved $moved bytes"
 stop_board
 echo "mixed: a plain client against an ism-run server and an ism-run client against a plain server: TCP, ok"
