@@ -1442,14 +1442,22 @@ unsafe fn settle_polled(fds: *const libc::pollfd, n: libc::nfds_t) {
     for i in 0..n as usize {
         // SAFETY: the caller's array of `n` entries, read one by one.
         let p = unsafe { *fds.add(i) };
-        if p.events & libc::POLLIN != 0 && TABLE.maybe_tracked(p.fd) {
-            if let Some(e) = smc_of(p.fd) {
-                guarded(|| {
-                    smc!(e).settle(p.fd);
-                    0
-                });
-            }
+        if p.events & libc::POLLIN != 0 {
+            settle_fd(p.fd);
         }
+    }
+}
+
+/// [`SmcFd::settle`] of `fd` if it is an SMC-D descriptor.
+fn settle_fd(fd: c_int) {
+    if !TABLE.maybe_tracked(fd) {
+        return;
+    }
+    if let Some(e) = smc_of(fd) {
+        guarded(|| {
+            smc!(e).settle(fd);
+            0
+        });
     }
 }
 
@@ -1464,12 +1472,7 @@ unsafe fn settle_selected(nfds: c_int, rd: *const libc::fd_set) {
     for fd in 0..nfds.clamp(0, libc::FD_SETSIZE as c_int) {
         // SAFETY: the caller's set, tested below FD_SETSIZE.
         if TABLE.maybe_tracked(fd) && unsafe { libc::FD_ISSET(fd, rd) } {
-            if let Some(e) = smc_of(fd) {
-                guarded(|| {
-                    smc!(e).settle(fd);
-                    0
-                });
-            }
+            settle_fd(fd);
         }
     }
 }

@@ -729,7 +729,7 @@ impl SmcFd {
                 // Added to an epoll set by another thread meanwhile: settled now (that
                 // thread's `mark_in_epoll` may have looked before this read).
                 if self.in_epoll.load(Ordering::SeqCst) {
-                    self.settle(fd);
+                    self.settle_all(fd);
                 }
             }
         }
@@ -754,10 +754,20 @@ impl SmcFd {
     /// so that A polls readable only with data to read. Called before `poll`, `ppoll`,
     /// `select` and `pselect` look at the descriptor, and when an `epoll` set takes it.
     pub fn settle(&self, fd: c_int) {
-        let want = self.unsettled.load(Ordering::SeqCst);
         // With bytes left to read, a record of bytes already read only says "readable",
         // which is true: nothing to take (the next read takes it).
-        if want == 0 || self.conn.received_total() > self.conn.consumed_total() {
+        if self.conn.received_total() > self.conn.consumed_total() {
+            return;
+        }
+        self.settle_all(fd);
+    }
+
+    /// [`SmcFd::settle`] with bytes left to read too: for a descriptor an `epoll` set
+    /// holds, whose reads stop at the records, a record of bytes read earlier that came
+    /// after the rest was read would make `epoll_wait` say readable with nothing to read.
+    fn settle_all(&self, fd: c_int) {
+        let want = self.unsettled.load(Ordering::SeqCst);
+        if want == 0 {
             return;
         }
         // The caller's call sets `errno` only if it fails (the records' reads here end in
@@ -786,7 +796,7 @@ impl SmcFd {
     /// announced, and the records of earlier relaxed reads are taken first.
     pub fn mark_in_epoll(&self, fd: c_int) {
         self.in_epoll.store(true, Ordering::SeqCst);
-        self.settle(fd);
+        self.settle_all(fd);
     }
 
     /// Receives into `buf` from the application's descriptor `fd`.
