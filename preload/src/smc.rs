@@ -27,7 +27,8 @@
 //!
 //! Writability: while the peer's ring is full, A→B is filled ([`Bell::fill`]), so A polls
 //! unwritable exactly while a write would block; the watcher drains B when the peer makes
-//! room. Blocking reads and writes wait in the kernel on A (a `recv(MSG_PEEK)` of the
+//! room, or, with doorbells exchanged, the peer's reader drains it itself (its room bell,
+//! `Conn::set_room_bell`: the peer holds B). Blocking reads and writes wait in the kernel on A (a `recv(MSG_PEEK)` of the
 //! doorbell, a one-byte `send` into the filled A), so that signals interrupt them with
 //! `EINTR` (or restart them, `SA_RESTART`) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (mirrored onto
 //! A) expire them, as on a TCP socket.
@@ -594,10 +595,16 @@ impl SmcFd {
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
         // thread in between.
         // The peer waits for our records as we wait for its: no peer bell, no connection.
+        // The same doorbell tells the peer's waiting writer of room: emptying the peer's
+        // A→B makes its A writable (`Conn::set_room_bell`), with no interrupt thread in
+        // between either.
         let peer_bell = match peer.map(crate::fds::lift_owned) {
             Some(Ok(peer)) => {
                 let fd = peer.as_raw_fd();
+                let peer = Arc::new(peer);
+                let room = Arc::clone(&peer);
                 conn.set_peer_bell(Box::new(move |total| ring_peer(&peer, total)));
+                conn.set_room_bell(Box::new(move || drain_peer(&room)));
                 Some(fd)
             }
             Some(Err(e)) => return Err(e),
@@ -1042,18 +1049,26 @@ impl SmcFd {
     /// for writability and then writes a few kilobytes blocking (socat) must not block
     /// in that write (two socats echoing to each other on a loopback board both blocked
     /// in writes and hung, 3 runs of 5, while A polled writable on any room).
+    ///
+    /// With a peer bell the peer empties A→B itself once it made room (its room bell,
+    /// `Conn::set_room_bell`), unseen by our `filled`: so with little room A is filled
+    /// again whatever `filled` says (one refused `send` if it still is).
     fn after_write(&self, fd: c_int) {
         let lowat = self.conn.write_lowat();
-        if !self.bell.is_filled() {
-            if self.conn.write_space() >= lowat {
-                return;
+        let filled = self.bell.is_filled();
+        if self.conn.write_space() >= lowat {
+            if filled {
+                let _ = self.conn.say_waiting_for_room_below(lowat);
+                self.bell.drain_if_room();
             }
-            let _ = self.conn.say_waiting_for_room_below(lowat);
-            let _ = self.bell.fill(fd);
             return;
         }
         let _ = self.conn.say_waiting_for_room_below(lowat);
-        self.bell.drain_if_room();
+        if !filled || self.rings_peer() {
+            let _ = self.bell.fill(fd);
+        } else {
+            self.bell.drain_if_room();
+        }
     }
 
     fn send_inner(&self, fd: c_int, buf: &[u8], dontwait: bool) -> Result<usize, c_int> {
@@ -1232,6 +1247,15 @@ fn ring_peer(peer: &OwnedFd, total: u64) -> bool {
     let told = send_record(peer.as_raw_fd(), total);
     crate::real::set_errno(saved);
     told
+}
+
+/// The peer's doorbell as its room bell: empties the peer's A→B (the fill that makes its
+/// A poll unwritable, and the byte a blocked write waits to put), so that its A polls
+/// writable and its blocked write or `poll` for `POLLOUT` wakes. Only junk is in A→B.
+fn drain_peer(peer: &OwnedFd) {
+    let saved = crate::real::errno();
+    drain_all(peer.as_raw_fd());
+    crate::real::set_errno(saved);
 }
 
 /// Writes one record of `total` into the doorbell end `b`, without waiting and without

@@ -1886,6 +1886,65 @@ fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
     }
 }
 
+/// With doorbells exchanged, a writer that waits for room in the peer's ring is woken by the
+/// peer's reader itself (it empties the writer's doorbell: the room bell), not by the
+/// device's signal and the interrupt thread: 2 MB through 16 KiB rings, from a
+/// non-blocking writer under edge-triggered epoll and from two blocking ones (an echo,
+/// both directions full), take a few signals for the set-up and the ends only, where a
+/// signal per blocked spell each way would be hundreds.
+#[test]
+fn a_writer_waiting_for_room_is_woken_by_the_peers_reader_without_a_signal() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(
+        &env,
+        vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_BUFFER", "16384")],
+    );
+    let signals = || counter(&status(&b), &["counters", "signals"]);
+    let before = signals();
+    let srv = spawn(command(
+        &under,
+        &["et-send", "127.0.0.1:0", "--bytes", "2000000"],
+    ));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_owned();
+    let (ok, out, err) = spawn(command(
+        &under,
+        &["drain", &addr, "--bytes", "2000000", "--delay-ms", "100"],
+    ))
+    .finish();
+    assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("sent 2000000"), "{sout}\n{serr}");
+    assert!(serr.contains(": SMC-D"), "{serr}");
+    assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
+    let after_et = signals();
+    assert!(
+        after_et - before < 20,
+        "{} signals for one connection: {}",
+        after_et - before,
+        status(&b)
+    );
+
+    let (srv, addr) = server(&under, &["--count", "1"]);
+    let (ok, out, err) = client(
+        &under,
+        &addr,
+        &[
+            "--mode", "blocking", "--bytes", "2000000", "--chunk", "65536",
+        ],
+    );
+    assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok && serr.contains(": SMC-D"), "{serr}");
+    let d = signals() - after_et;
+    assert!(d < 20, "{d} signals for one echo: {}", status(&b));
+    assert_board_empty(&b);
+}
+
 /// A program that ends without closing its connection after sending (`_exit`, or a
 /// `SIGTERM` it does not handle): its peer reads every byte and then the end of stream,
 /// as over TCP (the kernel closes a dead process's sockets, and this one had read all

@@ -216,6 +216,9 @@ pub struct Conn {
     watcher: std::sync::OnceLock<Watcher>,
     /// Tells the peer of new data without the device's signal (see [`Conn::set_peer_bell`]).
     peer_bell: std::sync::OnceLock<PeerBell>,
+    /// Tells the peer's waiting writer of room without the device's signal (see
+    /// [`Conn::set_room_bell`]).
+    room_bell: std::sync::OnceLock<RoomBell>,
     /// Serialises the peer bell's calls; holds the total the last successful one told of.
     /// A call tells of more than that or is not made: the peer's reader is never told of
     /// the same bytes twice (the second telling could come after it read them).
@@ -239,6 +242,16 @@ pub type Watcher = alloc::boxed::Box<dyn Fn() + Send + Sync>;
 /// A function that tells the peer of new data by a way of its own, given how many bytes we
 /// have sent in all; `false` if it could not (see [`Conn::set_peer_bell`]).
 pub type PeerBell = alloc::boxed::Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// A function that tells the peer's waiting writer that its ring has room again, by a way
+/// of its own (see [`Conn::set_room_bell`]).
+pub type RoomBell = alloc::boxed::Box<dyn Fn() + Send + Sync>;
+
+/// The room in a ring of `ring` bytes below which a socket over it should not poll
+/// writable (see [`Conn::write_lowat`]).
+fn lowat_of(ring: u32) -> usize {
+    (ring as usize / 2).clamp(1, 64 << 10)
+}
 
 /// The CDC message the peer last wrote into the RMB at `rmb` (its CDC area, read as the
 /// two atomic words it writes); all zero if the memory cannot be read.
@@ -305,6 +318,7 @@ impl Conn {
             nonblocking: AtomicBool::new(false),
             watcher: std::sync::OnceLock::new(),
             peer_bell: std::sync::OnceLock::new(),
+            room_bell: std::sync::OnceLock::new(),
             bell_lock: Mutex::new(0),
             bell_owed: AtomicBool::new(false),
             exit_like_tcp: AtomicBool::new(false),
@@ -419,6 +433,24 @@ impl Conn {
     /// first call has an effect; returns whether this one did.
     pub fn set_peer_bell(&self, f: PeerBell) -> bool {
         self.peer_bell.set(f).is_ok()
+    }
+
+    /// Installs `f`, which tells the peer's writer that it has room again by a way of its
+    /// own (`ism-run`: drains the peer's doorbell socket, whose fullness its waits for
+    /// writability sleep on), for a connection whose peer installed one too (both ends or
+    /// neither: `ism-run` installs it with the peer bell, [`Conn::set_peer_bell`]). Then
+    /// neither end's writer needs the device's signal to learn of room: our `WRITE_BLOCKED`
+    /// goes unsignalled where the device can move at once (the peer looks at our flags
+    /// with each consumer-cursor update it makes, and a full ring means it has data to
+    /// read), and a consumer-cursor update for a peer that said `WRITE_BLOCKED` goes
+    /// unsignalled too and runs `f` once the peer's ring has its low-water mark free
+    /// ([`Conn::write_lowat`] as the peer reckons it). `CONS_CURS_UPD_REQ` is still
+    /// answered signalled (the peer's owed bell rings on that signal). Without it the
+    /// peer's waiting writer learns of room from the signal, as Linux's `net/smc/smc_cdc.c`
+    /// `smcd_cdc_msg_recv` wakes it (`smc_tx_consumer_update` sends the update). Only the
+    /// first call has an effect; returns whether this one did.
+    pub fn set_room_bell(&self, f: RoomBell) -> bool {
+        self.room_bell.set(f).is_ok()
     }
 
     /// Wakes waiting readers and writers, then runs the watcher.
@@ -697,20 +729,54 @@ impl Conn {
         if self.peer_bell.get().is_none() {
             return self.send_cdc();
         }
-        if Self::peer_waits_for_room(&self.peer_cdc()) || !self.move_cdc(true)? {
+        // With a room bell only the owed bell's request wants the signal.
+        let room_bell = self.room_bell.get();
+        let signal_for = |peer: &CdcMessage| match room_bell {
+            Some(_) => peer.prod_flags.contains(ProdFlags::CONS_CURS_UPD_REQ),
+            None => Self::peer_waits_for_room(peer),
+        };
+        if signal_for(&self.peer_cdc()) || !self.move_cdc(true)? {
             self.send_cdc()?;
         } else {
             // The CDC is in place before the peer's flags are looked at again and before
             // the bell rings.
             std::sync::atomic::fence(Ordering::SeqCst);
-            if Self::peer_waits_for_room(&self.peer_cdc()) {
+            if signal_for(&self.peer_cdc()) {
                 self.send_cdc()?;
+            }
+        }
+        if let Some(room) = room_bell {
+            // Our cursor is in place (the fence above, or the signalled move's release);
+            // the peer set `WRITE_BLOCKED` before it looked at our cursor a last time.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let peer = self.peer_cdc();
+            if peer.prod_flags.contains(ProdFlags::WRITE_BLOCKED)
+                && self.room_for_peer(&peer) as usize >= lowat_of(self.ring)
+            {
+                room();
             }
         }
         if data || self.bell_owed.load(Ordering::Acquire) {
             self.ring_peer_bell()?;
         }
         Ok(())
+    }
+
+    /// Room the peer's writer sees in our ring (its `peer_space`): our ring less what it
+    /// has put (`peer.prod`) beyond the consumer cursor it was last told of.
+    fn room_for_peer(&self, peer: &CdcMessage) -> u32 {
+        let confirmed = cursor(self.confirmed.load(Ordering::Acquire), self.ring);
+        self.ring - Cursor::diff_large(self.ring, confirmed, peer.prod)
+    }
+
+    /// Tells the peer that our writer waits for room (`WRITE_BLOCKED` is set): signalled,
+    /// or unsignalled where both ends have room bells ([`Conn::set_room_bell`]) and the
+    /// device can move at once.
+    fn tell_write_blocked(&self) -> io::Result<()> {
+        if self.room_bell.get().is_some() && self.move_cdc(true)? {
+            return Ok(());
+        }
+        self.send_cdc()
     }
 
     /// Rings the peer bell with the total our CDC in place told of (`prod_told`: never
@@ -903,7 +969,7 @@ impl Conn {
             if space == 0 {
                 let r = if self.mark_write_blocked() {
                     // Once per time the writer is blocked, not per wake-up.
-                    self.send_cdc()
+                    self.tell_write_blocked()
                 } else if quiet > 0 && quiet.is_multiple_of(PROBE_EVERY) {
                     // Is the peer still there? (See `PROBE_EVERY`.)
                     self.send_cdc()
@@ -1077,7 +1143,7 @@ impl Conn {
     /// blocks in it; writable on any room, two such programs echoing to each other both
     /// blocked in their writes and waited for each other for good.
     pub fn write_lowat(&self) -> usize {
-        (self.peer.ring_len as usize / 2).clamp(1, 64 << 10)
+        lowat_of(self.peer.ring_len)
     }
 
     /// For a writer about to wait for room outside [`Conn::write`] (`ism-run`'s
@@ -1107,7 +1173,7 @@ impl Conn {
             return Ok(false);
         }
         if self.mark_write_blocked() {
-            self.send_cdc()?;
+            self.tell_write_blocked()?;
         }
         Ok(true)
     }
@@ -2068,6 +2134,58 @@ mod tests {
             assert_eq!((ops.cdcs_signalled(false), ops.cdcs()), (1, 1));
             assert_eq!(rings.load(Ordering::Relaxed), 1, "told once, by the bell");
             assert_eq!(ops.our_cdc().prod, Cursor::new(0, 5));
+        })
+    }
+
+    #[test]
+    fn with_room_bells_room_and_the_wait_for_it_go_unsignalled() {
+        within(|| {
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            ops.now.store(true, Ordering::Relaxed);
+            let c = Arc::new(c);
+            assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| true)));
+            let rooms = Arc::new(AtomicU64::new(0));
+            let r = rooms.clone();
+            assert!(c.set_room_bell(alloc::boxed::Box::new(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            })));
+            assert!(!c.set_room_bell(alloc::boxed::Box::new(|| {})), "only once");
+            let rooms = || rooms.load(Ordering::Relaxed);
+            // The peer filled our ring of 100 and waits for room (its low-water mark: 50).
+            ops.peer_data(0, &pattern(100, 7));
+            let blocked = ProdFlags::WRITE_BLOCKED;
+            ops.peer_says(&c, Cursor::new(1, 0), Cursor::new(0, 0), blocked, open());
+            let mut buf = [0u8; 40];
+            assert_eq!(c.read(&mut buf[..20]).unwrap(), 20);
+            assert_eq!(
+                (ops.cdcs(), ops.cdcs_signalled(false)),
+                (0, 1),
+                "unsignalled"
+            );
+            assert_eq!(ops.our_cdc().cons, Cursor::new(0, 20));
+            assert_eq!(rooms(), 0, "20 free: below the peer's low-water mark");
+            assert_eq!(c.read(&mut buf).unwrap(), 40);
+            assert_eq!((ops.cdcs(), ops.cdcs_signalled(false)), (0, 2));
+            assert_eq!(rooms(), 1, "60 free: the room bell, after the update");
+            // A peer that asks for the update (its bell is owed) gets it signalled.
+            let ask = ProdFlags::CONS_CURS_UPD_REQ;
+            ops.peer_says(&c, Cursor::new(1, 0), Cursor::new(0, 0), ask, open());
+            assert_eq!(c.read(&mut buf[..1]).unwrap(), 1);
+            assert_eq!(ops.cdcs(), 1);
+            assert_eq!(rooms(), 1, "it did not say it waits for room");
+
+            // Our writer fills the peer's ring of 60: it says it waits, unsignalled.
+            ops.peer_says(&c, Cursor::new(1, 0), Cursor::new(0, 0), none(), open());
+            assert_eq!(c.write(&pattern(60, 1)).unwrap(), 60);
+            let quiet = ops.cdcs_signalled(false);
+            assert!(c.say_waiting_for_room().unwrap());
+            assert!(ops.our_cdc().prod_flags.contains(blocked));
+            assert_eq!((ops.cdcs(), ops.cdcs_signalled(false)), (1, quiet + 1));
+            assert_eq!(
+                c.write_with(&[1], true).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            assert_eq!(ops.cdcs(), 1, "a full ring costs the peer no interrupt");
         })
     }
 
