@@ -1862,28 +1862,40 @@ fn an_edge_triggered_writer_gets_epollout_again_after_a_full_ring() {
         Under::Run(&lo, vec![("ISM_RUN_NOCOPY", "1")]),
         Under::Run(&lo, vec![("ISM_RUN_PEER_BELL", "1")]),
     ] {
-        let (srv, addr) = {
-            let p = spawn(command(
-                &under,
-                &["et-send", "127.0.0.1:0", "--bytes", "4000000"],
-            ));
-            let l = p.line("listening on ");
-            let a = l.trim_start_matches("listening on ").trim().to_owned();
-            (p, a)
-        };
-        let (ok, out, err) = spawn(command(
-            &under,
-            &["drain", &addr, "--bytes", "4000000", "--delay-ms", "200"],
-        ))
-        .finish();
+        let ((sok, sout, serr), (ok, out, err)) = et_send_then_drain(&under, "4000000", &[], "200");
         assert!(ok && out.contains("ok 4000000 bytes"), "{out}\n{err}");
-        let (sok, sout, serr) = srv.finish();
         assert!(sok && sout.contains("sent 4000000"), "{sout}\n{serr}");
         if matches!(under, Under::Run(..)) {
             assert!(serr.contains(": SMC-D"), "{serr}");
             assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
         }
     }
+}
+
+/// `et-send` of `bytes` (with `send_extra` after its arguments) and a `drain` of them that
+/// starts reading after `delay_ms`, both under `under`: how each ended (ok, stdout,
+/// stderr), the sender's first.
+#[allow(clippy::type_complexity)]
+fn et_send_then_drain(
+    under: &Under<'_>,
+    bytes: &str,
+    send_extra: &[&str],
+    delay_ms: &str,
+) -> ((bool, String, String), (bool, String, String)) {
+    let mut args = vec!["et-send", "127.0.0.1:0", "--bytes", bytes];
+    args.extend_from_slice(send_extra);
+    let srv = spawn(command(under, &args));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_owned();
+    let drained = spawn(command(
+        under,
+        &["drain", &addr, "--bytes", bytes, "--delay-ms", delay_ms],
+    ))
+    .finish();
+    (srv.finish(), drained)
 }
 
 /// With doorbells exchanged, a writer that waits for room in the peer's ring is woken by the
@@ -1902,22 +1914,8 @@ fn a_writer_waiting_for_room_is_woken_by_the_peers_reader_without_a_signal() {
     );
     let signals = || counter(&status(&b), &["counters", "signals"]);
     let before = signals();
-    let srv = spawn(command(
-        &under,
-        &["et-send", "127.0.0.1:0", "--bytes", "2000000"],
-    ));
-    let addr = srv
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .trim()
-        .to_owned();
-    let (ok, out, err) = spawn(command(
-        &under,
-        &["drain", &addr, "--bytes", "2000000", "--delay-ms", "100"],
-    ))
-    .finish();
+    let ((sok, sout, serr), (ok, out, err)) = et_send_then_drain(&under, "2000000", &[], "100");
     assert!(ok && out.contains("ok 2000000 bytes"), "{out}\n{err}");
-    let (sok, sout, serr) = srv.finish();
     assert!(sok && sout.contains("sent 2000000"), "{sout}\n{serr}");
     assert!(serr.contains(": SMC-D"), "{serr}");
     assert!(!sout.contains("eagain 0"), "the ring never filled: {sout}");
@@ -1963,32 +1961,12 @@ fn a_peer_that_ends_without_closing_gives_the_end_of_stream_as_over_tcp() {
             Under::Run(&lo_env, vec![]),
             Under::Run(&lo_env, vec![("ISM_RUN_PEER_BELL", "1")]),
         ] {
-            let srv = spawn(command(
-                &under,
-                &[
-                    "et-send",
-                    "127.0.0.1:0",
-                    "--bytes",
-                    "1000000",
-                    "--exit",
-                    exit,
-                ],
-            ));
-            let addr = srv
-                .line("listening on ")
-                .trim_start_matches("listening on ")
-                .trim()
-                .to_owned();
-            let (ok, out, err) = spawn(command(
-                &under,
-                &["drain", &addr, "--bytes", "1000000", "--delay-ms", "100"],
-            ))
-            .finish();
+            let ((_, sout, serr), (ok, out, err)) =
+                et_send_then_drain(&under, "1000000", &["--exit", exit], "100");
             assert!(
                 ok && out.contains("ok 1000000 bytes"),
                 "{exit}: {out}\n{err}"
             );
-            let (_, sout, serr) = srv.finish();
             assert!(sout.contains("sent 1000000"), "{exit}: {sout}\n{serr}");
             if matches!(under, Under::Run(..)) {
                 assert!(
