@@ -62,8 +62,15 @@ backend be
     server web 127.0.0.1:$web
 EOF
     start_board "$kind" "$board"
-    (cd "$DIR/www" && exec "$BIN" run --board "$board" -- \
-        python3 -m http.server --bind 127.0.0.1 "$web" >"$DIR/backend.log" 2>&1) &
+    # SIGINT, which ends the backend through its exit handlers, may come ignored from
+    # the shell (a background job of a non-interactive shell, or a CI runner that ignores
+    # it), and Python then keeps it ignored: the backend sets its handler itself.
+    (cd "$DIR/www" && exec "$BIN" run --board "$board" -- python3 -c '
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = ["http.server", "--bind", "127.0.0.1", sys.argv[1]]
+runpy.run_module("http.server", run_name="__main__", alter_sys=True)
+' "$web" >"$DIR/backend.log" 2>&1) &
     local backend_pid=$!
     pids+=("$backend_pid")
     ISM_RUN_DEBUG=1 "$BIN" run --board "$board" -- haproxy -f "$DIR/haproxy.cfg" -db \
@@ -89,7 +96,7 @@ EOF
     # not, and the board counts that as a partition crash).
     kill -USR1 "$haproxy_pid"
     # Python ends on SIGINT through its exit handlers (SIGTERM would kill it outright).
-    pkill -INT -f "http.server --bind 127.0.0.1 $web" || true
+    kill -INT "$backend_pid" 2>/dev/null || true
     wait "$haproxy_pid" "$backend_pid" 2>/dev/null || true
     local after=""
     for _ in $(seq 100); do
