@@ -2161,18 +2161,25 @@ mod tests {
         })
     }
 
+    /// A connection whose device moves at once, with a peer bell that always rings and a
+    /// room bell that counts its rings (the count).
+    fn with_room_bells() -> (Arc<Ops>, Arc<Conn>, Arc<AtomicU64>) {
+        let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+        ops.now.store(true, Ordering::Relaxed);
+        let c = Arc::new(c);
+        assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| true)));
+        let rooms = Arc::new(AtomicU64::new(0));
+        let r = rooms.clone();
+        assert!(c.set_room_bell(alloc::boxed::Box::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        })));
+        (ops, c, rooms)
+    }
+
     #[test]
     fn with_room_bells_room_and_the_wait_for_it_go_unsignalled() {
         within(|| {
-            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
-            ops.now.store(true, Ordering::Relaxed);
-            let c = Arc::new(c);
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| true)));
-            let rooms = Arc::new(AtomicU64::new(0));
-            let r = rooms.clone();
-            assert!(c.set_room_bell(alloc::boxed::Box::new(move || {
-                r.fetch_add(1, Ordering::Relaxed);
-            })));
+            let (ops, c, rooms) = with_room_bells();
             assert!(!c.set_room_bell(alloc::boxed::Box::new(|| {})), "only once");
             let rooms = || rooms.load(Ordering::Relaxed);
             // The peer filled our ring of 100 and waits for room (its low-water mark: 50).
@@ -2216,15 +2223,7 @@ mod tests {
     #[test]
     fn every_cdc_of_ours_rings_the_room_bell_of_a_peer_that_waits() {
         within(|| {
-            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
-            ops.now.store(true, Ordering::Relaxed);
-            let c = Arc::new(c);
-            assert!(c.set_peer_bell(alloc::boxed::Box::new(|_| true)));
-            let rooms = Arc::new(AtomicU64::new(0));
-            let r = rooms.clone();
-            assert!(c.set_room_bell(alloc::boxed::Box::new(move || {
-                r.fetch_add(1, Ordering::Relaxed);
-            })));
+            let (ops, c, rooms) = with_room_bells();
             // The peer filled our ring; we read 60 and update our cursor: it does not wait
             // yet, so nothing rings.
             ops.peer_data(0, &pattern(100, 7));
