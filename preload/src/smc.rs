@@ -28,10 +28,10 @@
 //! Writability: while the peer's ring is full, A→B is filled ([`Bell::fill`]), so A polls
 //! unwritable exactly while a write would block; the watcher drains B when the peer makes
 //! room, or, with doorbells exchanged, the peer's reader drains it itself (its room bell,
-//! `Conn::set_room_bell`: the peer holds B). Blocking reads and writes wait in the kernel on A (a `recv(MSG_PEEK)` of the
-//! doorbell, a one-byte `send` into the filled A), so that signals interrupt them with
-//! `EINTR` (or restart them, `SA_RESTART`) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (mirrored onto
-//! A) expire them, as on a TCP socket.
+//! `Conn::set_room_bell`: the peer holds B). Blocking reads and writes wait in the kernel
+//! on A (a `recv(MSG_PEEK)` of the doorbell, a one-byte `send` into the filled A), so that
+//! signals interrupt them with `EINTR` (or restart them, `SA_RESTART`) and
+//! `SO_RCVTIMEO`/`SO_SNDTIMEO` (mirrored onto A) expire them, as on a TCP socket.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -789,8 +789,12 @@ impl Conn {
     /// Room the peer's writer sees in our ring (its `peer_space`): our ring less what it
     /// has put (`peer.prod`) beyond the consumer cursor it was last told of.
     fn room_for_peer(&self, peer: &CdcMessage) -> u32 {
-        let confirmed = cursor(self.confirmed.load(Ordering::Acquire), self.ring);
-        self.ring - Cursor::diff_large(self.ring, confirmed, peer.prod)
+        self.room_for_peer_at(self.confirmed.load(Ordering::Acquire), peer)
+    }
+
+    /// [`Conn::room_for_peer`] had it been told of `confirmed` bytes read in all.
+    fn room_for_peer_at(&self, confirmed: u64, peer: &CdcMessage) -> u32 {
+        self.ring - Cursor::diff_large(self.ring, cursor(confirmed, self.ring), peer.prod)
     }
 
     /// Tells the peer that our writer waits for room (`WRITE_BLOCKED` is set): signalled,
@@ -1260,8 +1264,7 @@ impl Conn {
         let confirmed = self.confirmed.load(Ordering::Acquire);
         let to_confirm = cons.saturating_sub(confirmed);
         let limit = (self.ring / 10).min(UPDATE_LIMIT_CAP) as u64;
-        let sender_free =
-            self.ring - Cursor::diff_large(self.ring, cursor(confirmed, self.ring), peer.prod);
+        let sender_free = self.room_for_peer_at(confirmed, peer);
         let asked = peer.prod_flags.contains(ProdFlags::CONS_CURS_UPD_REQ);
         let needy =
             sender_free <= self.ring / 2 || peer.prod_flags.contains(ProdFlags::WRITE_BLOCKED);
