@@ -1881,7 +1881,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
     }
     // SAFETY: the caller's address of `len` bytes.
-    let Some(dest) = (unsafe { net::from_c(addr, len) }) else {
+    let Some(asked) = (unsafe { net::from_c(addr, len) }) else {
         return call_real!(connect(fd, addr, len));
     };
     let entry_errno = errno();
@@ -1894,6 +1894,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         set_errno(entry_errno);
         return call_real!(connect(fd, addr, len));
     }
+    // `0.0.0.0` and `::` reach this host: the listener and the board know the connection
+    // by the address the kernel really connects to.
+    let dest = net::connect_dest(fd, asked);
     guarded(|| {
         let rt = runtime();
         let Some(names) = rt.names.as_ref() else {

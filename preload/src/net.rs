@@ -144,6 +144,41 @@ pub fn source_for(dest: SocketAddr) -> Option<IpAddr> {
     Some(u.local_addr().ok()?.ip())
 }
 
+/// Where the kernel connects `fd` when the program asks for `dest`. An unspecified
+/// address means this host: IPv4 `0.0.0.0` the socket's bound source address, else
+/// `127.0.0.1` (`net/ipv4/route.c`, `ip_route_output_key_hash_rcu`); IPv6 `::` `::1`, or
+/// `::ffff:127.0.0.1` for a socket bound to an IPv4-mapped address (`net/ipv6/tcp_ipv6.c`,
+/// `tcp_v6_connect`, which hands `::ffff:0.0.0.0` to the IPv4 rule). The listener sees that
+/// address as its own, so the board must be told it, not the program's.
+pub fn connect_dest(fd: c_int, dest: SocketAddr) -> SocketAddr {
+    let bound = || local_addr(fd).map(|l| l.ip());
+    let v4_source = |bound: Option<IpAddr>| match bound {
+        Some(IpAddr::V4(s)) if !s.is_unspecified() => s,
+        Some(IpAddr::V6(s)) => match s.to_ipv4_mapped() {
+            Some(m) if !m.is_unspecified() => m,
+            _ => Ipv4Addr::LOCALHOST,
+        },
+        _ => Ipv4Addr::LOCALHOST,
+    };
+    let mut d = dest;
+    match dest {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => d.set_ip(v4_source(bound()).into()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            let mapped = matches!(bound(), Some(IpAddr::V6(l)) if l.to_ipv4_mapped().is_some());
+            d.set_ip(if mapped {
+                Ipv4Addr::LOCALHOST.to_ipv6_mapped().into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped() == Some(Ipv4Addr::UNSPECIFIED) => {
+            d.set_ip(v4_source(bound()).to_ipv6_mapped().into());
+        }
+        _ => {}
+    }
+    d
+}
+
 /// Makes sure `fd` has a local address with a port before it connects to `dest` (binding
 /// it to the kernel's choice of source address and an ephemeral port if the program did
 /// not bind it), and returns that address as the peer will see it.
@@ -324,6 +359,54 @@ mod tests {
         let (st, _) = to_c("127.0.0.1:1".parse().unwrap());
         // SAFETY: a too-short length is refused before reading past it.
         assert_eq!(unsafe { from_c((&raw const st).cast(), 4) }, None);
+    }
+
+    /// `connect_dest` names the peer the kernel's `connect` really reaches, for each way of
+    /// asking for "this host".
+    #[test]
+    fn an_unspecified_destination_is_where_the_kernel_connects() {
+        let Ok(l) = std::net::TcpListener::bind("[::]:0") else {
+            return; // no IPv6 here
+        };
+        let port = l.local_addr().unwrap().port();
+        let cases: [(c_int, Option<&str>, &str, &str); 7] = [
+            (libc::AF_INET, None, "0.0.0.0", "127.0.0.1"),
+            (libc::AF_INET, Some("127.0.0.5"), "0.0.0.0", "127.0.0.5"),
+            (libc::AF_INET, None, "127.0.0.1", "127.0.0.1"),
+            (libc::AF_INET6, None, "::", "::1"),
+            (
+                libc::AF_INET6,
+                Some("::ffff:127.0.0.6"),
+                "::",
+                "::ffff:127.0.0.1",
+            ),
+            (libc::AF_INET6, None, "::ffff:0.0.0.0", "::ffff:127.0.0.1"),
+            (
+                libc::AF_INET6,
+                Some("::ffff:127.0.0.7"),
+                "::ffff:0.0.0.0",
+                "::ffff:127.0.0.7",
+            ),
+        ];
+        for (family, bind, asked, reached) in cases {
+            // SAFETY: a plain socket call; the descriptor is closed below.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+            assert!(fd >= 0);
+            if let Some(b) = bind {
+                let (st, len) = to_c(SocketAddr::new(b.parse().unwrap(), 0));
+                // SAFETY: `st` holds a valid address of `len` bytes.
+                assert_eq!(unsafe { libc::bind(fd, (&raw const st).cast(), len) }, 0);
+            }
+            let asked = SocketAddr::new(asked.parse().unwrap(), port);
+            let dest = connect_dest(fd, asked);
+            assert_eq!(dest, SocketAddr::new(reached.parse().unwrap(), port));
+            let (st, len) = to_c(asked);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::connect(fd, (&raw const st).cast(), len) }, 0);
+            assert_eq!(peer_addr(fd), Some(dest), "{asked} bound to {bind:?}");
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(fd) };
+        }
     }
 
     #[test]

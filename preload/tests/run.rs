@@ -217,7 +217,12 @@ fn listening(under: &Under<'_>, mode: &str) -> (Proc, String) {
 
 /// [`listening`] with more arguments.
 fn listening_with(under: &Under<'_>, mode: &str, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec![mode, "127.0.0.1:0"];
+    listening_at(under, mode, "127.0.0.1:0", extra)
+}
+
+/// [`listening_with`] on `addr`.
+fn listening_at(under: &Under<'_>, mode: &str, addr: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![mode, addr];
     args.extend_from_slice(extra);
     let p = spawn(command(under, &args));
     let l = p.line("listening on ");
@@ -535,6 +540,28 @@ fn the_server_speaks_first_over_smc_d() {
             &["--greeting", "--bytes", "1000"],
         );
     }
+}
+
+/// A client that connects to `0.0.0.0` or `::` (sockperf's default address) reaches a
+/// listener of this host, as over TCP, and over SMC-D: it once told the board the address
+/// it was given, the server looked it up by the one it saw (`127.0.0.1`), and the client's
+/// CLC proposal went into the server's stream while the client waited for a reply.
+#[test]
+fn a_connect_to_the_unspecified_address_runs_over_smc_d() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    for (listen, any) in [("0.0.0.0:0", "0.0.0.0"), ("[::]:0", "[::]")] {
+        let (srv, addr) = listening_at(&under, "server", listen, &[]);
+        let port = addr.rsplit(':').next().unwrap();
+        let to = format!("{any}:{port}");
+        let (ok, out, err) = client(&under, &to, &["--bytes", "100000"]);
+        assert!(ok && out.contains("ok 100000 bytes"), "{to}: {out}\n{err}");
+        assert!(err.contains(": SMC-D"), "{to}: not over SMC-D: {err}");
+        let (sok, _, serr) = srv.finish();
+        assert!(sok && serr.contains(": SMC-D"), "{to}: server: {serr}");
+    }
+    assert_board_empty(&b);
 }
 
 #[test]
