@@ -442,6 +442,58 @@ fn a_host_of_another_spec_version_is_refused() {
     board.stop();
 }
 
+/// `docs/host-interface.md` 3.1 and 3.2: a first message that is not exactly a HELLO (a
+/// byte short, a byte long, the magic alone, garbage) gets a WELCOME of status 3 in which
+/// only the magic, the board's version, the status and the message mean anything; nonzero
+/// `flags` and `reserved` are ignored.
+#[test]
+fn a_malformed_hello_is_refused_with_status_3_and_nothing_else() {
+    use process::layout::{Hello, Welcome};
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+    use zerocopy::{FromBytes, IntoBytes};
+    let dir = Dir::new();
+    let board = BoardProc::start(&dir, "lpar", "hello", 2);
+    let addr = SocketAddrUnix::new(process::socket_path(&dir.0, "hello")).unwrap();
+    let ask = |msg: &[u8]| -> (Welcome, usize) {
+        let s = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        rustix::net::connect(&s, &addr).unwrap();
+        rustix::net::send(&s, msg, SendFlags::NOSIGNAL).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = rustix::net::recv(&s, &mut buf, RecvFlags::empty()).unwrap();
+        assert_eq!(n, size_of::<Welcome>());
+        (Welcome::read_from_bytes(&buf[..n]).unwrap(), n)
+    };
+    let mut hello = Hello::read_from_bytes(&[0u8; 24]).unwrap();
+    hello.magic = process::layout::HELLO_MAGIC;
+    hello.version = process::layout::SPEC_VERSION.into();
+    let good = hello.as_bytes().to_vec();
+    let mut long = good.clone();
+    long.push(0);
+    for bad in [&good[..23], &long[..], &good[..8], &[0xA5u8; 24][..]] {
+        let (w, _) = ask(bad);
+        assert_eq!(w.magic, process::layout::WELCOME_MAGIC);
+        assert_eq!(w.version.get(), process::layout::SPEC_VERSION);
+        assert_eq!(w.status.get(), process::layout::STATUS_BAD_HELLO, "{bad:?}");
+        let mut rest = w;
+        rest.magic = [0; 8];
+        rest.version = 0.into();
+        rest.status = 0.into();
+        rest.message = [0; 168];
+        assert!(rest.as_bytes().iter().all(|&b| b == 0), "{bad:?}: {rest:?}");
+    }
+    // Flags and the reserved word: ignored.
+    hello.flags = 1.into();
+    hello.reserved = 0xFFFF_FFFF.into();
+    let (w, _) = ask(hello.as_bytes());
+    assert_eq!(w.status.get(), 0, "{w:?}");
+    assert_eq!(
+        board.status()["counters"]["refusals"].as_u64(),
+        Some(4),
+        "every refused first message counts"
+    );
+    board.stop();
+}
+
 /// Two hosts of this process on board `name` (`a`, the client side, and `b`), an SMC-D
 /// stack on each, and a listener on `b`'s: what the tests below connect through.
 struct TwoHosts {
@@ -743,6 +795,38 @@ fn a_hostile_process_cannot_reach_another_partition() {
     }
     assert_eq!(
         page.desc_status(head).load(Ordering::Acquire),
+        process::layout::SQ_ERR_MALFORMED
+    );
+    // More entries claimed than there are slots: all dropped, each descriptor and
+    // SQ_ERROR saying so.
+    page.word(regs::SQ_ERROR).swap(0, Ordering::SeqCst);
+    for slot in 0..process::layout::RING_SLOTS {
+        page.desc_request(slot).store(1 << 23, Ordering::Relaxed);
+        page.desc_len(slot).store(8, Ordering::Relaxed);
+        page.desc_status(slot).store(0xEEEE, Ordering::Relaxed);
+    }
+    let past = head.wrapping_add(1 + process::layout::RING_SLOTS + 1);
+    page.word(regs::SQ_HEAD).store(past, Ordering::SeqCst);
+    page.word(regs::DOORBELL).fetch_add(1, Ordering::SeqCst);
+    rustix::thread::futex::wake(
+        page.word(regs::DOORBELL),
+        rustix::thread::futex::Flags::empty(),
+        1,
+    )
+    .ok();
+    while page.word(regs::SQ_TAIL).load(Ordering::Acquire) != past {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    for slot in 0..process::layout::RING_SLOTS {
+        assert_eq!(
+            page.desc_status(slot).load(Ordering::Acquire),
+            process::layout::SQ_ERR_MALFORMED,
+            "slot {slot}"
+        );
+    }
+    assert_eq!(
+        page.word(regs::SQ_ERROR).load(Ordering::Acquire),
         process::layout::SQ_ERR_MALFORMED
     );
     // The stream between the other two processes was never disturbed.

@@ -1314,8 +1314,13 @@ fn drain_ring(
         let _ = err.compare_exchange(0, status, Ordering::AcqRel, Ordering::Relaxed);
     };
     if head.wrapping_sub(tail) > RING_SLOTS {
-        // A host that claims more entries than slots: drop them all.
+        // A host that claims more entries than slots: drop them all, each descriptor
+        // saying so (a waiter for a signalled entry reads that, not a stale status).
         report(layout::SQ_ERR_MALFORMED);
+        for slot in 0..RING_SLOTS {
+            page.desc_status(slot)
+                .store(layout::SQ_ERR_MALFORMED, Ordering::Relaxed);
+        }
         page.word(regs::SQ_TAIL).store(head, Ordering::Release);
         return true;
     }
