@@ -115,13 +115,24 @@ impl SpinPhase {
         }
         self.spins = self.spins.wrapping_add(1);
         if self.spins.is_multiple_of(SPINS_PER_YIELD) {
-            let before = Instant::now();
-            std::thread::yield_now();
-            let after = Instant::now();
-            return self.yielded(after - before, after);
+            return self.yield_now();
         }
         std::hint::spin_loop();
         true
+    }
+
+    /// Yields the core once, now (as [`SpinPhase::spin`] does every few turns); `false`
+    /// when the phase is over (the core contended, or known to be). A waiter whose own
+    /// write has just woken its peer yields first: if that peer runs on this core, it
+    /// answers now instead of after the spin.
+    pub fn yield_now(&mut self) -> bool {
+        if self.contended {
+            return false;
+        }
+        let before = Instant::now();
+        std::thread::yield_now();
+        let after = Instant::now();
+        self.yielded(after - before, after)
     }
 
     /// Accounts a yield that took `took` and ended at `now`; `false` if the phase ends
@@ -335,8 +346,8 @@ mod tests {
         assert!(p.contended() && !p.spin());
         let mut q = SpinPhase::new(Duration::from_secs(10));
         assert!(
-            q.contended() && !q.spin(),
-            "no spinning during the back-off"
+            q.contended() && !q.spin() && !q.yield_now(),
+            "no spinning (and no first yield) during the back-off"
         );
         // After the back-off a phase spins (probes) again.
         std::thread::sleep(Duration::from_millis(1));
@@ -344,7 +355,7 @@ mod tests {
             .no_spin_until
             .store(micros_since_epoch(now).max(1), Ordering::Relaxed);
         let mut r = SpinPhase::new(Duration::from_secs(10));
-        assert!(!r.contended() && r.spin());
+        assert!(!r.contended() && r.spin() && r.yield_now());
     }
 
     #[test]
