@@ -798,6 +798,127 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     })
 }
 
+/// `recvmmsg`: on an SMC-D descriptor, one [`recvmsg`] per message header, as the
+/// kernel's `do_recvmmsg` (`net/socket.c`) runs one `recvmsg` per entry: each entry's
+/// `msg_len` gets what its call read (0 at the end of stream, and the loop goes on);
+/// `MSG_WAITFORONE` makes every call after the first non-blocking; the time limit is
+/// looked at after each entry (as the kernel does, so it does not bound a wait). An error
+/// ends the loop: returned if no entry was filled, else the count of entries is (the
+/// kernel keeps such an error for the next call; here the next call meets it again).
+///
+/// # Safety
+/// As the C library's `recvmmsg`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    vec: *mut libc::mmsghdr,
+    vlen: libc::c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    if !TABLE.maybe_tracked(fd) || data_of(fd).is_none() {
+        return call_real!(recvmmsg(fd, vec, vlen, flags, timeout));
+    }
+    if vec.is_null() && vlen > 0 {
+        return fail(libc::EFAULT);
+    }
+    let entry_errno = errno();
+    // SAFETY: the caller's time limit, if any.
+    let limit = (!timeout.is_null()).then(|| unsafe { *timeout });
+    if limit.is_some_and(|t| t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec)) {
+        return fail(libc::EINVAL);
+    }
+    let end = limit.map(|t| {
+        std::time::Instant::now() + std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    });
+    let mut flags_now = flags & !libc::MSG_WAITFORONE;
+    let mut done: libc::c_uint = 0;
+    while done < vlen.min(libc::UIO_MAXIOV as libc::c_uint) {
+        // SAFETY: entry `done` of the caller's `vlen` headers.
+        let entry = unsafe { &mut *vec.add(done as usize) };
+        // SAFETY: the caller's message header, passed on.
+        let n = unsafe { recvmsg(fd, &mut entry.msg_hdr, flags_now) };
+        if n < 0 {
+            break;
+        }
+        entry.msg_len = n as libc::c_uint;
+        done += 1;
+        if flags & libc::MSG_WAITFORONE != 0 {
+            flags_now |= libc::MSG_DONTWAIT;
+        }
+        if let Some(e) = end {
+            // As the kernel, the time left goes back to the caller.
+            let left = e.saturating_duration_since(std::time::Instant::now());
+            // SAFETY: the caller's time limit (non-null: `end` came from it).
+            unsafe {
+                (*timeout).tv_sec = left.as_secs() as libc::time_t;
+                (*timeout).tv_nsec = libc::c_long::from(left.subsec_nanos());
+            }
+            if left.is_zero() {
+                break;
+            }
+        }
+    }
+    if done == 0 && vlen > 0 {
+        return -1; // errno from the failed `recvmsg`
+    }
+    // A success leaves `errno` as the program had it (a later entry's failure is not
+    // reported now).
+    set_errno(entry_errno);
+    done as c_int
+}
+
+/// `sendmmsg`: on an SMC-D descriptor, one [`sendmsg`] per message header, as the
+/// kernel's `__sys_sendmmsg` (`net/socket.c`): each entry's `msg_len` gets what its call
+/// wrote; a short write or an error ends the loop; the count of entries sent is returned,
+/// or the error if none was.
+///
+/// # Safety
+/// As the C library's `sendmmsg`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    vec: *mut libc::mmsghdr,
+    vlen: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if !TABLE.maybe_tracked(fd) || data_of(fd).is_none() {
+        return call_real!(sendmmsg(fd, vec, vlen, flags));
+    }
+    if vec.is_null() && vlen > 0 {
+        return fail(libc::EFAULT);
+    }
+    let entry_errno = errno();
+    let mut done: libc::c_uint = 0;
+    while done < vlen.min(libc::UIO_MAXIOV as libc::c_uint) {
+        // SAFETY: entry `done` of the caller's `vlen` headers.
+        let entry = unsafe { &mut *vec.add(done as usize) };
+        // SAFETY: the caller's iovecs, only their lengths read.
+        let want: usize =
+            unsafe { iovecs(entry.msg_hdr.msg_iov, entry.msg_hdr.msg_iovlen as c_int) }
+                .iter()
+                .map(|v| v.iov_len)
+                .sum();
+        // SAFETY: the caller's message header, passed on.
+        let n = unsafe { sendmsg(fd, &entry.msg_hdr, flags) };
+        if n < 0 {
+            break;
+        }
+        entry.msg_len = n as libc::c_uint;
+        done += 1;
+        if (n as usize) < want {
+            break;
+        }
+    }
+    if done == 0 && vlen > 0 {
+        return -1; // errno from the failed `sendmsg`
+    }
+    // A success leaves `errno` as the program had it (a later entry's failure is not
+    // reported now).
+    set_errno(entry_errno);
+    done as c_int
+}
+
 // ------------------------------------------------------------------------ socket calls
 
 /// `shutdown`.

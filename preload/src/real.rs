@@ -56,6 +56,8 @@ reals! {
     sendto: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t;
     recvmsg: unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t;
     sendmsg: unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+    recvmmsg: unsafe extern "C" fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int, *mut libc::timespec) -> c_int;
+    sendmmsg: unsafe extern "C" fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int) -> c_int;
     shutdown: unsafe extern "C" fn(c_int, c_int) -> c_int;
     getsockopt: unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int;
     setsockopt: unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int;

@@ -761,6 +761,7 @@ fn probe(addr: &str) -> Result<(), String> {
     if poll1(fd, libc::POLLIN, 100) != 0 {
         return Err("readable with nothing to read".into());
     }
+    mmsg(fd)?;
     // SAFETY: plain descriptor calls on our own descriptors.
     let fd2 = unsafe { libc::dup(fd) };
     // SAFETY: as above.
@@ -854,6 +855,99 @@ fn probe(addr: &str) -> Result<(), String> {
     // SAFETY: our descriptor.
     unsafe { libc::close(fd3) };
     println!("ok probe");
+    Ok(())
+}
+
+/// `sendmmsg` of two messages, then `recvmmsg` (`MSG_WAITFORONE`) until their echo is
+/// back, and a `recvmmsg` with `MSG_DONTWAIT` and nothing to read: as over TCP.
+fn mmsg(fd: libc::c_int) -> Result<(), String> {
+    let parts: [&[u8]; 2] = [b"mm1", b"mm2x"];
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdrs are valid; each gets one iovec of ours.
+    let mut hdrs: Vec<libc::mmsghdr> = (0..2).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
+        h.msg_hdr.msg_iov = v;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: two valid headers.
+    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), 2, 0) };
+    if n != 2 || hdrs[0].msg_len != 3 || hdrs[1].msg_len != 4 {
+        return Err(format!(
+            "sendmmsg: {n} (errno {}), lengths {} {}",
+            errno(),
+            hdrs[0].msg_len,
+            hdrs[1].msg_len
+        ));
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while got.len() < 7 {
+        if Instant::now() > deadline {
+            return Err(format!("recvmmsg: only {got:?}"));
+        }
+        let mut bufs = [[0u8; 16]; 3];
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as above.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..3).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        let mut limit = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        // A success leaves errno alone, even when a later entry found nothing.
+        // SAFETY: the calling thread's errno.
+        unsafe { *libc::__errno_location() = libc::ENOTTY };
+        // SAFETY: three valid headers and a time limit.
+        let n =
+            unsafe { libc::recvmmsg(fd, hdrs.as_mut_ptr(), 3, libc::MSG_WAITFORONE, &mut limit) };
+        if n < 1 {
+            return Err(format!("recvmmsg: {n}, errno {}", errno()));
+        }
+        if errno() != libc::ENOTTY {
+            return Err(format!(
+                "recvmmsg gave {n} and changed errno to {}",
+                errno()
+            ));
+        }
+        for (h, b) in hdrs.iter().zip(bufs.iter()).take(n as usize) {
+            got.extend_from_slice(&b[..h.msg_len as usize]);
+        }
+    }
+    if got != b"mm1mm2x" {
+        return Err(format!("recvmmsg gave {got:?}"));
+    }
+    let mut b = [0u8; 4];
+    let mut v = libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    };
+    // SAFETY: as above.
+    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    h.msg_hdr.msg_iov = &mut v;
+    h.msg_hdr.msg_iovlen = 1;
+    // SAFETY: one valid header, no time limit.
+    let n = unsafe { libc::recvmmsg(fd, &mut h, 1, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    if n != -1 || errno() != libc::EAGAIN {
+        return Err(format!(
+            "recvmmsg with nothing to read: {n}, errno {}",
+            errno()
+        ));
+    }
     Ok(())
 }
 
