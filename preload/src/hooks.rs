@@ -2045,7 +2045,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // client only if the answer is "cookies". A board that predates it, or an error:
         // the lookup alone, as below.
         let mut registered = None;
-        let mine = seen.and_then(|_| net::socket_cookie(fd));
+        // A socket bound to a device is found by its cookie only with the device's index,
+        // which the server cannot know (`net::device_bound`): it registers by address.
+        let by_cookie = !net::device_bound(fd, dest);
+        let mine = seen
+            .filter(|_| by_cookie)
+            .and_then(|_| net::socket_cookie(fd));
         let combined = match (seen, mine) {
             (Some(s), Some(c)) => {
                 bells = rt.bells();
@@ -2079,7 +2084,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // Cookies only where the board answered for the listener seen here: one in
         // another network namespace could not see this socket either.
         let cookie = registered.or_else(|| {
-            (listeners == Lookup::Cookies)
+            (listeners == Lookup::Cookies && by_cookie)
                 .then(|| net::socket_cookie(fd))
                 .flatten()
                 .map(ClientKey::Cookie)

@@ -179,6 +179,22 @@ pub fn connect_dest(fd: c_int, dest: SocketAddr) -> SocketAddr {
     d
 }
 
+/// Whether the connection of `fd` to `dest` is bound to a network device: by
+/// `SO_BINDTODEVICE`/`SO_BINDTOIFINDEX`, or by an IPv6 link-local address at either end
+/// (`connect` binds the socket to the scope's device, `net/ipv6/tcp_ipv6.c`
+/// `tcp_v6_connect`). `sock_diag` finds such a socket only when asked with that device's
+/// index (`inet_diag_find_one_icsk` in `net/ipv4/inet_diag.c` looks it up with the
+/// request's `idiag_if`), which the server cannot know: its client registers by address.
+pub fn device_bound(fd: c_int, dest: SocketAddr) -> bool {
+    let link_local = |a: SocketAddr| match a {
+        SocketAddr::V6(v) => v.scope_id() != 0 || v.ip().is_unicast_link_local(),
+        SocketAddr::V4(_) => false,
+    };
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX).is_some_and(|i| i > 0)
+        || link_local(dest)
+        || local_addr(fd).is_some_and(link_local)
+}
+
 /// Makes sure `fd` has a local address with a port before it connects to `dest` (binding
 /// it to the kernel's choice of source address and an ephemeral port if the program did
 /// not bind it), and returns that address as the peer will see it.
@@ -190,7 +206,14 @@ pub fn bind_for(fd: c_int, dest: SocketAddr) -> Option<SocketAddr> {
         } else {
             local.ip()
         };
-        let (st, len) = to_c(SocketAddr::new(ip, 0));
+        // A link-local source needs its device (the destination's scope).
+        let at = match (ip, dest) {
+            (IpAddr::V6(v6), SocketAddr::V6(d)) if v6.is_unicast_link_local() => {
+                SocketAddr::V6(SocketAddrV6::new(v6, 0, 0, d.scope_id()))
+            }
+            _ => SocketAddr::new(ip, 0),
+        };
+        let (st, len) = to_c(at);
         // SAFETY: `st` holds a valid address of `len` bytes.
         if unsafe { libc::bind(fd, (&raw const st).cast(), len) } != 0 {
             return None;

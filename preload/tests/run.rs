@@ -564,6 +564,31 @@ fn a_connect_to_the_unspecified_address_runs_over_smc_d() {
     assert_board_empty(&b);
 }
 
+/// A client bound to a network device (`SO_BINDTODEVICE`, as `curl --interface lo` and
+/// `iperf3 --bind-dev lo` bind theirs) runs over SMC-D. `sock_diag` finds such a socket
+/// only when asked with the device's index, which the server cannot know: the client once
+/// registered its cookie anyway, the server did not find it, took the connection for
+/// plain TCP and read the client's CLC proposal as data. Such a client registers by its
+/// address. (Binding to a device needs `CAP_NET_RAW`: skipped without it.)
+#[test]
+fn a_client_bound_to_a_device_runs_over_smc_d() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    let (srv, addr) = server(&under, &[]);
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "100000", "--device", "lo"]);
+    if !ok && err.contains("SO_BINDTODEVICE lo: errno 1") {
+        eprintln!("skipped: binding to a device is not permitted here");
+        drop(srv);
+        return;
+    }
+    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
+    let (sok, _, serr) = srv.finish();
+    assert!(sok && serr.contains(": SMC-D"), "server: {serr}");
+    assert_board_empty(&b);
+}
+
 #[test]
 fn a_plain_client_against_an_ism_run_server_uses_tcp() {
     let b = board(BoardKind::Lpar);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K] [--v6only]
-//! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C] [--pause-ms T]
+//! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C] [--pause-ms T] [--device DEV]
 //! echo self ADDR
 //! echo probe ADDR
 //! echo epoll-connect ADDR --bytes N [--after] [--et] [--so-error]
@@ -294,6 +294,7 @@ fn main() -> ExitCode {
                 arg(&args, "--chunk").unwrap_or(64 << 10),
                 &mode,
                 greeting,
+                arg::<String>(&args, "--device").as_deref(),
             )
         }),
         _ => Err("role must be server or client".into()),
@@ -683,7 +684,7 @@ fn daemon_fds(addr: &str, bytes: usize) -> Result<(), String> {
             &buf[..n.max(0) as usize]
         ));
     }
-    client(addr, bytes, 1000, "blocking", false)?;
+    client(addr, bytes, 1000, "blocking", false, None)?;
     println!("daemon ok");
     Ok(())
 }
@@ -698,7 +699,7 @@ fn unprivileged(addr: &str) -> Result<(), String> {
         println!("skipped");
         return Ok(());
     }
-    client(addr, 100, 100, "blocking", false)
+    client(addr, 100, 100, "blocking", false, None)
 }
 
 fn probe(addr: &str) -> Result<(), String> {
@@ -1121,14 +1122,70 @@ fn read_greeting(s: &mut TcpStream) -> Result<(), String> {
     Ok(())
 }
 
+/// A connection to `addr`, from a socket bound to the network device `device` first
+/// (`SO_BINDTODEVICE`, as `curl --interface` and `iperf3 --bind-dev` do) if one is named.
+fn connect_from(addr: &str, device: Option<&str>) -> Result<TcpStream, String> {
+    use std::os::fd::FromRawFd;
+    let Some(dev) = device else {
+        return TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"));
+    };
+    let to: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let std::net::SocketAddr::V4(v4) = to else {
+        return Err("--device takes an IPv4 address".into());
+    };
+    // SAFETY: a plain socket call; the descriptor is owned by the stream below or closed.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: errno {}", errno()));
+    }
+    // SAFETY: the device name's bytes and length.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_ptr().cast(),
+            dev.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let e = errno();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return Err(format!("SO_BINDTODEVICE {dev}: errno {e}"));
+    }
+    // SAFETY: all-zero bytes are a valid `sockaddr_in`.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_port = v4.port().to_be();
+    sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+    // SAFETY: a valid `sockaddr_in` of its size.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let e = errno();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return Err(format!("connect {addr} from {dev}: errno {e}"));
+    }
+    // SAFETY: a connected stream socket that nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
 fn client(
     addr: &str,
     bytes: usize,
     chunk: usize,
     mode: &str,
     greeting: bool,
+    device: Option<&str>,
 ) -> Result<(), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s = connect_from(addr, device)?;
     s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
     if greeting {
         read_greeting(&mut s)?;
