@@ -60,6 +60,8 @@ pub struct ListenerReg {
     /// registration belongs to the parent's name-service connection) until its first
     /// `accept`, `epoll_ctl` or `listen` in the child ([`ListenerReg::adopt`]).
     registered: Mutex<bool>,
+    /// How this process came to hold it, for the debug line of [`ListenerReg::adopt`].
+    origin: &'static str,
 }
 
 impl ListenerReg {
@@ -69,6 +71,7 @@ impl ListenerReg {
             addr,
             cookie,
             registered: Mutex::new(addr.is_some()),
+            origin: "listened on",
         }
     }
 
@@ -78,6 +81,18 @@ impl ListenerReg {
             addr,
             cookie,
             registered: Mutex::new(false),
+            origin: "inherited over fork",
+        }
+    }
+
+    /// A listener this process image did not open (see [`adopt_untracked`]), not
+    /// registered by it yet.
+    fn found(addr: SocketAddr, cookie: u64) -> Self {
+        Self {
+            addr: Some(addr),
+            cookie,
+            registered: Mutex::new(false),
+            origin: "a listener this process image did not open (exec, SCM_RIGHTS)",
         }
     }
 
@@ -110,7 +125,8 @@ impl ListenerReg {
                 *reg = true;
                 let _ = rt.stack();
                 rt.own_listener(addr, true);
-                rt.debug(|| format!("listen {addr}: inherited over fork, registered"));
+                let origin = self.origin;
+                rt.debug(|| format!("listen {addr}: {origin}, registered"));
                 return true;
             }
         }
@@ -150,6 +166,34 @@ fn adopt_listener(fd: c_int) {
         0
     });
     set_errno(saved);
+}
+
+/// A listener that accepted a connection without an entry here: one this process image
+/// did not `listen` on, inherited across `exec` or received with `SCM_RIGHTS` (nginx's
+/// binary upgrade passes its listeners to the new image so). Another process may have
+/// registered that very socket with the board, whose clients then speak CLC to whoever
+/// accepts: so an AF_INET/AF_INET6 listener becomes this process's own (registered as a
+/// fork child registers an inherited one), and the connection just accepted is taken as
+/// any other. Returns whether `fd` has an entry now. Keeps `errno`.
+fn adopt_untracked(fd: c_int) -> bool {
+    if !crate::fork::owner() {
+        return false;
+    }
+    let saved = errno();
+    let adopted = guarded(|| {
+        if runtime().names.is_none() || !net::is_inet_stream(fd) {
+            return 0;
+        }
+        let Some(addr) = net::local_addr(fd) else {
+            return 0;
+        };
+        let reg = ListenerReg::found(addr, net::socket_cookie(fd).unwrap_or(0));
+        drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
+        adopt_listener(fd);
+        1
+    }) == 1;
+    set_errno(saved);
+    adopted
 }
 
 pub(crate) static TABLE: Table<Entry> = Table::new();
@@ -2176,7 +2220,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if r != 0 {
         return r;
     }
-    if TABLE.maybe_tracked(fd) {
+    if TABLE.maybe_tracked(fd) && !moved_listener(fd) {
         adopt_listener(fd);
         return r;
     }
@@ -2205,6 +2249,32 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         set_errno(entry_errno);
         0
     })
+}
+
+/// A registered listener that `listen` again finds on another address (a `shutdown` made
+/// the kernel unbind an automatically bound port, and this `listen` bound a new one): the
+/// old registration goes, and `listen` registers the new address. Returns whether it went.
+/// Keeps `errno`.
+fn moved_listener(fd: c_int) -> bool {
+    let saved = errno();
+    let moved = guarded(|| {
+        let Some(e) = TABLE.get(fd) else {
+            return 0;
+        };
+        let Entry::Listener(ListenerReg {
+            addr: Some(was), ..
+        }) = &*e
+        else {
+            return 0;
+        };
+        if net::local_addr(fd).is_none_or(|now| now == *was) {
+            return 0;
+        }
+        drop(TABLE.remove(fd));
+        1
+    }) == 1;
+    set_errno(saved);
+    moved
 }
 
 /// What [`after_accept`] returns when the handshake could not be started (no descriptor
@@ -2317,7 +2387,7 @@ unsafe fn accept_loop(fd: c_int, len: *mut socklen_t, accept_once: impl Fn() -> 
     let room = (!len.is_null()).then(|| unsafe { *len });
     loop {
         let new = accept_once();
-        if new < 0 || !TABLE.maybe_tracked(fd) {
+        if new < 0 || (!TABLE.maybe_tracked(fd) && !adopt_untracked(fd)) {
             return new;
         }
         let r = guarded(|| after_accept(fd, new, entry_errno));

@@ -589,6 +589,46 @@ fn a_client_bound_to_a_device_runs_over_smc_d() {
     assert_board_empty(&b);
 }
 
+/// A listener passed across `exec` (nginx's binary upgrade) is accepted on by a process
+/// image that never called `listen` on it, while the process that registered it keeps it
+/// open: the new image takes the connection over SMC-D. It once saw no listener of its
+/// own, took the connection for plain TCP, and read the client's CLC proposal as data (the
+/// client had found the registration of the same socket).
+#[test]
+fn a_listener_passed_across_exec_serves_over_smc_d() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    let (srv, addr) = listening(&under, "exec-listener");
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "100000"]);
+    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
+    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 1"), "server: {sout}\n{serr}");
+    assert!(
+        serr.contains("did not open (exec, SCM_RIGHTS), registered"),
+        "{serr}"
+    );
+    assert_board_empty(&b);
+}
+
+/// A listener that `listen` again after a `shutdown` moved it to another port (the kernel
+/// unbinds an automatically bound one) is registered at its new address: only the old
+/// one was, and its clients went over TCP without a word.
+#[test]
+fn a_listener_listening_again_on_a_new_port_is_registered_there() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
+    let (srv, addr) = listening(&under, "relisten");
+    let (ok, out, err) = client(&under, &addr, &["--bytes", "10000"]);
+    assert!(ok && out.contains("ok 10000 bytes"), "{out}\n{err}");
+    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served 1"), "server: {sout}\n{serr}");
+    assert_board_empty(&b);
+}
+
 #[test]
 fn a_plain_client_against_an_ism_run_server_uses_tcp() {
     let b = board(BoardKind::Lpar);

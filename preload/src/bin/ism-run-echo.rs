@@ -25,6 +25,8 @@
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
+//! echo exec-listener ADDR | serve-fd FD
+//! echo relisten -
 //! echo exec-probe-stdio -
 //! echo hold ADDR --conns C [--bytes N] [--linger S]
 //! echo connect-signal ADDR [--restart] [--bytes N]
@@ -190,6 +192,9 @@ fn main() -> ExitCode {
         "daemon-fds" => daemon_fds(addr, arg(&args, "--bytes").unwrap_or(1000)),
         "unprivileged" => unprivileged(addr),
         "probe" => probe(addr),
+        "exec-listener" => exec_listener(addr),
+        "serve-fd" => serve_fd(addr),
+        "relisten" => relisten(),
         "epoll-connect" => epoll_connect(
             addr,
             arg(&args, "--bytes").unwrap_or(1 << 20),
@@ -1599,6 +1604,78 @@ fn open_fds() -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `exec-listener`: listens on `addr` (the library registers the listener), prints
+/// `listening on ADDR`, and hands the listening socket across `exec` to a new image of this
+/// program (`serve-fd FD`), which accepts one connection and echoes it, while this process
+/// keeps the listener open, as nginx's binary upgrade does. Exits as the child did.
+fn exec_listener(addr: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let fd = l.as_raw_fd();
+    // SAFETY: clears close-on-exec on our own descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err("F_SETFD".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .args(["serve-fd", &fd.to_string()])
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let st = child.wait().map_err(|e| e.to_string())?;
+    drop(l);
+    if !st.success() {
+        return Err(format!("serve-fd: {st}"));
+    }
+    println!("served 1");
+    Ok(())
+}
+
+/// `relisten`: `listen` on a socket never bound (the kernel picks a port), `shutdown`
+/// (which unbinds it), `listen` again (another port), then prints `listening on
+/// 127.0.0.1:PORT` with the new port, accepts one connection and echoes it.
+fn relisten() -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor made here and owned by the listener below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: as above.
+    if fd < 0 || unsafe { libc::listen(fd, 8) } != 0 {
+        return Err(format!("socket/listen: errno {}", errno()));
+    }
+    // SAFETY: as above.
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    let first = l.local_addr().map_err(|e| e.to_string())?.port();
+    // SAFETY: as above.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } != 0 || unsafe { libc::listen(fd, 8) } != 0 {
+        return Err(format!("shutdown/listen: errno {}", errno()));
+    }
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    if port == first {
+        return Err(format!("the second listen kept port {port}"));
+    }
+    println!("listening on 127.0.0.1:{port}");
+    let _ = std::io::stdout().flush();
+    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    echo_blocking(s, false)?;
+    println!("served 1");
+    Ok(())
+}
+
+/// `serve-fd`: accepts one connection on the inherited listening descriptor `fd` and
+/// echoes it.
+fn serve_fd(fd: &str) -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = fd.parse().map_err(|e| format!("{fd}: {e}"))?;
+    // SAFETY: the listening socket our parent passed across exec; nothing else owns it here.
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    echo_blocking(s, false)
 }
 
 fn exec_keep(addr: &str, cloexec: bool, spawn: bool, stdio: bool) -> Result<(), String> {
