@@ -554,14 +554,25 @@ fn a_connect_to_the_unspecified_address_runs_over_smc_d() {
     for (listen, any) in [("0.0.0.0:0", "0.0.0.0"), ("[::]:0", "[::]")] {
         let (srv, addr) = listening_at(&under, "server", listen, &[]);
         let port = addr.rsplit(':').next().unwrap();
-        let to = format!("{any}:{port}");
-        let (ok, out, err) = client(&under, &to, &["--bytes", "100000"]);
-        assert!(ok && out.contains("ok 100000 bytes"), "{to}: {out}\n{err}");
-        assert!(err.contains(": SMC-D"), "{to}: not over SMC-D: {err}");
-        let (sok, _, serr) = srv.finish();
-        assert!(sok && serr.contains(": SMC-D"), "{to}: server: {serr}");
+        echo_over_smc_d(&under, srv, &format!("{any}:{port}"), &[]);
     }
     assert_board_empty(&b);
+}
+
+/// The echo client against `srv` at `to`, `under` (with debug lines), with `extra`
+/// arguments: both ends must succeed over SMC-D. Returns the server's stdout and stderr.
+fn echo_over_smc_d(under: &Under<'_>, srv: Proc, to: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["--bytes", "100000"];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = client(under, to, &args);
+    assert!(ok && out.contains("ok 100000 bytes"), "{to}: {out}\n{err}");
+    assert!(err.contains(": SMC-D"), "{to}: not over SMC-D: {err}");
+    let (sok, sout, serr) = srv.finish();
+    assert!(
+        sok && serr.contains(": SMC-D"),
+        "{to}: server: {sout}\n{serr}"
+    );
+    (sout, serr)
 }
 
 /// A client bound to a network device (`SO_BINDTODEVICE`, as `curl --interface lo` and
@@ -572,20 +583,28 @@ fn a_connect_to_the_unspecified_address_runs_over_smc_d() {
 /// address. (Binding to a device needs `CAP_NET_RAW`: skipped without it.)
 #[test]
 fn a_client_bound_to_a_device_runs_over_smc_d() {
+    // SAFETY: a plain socket of our own, bound to "lo" if permitted, then closed.
+    let permitted = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            c"lo".as_ptr().cast(),
+            2,
+        );
+        libc::close(fd);
+        r == 0
+    };
+    if !permitted {
+        eprintln!("skipped: binding to a device is not permitted here");
+        return;
+    }
     let b = board(BoardKind::Loopback);
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
     let (srv, addr) = server(&under, &[]);
-    let (ok, out, err) = client(&under, &addr, &["--bytes", "100000", "--device", "lo"]);
-    if !ok && err.contains("SO_BINDTODEVICE lo: errno 1") {
-        eprintln!("skipped: binding to a device is not permitted here");
-        drop(srv);
-        return;
-    }
-    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
-    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
-    let (sok, _, serr) = srv.finish();
-    assert!(sok && serr.contains(": SMC-D"), "server: {serr}");
+    echo_over_smc_d(&under, srv, &addr, &["--device", "lo"]);
     assert_board_empty(&b);
 }
 
@@ -600,11 +619,8 @@ fn a_listener_passed_across_exec_serves_over_smc_d() {
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
     let (srv, addr) = listening(&under, "exec-listener");
-    let (ok, out, err) = client(&under, &addr, &["--bytes", "100000"]);
-    assert!(ok && out.contains("ok 100000 bytes"), "{out}\n{err}");
-    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
-    let (sok, sout, serr) = srv.finish();
-    assert!(sok && sout.contains("served 1"), "server: {sout}\n{serr}");
+    let (sout, serr) = echo_over_smc_d(&under, srv, &addr, &[]);
+    assert!(sout.contains("served 1"), "server: {sout}\n{serr}");
     assert!(
         serr.contains("did not open (exec, SCM_RIGHTS), registered"),
         "{serr}"
@@ -621,11 +637,8 @@ fn a_listener_listening_again_on_a_new_port_is_registered_there() {
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
     let (srv, addr) = listening(&under, "relisten");
-    let (ok, out, err) = client(&under, &addr, &["--bytes", "10000"]);
-    assert!(ok && out.contains("ok 10000 bytes"), "{out}\n{err}");
-    assert!(err.contains(": SMC-D"), "not over SMC-D: {err}");
-    let (sok, sout, serr) = srv.finish();
-    assert!(sok && sout.contains("served 1"), "server: {sout}\n{serr}");
+    let (sout, serr) = echo_over_smc_d(&under, srv, &addr, &[]);
+    assert!(sout.contains("served 1"), "server: {sout}\n{serr}");
     assert_board_empty(&b);
 }
 
