@@ -867,6 +867,18 @@ fn probe(addr: &str) -> Result<(), String> {
 /// `sendmmsg` of two messages, then `recvmmsg` (`MSG_WAITFORONE`) until their echo is
 /// back, and a `recvmmsg` with `MSG_DONTWAIT` and nothing to read: as over TCP.
 fn mmsg(fd: libc::c_int) -> Result<(), String> {
+    /// One message header per iovec, each with that one iovec.
+    fn headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+        iov.iter_mut()
+            .map(|v| {
+                // SAFETY: all-zero bytes are a valid `mmsghdr`.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect()
+    }
     let parts: [&[u8]; 2] = [b"mm1", b"mm2x"];
     let mut iov: Vec<libc::iovec> = parts
         .iter()
@@ -875,12 +887,7 @@ fn mmsg(fd: libc::c_int) -> Result<(), String> {
             iov_len: p.len(),
         })
         .collect();
-    // SAFETY: zeroed mmsghdrs are valid; each gets one iovec of ours.
-    let mut hdrs: Vec<libc::mmsghdr> = (0..2).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
-        h.msg_hdr.msg_iov = v;
-        h.msg_hdr.msg_iovlen = 1;
-    }
+    let mut hdrs = headers(&mut iov);
     // SAFETY: two valid headers.
     let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), 2, 0) };
     if n != 2 || hdrs[0].msg_len != 3 || hdrs[1].msg_len != 4 {
@@ -905,12 +912,7 @@ fn mmsg(fd: libc::c_int) -> Result<(), String> {
                 iov_len: b.len(),
             })
             .collect();
-        // SAFETY: as above.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..3).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-        }
+        let mut hdrs = headers(&mut iov);
         let mut limit = libc::timespec {
             tv_sec: 5,
             tv_nsec: 0,
