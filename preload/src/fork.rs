@@ -317,7 +317,9 @@ fn is_dummy(fd: c_int) -> bool {
 }
 
 /// From the constructor of a new image: SMC-D descriptors the old image passed across
-/// `exec` (without `FD_CLOEXEC`) become inherited descriptors (see the module docs).
+/// `exec` (without `FD_CLOEXEC`) become inherited descriptors (see the module docs), and
+/// listening `AF_INET`/`AF_INET6` sockets listeners of this image, registered on first
+/// use (`crate::hooks::ListenerReg::found`).
 pub fn after_exec() {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
@@ -337,8 +339,24 @@ pub fn after_exec() {
             debug_line(&format!(
                 "fd {fd}: an SMC-D descriptor passed across exec without FD_CLOEXEC (its connection stays with the process image that made it); reads and writes fail with ENOTCONN"
             ));
+        } else if let Some(addr) = inherited_listener(fd) {
+            // A listener the image before this one (or whoever started it) may have
+            // registered: this image takes its clients and registers it itself, at its
+            // first accept, epoll_ctl or listen on it, or before it changes its
+            // credentials (nginx's binary upgrade: the new master's workers drop theirs).
+            let cookie = crate::net::socket_cookie(fd).unwrap_or(0);
+            let reg = ListenerReg::found(addr, cookie);
+            drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
         }
     }
+}
+
+/// The address of `fd` if it is a listening `AF_INET`/`AF_INET6` stream socket.
+fn inherited_listener(fd: c_int) -> Option<std::net::SocketAddr> {
+    let listening = crate::net::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
+    (listening && crate::net::is_inet_stream(fd))
+        .then(|| crate::net::local_addr(fd))
+        .flatten()
 }
 
 /// One line on stderr with `ISM_RUN_DEBUG=1`, without setting up the state for it.
@@ -356,6 +374,23 @@ pub fn debug_line(line: &str) {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn only_listening_inet_sockets_are_taken_for_inherited_listeners() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            inherited_listener(l.as_raw_fd()),
+            Some(l.local_addr().unwrap())
+        );
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(inherited_listener(c.as_raw_fd()), None, "connected");
+        let dir = std::env::temp_dir().join(format!("ism-run-fork-{}", std::process::id()));
+        let u = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        assert_eq!(inherited_listener(u.as_raw_fd()), None, "AF_UNIX");
+        drop(u);
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(inherited_listener(-1), None);
+    }
 
     #[test]
     fn a_marked_doorbell_is_recognised_and_a_dummy_fails_with_enotconn() {

@@ -87,7 +87,7 @@ impl ListenerReg {
 
     /// A listener this process image did not open (see [`adopt_untracked`]), not
     /// registered by it yet.
-    fn found(addr: SocketAddr, cookie: u64) -> Self {
+    pub(crate) fn found(addr: SocketAddr, cookie: u64) -> Self {
         Self {
             addr: Some(addr),
             cookie,
