@@ -351,6 +351,116 @@ pub fn after_exec() {
     }
 }
 
+/// What a new image needs to run this library: its path (for `LD_PRELOAD`) and the
+/// `ISM_*` variables of the process as it started (`NAME=value`), captured at load.
+struct LibraryEnv {
+    lib: std::ffi::CString,
+    vars: Vec<std::ffi::CString>,
+}
+
+static LIBRARY_ENV: std::sync::OnceLock<Option<LibraryEnv>> = std::sync::OnceLock::new();
+
+/// Captures [`LibraryEnv`] (from the library's constructor, before the program can change
+/// its environment: nginx rebuilds its own).
+pub fn capture_env() {
+    LIBRARY_ENV.get_or_init(|| {
+        // SAFETY: all-zero bytes are a valid `Dl_info`; `dladdr` fills it for an address
+        // of this library (this function's).
+        let lib = unsafe {
+            let mut info: libc::Dl_info = std::mem::zeroed();
+            if libc::dladdr(capture_env as *const libc::c_void, &mut info) == 0
+                || info.dli_fname.is_null()
+            {
+                return None;
+            }
+            std::ffi::CStr::from_ptr(info.dli_fname).to_owned()
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let vars = std::env::vars_os()
+            .filter(|(k, _)| k.as_bytes().starts_with(b"ISM_"))
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                std::ffi::CString::new(kv).ok()
+            })
+            .collect();
+        Some(LibraryEnv { lib, vars })
+    });
+}
+
+/// For an `execve` with environment `envp`: if registered listeners of this process cross
+/// the `exec` (no `FD_CLOEXEC`) and `envp` would start the new image without this library,
+/// `envp` with it (`LD_PRELOAD` with the library appended, and the `ISM_*` variables the
+/// process started with that `envp` lacks); `None` otherwise. Without the library the new
+/// image would accept the clients that the registration sends over CLC as plain TCP and
+/// read their CLC proposals as data (nginx's binary upgrade gives the new binary only the
+/// variables its `env` directives name); with it, it takes the listeners over (see
+/// [`after_exec`]), as an SMC socket that Linux's `smc_run` made stays one across `exec`.
+///
+/// # Safety
+/// `envp` is null or a null-terminated array of NUL-terminated strings.
+pub unsafe fn env_for_exec(envp: *const *const libc::c_char) -> Option<Vec<std::ffi::CString>> {
+    let lib_env = LIBRARY_ENV.get()?.as_ref()?;
+    if !passes_registered_listeners() {
+        return None;
+    }
+    let mut entries: Vec<&std::ffi::CStr> = Vec::new();
+    if !envp.is_null() {
+        let mut p = envp;
+        // SAFETY: the caller's null-terminated array of C strings.
+        unsafe {
+            while !(*p).is_null() {
+                entries.push(std::ffi::CStr::from_ptr(*p));
+                p = p.add(1);
+            }
+        }
+    }
+    let lib = lib_env.lib.to_bytes();
+    let preload = entries
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"LD_PRELOAD="));
+    if preload.is_some_and(|v| v.split(|&b| b == b':' || b == b' ').any(|x| x == lib)) {
+        return None;
+    }
+    let name = |e: &[u8]| e.split(|&b| b == b'=').next().map(<[u8]>::to_vec);
+    let mut out: Vec<std::ffi::CString> = entries
+        .iter()
+        .filter(|e| !e.to_bytes().starts_with(b"LD_PRELOAD="))
+        .map(|e| (*e).to_owned())
+        .collect();
+    let mut ld = b"LD_PRELOAD=".to_vec();
+    if let Some(v) = preload.filter(|v| !v.is_empty()) {
+        ld.extend_from_slice(v);
+        ld.push(b':');
+    }
+    ld.extend_from_slice(lib);
+    out.push(std::ffi::CString::new(ld).ok()?);
+    for v in &lib_env.vars {
+        let n = name(v.to_bytes());
+        if !entries.iter().any(|e| name(e.to_bytes()) == n) {
+            out.push(v.clone());
+        }
+    }
+    debug_line("exec: the new image's environment lacked this library; LD_PRELOAD and the ISM_* variables added (registered listeners cross the exec)");
+    Some(out)
+}
+
+/// Whether a listener registered on the board (by this process or one it inherited)
+/// stays open across `exec`.
+fn passes_registered_listeners() -> bool {
+    let Some(fcntl) = real().fcntl else {
+        return false;
+    };
+    TABLE.lock_map().as_ref().is_some_and(|m| {
+        m.iter().any(|(&fd, e)| {
+            matches!(&**e, Entry::Listener(l) if l.addr().is_some())
+                // SAFETY: F_GETFD takes no argument.
+                && unsafe { fcntl(fd, libc::F_GETFD, 0) } & libc::FD_CLOEXEC == 0
+        })
+    })
+}
+
 /// The address of `fd` if it is a listening `AF_INET`/`AF_INET6` stream socket.
 fn inherited_listener(fd: c_int) -> Option<std::net::SocketAddr> {
     let listening = crate::net::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);

@@ -2471,6 +2471,37 @@ fn before_credentials_change() {
     set_errno(saved);
 }
 
+/// `execve`: as the C library's, with this library added to the new image's environment
+/// where registered listeners cross the `exec` and the environment given would leave the
+/// library out ([`crate::fork::env_for_exec`]).
+///
+/// # Safety
+/// As the C library's `execve`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> c_int {
+    let saved = errno();
+    // SAFETY: the caller's environment array, as `execve` takes it.
+    let env = std::panic::catch_unwind(|| unsafe { crate::fork::env_for_exec(envp) })
+        .ok()
+        .flatten();
+    set_errno(saved);
+    match env {
+        Some(env) => {
+            let ptrs: Vec<*const libc::c_char> = env
+                .iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect();
+            call_real!(execve(path, argv, ptrs.as_ptr()))
+        }
+        None => call_real!(execve(path, argv, envp)),
+    }
+}
+
 macro_rules! credential_hook {
     ($(#[$doc:meta])* $name:ident($($a:ident: $t:ty),*)) => {
         $(#[$doc])*

@@ -39,6 +39,7 @@ extern "C" fn ism_run_init() {
     let _ = hooks::real_syscall();
     let _ = std::panic::catch_unwind(|| {
         fork::init();
+        fork::capture_env();
         fork::after_exec();
     });
 }

@@ -612,19 +612,30 @@ fn a_client_bound_to_a_device_runs_over_smc_d() {
 /// image that never called `listen` on it, while the process that registered it keeps it
 /// open: the new image takes the connection over SMC-D. It once saw no listener of its
 /// own, took the connection for plain TCP, and read the client's CLC proposal as data (the
-/// client had found the registration of the same socket).
+/// client had found the registration of the same socket). Also with an `execve` whose
+/// environment is empty.
 #[test]
 fn a_listener_passed_across_exec_serves_over_smc_d() {
     let b = board(BoardKind::Loopback);
     let env = Env::of(&b);
     let under = Under::Run(&env, vec![("ISM_RUN_DEBUG", "1")]);
-    let (srv, addr) = listening(&under, "exec-listener");
-    let (sout, serr) = echo_over_smc_d(&under, srv, &addr, &[]);
-    assert!(sout.contains("served 1"), "server: {sout}\n{serr}");
-    assert!(
-        serr.contains("did not open (exec, SCM_RIGHTS), registered"),
-        "{serr}"
-    );
+    for clear_env in [false, true] {
+        let extra: &[&str] = if clear_env { &["--clear-env"] } else { &[] };
+        let (srv, addr) = listening_with(&under, "exec-listener", extra);
+        let (sout, serr) = echo_over_smc_d(&under, srv, &addr, &[]);
+        assert!(sout.contains("served 1"), "server: {sout}\n{serr}");
+        assert!(
+            serr.contains("did not open (exec, SCM_RIGHTS), registered"),
+            "{serr}"
+        );
+        // An `execve` whose environment left the library out (nginx's upgrade) gets it back:
+        // without it, the new image read the CLC proposal as data.
+        assert_eq!(
+            serr.contains("LD_PRELOAD and the ISM_* variables added"),
+            clear_env,
+            "{serr}"
+        );
+    }
     assert_board_empty(&b);
 }
 

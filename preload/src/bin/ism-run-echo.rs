@@ -25,7 +25,7 @@
 //! echo fork-close ADDR [--bytes N] [--busy-forks K]
 //! echo exec-keep ADDR [--cloexec] [--spawn] [--stdio]
 //! echo exec-probe FD [--closed] [--allow FD,FD...]
-//! echo exec-listener ADDR | serve-fd FD
+//! echo exec-listener ADDR [--clear-env] | serve-fd FD
 //! echo relisten -
 //! echo exec-probe-stdio -
 //! echo hold ADDR --conns C [--bytes N] [--linger S]
@@ -192,7 +192,7 @@ fn main() -> ExitCode {
         "daemon-fds" => daemon_fds(addr, arg(&args, "--bytes").unwrap_or(1000)),
         "unprivileged" => unprivileged(addr),
         "probe" => probe(addr),
-        "exec-listener" => exec_listener(addr),
+        "exec-listener" => exec_listener(addr, args.iter().any(|a| a == "--clear-env")),
         "serve-fd" => serve_fd(addr),
         "relisten" => relisten(),
         "epoll-connect" => epoll_connect(
@@ -1612,7 +1612,9 @@ fn open_fds() -> Vec<i32> {
 /// `listening on ADDR`, and hands the listening socket across `exec` to a new image of this
 /// program (`serve-fd FD`), which accepts one connection and echoes it, while this process
 /// keeps the listener open, as nginx's binary upgrade does. Exits as the child did.
-fn exec_listener(addr: &str) -> Result<(), String> {
+/// `--clear-env`: `fork` and `execve` with an empty environment (nginx gives the new
+/// binary only the variables its `env` directives name).
+fn exec_listener(addr: &str, clear_env: bool) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     let fd = l.as_raw_fd();
@@ -1621,6 +1623,43 @@ fn exec_listener(addr: &str) -> Result<(), String> {
         return Err("F_SETFD".into());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    if clear_env {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|e| e.to_string());
+        let (path, role, num) = (
+            c(exe.as_os_str().as_bytes())?,
+            c(b"serve-fd")?,
+            c(fd.to_string().as_bytes())?,
+        );
+        let argv = [path.as_ptr(), role.as_ptr(), num.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null::<libc::c_char>()];
+        println!(
+            "listening on {}",
+            l.local_addr().map_err(|e| e.to_string())?
+        );
+        let _ = std::io::stdout().flush();
+        // SAFETY: the child only calls `execve` (with arrays made before the fork) and
+        // `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        if pid < 0 || unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(format!("fork/waitpid: errno {}", errno()));
+        }
+        drop(l);
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(format!("serve-fd: status {status:#x}"));
+        }
+        println!("served 1");
+        return Ok(());
+    }
     let mut child = std::process::Command::new(exe)
         .args(["serve-fd", &fd.to_string()])
         .spawn()
