@@ -502,9 +502,9 @@ impl Drop for Watched {
 const SPIN: Duration = Duration::from_micros(30);
 
 /// The first part of [`SPIN`] in a read's wait, a plain spin: a peer on another core that
-/// answers at once (ping-pong) is seen without a system call. The spin begins with one
-/// yield: a peer on this same core, which the write before this read has just woken,
-/// answers now rather than after the plain spin (two plain spins per round trip made
+/// answers at once (ping-pong) is seen without a system call. Where the peer rings our
+/// doorbell itself, the spin begins with one yield: a peer on this same core, which the
+/// write before this read has just woken, answers now rather than after the plain spin (two plain spins per round trip made
 /// same-core ping-pong 14.7 µs against TCP's 8.3; with the yield 6.6, and cross-core
 /// unchanged at 1.7-1.9 µs, sockperf, 2026-11-28). The rest of the spin yields now and
 /// then ([`SpinPhase`]): a writer on this same core gets to run, rather than wait for the
@@ -937,7 +937,10 @@ impl SmcFd {
         let signals = SpinSignals::block();
         let start = std::time::Instant::now();
         let mut phase = SpinPhase::new(SPIN);
-        let mut first = true;
+        // Only where the peer rings our doorbell itself: where the interrupt thread tells
+        // of data, the yield gives the core to that thread before the read looks at the
+        // ring (on two vCPUs ping-pong went from 2-3 to 5-6 µs RTT/2).
+        let mut first = self.rings_peer();
         loop {
             // Gated, data counts once its record is in A (it comes right after the data),
             // unless the read is relaxed; ungated, this is one look at the peer's CDC per
