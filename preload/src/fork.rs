@@ -401,6 +401,11 @@ pub fn capture_env() {
 /// # Safety
 /// `envp` is null or a null-terminated array of NUL-terminated strings.
 pub unsafe fn env_for_exec(envp: *const *const libc::c_char) -> Option<Vec<std::ffi::CString>> {
+    // A vfork child (or a clone without fork handlers) shares the parent's memory and
+    // table: it takes no lock of it and allocates nothing.
+    if !owner() {
+        return None;
+    }
     let lib_env = LIBRARY_ENV.get()?.as_ref()?;
     if !passes_registered_listeners() {
         return None;
