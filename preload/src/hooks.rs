@@ -188,8 +188,11 @@ fn adopt_untracked(fd: c_int) -> bool {
             return 0;
         };
         let reg = ListenerReg::found(addr, net::socket_cookie(fd).unwrap_or(0));
-        drop(TABLE.insert(fd, Arc::new(Entry::Listener(reg))));
-        adopt_listener(fd);
+        let entry = Arc::new(Entry::Listener(reg));
+        drop(TABLE.insert(fd, entry.clone()));
+        if let Entry::Listener(l) = &*entry {
+            l.adopt();
+        }
         1
     }) == 1;
     set_errno(saved);
@@ -866,7 +869,6 @@ pub unsafe extern "C" fn recvmmsg(
     if vec.is_null() && vlen > 0 {
         return fail(libc::EFAULT);
     }
-    let entry_errno = errno();
     // SAFETY: the caller's time limit, if any.
     let limit = (!timeout.is_null()).then(|| unsafe { *timeout });
     if limit.is_some_and(|t| t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec)) {
@@ -876,38 +878,60 @@ pub unsafe extern "C" fn recvmmsg(
         std::time::Instant::now() + std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
     });
     let mut flags_now = flags & !libc::MSG_WAITFORONE;
-    let mut done: libc::c_uint = 0;
-    while done < vlen.min(libc::UIO_MAXIOV as libc::c_uint) {
-        // SAFETY: entry `done` of the caller's `vlen` headers.
-        let entry = unsafe { &mut *vec.add(done as usize) };
+    let one = |entry: &mut libc::mmsghdr| {
         // SAFETY: the caller's message header, passed on.
         let n = unsafe { recvmsg(fd, &mut entry.msg_hdr, flags_now) };
         if n < 0 {
-            break;
+            return None;
         }
         entry.msg_len = n as libc::c_uint;
-        done += 1;
         if flags & libc::MSG_WAITFORONE != 0 {
             flags_now |= libc::MSG_DONTWAIT;
         }
-        if let Some(e) = end {
-            // As the kernel, the time left goes back to the caller.
-            let left = e.saturating_duration_since(std::time::Instant::now());
-            // SAFETY: the caller's time limit (non-null: `end` came from it).
-            unsafe {
-                (*timeout).tv_sec = left.as_secs() as libc::time_t;
-                (*timeout).tv_nsec = libc::c_long::from(left.subsec_nanos());
-            }
-            if left.is_zero() {
-                break;
-            }
+        let Some(e) = end else {
+            return Some(true);
+        };
+        // As the kernel, the time left goes back to the caller.
+        let left = e.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: the caller's time limit (non-null: `end` came from it).
+        unsafe {
+            (*timeout).tv_sec = left.as_secs() as libc::time_t;
+            (*timeout).tv_nsec = libc::c_long::from(left.subsec_nanos());
+        }
+        Some(!left.is_zero())
+    };
+    // SAFETY: the caller's `vlen` headers.
+    unsafe { each_mmsg(vec, vlen, one) }
+}
+
+/// The loop of `recvmmsg` and `sendmmsg` over the caller's `vlen` headers at `vec` (at
+/// most `UIO_MAXIOV`, as the kernel caps it): `one` handles an entry and says whether to
+/// go on (`Some(false)`: this entry counts, stop; `None`: it failed, with `errno` set).
+/// Returns the count of entries handled, or -1 if the first one failed; a success leaves
+/// `errno` as the program had it (a later entry's failure is not reported now).
+///
+/// # Safety
+/// `vec` points to `vlen` valid headers (it is not null when `vlen > 0`).
+unsafe fn each_mmsg(
+    vec: *mut libc::mmsghdr,
+    vlen: libc::c_uint,
+    mut one: impl FnMut(&mut libc::mmsghdr) -> Option<bool>,
+) -> c_int {
+    let entry_errno = errno();
+    let mut done: libc::c_uint = 0;
+    while done < vlen.min(libc::UIO_MAXIOV as libc::c_uint) {
+        // SAFETY: entry `done` of the caller's `vlen` headers.
+        let Some(go_on) = one(unsafe { &mut *vec.add(done as usize) }) else {
+            break;
+        };
+        done += 1;
+        if !go_on {
+            break;
         }
     }
     if done == 0 && vlen > 0 {
-        return -1; // errno from the failed `recvmsg`
+        return -1; // errno from the failed call
     }
-    // A success leaves `errno` as the program had it (a later entry's failure is not
-    // reported now).
     set_errno(entry_errno);
     done as c_int
 }
@@ -932,11 +956,7 @@ pub unsafe extern "C" fn sendmmsg(
     if vec.is_null() && vlen > 0 {
         return fail(libc::EFAULT);
     }
-    let entry_errno = errno();
-    let mut done: libc::c_uint = 0;
-    while done < vlen.min(libc::UIO_MAXIOV as libc::c_uint) {
-        // SAFETY: entry `done` of the caller's `vlen` headers.
-        let entry = unsafe { &mut *vec.add(done as usize) };
+    let one = |entry: &mut libc::mmsghdr| {
         // SAFETY: the caller's iovecs, only their lengths read.
         let want: usize =
             unsafe { iovecs(entry.msg_hdr.msg_iov, entry.msg_hdr.msg_iovlen as c_int) }
@@ -946,21 +966,13 @@ pub unsafe extern "C" fn sendmmsg(
         // SAFETY: the caller's message header, passed on.
         let n = unsafe { sendmsg(fd, &entry.msg_hdr, flags) };
         if n < 0 {
-            break;
+            return None;
         }
         entry.msg_len = n as libc::c_uint;
-        done += 1;
-        if (n as usize) < want {
-            break;
-        }
-    }
-    if done == 0 && vlen > 0 {
-        return -1; // errno from the failed `sendmsg`
-    }
-    // A success leaves `errno` as the program had it (a later entry's failure is not
-    // reported now).
-    set_errno(entry_errno);
-    done as c_int
+        Some(n as usize >= want)
+    };
+    // SAFETY: the caller's `vlen` headers.
+    unsafe { each_mmsg(vec, vlen, one) }
 }
 
 // ------------------------------------------------------------------------ socket calls
@@ -2091,7 +2103,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let mut registered = None;
         // A socket bound to a device is found by its cookie only with the device's index,
         // which the server cannot know (`net::device_bound`): it registers by address.
-        let by_cookie = !net::device_bound(fd, dest);
+        // (Only asked where the board could answer "cookies": a listener seen here.)
+        let by_cookie = seen.is_some() && !net::device_bound(fd, dest);
         let mine = seen
             .filter(|_| by_cookie)
             .and_then(|_| net::socket_cookie(fd));
