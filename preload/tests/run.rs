@@ -411,6 +411,35 @@ fn a_process_that_may_not_use_the_board_says_why_and_uses_tcp() {
 }
 
 #[test]
+fn an_unprivileged_client_runs_over_smc_d_on_an_open_board() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = LocalBoard::start_with(
+        BoardKind::Loopback,
+        8,
+        16 << 20,
+        Box::new(std::io::sink()),
+        |o| o.socket_mode = Some(0o666),
+    )
+    .unwrap();
+    std::fs::set_permissions(b.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let (srv, addr) = server(&under, &[]);
+    let (ok, out, err) = spawn(command(&under, &["unprivileged", &addr])).finish();
+    if out.contains("skipped") {
+        drop(srv);
+        return; // not root: cannot drop privileges
+    }
+    assert!(ok && out.contains("ok 100 bytes"), "{out}\n{err}");
+    assert!(
+        err.contains("SMC-D") && !err.contains("may not use it"),
+        "the client did not use SMC-D: {err}"
+    );
+    let (sok, _, serr) = srv.finish();
+    assert!(sok && serr.contains(": SMC-D"), "{serr}");
+}
+
+#[test]
 fn poll_client_and_poll_server() {
     for (kind, extra) in [
         (BoardKind::Lpar, vec![]),

@@ -138,22 +138,25 @@ struct BoardProc {
 
 impl BoardProc {
     fn start(dir: &Dir, kind: &str, name: &str, max: usize) -> Self {
+        Self::start_with(dir, kind, name, max, &[])
+    }
+
+    /// As [`BoardProc::start`], with more `ism-sim board` options.
+    fn start_with(dir: &Dir, kind: &str, name: &str, max: usize, more: &[&str]) -> Self {
         let max = max.to_string();
-        let p = Proc::spawn(
-            &dir.0,
-            &[
-                "board",
-                "--kind",
-                kind,
-                "--name",
-                name,
-                "--max-functions",
-                &max,
-                "--memory-mib",
-                "32",
-            ],
-            &format!("board {name}"),
-        );
+        let mut args = vec![
+            "board",
+            "--kind",
+            kind,
+            "--name",
+            name,
+            "--max-functions",
+            &max,
+            "--memory-mib",
+            "32",
+        ];
+        args.extend_from_slice(more);
+        let p = Proc::spawn(&dir.0, &args, &format!("board {name}"));
         let sock = process::socket_path(&dir.0, name);
         let deadline = Instant::now() + WAIT;
         while process::board_status_in(&dir.0, name).is_err() {
@@ -420,6 +423,80 @@ fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
     let bad = Proc::spawn(&dir.0, &["board", "--name", "../x"], "bad name");
     let (ok, err) = bad.wait();
     assert!(!ok && err.contains("bad board name"), "{err}");
+}
+
+/// `ism-sim board attach NAME` run as user and group `id` (root only): whether it
+/// attached, and its standard error.
+fn attach_as(dir: &Dir, name: &str, id: u32) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(BIN)
+        .args(["board", "attach", name])
+        .env("ISM_SIM_DIR", &dir.0)
+        .uid(id)
+        .gid(id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ism-sim");
+    let lines = lines_of(child.stdout.take().unwrap());
+    let attached = lines
+        .recv_timeout(WAIT)
+        .is_ok_and(|l| l.contains(&format!("attached to board {name}")));
+    drop(child.stdin.take()); // the holder lets go when its standard input closes
+    let out = child.wait_with_output().unwrap();
+    (attached, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_socket_mode_lets_other_users_attach_and_a_bad_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let mode_of = |name: &str| {
+        std::fs::metadata(process::socket_path(&dir.0, name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let root = rustix::process::getuid().is_root();
+    if root {
+        // The test directory must let the other user reach the socket.
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let closed = BoardProc::start(&dir, "loopback", "closed", 2);
+    assert_eq!(
+        mode_of("closed") & 0o022,
+        0,
+        "only the board's user may connect"
+    );
+    let open = BoardProc::start_with(&dir, "loopback", "open", 2, &["--socket-mode", "666"]);
+    assert_eq!(mode_of("open"), 0o666);
+    if root {
+        let (attached, err) = attach_as(&dir, "closed", 65534);
+        assert!(!attached && err.contains("ermission denied"), "{err}");
+        let (attached, err) = attach_as(&dir, "open", 65534);
+        assert!(attached, "{err}");
+    }
+    let log = open.stop();
+    assert!(
+        log.contains("socket mode 666: every local user may attach"),
+        "{log}"
+    );
+    closed.stop();
+    for bad in ["888", "1777", "rw", ""] {
+        let p = Proc::spawn(
+            &dir.0,
+            &["board", "--name", "bad", "--socket-mode", bad],
+            "bad mode",
+        );
+        let (ok, err) = p.wait();
+        assert!(
+            !ok && err.contains("is not a permission mode"),
+            "{bad}: {err}"
+        );
+        assert!(!process::socket_path(&dir.0, "bad").exists());
+    }
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct BoardOptions {
     pub dir: PathBuf,
     /// How long a worker spins for more work before it sleeps.
     pub spin: Duration,
+    /// Permission bits of the control socket (`None`: as the umask leaves them, so only
+    /// the board's user may connect). Connecting needs write permission: `0o660` lets the
+    /// socket's group attach (the group of the directory if it has the set-group-ID bit,
+    /// else the board's), `0o666` every local user.
+    pub socket_mode: Option<u32>,
 }
 
 impl BoardOptions {
@@ -66,6 +71,7 @@ impl BoardOptions {
             memory: 64 << 20,
             dir: super::board_dir(),
             spin: Duration::from_micros(50),
+            socket_mode: None,
         }
     }
 }
@@ -278,6 +284,11 @@ impl ProcessBoard {
                 "partition memory must be 1 MiB..=64 GiB, a multiple of 4096".into(),
             ));
         }
+        if opts.socket_mode.is_some_and(|m| m > 0o777) {
+            return Err(BoardError::Invalid(
+                "the socket mode takes permission bits only (0..=777, octal)".into(),
+            ));
+        }
         std::fs::create_dir_all(&opts.dir).map_err(io(format!("create {}", opts.dir.display())))?;
         let socket = super::socket_path(&opts.dir, &opts.name);
         let lock_file = super::lock_path(&opts.dir, &opts.name);
@@ -373,6 +384,10 @@ impl ProcessBoard {
             .map_err(|e| BoardError::Io(format!("socket path {}", socket.display()), e.into()))?;
         rustix::net::bind(&listener, &addr)
             .map_err(|e| BoardError::Io(format!("bind {}", socket.display()), e.into()))?;
+        if let Some(mode) = opts.socket_mode {
+            rustix::fs::chmod(&socket, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(|e| BoardError::Io(format!("chmod {}", socket.display()), e.into()))?;
+        }
         rustix::net::listen(&listener, 64)
             .map_err(|e| BoardError::Io("listen".into(), e.into()))?;
         // Keep other users' processes out of the board (and its memory objects).
@@ -409,6 +424,16 @@ impl ProcessBoard {
             layout::SPEC_VERSION,
             board.socket.display()
         ));
+        if let Some(mode) = board.opts.socket_mode {
+            board.log(&format!(
+                "socket mode {mode:03o}: {}",
+                match mode & 0o022 {
+                    0 => "only the board's user may attach",
+                    0o020 => "the socket's group may attach",
+                    _ => "every local user may attach (on a loopback board each sees all memory)",
+                }
+            ));
+        }
         Ok(board)
     }
 

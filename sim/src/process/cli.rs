@@ -36,6 +36,22 @@ pub struct BoardCli {
     /// Partition memory per function in MiB.
     #[arg(long, default_value_t = 64)]
     pub memory_mib: usize,
+    /// Permission bits of the board's socket, in octal (e.g. 660: the socket's group may
+    /// attach, 666: every local user). Default: as the umask leaves them, so that only the
+    /// board's user may attach.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+}
+
+/// An octal permission mode, `0..=777` (a leading `0` or `0o` is allowed).
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not a permission mode: give 0 to 777 in octal, e.g. 660 or 666"
+        )),
+    }
 }
 
 /// Queries of a running board.
@@ -276,6 +292,7 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
     let mut opts = BoardOptions::new(&name, kind);
     opts.max_functions = cli.max_functions;
     opts.memory = cli.memory_mib.saturating_mul(1 << 20);
+    opts.socket_mode = cli.socket_mode;
     // SIGINT/SIGTERM write to this socket pair; the board's poll loop sees it.
     let (rx, tx) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -30,6 +30,21 @@ impl LocalBoard {
         memory: usize,
         log: Box<dyn Write + Send>,
     ) -> Result<Self, String> {
+        Self::start_with(kind, max_functions, memory, log, |_| {})
+    }
+
+    /// As [`LocalBoard::start`], with `configure` changing the board's options last (the
+    /// directory and name are this board's own; leave them).
+    ///
+    /// # Errors
+    /// The board's start error, as text.
+    pub fn start_with(
+        kind: BoardKind,
+        max_functions: usize,
+        memory: usize,
+        log: Box<dyn Write + Send>,
+        configure: impl FnOnce(&mut BoardOptions),
+    ) -> Result<Self, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ism-local-{}-{n}", std::process::id()));
@@ -38,6 +53,7 @@ impl LocalBoard {
         opts.dir = dir.clone();
         opts.max_functions = max_functions;
         opts.memory = memory;
+        configure(&mut opts);
         let board = ProcessBoard::start_with_log(opts, log).map_err(|e| format!("board: {e}"))?;
         let (rx, stop) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
         let thread = std::thread::spawn(move || {

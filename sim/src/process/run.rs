@@ -115,8 +115,8 @@ pub fn board_denied_line(board: &str, path: &std::path::Path, require_smc: bool)
     };
     format!(
         "ism-run: board {board} is running but this process (uid {}) may not use it: \
-         permission denied on {} (run the board as this user, or let it be used with \
-         chmod 666 on its socket; docs/ism-run.md, Limits); {then}",
+         permission denied on {} (run the board as this user, or open it to others with \
+         `ism-sim board --socket-mode 660` or `666`; docs/ism-run.md, Limits); {then}",
         rustix::process::getuid().as_raw(),
         path.display()
     )
