@@ -122,6 +122,54 @@ pub struct Connecting {
     before: Vec<(c_int, c_int, Vec<u8>)>,
     state: Mutex<State>,
     ended: Condvar,
+    /// A server's: whether its handshake may answer the client's proposal (see
+    /// [`Connecting::open_gate`]).
+    gate: Mutex<Gate>,
+    gate_moved: Condvar,
+}
+
+/// Whether a server's handshake may answer its client's proposal. `accept` returns before
+/// the handshake ends, so a program that forks right after it (a fork-per-connection
+/// server: inetd, `git daemon`, `socat ...,fork`, postgres, Python's `ForkingTCPServer`)
+/// would give its child a connection that stays with the parent (`crate::fork`). So the
+/// server's handshake, once it has read the proposal, waits here until the program uses the
+/// descriptor (a data call, a `poll`, `select` or `epoll_ctl` of it, `close`: the
+/// connection is this process's, SMC-D goes on) or forks (the proposal is declined: the
+/// child inherits a TCP connection), at most [`GATE_WAIT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Neither yet: the handshake waits.
+    Shut,
+    /// The program used the descriptor (or the wait ran out): SMC-D.
+    Open,
+    /// The program forks: decline.
+    Refused,
+}
+
+/// The longest a server's handshake waits at its [`Gate`] for the program to use the
+/// descriptor or fork.
+pub const GATE_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest a `fork` waits for the set-ups it refused to end (each ends within a
+/// round trip to the client's library, unless that client stalls).
+const FORK_WAIT: Duration = Duration::from_secs(1);
+
+/// Before a `fork` (the prepare handler, before it takes any lock): every server set-up
+/// under way that has not answered its client declines, and the fork waits (at most
+/// [`FORK_WAIT`] in all) until they ended, so that the child inherits their descriptors as
+/// TCP sockets. Set-ups that answered already end on SMC-D and stay with the parent.
+pub fn refuse_servers_before_fork() {
+    let refused: Vec<Arc<crate::hooks::Entry>> = crate::hooks::TABLE
+        .entries()
+        .into_iter()
+        .filter(|e| matches!(&**e, crate::hooks::Entry::Connecting(c) if c.refuse_at_gate()))
+        .collect();
+    let end = Instant::now() + FORK_WAIT;
+    for e in &refused {
+        if let crate::hooks::Entry::Connecting(c) = &**e {
+            c.wait_ended(end.saturating_duration_since(Instant::now()));
+        }
+    }
 }
 
 /// The options the handshake changes on the TCP socket while it runs (level, name, size
@@ -197,9 +245,65 @@ impl Connecting {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The program used the descriptor (a data call, a readiness wait on it, `epoll_ctl`,
+    /// `close`): a server's handshake may answer its client (see [`Gate`]).
+    pub fn open_gate(&self) {
+        if self.side != Side::Server {
+            return;
+        }
+        let mut g = self.gate();
+        if *g == Gate::Shut {
+            *g = Gate::Open;
+            self.gate_moved.notify_all();
+        }
+    }
+
+    /// The process forks: a server's handshake that has not answered its client declines
+    /// (see [`Gate`]); whether it will.
+    fn refuse_at_gate(&self) -> bool {
+        if self.side != Side::Server {
+            return false;
+        }
+        let mut g = self.gate();
+        if *g == Gate::Shut {
+            *g = Gate::Refused;
+            self.gate_moved.notify_all();
+        }
+        *g == Gate::Refused
+    }
+
+    /// The server's handshake, with the client's proposal read: waits (at most
+    /// [`GATE_WAIT`]) until the program uses the descriptor or forks; whether to decline.
+    fn wait_at_gate(&self) -> bool {
+        let g = self.gate();
+        let (mut g, _) = self
+            .gate_moved
+            .wait_timeout_while(g, GATE_WAIT, |g| *g == Gate::Shut)
+            .unwrap_or_else(|e| e.into_inner());
+        if *g == Gate::Shut {
+            *g = Gate::Open;
+        }
+        *g == Gate::Refused
+    }
+
+    /// Waits, at most `limit`, until the set-up ended.
+    fn wait_ended(&self, limit: Duration) {
+        let st = self.lock();
+        let _ = self
+            .ended
+            .wait_timeout_while(st, limit, |s| *s == State::Pending)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
     /// The program closes the descriptor: a connect still under way ends as closed (its
     /// thread drops what it made). Returns the lock, to be held over the real `close`.
     pub fn closing(&self) -> MutexGuard<'_, State> {
+        // A server's handshake need not wait for a use that will not come.
+        self.open_gate();
         let mut st = self.lock();
         if *st == State::Pending {
             *st = State::Closed;
@@ -320,6 +424,7 @@ impl Connecting {
     /// peer's records already wait in A: the peer finished its handshake, this side is
     /// about to, and A polls readable, so `EAGAIN` would contradict `poll`).
     pub fn settle(&self, dontwait: bool) -> Result<(), c_int> {
+        self.open_gate();
         let mut st = self.lock();
         let dontwait = dontwait && !crate::smc::records_waiting(self.b_fd());
         while *st == State::Pending && !dontwait {
@@ -337,6 +442,7 @@ impl Connecting {
     /// `EAGAIN`. A server that answers and closes at once ("too many clients") so keeps
     /// its answer, as over TCP.
     pub fn settle_write(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
+        self.open_gate();
         if self.side == Side::Client || !dontwait {
             return self.settle(dontwait);
         }
@@ -451,6 +557,8 @@ pub fn start(
         before,
         state: Mutex::new(State::Pending),
         ended: Condvar::new(),
+        gate: Mutex::new(Gate::Shut),
+        gate_moved: Condvar::new(),
     })));
     let old = TABLE.insert(fd, entry.clone());
     if let Err(e) = put_on(fd, a.as_raw_fd(), true) {
@@ -558,7 +666,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             // The handshake blocks (the program cannot reach this file meanwhile: its
             // descriptor is the doorbell's A).
             set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
-            match negotiate(rt, c.tcp_fd(), client) {
+            match negotiate(rt, c.tcp_fd(), client, || c.wait_at_gate()) {
                 // An accepted connection whose client went away or broke the handshake
                 // is, to the program, one its peer reset.
                 Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),

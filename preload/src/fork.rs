@@ -101,6 +101,9 @@ pub fn init() {
 
 extern "C" fn prepare() {
     let _ = std::panic::catch_unwind(|| {
+        // Before any lock: accepted connections whose set-up has not answered the client
+        // go on over TCP, which the child inherits (a fork-per-connection server).
+        crate::connecting::refuse_servers_before_fork();
         // Before the other locks: this takes the attachment's and the name service's.
         let mut close = runtime::own_fds();
         let init = runtime::init_lock();

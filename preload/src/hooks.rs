@@ -16,6 +16,7 @@ use std::os::fd::FromRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use ism_host_driver::smcd::clc::DeclineReason;
 use ism_host_driver::smcd::Stream;
 use ism_sim::process::names::{ClientKey, Lookup};
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
@@ -311,8 +312,9 @@ fn settled_entry(fd: c_int) -> Result<Option<Arc<Entry>>, c_int> {
 
 /// A data call on an inherited descriptor: `ENOTCONN` (this process has no connection
 /// behind it), one line with `ISM_RUN_DEBUG` per descriptor, and once per process a line
-/// that says why and what to do (the program only sees its own error: `git daemon`,
-/// `rsync --daemon` and `socat ...,fork` serve each connection in a forked child).
+/// that says why and what to do (the program only sees its own error). A connection
+/// accepted and not used before a `fork` reaches the child as TCP instead
+/// (`crate::connecting`'s gate): this is one the parent had used, or connected itself.
 fn inherited_fail<T: From<i8>>(fd: c_int, i: &Inherited) -> T {
     static HINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !i.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -322,8 +324,9 @@ fn inherited_fail<T: From<i8>>(fd: c_int, i: &Inherited) -> T {
         if !HINTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             crate::runtime::say(&format!(
                 "ism-run: fd {fd} is an SMC-D connection of the process this one was forked or \
-                 executed from: it cannot be used here (ENOTCONN). Servers that serve each \
-                 connection in a forked child must run without ism-run (docs/ism-run.md, Limits)"
+                 executed from: it cannot be used here (ENOTCONN). Only a connection accepted \
+                 and not yet used when the process forks goes to the child (over TCP); run \
+                 such a program without ism-run (docs/ism-run.md, fork and exec)"
             ));
         }
     }
@@ -1464,6 +1467,11 @@ pub unsafe extern "C" fn epoll_ctl(
     let connecting = order
         .as_deref()
         .is_some_and(|st| *st == crate::connecting::State::Pending);
+    if connecting && op != libc::EPOLL_CTL_DEL {
+        if let Some(Entry::Connecting(c)) = under_way.as_deref() {
+            c.open_gate();
+        }
+    }
     let r: c_int = call_real!(epoll_ctl(epfd, op, fd, ev));
     if r != 0 {
         return r;
@@ -1621,15 +1629,32 @@ unsafe fn settle_polled(fds: *const libc::pollfd, n: libc::nfds_t) {
         let p = unsafe { *fds.add(i) };
         if p.events & libc::POLLIN != 0 {
             settle_fd(p.fd);
+        } else {
+            open_gate_of(p.fd);
         }
     }
 }
 
-/// [`SmcFd::settle`] of `fd` if it is an SMC-D descriptor.
+/// A wait on `fd` is a use of it: an accepted connection's set-up under way may answer its
+/// client (`Connecting::open_gate`).
+fn open_gate_of(fd: c_int) {
+    if !TABLE.maybe_tracked(fd) {
+        return;
+    }
+    if let Some(e) = connecting_of(fd) {
+        if let Entry::Connecting(c) = &*e {
+            c.open_gate();
+        }
+    }
+}
+
+/// [`SmcFd::settle`] of `fd` if it is an SMC-D descriptor (an accepted connection's set-up
+/// under way may answer its client: `Connecting::open_gate`).
 fn settle_fd(fd: c_int) {
     if !TABLE.maybe_tracked(fd) {
         return;
     }
+    open_gate_of(fd);
     if let Some(e) = smc_of(fd) {
         guarded(|| {
             smc!(e).settle(fd);
@@ -1966,8 +1991,16 @@ pub(crate) enum Negotiated {
 
 /// Runs the CLC handshake over the connected TCP socket `sock` (a descriptor of it: the
 /// stream takes a duplicate), blocking; the program's socket options are as before it
-/// unless SMC-D took the connection.
-pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
+/// unless SMC-D took the connection. A server's handshake asks `refuse` once the client's
+/// proposal is in (`crate::connecting`'s gate): `true` declines it (`OPTUNSUPP`, as
+/// Linux's `smc_setsockopt` falls back for what SMC cannot carry), and the connection
+/// stays TCP.
+pub(crate) fn negotiate(
+    rt: &Runtime,
+    sock: c_int,
+    client: bool,
+    refuse: impl FnOnce() -> bool,
+) -> Negotiated {
     let Some(stack) = rt.stack() else {
         return Negotiated::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
     };
@@ -1978,10 +2011,14 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
     // SAFETY: `tcp` is a new descriptor that nobody else owns.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(tcp) };
     let saved = save_opts(&stream);
+    let refused = std::cell::Cell::new(false);
     let r = if client {
         Stream::client_on(&stack, stream)
     } else {
-        Stream::server_on(&stack, stream)
+        Stream::server_on_gated(&stack, stream, || {
+            refused.set(refuse());
+            refused.get().then_some(DeclineReason::OPTUNSUPP)
+        })
     };
     match r {
         Ok(s) if s.is_smc() => {
@@ -1992,9 +2029,12 @@ pub(crate) fn negotiate(rt: &Runtime, sock: c_int, client: bool) -> Negotiated {
         }
         Ok(s) => {
             restore_opts(sock, &saved);
-            let why = s
-                .fallback_reason()
-                .map_or_else(|| "fallback".to_owned(), |r| r.to_string());
+            let why = if refused.get() {
+                "the program forked while the set-up ran: TCP, which the child inherits".into()
+            } else {
+                s.fallback_reason()
+                    .map_or_else(|| "fallback".to_owned(), |r| r.to_string())
+            };
             drop(s);
             Negotiated::Fallback(why)
         }

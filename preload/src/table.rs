@@ -99,6 +99,15 @@ impl<E> Table<E> {
         self.bits.maybe(fd)
     }
 
+    /// Every entry tracked now (an entry of several descriptors once for each). Drop them
+    /// outside any lock of yours, as [`Table::remove`]'s.
+    pub fn entries(&self) -> Vec<Arc<E>> {
+        self.lock()
+            .as_ref()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The entry of `fd`, if tracked.
     pub fn get(&self, fd: c_int) -> Option<Arc<E>> {
         if !self.bits.maybe(fd) {

@@ -161,8 +161,22 @@ impl Stream {
     /// I/O errors of the TCP connection, `TimedOut` if the client does not finish within
     /// the stack's CLC timeout, and an `InvalidData` error carrying an
     /// [`Abort`](super::handshake::Abort) where Linux aborts.
-    pub fn server_on(stack: &Arc<SmcStack>, mut tcp: TcpStream) -> io::Result<Stream> {
-        let outcome = handshake::server(stack, &mut tcp).map_err(timed_out)?;
+    pub fn server_on(stack: &Arc<SmcStack>, tcp: TcpStream) -> io::Result<Stream> {
+        Self::server_on_gated(stack, tcp, || None)
+    }
+
+    /// [`Stream::server_on`] with a gate after the client's proposal
+    /// ([`handshake::server_gated`]): `Some(reason)` declines it, and the stream runs on
+    /// TCP.
+    ///
+    /// # Errors
+    /// As [`Stream::server_on`].
+    pub fn server_on_gated(
+        stack: &Arc<SmcStack>,
+        mut tcp: TcpStream,
+        gate: impl FnOnce() -> Option<DeclineReason>,
+    ) -> io::Result<Stream> {
+        let outcome = handshake::server_gated(stack, &mut tcp, gate).map_err(timed_out)?;
         Ok(Self::from_outcome(stack, tcp, outcome))
     }
 

@@ -205,6 +205,11 @@ fn main() -> ExitCode {
                 dup: args.iter().any(|a| a == "--dup"),
             },
         ),
+        "fork-per-connection" => fork_per_connection(
+            addr,
+            arg(&args, "--count").unwrap_or(4),
+            args.iter().any(|a| a == "--greeting"),
+        ),
         "prefork" => prefork(
             addr,
             arg(&args, "--workers").unwrap_or(2),
@@ -1492,6 +1497,39 @@ fn prefork(
         drop(l);
         println!("master closed its listener");
         let _ = std::io::stdout().flush();
+    }
+    let mut errs = Vec::new();
+    for k in kids {
+        if let Err(e) = reap_long(k) {
+            errs.push(e);
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs.join("; "));
+    }
+    println!("served {count}");
+    Ok(())
+}
+
+/// A fork-per-connection server (inetd, `git daemon`, `socat ...,fork`, postgres): accepts
+/// `count` connections one by one; for each, forks a child that echoes it (after a greeting
+/// if `greeting`), while the parent closes its copy at once and accepts the next.
+fn fork_per_connection(addr: &str, count: usize, greeting: bool) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let mut kids = Vec::new();
+    for _ in 0..count {
+        let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+        // As such servers do before they fork: options and the peer's name for the log.
+        s.set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        s.peer_addr().map_err(|e| format!("getpeername: {e}"))?;
+        // The parent's copy closes when `fork_child` returns (the closure is dropped).
+        kids.push(fork_child(move || echo_blocking(s, greeting))?);
     }
     let mut errs = Vec::new();
     for k in kids {

@@ -470,6 +470,8 @@ pub struct ServerCore {
     stack: Arc<SmcStack>,
     net: LocalNet,
     state: ServerState,
+    /// Decline the proposal with this reason, whatever it offers ([`ServerCore::refuse`]).
+    refused: Option<DeclineReason>,
 }
 
 /// The SMC-D versions a proposal leaves to try, after `smc_listen_v2_check`.
@@ -485,7 +487,14 @@ impl ServerCore {
             stack: stack.clone(),
             net,
             state: ServerState::Proposal,
+            refused: None,
         }
+    }
+
+    /// Declines the proposal to come with `reason` (a DECLINE of the proposal's version,
+    /// then TCP), before any device is chosen or buffer taken.
+    pub fn refuse(&mut self, reason: DeclineReason) {
+        self.refused = Some(reason);
     }
 
     /// The client's next message (or the error that kept it from parsing).
@@ -494,7 +503,10 @@ impl ServerCore {
             ServerState::Proposal => match msg {
                 Err(e) => Step::Abort(Abort::Malformed(e)),
                 Ok(ClcMessage::Decline(d)) => peer_declined(&d),
-                Ok(ClcMessage::Proposal(p)) => self.on_proposal(&p),
+                Ok(ClcMessage::Proposal(p)) => match self.refused {
+                    Some(reason) => fall_back(reason, p.version),
+                    None => self.on_proposal(&p),
+                },
                 Ok(m) => Step::Abort(Abort::Unexpected(m.msg_type())),
             },
             ServerState::Confirm(acc) => match msg {

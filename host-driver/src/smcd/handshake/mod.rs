@@ -189,16 +189,42 @@ fn client_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Ou
 /// unexpected message); every SMC-level refusal is an `Ok(Outcome::Fallback)`.
 /// The outcome is counted in the stack's statistics ([`SmcStack::stats`]).
 pub fn server(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
-    let r = server_handshake(stack, tcp);
+    server_gated(stack, tcp, || None)
+}
+
+/// [`server`] with a gate between the client's proposal and the server's answer: once the
+/// proposal is read, `gate` is asked whether the connection may go on; `Some(reason)`
+/// declines it with that reason (a DECLINE, then TCP) before a device is chosen or a
+/// buffer taken, as Linux's server declines a proposal it cannot serve
+/// (`net/smc/af_smc.c` `smc_listen_decline`). For a program's own reasons to keep a
+/// connection on TCP that only show after `accept` (`ism-run`: the program forks while
+/// the set-up runs).
+///
+/// # Errors
+/// As [`server`].
+pub fn server_gated(
+    stack: &Arc<SmcStack>,
+    tcp: &mut TcpStream,
+    gate: impl FnOnce() -> Option<DeclineReason>,
+) -> io::Result<Outcome> {
+    let r = server_handshake(stack, tcp, gate);
     stack.count_handshake(Role::Server, &r);
     r
 }
 
-fn server_handshake(stack: &Arc<SmcStack>, tcp: &mut TcpStream) -> io::Result<Outcome> {
+fn server_handshake(
+    stack: &Arc<SmcStack>,
+    tcp: &mut TcpStream,
+    gate: impl FnOnce() -> Option<DeclineReason>,
+) -> io::Result<Outcome> {
     tcp.set_read_timeout(Some(stack.config().clc_timeout))?;
     let local = tcp.local_addr()?.ip();
     let mut core = ServerCore::new(stack, LocalNet::of_cached(local));
-    let first = core.on_message(next(tcp)?);
+    let proposal = next(tcp)?;
+    if let Some(reason) = gate() {
+        core.refuse(reason);
+    }
+    let first = core.on_message(proposal);
     drive(tcp, first, |m| core.on_message(m))
 }
 

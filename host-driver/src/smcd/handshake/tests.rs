@@ -96,6 +96,36 @@ fn a_dropped_half_open_server_gives_its_rmb_and_link_group_back() {
 }
 
 #[test]
+fn a_refused_proposal_is_declined_with_the_reason_and_takes_nothing() {
+    let (a, b, drv) = two_stacks();
+    let (mut client, step) = ClientCore::start(&a, LOCAL, &lan());
+    let mut server = ServerCore::new(&b, lan());
+    server.refuse(DeclineReason::OPTUNSUPP);
+    let decline = match server.on_message(Ok(send(step))) {
+        Step::Fallback {
+            decline: Some(d),
+            reason,
+        } => {
+            assert_eq!(reason, DeclineReason::OPTUNSUPP);
+            d
+        }
+        s => panic!("expected a decline, got {s:?}"),
+    };
+    assert_eq!(decline.peer_diagnosis, DeclineReason::OPTUNSUPP);
+    // Nothing taken on the server; the client gives its proposal's buffer back.
+    assert_eq!((dmbs(&drv[1]), b.link_groups().len()), (0, 0));
+    match client.on_message(Ok(ClcMessage::Decline(decline))) {
+        Step::Fallback {
+            decline: None,
+            reason,
+        } => assert_eq!(reason, DeclineReason::OPTUNSUPP),
+        s => panic!("expected the client to fall back, got {s:?}"),
+    }
+    drop(client);
+    assert_eq!((dmbs(&drv[0]), a.link_groups().len()), (0, 0));
+}
+
+#[test]
 fn a_dropped_pending_client_gives_its_connection_back() {
     let (a, b, drv) = two_stacks();
     let (mut client, step) = ClientCore::start(&a, LOCAL, &lan());
