@@ -148,7 +148,7 @@ enum Gate {
 
 /// The longest a server's handshake waits at its [`Gate`] for the program to use the
 /// descriptor or fork.
-pub const GATE_WAIT: Duration = Duration::from_millis(50);
+pub const GATE_WAIT: Duration = Duration::from_millis(200);
 
 /// The longest a `fork` waits for the set-ups it refused to end (each ends within a
 /// round trip to the client's library, unless that client stalls).
