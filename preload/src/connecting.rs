@@ -19,11 +19,11 @@
 //! * **SMC-D**: A stays (no file changes hands: a `poll`, `select` or `epoll_wait` asleep
 //!   on the descriptor sleeps on the connection's own file, and wakes for its data), B is
 //!   drained, so A polls writable: `POLLOUT` as for a completed TCP connect;
-//! * **TCP** (the peer declined): the TCP socket takes the number back, connected; A is
-//!   then shut down, which wakes the `poll` and `select` sleepers on it (they look at the
-//!   number again; the kernel registers a `poll` on no new file after its first pass, so
-//!   one waiting for `POLLIN` alone sleeps on until its timeout: the one limit left, for a
-//!   fallback after the board said the peer runs `ism-run`);
+//! * **TCP** (the peer declined): the TCP socket takes the number back, connected; the
+//!   `poll` and `select` sleepers on A wake to look at the number again: those waiting for
+//!   `POLLOUT` when A→B is drained, those waiting for `POLLIN` alone once the TCP socket
+//!   is readable (the kernel registers a `poll` on no new file after its first pass, so
+//!   `crate::late` keeps A until then and shuts it down);
 //! * **failure**: B is shut down, so A polls `POLLHUP`, and `SO_ERROR`, `connect` and data
 //!   calls give the error, as after a failed TCP connect.
 //!
@@ -739,8 +739,12 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // go with the `dup3` (a sleeper holds no reference to it), leaving the sleeper on a
     // file that never changes. So the library holds A across the change and then shuts it
     // down: its sleepers wake and look at the number again, which names the TCP socket.
-    // It has no epoll registration left by then (`put_on` moved them all).
+    // It has no epoll registration left by then (`put_on` moved them all). After a
+    // fallback the shutdown waits until the TCP socket is readable (`crate::late`): a
+    // sleeper that waits for `POLLIN` alone would look at the socket too early and sleep
+    // on (those that wait for `POLLOUT` wake when A→B is drained below).
     let mut placeholder = None;
+    let mut fell_back = None;
     match outcome {
         Negotiated::Smc(stream, tcp) => {
             let peer = c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -790,6 +794,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                     c.replay_options(primary);
                     rt.debug(|| format!("{what}: TCP (declined: {why})"));
                     *st = State::Done;
+                    fell_back = Some(primary);
                 }
                 Err(e) => c.fail(&mut st, e),
             }
@@ -803,13 +808,32 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // and a blocking `connect` waiting in it (`wait_end`) sees room.
     crate::smc::drain_all(c.b_fd());
     c.ended.notify_all();
-    drop(placeholder);
+    match (placeholder, fell_back) {
+        (Some(p), Some(fd)) => p.watch(fd),
+        (p, _) => drop(p),
+    }
 }
 
 /// The library's descriptor of A while its number changes hands on a fallback (see
 /// `finish`): dropping it shuts A down, which wakes every `poll` and
 /// `select` asleep on it, and closes the descriptor.
 struct Placeholder(c_int);
+
+impl Placeholder {
+    /// Hands A to `crate::late`, which shuts it down once the TCP socket on the program's
+    /// number `fd` is readable.
+    fn watch(self, fd: c_int) {
+        if self.0 < 0 {
+            return;
+        }
+        use std::os::fd::FromRawFd;
+        // SAFETY: the placeholder's own descriptor, owned from here on by the watch (the
+        // placeholder is forgotten, so it is not closed twice).
+        let a = unsafe { OwnedFd::from_raw_fd(self.0) };
+        std::mem::forget(self);
+        crate::late::watch(a, fd);
+    }
+}
 
 impl Drop for Placeholder {
     fn drop(&mut self) {

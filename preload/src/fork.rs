@@ -78,6 +78,7 @@ struct Held {
     epoll: MutexGuard<'static, Option<EpollRegs>>,
     stderr: StderrLock<'static>,
     workers: MutexGuard<'static, crate::workers::Pool>,
+    late: MutexGuard<'static, crate::late::Late>,
     child_map: Map,
     close: Vec<c_int>,
     /// (application descriptor, its socket family): to replace in the child.
@@ -111,6 +112,8 @@ extern "C" fn prepare() {
         let epoll = EPOLL_REGS.lock().unwrap_or_else(|e| e.into_inner());
         let stderr = std::io::stderr().lock();
         let workers = crate::workers::prepare_fork();
+        let late = crate::late::prepare_fork();
+        close.extend(crate::late::own_fds(&late));
         let mut child_map = HashMap::new();
         let mut dummies = Vec::new();
         let mut seen: HashMap<*const Entry, Arc<Entry>> = HashMap::new();
@@ -158,6 +161,7 @@ extern "C" fn prepare() {
             epoll,
             stderr,
             workers,
+            late,
             child_map: Some(child_map),
             close,
             dummies,
@@ -187,11 +191,13 @@ extern "C" fn child() {
         epoll,
         stderr,
         workers,
+        late,
         child_map,
         close,
         dummies,
     } = held;
     crate::workers::in_child(workers);
+    crate::late::in_child(late);
     // The parent's entries are forgotten: dropping one could end its connection.
     std::mem::forget(std::mem::replace(&mut *table, child_map));
     drop(table);

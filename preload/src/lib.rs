@@ -22,6 +22,7 @@ mod connecting;
 mod fds;
 mod fork;
 mod hooks;
+mod late;
 pub mod net;
 pub mod real;
 pub mod runtime;
