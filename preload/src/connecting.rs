@@ -758,10 +758,16 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             };
             match installed {
                 Ok(()) => {
-                    if client {
-                        if let Some(Entry::Smc(s)) = TABLE.get(primary).as_deref() {
+                    if let Some(Entry::Smc(s)) = TABLE.get(primary).as_deref() {
+                        if client {
                             s.set_connect_unreported(true);
                         }
+                        // The program may have changed `O_NONBLOCK` on A after `flags` was
+                        // read and before the entry was installed: its `fcntl`/`FIONBIO`
+                        // hook saw no SMC-D entry then, so the mode is read again now that
+                        // one is there (a later change updates the entry itself). A stale
+                        // mode made a blocking read give `EAGAIN`.
+                        s.set_nonblocking(crate::smc::fd_nonblocking(primary));
                     }
                     // The `dup`s are descriptors of the connection too (of its A).
                     for &d in &others {
@@ -786,6 +792,18 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             }
             match crate::hooks::put_on(primary, c.tcp_fd(), false) {
                 Ok(()) => {
+                    // `O_NONBLOCK` as the program last set it: a change made on A after
+                    // `flags` was read is A's (the placeholder is a descriptor of A); one
+                    // made from now on goes to the TCP socket itself.
+                    if let Some(p) = placeholder.as_ref().filter(|p| p.0 >= 0) {
+                        let now = crate::hooks::get_flags(p.0);
+                        if now >= 0 {
+                            set_flags(
+                                primary,
+                                (flags & !libc::O_NONBLOCK) | (now & libc::O_NONBLOCK),
+                            );
+                        }
+                    }
                     // The library's descriptor of the TCP socket lets go of it before the
                     // program can use it, so that the program's `close` closes it (see
                     // `install`): the number stays the library's, on B.
