@@ -20,6 +20,9 @@ pub const ENV_PEER_BELL: &str = "ISM_RUN_PEER_BELL";
 pub const ENV_BUSY_POLL: &str = "ISM_RUN_BUSY_POLL";
 /// `1`: one line on stderr per connection (SMC-D or TCP, and why).
 pub const ENV_DEBUG: &str = "ISM_RUN_DEBUG";
+/// How long a handshake waits for each CLC message of its peer, in milliseconds
+/// (default `crate::runtime::CLC_TIMEOUT`, 30 s; at least 100).
+pub const ENV_CLC_TIMEOUT_MS: &str = "ISM_RUN_CLC_TIMEOUT_MS";
 /// `1`: the launcher already printed the no-board warning; do not repeat it.
 pub const ENV_WARNED: &str = "ISM_RUN_WARNED";
 /// The board name used without [`ENV_BOARD`].
@@ -44,6 +47,8 @@ pub struct Config {
     pub debug: bool,
     /// [`ENV_WARNED`].
     pub warned: bool,
+    /// [`ENV_CLC_TIMEOUT_MS`], if set and valid.
+    pub clc_timeout_ms: Option<u64>,
     /// The boards' socket directory (`ISM_SIM_DIR`, as `ism_sim::process::board_dir`
     /// resolves it when read from the environment); `None`: resolve when used.
     pub dir: Option<std::path::PathBuf>,
@@ -80,6 +85,10 @@ impl Config {
                 .unwrap_or(0),
             debug: flag(get(ENV_DEBUG).as_deref()),
             warned: flag(get(ENV_WARNED).as_deref()),
+            clc_timeout_ms: get(ENV_CLC_TIMEOUT_MS)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &u64| n >= 100),
             dir: get(ism_sim::process::DIR_ENV)
                 .filter(|d| !d.is_empty())
                 .map(std::path::PathBuf::from),
@@ -138,6 +147,7 @@ mod tests {
             (ENV_WARNED, "1"),
             (ENV_PEER_BELL, "1"),
             (ENV_BUSY_POLL, "50"),
+            (ENV_CLC_TIMEOUT_MS, "2000"),
             ("ISM_SIM_DIR", "/run/boards"),
         ]);
         assert_eq!(c.board_dir(), std::path::Path::new("/run/boards"));
@@ -145,6 +155,7 @@ mod tests {
         assert!(c.nocopy && c.require_smc && c.debug && c.warned && c.peer_bell);
         assert_eq!(c.buffer, Some(65536));
         assert_eq!((d.busy_poll_us, c.busy_poll_us), (0, 50));
+        assert_eq!((d.clc_timeout_ms, c.clc_timeout_ms), (None, Some(2000)));
     }
 
     #[test]
@@ -159,5 +170,12 @@ mod tests {
             assert!(!of(&[(ENV_PEER_BELL, off)]).peer_bell, "{off}");
         }
         assert!(of(&[(ENV_PEER_BELL, "")]).peer_bell);
+        for bad in ["0", "99", "-1", "soon"] {
+            assert_eq!(
+                of(&[(ENV_CLC_TIMEOUT_MS, bad)]).clc_timeout_ms,
+                None,
+                "{bad}"
+            );
+        }
     }
 }

@@ -670,6 +670,20 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                 // An accepted connection whose client went away or broke the handshake
                 // is, to the program, one its peer reset.
                 Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),
+                Negotiated::TimedOut(why) => {
+                    // As Linux's client after a CLC timeout (`net/smc/af_smc.c`
+                    // `__smc_connect`: `ETIMEDOUT`). A proposal the server's kernel has
+                    // not acknowledged means it has not finished the connection (its
+                    // accept queue was full): a reset ends it there, so that the program
+                    // never takes it and reads the proposal as data. An acknowledged
+                    // one waits in the server's queue: the connection stays (closed
+                    // with a FIN later), so that the server's library still finds this
+                    // socket (`sock_diag`) and its registration, and reads a reset.
+                    if crate::net::unacked(c.tcp_fd()) {
+                        reset(c.tcp_fd());
+                    }
+                    Negotiated::Failed(libc::ETIMEDOUT, why)
+                }
                 n => n,
             }
         }
@@ -821,6 +835,11 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             rt.debug(|| format!("{what}: handshake failed: {why}"));
             c.fail(&mut st, e);
         }
+        // Turned into a failure above.
+        Negotiated::TimedOut(why) => {
+            rt.debug(|| format!("{what}: handshake failed: {why}"));
+            c.fail(&mut st, libc::ETIMEDOUT);
+        }
     }
     // A→B drained: A polls writable (the connection's `POLLOUT`, or a failed connect's),
     // and a blocking `connect` waiting in it (`wait_end`) sees room.
@@ -830,6 +849,26 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         (Some(p), Some(fd)) => p.watch(fd),
         (p, _) => drop(p),
     }
+}
+
+/// Aborts the TCP connection of `tcp` with a reset (`connect` to `AF_UNSPEC`: Linux's
+/// `tcp_disconnect` in `net/ipv4/tcp.c` sends one from every synchronised state), leaving
+/// the socket unconnected and open (as bound as it was).
+fn reset(tcp: c_int) {
+    let Some(connect) = real().connect else {
+        return;
+    };
+    // SAFETY: an `AF_UNSPEC` address of its size (only its family is read).
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    a.ss_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: the library's own TCP socket and a valid address of the given size.
+    unsafe {
+        connect(
+            tcp,
+            (&a as *const libc::sockaddr_storage).cast(),
+            std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+        )
+    };
 }
 
 /// The library's descriptor of A while its number changes hands on a fallback (see

@@ -1987,6 +1987,9 @@ pub(crate) enum Negotiated {
     Fallback(String),
     /// The handshake failed: the `errno` to report, and why.
     Failed(c_int, String),
+    /// A client's handshake had no answer within the CLC timeout (why): the server took
+    /// its connection too late (a full accept queue) or not at all.
+    TimedOut(String),
 }
 
 /// Runs the CLC handshake over the connected TCP socket `sock` (a descriptor of it: the
@@ -2055,6 +2058,10 @@ pub(crate) fn negotiate(
                 }
                 _ => format!("the server ended the connection during the handshake: {e}"),
             })
+        }
+        Err(e) if client && e.kind() == std::io::ErrorKind::TimedOut => {
+            restore_opts(sock, &saved);
+            Negotiated::TimedOut(e.to_string())
         }
         Err(e) => Negotiated::Failed(
             if client {

@@ -252,6 +252,19 @@ pub enum DiagError {
     Failed,
 }
 
+/// Whether the TCP socket `fd` has sent bytes its peer has not acknowledged (`SIOCOUTQ`:
+/// for TCP, what is written and not yet acknowledged, Linux's `tcp_ioctl` in
+/// `net/ipv4/tcp.c`).
+pub fn unacked(fd: c_int) -> bool {
+    let Some(ioctl) = real().ioctl else {
+        return false;
+    };
+    let mut n: c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one `int` into `n`.
+    let r = unsafe { ioctl(fd, libc::TIOCOUTQ, &mut n as *mut c_int) };
+    r == 0 && n > 0
+}
+
 /// The cookie of the TCP socket on this host whose local address is `client` and whose
 /// peer is `server`, as Linux's `sock_diag` finds it (`net/ipv4/inet_diag.c`,
 /// `inet_diag_find_one_icsk`, which looks the 4-tuple up as an arriving packet would):

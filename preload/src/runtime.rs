@@ -178,6 +178,15 @@ pub fn say(line: &str) {
     crate::real::set_errno(saved);
 }
 
+/// How long a handshake waits for each CLC message of its peer. Linux waits 6 s
+/// (`CLC_WAIT_TIME`, `net/smc/smc_clc.h`), but its server answers from the kernel's own
+/// listen worker (`smc_tcp_listen_work`), before the program's `accept`; here the server's
+/// library answers only once the program accepted the connection, which a burst of
+/// connections to a small listen backlog (Python's `socketserver`: 5) delays by the
+/// kernel's SYN-ACK retries (1, 3, 7, 15 s ...). So the wait is longer, and still well
+/// inside the 60 s the board keeps a client's registration (host-interface.md 3.5).
+pub const CLC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Runtime {
     /// Records (`add`) or forgets one of this process's listening addresses.
     pub fn own_listener(&self, addr: std::net::SocketAddr, add: bool) {
@@ -269,6 +278,10 @@ impl Runtime {
                     nocopy: self.cfg.nocopy,
                     // A process is no system: its end is no crash to its peers.
                     peer_exit_like_tcp: true,
+                    clc_timeout: self
+                        .cfg
+                        .clc_timeout_ms
+                        .map_or(CLC_TIMEOUT, std::time::Duration::from_millis),
                     ..StackConfig::default()
                 };
                 if let Some(b) = self.cfg.buffer {

@@ -781,7 +781,7 @@ fn a_process_connecting_to_its_own_listener_uses_tcp_and_does_not_wait_for_itsel
         spawn(command(&Under::Run(&env, vec![]), &["self", "127.0.0.1:0"])).finish();
     assert!(ok && out.contains("ok self"), "{out}\n{err}");
     assert!(err.contains("a listener of this process: TCP"), "{err}");
-    // The CLC timeout is 6 s: a handshake with itself would have taken that long.
+    // The CLC timeout is 30 s: a handshake with itself would have taken that long.
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
@@ -965,7 +965,7 @@ fn a_client_stuck_in_its_handshake_stalls_no_other_client() {
     let took = started.elapsed();
     assert!(ok && out.contains("ok 1000 bytes"), "{out}\n{err}");
     assert!(err.contains(": SMC-D"), "{err}");
-    // The CLC timeout is 6 s: well under it, the second client did not wait for the first.
+    // The CLC timeout is 30 s: well under it, the second client did not wait for the first.
     assert!(
         took < Duration::from_secs(3),
         "the second client waited {took:?}"
@@ -1903,6 +1903,59 @@ fn a_fork_per_connection_server_serves_each_child_over_tcp() {
             assert!(!serr.contains("ENOTCONN"), "{serr}");
         }
     });
+}
+
+/// Clients whose server takes their connections only after the CLC timeout (a listen
+/// backlog of 1, an `accept` 2.5 s late, the timeout set to 1 s): their `connect` fails
+/// with `ETIMEDOUT`, as Linux's after a CLC timeout (it was `ECONNREFUSED`), and the
+/// server, when it takes those connections from its queue, never reads a CLC proposal as
+/// data (its library still finds their registration; a proposal the server's kernel had
+/// not acknowledged is reset by the client, so the program never takes it). Those that
+/// connected later are served over SMC-D.
+#[test]
+fn clients_whose_server_accepts_too_late_time_out_and_leave_no_proposal() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(
+        &env,
+        vec![("ISM_RUN_DEBUG", "1"), ("ISM_RUN_CLC_TIMEOUT_MS", "1000")],
+    );
+    let srv = spawn(command(
+        &under,
+        &[
+            "late-accept",
+            "127.0.0.1:0",
+            "--wait-ms",
+            "2500",
+            "--for-ms",
+            "2500",
+        ],
+    ));
+    let addr = srv
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_owned();
+    let clients: Vec<Proc> = (0..4)
+        .map(|_| spawn(command(&under, &["client", &addr, "--bytes", "100"])))
+        .collect();
+    let mut timed_out = 0;
+    for c in clients {
+        let (_, out, err) = c.finish();
+        if err.contains("Connection timed out") {
+            assert!(
+                err.contains("handshake failed: CLC handshake timed out"),
+                "{err}"
+            );
+            timed_out += 1;
+        } else {
+            // Served (the test server reads 64 bytes and closes: a reset for the echo).
+            assert!(err.contains(": SMC-D"), "{out}\n{err}");
+        }
+    }
+    // The accept queue held two connections (backlog 1) for 2.5 s.
+    assert!(timed_out >= 2, "{timed_out} of 4 timed out");
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("stray 0"), "{sout}\n{serr}");
 }
 
 /// A child that closes an inherited SMC-D descriptor (after its reads and writes failed

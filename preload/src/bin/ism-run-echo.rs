@@ -205,6 +205,11 @@ fn main() -> ExitCode {
                 dup: args.iter().any(|a| a == "--dup"),
             },
         ),
+        "late-accept" => late_accept(
+            addr,
+            arg(&args, "--wait-ms").unwrap_or(2500),
+            arg(&args, "--for-ms").unwrap_or(2000),
+        ),
         "fork-per-connection" => fork_per_connection(
             addr,
             arg(&args, "--count").unwrap_or(4),
@@ -1508,6 +1513,56 @@ fn prefork(
         return Err(errs.join("; "));
     }
     println!("served {count}");
+    Ok(())
+}
+
+/// `late-accept`: listens with a backlog of 1, sleeps `wait_ms` (clients pile up in the
+/// kernel's queues), then accepts for `for_ms` and reads the start of each connection;
+/// counts those that begin with a CLC eyecatcher (a client's proposal read as data: must
+/// never happen).
+fn late_accept(addr: &str, wait_ms: u64, for_ms: u64) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    // SAFETY: listen again on our own listening socket: only its backlog changes.
+    if unsafe { libc::listen(l.as_raw_fd(), 1) } != 0 {
+        return Err(format!("listen: {}", std::io::Error::last_os_error()));
+    }
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let end = Instant::now() + Duration::from_millis(for_ms);
+    let (mut accepted, mut stray) = (0, 0);
+    while Instant::now() < end {
+        match l.accept() {
+            Ok((mut s, _)) => {
+                accepted += 1;
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.to_string())?;
+                let mut b = [0u8; 64];
+                let what = match s.read(&mut b) {
+                    Ok(n) if n >= 4 && b[..4] == [0xe2, 0xd4, 0xc3, 0xd9] => {
+                        stray += 1;
+                        "a CLC proposal as data".to_owned()
+                    }
+                    Ok(n) => format!("{n} bytes"),
+                    Err(e) => e.to_string(),
+                };
+                println!("connection {accepted}: {what}");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
+    println!("accepted {accepted}, stray {stray}");
+    if stray > 0 {
+        return Err(format!("{stray} connections began with a CLC proposal"));
+    }
     Ok(())
 }
 
