@@ -2069,7 +2069,13 @@ pub(crate) fn negotiate(
             } else {
                 libc::ECONNABORTED
             },
-            e.to_string(),
+            match e.kind() {
+                // `read_exact`'s own words ("failed to fill whole buffer") say nothing.
+                std::io::ErrorKind::UnexpectedEof => {
+                    "the peer closed the connection during the handshake".to_owned()
+                }
+                _ => e.to_string(),
+            },
         ),
     }
 }

@@ -339,13 +339,18 @@ impl NameTable {
         self.bells
     }
 
-    /// Registered listeners and clients (those of gone connections included).
+    /// Registered listeners and clients (those of gone connections included, until they
+    /// expire: counted as expired when asked, though dropped only at the next request).
     pub fn sizes(&self) -> (usize, usize) {
-        self.conns
-            .values()
-            .fold((0, self.orphans.len()), |(l, c), r| {
-                (l + r.listeners.len(), c + r.clients.len())
-            })
+        let now = std::time::Instant::now();
+        let orphans = self
+            .orphans
+            .iter()
+            .filter(|&&(_, t)| now.saturating_duration_since(t) < ORPHAN_LIFE)
+            .count();
+        self.conns.values().fold((0, orphans), |(l, c), r| {
+            (l + r.listeners.len(), c + r.clients.len())
+        })
     }
 
     /// The counters.
