@@ -679,7 +679,7 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                     // one waits in the server's queue: the connection stays (closed
                     // with a FIN later), so that the server's library still finds this
                     // socket (`sock_diag`) and its registration, and reads a reset.
-                    if crate::net::unacked(c.tcp_fd()) {
+                    if crate::net::send_queue_nonempty(c.tcp_fd()) {
                         reset(c.tcp_fd());
                     }
                     Negotiated::Failed(libc::ETIMEDOUT, why)

@@ -252,10 +252,11 @@ pub enum DiagError {
     Failed,
 }
 
-/// Whether the TCP socket `fd` has sent bytes its peer has not acknowledged (`SIOCOUTQ`:
-/// for TCP, what is written and not yet acknowledged, Linux's `tcp_ioctl` in
-/// `net/ipv4/tcp.c`).
-pub fn unacked(fd: c_int) -> bool {
+/// Whether the send queue of the socket `fd` holds anything (`SIOCOUTQ`): for TCP, bytes
+/// written and not yet acknowledged by the peer (Linux's `tcp_ioctl` in `net/ipv4/tcp.c`);
+/// for a UNIX stream socket, what it sent that its peer has not read (`unix_ioctl` in
+/// `net/unix/af_unix.c`).
+pub fn send_queue_nonempty(fd: c_int) -> bool {
     let Some(ioctl) = real().ioctl else {
         return false;
     };

@@ -1387,13 +1387,7 @@ fn has_record(fd: c_int) -> bool {
 /// read, Linux's `unix_ioctl` in `net/unix/af_unix.c`). Asked of B, the library's own
 /// descriptor, never of the program's number.
 pub fn records_waiting(b: c_int) -> bool {
-    let Some(ioctl) = real().ioctl else {
-        return false;
-    };
-    let mut n: c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one `int` into `n`.
-    let r = unsafe { ioctl(b, libc::TIOCOUTQ, &mut n as *mut c_int) };
-    r == 0 && n > 0
+    crate::net::send_queue_nonempty(b)
 }
 
 /// The (device, inode) of the open file behind `fd`, or `None` (not open).

@@ -983,6 +983,14 @@ fn a_client_stuck_in_its_handshake_stalls_no_other_client() {
     assert_board_empty(&b);
 }
 
+/// The milliseconds of the `pollin-connect` role's `readable after N ms` line.
+fn readable_after_ms(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("readable after "))
+        .and_then(|l| l.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no readable line: {out}"))
+}
+
 /// A client that waits in `poll` for `POLLIN` alone right after its non-blocking
 /// `connect`, while the connection is still set up, wakes when the server's greeting
 /// comes: the descriptor is the connection's doorbell from the start, so the sleeper is
@@ -1007,11 +1015,7 @@ fn a_pollin_wait_begun_during_connect_wakes_for_the_greeting() {
             let (ok, out, err) = spawn(command(&under, &["pollin-connect", &addr])).finish();
             assert!(ok && out.contains("ok greeting"), "{kind:?}: {out}\n{err}");
             assert!(err.contains(": SMC-D"), "{kind:?}: {err}");
-            let ms: u64 = out
-                .lines()
-                .find_map(|l| l.strip_prefix("readable after "))
-                .and_then(|l| l.trim_end_matches(" ms").parse().ok())
-                .unwrap();
+            let ms = readable_after_ms(&out);
             assert!(ms < 3000, "{kind:?} bell {bell}: readable after {ms} ms");
             let (sok, sout, serr) = srv.finish();
             assert!(sok && sout.contains("served 1"), "{kind:?}: {sout}\n{serr}");
@@ -1876,11 +1880,7 @@ fn a_fork_per_connection_server_serves_each_child_over_tcp() {
                     let (ok, out, err) = spawn(command(under, &["pollin-connect", &addr])).finish();
                     assert!(ok && out.contains("ok greeting"), "{out}\n{err}");
                     assert!(err.contains(": TCP (declined: OPTUNSUPP"), "{err}");
-                    let ms: u64 = out
-                        .lines()
-                        .find_map(|l| l.strip_prefix("readable after "))
-                        .and_then(|l| l.trim_end_matches(" ms").parse().ok())
-                        .unwrap();
+                    let ms = readable_after_ms(&out);
                     assert!(ms < 3000, "readable after {ms} ms");
                     continue;
                 }

@@ -58,16 +58,20 @@ fn lines_of(out: ChildStdout) -> Receiver<String> {
     rx
 }
 
+/// `ism-sim ARGS` with `dir` as its board directory and every standard stream piped.
+fn ism_sim(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("ISM_SIM_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 impl Proc {
     fn spawn(dir: &Path, args: &[&str], what: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("ISM_SIM_DIR", dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ism-sim");
+        let mut child = ism_sim(dir, args).spawn().expect("spawn ism-sim");
         let lines = lines_of(child.stdout.take().unwrap());
         Self {
             child,
@@ -429,14 +433,9 @@ fn bad_names_unknown_boards_duplicates_and_stale_sockets_get_clear_errors() {
 /// attached, and its standard error.
 fn attach_as(dir: &Dir, name: &str, id: u32) -> (bool, String) {
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(BIN)
-        .args(["board", "attach", name])
-        .env("ISM_SIM_DIR", &dir.0)
+    let mut child = ism_sim(&dir.0, &["board", "attach", name])
         .uid(id)
         .gid(id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ism-sim");
     let lines = lines_of(child.stdout.take().unwrap());

@@ -1503,17 +1503,7 @@ fn prefork(
         println!("master closed its listener");
         let _ = std::io::stdout().flush();
     }
-    let mut errs = Vec::new();
-    for k in kids {
-        if let Err(e) = reap_long(k) {
-            errs.push(e);
-        }
-    }
-    if !errs.is_empty() {
-        return Err(errs.join("; "));
-    }
-    println!("served {count}");
-    Ok(())
+    reap_all(kids, count)
 }
 
 /// `late-accept`: listens with a backlog of 1, sleeps `wait_ms` (clients pile up in the
@@ -1586,12 +1576,15 @@ fn fork_per_connection(addr: &str, count: usize, greeting: bool) -> Result<(), S
         // The parent's copy closes when `fork_child` returns (the closure is dropped).
         kids.push(fork_child(move || echo_blocking(s, greeting))?);
     }
-    let mut errs = Vec::new();
-    for k in kids {
-        if let Err(e) = reap_long(k) {
-            errs.push(e);
-        }
-    }
+    reap_all(kids, count)
+}
+
+/// Reaps every child in `kids`; `served COUNT` if all exited with 0, else their errors.
+fn reap_all(kids: Vec<libc::pid_t>, count: usize) -> Result<(), String> {
+    let errs: Vec<String> = kids
+        .into_iter()
+        .filter_map(|k| reap_long(k).err())
+        .collect();
     if !errs.is_empty() {
         return Err(errs.join("; "));
     }
