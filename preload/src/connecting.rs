@@ -678,7 +678,8 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
                     // never takes it and reads the proposal as data. An acknowledged
                     // one waits in the server's queue: the connection stays (closed
                     // with a FIN later), so that the server's library still finds this
-                    // socket (`sock_diag`) and its registration, and reads a reset.
+                    // socket (`sock_diag`) and its registration, and its program reads a
+                    // reset or the end of the stream.
                     if crate::net::send_queue_nonempty(c.tcp_fd()) {
                         reset(c.tcp_fd());
                     }

@@ -2035,8 +2035,15 @@ pub(crate) fn negotiate(
             let why = if refused.get() {
                 "the program forked while the set-up ran: TCP, which the child inherits".into()
             } else {
-                s.fallback_reason()
-                    .map_or_else(|| "fallback".to_owned(), |r| r.to_string())
+                match s.fallback_reason() {
+                    // Linux's words for the code; what it means between two ism-run peers.
+                    Some(r) if r == DeclineReason::OPTUNSUPP => format!(
+                        "{r}; from an ism-run server: it forked while the set-up ran \
+                         (a fork-per-connection server), so its child serves the connection"
+                    ),
+                    Some(r) => r.to_string(),
+                    None => "fallback".to_owned(),
+                }
             };
             drop(s);
             Negotiated::Fallback(why)

@@ -1902,6 +1902,44 @@ fn a_fork_per_connection_server_serves_each_child_over_tcp() {
             );
             assert!(!serr.contains("ENOTCONN"), "{serr}");
         }
+        // Clients at once, a server whose SIGCHLD handler has no SA_RESTART (socat's):
+        // children ending interrupted the library's name-service calls, whose replies
+        // were then read one call late, and the server took every later client for a
+        // plain one (their proposals reached it as data).
+        let n = 24;
+        let count = n.to_string();
+        let srv = spawn(command(
+            under,
+            &[
+                "fork-per-connection",
+                "127.0.0.1:0",
+                "--count",
+                &count,
+                "--sigchld",
+            ],
+        ));
+        let addr = srv
+            .line("listening on ")
+            .trim_start_matches("listening on ")
+            .to_owned();
+        for round in 0..3 {
+            let clients: Vec<Proc> = (0..n / 3)
+                .map(|_| spawn(command(under, &["client", &addr, "--bytes", "20000"])))
+                .collect();
+            for c in clients {
+                let (ok, out, err) = c.finish();
+                assert!(
+                    ok && out.contains("ok 20000 bytes"),
+                    "round {round}: {out}\n{err}"
+                );
+            }
+        }
+        let (sok, sout, serr) = srv.finish();
+        assert!(
+            sok && sout.contains(&format!("served {n}")),
+            "{sout}\n{serr}"
+        );
+        assert!(!serr.contains("not an ism-run client"), "{serr}");
     });
 }
 

@@ -214,6 +214,7 @@ fn main() -> ExitCode {
             addr,
             arg(&args, "--count").unwrap_or(4),
             args.iter().any(|a| a == "--greeting"),
+            args.iter().any(|a| a == "--sigchld"),
         ),
         "prefork" => prefork(
             addr,
@@ -1559,7 +1560,23 @@ fn late_accept(addr: &str, wait_ms: u64, for_ms: u64) -> Result<(), String> {
 /// A fork-per-connection server (inetd, `git daemon`, `socat ...,fork`, postgres): accepts
 /// `count` connections one by one; for each, forks a child that echoes it (after a greeting
 /// if `greeting`), while the parent closes its copy at once and accepts the next.
-fn fork_per_connection(addr: &str, count: usize, greeting: bool) -> Result<(), String> {
+fn fork_per_connection(
+    addr: &str,
+    count: usize,
+    greeting: bool,
+    sigchld: bool,
+) -> Result<(), String> {
+    if sigchld {
+        // As socat: a SIGCHLD handler without SA_RESTART, so that each child's end
+        // interrupts what the parent is blocked in (the library's own calls included).
+        // SAFETY: installs a handler that does nothing, with an empty mask.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigchld as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
+        }
+    }
     let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!(
         "listening on {}",
@@ -1591,6 +1608,9 @@ fn reap_all(kids: Vec<libc::pid_t>, count: usize) -> Result<(), String> {
     println!("served {count}");
     Ok(())
 }
+
+/// A SIGCHLD handler that does nothing (its point is to interrupt).
+extern "C" fn on_sigchld(_: libc::c_int) {}
 
 /// As [`reap`], with the server's longer limit (the workers wait for the clients).
 fn reap_long(pid: libc::pid_t) -> Result<(), String> {

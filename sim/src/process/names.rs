@@ -689,46 +689,63 @@ impl NameClient {
             return Err(std::io::Error::other("ancillary buffer too small"));
         }
         let iov = [std::io::IoSlice::new(req.as_bytes())];
-        rustix::net::sendmsg(&*sock, &iov, &mut control, SendFlags::NOSIGNAL)?;
-        let mut buf = [0u8; 64];
-        // Room for more descriptors than a reply carries: any extra are closed here.
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        // A signal the program handles without `SA_RESTART` (socat's `SIGCHLD`) must not
+        // cut a call: one cut after its request left its reply to be read as the next
+        // call's, and every call after it read the one before's (a server then took its
+        // `ism-run` clients for plain ones, for good).
+        loop {
+            match rustix::net::sendmsg(&*sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+                Ok(_) => break,
+            }
+        }
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "name service reply");
         // The board answers within microseconds once its thread runs: the first looks
         // go without waiting, and only then the call sleeps (a sleeping caller pays a
         // wake-up across cores, ~20 us on the machines this runs on, per request).
         let spin_until = std::time::Instant::now() + REPLY_SPIN;
-        let r = loop {
-            let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
-            match rustix::net::recvmsg(&*sock, &mut iov, &mut control, flags) {
-                Err(rustix::io::Errno::AGAIN) if std::time::Instant::now() < spin_until => {
+        let (reply, got) = loop {
+            let mut buf = [0u8; 64];
+            // Room for more descriptors than a reply carries: any extra are closed here.
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let wait = std::time::Instant::now() >= spin_until;
+            let flags = if wait {
+                RecvFlags::CMSG_CLOEXEC
+            } else {
+                RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+            };
+            let n = match rustix::net::recvmsg(&*sock, &mut iov, &mut control, flags) {
+                Err(rustix::io::Errno::AGAIN) if !wait => {
                     std::hint::spin_loop();
+                    continue;
                 }
-                Err(rustix::io::Errno::AGAIN) => {
-                    let flags = RecvFlags::CMSG_CLOEXEC;
-                    break rustix::net::recvmsg(&*sock, &mut iov, &mut control, flags)?;
+                Err(rustix::io::Errno::INTR) => continue,
+                r => r?.bytes,
+            };
+            let mut got = None;
+            for msg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(it) = msg {
+                    for f in it {
+                        got.get_or_insert(f);
+                    }
                 }
-                r => break r?,
+            }
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the board hung up",
+                ));
+            }
+            let reply = NameReply::read_from_bytes(&buf[..n]).map_err(|_| bad())?;
+            // The reply of an earlier call that did not wait for it (none does now; a
+            // board's answers come in order): dropped, with any descriptor it carried.
+            if reply.seq.get().wrapping_sub(seq) as i32 >= 0 {
+                break (reply, got);
             }
         };
-        let n = r.bytes;
-        let mut got = None;
-        for msg in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(it) = msg {
-                for f in it {
-                    got.get_or_insert(f);
-                }
-            }
-        }
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "name service reply");
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "the board hung up",
-            ));
-        }
-        let reply = NameReply::read_from_bytes(&buf[..n]).map_err(|_| bad())?;
         if reply.seq.get() != seq || reply.op.get() != op {
             return Err(bad());
         }
@@ -1636,6 +1653,55 @@ mod tests {
             no_lookup_register: AtomicBool::new(false),
         };
         (c, t)
+    }
+
+    /// A reply left unread by an earlier call (a call cut by a signal did so before it
+    /// retried) is dropped, not taken for the next call's: before, each call after it
+    /// read the one before's answer, for good (socat's fork server under `ism-run` took
+    /// its clients for plain ones after a burst).
+    #[test]
+    fn a_stale_reply_is_skipped_and_the_calls_stay_in_step() {
+        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+        let (ours, board) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let stale = NameReply {
+            op: NAMES_LOOKUP_LISTENER.into(),
+            seq: 0.into(),
+            result: NAMES_NOT_FOUND.into(),
+            reserved: 0.into(),
+        };
+        rustix::net::send(&board, stale.as_bytes(), SendFlags::NOSIGNAL).unwrap();
+        let t = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let mut buf = [0u8; 128];
+                let (n, _) = rustix::net::recv(&board, &mut buf, RecvFlags::empty()).unwrap();
+                let req = NameRequest::read_from_bytes(&buf[..n]).unwrap();
+                let reply = NameReply {
+                    op: req.op,
+                    seq: req.seq,
+                    result: NAMES_OK.into(),
+                    reserved: 0.into(),
+                };
+                rustix::net::send(&board, reply.as_bytes(), SendFlags::NOSIGNAL).unwrap();
+            }
+        });
+        let c = NameClient {
+            sock: Mutex::new(ours),
+            seq: AtomicU32::new(1),
+            no_lookup_register: AtomicBool::new(false),
+        };
+        let dest = a("127.0.0.1:80");
+        assert!(
+            c.lookup_listener(dest).unwrap(),
+            "the stale 'not found' was taken"
+        );
+        assert!(c.lookup_listener(dest).unwrap(), "in step");
+        t.join().unwrap();
     }
 
     #[test]
