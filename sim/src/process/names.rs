@@ -1624,6 +1624,16 @@ mod tests {
         result: u32,
         answers: usize,
     ) -> (NameClient, std::thread::JoinHandle<()>) {
+        fake_board_after(None, delay, result, answers)
+    }
+
+    /// [`fake_board`], with `first` waiting for the client before any answer.
+    fn fake_board_after(
+        first: Option<NameReply>,
+        delay: std::time::Duration,
+        result: u32,
+        answers: usize,
+    ) -> (NameClient, std::thread::JoinHandle<()>) {
         use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
         let (ours, board) = socketpair(
             AddressFamily::UNIX,
@@ -1632,6 +1642,9 @@ mod tests {
             None,
         )
         .unwrap();
+        if let Some(r) = first {
+            rustix::net::send(&board, r.as_bytes(), SendFlags::NOSIGNAL).unwrap();
+        }
         let t = std::thread::spawn(move || {
             for _ in 0..answers {
                 let mut buf = [0u8; 128];
@@ -1661,40 +1674,13 @@ mod tests {
     /// its clients for plain ones after a burst).
     #[test]
     fn a_stale_reply_is_skipped_and_the_calls_stay_in_step() {
-        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-        let (ours, board) = socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
         let stale = NameReply {
             op: NAMES_LOOKUP_LISTENER.into(),
             seq: 0.into(),
             result: NAMES_NOT_FOUND.into(),
             reserved: 0.into(),
         };
-        rustix::net::send(&board, stale.as_bytes(), SendFlags::NOSIGNAL).unwrap();
-        let t = std::thread::spawn(move || {
-            for _ in 0..2 {
-                let mut buf = [0u8; 128];
-                let (n, _) = rustix::net::recv(&board, &mut buf, RecvFlags::empty()).unwrap();
-                let req = NameRequest::read_from_bytes(&buf[..n]).unwrap();
-                let reply = NameReply {
-                    op: req.op,
-                    seq: req.seq,
-                    result: NAMES_OK.into(),
-                    reserved: 0.into(),
-                };
-                rustix::net::send(&board, reply.as_bytes(), SendFlags::NOSIGNAL).unwrap();
-            }
-        });
-        let c = NameClient {
-            sock: Mutex::new(ours),
-            seq: AtomicU32::new(1),
-            no_lookup_register: AtomicBool::new(false),
-        };
+        let (c, t) = fake_board_after(Some(stale), std::time::Duration::ZERO, NAMES_OK, 2);
         let dest = a("127.0.0.1:80");
         assert!(
             c.lookup_listener(dest).unwrap(),
