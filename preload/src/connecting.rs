@@ -249,31 +249,30 @@ impl Connecting {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The program used the descriptor (a data call, a readiness wait on it, `epoll_ctl`,
-    /// `close`): a server's handshake may answer its client (see [`Gate`]).
-    pub fn open_gate(&self) {
+    /// A server's gate, moved to `to` unless it moved already (see [`Gate`]); where it
+    /// stands now (`None` for a client, which has none).
+    fn move_gate(&self, to: Gate) -> Option<Gate> {
         if self.side != Side::Server {
-            return;
+            return None;
         }
         let mut g = self.gate();
         if *g == Gate::Shut {
-            *g = Gate::Open;
+            *g = to;
             self.gate_moved.notify_all();
         }
+        Some(*g)
+    }
+
+    /// The program used the descriptor (a data call, a readiness wait on it, `epoll_ctl`,
+    /// `close`): a server's handshake may answer its client (see [`Gate`]).
+    pub fn open_gate(&self) {
+        let _ = self.move_gate(Gate::Open);
     }
 
     /// The process forks: a server's handshake that has not answered its client declines
     /// (see [`Gate`]); whether it will.
     fn refuse_at_gate(&self) -> bool {
-        if self.side != Side::Server {
-            return false;
-        }
-        let mut g = self.gate();
-        if *g == Gate::Shut {
-            *g = Gate::Refused;
-            self.gate_moved.notify_all();
-        }
-        *g == Gate::Refused
+        self.move_gate(Gate::Refused) == Some(Gate::Refused)
     }
 
     /// The server's handshake, with the client's proposal read: waits (at most
@@ -442,10 +441,10 @@ impl Connecting {
     /// `EAGAIN`. A server that answers and closes at once ("too many clients") so keeps
     /// its answer, as over TCP.
     pub fn settle_write(&self, fd: c_int, dontwait: bool) -> Result<(), c_int> {
-        self.open_gate();
         if self.side == Side::Client || !dontwait {
             return self.settle(dontwait);
         }
+        self.open_gate();
         let st = self.lock();
         let (st, _) = self
             .ended

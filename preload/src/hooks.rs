@@ -1654,12 +1654,19 @@ fn settle_fd(fd: c_int) {
     if !TABLE.maybe_tracked(fd) {
         return;
     }
-    open_gate_of(fd);
-    if let Some(e) = smc_of(fd) {
-        guarded(|| {
-            smc!(e).settle(fd);
-            0
-        });
+    // One lookup: this runs for every polled SMC-D descriptor on every `poll`.
+    let Some(e) = TABLE.get(fd) else {
+        return;
+    };
+    match &*e {
+        Entry::Connecting(c) => c.open_gate(),
+        Entry::Smc(s) => {
+            guarded(|| {
+                s.settle(fd);
+                0
+            });
+        }
+        _ => {}
     }
 }
 
