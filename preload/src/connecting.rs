@@ -38,7 +38,7 @@
 //! dropped, never put on a number the program may reuse).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -111,7 +111,9 @@ pub struct Connecting {
     bell_passed: bool,
     /// The peer's doorbell, if the board passed it: a server has it from its take, a
     /// client takes it after the handshake.
-    peer_bell: Mutex<Option<OwnedFd>>,
+    peer_bell: Mutex<Option<crate::smc::PeerDoorbell>>,
+    /// Our quiet page, offered with our doorbell (`crate::quiet`).
+    page: Option<std::sync::Arc<crate::quiet::Page>>,
     /// Socket options the program set meanwhile (level, name, value), set again on the
     /// result at the end: the handshake changes some of them and puts back what it found.
     options: Mutex<Vec<(c_int, c_int, Vec<u8>)>>,
@@ -333,7 +335,7 @@ impl Connecting {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            fds.push(p.as_raw_fd());
+            fds.push(p.fd.as_raw_fd());
         }
         fds
     }
@@ -517,9 +519,9 @@ pub fn start(
     bells: Option<crate::smc::Bells>,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
     use crate::hooks::{put_on, Entry, TABLE};
-    let ((a, b), peer, bell_passed) = match bells {
-        Some(bells) => (bells.pair, bells.peer, true),
-        None => (crate::smc::doorbell_pair()?, None, false),
+    let ((a, b), peer, page, bell_passed) = match bells {
+        Some(bells) => (bells.pair, bells.peer, bells.page, true),
+        None => (crate::smc::doorbell_pair()?, None, None, false),
     };
     let a_id = crate::smc::file_id(a.as_raw_fd()).ok_or_else(errno)?;
     let tcp = crate::fds::lift(fd);
@@ -552,6 +554,7 @@ pub fn start(
         reg,
         bell_passed,
         peer_bell: Mutex::new(peer),
+        page,
         options: Mutex::new(Vec::new()),
         before,
         state: Mutex::new(State::Pending),
@@ -697,7 +700,11 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // take, before the handshake.)
     if client && c.bell_passed && !matches!(outcome, Negotiated::Failed(..)) {
         match rt.names.as_ref().map(|n| n.take_server_bell(c.reg, c.dest)) {
-            Some(Ok(peer)) => *c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()) = peer,
+            Some(Ok(peer)) => {
+                // With the page the server offered there (`crate::quiet`).
+                *c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()) =
+                    peer.map(crate::smc::PeerDoorbell::taken);
+            }
             Some(Err(e)) if matches!(outcome, Negotiated::Smc(..)) => {
                 outcome =
                     Negotiated::Failed(libc::ECONNRESET, format!("the server's doorbell: {e}"));
@@ -758,17 +765,32 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     // sleeper that waits for `POLLIN` alone would look at the socket too early and sleep
     // on (those that wait for `POLLOUT` wake when A→B is drained below).
     let mut placeholder = None;
+    let mut a_again: Option<OwnedFd> = None;
     let mut fell_back = None;
     match outcome {
         Negotiated::Smc(stream, tcp) => {
             let peer = c.peer_bell.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // A server's: a descriptor of A of our own, to offer our quiet page on again
+            // after B is drained below (the program may close `primary` once the entry is
+            // installed, without this state's lock).
+            if !client && c.page.is_some() {
+                let d = crate::fds::lift(primary);
+                // SAFETY: a new descriptor of A that nobody else owns.
+                a_again = (d >= 0).then(|| unsafe { OwnedFd::from_raw_fd(d) });
+            }
             let b = crate::fds::lift(c.b_fd());
             let installed = if b < 0 {
                 Err(errno())
             } else {
                 // SAFETY: a new descriptor of B that nobody else owns.
                 let b = unsafe { OwnedFd::from_raw_fd(b) };
-                install(primary, stream, tcp, flags, b, c.a_id, peer)
+                let bell = crate::smc::DoorbellParts {
+                    b,
+                    a_id: c.a_id,
+                    peer,
+                    page: c.page.clone(),
+                };
+                install(primary, stream, tcp, bell)
             };
             match installed {
                 Ok(()) => {
@@ -842,8 +864,17 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
         }
     }
     // A→B drained: A polls writable (the connection's `POLLOUT`, or a failed connect's),
-    // and a blocking `connect` waiting in it (`wait_end`) sees room.
+    // and a blocking `connect` waiting in it (`wait_end`) sees room. A server's quiet
+    // page, offered at the head of A→B for the client (`crate::quiet`), is taken out
+    // first and offered again after, if the client has not taken it yet.
+    let offer = a_again
+        .as_ref()
+        .and_then(|_| crate::quiet::Page::take_offer(c.b.as_fd()));
     crate::smc::drain_all(c.b_fd());
+    if let (Some(a), Some(fd)) = (&a_again, offer) {
+        crate::quiet::Page::offer(a.as_fd(), fd.as_fd());
+    }
+    drop(a_again);
     c.ended.notify_all();
     match (placeholder, fell_back) {
         (Some(p), Some(fd)) => p.watch(fd),

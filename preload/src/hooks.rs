@@ -1927,20 +1927,20 @@ pub(crate) fn put_on(app: c_int, new: c_int, still_recorded: bool) -> Result<(),
 }
 
 /// Puts the SMC-D `stream` (TCP socket on `tcp`) behind the application's `app`, which
-/// holds the connection's doorbell A already (identified by `a_id`; `b` is its other end,
-/// `peer` the peer's doorbell if the board passed it: see `crate::connecting`).
+/// holds the connection's doorbell A already (`bell`: its other end, A's identity, the
+/// peer's doorbell if the board passed it, the quiet pages: see `crate::connecting`).
 pub(crate) fn install(
     app: c_int,
     stream: Stream,
     tcp: c_int,
-    flags: c_int,
-    b: std::os::fd::OwnedFd,
-    a_id: (u64, u64),
-    peer: Option<std::os::fd::OwnedFd>,
+    bell: crate::smc::DoorbellParts,
 ) -> Result<(), c_int> {
-    let smc = SmcFd::new(stream, tcp, b, a_id, peer)?;
-    set_flags(app, flags & libc::O_NONBLOCK);
-    smc.set_nonblocking(flags & libc::O_NONBLOCK != 0);
+    let smc = SmcFd::new(stream, tcp, bell)?;
+    // A's mode is the program's (its `fcntl`s went to A since the set-up began): never set
+    // here. Setting a mode read earlier undid a change the program made meanwhile (a
+    // client that made its socket blocking as the set-up ended read `EAGAIN` from a
+    // blocking read: test `a_pollin_wait_begun_during_connect_wakes_for_the_greeting`).
+    smc.set_nonblocking(crate::smc::fd_nonblocking(app));
     let entry = Arc::new(Entry::Smc(KeepsErrno::new(smc)));
     drop(TABLE.insert(app, entry.clone()));
     keep_epoll_regs(app);
@@ -2194,7 +2194,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        let bells = bells.or_else(|| rt.bells());
+        let mut bells = bells.or_else(|| rt.bells());
+        if let Some(b) = bells.as_mut() {
+            b.offer_page_on_a();
+        }
         // The connection is registered before `connect`, by its socket's cookie where
         // every listener it reaches finds its clients' cookies (`after_accept`): then
         // `connect` picks the port as for any TCP socket. By its address otherwise, which
@@ -2421,7 +2424,9 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         return new;
     };
     if let Some(b) = bells.as_mut() {
-        b.peer = client_bell;
+        // The client's page, offered on its doorbell, is taken now: before the client's
+        // handshake ends and it drains its doorbell's fill (`crate::quiet`).
+        b.set_peer(client_bell.map(crate::smc::PeerDoorbell::taken));
     }
     // The handshake runs on a library thread, as a connect's: `accept` returns at once,
     // so that a server takes its next connections (and sets them up in parallel) while

@@ -24,6 +24,7 @@ mod fork;
 mod hooks;
 mod late;
 pub mod net;
+mod quiet;
 pub mod real;
 pub mod runtime;
 pub mod smc;

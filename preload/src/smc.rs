@@ -23,7 +23,10 @@
 //!   readable as an error);
 //! * when the peer is done (end of stream, abort, termination), `shutdown(B, SHUT_WR)`:
 //!   A polls readable and `POLLRDHUP` for good, and reads take everything (every record of
-//!   the peer is in A before its end).
+//!   the peer is in A before its end);
+//! * except while a thread of ours spins in a blocking read: then the peer delivers
+//!   quietly, with no record, and says so in our quiet page (`crate::quiet`); reads count
+//!   what it delivered so as announced.
 //!
 //! Writability: while the peer's ring is full, A→B is filled ([`Bell::fill`]), so A polls
 //! unwritable exactly while a write would block; the watcher drains B when the peer makes
@@ -44,6 +47,7 @@ use ism_host_driver::smcd::wait::SpinPhase;
 use ism_host_driver::smcd::Stream;
 use libc::c_int;
 
+use crate::quiet::{Page, Spinning};
 use crate::real::real;
 
 /// One doorbell record: how many bytes the connection's peer had sent in all when it was
@@ -64,6 +68,10 @@ struct BellState {
     hup: bool,
     /// A→B is full (A polls unwritable) because the peer's ring was full.
     filled: bool,
+    /// Bytes taken from A in all (records, and the cut bytes of one).
+    taken: u64,
+    /// Records of our own put into A ([`Bell::finish_read`]) in all.
+    own: u64,
 }
 
 /// The doorbell: the library's end (B) of the socket pair.
@@ -82,6 +90,9 @@ pub struct Bell {
     /// the watcher writes none. Otherwise only the watcher writes them, under the lock,
     /// and a read that leaves nothing readable takes them all ([`Bell::finish_read`]).
     gated: bool,
+    /// Our quiet page, if gated (`crate::quiet`): what the peer delivered without a
+    /// record while a read spun, and how many records it wrote.
+    page: Option<Arc<Page>>,
 }
 
 impl Bell {
@@ -143,8 +154,8 @@ impl Bell {
     }
 
     /// One record into B: A polls readable, and a task asleep in `epoll_wait` wakes.
-    fn send_record(&self, total: u64) {
-        send_record(self.b.as_raw_fd(), total);
+    fn send_record(&self, total: u64) -> bool {
+        send_record(self.b.as_raw_fd(), total)
     }
 
     /// Takes every record from the application's descriptor `a` (A), without waiting, and
@@ -162,6 +173,10 @@ impl Bell {
         let mut st = self.lock();
         if !self.still_a(a) {
             return None;
+        }
+        self.fold_quiet(&conn, &mut st);
+        if self.nothing_in_a(&st) {
+            return allowed(&conn, st.announced);
         }
         if let Some(recv) = real().recv {
             let mut buf = [0u8; 64 * RECORD];
@@ -181,6 +196,7 @@ impl Bell {
                 if n <= 0 {
                     break;
                 }
+                st.taken += n as u64;
                 let got = have + n as usize;
                 let whole = got - got % RECORD;
                 st.announced = st.announced.max(most_announced(&buf[..whole]));
@@ -194,9 +210,42 @@ impl Bell {
         allowed(&conn, st.announced)
     }
 
-    /// The most that the records taken from A so far announced.
+    /// The most that the records taken from A so far announced, or the peer delivered
+    /// quietly.
     fn announced(&self) -> u64 {
-        self.lock().announced
+        let mut st = self.lock();
+        if let Some(conn) = self.conn.upgrade() {
+            self.fold_quiet(&conn, &mut st);
+        }
+        st.announced
+    }
+
+    /// Counts this thread as looking at the ring before it sleeps, if the peer took our
+    /// quiet page: until the guard drops, the peer delivers without records
+    /// (`crate::quiet`).
+    fn spinning(&self) -> Option<Spinning<'_>> {
+        self.page
+            .as_ref()
+            .filter(|p| p.taken())
+            .map(|p| p.spinning())
+    }
+
+    /// Counts what the peer delivered quietly (`crate::quiet`) as announced: no record
+    /// comes for it.
+    fn fold_quiet(&self, conn: &Conn, st: &mut BellState) {
+        if let Some(p) = &self.page {
+            st.announced = st.announced.max(p.quiet_total(conn.received_total()));
+        }
+    }
+
+    /// Whether A holds no record now, as the peer's count of the records it wrote says
+    /// (`crate::quiet`): every one it wrote, and every one of our own, was taken. Read
+    /// after [`Bell::fold_quiet`]: a record written before a quiet delivery was counted
+    /// before it. `false` without a page the peer took (then only a `recv` can tell).
+    fn nothing_in_a(&self, st: &BellState) -> bool {
+        self.page
+            .as_ref()
+            .is_some_and(|p| p.taken() && (p.records() + st.own) * RECORD as u64 == st.taken)
     }
 
     /// How many received bytes reads may take now, as [`Bell::collect`] would say, without
@@ -206,9 +255,10 @@ impl Bell {
             return None;
         }
         let conn = self.conn.upgrade()?;
-        let st = self.lock();
+        let mut st = self.lock();
+        self.fold_quiet(&conn, &mut st);
         let mut announced = st.announced;
-        if self.still_a(a) && st.partial.is_empty() {
+        if self.still_a(a) && st.partial.is_empty() && !self.nothing_in_a(&st) {
             let saved = crate::real::errno();
             if let Some(recv) = real().recv {
                 let mut buf = [0u8; 64 * RECORD];
@@ -267,9 +317,10 @@ impl Bell {
             }
             return;
         }
+        self.fold_quiet(&conn, &mut st);
         let left = st.announced.min(conn.received_total()) > conn.consumed_total();
-        if (left || peeked > 0) && !st.hup && self.still_a(a) {
-            self.send_record(st.announced);
+        if (left || peeked > 0) && !st.hup && self.still_a(a) && self.send_record(st.announced) {
+            st.own += 1;
         }
     }
 
@@ -282,7 +333,8 @@ impl Bell {
         let Some(conn) = self.conn.upgrade() else {
             return false;
         };
-        let st = self.lock();
+        let mut st = self.lock();
+        self.fold_quiet(&conn, &mut st);
         conn.received_total() > st.announced
     }
 
@@ -419,6 +471,10 @@ pub struct SmcFd {
     bell: Arc<Bell>,
     /// The peer's doorbell (owned by the connection's peer bell), if the board passed it.
     peer_bell: Option<c_int>,
+    /// The peer's quiet page (`crate::quiet`), if it offered one.
+    peer_page: Option<Arc<Page>>,
+    /// How the peer bell told the peer of our data (for the debug line at the end).
+    rings: Arc<Rings>,
     /// `O_NONBLOCK` of A's open file as this library last set or saw it set (`install`,
     /// and the `fcntl(F_SETFL)` and `ioctl(FIONBIO)` hooks: every way a program changes it
     /// on its descriptors, which are all this connection's), read instead of an
@@ -454,6 +510,16 @@ impl Drop for SmcFd {
     /// close is then an abort, as `Conn::close` makes it for data still in the ring
     /// (Linux counts peeked bytes in `bytes_to_rcv`; `smc_close_final`).
     fn drop(&mut self) {
+        if let (Some(rt), Some(_)) = (crate::runtime::existing(), self.peer_bell) {
+            rt.debug(|| {
+                format!(
+                    "connection closed: {} doorbell records written, {} deliveries without one \
+                     (the peer's read spun)",
+                    self.rings.records.load(Ordering::Relaxed),
+                    self.rings.quiet.load(Ordering::Relaxed)
+                )
+            });
+        }
         if !self
             .peek
             .get_mut()
@@ -568,21 +634,22 @@ impl RecvFlags {
 
 impl SmcFd {
     /// Takes over the application's descriptor, which already holds the connection's
-    /// doorbell socket A (identified by `a_id`: put on it when the connection's set-up
-    /// began, `crate::connecting`), for `stream` (its TCP socket on the
-    /// library's own descriptor `tcp`): keeps B, installs the watcher and, with the peer's
-    /// doorbell (`peer`, which the board passed in exchange for our B), the peer bell.
+    /// doorbell socket A (`parts.a_id`: put on it when the connection's set-up began,
+    /// `crate::connecting`), for `stream` (its TCP socket on the library's own descriptor
+    /// `tcp`): keeps B, installs the watcher and, with the peer's doorbell (`parts.peer`,
+    /// which the board passed in exchange for our B), the peer bell, quiet where the
+    /// peer's page allows (`crate::quiet`).
     ///
     /// # Errors
     /// `EINVAL` if `stream` is not an SMC-D stream; the `errno` of a failing move of the
     /// peer's doorbell to a library number.
-    pub fn new(
-        stream: Stream,
-        tcp: c_int,
-        b: OwnedFd,
-        a_id: (u64, u64),
-        peer: Option<OwnedFd>,
-    ) -> Result<Self, c_int> {
+    pub fn new(stream: Stream, tcp: c_int, parts: DoorbellParts) -> Result<Self, c_int> {
+        let DoorbellParts {
+            b,
+            a_id,
+            peer,
+            page,
+        } = parts;
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
         // The board passes doorbells in pairs (host-interface.md 3.5): holding the peer's
         // means the peer holds ours and rings it for all its data.
@@ -594,6 +661,8 @@ impl SmcFd {
             state: Mutex::new(BellState::default()),
             peeked: std::sync::atomic::AtomicUsize::new(0),
             gated,
+            // Our page counts only where the peer rings us and took it.
+            page: page.filter(|_| gated),
         });
         // The peer's doorbell, rung after each data CDC that went without the device's
         // signal (`Conn::set_peer_bell`): the peer's `epoll_wait` wakes with no interrupt
@@ -602,18 +671,37 @@ impl SmcFd {
         // The same doorbell tells the peer's waiting writer of room: emptying the peer's
         // A→B makes its A writable (`Conn::set_room_bell`), with no interrupt thread in
         // between either.
-        let peer_bell = match peer.map(crate::fds::lift_owned) {
-            Some(Ok(peer)) => {
+        let mut peer_page = None;
+        let rings = Arc::new(Rings::default());
+        let peer_bell = match peer.map(|p| crate::fds::lift_owned(p.fd).map(|fd| (fd, p.page))) {
+            Some(Ok((peer, page))) => {
+                peer_page.clone_from(&page);
                 let fd = peer.as_raw_fd();
                 let peer = Arc::new(peer);
                 let room = Arc::clone(&peer);
-                conn.set_peer_bell(Box::new(move |total| ring_peer(&peer, total)));
+                let rung = Arc::clone(&rings);
+                conn.set_peer_bell(Box::new(move |total| {
+                    ring_peer(&peer, page.as_deref(), total, &rung)
+                }));
                 conn.set_room_bell(Box::new(move || drain_peer(&room)));
                 Some(fd)
             }
             Some(Err(e)) => return Err(e),
             None => None,
         };
+        if let Some(rt) = crate::runtime::existing() {
+            rt.debug(|| {
+                format!(
+                    "quiet pages (docs/ism-run.md): ours {}, the peer's {}",
+                    if bell.page.is_some() {
+                        "offered"
+                    } else {
+                        "none"
+                    },
+                    if peer_page.is_some() { "taken" } else { "none" }
+                )
+            });
+        }
         let weak = Arc::downgrade(&bell);
         conn.set_watcher(Box::new(move || {
             if let Some(b) = weak.upgrade() {
@@ -626,6 +714,8 @@ impl SmcFd {
             tcp,
             bell,
             peer_bell,
+            peer_page,
+            rings,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             peek: Mutex::new(Vec::new()),
             reset_pending: std::sync::atomic::AtomicBool::new(false),
@@ -696,6 +786,18 @@ impl SmcFd {
     pub fn set_nonblocking(&self, on: bool) {
         self.nonblocking
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the peer's reader may be on this thread's core, waiting for it to yield:
+    /// its last spin began there, or where it spins is unknown (no quiet page). A peer on
+    /// another core needs no yield (a system call per wait).
+    fn peer_may_share_core(&self) -> bool {
+        let Some(cpu) = self.peer_page.as_ref().and_then(|p| p.spinner_cpu()) else {
+            return true;
+        };
+        // SAFETY: `sched_getcpu` takes no arguments and only reads.
+        let here = unsafe { libc::sched_getcpu() };
+        u32::try_from(here).map_or(true, |h| h == cpu)
     }
 
     /// Whether the peer's doorbell is rung from here (the board passed it on).
@@ -816,7 +918,17 @@ impl SmcFd {
     /// The `errno` a TCP socket would give.
     pub fn recv(&self, fd: c_int, buf: &mut [u8], f: RecvFlags) -> Result<usize, c_int> {
         let mut collected = false;
-        let r = self.recv_inner(fd, buf, f, &mut collected);
+        // A call that may wait looks at the ring before it sleeps: from its start the peer
+        // may deliver without a record (`crate::quiet`; the wait gives the count up
+        // before it sleeps in the kernel). What came quietly and is left unread when the
+        // call ends gets a record of our own below (`Bell::finish_read`).
+        let mut quiet = if f.dontwait {
+            None
+        } else {
+            self.bell.spinning()
+        };
+        let r = self.recv_inner(fd, buf, f, &mut collected, &mut quiet);
+        drop(quiet);
         // Served from the bytes a peek held back, the call took no record from A: our own
         // record of them (or one of the peer's for bytes read since) would stay there, and
         // A poll readable with nothing to read (tinyproxy, which peeks then reads what it
@@ -830,12 +942,13 @@ impl SmcFd {
 
     /// [`SmcFd::recv`]; sets `collected` if it took the records from A
     /// ([`Bell::collect`], with each look at the ring).
-    fn recv_inner(
-        &self,
+    fn recv_inner<'a>(
+        &'a self,
         fd: c_int,
         buf: &mut [u8],
         f: RecvFlags,
         collected: &mut bool,
+        quiet: &mut Option<Spinning<'a>>,
     ) -> Result<usize, c_int> {
         if buf.is_empty() {
             return Ok(0);
@@ -861,7 +974,7 @@ impl SmcFd {
                             .store(peek.len(), std::sync::atomic::Ordering::Release);
                     }
                     Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = self.wait_readable(fd, relax) {
+                        if let Err(e) = self.wait_readable(fd, relax, quiet) {
                             if peek.is_empty() {
                                 return Err(e);
                             }
@@ -902,7 +1015,7 @@ impl SmcFd {
                 Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
                     // A signal or the time limit after some bytes: the count, as TCP's
                     // `tcp_recvmsg` returns what it copied.
-                    if let Err(e) = self.wait_readable(fd, relax) {
+                    if let Err(e) = self.wait_readable(fd, relax, quiet) {
                         if done > 0 {
                             break;
                         }
@@ -931,7 +1044,17 @@ impl SmcFd {
     /// `EINTR`, `EAGAIN` (time limit, or `O_NONBLOCK` set meanwhile), `EBADF` (another
     /// thread closed `fd` before this wait began), or another `errno` of the kernel's
     /// `recv`.
-    fn wait_readable(&self, fd: c_int, relax: bool) -> Result<(), c_int> {
+    fn wait_readable<'a>(
+        &'a self,
+        fd: c_int,
+        relax: bool,
+        quiet: &mut Option<Spinning<'a>>,
+    ) -> Result<(), c_int> {
+        // While it spins, the peer delivers without a record (`crate::quiet`): this loop
+        // looks at the ring itself. The caller's count, or one of this wait's own.
+        if quiet.is_none() {
+            *quiet = self.bell.spinning();
+        }
         // The spin stands for part of the kernel's wait: a signal that comes meanwhile
         // must end the call as it would end that wait (see `SpinSignals`).
         let signals = SpinSignals::block();
@@ -940,7 +1063,7 @@ impl SmcFd {
         // Only where the peer rings our doorbell itself: where the interrupt thread tells
         // of data, the yield gives the core to that thread before the read looks at the
         // ring (on two vCPUs ping-pong went from 2-3 to 5-6 µs RTT/2).
-        let mut first = self.rings_peer();
+        let mut first = self.rings_peer() && self.peer_may_share_core();
         loop {
             // Gated, data counts once its record is in A (it comes right after the data),
             // unless the read is relaxed; ungated, this is one look at the peer's CDC per
@@ -968,6 +1091,16 @@ impl SmcFd {
             if !phase.spin() {
                 break;
             }
+        }
+        // No longer spinning: a delivery the peer made quietly before this is in the
+        // page (its data is readable, and no record will come for it); every later one
+        // writes a record, which ends the kernel's wait below.
+        if quiet.take().is_some()
+            && self.conn.read_ready()
+            && (relax || !self.bell.unannounced() || self.conn.read_would_end())
+        {
+            drop(signals);
+            return Ok(());
         }
         if let Some(s) = signals {
             s.end(fd)?;
@@ -1175,7 +1308,7 @@ impl SmcFd {
     /// `errno` of the wait.
     pub fn wait_data(&self, fd: c_int) -> Result<(), c_int> {
         while self.readable(fd) == 0 && !self.conn.read_would_end() {
-            self.wait_readable(fd, false)?;
+            self.wait_readable(fd, false, &mut None)?;
         }
         Ok(())
     }
@@ -1217,7 +1350,42 @@ pub struct Bells {
     pub pair: (OwnedFd, OwnedFd),
     /// The peer's B, if the board passed it on (then the peer holds ours: the board
     /// passes them in pairs).
-    pub peer: Option<OwnedFd>,
+    pub peer: Option<PeerDoorbell>,
+    /// Our quiet page (see `crate::quiet`), and its descriptor until it is offered.
+    pub page: Option<Arc<Page>>,
+    page_fd: Option<OwnedFd>,
+}
+
+/// What a connection's doorbell is made of when its set-up ends (see [`SmcFd::new`]).
+#[derive(Debug)]
+pub struct DoorbellParts {
+    /// B, the library's end of the pair.
+    pub b: OwnedFd,
+    /// A's identity (see [`file_id`]).
+    pub a_id: (u64, u64),
+    /// The peer's doorbell, if the board passed it.
+    pub peer: Option<PeerDoorbell>,
+    /// Our quiet page, if the peer took it (`crate::quiet`).
+    pub page: Option<Arc<Page>>,
+}
+
+/// The peer's doorbell (its B) and the quiet page it offered there (see `crate::quiet`).
+#[derive(Debug)]
+pub struct PeerDoorbell {
+    /// The peer's B.
+    pub fd: OwnedFd,
+    /// The peer's page, if it offered one.
+    pub page: Option<Arc<Page>>,
+}
+
+impl PeerDoorbell {
+    /// The peer's B as the board handed it over, with the page the peer offered there
+    /// (`crate::quiet`), taken at once.
+    pub fn taken(fd: OwnedFd) -> Self {
+        use std::os::fd::AsFd;
+        let page = Page::take(fd.as_fd()).map(Arc::new);
+        Self { fd, page }
+    }
 }
 
 impl Bells {
@@ -1226,10 +1394,40 @@ impl Bells {
     /// # Errors
     /// As [`doorbell_pair`].
     pub fn new() -> Result<Self, c_int> {
+        let pair = doorbell_pair()?;
+        let (page, page_fd) = match Page::create() {
+            Ok((p, fd)) => (Some(Arc::new(p)), Some(fd)),
+            Err(_) => (None, None),
+        };
         Ok(Self {
-            pair: doorbell_pair()?,
+            pair,
             peer: None,
+            page,
+            page_fd,
         })
+    }
+
+    /// Offers our page on A, where the peer finds it in our B (`crate::quiet`): a
+    /// client's before its registration, a server's at its take.
+    pub fn offer_page_on_a(&mut self) {
+        use std::os::fd::AsFd;
+        if let Some(fd) = self.page_fd.take() {
+            if !Page::offer(self.pair.0.as_fd(), fd.as_fd()) {
+                self.page = None;
+            }
+        }
+    }
+
+    /// A server's, with the client's doorbell taken: offers our page on A, where the
+    /// client finds it in our B, only if the client offered one (pages go in pairs).
+    pub fn set_peer(&mut self, peer: Option<PeerDoorbell>) {
+        if peer.as_ref().is_some_and(|p| p.page.is_some()) {
+            self.offer_page_on_a();
+        } else {
+            self.page_fd = None;
+            self.page = None;
+        }
+        self.peer = peer;
     }
 
     /// B, to hand to the board.
@@ -1243,7 +1441,7 @@ impl Bells {
         [
             Some(self.pair.0.as_raw_fd()),
             Some(self.pair.1.as_raw_fd()),
-            self.peer.as_ref().map(AsRawFd::as_raw_fd),
+            self.peer.as_ref().map(|p| p.fd.as_raw_fd()),
         ]
         .into_iter()
         .flatten()
@@ -1256,11 +1454,36 @@ impl Bells {
 /// again after the peer's next consumer-cursor update). A record is one `send` of 8
 /// bytes, which the kernel takes whole or not at all (`unix_stream_sendmsg` in
 /// `net/unix/af_unix.c` allocates the message at once, or fails with `EAGAIN`).
-fn ring_peer(peer: &OwnedFd, total: u64) -> bool {
+///
+/// With the peer's quiet page (`crate::quiet`) no record is written while a reader of the
+/// peer spins in a blocking read: it sees the data in the ring, and the page tells its
+/// library that nothing announced it. Every record written is counted there.
+fn ring_peer(peer: &OwnedFd, page: Option<&Page>, total: u64, rings: &Rings) -> bool {
+    if page.is_some_and(|p| p.try_quiet(total)) {
+        rings.quiet.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    rings.records.fetch_add(1, Ordering::Relaxed);
+    if let Some(p) = page {
+        p.count_record();
+    }
     let saved = crate::real::errno();
     let told = send_record(peer.as_raw_fd(), total);
     crate::real::set_errno(saved);
+    if !told {
+        if let Some(p) = page {
+            p.uncount_record();
+        }
+    }
     told
+}
+
+/// How a connection's peer bell told the peer of its data: records written, deliveries
+/// that needed none (the peer's reader spun: `crate::quiet`).
+#[derive(Debug, Default)]
+struct Rings {
+    records: std::sync::atomic::AtomicU64,
+    quiet: std::sync::atomic::AtomicU64,
 }
 
 /// The peer's doorbell as its room bell: empties the peer's A→B (the fill that makes its
