@@ -76,7 +76,7 @@ cargo build -p ism-firmware --target thumbv7em-none-eabihf --features defmt
 stage "host driver builds without std (no_std + alloc, thumbv7em-none-eabihf)"
 cargo build -p ism-host-driver --no-default-features --target thumbv7em-none-eabihf
 
-stage "loom: the lease, the SBA signal/clear and cursor update protocols (firmware/tests/loom.rs)"
+stage "loom: the lease, the SBA signal/clear, cursor update and quiet page protocols (firmware/tests/loom.rs)"
 # Its own target directory: `--cfg loom` would otherwise invalidate the main build.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
     cargo test -p ism-firmware --release --lib --test loom

@@ -6,8 +6,9 @@
 //!
 //! Under `cfg(loom)` the firmware library compiles only its `lease` module, so:
 //! * the **move-vs-unregister** models use the real [`ism_firmware::lease::Lease`];
-//! * the **SBA signal/clear** and **cursor update** models are self-contained replicas of
-//!   the protocol, step by step and with the same memory orderings as the code they model
+//! * the **SBA signal/clear**, **cursor update** and **quiet page** (`ism-run`'s, between
+//!   two libraries: preload/src/quiet.rs) models are self-contained replicas of the
+//!   protocol, step by step and with the same memory orderings as the code they model
 //!   (named at each model), over loom atomics. A change to those functions must be
 //!   mirrored here.
 //!
@@ -339,4 +340,126 @@ fn cursors_never_run_ahead_of_data() {
 #[should_panic(expected = "Causality violation")]
 fn cursor_model_catches_cursor_before_data() {
     cursor_model(true);
+}
+
+// ------------------------------------------------------------------ the quiet page
+
+/// One spinning reader in the quiet word's count (`ONE_SPINNER`, preload/src/quiet.rs).
+const ONE_SPINNER: u64 = 1 << 56;
+
+/// What two `ism-run` libraries share for one direction of a connection: the data's CDC
+/// (the producer total the sender's move puts into the reader's RMB), the reader's quiet
+/// page (`QUIET`: spinner count and quiet total; `RECORDS`) and its doorbell (records the
+/// kernel holds in A; a `send` into B and a `recv` from A synchronise as a release and an
+/// acquire would).
+struct Quiet {
+    cdc: AtomicU64,
+    quiet: AtomicU64,
+    records: AtomicU64,
+    doorbell: AtomicU64,
+}
+
+/// Model of `ring_peer` (preload/src/smc.rs) after `Conn::announce` put the CDC in place:
+/// `Page::try_quiet` (a load, then a compare-and-swap that needs a spinner), else
+/// `Page::count_record` before the record's `send` (`count_after_send`: the mistake of
+/// counting once the kernel took it). `plain_store` models the mistake of reading the
+/// count, then storing the total with no compare-and-swap.
+fn quiet_sender(q: &Quiet, count_after_send: bool, plain_store: bool) {
+    q.cdc.store(1, Ordering::Release);
+    loom::sync::atomic::fence(Ordering::SeqCst);
+    let mut w = q.quiet.load(Ordering::Acquire);
+    loop {
+        if w < ONE_SPINNER {
+            break;
+        }
+        if plain_store {
+            q.quiet
+                .store((w & !(ONE_SPINNER - 1)) | 1, Ordering::Release);
+            return;
+        }
+        match q.quiet.compare_exchange(
+            w,
+            (w & !(ONE_SPINNER - 1)) | 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(now) => w = now,
+        }
+    }
+    if !count_after_send {
+        q.records.fetch_add(1, Ordering::AcqRel);
+    }
+    q.doorbell.fetch_add(1, Ordering::Release);
+    if count_after_send {
+        q.records.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Model of a blocking read's wait (`SmcFd::recv` and `SmcFd::wait_readable`): counts
+/// itself (`Page::spinning`), looks at the CDC once, takes its count out, looks again
+/// (data counts if the quiet total or a record announced it, as `Bell::fold_quiet` and
+/// `Bell::collect` make it); returns whether it found the data, or must sleep in the
+/// kernel on the doorbell.
+fn quiet_reader(q: &Quiet) -> bool {
+    q.quiet.fetch_add(ONE_SPINNER, Ordering::SeqCst);
+    let seen = q.cdc.load(Ordering::Acquire) == 1;
+    q.quiet.fetch_sub(ONE_SPINNER, Ordering::SeqCst);
+    if seen {
+        return true;
+    }
+    let quiet = q.quiet.load(Ordering::Acquire) & (ONE_SPINNER - 1);
+    quiet == 1 && q.cdc.load(Ordering::Acquire) == 1
+}
+
+/// No wake-up is lost: a reader that did not find the data sleeps only where a record is
+/// (or will be) in its doorbell; a delivery without one was seen by the reader's last
+/// look. And a record in the doorbell is always counted (a read after `epoll` said
+/// readable never skips its `recv` because the count says "none").
+fn quiet_model(count_after_send: bool, plain_store: bool) {
+    check(move || {
+        let q = Arc::new(Quiet {
+            cdc: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            doorbell: AtomicU64::new(0),
+        });
+        let s = {
+            let q = q.clone();
+            thread::spawn(move || quiet_sender(&q, count_after_send, plain_store))
+        };
+        // An `epoll` user's look at the doorbell, then its read's `collect`.
+        let readable = q.doorbell.load(Ordering::Acquire) > 0;
+        let counted = q.records.load(Ordering::Acquire);
+        assert!(
+            !readable || counted > 0,
+            "a record in the doorbell that the count does not show"
+        );
+        let found = quiet_reader(&q);
+        s.join().unwrap();
+        let record = q.doorbell.load(Ordering::Acquire) > 0;
+        let quiet = q.quiet.load(Ordering::Acquire) & (ONE_SPINNER - 1) == 1;
+        assert!(found || record, "the reader sleeps and no record comes");
+        assert!(
+            record != quiet,
+            "a delivery both quiet and recorded, or neither"
+        );
+    });
+}
+
+#[test]
+fn a_quiet_delivery_never_loses_a_wake_up() {
+    quiet_model(false, false);
+}
+
+#[test]
+#[should_panic(expected = "the reader sleeps and no record comes")]
+fn quiet_model_catches_a_total_stored_without_compare_and_swap() {
+    quiet_model(false, true);
+}
+
+#[test]
+#[should_panic(expected = "a record in the doorbell that the count does not show")]
+fn quiet_model_catches_a_record_counted_after_its_send() {
+    quiet_model(true, false);
 }

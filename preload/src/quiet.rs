@@ -17,12 +17,17 @@
 //!   doorbell always has a record coming for data that no look of its saw.
 //! * **`RECORDS`** (written by the sender): how many records it wrote in all, each counted
 //!   before its `send` (and taken back if the kernel refused it), so that a record in the
-//!   doorbell is always counted. A receiver that has taken that
-//!   many from its doorbell (and its own put-back ones) knows it holds none, and skips the
-//!   `recv` that would find it empty ([`Page::records`]).
+//!   doorbell is always counted. A receiver that has taken that many from its doorbell
+//!   (and its own put-back ones) knows it holds none, and skips the `recv` that would find
+//!   it empty ([`Page::records`]).
 //! * **`TAKEN`** (written by the sender, once): set when the peer's library took the page
 //!   before it rang anything; until then the receiver counts on nothing above (a peer
 //!   library of an older version never takes it, and writes every record).
+//! * **`CPU`** and **`STAMP`** (written by the receiver's spinners): the CPU the last spin
+//!   began on (its peer yields before its own spin only if it runs there:
+//!   [`Page::spinner_cpu`]) and when, in milliseconds of the coarse monotonic clock (the
+//!   sender trusts no count older than `STALE_MS`: a thread that left a read by `longjmp`
+//!   would otherwise keep it quiet for good).
 //!
 //! Each end makes its page with its doorbell and offers it (one byte with the descriptor in
 //! `SCM_RIGHTS`, [`Page::offer`]) on its own A, toward its B, which the peer holds:
@@ -43,7 +48,12 @@
 //! as the records are (host-interface.md 3.5). A page that did not come (a peer without
 //! pages, a descriptor that is not a sealed page) costs nothing but the records.
 //!
-//! This module owns the page's layout and its three words' protocol; it never decides what
+//! The protocol has a loom model (`firmware/tests/loom.rs`, "the quiet page": no lost
+//! wake-up, a record in the doorbell always counted, and the two mistakes it catches); a
+//! change to [`Page::try_quiet`], [`Page::spinning`] or [`Page::count_record`] must be
+//! mirrored there.
+//!
+//! This module owns the page's layout and its words' protocol; it never decides what
 //! a read may take (`crate::smc` folds the quiet total into what the records announced).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
