@@ -483,6 +483,20 @@ fn the_socket_mode_lets_other_users_attach_and_a_bad_one_is_refused() {
         "{log}"
     );
     closed.stop();
+    // What the log says of modes that let fewer attach (connecting needs write permission
+    // on the socket; root needs none).
+    for (mode, says) in [
+        ("600", "only the board's user may attach"),
+        ("660", "the socket's group may attach"),
+        ("0", "only root may attach"),
+    ] {
+        if mode == "0" && !root {
+            continue; // this test could not ask the board for its status
+        }
+        let b = BoardProc::start_with(&dir, "lpar", "m", 1, &["--socket-mode", mode]);
+        let log = b.stop();
+        assert!(log.contains(says), "{mode}: {log}");
+    }
     for bad in ["888", "1777", "rw", ""] {
         let p = Proc::spawn(
             &dir.0,

@@ -427,10 +427,16 @@ impl ProcessBoard {
         if let Some(mode) = board.opts.socket_mode {
             board.log(&format!(
                 "socket mode {mode:03o}: {}",
-                match mode & 0o022 {
-                    0 => "only the board's user may attach",
-                    0o020 => "the socket's group may attach",
-                    _ => "every local user may attach (on a loopback board each sees all memory)",
+                // Connecting to a UNIX socket needs write permission on it (unix(7)); root
+                // needs none.
+                if mode & 0o002 != 0 {
+                    "every local user may attach (on a loopback board each sees all memory)"
+                } else if mode & 0o020 != 0 {
+                    "the socket's group may attach"
+                } else if mode & 0o200 != 0 {
+                    "only the board's user may attach"
+                } else {
+                    "only root may attach (nobody has write permission on the socket)"
                 }
             ));
         }
