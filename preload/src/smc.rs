@@ -1648,14 +1648,14 @@ pub fn drain_all(b: c_int) {
         return;
     };
     let mut buf = [0u8; 4096];
-    // A read that comes back short found the queue empty (`unix_stream_read_generic`,
-    // `net/unix/af_unix.c`, returns what it copied once no buffer is queued): no second
-    // call to learn it.
+    // Until the queue is empty: a short read does not say so, since a read stops after a
+    // message that carried descriptors (`unix_stream_read_generic` in `net/unix/af_unix.c`),
+    // and a quiet page's offer nobody took may wait here (`crate::quiet`; a client whose
+    // server runs without doorbells stopped its drain there, and its `connect` waited for
+    // room in A for good).
     // SAFETY: reads into a local buffer of its length from our own descriptor, without
     // waiting.
-    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
-        == buf.len() as isize
-    {}
+    while unsafe { recv(b, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } > 0 {}
 }
 
 #[cfg(test)]

@@ -541,6 +541,23 @@ fn on_a_loopback_board_the_sender_rings_the_peers_doorbell_itself() {
         .filter_map(|l| l.split_once("interrupt thread spins ").map(|(_, v)| v))
         .collect();
     assert_eq!(spins, ["0 us", "50 us", "0 us"], "{serr}");
+    // And the other way round: a client with the peer bell (which offers its quiet page on
+    // its doorbell), a server without: nobody takes the page, and the client's set-up
+    // must still drain its doorbell (its `connect` waited for good when the drain stopped
+    // at the page's offer).
+    let (err, _) = lockstep(
+        &under,
+        &Under::Run(
+            &env,
+            vec![("ISM_RUN_PEER_BELL", "1"), ("ISM_RUN_DEBUG", "1")],
+        ),
+        "epoll",
+        200_000,
+    );
+    assert!(
+        err.contains("quiet pages (docs/ism-run.md): ours none, the peer's none"),
+        "{err}"
+    );
     let s = status(&b);
     assert_eq!(counter(&s, &["names", "bells_passed"]), 0, "{s}");
     assert!(counter(&s, &["counters", "direct_signals"]) >= 400, "{s}");
