@@ -25,7 +25,7 @@
 //!   library of an older version never takes it, and writes every record).
 //! * **`CPU`** and **`STAMP`** (written by the receiver's spinners): the CPU the last spin
 //!   began on (its peer yields before its own spin only if it runs there:
-//!   [`Page::spinner_cpu`]) and when, in milliseconds of the coarse monotonic clock (the
+//!   [`Page::spinner_may_be_here`]) and when, in milliseconds of the coarse monotonic clock (the
 //!   sender trusts no count older than `STALE_MS`: a thread that left a read by `longjmp`
 //!   would otherwise keep it quiet for good).
 //!
@@ -223,20 +223,18 @@ impl Page {
     pub fn spinning(&self) -> Spinning<'_> {
         self.word(STAMP).store(now_ms(), Ordering::Relaxed);
         self.word(QUIET).fetch_add(ONE_SPINNER, Ordering::SeqCst);
-        // SAFETY: `sched_getcpu` takes no arguments and only reads (glibc: from the
-        // thread's `rseq` area or the vDSO).
-        let cpu = unsafe { libc::sched_getcpu() };
-        let cpu = u64::try_from(cpu).map_or(0, |c| c + 1);
+        let cpu = current_cpu().map_or(0, |c| u64::from(c) + 1);
         self.word(CPU).store(cpu, Ordering::Relaxed);
         Spinning(self)
     }
 
-    /// The CPU the receiver's last spinning thread started its spin on (its peer reads it
-    /// to tell whether a yield could let it run: see `crate::smc`); `None` if unknown.
-    pub fn spinner_cpu(&self) -> Option<u32> {
-        match self.word(CPU).load(Ordering::Relaxed) {
-            0 => None,
-            c => u32::try_from(c - 1).ok(),
+    /// Whether the receiver's last spinning thread may be on this thread's CPU: its spin
+    /// began there, or where is unknown (its peer yields before its own spin only then,
+    /// see `crate::smc`).
+    pub fn spinner_may_be_here(&self) -> bool {
+        match (self.word(CPU).load(Ordering::Relaxed), current_cpu()) {
+            (0, _) | (_, None) => true,
+            (c, Some(here)) => c - 1 == u64::from(here),
         }
     }
 
@@ -297,6 +295,13 @@ impl Page {
     pub fn uncount_record(&self) {
         self.word(RECORDS).fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// The CPU this thread runs on now, if the kernel says.
+fn current_cpu() -> Option<u32> {
+    // SAFETY: `sched_getcpu` takes no arguments and only reads (glibc: from the thread's
+    // `rseq` area or the vDSO).
+    u32::try_from(unsafe { libc::sched_getcpu() }).ok()
 }
 
 /// Milliseconds of the coarse monotonic clock (one clock for all processes; a vDSO read).

@@ -792,12 +792,9 @@ impl SmcFd {
     /// its last spin began there, or where it spins is unknown (no quiet page). A peer on
     /// another core needs no yield (a system call per wait).
     fn peer_may_share_core(&self) -> bool {
-        let Some(cpu) = self.peer_page.as_ref().and_then(|p| p.spinner_cpu()) else {
-            return true;
-        };
-        // SAFETY: `sched_getcpu` takes no arguments and only reads.
-        let here = unsafe { libc::sched_getcpu() };
-        u32::try_from(here).map_or(true, |h| h == cpu)
+        self.peer_page
+            .as_ref()
+            .is_none_or(|p| p.spinner_may_be_here())
     }
 
     /// Whether the peer's doorbell is rung from here (the board passed it on).
@@ -1068,12 +1065,7 @@ impl SmcFd {
             // Gated, data counts once its record is in A (it comes right after the data),
             // unless the read is relaxed; ungated, this is one look at the peer's CDC per
             // turn, as before the records.
-            let ready = self.conn.read_ready()
-                && (relax
-                    || !self.bell.unannounced()
-                    || self.conn.read_would_end()
-                    || has_record(fd));
-            if ready {
+            if self.ready_to_read(fd, relax) {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
             }
@@ -1095,10 +1087,7 @@ impl SmcFd {
         // No longer spinning: a delivery the peer made quietly before this is in the
         // page (its data is readable, and no record will come for it); every later one
         // writes a record, which ends the kernel's wait below.
-        if quiet.take().is_some()
-            && self.conn.read_ready()
-            && (relax || !self.bell.unannounced() || self.conn.read_would_end())
-        {
+        if quiet.take().is_some() && self.ready_to_read(fd, relax) {
             drop(signals);
             return Ok(());
         }
@@ -1126,6 +1115,14 @@ impl SmcFd {
         } else {
             Err(crate::real::errno())
         }
+    }
+
+    /// Whether a read on `fd` would not block now ([`SmcFd::wait_readable`]'s test): data
+    /// came and, gated, its record is in A or the peer delivered it quietly, unless the
+    /// read is `relax`ed; or the stream ended.
+    fn ready_to_read(&self, fd: c_int, relax: bool) -> bool {
+        self.conn.read_ready()
+            && (relax || !self.bell.unannounced() || self.conn.read_would_end() || has_record(fd))
     }
 
     /// Waits until a write on the application's descriptor `fd` (A) may not block, in
