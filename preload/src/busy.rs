@@ -99,33 +99,33 @@ pub enum Spun {
 }
 
 /// Spins for `budget` calling `look` (one `epoll_wait` without waiting: events, 0, or -1
-/// with `errno`) until it returns anything but 0. Every signal is blocked meanwhile (a
-/// handler that ran in the middle would not end the call, as it ends the kernel's wait)
-/// and looked at when the spin ends ([`crate::runtime::SignalsBlocked::end`]): a signal
-/// waits at most `budget`.
+/// with `errno`) until it returns anything but 0. A handler that runs meanwhile ends the
+/// spin with `EINTR`, as it would have ended the kernel's wait (see
+/// [`crate::signals::Watch`]; where the program has handlers the library cannot see,
+/// signals are blocked for the spin and looked at when it ends, so a signal waits at most
+/// `budget`).
 pub fn spin(budget: Duration, timeout_ms: c_int, mut look: impl FnMut() -> c_int) -> Spun {
     let start = Instant::now();
-    // One look before the mask changes: a busy program finds its events there, and pays
-    // no signal-mask system calls.
+    // One look before the watch: a busy program finds its events there.
     let n = look();
     if n != 0 {
         return Spun::Done(n);
     }
-    let blocked = crate::runtime::SignalsBlocked::new();
+    let watch = crate::signals::Watch::start();
     loop {
         let n = look();
         if n != 0 {
             let e = crate::real::errno();
-            drop(blocked); // handlers of what came run now; the events are returned
+            drop(watch); // handlers of what came run now if blocked; the events are returned
             crate::real::set_errno(e);
             return Spun::Done(n);
         }
-        if start.elapsed() >= budget {
+        if watch.handler_ran() || start.elapsed() >= budget {
             break;
         }
         std::hint::spin_loop();
     }
-    if blocked.and_then(|b| b.end()).is_some() {
+    if watch.end().is_some() {
         return Spun::Interrupted;
     }
     let timeout_ms = if timeout_ms < 0 {
@@ -179,40 +179,55 @@ mod tests {
 
     extern "C" fn on_usr2(_: c_int) {}
 
-    #[test]
-    fn a_signal_during_the_spin_ends_it_with_eintr_once_the_handler_can_run() {
-        // SAFETY: installs a handler that does nothing (SA_RESTART: epoll_wait is never
-        // restarted all the same), then raises the signal in this thread during the spin.
+    /// Installs `handler` for SIGUSR2, through the library's table (`ours`) or behind its
+    /// back (the C library's own `sigaction`, as a raw system call would).
+    fn usr2(handler: usize, ours: bool) {
+        // SAFETY: an all-zero sigaction is valid; a handler that does nothing, or a
+        // default disposition (SA_RESTART: epoll_wait is never restarted all the same).
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_usr2 as extern "C" fn(c_int) as usize;
+            sa.sa_sigaction = handler;
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
-        }
-        let mut looks = 0;
-        let r = spin(Duration::from_millis(2), -1, || {
-            looks += 1;
-            if looks == 2 {
-                // SAFETY: signals the calling thread (blocked now: it stays pending).
-                unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+            if ours {
+                crate::signals::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+            } else {
+                libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
             }
-            0
-        });
-        assert_eq!(r, Spun::Interrupted);
-        // SAFETY: the disposition back to the default.
-        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
-        // An ignored signal does not interrupt.
-        // SAFETY: as above, with SIG_IGN.
-        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
-        let r = spin(Duration::from_millis(2), -1, || {
-            // SAFETY: signals the calling thread.
-            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
-            0
-        });
-        assert_eq!(r, Spun::Sleep { timeout_ms: -1 });
-        // SAFETY: the disposition back to the default.
-        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
+        }
+    }
+
+    #[test]
+    fn a_signal_during_the_spin_ends_it_with_eintr() {
+        let _s = crate::signals::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Through the trampoline (the handler runs in the spin), and behind the library's
+        // back (the spin blocks the signal, which waits for its end).
+        for ours in [true, false] {
+            usr2(on_usr2 as extern "C" fn(c_int) as usize, ours);
+            crate::signals::audit_next();
+            let mut looks = 0;
+            let r = spin(Duration::from_millis(2), -1, || {
+                looks += 1;
+                if looks == 2 {
+                    // SAFETY: signals the calling thread.
+                    unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+                }
+                0
+            });
+            assert_eq!(r, Spun::Interrupted, "ours: {ours}");
+            // An ignored signal does not interrupt.
+            usr2(libc::SIG_IGN, ours);
+            crate::signals::audit_next();
+            let r = spin(Duration::from_millis(2), -1, || {
+                // SAFETY: signals the calling thread.
+                unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+                0
+            });
+            assert_eq!(r, Spun::Sleep { timeout_ms: -1 }, "ours: {ours}");
+            usr2(libc::SIG_DFL, ours);
+        }
     }
 
     #[test]

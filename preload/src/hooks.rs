@@ -2638,3 +2638,70 @@ credential_hook!(
     /// attaches first where [`before_credentials_change`] says.
     setgroups(n: libc::size_t, list: *const libc::gid_t)
 );
+
+/// `sigaction`: the program's handler runs behind the library's trampoline, which lets a
+/// spinning blocking call see that it ran (`crate::signals`); the program sees its own.
+///
+/// # Safety
+/// As the C library's `sigaction`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    oact: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: the caller's arguments, as the C library's.
+    unsafe { crate::signals::sigaction(sig, act, oact) }
+}
+
+/// `signal` (BSD semantics, as glibc's), through [`sigaction`].
+///
+/// # Safety
+/// As the C library's `signal`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as the C library's.
+    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::Bsd) }
+}
+
+/// `bsd_signal`: `signal`.
+///
+/// # Safety
+/// As the C library's `bsd_signal`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as the C library's.
+    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::Bsd) }
+}
+
+/// `sysv_signal`: System V semantics (one-shot, no restart), through [`sigaction`].
+///
+/// # Safety
+/// As the C library's `sysv_signal`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sysv_signal(
+    sig: c_int,
+    handler: libc::sighandler_t,
+) -> libc::sighandler_t {
+    // SAFETY: as the C library's.
+    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::SysV) }
+}
+
+/// `__sysv_signal` (what `signal` is under strict X/Open compilation): [`sysv_signal`].
+///
+/// # Safety
+/// As the C library's `__sysv_signal`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __sysv_signal(
+    sig: c_int,
+    handler: libc::sighandler_t,
+) -> libc::sighandler_t {
+    // SAFETY: as the C library's.
+    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::SysV) }
+}
+
+/// `siginterrupt`: whether `sig`'s handler restarts system calls, kept for `signal`.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn siginterrupt(sig: c_int, flag: c_int) -> c_int {
+    crate::signals::siginterrupt(sig, flag)
+}

@@ -27,6 +27,7 @@ pub mod net;
 mod quiet;
 pub mod real;
 pub mod runtime;
+mod signals;
 pub mod smc;
 mod splice;
 pub mod table;

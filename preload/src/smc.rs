@@ -49,6 +49,7 @@ use libc::c_int;
 
 use crate::quiet::{Page, Spinning};
 use crate::real::real;
+use crate::signals::Watch;
 
 /// One doorbell record: how many bytes the connection's peer had sent in all when it was
 /// written (`Conn::received_total` as its writer saw it), little-endian.
@@ -406,30 +407,38 @@ impl Bell {
     }
 }
 
-/// Signals held back while a blocking call spins in user space before its kernel wait.
+/// What a blocking call's spin in user space, before its kernel wait, does about signals.
 ///
 /// To the program the spin is part of a blocking `recv`; had the thread been asleep in the
 /// kernel, a signal would have ended the wait (`EINTR`, or a restart with `SA_RESTART`).
-/// A handler that ran in the middle of the spin instead would leave the call waiting on,
-/// and a program that tells a thread to stop with `pthread_kill` (sockperf at the end of
-/// `under-load`) would find it still inside the call afterwards. So every signal is
-/// blocked during the spin; at its end [`SpinSignals::end`] looks at what came, lets the
-/// handlers run, and reports what the kernel would have. Dropping it (data came) restores
-/// the mask: the handlers run, the data is returned, as when a signal arrives as `recv`
-/// returns. Three system calls (~0.3 µs here) per wait that spins.
-struct SpinSignals(crate::runtime::SignalsBlocked);
+/// A handler that ran in the middle of the spin and left the call waiting on would break
+/// a program that tells a thread to stop with `pthread_kill` (sockperf at the end of
+/// `under-load`): it would find the thread still inside the call afterwards. So the spin
+/// holds a [`Watch`]: it ends as soon as a handler ran in this thread
+/// ([`SpinSignals::interrupted`]), and [`SpinSignals::end`] reports what the kernel would
+/// have done. Where the program has a handler the library cannot see, the watch blocks
+/// every signal for the spin instead (two system calls, ~0.4 µs here, per wait; see
+/// `crate::signals`).
+struct SpinSignals(Watch);
 
 impl SpinSignals {
-    /// Blocks every signal in the calling thread (`None` if the mask cannot be changed).
-    fn block() -> Option<Self> {
-        crate::runtime::SignalsBlocked::new().map(Self)
+    /// Starts watching the calling thread's signal handlers.
+    fn watch() -> Self {
+        Self(Watch::start())
     }
 
-    /// Ends the spin without data: restores the mask (pending handlers run now) and says
-    /// what a kernel wait on the socket `fd` would have done with those signals: `EINTR`
-    /// if one has a handler without `SA_RESTART`, or any handler while `SO_RCVTIMEO` is set
-    /// (Linux's `sock_intr_errno` in `include/net/sock.h`); `Ok` (wait on, as a restarted
-    /// call) otherwise: none came, or only ignored ones.
+    /// Whether a handler ran since the spin began: the spin ends, [`SpinSignals::end`]
+    /// decides.
+    #[inline]
+    fn interrupted(&self) -> bool {
+        self.0.handler_ran()
+    }
+
+    /// Ends the spin without data and says what a kernel wait on the socket `fd` would
+    /// have done with the signals that came: `EINTR` if one has a handler without
+    /// `SA_RESTART`, or any handler while `SO_RCVTIMEO` is set (Linux's `sock_intr_errno`
+    /// in `include/net/sock.h`); `Ok` (wait on, as a restarted call) otherwise: none came,
+    /// or only ignored ones.
     fn end(self, fd: c_int) -> Result<(), c_int> {
         match self.0.end() {
             None => Ok(()),
@@ -1054,13 +1063,14 @@ impl SmcFd {
         }
         // The spin stands for part of the kernel's wait: a signal that comes meanwhile
         // must end the call as it would end that wait (see `SpinSignals`).
-        let signals = SpinSignals::block();
+        let signals = SpinSignals::watch();
         let start = std::time::Instant::now();
         let mut phase = SpinPhase::new(SPIN);
         // Only where the peer rings our doorbell itself: where the interrupt thread tells
         // of data, the yield gives the core to that thread before the read looks at the
         // ring (on two vCPUs ping-pong went from 2-3 to 5-6 µs RTT/2).
         let mut first = self.rings_peer() && self.peer_may_share_core();
+        let (mut turns, mut plain) = (0u32, true);
         loop {
             // Gated, data counts once its record is in A (it comes right after the data),
             // unless the read is relaxed; ungated, this is one look at the peer's CDC per
@@ -1069,6 +1079,9 @@ impl SmcFd {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
             }
+            if signals.interrupted() {
+                break;
+            }
             // A peer on this core that our last write woke runs now (see `PLAIN_SPIN`).
             if std::mem::take(&mut first) {
                 if !phase.yield_now() {
@@ -1076,10 +1089,13 @@ impl SmcFd {
                 }
                 continue;
             }
-            if start.elapsed() < PLAIN_SPIN {
+            // The clock every few turns only (see `SpinPhase::spin`).
+            turns = turns.wrapping_add(1);
+            if plain && (!turns.is_multiple_of(8) || start.elapsed() < PLAIN_SPIN) {
                 std::hint::spin_loop();
                 continue;
             }
+            plain = false;
             if !phase.spin() {
                 break;
             }
@@ -1091,9 +1107,7 @@ impl SmcFd {
             drop(signals);
             return Ok(());
         }
-        if let Some(s) = signals {
-            s.end(fd)?;
-        }
+        signals.end(fd)?;
         // Another thread closed the descriptor while this call ran: nothing to wait on
         // (TCP's call would wait on the socket it holds; this one cannot).
         if !self.bell.is_a(fd) {

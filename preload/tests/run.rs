@@ -2528,9 +2528,22 @@ fn busy_polling_spins_before_epoll_poll_and_select_sleep_and_keeps_their_semanti
 /// A signal 10 µs into a read that must wait ends it with `EINTR`, as on TCP: the
 /// library's user-space spin before its kernel wait holds signals back and reports them
 /// as the kernel wait would have (sockperf's `under-load` stops its receiver thread so).
+///
+/// The spin sees a handler run through the library's trampoline (`preload/src/signals.rs`);
+/// a handler installed behind its back (`sigset`, which the library does not interpose)
+/// is found by the audit of the thread's first wait, and the spin blocks signals instead.
 #[test]
 fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin"], 1);
+    io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin", "--sigset"], 1);
+}
+
+/// What `sigaction`, `signal`, `sysv_signal` and `siginterrupt` report under ism-run is
+/// what the program installed (the library runs handlers behind a trampoline), and
+/// handlers get the kernel's arguments (an `SA_SIGINFO` handler the sender's value).
+#[test]
+fn a_program_sees_its_own_signal_dispositions() {
+    io_both_ways(BoardKind::Loopback, vec![], &["dispositions"], 1);
 }
 
 /// The process exits while a thread is blocked reading an SMC-D connection: the read does

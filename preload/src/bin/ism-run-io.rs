@@ -24,9 +24,16 @@
 //!                                      success; prints each idle wait's CPU time
 //!                                      (`idle-cpu-us epoll=N poll=N select=N`)
 //! ism-run-io eintr-spin ADDR           one signal (no SA_RESTART) 10 µs after a thread
-//!                                      enters a read that must wait: EINTR, as a TCP
+//!     [--sigset]                       enters a read that must wait: EINTR, as a TCP
 //!                                      socket's read (the library's spin before its kernel
-//!                                      wait must not swallow it); 100 times
+//!                                      wait must not swallow it); 100 times. `--sigset`:
+//!                                      the handler installed by `sigset`, which the
+//!                                      library does not interpose
+//! ism-run-io dispositions ADDR         what sigaction, signal, sysv_signal and
+//!                                      siginterrupt report is what the program installed
+//!                                      (handler, SA_RESTART, SA_SIGINFO, SA_RESETHAND
+//!                                      after delivery); an SA_SIGINFO handler gets the
+//!                                      sender's value; bad numbers fail with EINVAL
 //! ism-run-io exit-reading ADDR         the process exits (status 0) while another thread
 //!                                      is blocked reading the socket: that read must not
 //!                                      return (end of stream, an error) before the process
@@ -98,7 +105,8 @@ fn main() -> ExitCode {
         "writable" => writable(addr, bytes, std::env::args().any(|a| a == "--retry")),
         "epoll-wait" => epoll_wait(addr),
         "exit-reading" => exit_reading(addr),
-        "eintr-spin" => eintr_spin(addr),
+        "eintr-spin" => eintr_spin(addr, std::env::args().any(|a| a == "--sigset")),
+        "dispositions" => dispositions(addr),
         "close-reading" => close_reading(addr),
         "errno-kept" => errno_kept(addr),
         "nonblock" => nonblock(addr),
@@ -121,13 +129,27 @@ fn main() -> ExitCode {
 /// asleep in the kernel by then (unless it was preempted before its system call: such a
 /// round needs a second signal and counts as a miss); under ism-run it may still be in the
 /// library's short spin, which must not swallow the signal.
-fn eintr_spin(addr: &str) -> Result<(), String> {
+fn eintr_spin(addr: &str, by_sigset: bool) -> Result<(), String> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     const ROUNDS: usize = 100;
+    if by_sigset {
+        extern "C" {
+            fn sigset(sig: libc::c_int, disp: libc::sighandler_t) -> libc::sighandler_t;
+        }
+        // SAFETY: System V's sigset with a handler that only touches atomics (installed
+        // with no SA_RESTART, by the C library's own sigaction).
+        unsafe {
+            sigset(
+                libc::SIGUSR1,
+                on_usr1 as extern "C" fn(libc::c_int) as usize,
+            )
+        };
+    } else {
+        handler(false);
+    }
     let s = connect(addr)?;
     let fd = s.as_raw_fd();
-    handler(false);
     let armed = Arc::new(AtomicBool::new(false));
     let returned = Arc::new(AtomicBool::new(false));
     let (a2, r2) = (armed.clone(), returned.clone());
@@ -183,6 +205,165 @@ fn eintr_spin(addr: &str) -> Result<(), String> {
     }
     drop(s);
     println!("ok eintr-spin ({misses} of {ROUNDS} rounds needed a second signal)");
+    Ok(())
+}
+
+/// `Err(what)` unless `ok`.
+fn ensure(ok: bool, what: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what}: not so (errno {})", errno()))
+    }
+}
+
+static INFO_VALUE: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_info(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let v = unsafe { (*info).si_value().sival_ptr } as usize;
+    INFO_VALUE.store(v, Ordering::SeqCst);
+}
+
+/// What the program learns of its signal dispositions is what it installed, and its
+/// handlers get what the kernel passes (under ism-run the library runs them behind a
+/// trampoline of its own). One echo first, so that the library is at work.
+fn dispositions(addr: &str) -> Result<(), String> {
+    extern "C" {
+        fn sysv_signal(sig: libc::c_int, h: libc::sighandler_t) -> libc::sighandler_t;
+        fn siginterrupt(sig: libc::c_int, flag: libc::c_int) -> libc::c_int;
+    }
+    let mut s = connect(addr)?;
+    s.write_all(b"hello").map_err(|e| e.to_string())?;
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).map_err(|e| e.to_string())?;
+    ensure(&back == b"hello", "the echo")?;
+    let usr1 = on_usr1 as extern "C" fn(libc::c_int) as usize;
+    let info =
+        on_info as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+    let query = |sig| {
+        // SAFETY: a query into a local action.
+        unsafe {
+            let mut a: libc::sigaction = std::mem::zeroed();
+            let r = libc::sigaction(sig, std::ptr::null(), &mut a);
+            (r, a)
+        }
+    };
+    // SAFETY: handlers that only touch atomics, local actions and sets.
+    unsafe {
+        let mut a: libc::sigaction = std::mem::zeroed();
+        a.sa_sigaction = usr1;
+        a.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut a.sa_mask);
+        libc::sigaddset(&mut a.sa_mask, libc::SIGUSR2);
+        ensure(
+            libc::sigaction(libc::SIGUSR1, &a, std::ptr::null_mut()) == 0,
+            "sigaction",
+        )?;
+        let (r, q) = query(libc::SIGUSR1);
+        ensure(
+            r == 0 && q.sa_sigaction == usr1,
+            "sigaction reports the handler",
+        )?;
+        ensure(
+            q.sa_flags & (libc::SA_RESTART | libc::SA_SIGINFO) == libc::SA_RESTART,
+            "sigaction reports SA_RESTART and no SA_SIGINFO",
+        )?;
+        ensure(
+            libc::sigismember(&q.sa_mask, libc::SIGUSR2) == 1,
+            "sigaction reports the mask",
+        )?;
+        let before = HANDLED.load(Ordering::SeqCst);
+        libc::raise(libc::SIGUSR1);
+        ensure(
+            HANDLED.load(Ordering::SeqCst) == before + 1,
+            "the handler ran once",
+        )?;
+        // signal(): BSD semantics; it returns the previous handler.
+        ensure(
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN) == usr1,
+            "signal returns the handler",
+        )?;
+        ensure(
+            libc::signal(libc::SIGUSR1, usr1) == libc::SIG_IGN,
+            "signal returns SIG_IGN",
+        )?;
+        ensure(
+            query(libc::SIGUSR1).1.sa_flags & libc::SA_RESTART != 0,
+            "signal installs with SA_RESTART",
+        )?;
+        ensure(siginterrupt(libc::SIGUSR1, 1) == 0, "siginterrupt")?;
+        ensure(
+            query(libc::SIGUSR1).1.sa_flags & libc::SA_RESTART == 0,
+            "siginterrupt takes SA_RESTART away",
+        )?;
+        ensure(libc::signal(libc::SIGUSR1, usr1) == usr1, "signal again")?;
+        ensure(
+            query(libc::SIGUSR1).1.sa_flags & libc::SA_RESTART == 0,
+            "signal after siginterrupt(1) installs without SA_RESTART",
+        )?;
+        ensure(siginterrupt(libc::SIGUSR1, 0) == 0, "siginterrupt 0")?;
+        // sysv_signal: one shot.
+        ensure(
+            sysv_signal(libc::SIGUSR1, usr1) == usr1,
+            "sysv_signal returns the handler",
+        )?;
+        let before = HANDLED.load(Ordering::SeqCst);
+        libc::raise(libc::SIGUSR1);
+        ensure(
+            HANDLED.load(Ordering::SeqCst) == before + 1,
+            "the one-shot handler ran",
+        )?;
+        ensure(
+            query(libc::SIGUSR1).1.sa_sigaction == libc::SIG_DFL,
+            "one shot: reset",
+        )?;
+        // SA_SIGINFO: the sender's value comes through.
+        let mut a: libc::sigaction = std::mem::zeroed();
+        a.sa_sigaction = info;
+        a.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
+        libc::sigemptyset(&mut a.sa_mask);
+        ensure(
+            libc::sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()) == 0,
+            "SA_SIGINFO",
+        )?;
+        let q = query(libc::SIGUSR2).1;
+        ensure(
+            q.sa_sigaction == info && q.sa_flags & libc::SA_SIGINFO != 0,
+            "sigaction reports the SA_SIGINFO handler",
+        )?;
+        let v = libc::sigval {
+            sival_ptr: 0x5eed as *mut libc::c_void,
+        };
+        ensure(
+            libc::pthread_sigqueue(libc::pthread_self(), libc::SIGUSR2, v) == 0,
+            "sigqueue",
+        )?;
+        ensure(
+            INFO_VALUE.load(Ordering::SeqCst) == 0x5eed,
+            "the handler got the value",
+        )?;
+        ensure(
+            query(libc::SIGUSR2).1.sa_sigaction == libc::SIG_DFL,
+            "SA_RESETHAND: reset",
+        )?;
+        // Bad numbers.
+        ensure(
+            libc::sigaction(libc::SIGKILL, &a, std::ptr::null_mut()) == -1
+                && errno() == libc::EINVAL,
+            "SIGKILL: EINVAL",
+        )?;
+        ensure(
+            libc::signal(0, libc::SIG_IGN) == libc::SIG_ERR && errno() == libc::EINVAL,
+            "signal 0: EINVAL",
+        )?;
+        ensure(
+            query(99).0 == -1 && errno() == libc::EINVAL,
+            "signal 99: EINVAL",
+        )?;
+    }
+    drop(s);
+    println!("ok dispositions");
     Ok(())
 }
 
