@@ -835,10 +835,8 @@ impl SmcFd {
         let limit = if relax { None } else { limit };
         let n = limit.map_or(buf.len(), |k| buf.len().min(k as usize));
         if n == 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "no announced data",
-            ));
+            // No message: it would cost an allocation on every look that finds nothing.
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         let r = self.conn.read_with(&mut buf[..n], true);
         if relax && matches!(r, Ok(k) if k > 0) {

@@ -638,10 +638,9 @@ impl Conn {
     /// `Ok(false)`: the slice passed without one.
     fn wait(&self, seen: u64, deadline: Option<Instant>, nonblocking: bool) -> io::Result<bool> {
         if nonblocking {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "SMC-D connection not ready",
-            ));
+            // A simple error (no message): this is every non-blocking look that finds
+            // nothing, and a message would cost an allocation each time.
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         self.count(|c| &c.waits, 1);
         let slice = Instant::now() + RECHECK;
