@@ -69,7 +69,7 @@ pub fn owner() -> bool {
     o == 0 || o == std::process::id()
 }
 
-type Map = Option<HashMap<c_int, Arc<Entry>>>;
+type Map = Option<crate::table::FdMap<Arc<Entry>>>;
 
 /// What the prepare handler holds for the parent and child handlers.
 struct Held {
@@ -114,7 +114,7 @@ extern "C" fn prepare() {
         let workers = crate::workers::prepare_fork();
         let late = crate::late::prepare_fork();
         close.extend(crate::late::own_fds(&late));
-        let mut child_map = HashMap::new();
+        let mut child_map = crate::table::FdMap::default();
         let mut dummies = Vec::new();
         let mut seen: HashMap<*const Entry, Arc<Entry>> = HashMap::new();
         if let Some(m) = table.as_ref() {

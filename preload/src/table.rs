@@ -8,11 +8,15 @@
 //! Several descriptors (after `dup`) may map to one entry; the entry (an `Arc`) ends when
 //! the last descriptor is closed and no call on it is still running.
 
-use std::collections::HashMap;
+use ism_sim::kit::hash::IntMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use libc::c_int;
+
+/// The table's map: descriptor numbers hash with one multiplication
+/// (`ism_sim::kit::hash`), not SipHash, on every data call.
+pub type FdMap<V> = IntMap<c_int, V>;
 
 /// Descriptors below this are tracked by the bitmap; above, by a flag and the map.
 pub const BITMAP_FDS: usize = 1 << 16;
@@ -71,7 +75,7 @@ impl Default for Bitmap {
 /// A descriptor → entry table with its bitmap.
 pub struct Table<E> {
     bits: Bitmap,
-    map: Mutex<Option<HashMap<c_int, Arc<E>>>>,
+    map: Mutex<Option<FdMap<Arc<E>>>>,
 }
 
 impl<E> Table<E> {
@@ -83,14 +87,14 @@ impl<E> Table<E> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<HashMap<c_int, Arc<E>>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<FdMap<Arc<E>>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The map under its lock, for `fork` (`crate::fork` holds it across the `fork` and
     /// replaces the child's map with inherited entries). The bitmap is not changed: keep
     /// the same descriptors tracked.
-    pub fn lock_map(&self) -> MutexGuard<'_, Option<HashMap<c_int, Arc<E>>>> {
+    pub fn lock_map(&self) -> MutexGuard<'_, Option<FdMap<Arc<E>>>> {
         self.lock()
     }
 
@@ -120,7 +124,7 @@ impl<E> Table<E> {
     /// yours: dropping may end a connection).
     pub fn insert(&self, fd: c_int, e: Arc<E>) -> Option<Arc<E>> {
         let mut g = self.lock();
-        let old = g.get_or_insert_with(HashMap::new).insert(fd, e);
+        let old = g.get_or_insert_with(FdMap::default).insert(fd, e);
         self.bits.set(fd, true);
         old
     }
@@ -138,7 +142,7 @@ impl<E> Table<E> {
     /// Makes `new` another descriptor of `old`'s entry (after `dup`); returns what `new` had.
     pub fn alias(&self, old: c_int, new: c_int) -> Option<Arc<E>> {
         let mut g = self.lock();
-        let map = g.get_or_insert_with(HashMap::new);
+        let map = g.get_or_insert_with(FdMap::default);
         match map.get(&old).cloned() {
             Some(e) => {
                 let prev = map.insert(new, e);

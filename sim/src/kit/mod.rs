@@ -9,10 +9,12 @@
 //! * [`trace`]: Chrome/Perfetto trace export;
 //! * [`host`]: a probed partition: its driver plus interrupt delivery (thread or polling);
 //! * [`smc`]: SMC-D stacks on a board's partitions;
-//! * [`rng`]: the one pseudo-random generator (workloads, soak, faults, tests).
+//! * [`rng`]: the one pseudo-random generator (workloads, soak, faults, tests);
+//! * [`hash`]: the hasher of maps keyed by the process's own small integers.
 
 pub mod board;
 pub mod fault;
+pub mod hash;
 pub mod host;
 pub mod irq;
 pub mod memory;

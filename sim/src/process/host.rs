@@ -2,7 +2,6 @@
 //! (command area and store-block ring in the shared register object) and its interrupt;
 //! with [`attach`], also the ISM driver probed on it and an interrupt thread.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -28,6 +27,7 @@ use super::layout::{
 };
 use super::page::{futex_wait, futex_wake, IrqWords, PeerTable, RegPage};
 use crate::board::BoardKind;
+use crate::kit::hash::IntMap;
 use crate::memory::{DmaPool, MemoryDomain, SharedMapping};
 
 /// How long a command may take before the host gives up on the board.
@@ -298,11 +298,11 @@ struct Direct {
     /// This function's GID (a published DMB may be moved into by its `rgid` only).
     gid: u64,
     memory: Arc<MemoryDomain>,
-    attached: RwLock<HashMap<u64, DirectTarget>>,
+    attached: RwLock<IntMap<u64, DirectTarget>>,
     /// Tokens found in the DMB table: their entries (at most as many as the table has).
-    found: RwLock<HashMap<u64, usize>>,
+    found: RwLock<IntMap<u64, usize>>,
     /// Tokens not found, with the table's `PUBLISHED` count when they were looked for.
-    missed: Mutex<HashMap<u64, u64>>,
+    missed: Mutex<IntMap<u64, u64>>,
 }
 
 /// Most tokens [`Direct`] remembers as not published (a host moving into many DMBs of
