@@ -353,6 +353,21 @@ impl Watch {
         }
     }
 
+    /// While counting: what the handlers that ran since the watch began (or since the
+    /// last call) would have done to a kernel wait, as [`Watch::end`] says, and the watch
+    /// begins again. `None` while signals are blocked (they wait for the end).
+    pub fn take(&mut self) -> Option<bool> {
+        match &mut self.0 {
+            Kind::Counting { all, no_restart } => {
+                let (a, n) = ran();
+                let r = (a != *all).then_some(n == *no_restart);
+                (*all, *no_restart) = (a, n);
+                r
+            }
+            Kind::Blocked(_) => None,
+        }
+    }
+
     /// Whether this watch blocks signals (a handler the trampoline does not run exists).
     #[cfg(test)]
     pub fn blocks(&self) -> bool {
@@ -431,7 +446,14 @@ mod tests {
         unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1) };
         assert_eq!(USR1.load(Ordering::SeqCst), before + 1);
         assert!(w.handler_ran());
+        let mut w2 = Watch::start();
+        assert_eq!(w2.take(), None, "nothing since it began");
         assert_eq!(w.end(), Some(true), "SA_RESTART: restarted");
+        // SAFETY: as above.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1) };
+        assert_eq!(w2.take(), Some(true));
+        assert!(!w2.handler_ran(), "take begins the watch again");
+        assert_eq!(w2.end(), None);
         // signal(): the old handler back, BSD flags; siginterrupt takes SA_RESTART away.
         // SAFETY: valid handler values.
         let old = unsafe { signal(libc::SIGUSR1, libc::SIG_IGN, Flavour::Bsd) };

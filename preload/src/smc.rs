@@ -419,19 +419,39 @@ impl Bell {
 /// have done. Where the program has a handler the library cannot see, the watch blocks
 /// every signal for the spin instead (two system calls, ~0.4 µs here, per wait; see
 /// `crate::signals`).
-struct SpinSignals(Watch);
+struct SpinSignals {
+    watch: Watch,
+    /// A handler that ends the call ran (see [`SpinSignals::interrupted`]).
+    eintr: bool,
+}
 
 impl SpinSignals {
     /// Starts watching the calling thread's signal handlers.
     fn watch() -> Self {
-        Self(Watch::start())
+        Self {
+            watch: Watch::start(),
+            eintr: false,
+        }
     }
 
-    /// Whether a handler ran since the spin began: the spin ends, [`SpinSignals::end`]
-    /// decides.
+    /// Whether the spin must end because of a handler that ran since it began (or since
+    /// the last look): one without `SA_RESTART`, or any while `SO_RCVTIMEO` is set on
+    /// `fd` (then [`SpinSignals::end`] says `EINTR`). Handlers with `SA_RESTART` leave
+    /// the spin going, as a restarted kernel wait would be: a program with a frequent
+    /// timer signal does not lose its spin to it.
     #[inline]
-    fn interrupted(&self) -> bool {
-        self.0.handler_ran()
+    fn interrupted(&mut self, fd: c_int) -> bool {
+        if !self.watch.handler_ran() {
+            return false;
+        }
+        match self.watch.take() {
+            Some(true) if !has_rcvtimeo(fd) => false,
+            Some(_) => {
+                self.eintr = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends the spin without data and says what a kernel wait on the socket `fd` would
@@ -440,7 +460,10 @@ impl SpinSignals {
     /// in `include/net/sock.h`); `Ok` (wait on, as a restarted call) otherwise: none came,
     /// or only ignored ones.
     fn end(self, fd: c_int) -> Result<(), c_int> {
-        match self.0.end() {
+        if self.eintr {
+            return Err(libc::EINTR);
+        }
+        match self.watch.end() {
             None => Ok(()),
             Some(true) if !has_rcvtimeo(fd) => Ok(()),
             Some(_) => Err(libc::EINTR),
@@ -1061,7 +1084,7 @@ impl SmcFd {
         }
         // The spin stands for part of the kernel's wait: a signal that comes meanwhile
         // must end the call as it would end that wait (see `SpinSignals`).
-        let signals = SpinSignals::watch();
+        let mut signals = SpinSignals::watch();
         let start = std::time::Instant::now();
         let mut phase = SpinPhase::new(SPIN);
         // Only where the peer rings our doorbell itself: where the interrupt thread tells
@@ -1077,7 +1100,7 @@ impl SmcFd {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
             }
-            if signals.interrupted() {
+            if signals.interrupted(fd) {
                 break;
             }
             // A peer on this core that our last write woke runs now (see `PLAIN_SPIN`).

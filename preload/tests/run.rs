@@ -2538,6 +2538,15 @@ fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin", "--sigset"], 1);
 }
 
+/// A 100 µs interval timer with an `SA_RESTART` handler during blocking round trips: no
+/// read fails and nothing is lost, over TCP and SMC-D (the library's spin goes on after
+/// such a handler, as the kernel restarts its wait).
+#[test]
+fn a_frequent_restarting_signal_never_fails_a_read() {
+    io_both_ways(BoardKind::Loopback, vec![], &["restart-timer"], 1);
+    io_both_ways(BoardKind::Lpar, vec![], &["restart-timer"], 1);
+}
+
 /// What `sigaction`, `signal`, `sysv_signal` and `siginterrupt` report under ism-run is
 /// what the program installed (the library runs handlers behind a trampoline), and
 /// handlers get the kernel's arguments (an `SA_SIGINFO` handler the sender's value).
