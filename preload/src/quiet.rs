@@ -26,8 +26,11 @@
 //! * **`CPU`** and **`STAMP`** (written by the receiver's spinners): the CPU the last spin
 //!   began on (its peer yields before its own spin only if it runs there:
 //!   [`Page::spinner_may_be_here`]) and when, in milliseconds of the coarse monotonic clock (the
-//!   sender trusts no count older than `STALE_MS`: a thread that left a read by `longjmp`
-//!   would otherwise keep it quiet for good).
+//!   sender trusts no count older than `STALE_MS`). A thread that leaves a read by
+//!   `siglongjmp` from a signal handler would keep the peer quiet: the library's signal
+//!   trampoline takes the thread's count out before the handler runs
+//!   ([`withdraw_for_handler`], the guard's own `fetch_sub` done early, so the loom model
+//!   holds for it), and the stamp bounds what a handler it does not run can leave.
 //!
 //! Each end makes its page with its doorbell and offers it (one byte with the descriptor in
 //! `SCM_RIGHTS`, [`Page::offer`]) on its own A, toward its B, which the peer holds:
@@ -57,7 +60,7 @@
 //! a read may take (`crate::smc` folds the quiet total into what the records announced).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ism_sim::memory::SharedMapping;
 use libc::c_int;
@@ -220,12 +223,28 @@ impl Page {
     /// peer may deliver without a record. Dropping it takes the count out; after that,
     /// [`Page::quiet_total`] tells every quiet delivery there was, and the peer writes a
     /// record for each later one.
+    ///
+    /// The thread's first such count is also left where a signal handler about to run
+    /// takes it out first ([`withdraw_for_handler`]): a handler may leave the read by
+    /// `siglongjmp`, past the guard's drop, and a count left behind would keep the peer
+    /// quiet while this end sleeps (its later spins keep the stamp fresh).
     pub fn spinning(&self) -> Spinning<'_> {
         self.word(STAMP).store(now_ms(), Ordering::Relaxed);
-        self.word(QUIET).fetch_add(ONE_SPINNER, Ordering::SeqCst);
+        let w = self.word(QUIET);
+        w.fetch_add(ONE_SPINNER, Ordering::SeqCst);
+        let p = (w as *const AtomicU64).cast_mut();
+        let withdrawable = COUNTED
+            .try_with(|c| {
+                c.compare_exchange(std::ptr::null_mut(), p, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            })
+            .unwrap_or(false);
         let cpu = current_cpu().map_or(0, |c| u64::from(c) + 1);
         self.word(CPU).store(cpu, Ordering::Relaxed);
-        Spinning(self)
+        Spinning {
+            page: self,
+            withdrawable,
+        }
     }
 
     /// Whether the receiver's last spinning thread may be on this thread's CPU: its spin
@@ -315,13 +334,52 @@ fn now_ms() -> u64 {
     (ts.tv_sec as u64).wrapping_mul(1000) + ts.tv_nsec as u64 / 1_000_000
 }
 
+thread_local! {
+    /// The `QUIET` word this thread counts itself in while it spins, if a signal handler
+    /// may take the count out ([`withdraw_for_handler`]); null otherwise. Set and cleared
+    /// by [`Spinning`] only, while its page is mapped.
+    static COUNTED: AtomicPtr<AtomicU64> = const { AtomicPtr::new(std::ptr::null_mut()) };
+}
+
+/// Called by the library's signal trampoline (`crate::signals`) before the program's
+/// handler runs: takes this thread's spinning count out of its page, as the guard's drop
+/// would (async-signal-safe: two atomic operations). From then on the peer writes a
+/// record for every delivery; the spin, if the handler returns, sees the data so, and
+/// ends as it always does (its last look follows this). A `siglongjmp` out of the handler
+/// leaves no count behind.
+pub fn withdraw_for_handler() {
+    let p = COUNTED
+        .try_with(|c| c.swap(std::ptr::null_mut(), Ordering::SeqCst))
+        .unwrap_or(std::ptr::null_mut());
+    // SAFETY: a non-null `COUNTED` points to the `QUIET` word of the page of a live
+    // `Spinning` guard of this thread (the guard clears it before its page can go, and
+    // this swap took it, so nothing else takes the same count out).
+    if let Some(w) = unsafe { p.as_ref() } {
+        w.fetch_sub(ONE_SPINNER, Ordering::SeqCst);
+    }
+}
+
 /// One thread counted as spinning in a blocking read (see [`Page::spinning`]).
 #[must_use = "the count is taken out when the guard drops"]
-pub struct Spinning<'a>(&'a Page);
+pub struct Spinning<'a> {
+    page: &'a Page,
+    /// The count is in `COUNTED` (a signal handler may have taken it out already).
+    withdrawable: bool,
+}
 
 impl Drop for Spinning<'_> {
     fn drop(&mut self) {
-        self.0.word(QUIET).fetch_sub(ONE_SPINNER, Ordering::SeqCst);
+        if self.withdrawable {
+            let p = COUNTED
+                .try_with(|c| c.swap(std::ptr::null_mut(), Ordering::SeqCst))
+                .unwrap_or(std::ptr::null_mut());
+            if p.is_null() {
+                return; // taken out by `withdraw_for_handler`
+            }
+        }
+        self.page
+            .word(QUIET)
+            .fetch_sub(ONE_SPINNER, Ordering::SeqCst);
     }
 }
 
@@ -353,6 +411,40 @@ mod tests {
             .store(now_ms().saturating_sub(STALE_MS + 1), Ordering::Relaxed);
         std::mem::forget(s); // as a `longjmp` out of the read would
         assert!(!p.try_quiet(2), "a count that old is not trusted");
+    }
+
+    #[test]
+    fn a_handler_takes_the_count_out_once_and_a_lost_guard_leaves_none() {
+        let p = Page::private();
+        let spinners = |p: &Page| p.word(QUIET).load(Ordering::SeqCst) >> 56;
+        // A handler ran (the trampoline's call), then the read ended normally.
+        let s = p.spinning();
+        assert_eq!(spinners(&p), 1);
+        withdraw_for_handler();
+        assert_eq!(spinners(&p), 0);
+        assert!(!p.try_quiet(10), "no spinner left: a record");
+        withdraw_for_handler();
+        drop(s);
+        assert_eq!(spinners(&p), 0, "taken out once only");
+        // A handler ran and left the read by longjmp: the guard is never dropped.
+        let s = p.spinning();
+        withdraw_for_handler();
+        std::mem::forget(s);
+        assert_eq!(spinners(&p), 0);
+        // A read inside the handler (its own count), then the outer read's end.
+        let outer = p.spinning();
+        withdraw_for_handler();
+        let inner = p.spinning();
+        assert_eq!(spinners(&p), 1);
+        drop(inner);
+        drop(outer);
+        assert_eq!(spinners(&p), 0);
+        // No handler: the guard takes its own count out.
+        let s = p.spinning();
+        drop(s);
+        assert_eq!(spinners(&p), 0);
+        withdraw_for_handler();
+        assert_eq!(spinners(&p), 0, "nothing to take out");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!
 //! Handlers it cannot see (installed with the raw `rt_sigaction` system call, or by
 //! `sigset`) are found by an audit of the kernel's dispositions: a thread's first watch,
-//! then every [`AUDIT_EVERY`] watches. While there are any, a watch blocks every signal
+//! its first after a new connection was set up ([`audit_soon`]), and every
+//! [`AUDIT_EVERY`]th. While there are any, a watch blocks every signal
 //! for the spin and looks at what came at its end ([`crate::runtime::SignalsBlocked`]),
 //! as before this module.
 
@@ -40,8 +41,16 @@ static FLAGS: [AtomicI32; NSIG] = [const { AtomicI32::new(0) }; NSIG];
 /// handlers without `SA_RESTART` (bit `sig - 1`).
 static INTERRUPTING: AtomicU64 = AtomicU64::new(0);
 
+/// Signals whose last install here added `SA_SIGINFO` for the trampoline (bit `sig - 1`):
+/// the kernel keeps the flag after a one-shot handler resets to `SIG_DFL`, and a query
+/// must not show it.
+static ADDED_SIGINFO: AtomicU64 = AtomicU64::new(0);
+
 /// The last audit found a handler the trampoline does not run: watches block signals.
 static FOREIGN: AtomicBool = AtomicBool::new(false);
+
+/// Bumped by [`audit_soon`]: a thread whose last audit is older audits at its next watch.
+static AUDIT_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// A watch audits the kernel's dispositions once in this many per thread (~60 system
 /// calls, ~8 µs here: a few nanoseconds per watch).
@@ -54,6 +63,8 @@ thread_local! {
     static RAN_NO_RESTART: AtomicU64 = const { AtomicU64::new(0) };
     /// Watches in this thread until the next audit.
     static UNTIL_AUDIT: Cell<u32> = const { Cell::new(0) };
+    /// [`AUDIT_EPOCH`] at this thread's last audit.
+    static AUDITED_EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
 /// What the kernel calls for every handler the program installed: counts the run in this
@@ -70,6 +81,9 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     if flags & libc::SA_RESTART == 0 {
         let _ = RAN_NO_RESTART.try_with(|r| r.fetch_add(1, Ordering::Relaxed));
     }
+    // What the thread's spin holds for its peer goes first: the handler may leave the
+    // read by `siglongjmp`, past the spin's clean-up.
+    crate::quiet::withdraw_for_handler();
     if handler == 0 || handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         return;
     }
@@ -119,6 +133,7 @@ pub unsafe fn sigaction(
         h != libc::SIG_DFL && h != libc::SIG_IGN && h != trampoline_addr()
     });
     let mut kact = given;
+    let prev_added = ADDED_SIGINFO.load(Ordering::Relaxed) & bit(sig) != 0;
     if let (Some(a), Some(k)) = (wrapped, kact.as_mut()) {
         // The table first: a signal delivered as soon as the kernel holds the trampoline
         // finds the handler.
@@ -141,11 +156,22 @@ pub unsafe fn sigaction(
         }
         return r;
     }
+    if given.is_some() {
+        let added = wrapped.is_some_and(|a| a.sa_flags & libc::SA_SIGINFO == 0);
+        if added {
+            ADDED_SIGINFO.fetch_or(bit(sig), Ordering::Relaxed);
+        } else {
+            ADDED_SIGINFO.fetch_and(!bit(sig), Ordering::Relaxed);
+        }
+    }
     if old.sa_sigaction == trampoline_addr() {
         old.sa_sigaction = prev.0;
         if prev.1 & libc::SA_SIGINFO == 0 {
             old.sa_flags &= !libc::SA_SIGINFO;
         }
+    } else if prev_added {
+        // A one-shot handler of ours ran: the kernel reset the handler, not the flags.
+        old.sa_flags &= !libc::SA_SIGINFO;
     }
     // SAFETY: `oact` is null or valid (the caller's contract).
     if let Some(o) = unsafe { oact.as_mut() } {
@@ -271,11 +297,21 @@ fn foreign_handlers() -> bool {
     found
 }
 
-/// Whether this watch is one that audits (see [`AUDIT_EVERY`]).
+/// Makes every thread audit at its next watch (a new connection: a handler installed
+/// behind the table's back before it is found by the first read on it).
+pub fn audit_soon() {
+    AUDIT_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether this watch is one that audits (see [`AUDIT_EVERY`] and [`audit_soon`]).
 fn audit_due() -> bool {
+    let epoch = AUDIT_EPOCH.load(Ordering::Relaxed);
+    let stale = AUDITED_EPOCH
+        .try_with(|e| e.replace(epoch) != epoch)
+        .unwrap_or(false);
     UNTIL_AUDIT
         .try_with(|n| match n.get() {
-            0 => {
+            k if k == 0 || stale => {
                 n.set(AUDIT_EVERY - 1);
                 true
             }
@@ -519,6 +555,21 @@ mod tests {
         assert_eq!(INFO_VALUE.load(Ordering::SeqCst), 0x5eed);
         // SA_RESETHAND: the kernel reset the disposition, and the program sees that.
         assert_eq!(query(libc::SIGUSR2).sa_sigaction, libc::SIG_DFL);
+        // A one-shot handler without SA_SIGINFO: after its run the kernel keeps the flags
+        // it was given, the trampoline's SA_SIGINFO among them; the program must not see it.
+        // SAFETY: as above, a handler that counts.
+        unsafe {
+            let mut a: libc::sigaction = std::mem::zeroed();
+            a.sa_sigaction = on_usr1 as extern "C" fn(c_int) as usize;
+            a.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut a.sa_mask);
+            assert_eq!(sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()), 0);
+            libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2);
+        }
+        let q = query(libc::SIGUSR2);
+        assert_eq!(q.sa_sigaction, libc::SIG_DFL);
+        assert_eq!(q.sa_flags & libc::SA_SIGINFO, 0, "{:#x}", q.sa_flags);
+        assert_ne!(kernel(libc::SIGUSR2).sa_flags & libc::SA_SIGINFO, 0);
     }
 
     #[test]

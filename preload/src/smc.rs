@@ -683,6 +683,9 @@ impl SmcFd {
             page,
         } = parts;
         let conn = stream.conn().cloned().ok_or(libc::EINVAL)?;
+        // Handlers installed behind the library's back before this connection are found
+        // by the first blocking read on it (`crate::signals`).
+        crate::signals::audit_soon();
         // The board passes doorbells in pairs (host-interface.md 3.5): holding the peer's
         // means the peer holds ours and rings it for all its data.
         let gated = peer.is_some();
@@ -1001,7 +1004,12 @@ impl SmcFd {
                             .store(peek.len(), std::sync::atomic::Ordering::Release);
                     }
                     Err(e) if wait && e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = self.wait_readable(fd, relax, quiet) {
+                        // Not held across the wait: a handler that leaves the call by
+                        // `siglongjmp` would leave it locked, and every later read with it.
+                        drop(peek);
+                        let waited = self.wait_readable(fd, relax, quiet);
+                        peek = self.peek.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Err(e) = waited {
                             if peek.is_empty() {
                                 return Err(e);
                             }

@@ -9,7 +9,7 @@
 //! killed and reaped on the way out.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -2382,6 +2382,28 @@ fn io_both_ways_served(
     args: &[&str],
     moved: u64,
 ) -> Vec<String> {
+    program_both_ways(
+        Path::new(env!("CARGO_BIN_EXE_ism-run-io")),
+        kind,
+        extra,
+        server_args,
+        args,
+        moved,
+    )
+}
+
+/// [`io_both_ways_served`] with another test program (`program ROLE ADDR ARGS...`, or
+/// `program ADDR ARGS...` for a program of one role: `args[0]` is then only the `ok`
+/// word it must print, and is not passed).
+fn program_both_ways(
+    program: &Path,
+    kind: BoardKind,
+    extra: Vec<(&'static str, &'static str)>,
+    server_args: &[&str],
+    args: &[&str],
+    moved: u64,
+) -> Vec<String> {
+    let one_role = !program.ends_with("ism-run-io");
     let b = board(kind);
     let env = Env::of(&b);
     let mut outs = Vec::new();
@@ -2390,8 +2412,11 @@ fn io_both_ways_served(
         let (srv, addr) = server(&under, server_args);
         // The echo command's environment (the library, the board), the I/O program.
         let c = command(&under, &[]);
-        let mut io = Command::new(env!("CARGO_BIN_EXE_ism-run-io"));
-        io.arg(args[0]).arg(&addr).args(&args[1..]);
+        let mut io = Command::new(program);
+        if !one_role {
+            io.arg(args[0]);
+        }
+        io.arg(&addr).args(&args[1..]);
         for (k, v) in c.get_envs() {
             if let Some(v) = v {
                 io.env(k, v);
@@ -2531,11 +2556,61 @@ fn busy_polling_spins_before_epoll_poll_and_select_sleep_and_keeps_their_semanti
 ///
 /// The spin sees a handler run through the library's trampoline (`preload/src/signals.rs`);
 /// a handler installed behind its back (`sigset`, which the library does not interpose)
-/// is found by the audit of the thread's first wait, and the spin blocks signals instead.
+/// is found by the audit of the thread's first wait (or its first after a new
+/// connection), and the spin blocks signals instead.
 #[test]
 fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
+    let bell = ("ISM_RUN_PEER_BELL", "1");
+    io_both_ways(BoardKind::Loopback, vec![bell], &["eintr-spin"], 1);
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin"], 1);
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin", "--sigset"], 1);
+    // The thread read (and audited) before `sigset`; a new connection makes it audit again.
+    io_both_ways_served(
+        BoardKind::Loopback,
+        vec![("ISM_RUN_PEER_BELL", "1")],
+        &["--count", "2"],
+        &["eintr-spin", "--sigset", "--after-a-read"],
+        1,
+    );
+}
+
+/// A signal handler that leaves a read waiting for data by `siglongjmp` (C's old way to
+/// time out a read), 10 times, the signal coming during the library's spin and, in a
+/// second run, during its kernel wait: the socket keeps working, also for reads whose
+/// data comes only after they went to sleep (`preload/tests/c/longjmp.c`, built here with
+/// `cc`). Before the trampoline took a spinning reader's count out of its quiet page
+/// first, the count left behind kept the peer from writing records, and such a read
+/// slept for good.
+#[test]
+fn a_siglongjmp_out_of_a_waiting_read_leaves_the_socket_working() {
+    let dir = std::env::temp_dir().join(format!("ism-run-longjmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("longjmp");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/longjmp.c");
+    let cc = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .output()
+        .expect("cc (the C compiler Rust links with)");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let bell = ("ISM_RUN_PEER_BELL", "1");
+    for early in ["8", "20000"] {
+        program_both_ways(
+            &exe,
+            BoardKind::Loopback,
+            vec![bell],
+            &[],
+            &["longjmp", early],
+            1,
+        );
+    }
+    program_both_ways(&exe, BoardKind::Lpar, vec![], &[], &["longjmp", "8"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A 100 µs interval timer with an `SA_RESTART` handler during blocking round trips: no
@@ -2543,6 +2618,8 @@ fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
 /// such a handler, as the kernel restarts its wait).
 #[test]
 fn a_frequent_restarting_signal_never_fails_a_read() {
+    let bell = ("ISM_RUN_PEER_BELL", "1");
+    io_both_ways(BoardKind::Loopback, vec![bell], &["restart-timer"], 1);
     io_both_ways(BoardKind::Loopback, vec![], &["restart-timer"], 1);
     io_both_ways(BoardKind::Lpar, vec![], &["restart-timer"], 1);
 }

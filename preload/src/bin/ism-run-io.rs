@@ -24,11 +24,13 @@
 //!                                      success; prints each idle wait's CPU time
 //!                                      (`idle-cpu-us epoll=N poll=N select=N`)
 //! ism-run-io eintr-spin ADDR           one signal (no SA_RESTART) 10 µs after a thread
-//!     [--sigset]                       enters a read that must wait: EINTR, as a TCP
+//!     [--sigset] [--after-a-read]      enters a read that must wait: EINTR, as a TCP
 //!                                      socket's read (the library's spin before its kernel
 //!                                      wait must not swallow it); 100 times. `--sigset`:
 //!                                      the handler installed by `sigset`, which the
-//!                                      library does not interpose
+//!                                      library does not interpose; `--after-a-read`: a
+//!                                      round trip on another connection first (the echo
+//!                                      server needs `--count 2`)
 //! ism-run-io restart-timer ADDR        a SIGALRM handler with SA_RESTART and a 100 µs
 //!                                      interval timer while 3000 round trips of 100
 //!                                      bytes run with blocking reads: no read fails
@@ -109,7 +111,11 @@ fn main() -> ExitCode {
         "writable" => writable(addr, bytes, std::env::args().any(|a| a == "--retry")),
         "epoll-wait" => epoll_wait(addr),
         "exit-reading" => exit_reading(addr),
-        "eintr-spin" => eintr_spin(addr, std::env::args().any(|a| a == "--sigset")),
+        "eintr-spin" => eintr_spin(
+            addr,
+            std::env::args().any(|a| a == "--sigset"),
+            std::env::args().any(|a| a == "--after-a-read"),
+        ),
         "dispositions" => dispositions(addr),
         "restart-timer" => restart_timer(addr),
         "close-reading" => close_reading(addr),
@@ -134,10 +140,22 @@ fn main() -> ExitCode {
 /// asleep in the kernel by then (unless it was preempted before its system call: such a
 /// round needs a second signal and counts as a miss); under ism-run it may still be in the
 /// library's short spin, which must not swallow the signal.
-fn eintr_spin(addr: &str, by_sigset: bool) -> Result<(), String> {
+fn eintr_spin(addr: &str, by_sigset: bool, after_a_read: bool) -> Result<(), String> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     const ROUNDS: usize = 100;
+    // A blocking read on another connection first: under ism-run this thread's audit of
+    // the signal dispositions is then behind it, and the handler below must be found
+    // all the same (the new connection asks for another).
+    let _first = if after_a_read {
+        let mut s0 = connect(addr)?;
+        s0.write_all(b"x").map_err(|e| e.to_string())?;
+        let mut b = [0u8; 1];
+        s0.read_exact(&mut b).map_err(|e| e.to_string())?;
+        Some(s0)
+    } else {
+        None
+    };
     if by_sigset {
         extern "C" {
             fn sigset(sig: libc::c_int, disp: libc::sighandler_t) -> libc::sighandler_t;
@@ -392,9 +410,11 @@ fn dispositions(addr: &str) -> Result<(), String> {
             HANDLED.load(Ordering::SeqCst) == before + 1,
             "the one-shot handler ran",
         )?;
+        let q = query(libc::SIGUSR1).1;
+        ensure(q.sa_sigaction == libc::SIG_DFL, "one shot: reset")?;
         ensure(
-            query(libc::SIGUSR1).1.sa_sigaction == libc::SIG_DFL,
-            "one shot: reset",
+            q.sa_flags & libc::SA_SIGINFO == 0,
+            "one shot: no SA_SIGINFO the program did not ask for",
         )?;
         // SA_SIGINFO: the sender's value comes through.
         let mut a: libc::sigaction = std::mem::zeroed();
