@@ -592,8 +592,11 @@ pub fn start(
 /// # Errors
 /// The `errno` for `connect` to return.
 pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
-    // The placeholder waits as long as the program's socket would (`SO_SNDTIMEO`).
-    crate::hooks::copy_timeouts(c.tcp_fd(), a.as_raw_fd());
+    // The placeholder waits as long as the program's socket would (`SO_SNDTIMEO`; not
+    // `SO_RCVTIMEO`, which the handshake sets on the TCP socket for its own wait while it
+    // runs: copied here, it stayed on A, and every later blocking read on the connection
+    // took a signal with `SA_RESTART` for `EINTR`, as a socket with a time limit does).
+    crate::hooks::copy_timeout(c.tcp_fd(), a.as_raw_fd(), libc::SO_SNDTIMEO);
     loop {
         let st = *c.lock();
         match st {

@@ -1973,16 +1973,22 @@ pub(crate) fn keep_epoll_regs(app: c_int) {
 /// Copies `SO_RCVTIMEO` and `SO_SNDTIMEO` from the socket `from` to `to`.
 pub(crate) fn copy_timeouts(from: c_int, to: c_int) {
     for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        let mut tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        };
-        let mut len = size_of::<libc::timeval>() as socklen_t;
-        let p = (&mut tv as *mut libc::timeval).cast::<c_void>();
-        let r: c_int = call_real!(getsockopt(from, libc::SOL_SOCKET, name, p, &mut len));
-        if r == 0 && (tv.tv_sec != 0 || tv.tv_usec != 0) {
-            let _: c_int = call_real!(setsockopt(to, libc::SOL_SOCKET, name, p, len));
-        }
+        copy_timeout(from, to, name);
+    }
+}
+
+/// Copies the time limit `name` (`SO_RCVTIMEO` or `SO_SNDTIMEO`) from the socket `from`
+/// to `to`, none included (`to` may hold one it must lose).
+pub(crate) fn copy_timeout(from: c_int, to: c_int, name: c_int) {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = size_of::<libc::timeval>() as socklen_t;
+    let p = (&mut tv as *mut libc::timeval).cast::<c_void>();
+    let r: c_int = call_real!(getsockopt(from, libc::SOL_SOCKET, name, p, &mut len));
+    if r == 0 {
+        let _: c_int = call_real!(setsockopt(to, libc::SOL_SOCKET, name, p, len));
     }
 }
 

@@ -2624,6 +2624,24 @@ fn a_frequent_restarting_signal_never_fails_a_read() {
     io_both_ways(BoardKind::Lpar, vec![], &["restart-timer"], 1);
 }
 
+/// The descriptor of a connection set up by a blocking `connect` holds the program's own
+/// `SO_RCVTIMEO` (none, or 7 s), never the time limit the handshake sets on the TCP
+/// socket while it runs (copied onto the descriptor when the program's thread came late,
+/// under load: a signal with `SA_RESTART` then ended later reads with `EINTR`; a
+/// new-user trial saw it in 4 runs of 10 with two busy processes). 100 connects beside
+/// two busy threads.
+#[test]
+fn a_connection_keeps_the_programs_own_read_time_limit() {
+    let bell = ("ISM_RUN_PEER_BELL", "1");
+    io_both_ways_served(
+        BoardKind::Loopback,
+        vec![bell],
+        &["--count", "100"],
+        &["timeouts"],
+        1,
+    );
+}
+
 /// What `sigaction`, `signal`, `sysv_signal` and `siginterrupt` report under ism-run is
 /// what the program installed (the library runs handlers behind a trampoline), and
 /// handlers get the kernel's arguments (an `SA_SIGINFO` handler the sender's value).

@@ -35,6 +35,13 @@
 //!                                      interval timer while 3000 round trips of 100
 //!                                      bytes run with blocking reads: no read fails
 //!                                      (EINTR), every byte checked, the handler ran
+//! ism-run-io timeouts ADDR             100 blocking connects (half with SO_RCVTIMEO of 7 s
+//!                                      set before) while two threads keep the cores
+//!                                      busy: the descriptor's own SO_RCVTIMEO, read with
+//!                                      the raw system call (past the library), is the
+//!                                      program's, never the handshake's (a signal with
+//!                                      SA_RESTART would otherwise end later reads with
+//!                                      EINTR); one echo on each
 //! ism-run-io dispositions ADDR         what sigaction, signal, sysv_signal and
 //!                                      siginterrupt report is what the program installed
 //!                                      (handler, SA_RESTART, SA_SIGINFO, SA_RESETHAND
@@ -118,6 +125,7 @@ fn main() -> ExitCode {
         ),
         "dispositions" => dispositions(addr),
         "restart-timer" => restart_timer(addr),
+        "timeouts" => timeouts(addr),
         "close-reading" => close_reading(addr),
         "errno-kept" => errno_kept(addr),
         "nonblock" => nonblock(addr),
@@ -228,6 +236,103 @@ fn eintr_spin(addr: &str, by_sigset: bool, after_a_read: bool) -> Result<(), Str
     }
     drop(s);
     println!("ok eintr-spin ({misses} of {ROUNDS} rounds needed a second signal)");
+    Ok(())
+}
+
+/// The descriptor's own `SO_RCVTIMEO` in µs, by the raw system call (under ism-run the
+/// descriptor is the connection's doorbell A, where blocking reads wait).
+fn raw_rcvtimeo_us(fd: i32) -> Result<i64, String> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local timeval of its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &mut tv as *mut libc::timeval,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    ensure(r == 0, "raw getsockopt")?;
+    Ok(tv.tv_sec * 1_000_000 + tv.tv_usec)
+}
+
+fn timeouts(addr: &str) -> Result<(), String> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let r = (|| {
+        let target: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: target.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*target.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        for i in 0..100 {
+            let want: i64 = if i % 2 == 1 { 7_000_000 } else { 0 };
+            // SAFETY: a new socket; a timeval and a sockaddr_in of their sizes.
+            let fd = unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                ensure(fd >= 0, "socket")?;
+                if want != 0 {
+                    let tv = libc::timeval {
+                        tv_sec: 7,
+                        tv_usec: 0,
+                    };
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&tv as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                    );
+                }
+                let r = libc::connect(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                ensure(r == 0, &format!("connect {i}"))?;
+                fd
+            };
+            // SAFETY: the socket just made, owned from here on.
+            let mut s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let got = raw_rcvtimeo_us(s.as_raw_fd())?;
+            if got != want {
+                return Err(format!(
+                    "connection {i}: SO_RCVTIMEO of the descriptor is {got} µs, the program set {want}"
+                ));
+            }
+            s.write_all(b"t").map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        let _ = t.join();
+    }
+    r?;
+    println!("ok timeouts");
     Ok(())
 }
 
