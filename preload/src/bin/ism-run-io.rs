@@ -278,14 +278,6 @@ fn timeouts(addr: &str) -> Result<(), String> {
         .collect();
     let r = (|| {
         let target: std::net::SocketAddrV4 = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: target.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*target.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
         for i in 0..100 {
             let want: i64 = if i % 2 == 1 { 7_000_000 } else { 0 };
             // SAFETY: a new socket; a timeval and a sockaddr_in of their sizes.
@@ -305,11 +297,7 @@ fn timeouts(addr: &str) -> Result<(), String> {
                         std::mem::size_of::<libc::timeval>() as libc::socklen_t,
                     );
                 }
-                let r = libc::connect(
-                    fd,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                );
+                let r = common::connect_v4(fd, target);
                 ensure(r == 0, &format!("connect {i}"))?;
                 fd
             };

@@ -75,8 +75,8 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> i16 {
 }
 
 /// `connect` of the socket `fd` to `to` through the C library (so that the library under
-/// test sees it); 0 or the `errno`. (For `ism-run-echo`'s raw-socket modes; `ism-run-io`
-/// connects with std.)
+/// test sees it); 0 or the `errno`. (For `ism-run-echo`'s raw-socket modes and
+/// `ism-run-io timeouts`; the rest connects with std.)
 #[allow(dead_code)]
 pub fn connect_v4(fd: i32, to: std::net::SocketAddrV4) -> i32 {
     let sin = libc::sockaddr_in {
