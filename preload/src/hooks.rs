@@ -2660,51 +2660,44 @@ pub unsafe extern "C" fn sigaction(
     unsafe { crate::signals::sigaction(sig, act, oact) }
 }
 
-/// `signal` (BSD semantics, as glibc's), through [`sigaction`].
-///
-/// # Safety
-/// As the C library's `signal`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    // SAFETY: as the C library's.
-    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::Bsd) }
+/// One of the C library's `signal` functions, through [`sigaction`] (`crate::signals`).
+macro_rules! signal_hook {
+    ($(#[$doc:meta])* $name:ident, $flavour:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the C library's function of this name.
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(
+            sig: c_int,
+            handler: libc::sighandler_t,
+        ) -> libc::sighandler_t {
+            // SAFETY: as the C library's.
+            unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::$flavour) }
+        }
+    };
 }
 
-/// `bsd_signal`: `signal`.
-///
-/// # Safety
-/// As the C library's `bsd_signal`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    // SAFETY: as the C library's.
-    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::Bsd) }
-}
-
-/// `sysv_signal`: System V semantics (one-shot, no restart), through [`sigaction`].
-///
-/// # Safety
-/// As the C library's `sysv_signal`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn sysv_signal(
-    sig: c_int,
-    handler: libc::sighandler_t,
-) -> libc::sighandler_t {
-    // SAFETY: as the C library's.
-    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::SysV) }
-}
-
-/// `__sysv_signal` (what `signal` is under strict X/Open compilation): [`sysv_signal`].
-///
-/// # Safety
-/// As the C library's `__sysv_signal`.
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn __sysv_signal(
-    sig: c_int,
-    handler: libc::sighandler_t,
-) -> libc::sighandler_t {
-    // SAFETY: as the C library's.
-    unsafe { crate::signals::signal(sig, handler, crate::signals::Flavour::SysV) }
-}
+signal_hook!(
+    /// `signal` (BSD semantics, as glibc's).
+    signal,
+    Bsd
+);
+signal_hook!(
+    /// `bsd_signal`: `signal`.
+    bsd_signal,
+    Bsd
+);
+signal_hook!(
+    /// `sysv_signal`: System V semantics (one-shot, no restart).
+    sysv_signal,
+    SysV
+);
+signal_hook!(
+    /// `__sysv_signal` (what `signal` is under strict X/Open compilation).
+    __sysv_signal,
+    SysV
+);
 
 /// `siginterrupt`: whether `sig`'s handler restarts system calls, kept for `signal`.
 #[cfg_attr(not(test), no_mangle)]

@@ -71,11 +71,11 @@ thread_local! {
 /// thread, then calls the program's handler with what the kernel passed (a one-argument
 /// handler ignores the other two, as the C calling convention allows).
 extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
-    let Some(slot) = usize::try_from(sig).ok().and_then(|i| HANDLER.get(i)) else {
+    let Some(i) = slot(sig) else {
         return;
     };
-    let handler = slot.load(Ordering::Acquire);
-    let flags = FLAGS[sig as usize].load(Ordering::Acquire);
+    let handler = HANDLER[i].load(Ordering::Acquire);
+    let flags = FLAGS[i].load(Ordering::Acquire);
     // `try_with` cannot fail for these (no destructor); it has no panic path.
     let _ = RAN.try_with(|r| r.fetch_add(1, Ordering::Relaxed));
     if flags & libc::SA_RESTART == 0 {
@@ -454,19 +454,35 @@ mod tests {
 
     use super::SERIAL;
 
+    /// An action of `handler` with `flags` and an empty mask.
+    fn action(handler: usize, flags: c_int) -> libc::sigaction {
+        // SAFETY: an all-zero sigaction is a valid value; its mask is emptied below.
+        let mut a: libc::sigaction = unsafe { std::mem::zeroed() };
+        a.sa_sigaction = handler;
+        a.sa_flags = flags;
+        // SAFETY: a valid local sigset.
+        unsafe { libc::sigemptyset(&mut a.sa_mask) };
+        a
+    }
+
+    /// Installs `handler` for `sig` through the table.
+    fn install(sig: c_int, handler: usize, flags: c_int) {
+        let a = action(handler, flags);
+        // SAFETY: a local action of a handler of this module (or a default disposition).
+        let r = unsafe { sigaction(sig, &a, std::ptr::null_mut()) };
+        assert_eq!(r, 0);
+    }
+
+    fn usr1() -> usize {
+        on_usr1 as extern "C" fn(c_int) as usize
+    }
+
     #[test]
     fn the_program_sees_its_own_handler_and_flags_and_the_kernel_the_trampoline() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: installs a handler that counts; local actions.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_usr1 as extern "C" fn(c_int) as usize;
-            a.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut a.sa_mask);
-            assert_eq!(sigaction(libc::SIGUSR1, &a, std::ptr::null_mut()), 0);
-        }
+        install(libc::SIGUSR1, usr1(), libc::SA_RESTART);
         let q = query(libc::SIGUSR1);
-        assert_eq!(q.sa_sigaction, on_usr1 as extern "C" fn(c_int) as usize);
+        assert_eq!(q.sa_sigaction, usr1());
         assert_eq!(
             q.sa_flags & (libc::SA_RESTART | libc::SA_SIGINFO),
             libc::SA_RESTART
@@ -493,16 +509,10 @@ mod tests {
         // signal(): the old handler back, BSD flags; siginterrupt takes SA_RESTART away.
         // SAFETY: valid handler values.
         let old = unsafe { signal(libc::SIGUSR1, libc::SIG_IGN, Flavour::Bsd) };
-        assert_eq!(old, on_usr1 as extern "C" fn(c_int) as usize);
+        assert_eq!(old, usr1());
         assert_eq!(kernel(libc::SIGUSR1).sa_sigaction, libc::SIG_IGN);
         // SAFETY: as above.
-        let old = unsafe {
-            signal(
-                libc::SIGUSR1,
-                on_usr1 as extern "C" fn(c_int) as usize,
-                Flavour::Bsd,
-            )
-        };
+        let old = unsafe { signal(libc::SIGUSR1, usr1(), Flavour::Bsd) };
         assert_eq!(old, libc::SIG_IGN);
         assert_ne!(query(libc::SIGUSR1).sa_flags & libc::SA_RESTART, 0);
         assert_eq!(siginterrupt(libc::SIGUSR1, 1), 0);
@@ -529,14 +539,8 @@ mod tests {
     #[test]
     fn a_siginfo_handler_gets_the_senders_value_and_one_shot_handlers_reset() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: installs an SA_SIGINFO | SA_RESETHAND handler; local actions.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_info as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as usize;
-            a.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
-            libc::sigemptyset(&mut a.sa_mask);
-            assert_eq!(sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()), 0);
-        }
+        let info = on_info as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as usize;
+        install(libc::SIGUSR2, info, libc::SA_SIGINFO | libc::SA_RESETHAND);
         assert_eq!(
             query(libc::SIGUSR2).sa_flags & libc::SA_SIGINFO,
             libc::SA_SIGINFO,
@@ -557,15 +561,9 @@ mod tests {
         assert_eq!(query(libc::SIGUSR2).sa_sigaction, libc::SIG_DFL);
         // A one-shot handler without SA_SIGINFO: after its run the kernel keeps the flags
         // it was given, the trampoline's SA_SIGINFO among them; the program must not see it.
-        // SAFETY: as above, a handler that counts.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_usr1 as extern "C" fn(c_int) as usize;
-            a.sa_flags = libc::SA_RESETHAND;
-            libc::sigemptyset(&mut a.sa_mask);
-            assert_eq!(sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()), 0);
-            libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2);
-        }
+        install(libc::SIGUSR2, usr1(), libc::SA_RESETHAND);
+        // SAFETY: signals this thread (the handler counts).
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
         let q = query(libc::SIGUSR2);
         assert_eq!(q.sa_sigaction, libc::SIG_DFL);
         assert_eq!(q.sa_flags & libc::SA_SIGINFO, 0, "{:#x}", q.sa_flags);
@@ -583,8 +581,7 @@ mod tests {
                 libc::SIG_ERR
             );
             assert_eq!(errno(), libc::EINVAL);
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = on_usr1 as extern "C" fn(c_int) as usize;
+            let a = action(usr1(), 0);
             assert_eq!(sigaction(libc::SIGKILL, &a, std::ptr::null_mut()), -1);
             assert_eq!(errno(), libc::EINVAL);
             assert_eq!(sigaction(99, &a, std::ptr::null_mut()), -1);
@@ -604,7 +601,7 @@ mod tests {
         assert!(!foreign_handlers());
         // SAFETY: a handler installed behind the table's back (the C library's own
         // sigaction, as a raw system call would), then the default again.
-        unsafe { libc::signal(libc::SIGURG, on_usr1 as extern "C" fn(c_int) as usize) };
+        unsafe { libc::signal(libc::SIGURG, usr1()) };
         assert!(foreign_handlers());
         // The next audit of this thread finds it.
         audit_next();

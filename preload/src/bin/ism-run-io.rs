@@ -350,17 +350,11 @@ fn restart_timer(addr: &str) -> Result<(), String> {
     const ROUNDS: usize = 3000;
     let mut s = connect(addr)?;
     let fd = s.as_raw_fd();
-    // SAFETY: a handler that only touches an atomic; local action.
-    unsafe {
-        let mut a: libc::sigaction = std::mem::zeroed();
-        a.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        a.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut a.sa_mask);
-        ensure(
-            libc::sigaction(libc::SIGALRM, &a, std::ptr::null_mut()) == 0,
-            "sigaction",
-        )?;
-    }
+    let alarm = on_alarm as extern "C" fn(libc::c_int) as usize;
+    ensure(
+        install(libc::SIGALRM, &action(alarm, libc::SA_RESTART)),
+        "sigaction",
+    )?;
     interval_timer(100);
     let r = (|| {
         let mut msg = [0u8; 100];
@@ -440,15 +434,9 @@ fn dispositions(addr: &str) -> Result<(), String> {
     };
     // SAFETY: handlers that only touch atomics, local actions and sets.
     unsafe {
-        let mut a: libc::sigaction = std::mem::zeroed();
-        a.sa_sigaction = usr1;
-        a.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut a.sa_mask);
+        let mut a = action(usr1, libc::SA_RESTART);
         libc::sigaddset(&mut a.sa_mask, libc::SIGUSR2);
-        ensure(
-            libc::sigaction(libc::SIGUSR1, &a, std::ptr::null_mut()) == 0,
-            "sigaction",
-        )?;
+        ensure(install(libc::SIGUSR1, &a), "sigaction")?;
         let (r, q) = query(libc::SIGUSR1);
         ensure(
             r == 0 && q.sa_sigaction == usr1,
@@ -510,14 +498,8 @@ fn dispositions(addr: &str) -> Result<(), String> {
             "one shot: no SA_SIGINFO the program did not ask for",
         )?;
         // SA_SIGINFO: the sender's value comes through.
-        let mut a: libc::sigaction = std::mem::zeroed();
-        a.sa_sigaction = info;
-        a.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND;
-        libc::sigemptyset(&mut a.sa_mask);
-        ensure(
-            libc::sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()) == 0,
-            "SA_SIGINFO",
-        )?;
+        let a = action(info, libc::SA_SIGINFO | libc::SA_RESETHAND);
+        ensure(install(libc::SIGUSR2, &a), "SA_SIGINFO")?;
         let q = query(libc::SIGUSR2).1;
         ensure(
             q.sa_sigaction == info && q.sa_flags & libc::SA_SIGINFO != 0,
@@ -1819,16 +1801,29 @@ fn block_usr1(block: bool) {
     }
 }
 
-fn handler(restart: bool) {
-    // SAFETY: an all-zero sigaction is valid; then the fields set here.
+/// An action of `handler` with `flags` and an empty mask.
+fn action(handler: usize, flags: libc::c_int) -> libc::sigaction {
+    // SAFETY: an all-zero sigaction is valid; its mask is emptied below.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
-    sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
-    // SAFETY: installs a handler that only touches an atomic.
-    unsafe {
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    sa.sa_sigaction = handler;
+    sa.sa_flags = flags;
+    // SAFETY: a valid local sigset.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    sa
+}
+
+/// Installs `a` for `sig`; whether it went.
+fn install(sig: libc::c_int, a: &libc::sigaction) -> bool {
+    // SAFETY: a valid action of a handler of this program that only touches atomics.
+    unsafe { libc::sigaction(sig, a, std::ptr::null_mut()) == 0 }
+}
+
+fn handler(restart: bool) {
+    let flags = if restart { libc::SA_RESTART } else { 0 };
+    install(
+        libc::SIGUSR1,
+        &action(on_usr1 as extern "C" fn(libc::c_int) as usize, flags),
+    );
 }
 
 /// Runs `call` on a thread and signals it (SIGUSR1) every 20 ms until it returns (at
