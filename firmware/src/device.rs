@@ -27,6 +27,7 @@ use crate::command::Request;
 use crate::dmb::{DmbInfo, DmbTable, SlotControl, SlotState, MAX_DMB_LEN};
 use crate::error::{MoveError, ReturnCode};
 use crate::function::{is_valid_vlan, FunctionConfig, FunctionControl, FunctionState};
+use crate::line::CacheLine;
 use crate::wire::attach_dmb::AttachDmbResponse;
 use crate::wire::ieq::{self, event_code, Event, EventType};
 use crate::wire::move_request::{MoveRequest, MAX_MOVE_LEN};
@@ -47,11 +48,27 @@ pub enum DownReason {
     Disabled,
 }
 
-/// Counters of what the device did (monotonic, relaxed).
+/// Counters of the device's control path (monotonic, relaxed); the moves are counted per
+/// mover in [`MoveStats`].
 #[derive(Debug, Default)]
 pub struct DeviceStats {
     /// Commands executed (successful or not).
     pub commands: AtomicU64,
+    /// Events written to IEQs.
+    pub events: AtomicU64,
+    /// Interrupts raised for events.
+    pub interrupts: AtomicU64,
+    /// Store-blocks refused because no function of the device made them.
+    pub moves_refused: AtomicU64,
+}
+
+/// Counters of one function's moves (monotonic, relaxed), on a line of their own
+/// ([`CacheLine`]): with one set for the whole device, every move of one partition pulled
+/// the line from the core of the partition that moved before it (in a ping-pong, every
+/// message). Only moves *by* the function count here, including the signals and
+/// interrupts they raise at their target.
+#[derive(Debug, Default)]
+pub struct MoveStats {
     /// Store-blocks that wrote data.
     pub moves: AtomicU64,
     /// Bytes moved.
@@ -60,9 +77,7 @@ pub struct DeviceStats {
     pub moves_refused: AtomicU64,
     /// DMB signals set in an SBA.
     pub signals: AtomicU64,
-    /// Events written to IEQs.
-    pub events: AtomicU64,
-    /// Interrupts raised.
+    /// Interrupts raised for those signals.
     pub interrupts: AtomicU64,
 }
 
@@ -184,6 +199,7 @@ pub struct Device<B: Board, const F: usize, const D: usize> {
     dmbs: DmbTable<D>,
     control: spin::Mutex<Control<F, D>>,
     stats: DeviceStats,
+    movers: [CacheLine<MoveStats>; F],
 }
 
 /// A memory area a function registers, for the overlap rule.
@@ -236,6 +252,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
                 functions: core::array::from_fn(|_| FunctionControl::new()),
             }),
             stats: DeviceStats::default(),
+            movers: core::array::from_fn(|_| CacheLine::default()),
         })
     }
 
@@ -264,18 +281,19 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         self.functions.get(f.index()).is_some_and(|s| s.is_online())
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (the moves of every function added up).
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.stats;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sum = |f: fn(&MoveStats) -> &AtomicU64| self.movers.iter().map(|m| l(f(m))).sum();
         StatsSnapshot {
             commands: l(&s.commands),
-            moves: l(&s.moves),
-            bytes_moved: l(&s.bytes_moved),
-            moves_refused: l(&s.moves_refused),
-            signals: l(&s.signals),
+            moves: sum(|m| &m.moves),
+            bytes_moved: sum(|m| &m.bytes_moved),
+            moves_refused: l(&s.moves_refused) + sum(|m| &m.moves_refused),
+            signals: sum(|m| &m.signals),
             events: l(&s.events),
-            interrupts: l(&s.interrupts),
+            interrupts: l(&s.interrupts) + sum(|m| &m.interrupts),
         }
     }
 
@@ -759,7 +777,11 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
     pub fn store_block(&self, from: FunctionId, req: u64, data: &[u8]) -> Result<(), MoveError> {
         let r = self.try_store_block(from, req, data);
         if r.is_err() {
-            self.stats.moves_refused.fetch_add(1, Ordering::Relaxed);
+            let counter = self
+                .movers
+                .get(from.index())
+                .map_or(&self.stats.moves_refused, |m| &m.moves_refused);
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -791,20 +813,29 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let mem = self.own_memory(owner).ok_or(MoveError::MemoryFault)?;
         mem.write(DevAddr(info.addr.0 + m.offset as u64), data)
             .map_err(|_| MoveError::MemoryFault)?;
-        self.stats.moves.fetch_add(1, Ordering::Relaxed);
-        self.stats
+        // `from` indexes `functions` (checked above), and `movers` is as long.
+        let counts = &self.movers[from.index()];
+        counts.moves.fetch_add(1, Ordering::Relaxed);
+        counts
             .bytes_moved
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         if m.signal {
-            self.signal_dmb(info.owner, owner, info.sba_idx as usize, m.dmbe_idx);
+            self.signal_dmb(info.owner, owner, info.sba_idx as usize, m.dmbe_idx, counts);
         }
         drop(dmb);
         Ok(())
     }
 
     /// Sets the DMBE mask bit, the DMB bit and the summary bit in the owner's SBA (if one is
-    /// registered), then raises the owner's interrupt.
-    fn signal_dmb(&self, owner_id: FunctionId, owner: &FunctionState, idx: usize, dmbe_idx: u8) {
+    /// registered), then raises the owner's interrupt; counts both in the mover's `counts`.
+    fn signal_dmb(
+        &self,
+        owner_id: FunctionId,
+        owner: &FunctionState,
+        idx: usize,
+        dmbe_idx: u8,
+        counts: &MoveStats,
+    ) {
         let Some(_sba_lease) = owner.sba_lease.acquire(None) else {
             return;
         };
@@ -814,8 +845,10 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let base = DevAddr(owner.sba_addr.load(Ordering::Relaxed));
         // The SBA was checked to lie in the owner's domain at REG_SBA; this cannot fail.
         if set_dmb_signal(mem, base, idx, dmbe_idx).is_ok() {
-            self.stats.signals.fetch_add(1, Ordering::Relaxed);
-            self.raise(owner_id);
+            counts.signals.fetch_add(1, Ordering::Relaxed);
+            if self.raise(owner_id) {
+                counts.interrupts.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -862,17 +895,19 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             let _ = mem.fetch_or_u8(DevAddr(base), SbaFlags::EVENT.bits());
         }
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        if irq {
-            self.raise(target);
+        if irq && self.raise(target) {
+            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
 
-    fn raise(&self, f: FunctionId) {
-        if let Some(line) = self.board.irq(f) {
-            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
-            line.raise();
-        }
+    /// Raises `f`'s interrupt; `false` if the board gives it no line. The caller counts it.
+    fn raise(&self, f: FunctionId) -> bool {
+        let Some(line) = self.board.irq(f) else {
+            return false;
+        };
+        line.raise();
+        true
     }
 
     // ------------------------------------------------------------------ board events

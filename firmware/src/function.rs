@@ -12,6 +12,7 @@ use portable_atomic::AtomicU64;
 use ism_hal::{DevAddr, DomainId, Gid};
 
 use crate::lease::Lease;
+use crate::line::CacheLine;
 use crate::wire::query_info::MAX_VLAN_IDS;
 use crate::wire::sba::NR_DMBS;
 use crate::wire::vlan_id::RESERVED_VLAN_ID;
@@ -58,8 +59,9 @@ pub struct FunctionState {
     pub config: FunctionConfig,
     /// Offline functions refuse commands and moves.
     pub online: AtomicBool,
-    /// Guards `sba_addr` for the signal path.
-    pub sba_lease: Lease,
+    /// Guards `sba_addr` for the signal path. On a line of its own: the moves of the
+    /// function's peers take it, while the function's own moves read the fields around.
+    pub sba_lease: CacheLine<Lease>,
     /// Registered SBA address (meaningful while the lease is live).
     pub sba_addr: AtomicU64,
     /// VLAN membership, one bit per id 0..=4095 plus bit 4096 for 0x1FFF.
@@ -74,7 +76,7 @@ impl FunctionState {
         Self {
             config,
             online: AtomicBool::new(true),
-            sba_lease: Lease::new(),
+            sba_lease: CacheLine::new(Lease::new()),
             sba_addr: AtomicU64::new(0),
             vlan_bits: [const { AtomicU64::new(0) }; 65],
             ieq: spin::Mutex::new(IeqState::default()),

@@ -14,6 +14,7 @@
 //! * [`lease`]: the lock-free guard that makes "after UNREG_DMB returns, the device never
 //!   writes that memory again" true even with a move racing the unregister;
 //! * [`function`]: per-function state (GID, SBA/IEQ registration, VLANs);
+//! * [`line`](mod@line): cache-line padding, so that two functions' moves do not write one line;
 //! * [`device`]: command dispatch, moves, events; the only entry points of a board.
 //!
 //! The firmware runs synchronously in its caller's context, as millicode does: a command or
@@ -48,6 +49,8 @@ pub mod device;
 pub mod dmb;
 #[cfg(not(loom))]
 pub mod function;
+#[cfg(not(loom))]
+pub mod line;
 #[cfg(not(loom))]
 pub use ism_abi::{command, error, wire};
 

@@ -1,0 +1,51 @@
+//! [`CacheLine`]: a value on a cache line of its own.
+//!
+//! Two partitions talking to each other run on two cores, and each move writes a few words
+//! of device state (a lease count, a counter). Where one partition's words share a cache
+//! line with the other's, every move pulls that line from the other core: a ping-pong of
+//! small messages paid several such transfers per message for words neither side shares
+//! (`ism-sim bench`, busy-poll latency; see `docs/benchmarks.md`). Words that the moves of
+//! different functions write go into separate `CacheLine`s.
+//!
+//! This module owns only the layout; it never changes what the wrapped value does.
+
+use core::ops::Deref;
+
+/// `T` aligned (and so padded) to 64 bytes, the cache line of the machines the device's
+/// boards run on. Dereferences to `T`.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct CacheLine<T>(T);
+
+impl<T> CacheLine<T> {
+    /// `value` on a line of its own.
+    pub const fn new(value: T) -> Self {
+        Self(value)
+    }
+}
+
+impl<T> Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicU64;
+
+    #[test]
+    fn neighbours_never_share_a_line() {
+        let pair = [
+            CacheLine::new(AtomicU64::new(0)),
+            CacheLine::new(AtomicU64::new(0)),
+        ];
+        let a = &*pair[0] as *const AtomicU64 as usize;
+        let b = &*pair[1] as *const AtomicU64 as usize;
+        assert_eq!(a % 64, 0);
+        assert!(b - a >= 64);
+    }
+}
