@@ -35,6 +35,7 @@ use super::cdc::{
     CdcMessage, ConnStateFlags, Cursor, ProdFlags, CDC_MSG_LEN, CONS_OFFSET, PROD_OFFSET,
 };
 use super::device::{SmcdGid, SmcdOps};
+use super::stats::TrafficCounters;
 use super::wait::{Notify, WaitMode};
 use crate::ism::{Dmb, IsmError};
 use ism_abi::MoveError;
@@ -206,7 +207,7 @@ pub struct Conn {
     notify: Notify,
     counters: ConnCounters,
     /// The stack's totals, also counted into once the connection is attached to a stack.
-    totals: std::sync::OnceLock<Arc<ConnCounters>>,
+    totals: std::sync::OnceLock<Arc<TrafficCounters>>,
     /// Time limits of one read and one write in milliseconds (0: none).
     read_timeout_ms: AtomicU64,
     write_timeout_ms: AtomicU64,
@@ -494,7 +495,7 @@ impl Conn {
     /// Also counts everything from now on into `totals` (a stack's, see
     /// [`SmcStack::attach_conn`](super::stack::SmcStack::attach_conn)); only the first call
     /// has an effect.
-    pub fn count_into(&self, totals: Arc<ConnCounters>) {
+    pub fn count_into(&self, totals: Arc<TrafficCounters>) {
         let _ = self.totals.set(totals);
     }
 
@@ -502,7 +503,7 @@ impl Conn {
     fn count(&self, which: fn(&ConnCounters) -> &AtomicU64, n: u64) {
         which(&self.counters).fetch_add(n, Ordering::Relaxed);
         if let Some(t) = self.totals.get() {
-            which(t).fetch_add(n, Ordering::Relaxed);
+            which(t.here()).fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -646,13 +647,29 @@ impl Conn {
         let slice = Instant::now() + RECHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         let ops = &self.ops;
-        if self.notify.wait_polling(
-            seen,
-            self.wait_mode(),
-            Some(until),
-            || ops.poll_irq(),
-            |on| ops.set_polling(on),
-        ) {
+        // A waiter that polls (busy polling, or the spin before a blocking wait's sleep)
+        // also watches the peer's CDC in our RMB: the device writes the CDC before it sets
+        // the SBA bits, so data or room is there as soon as the CDC changes, and the
+        // interrupt handler (SBA flags, DMB bits, DMBE mask: lines the device has just
+        // written too) runs at the waiter's next poll, off the message's path. The signal
+        // stays the guarantee: a CDC that changed before `before` was loaded (after the
+        // caller looked) ends the wait through the handler as before.
+        let before = self.peer_cdc();
+        let poll = || {
+            if self.peer_cdc() != before {
+                // The waiter wakes itself (and any other waiter of this connection, which
+                // looks again): the seq moves as if the signal had been handled.
+                self.notify.notify();
+                return true;
+            }
+            ops.poll_irq()
+        };
+        if self
+            .notify
+            .wait_polling(seen, self.wait_mode(), Some(until), poll, |on| {
+                ops.set_polling(on)
+            })
+        {
             return Ok(true);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1915,9 +1932,9 @@ mod tests {
     /// where the bytes land, what the CDCs say, when the writer is blocked.
     fn writes(nocopy: bool) {
         let (ops, c) = setup(100, 60, nocopy, WaitMode::BusyPoll);
-        let totals = Arc::new(ConnCounters::default());
+        let totals = Arc::new(TrafficCounters::default());
         c.count_into(totals.clone());
-        let other = Arc::new(ConnCounters::default());
+        let other = Arc::new(TrafficCounters::default());
         c.count_into(other.clone());
         let c0 = Cursor::new(0, 0);
         let (a, b, d, e) = (
@@ -2874,6 +2891,51 @@ mod tests {
             assert_eq!(c.read(&mut buf).unwrap(), 4);
             assert_eq!(&buf[..4], b"late");
             peer.join().unwrap();
+        })
+    }
+
+    #[test]
+    fn a_polling_waiter_ends_when_the_peers_cdc_lands_before_its_signal() {
+        within(|| {
+            // The fake device never runs a handler from `poll_irq`: only the CDC in our RMB
+            // can end the wait before its RECHECK slice.
+            let (ops, c) = setup(100, 60, false, WaitMode::BusyPoll);
+            let c = Arc::new(c);
+            c.set_nonblocking(false);
+            let waiting = |c: &Conn, n: u64| {
+                while c.stats().waits < n {
+                    std::thread::yield_now();
+                }
+            };
+            let peer = {
+                let (ops, c) = (ops.clone(), c.clone());
+                std::thread::spawn(move || {
+                    waiting(&c, 1);
+                    ops.peer_data(0, b"early");
+                    let m = CdcMessage {
+                        prod: Cursor::new(0, 5),
+                        ..CdcMessage::default()
+                    };
+                    ops.mem.write(DevAddr(OUR_RMB), &m.emit()).unwrap();
+                    // Then room: the peer reads what we wrote (its ring of 60 is full).
+                    waiting(&c, 2);
+                    let m = CdcMessage {
+                        prod: Cursor::new(0, 5),
+                        cons: Cursor::new(1, 0),
+                        ..CdcMessage::default()
+                    };
+                    ops.mem.write(DevAddr(OUR_RMB), &m.emit()).unwrap();
+                })
+            };
+            let mut buf = [0u8; 10];
+            assert_eq!(c.read(&mut buf).unwrap(), 5);
+            assert_eq!(&buf[..5], b"early");
+            assert_eq!(c.write(&[1u8; 60]).unwrap(), 60);
+            assert_eq!(c.write(b"more").unwrap(), 4);
+            peer.join().unwrap();
+            let s = c.stats();
+            assert_eq!(s.signals, 0, "{s:?}");
+            assert_eq!(s.rechecks, 0, "a wait ran out its slice: {s:?}");
         })
     }
 
