@@ -818,6 +818,12 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         self.bus.set_polling(on);
     }
 
+    /// Whether only polling host threads take this function's interrupts
+    /// ([`Bus::polled_only`]).
+    pub fn polled_only(&self) -> bool {
+        self.bus.polled_only()
+    }
+
     /// A polling thread (`token`, non-zero and its own) claims the SBA's reads while it
     /// spins (`on`) or gives them up. While one holds them, the others' [`IsmDriver::poll_sba`]
     /// skip the SBA: on a function both ends of a connection use (the loopback board), two

@@ -92,4 +92,12 @@ pub trait Bus: Send + Sync {
     fn set_polling(&self, on: bool) {
         let _ = on;
     }
+
+    /// Whether only polling host threads take this function's interrupts (no interrupt
+    /// thread waits on them, as with NAPI busy polling and the interrupt masked). A poller
+    /// may then leave a signal it has not handled yet for its own next poll. The default
+    /// says no (an interrupt thread may be there).
+    fn polled_only(&self) -> bool {
+        false
+    }
 }

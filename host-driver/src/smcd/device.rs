@@ -167,6 +167,12 @@ pub trait SmcdOps: Send + Sync {
         false
     }
 
+    /// Whether only polling threads take the device's interrupts (no interrupt thread:
+    /// see [`Bus::polled_only`]); the default says no.
+    fn polled_only(&self) -> bool {
+        false
+    }
+
     /// Handles the events the device has already queued, waiting for a run of the
     /// interrupt handler that is under way, so that what the device reported before now
     /// (a peer's GID going down, a peer's shutdown) has been acted on when this returns.
@@ -299,6 +305,10 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
 
     fn poll_irq(&self) -> bool {
         self.poll_sba(poller_token())
+    }
+
+    fn polled_only(&self) -> bool {
+        IsmDriver::polled_only(self)
     }
 
     fn sync_events(&self) {

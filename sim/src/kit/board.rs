@@ -233,6 +233,10 @@ impl Bus for SimPort {
     fn set_polling(&self, on: bool) {
         self.irq.set_polling(on);
     }
+
+    fn polled_only(&self) -> bool {
+        !self.irq.is_threaded()
+    }
 }
 
 /// The driver of a simulated function.

@@ -168,6 +168,7 @@ impl Host {
                 try_run_handler(&d, &st, tr.as_ref())
             })));
         }
+        irq.set_threaded(mode == IrqMode::Thread);
         let thread = (mode == IrqMode::Thread).then(|| {
             let (d, l, s, st) = (driver.clone(), irq.clone(), stop.clone(), stats.clone());
             let dn = downs.clone();
@@ -236,6 +237,7 @@ impl Host {
         self.irq.kick();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+            self.irq.set_threaded(false);
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct IrqLine {
     pending: AtomicBool,
     /// Host threads polling this function's SBA themselves ([`IrqLine::set_polling`]).
     pollers: AtomicU32,
+    /// An interrupt thread waits on the line (`Host` with `IrqMode::Thread`).
+    threaded: AtomicBool,
     wake: Notify,
     raised: AtomicU64,
     spin: Duration,
@@ -97,6 +99,7 @@ impl IrqLine {
         Self {
             pending: AtomicBool::new(false),
             pollers: AtomicU32::new(0),
+            threaded: AtomicBool::new(false),
             wake: Notify::new(),
             raised: AtomicU64::new(0),
             spin,
@@ -167,6 +170,16 @@ impl IrqLine {
     /// Whether a host thread polls the SBA now.
     pub fn is_polled(&self) -> bool {
         self.pollers.load(Ordering::SeqCst) > 0
+    }
+
+    /// An interrupt thread waits on this line from now on (`true`) or no longer.
+    pub fn set_threaded(&self, on: bool) {
+        self.threaded.store(on, Ordering::Release);
+    }
+
+    /// Whether an interrupt thread waits on this line (see [`IrqLine::set_threaded`]).
+    pub fn is_threaded(&self) -> bool {
+        self.threaded.load(Ordering::Acquire)
     }
 
     /// Waits until the line is pending (and takes it), [`IrqLine::kick`] is called or
