@@ -23,6 +23,7 @@ use portable_atomic::AtomicU64;
 use ism_hal::{DevAddr, DmbToken, FunctionId, Gid};
 
 use crate::lease::{Lease, LeaseGuard};
+use crate::line::CacheLine;
 
 pub use ism_abi::wire::reg_dmb::MAX_DMB_LEN;
 /// Bits of the token that select the slot.
@@ -129,7 +130,9 @@ pub struct LiveDmb<'a> {
 
 /// The lock-free table of `N` slots.
 pub struct DmbTable<const N: usize> {
-    slots: [DmbSlot; N],
+    /// One line each: a move into one DMB writes its slot's lease count, and the moves
+    /// into a neighbouring slot come from another partition's core.
+    slots: [CacheLine<DmbSlot>; N],
     salt: u32,
 }
 
@@ -141,7 +144,7 @@ impl<const N: usize> DmbTable<N> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CAPACITY_OK;
         Self {
-            slots: [const { DmbSlot::new() }; N],
+            slots: [const { CacheLine::new(DmbSlot::new()) }; N],
             salt,
         }
     }

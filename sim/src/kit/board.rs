@@ -23,6 +23,46 @@ use crate::irq::{InlineScope, IrqLine};
 use crate::memory::{DmaPool, MemoryDomain};
 use crate::trace::Tracer;
 
+/// Stack of the thread that builds a device ([`device_on_heap`]); reserved address space,
+/// only the pages used are backed.
+const DEVICE_BUILD_STACK: usize = 16 << 20;
+
+/// Builds a device (`new`, which calls `Device::new`) and puts it into an `Arc`, on a thread
+/// of its own with a large stack. `Device::new` returns the device by value, its tables take
+/// a few hundred KiB (a cache line per DMB slot: `ism_firmware::line`), and the copies on the
+/// way into the `Arc` are several: inlined into the callers of a board's constructor they
+/// took all of a test thread's 2 MiB stack. Where no thread can be started, it builds on
+/// the caller's.
+pub(crate) fn device_on_heap<T: Send + Sync, E: Send>(
+    new: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<Arc<T>, E> {
+    let mut new = Some(new);
+    let built = std::thread::scope(|s| {
+        let builder = std::thread::Builder::new()
+            .name("ism-device".into())
+            .stack_size(DEVICE_BUILD_STACK);
+        let new = &mut new;
+        let job = builder.spawn_scoped(s, move || new.take().map(build));
+        match job.map(|h| h.join()) {
+            Ok(Ok(built)) => built,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => None, // not started: `new` is still here
+        }
+    });
+    match (built, new.take()) {
+        (Some(r), _) => r,
+        (None, Some(f)) => build(f),
+        (None, None) => unreachable!("a job that ran returns what it built"),
+    }
+}
+
+/// Runs `new` and moves the result into an `Arc`; never inlined, so that a caller's frame
+/// holds no room for the device's copies (see [`device_on_heap`]).
+#[inline(never)]
+fn build<T, E>(new: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
+    new().map(Arc::new)
+}
+
 /// Most functions a simulated device has.
 pub const MAX_FUNCTIONS: usize = 8;
 /// DMB table size of a simulated device.
@@ -381,8 +421,8 @@ impl SimBoard {
             BoardKind::Loopback => LOOPBACK_CHID,
         };
         let salt = cfg.token_salt.unwrap_or_else(clock_salt);
-        let device =
-            Arc::new(Device::new(hw, chid, &cfgs, salt).expect("valid board configuration"));
+        let device = device_on_heap(|| Device::new(hw, chid, &cfgs, salt))
+            .expect("valid board configuration");
         let partitions = (0..n)
             .map(|i| {
                 let mem = memories[i].clone();
@@ -531,6 +571,18 @@ mod tests {
         let d = b.partition(0).probe(b.chid()).unwrap();
         assert!(!d.supports_attach());
         assert_eq!(d.gid(), g[0]);
+    }
+
+    #[test]
+    fn a_board_is_built_from_a_thread_with_a_small_stack() {
+        // The device alone is larger than this stack.
+        const STACK: usize = 256 << 10;
+        assert!(core::mem::size_of::<SimDevice>() > STACK);
+        let h = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(|| SimBoard::lpar(2).partitions().len())
+            .unwrap();
+        assert_eq!(h.join().unwrap(), 2);
     }
 
     #[test]

@@ -368,10 +368,8 @@ impl ProcessBoard {
                 .map_or(0, |d| d.as_nanos());
             (t as u32) ^ ((t >> 32) as u32).rotate_left(7) ^ std::process::id()
         };
-        let device = Arc::new(
-            Device::new(hw, chid, &cfgs, salt)
-                .map_err(|e| BoardError::Invalid(format!("device: {e:?}")))?,
-        );
+        let device = crate::board::device_on_heap(|| Device::new(hw, chid, &cfgs, salt))
+            .map_err(|e| BoardError::Invalid(format!("device: {e:?}")))?;
         // No function is attached yet.
         for i in 0..n {
             device.function_down(FunctionId(i as u16), DownReason::Disabled);
