@@ -58,7 +58,8 @@ pub struct DeviceStats {
     pub events: AtomicU64,
     /// Interrupts raised for events.
     pub interrupts: AtomicU64,
-    /// Store-blocks refused because no function of the device made them.
+    /// Store-blocks refused that name a function beyond the device's capacity `F` (those
+    /// of a function index below `F` count in its [`MoveStats`]).
     pub moves_refused: AtomicU64,
 }
 
@@ -81,7 +82,8 @@ pub struct MoveStats {
     pub interrupts: AtomicU64,
 }
 
-/// A copy of [`DeviceStats`] at one moment.
+/// The device's counters at one moment ([`DeviceStats`] and every function's
+/// [`MoveStats`] added up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Commands executed.
@@ -813,7 +815,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         let mem = self.own_memory(owner).ok_or(MoveError::MemoryFault)?;
         mem.write(DevAddr(info.addr.0 + m.offset as u64), data)
             .map_err(|_| MoveError::MemoryFault)?;
-        // `from` indexes `functions` (checked above), and `movers` is as long.
+        // `from` indexes `functions` (checked above), and `movers` is at least as long.
         let counts = &self.movers[from.index()];
         counts.moves.fetch_add(1, Ordering::Relaxed);
         counts
@@ -846,9 +848,7 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
         // The SBA was checked to lie in the owner's domain at REG_SBA; this cannot fail.
         if set_dmb_signal(mem, base, idx, dmbe_idx).is_ok() {
             counts.signals.fetch_add(1, Ordering::Relaxed);
-            if self.raise(owner_id) {
-                counts.interrupts.fetch_add(1, Ordering::Relaxed);
-            }
+            self.raise(owner_id, &counts.interrupts);
         }
     }
 
@@ -895,19 +895,19 @@ impl<B: Board, const F: usize, const D: usize> Device<B, F, D> {
             let _ = mem.fetch_or_u8(DevAddr(base), SbaFlags::EVENT.bits());
         }
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        if irq && self.raise(target) {
-            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
+        if irq {
+            self.raise(target, &self.stats.interrupts);
         }
         true
     }
 
-    /// Raises `f`'s interrupt; `false` if the board gives it no line. The caller counts it.
-    fn raise(&self, f: FunctionId) -> bool {
-        let Some(line) = self.board.irq(f) else {
-            return false;
-        };
-        line.raise();
-        true
+    /// Raises `f`'s interrupt, counted first in `counter` (so that a handler it wakes
+    /// sees the count); nothing if the board gives `f` no line.
+    fn raise(&self, f: FunctionId, counter: &AtomicU64) {
+        if let Some(line) = self.board.irq(f) {
+            counter.fetch_add(1, Ordering::Relaxed);
+            line.raise();
+        }
     }
 
     // ------------------------------------------------------------------ board events

@@ -11,10 +11,15 @@
 
 use core::ops::Deref;
 
-/// `T` aligned (and so padded) to 64 bytes, the cache line of the machines the device's
-/// boards run on. Dereferences to `T`.
+/// `T` aligned (and so padded) to a cache line: 64 bytes, 256 on s390x (IBM Z, the ISM's
+/// own platform). Not 128 on x86 as crossbeam's `CachePadded` (whose adjacent-line
+/// prefetch pairs lines): the DMB table has a slot per line, 4096 of them in the
+/// simulator's devices, and 64 took the false sharing away in the measurements of
+/// `docs/benchmarks.md` (optimisation 11). On a core without a data cache (Cortex-M) it
+/// only costs the padding. Dereferences to `T`.
 #[derive(Debug, Default)]
-#[repr(align(64))]
+#[cfg_attr(not(target_arch = "s390x"), repr(align(64)))]
+#[cfg_attr(target_arch = "s390x", repr(align(256)))]
 pub struct CacheLine<T>(T);
 
 impl<T> CacheLine<T> {

@@ -654,7 +654,12 @@ impl Conn {
         // DMB bits, DMBE mask: lines the device has just written too) runs at the waiter's
         // next poll, off the message's path. The signal stays the guarantee: a CDC that
         // changed before `before` was loaded (after the caller looked) ends the wait through
-        // the handler as before. Where an interrupt thread is there, the signal the waiter
+        // the handler as before. A waiter that leaves on its watch without running the
+        // handler also gives up the SBA's poll claim (`IsmDriver::claim_polling`), so the
+        // next poll of any other waiter takes a signal that came meanwhile; one that waits
+        // without such a poller learns of it at its RECHECK slice at the latest (a
+        // consumer of a polled-only device polls: `sim::host::IrqMode::Poll`).
+        // Where an interrupt thread is there, the signal the waiter
         // left would go to it: a third thread running the handler beside every message
         // (on 2 vCPUs the message rate fell from ~500k to ~150-300k round trips/s), so
         // there the waiter takes the signal itself, as before.

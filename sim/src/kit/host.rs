@@ -168,7 +168,9 @@ impl Host {
                 try_run_handler(&d, &st, tr.as_ref())
             })));
         }
-        irq.set_threaded(mode == IrqMode::Thread);
+        if mode == IrqMode::Thread {
+            irq.set_threaded(true);
+        }
         let thread = (mode == IrqMode::Thread).then(|| {
             let (d, l, s, st) = (driver.clone(), irq.clone(), stop.clone(), stats.clone());
             let dn = downs.clone();

@@ -21,8 +21,9 @@ pub struct IrqLine {
     pending: AtomicBool,
     /// Host threads polling this function's SBA themselves ([`IrqLine::set_polling`]).
     pollers: AtomicU32,
-    /// An interrupt thread waits on the line (`Host` with `IrqMode::Thread`).
-    threaded: AtomicBool,
+    /// Interrupt threads that wait on the line (`Host` with `IrqMode::Thread`; a count, so
+    /// that one host stopping after another started on the line leaves its thread counted).
+    threads: AtomicU32,
     wake: Notify,
     raised: AtomicU64,
     spin: Duration,
@@ -99,7 +100,7 @@ impl IrqLine {
         Self {
             pending: AtomicBool::new(false),
             pollers: AtomicU32::new(0),
-            threaded: AtomicBool::new(false),
+            threads: AtomicU32::new(0),
             wake: Notify::new(),
             raised: AtomicU64::new(0),
             spin,
@@ -172,14 +173,22 @@ impl IrqLine {
         self.pollers.load(Ordering::SeqCst) > 0
     }
 
-    /// An interrupt thread waits on this line from now on (`true`) or no longer.
+    /// An interrupt thread waits on this line from now on (`true`) or no longer (`false`,
+    /// once per `true`).
     pub fn set_threaded(&self, on: bool) {
-        self.threaded.store(on, Ordering::Release);
+        if on {
+            self.threads.fetch_add(1, Ordering::AcqRel);
+        } else {
+            // Saturating: a stray `false` cannot wrap the count.
+            let _ = self
+                .threads
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
     }
 
     /// Whether an interrupt thread waits on this line (see [`IrqLine::set_threaded`]).
     pub fn is_threaded(&self) -> bool {
-        self.threaded.load(Ordering::Acquire)
+        self.threads.load(Ordering::Acquire) > 0
     }
 
     /// Waits until the line is pending (and takes it), [`IrqLine::kick`] is called or
@@ -261,6 +270,20 @@ impl InterruptLine for IrqLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_threaded_while_any_interrupt_thread_waits_on_it() {
+        let l = IrqLine::new(Duration::ZERO, None);
+        assert!(!l.is_threaded());
+        l.set_threaded(true); // a host starts
+        l.set_threaded(true); // a new host starts before the old one stopped
+        l.set_threaded(false); // the old one stops
+        assert!(l.is_threaded());
+        l.set_threaded(false);
+        assert!(!l.is_threaded());
+        l.set_threaded(false); // a stray stop does not wrap the count
+        assert!(!l.is_threaded());
+    }
 
     /// A line whose interrupt thread sleeps (a waiter past its spin), with an inline
     /// handler that counts its runs on whichever thread and succeeds if `ok`.
