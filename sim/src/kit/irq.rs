@@ -154,13 +154,9 @@ impl IrqLine {
     /// a system call (Linux's NAPI masks a device's interrupt while it polls for the same
     /// reason). A poller polls once more after its last `false`.
     pub fn set_polling(&self, on: bool) {
-        if on {
-            self.pollers.fetch_add(1, Ordering::SeqCst);
-        } else {
-            // Saturating: a stray `false` cannot wrap the count and mask the line for good.
-            let _ = self
-                .pollers
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        // Saturating: a stray `false` cannot wrap the count and mask the line for good.
+        nest(&self.pollers, on);
+        if !on {
             // Pairs with the fence in `raise`: either that raise sees the count drop (and
             // wakes the interrupt thread), or the poller's last poll after this sees the
             // SBA bits the device set before raising.
@@ -176,19 +172,12 @@ impl IrqLine {
     /// An interrupt thread waits on this line from now on (`true`) or no longer (`false`,
     /// once per `true`).
     pub fn set_threaded(&self, on: bool) {
-        if on {
-            self.threads.fetch_add(1, Ordering::AcqRel);
-        } else {
-            // Saturating: a stray `false` cannot wrap the count.
-            let _ = self
-                .threads
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        }
+        nest(&self.threads, on);
     }
 
     /// Whether an interrupt thread waits on this line (see [`IrqLine::set_threaded`]).
     pub fn is_threaded(&self) -> bool {
-        self.threads.load(Ordering::Acquire) > 0
+        self.threads.load(Ordering::SeqCst) > 0
     }
 
     /// Waits until the line is pending (and takes it), [`IrqLine::kick`] is called or
@@ -226,6 +215,16 @@ impl IrqLine {
     /// interrupt threads).
     pub fn kick(&self) {
         self.wake.notify();
+    }
+}
+
+/// One more (`on`) or one fewer in a nesting count; never below 0, so a stray `false`
+/// cannot wrap it. Sequentially consistent, as the interrupt hints need.
+fn nest(count: &AtomicU32, on: bool) {
+    if on {
+        count.fetch_add(1, Ordering::SeqCst);
+    } else {
+        let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 }
 
