@@ -2370,31 +2370,18 @@ fn io_both_ways(
     args: &[&str],
     moved: u64,
 ) -> Vec<String> {
-    io_both_ways_served(kind, extra, &[], args, moved)
+    program_both_ways(io_program(), kind, extra, &[], args, moved)
 }
 
-/// [`io_both_ways`] with the echo server's own arguments (`--count N` for N connections).
-/// Returns the I/O program's output over TCP and over SMC-D.
-fn io_both_ways_served(
-    kind: BoardKind,
-    extra: Vec<(&'static str, &'static str)>,
-    server_args: &[&str],
-    args: &[&str],
-    moved: u64,
-) -> Vec<String> {
-    program_both_ways(
-        Path::new(env!("CARGO_BIN_EXE_ism-run-io")),
-        kind,
-        extra,
-        server_args,
-        args,
-        moved,
-    )
+/// The I/O test program (`ism-run-io`).
+fn io_program() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ism-run-io"))
 }
 
-/// [`io_both_ways_served`] with another test program (`program ROLE ADDR ARGS...`, or
+/// [`io_both_ways`] with the echo server's own arguments (`--count N` for N connections)
+/// and any test program (`program ROLE ADDR ARGS...`, or
 /// `program ADDR ARGS...` for a program of one role: `args[0]` is then only the `ok`
-/// word it must print, and is not passed).
+/// word it must print, and is not passed). Returns its output over TCP and over SMC-D.
 fn program_both_ways(
     program: &Path,
     kind: BoardKind,
@@ -2565,7 +2552,8 @@ fn a_signal_during_the_spin_before_a_wait_interrupts_the_read() {
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin"], 1);
     io_both_ways(BoardKind::Lpar, vec![], &["eintr-spin", "--sigset"], 1);
     // The thread read (and audited) before `sigset`; a new connection makes it audit again.
-    io_both_ways_served(
+    program_both_ways(
+        io_program(),
         BoardKind::Loopback,
         vec![("ISM_RUN_PEER_BELL", "1")],
         &["--count", "2"],
@@ -2633,7 +2621,8 @@ fn a_frequent_restarting_signal_never_fails_a_read() {
 #[test]
 fn a_connection_keeps_the_programs_own_read_time_limit() {
     let bell = ("ISM_RUN_PEER_BELL", "1");
-    io_both_ways_served(
+    program_both_ways(
+        io_program(),
         BoardKind::Loopback,
         vec![bell],
         &["--count", "100"],
@@ -2676,15 +2665,24 @@ fn a_thread_reading_while_the_process_exits_sees_no_end_of_stream() {
 #[test]
 fn a_read_whose_descriptor_another_thread_closes_ends_as_over_tcp() {
     let two = ["--count", "2"];
-    io_both_ways_served(BoardKind::Lpar, vec![], &two, &["close-reading"], 1);
-    io_both_ways_served(
+    program_both_ways(
+        io_program(),
+        BoardKind::Lpar,
+        vec![],
+        &two,
+        &["close-reading"],
+        1,
+    );
+    program_both_ways(
+        io_program(),
         BoardKind::Loopback,
         vec![("ISM_RUN_NOCOPY", "1")],
         &two,
         &["close-reading"],
         0,
     );
-    io_both_ways_served(
+    program_both_ways(
+        io_program(),
         BoardKind::Loopback,
         vec![("ISM_RUN_PEER_BELL", "1")],
         &two,

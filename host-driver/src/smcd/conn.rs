@@ -664,9 +664,9 @@ impl Conn {
         // (on 2 vCPUs the message rate fell from ~500k to ~150-300k round trips/s), so
         // there the waiter takes the signal itself, as before.
         let watch = mode == WaitMode::BusyPoll && ops.polled_only();
-        let before = self.peer_cdc();
+        let before = watch.then(|| self.peer_cdc());
         let poll = || {
-            if watch && self.peer_cdc() != before {
+            if before.is_some_and(|b| self.peer_cdc() != b) {
                 // The waiter wakes itself (and any other waiter of this connection, which
                 // looks again): the seq moves as if the signal had been handled.
                 self.notify.notify();
