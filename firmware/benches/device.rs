@@ -122,6 +122,16 @@ impl DmaMemory for FastMemory {
     fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError> {
         Ok(self.byte(addr)?.swap(value, Ordering::AcqRel))
     }
+    fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        let w = self.word(addr)?;
+        Ok(w.fetch_or(u64::from_ne_bytes(mask), Ordering::AcqRel)
+            .to_ne_bytes())
+    }
+    fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        let w = self.word(addr)?;
+        Ok(w.fetch_and(u64::from_ne_bytes(mask), Ordering::AcqRel)
+            .to_ne_bytes())
+    }
 }
 
 /// An interrupt line that only counts.
@@ -280,9 +290,12 @@ fn host_scan<M: DmaMemory>(mem: &M, sba_base: u64) -> u32 {
         for bit in 0..8 {
             if bits & (0x80 >> bit) != 0 {
                 let idx = (byte - sba::DMB_BITS_OFFSET) * 8 + bit;
+                // Both mask bytes in one doubleword AND, as the driver's `take_mask`.
                 let m = sba_base + sba::dmbe_mask_offset(idx) as u64;
-                let _ = mem.swap_u8(DevAddr(m), 0);
-                let _ = mem.swap_u8(DevAddr(m + 1), 0);
+                let k = (m % 8) as usize;
+                let mut keep = [0xFF; 8];
+                keep[k..k + 2].fill(0);
+                let _ = mem.fetch_and_u64(DevAddr(m - k as u64), keep);
                 n += 1;
             }
         }

@@ -40,9 +40,11 @@ const DMB_BIT: u8 = 0x20;
 /// The DMBE mask bit of DMBE 0 (`sba::dmbe_mask_bit(0)` = 0x1000, high byte).
 const MASK_BIT: u8 = 0x10;
 
-/// The three SBA bytes the protocol touches. The sim's memory domain does every byte
+/// The three SBA places the protocol touches. The sim's memory domain does every byte
 /// operation as an `AcqRel` read-modify-write (`MemoryDomain::fetch_or_u8`, `fetch_and_u8`,
-/// `swap_u8`), which is what this uses.
+/// `swap_u8`), which is what this uses; the DMBE mask's two bytes change together, in one
+/// doubleword read-modify-write (`fetch_or_u64` / `fetch_and_u64`), so one atomic stands
+/// for them (`mask_hi`).
 #[derive(Default)]
 struct Sba {
     flags: AtomicU8,
@@ -66,7 +68,7 @@ fn device_signal(sba: &Sba, mask_first: bool) {
 
 /// Model of one run of `IsmDriver::handle_irq` (host-driver/src/ism/driver.rs) for one DMB:
 /// `irq::take_flags` clears the summary, then `irq::take_dmb_signals` swaps the DMB byte to
-/// zero and, for a set bit, swaps the mask to zero and delivers it. Returns the delivered
+/// zero and, for a set bit, takes the mask (`irq::take_mask`) and delivers it. Returns the delivered
 /// mask, if any. `clear_summary_first` false models the mistake of clearing the summary
 /// after the walk.
 fn handler_run(sba: &Sba, clear_summary_first: bool) -> Option<u8> {

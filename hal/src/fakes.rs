@@ -251,6 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn doubleword_atomics_by_default_go_byte_by_byte() {
+        let m = FakeMemory::new(0, 16);
+        let mask = [0, 0x10, 0x01, 0, 0, 0, 0, 0x80];
+        assert_eq!(m.fetch_or_u64(DevAddr(8), mask), Ok([0; 8]));
+        assert_eq!(m.load_u64(DevAddr(8)), Ok(mask));
+        let keep = [0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert_eq!(m.fetch_and_u64(DevAddr(8), keep), Ok(mask));
+        assert_eq!(m.load_u64(DevAddr(8)), Ok([0, 0, 0, 0, 0, 0, 0, 0x80]));
+        assert_eq!(m.fetch_or_u64(DevAddr(4), mask), Err(MemError::Misaligned));
+        assert_eq!(
+            m.fetch_and_u64(DevAddr(16), keep),
+            Err(MemError::OutOfBounds)
+        );
+    }
+
+    #[test]
     fn pin_line_drives_an_output_pin() {
         use crate::irq::PinLine;
         use core::convert::Infallible;

@@ -109,6 +109,51 @@ pub trait DmaMemory {
     /// # Errors
     /// [`MemError::OutOfBounds`].
     fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError>;
+
+    /// Atomically ORs `mask` (bytes in memory order) into the doubleword at `addr`; returns
+    /// its previous bytes. One operation where the memory can do it, so that a field of
+    /// several bytes (an SBA's big-endian DMBE mask) changes at once and costs one locked
+    /// instruction, not one per byte.
+    ///
+    /// The default goes byte by byte ([`DmaMemory::fetch_or_u8`] on each, in ascending
+    /// address order): each byte atomic, not the doubleword.
+    ///
+    /// # Errors
+    /// [`MemError::Misaligned`] unless `addr` is 8-byte aligned; [`MemError::OutOfBounds`]
+    /// (nothing changed).
+    fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        bytewise(self, addr, mask, |m, a, b| m.fetch_or_u8(a, b))
+    }
+
+    /// Atomically ANDs `mask` (bytes in memory order) into the doubleword at `addr`;
+    /// returns its previous bytes. As [`DmaMemory::fetch_or_u64`], also for its default.
+    ///
+    /// # Errors
+    /// As [`DmaMemory::fetch_or_u64`].
+    fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        bytewise(self, addr, mask, |m, a, b| m.fetch_and_u8(a, b))
+    }
+}
+
+/// The byte-by-byte defaults of [`DmaMemory::fetch_or_u64`] and
+/// [`DmaMemory::fetch_and_u64`]: `op` on each byte of the doubleword at `addr`.
+fn bytewise<M: DmaMemory + ?Sized>(
+    mem: &M,
+    addr: DevAddr,
+    mask: [u8; 8],
+    op: impl Fn(&M, DevAddr, u8) -> Result<u8, MemError>,
+) -> Result<[u8; 8], MemError> {
+    if !addr.0.is_multiple_of(8) {
+        return Err(MemError::Misaligned);
+    }
+    if !mem.contains(addr, 8) {
+        return Err(MemError::OutOfBounds);
+    }
+    let mut old = [0; 8];
+    for (i, (o, m)) in old.iter_mut().zip(mask).enumerate() {
+        *o = op(mem, DevAddr(addr.0 + i as u64), m)?;
+    }
+    Ok(old)
 }
 
 /// Typed accesses on any [`DmaMemory`]: a whole wire layout (a zerocopy struct whose size is
@@ -209,5 +254,11 @@ impl<M: DmaMemory + ?Sized> DmaMemory for &M {
     }
     fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError> {
         (**self).swap_u8(addr, value)
+    }
+    fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        (**self).fetch_or_u64(addr, mask)
+    }
+    fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        (**self).fetch_and_u64(addr, mask)
     }
 }

@@ -139,15 +139,30 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
                 if bits & (0x80 >> bit) != 0 {
                     let idx = (byte - sba::DMB_BITS_OFFSET) * 8 + bit;
                     let m = sba_base.0 + sba::dmbe_mask_offset(idx) as u64;
-                    let hi = mem.swap_u8(DevAddr(m), 0).unwrap_or(0);
-                    let lo = mem.swap_u8(DevAddr(m + 1), 0).unwrap_or(0);
-                    deliver(idx as u32, u16::from_be_bytes([hi, lo]));
+                    deliver(idx as u32, take_mask(mem, m));
                     n += 1;
                 }
             }
         }
     }
     n
+}
+
+/// Takes (reads and clears) the big-endian DMBE mask at `m`: its two bytes in one
+/// doubleword AND where they share one (one locked instruction instead of two
+/// compare-and-swaps), byte by byte otherwise.
+fn take_mask<M: DmaMemory + ?Sized>(mem: &M, m: u64) -> u16 {
+    let k = (m % 8) as usize;
+    if k < 7 {
+        let mut keep = [0xFF; 8];
+        keep[k..k + 2].fill(0);
+        if let Ok(old) = mem.fetch_and_u64(DevAddr(m - k as u64), keep) {
+            return u16::from_be_bytes([old[k], old[k + 1]]);
+        }
+    }
+    let hi = mem.swap_u8(DevAddr(m), 0).unwrap_or(0);
+    let lo = mem.swap_u8(DevAddr(m + 1), 0).unwrap_or(0);
+    u16::from_be_bytes([hi, lo])
 }
 
 /// Step 3: drains new IEQ entries by the index rule.

@@ -1551,6 +1551,12 @@ mod tests {
         fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError> {
             self.inner.swap_u8(addr, value)
         }
+        fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+            self.inner.fetch_or_u64(addr, mask)
+        }
+        fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+            self.inner.fetch_and_u64(addr, mask)
+        }
     }
 
     struct Ops {

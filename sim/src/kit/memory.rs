@@ -468,6 +468,20 @@ impl DmaMemory for MemoryDomain {
         Ok(bytes(w.fetch_and(with_byte(k, mask, 0xFF), Ordering::AcqRel))[k])
     }
 
+    fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        let w = self.atomic_u64(addr)?;
+        Ok(bytes(
+            w.fetch_or(u64::from_ne_bytes(mask), Ordering::AcqRel),
+        ))
+    }
+
+    fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
+        let w = self.atomic_u64(addr)?;
+        Ok(bytes(
+            w.fetch_and(u64::from_ne_bytes(mask), Ordering::AcqRel),
+        ))
+    }
+
     fn swap_u8(&self, addr: DevAddr, value: u8) -> Result<u8, MemError> {
         let (w, k) = self.word_of(addr)?;
         let old = w
@@ -654,6 +668,40 @@ mod tests {
         assert_eq!(m.swap_u8(DevAddr(7), 0), Ok(0x80));
         m.store_u64(DevAddr(8), 7u64.to_be_bytes()).unwrap();
         assert_eq!(m.load_u64(DevAddr(8)), Ok(7u64.to_be_bytes()));
+    }
+
+    #[test]
+    fn doubleword_atomics_change_only_their_bytes_at_once() {
+        let m = Arc::new(MemoryDomain::new(0, 4096));
+        m.write(DevAddr(0), &[0x11; 16]).unwrap();
+        let mask = [0, 0x20, 0x02, 0, 0, 0, 0, 0];
+        assert_eq!(m.fetch_or_u64(DevAddr(8), mask), Ok([0x11; 8]));
+        let keep = [0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert_eq!(
+            m.fetch_and_u64(DevAddr(8), keep),
+            Ok([0x11, 0x31, 0x13, 0x11, 0x11, 0x11, 0x11, 0x11])
+        );
+        let mut back = [0u8; 16];
+        m.read(DevAddr(0), &mut back).unwrap();
+        assert_eq!(back[8..], [0x11, 0, 0, 0x11, 0x11, 0x11, 0x11, 0x11]);
+        assert_eq!(m.fetch_or_u64(DevAddr(3), mask), Err(MemError::Misaligned));
+        // Threads ORing bits into different bytes of one doubleword lose none of them.
+        let setters: Vec<_> = (0..8usize)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for bit in 0..8 {
+                        let mut w = [0u8; 8];
+                        w[t] = 1 << bit;
+                        m.fetch_or_u64(DevAddr(64), w).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in setters {
+            t.join().unwrap();
+        }
+        assert_eq!(m.load_u64(DevAddr(64)), Ok([0xFF; 8]));
     }
 
     #[test]
