@@ -35,7 +35,7 @@ use super::cdc::{
     CdcMessage, ConnStateFlags, Cursor, ProdFlags, CDC_MSG_LEN, CONS_OFFSET, PROD_OFFSET,
 };
 use super::device::{SmcdGid, SmcdOps};
-use super::stats::TrafficCounters;
+use super::stats::{add_owned, TrafficCounters};
 use super::wait::{Notify, WaitMode};
 use crate::ism::{Dmb, IsmError};
 use ism_abi::MoveError;
@@ -188,13 +188,16 @@ pub struct Conn {
     attached: Option<Dmb>,
     /// Serialises writers (one write's bytes stay together in the stream).
     tx_lock: Mutex<()>,
+    /// Bytes we put into the peer's ring in all (written under `tx_lock` only).
     prod: AtomicU64,
     /// The producer count (`prod`) the last CDC that reached the peer carried: what the
     /// peer can see of our data. The peer bell tells of no more than this (`prod` runs
     /// ahead of it while a writer has put bytes into the peer's ring whose CDC is still to
     /// go: a ring paid on another thread then would announce bytes the peer cannot read
-    /// yet, and its reader, told "readable", would find nothing).
+    /// yet, and its reader, told "readable", would find nothing). Written under
+    /// `cdc_lock` only.
     prod_told: AtomicU64,
+    /// Bytes we took from our ring in all (written under `rx_lock` only).
     cons: AtomicU64,
     confirmed: AtomicU64,
     rx_lock: Mutex<()>,
@@ -503,7 +506,16 @@ impl Conn {
     fn count(&self, which: fn(&ConnCounters) -> &AtomicU64, n: u64) {
         which(&self.counters).fetch_add(n, Ordering::Relaxed);
         if let Some(t) = self.totals.get() {
-            which(t.here()).fetch_add(n, Ordering::Relaxed);
+            t.add(which, n);
+        }
+    }
+
+    /// [`Conn::count`] for a counter whose every writer holds one lock (`tx_lock`,
+    /// `rx_lock` or `cdc_lock`), which the caller holds: no locked add on a message's path.
+    fn count_held(&self, which: fn(&ConnCounters) -> &AtomicU64, n: u64) {
+        add_owned(which(&self.counters), n);
+        if let Some(t) = self.totals.get() {
+            t.add(which, n);
         }
     }
 
@@ -740,8 +752,11 @@ impl Conn {
             Ok(false) => Ok(false),
             Ok(true) => {
                 self.confirmed.store(cons, Ordering::Release);
-                self.prod_told.fetch_max(prod, Ordering::AcqRel);
-                self.count(|c| &c.cdc_sent, 1);
+                // Written under the CDC lock only: no locked instruction needed.
+                if prod > self.prod_told.load(Ordering::Relaxed) {
+                    self.prod_told.store(prod, Ordering::Release);
+                }
+                self.count_held(|c| &c.cdc_sent, 1);
                 Ok(true)
             }
             Err(e) => {
@@ -920,7 +935,7 @@ impl Conn {
                     r?;
                 }
                 None => {
-                    self.count(|c| &c.data_moves, chunk.len().div_ceil(4096) as u64);
+                    self.count_held(|c| &c.data_moves, chunk.len().div_ceil(4096) as u64);
                     if let Err(e) = self.ops.move_data(
                         self.peer.token,
                         self.peer.dmbe_idx,
@@ -1042,15 +1057,20 @@ impl Conn {
             if let Err(e) = put {
                 return short(done, e);
             }
-            self.prod.fetch_add(n as u64, Ordering::AcqRel);
-            self.local_prod_flags
-                .fetch_and(!ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
+            // The producer cursor and `WRITE_BLOCKED` change under the writers' lock only,
+            // held here: a store, and a locked instruction only to clear a flag that is set.
+            let prod = self.prod.load(Ordering::Relaxed) + n as u64;
+            self.prod.store(prod, Ordering::Release);
+            let blocked = ProdFlags::WRITE_BLOCKED.bits();
+            if self.local_prod_flags.load(Ordering::Relaxed) & blocked != 0 {
+                self.local_prod_flags.fetch_and(!blocked, Ordering::AcqRel);
+            }
             // Without the CDC the peer never learns of these bytes: they count as sent only
             // if it goes out (a failed CDC marks the connection broken).
             if let Err(e) = self.announce(true) {
                 return short(done, e);
             }
-            self.count(|c| &c.bytes_sent, n as u64);
+            self.count_held(|c| &c.bytes_sent, n as u64);
             done += n;
         }
         Ok(done)
@@ -1084,12 +1104,13 @@ impl Conn {
                 checked_diff(self.ring, cursor(cons, self.ring), peer.prod).unwrap_or(0) as usize;
             if avail > 0 {
                 if avail >= self.ring as usize {
-                    self.count(|c| &c.rmb_full, 1);
+                    self.count_held(|c| &c.rmb_full, 1);
                 }
                 let n = avail.min(buf.len());
                 self.take_from_ring(cons, &mut buf[..n])?;
-                self.cons.fetch_add(n as u64, Ordering::AcqRel);
-                self.count(|c| &c.bytes_received, n as u64);
+                // Written under the readers' lock only, held here.
+                self.cons.store(cons + n as u64, Ordering::Release);
+                self.count_held(|c| &c.bytes_received, n as u64);
                 // The bytes are ours now: a failed cursor update (the peer closed and
                 // unregistered its RMB; `send_cdc` marks the connection broken) must not
                 // turn this read into an error and lose them.
@@ -1238,7 +1259,7 @@ impl Conn {
             .fetch_or(ProdFlags::WRITE_BLOCKED.bits(), Ordering::AcqRel);
         let new = was & ProdFlags::WRITE_BLOCKED.bits() == 0;
         if new {
-            self.count(|c| &c.peer_buffer_full, 1);
+            self.count_held(|c| &c.peer_buffer_full, 1);
         }
         new
     }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alloc::vec::Vec;
@@ -113,16 +113,77 @@ pub struct StatsCounters {
     pub traffic: Arc<TrafficCounters>,
 }
 
-/// Stripes of [`TrafficCounters`]: more than the threads that move data at once in the
-/// programs this serves, few enough that a snapshot stays cheap.
+/// Stripes of [`TrafficCounters`]: stripe [`SHARED`] and one for each of up to
+/// `STRIPES - 1` threads counting at once, few enough that a snapshot stays cheap.
 const STRIPES: usize = 16;
+/// The stripe of threads that own none (counted with locked adds).
+const SHARED: usize = 0;
 
-/// The data-path totals of a stack: [`ConnCounters`] in stripes, one picked per thread, each
-/// on cache lines of its own, added up by [`TrafficCounters::snapshot`] (Linux keeps its SMC
-/// statistics per CPU for the same reason: `net/smc/smc_stats.h` `SMC_STAT_INC`). With one
-/// set of counters per stack, every message of two threads talking through one stack (the
-/// loopback device) pulled the counters' lines from the other core: about 6 % of the
-/// busy-poll round trip (`ism-sim bench`, loopback rows).
+/// Which stripes threads own now: bit `i` for stripe `i` (never [`SHARED`]'s). The index
+/// is the same in every [`TrafficCounters`]: a thread that owns stripe 3 is the only
+/// writer of stripe 3 of every stack.
+static OWNED: AtomicU32 = AtomicU32::new(0);
+
+/// The calling thread's stripe, given back when the thread ends.
+struct Owned(usize);
+
+impl Owned {
+    /// Takes a free stripe, or [`SHARED`] if every other is owned.
+    fn claim() -> Self {
+        let all = ((1u64 << STRIPES) - 1) as u32 & !(1 << SHARED);
+        let mut now = OWNED.load(Ordering::Relaxed);
+        loop {
+            let free = all & !now;
+            if free == 0 {
+                return Self(SHARED);
+            }
+            let i = free.trailing_zeros();
+            // Acquire: this thread's first count of a stripe sees the last count of the
+            // thread that gave it back.
+            match OWNED.compare_exchange_weak(
+                now,
+                now | 1 << i,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Self(i as usize),
+                Err(n) => now = n,
+            }
+        }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.0 != SHARED {
+            // Release: after this thread's counts (see `claim`).
+            OWNED.fetch_and(!(1 << self.0), Ordering::Release);
+        }
+    }
+}
+
+std::thread_local! {
+    static MINE: Owned = Owned::claim();
+}
+
+/// Adds `n` to a counter that one thread at a time writes (its owner, or whoever holds
+/// the lock that orders its writers): a load and a store instead of a locked add, which
+/// costs about as much as the rest of a small message's bookkeeping and, after a copy into
+/// a line another core holds, waits for that copy's stores.
+pub(crate) fn add_owned(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// The data-path totals of a stack: [`ConnCounters`] in stripes, each on cache lines of its
+/// own, added up by [`TrafficCounters::snapshot`] (Linux keeps its SMC statistics per CPU
+/// for the same reason: `net/smc/smc_stats.h` `SMC_STAT_INC`). With one set of counters per
+/// stack, every message of two threads talking through one stack (the loopback device)
+/// pulled the counters' lines from the other core: about 6 % of the busy-poll round trip
+/// (`ism-sim bench`, loopback rows). A thread owns a stripe from its first count to its end
+/// (then the next thread takes it over), so it counts with plain loads and stores; threads
+/// beyond the stripes, and counts made while a thread ends, share one stripe with locked
+/// adds. (In a child after `fork`, the stripes of the parent's other threads stay owned:
+/// the child's threads then share sooner.)
 #[derive(Debug, Default)]
 pub struct TrafficCounters {
     stripes: [Stripe; STRIPES],
@@ -134,14 +195,14 @@ pub struct TrafficCounters {
 struct Stripe(ConnCounters);
 
 impl TrafficCounters {
-    /// The stripe of the calling thread (threads are dealt stripes in turn, at their first
-    /// count).
-    pub fn here(&self) -> &ConnCounters {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        std::thread_local! {
-            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    /// Adds `n` to the counter `which` picks, in the calling thread's stripe.
+    pub fn add(&self, which: fn(&ConnCounters) -> &AtomicU64, n: u64) {
+        match MINE.try_with(|m| m.0) {
+            Ok(i) if i != SHARED => add_owned(which(&self.stripes[i].0), n),
+            _ => {
+                which(&self.stripes[SHARED].0).fetch_add(n, Ordering::Relaxed);
+            }
         }
-        &self.stripes[STRIPE.with(|s| *s)].0
     }
 
     /// The totals now: every stripe added up.
@@ -252,8 +313,8 @@ mod tests {
                 let t = t.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        t.here().bytes_sent.fetch_add(i, Ordering::Relaxed);
-                        t.here().waits.fetch_add(1, Ordering::Relaxed);
+                        t.add(|c| &c.bytes_sent, i);
+                        t.add(|c| &c.waits, 1);
                     }
                 })
             })
@@ -265,5 +326,59 @@ mod tests {
         assert_eq!(s.bytes_sent, 1000 * (0..20).sum::<u64>());
         assert_eq!(s.waits, 20_000);
         assert_eq!(s.signals, 0);
+    }
+
+    #[test]
+    fn threads_owning_stripes_at_once_and_in_turn_lose_no_count() {
+        let t = Arc::new(TrafficCounters::default());
+        // More threads at once than stripes (some share), then waves of short-lived
+        // threads that take over the stripes given back.
+        for wave in 0..4 {
+            let n = if wave == 0 { 3 * STRIPES } else { 5 };
+            let barrier = Arc::new(std::sync::Barrier::new(n));
+            let threads: Vec<_> = (0..n)
+                .map(|_| {
+                    let (t, barrier) = (t.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        t.add(|c| &c.cdc_sent, 1);
+                        barrier.wait();
+                        for _ in 0..500 {
+                            t.add(|c| &c.cdc_sent, 1);
+                        }
+                    })
+                })
+                .collect();
+            for h in threads {
+                h.join().unwrap();
+            }
+        }
+        assert_eq!(t.snapshot().cdc_sent, 501 * (3 * STRIPES as u64 + 15));
+    }
+
+    #[test]
+    fn a_count_made_while_its_thread_ends_is_kept() {
+        // A connection dropped by a thread-local's destructor counts after the thread gave
+        // its stripe back (or while it does): it goes to the shared stripe.
+        struct CountsOnDrop(Arc<TrafficCounters>);
+        impl Drop for CountsOnDrop {
+            fn drop(&mut self) {
+                self.0.add(|c| &c.bytes_received, 7);
+            }
+        }
+        std::thread_local! {
+            static LATE: std::cell::RefCell<Option<CountsOnDrop>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let t = Arc::new(TrafficCounters::default());
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            // Registered before the stripe, so dropped after it (glibc runs thread-local
+            // destructors in reverse order of registration).
+            LATE.with(|l| *l.borrow_mut() = Some(CountsOnDrop(t2.clone())));
+            t2.add(|c| &c.bytes_received, 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(t.snapshot().bytes_received, 8);
     }
 }

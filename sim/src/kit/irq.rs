@@ -238,8 +238,10 @@ impl InterruptLine for IrqLine {
             t.instant(*pid, "irq", "interrupt", &[]);
         }
         // Pending first, then the counter: a waiter that read the counter before this raise
-        // sees it move; one that reads it after also sees the line pending.
-        self.pending.store(true, Ordering::SeqCst);
+        // sees it move; one that reads it after also sees the line pending. (A release
+        // store: the fence below orders it before everything after; a sequentially
+        // consistent store would be one more locked instruction on every signal.)
+        self.pending.store(true, Ordering::Release);
         // A poller finds the work itself (and polls once more when it stops: either it
         // sees this raise's SBA bits, or this load sees its count at 0; the fences on
         // both sides rule out that each misses the other's write).
