@@ -2,9 +2,10 @@
 //! (command area and store-block ring in the shared register object) and its interrupt;
 //! with [`attach`], also the ISM driver probed on it and an interrupt thread.
 
+use std::cell::Cell;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -303,6 +304,41 @@ struct Direct {
     found: RwLock<IntMap<u64, usize>>,
     /// Tokens not found, with the table's `PUBLISHED` count when they were looked for.
     missed: Mutex<IntMap<u64, u64>>,
+    /// This instance among all (a thread's [`RECENT_TARGETS`] names it).
+    id: u64,
+    /// +1 after every change to `attached` or `found`: a thread's remembered target of an
+    /// older epoch is looked up again.
+    epoch: AtomicU64,
+}
+
+/// The entries of [`RECENT_TARGETS`], each a cell of its own.
+fn slots(r: &Cell<[Option<Recent>; RECENT]>) -> &[Cell<Option<Recent>>] {
+    let r: &Cell<[Option<Recent>]> = r;
+    r.as_slice_of_cells()
+}
+
+/// Where [`Direct::id`]s come from (never reused, unlike an address).
+static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Targets a thread remembers.
+const RECENT: usize = 4;
+
+/// A target a thread moved into directly.
+#[derive(Clone, Copy)]
+struct Recent {
+    direct: u64,
+    epoch: u64,
+    token: u64,
+    source: Source,
+}
+
+std::thread_local! {
+    /// The targets of this thread's last direct moves, one per token hash: a move into the
+    /// same DMB again finds its target without the maps' read locks (two locked
+    /// instructions each, and each a wait for the stores of the copy before). Only a hint,
+    /// as the maps are: the move checks its target against the board's words after its
+    /// claim (spec 5.5 step 3) however it found it.
+    static RECENT_TARGETS: Cell<[Option<Recent>; RECENT]> = const { Cell::new([None; RECENT]) };
 }
 
 /// Most tokens [`Direct`] remembers as not published (a host moving into many DMBs of
@@ -335,11 +371,7 @@ impl Direct {
     fn try_move(&self, page: &RegPage, request: u64, data: &[u8]) -> Option<Result<(), BusError>> {
         let m = MoveRequest::parse(request);
         let token = m.token.0;
-        let attached = self.attached.read().ok()?.get(&token).copied();
-        let source = match attached {
-            Some(t) => Source::Attached(t),
-            None => Source::Published(self.lookup(token)?),
-        };
+        let source = self.source(token)?;
         // Claim a moving word: from here until it is released, the board does not reuse
         // what the token names (it waits for the word after withdrawing the token).
         let moving = self.peers.moving(self.me).find(|w| {
@@ -354,6 +386,7 @@ impl Direct {
                         // Withdrawn by the board: the device gives its verdict from now on.
                         if let Ok(mut a) = self.attached.write() {
                             a.remove(&token);
+                            self.changed();
                         }
                         return None;
                     }
@@ -412,6 +445,37 @@ impl Direct {
         r
     }
 
+    /// Where a move into `token` goes: this thread's last target for it if nothing changed
+    /// since, else the attachment, else the DMB-table entry; `None`: through the ring.
+    fn source(&self, token: u64) -> Option<Source> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        // A token's low 32 bits are zero (they carry the request's other fields).
+        let i = (token >> 32) as usize % RECENT;
+        let hit = RECENT_TARGETS.with(|r| slots(r)[i].get());
+        if let Some(r) = hit.filter(|r| r.direct == self.id && r.epoch == epoch && r.token == token)
+        {
+            return Some(r.source);
+        }
+        let attached = self.attached.read().ok()?.get(&token).copied();
+        let source = match attached {
+            Some(t) => Source::Attached(t),
+            None => Source::Published(self.lookup(token)?),
+        };
+        let recent = Recent {
+            direct: self.id,
+            epoch,
+            token,
+            source,
+        };
+        RECENT_TARGETS.with(|r| slots(r)[i].set(Some(recent)));
+        Some(source)
+    }
+
+    /// Marks the maps changed (see [`Direct::epoch`]).
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
     /// The DMB-table entry of `token`, if the board published it: from what was found
     /// before, else by a search of the table (not repeated for a token until the board
     /// published something new).
@@ -440,6 +504,7 @@ impl Direct {
                     found.clear();
                 }
                 found.insert(token, i);
+                self.changed();
             }
             None => {
                 if missed.len() >= MAX_MISSED {
@@ -462,6 +527,7 @@ impl Direct {
         if !holds {
             if let Ok(mut f) = self.found.write() {
                 f.remove(&token);
+                self.changed();
             }
             return None;
         }
@@ -509,10 +575,12 @@ impl Direct {
                             owner,
                         },
                     );
+                    self.changed();
                 }
             }
             Some(Opcode::DetachDmb) => {
                 a.remove(&be64(request, 8));
+                self.changed();
             }
             _ => {}
         }
@@ -848,6 +916,8 @@ pub fn attach_raw_version(
                 attached: RwLock::default(),
                 found: RwLock::default(),
                 missed: Mutex::default(),
+                id: NEXT_DIRECT_ID.fetch_add(1, Ordering::Relaxed),
+                epoch: AtomicU64::new(0),
             }),
             cmd: Mutex::new(()),
             sq: Mutex::new(page.word(regs::SQ_HEAD).load(Ordering::Acquire)),
