@@ -115,14 +115,15 @@ pub trait DmaMemory {
     /// several bytes (an SBA's big-endian DMBE mask) changes at once and costs one locked
     /// instruction, not one per byte.
     ///
-    /// The default goes byte by byte ([`DmaMemory::fetch_or_u8`] on each, in ascending
-    /// address order): each byte atomic, not the doubleword.
+    /// The default goes byte by byte ([`DmaMemory::fetch_or_u8`] on each byte `mask`
+    /// changes, in ascending address order; the others' previous values from one
+    /// [`DmaMemory::load_u64`] before): each byte atomic, not the doubleword.
     ///
     /// # Errors
     /// [`MemError::Misaligned`] unless `addr` is 8-byte aligned; [`MemError::OutOfBounds`]
     /// (nothing changed).
     fn fetch_or_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
-        bytewise(self, addr, mask, |m, a, b| m.fetch_or_u8(a, b))
+        bytewise(self, addr, mask, 0, |m, a, b| m.fetch_or_u8(a, b))
     }
 
     /// Atomically ANDs `mask` (bytes in memory order) into the doubleword at `addr`;
@@ -131,16 +132,18 @@ pub trait DmaMemory {
     /// # Errors
     /// As [`DmaMemory::fetch_or_u64`].
     fn fetch_and_u64(&self, addr: DevAddr, mask: [u8; 8]) -> Result<[u8; 8], MemError> {
-        bytewise(self, addr, mask, |m, a, b| m.fetch_and_u8(a, b))
+        bytewise(self, addr, mask, 0xFF, |m, a, b| m.fetch_and_u8(a, b))
     }
 }
 
 /// The byte-by-byte defaults of [`DmaMemory::fetch_or_u64`] and
-/// [`DmaMemory::fetch_and_u64`]: `op` on each byte of the doubleword at `addr`.
+/// [`DmaMemory::fetch_and_u64`]: `op` on each byte of the doubleword at `addr` whose mask
+/// byte is not `idle` (what changes nothing: 0 for OR, 0xFF for AND).
 fn bytewise<M: DmaMemory + ?Sized>(
     mem: &M,
     addr: DevAddr,
     mask: [u8; 8],
+    idle: u8,
     op: impl Fn(&M, DevAddr, u8) -> Result<u8, MemError>,
 ) -> Result<[u8; 8], MemError> {
     if !addr.0.is_multiple_of(8) {
@@ -149,9 +152,11 @@ fn bytewise<M: DmaMemory + ?Sized>(
     if !mem.contains(addr, 8) {
         return Err(MemError::OutOfBounds);
     }
-    let mut old = [0; 8];
+    let mut old = mem.load_u64(addr)?;
     for (i, (o, m)) in old.iter_mut().zip(mask).enumerate() {
-        *o = op(mem, DevAddr(addr.0 + i as u64), m)?;
+        if m != idle {
+            *o = op(mem, DevAddr(addr.0 + i as u64), m)?;
+        }
     }
     Ok(old)
 }

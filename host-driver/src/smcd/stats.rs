@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alloc::vec::Vec;
@@ -114,15 +114,17 @@ pub struct StatsCounters {
 }
 
 /// Stripes of [`TrafficCounters`]: stripe [`SHARED`] and one for each of up to
-/// `STRIPES - 1` threads counting at once, few enough that a snapshot stays cheap.
-const STRIPES: usize = 16;
+/// `STRIPES - 1` threads counting at once (a thread keeps its stripe until it ends, also
+/// one that counted once, such as an interrupt or accept thread), few enough that a
+/// snapshot stays cheap (a stack's stripes take 8 KiB).
+const STRIPES: usize = 64;
 /// The stripe of threads that own none (counted with locked adds).
 const SHARED: usize = 0;
 
 /// Which stripes threads own now: bit `i` for stripe `i` (never [`SHARED`]'s). The index
 /// is the same in every [`TrafficCounters`]: a thread that owns stripe 3 is the only
 /// writer of stripe 3 of every stack.
-static OWNED: AtomicU32 = AtomicU32::new(0);
+static OWNED: AtomicU64 = AtomicU64::new(0);
 
 /// The calling thread's stripe, given back when the thread ends.
 struct Owned(usize);
@@ -130,7 +132,7 @@ struct Owned(usize);
 impl Owned {
     /// Takes a free stripe, or [`SHARED`] if every other is owned.
     fn claim() -> Self {
-        let all = ((1u64 << STRIPES) - 1) as u32 & !(1 << SHARED);
+        let all = !(1u64 << SHARED);
         let mut now = OWNED.load(Ordering::Relaxed);
         loop {
             let free = all & !now;
@@ -183,10 +185,19 @@ pub(crate) fn add_owned(c: &AtomicU64, n: u64) {
 /// (then the next thread takes it over), so it counts with plain loads and stores; threads
 /// beyond the stripes, and counts made while a thread ends, share one stripe with locked
 /// adds. (In a child after `fork`, the stripes of the parent's other threads stay owned:
-/// the child's threads then share sooner.)
-#[derive(Debug, Default)]
+/// the child's threads then share sooner. A count made by a signal handler that
+/// interrupted its own thread's count of the same counter can be lost: statistics only.)
+#[derive(Debug)]
 pub struct TrafficCounters {
     stripes: [Stripe; STRIPES],
+}
+
+impl Default for TrafficCounters {
+    fn default() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Stripe::default()),
+        }
+    }
 }
 
 /// One stripe, alone on its cache lines (128 bytes: x86 fetches lines in pairs).
