@@ -110,12 +110,11 @@ impl Bell {
     }
 
     /// Whether the number `a` is still tracked for this connection (a table lookup, not
-    /// the `fstat` of `Bell::is_a`: this runs on every read; the caller holds the entry,
-    /// so the lookup's reference is never the last). The program may have closed A in
-    /// another thread: its number is then no longer tracked (the close clears it first),
-    /// or tracked for another connection.
+    /// the `fstat` of `Bell::is_a`: this runs on every read, so it takes no reference to
+    /// the entry). The program may have closed A in another thread: its number is then no
+    /// longer tracked (the close clears it first), or tracked for another connection.
     fn still_a(&self, a: c_int) -> bool {
-        crate::hooks::TABLE.get(a).is_some_and(|e| match &*e {
+        crate::hooks::TABLE.holds(a, |e| match e {
             crate::hooks::Entry::Smc(s) => std::ptr::eq(Arc::as_ptr(&s.bell), self),
             _ => false,
         })

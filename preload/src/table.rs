@@ -120,6 +120,19 @@ impl<E> Table<E> {
         self.lock().as_ref()?.get(&fd).cloned()
     }
 
+    /// Whether `fd` is tracked with an entry for which `pred` holds, looked at under the
+    /// table's lock without taking a reference to the entry (no `Arc` count changed: a
+    /// check that runs on every read).
+    pub fn holds(&self, fd: c_int, pred: impl FnOnce(&E) -> bool) -> bool {
+        if !self.bits.maybe(fd) {
+            return false;
+        }
+        self.lock()
+            .as_ref()
+            .and_then(|m| m.get(&fd))
+            .is_some_and(|e| pred(e))
+    }
+
     /// Tracks `fd` with `e`; returns the entry it replaces (drop it outside any lock of
     /// yours: dropping may end a connection).
     pub fn insert(&self, fd: c_int, e: Arc<E>) -> Option<Arc<E>> {
@@ -210,8 +223,15 @@ mod tests {
         assert!(t.insert(64, Arc::new(1)).is_none());
         assert!(t.maybe_tracked(64) && !t.maybe_tracked(63) && !t.maybe_tracked(65));
         assert_eq!(*t.get(64).unwrap(), 1);
+        assert!(t.holds(64, |&e| e == 1) && !t.holds(64, |&e| e == 2));
+        assert!(!t.holds(63, |_| true) && !t.holds(70000, |_| true));
+        let e = t.get(64).unwrap();
+        assert!(t.holds(64, |_| true));
+        assert_eq!(Arc::strong_count(&e), 2, "holds takes no reference");
+        drop(e);
         assert_eq!(*t.remove(64).unwrap(), 1);
         assert!(!t.maybe_tracked(64) && t.get(64).is_none());
+        assert!(!t.holds(64, |_| true));
         assert!(t.remove(64).is_none());
     }
 
