@@ -292,10 +292,10 @@ fn host_scan<M: DmaMemory>(mem: &M, sba_base: u64) -> u32 {
                 let idx = (byte - sba::DMB_BITS_OFFSET) * 8 + bit;
                 // Both mask bytes in one doubleword AND, as the driver's `take_mask`.
                 let m = sba_base + sba::dmbe_mask_offset(idx) as u64;
-                let k = (m % 8) as usize;
+                let (word_at, k) = sba::dmbe_mask_word(m).expect("an aligned SBA");
                 let mut keep = [0xFF; 8];
                 keep[k..k + 2].fill(0);
-                let _ = mem.fetch_and_u64(DevAddr(m - k as u64), keep);
+                let _ = mem.fetch_and_u64(DevAddr(word_at), keep);
                 n += 1;
             }
         }

@@ -1068,8 +1068,7 @@ fn put(resp: &mut [u8], bytes: &[u8]) -> usize {
 
 /// Sets the bits a signalled move into DMB `idx` (DMBE `dmbe_idx`) leaves in the SBA at
 /// `sba`: the DMBE mask bit (its two bytes in one doubleword OR), then the DMB bit, then
-/// the summary bit, each an atomic OR, so
-/// a host that sees the summary bit finds the others (Linux's `ism_handle_irq` reads the
+/// the summary bit, each an atomic OR, so a host that sees the summary bit finds the others (Linux's `ism_handle_irq` reads the
 /// DMB bits after the summary, `ism_move` is what sets them on the real device). The one
 /// home of this order: the device's moves use it, and so do boards whose hosts signal a
 /// shared-memory DMB themselves (the process loopback board's direct moves).
@@ -1098,13 +1097,12 @@ pub fn set_dmb_signal<M: DmaMemory>(
     let bit = sba::dmbe_mask_bit(dmbe_idx).to_be_bytes();
     let mask_at = at(sba::dmbe_mask_offset(idx))?;
     let (byte, mask) = sba::dmb_bit(idx);
-    // The mask's two bytes in one operation when they share a doubleword (always, for an
-    // SBA on an even address): one locked instruction fewer on every signal.
-    let k = (mask_at.0 % 8) as usize;
-    if k < 7 {
+    // The mask's two bytes in one operation when they share a doubleword: one locked
+    // instruction fewer on every signal.
+    if let Some((word_at, k)) = sba::dmbe_mask_word(mask_at.0) {
         let mut word = [0; 8];
         word[k..k + 2].copy_from_slice(&bit);
-        mem.fetch_or_u64(DevAddr(mask_at.0 - k as u64), word)?;
+        mem.fetch_or_u64(DevAddr(word_at), word)?;
     } else {
         mem.fetch_or_u8(mask_at, bit[0])?;
         mem.fetch_or_u8(at(sba::dmbe_mask_offset(idx) + 1)?, bit[1])?;

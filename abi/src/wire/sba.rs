@@ -69,6 +69,19 @@ pub const fn dmbe_mask_offset(idx: usize) -> usize {
     DMBE_MASK_OFFSET + 2 * idx
 }
 
+/// Where the two bytes of a DMBE mask at byte address `at` lie in their aligned doubleword,
+/// for an update of both in one 8-byte operation: the doubleword's address and the index
+/// of the mask's first byte in it; `None` if they straddle two doublewords (an SBA at an
+/// odd address; the device's SBAs are 8-byte aligned, so never there).
+pub const fn dmbe_mask_word(at: u64) -> Option<(u64, usize)> {
+    let k = (at % 8) as usize;
+    if k < 7 {
+        Some((at - k as u64, k))
+    } else {
+        None
+    }
+}
+
 /// The mask bit for DMBE index `dmbe_idx`.
 ///
 /// The real device's encoding is not public; this follows Linux's loopback emulation,
@@ -98,6 +111,9 @@ mod tests {
         assert_eq!(dmbe_mask_bit(0), 0x1000);
         assert_eq!(dmbe_mask_bit(1), 0x0800);
         assert_eq!(dmbe_mask_bit(13), 0x8000);
+        assert_eq!(dmbe_mask_word(4096 + 320), Some((4096 + 320, 0)));
+        assert_eq!(dmbe_mask_word(4096 + 326), Some((4096 + 320, 6)));
+        assert_eq!(dmbe_mask_word(4096 + 327), None);
         assert!(!is_usable_index(31));
         assert!(is_usable_index(32));
         assert!(is_usable_index(1919));

@@ -152,11 +152,10 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
 /// doubleword AND where they share one (one locked instruction instead of two
 /// compare-and-swaps), byte by byte otherwise.
 fn take_mask<M: DmaMemory + ?Sized>(mem: &M, m: u64) -> u16 {
-    let k = (m % 8) as usize;
-    if k < 7 {
+    if let Some((word_at, k)) = sba::dmbe_mask_word(m) {
         let mut keep = [0xFF; 8];
         keep[k..k + 2].fill(0);
-        if let Ok(old) = mem.fetch_and_u64(DevAddr(m - k as u64), keep) {
+        if let Ok(old) = mem.fetch_and_u64(DevAddr(word_at), keep) {
             return u16::from_be_bytes([old[k], old[k + 1]]);
         }
     }
