@@ -686,10 +686,10 @@ impl Conn {
         // the start of a wait that is mostly the signal of the CDC the last wait already
         // saw, and running the handler for it writes the SBA's lines, which the peer's
         // device then pulls back on its next signal, on the next message's path (busy-poll
-        // RTT/2 7-16 % lower without, docs/benchmarks.md optimisation 13). A signal that
-        // matters to anyone else waits at most that long: the handler runs once the CDC
-        // has stayed still for SIGNAL_DEFER, and a waiter that leaves gives the poll claim
-        // up as above.
+        // RTT/2 5-18 % lower in two A/Bs: docs/benchmarks.md, optimisation 13). A signal
+        // that matters to anyone else waits at most that long: the handler runs once the
+        // CDC has stayed still for SIGNAL_DEFER, and a waiter that leaves gives the poll
+        // claim up as above.
         let watch = mode == WaitMode::BusyPoll && ops.polled_only();
         let before = watch.then(|| self.peer_cdc());
         let mut deferring = watch;
