@@ -818,6 +818,18 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         self.bus.set_polling(on);
     }
 
+    /// Acknowledges the function's interrupt without running the handler
+    /// ([`Bus::ack_interrupt`]).
+    pub fn ack_interrupt(&self) {
+        self.bus.ack_interrupt();
+    }
+
+    /// Whether the function's interrupt is raised and not yet taken
+    /// ([`Bus::interrupt_raised`]).
+    pub fn interrupt_raised(&self) -> Option<bool> {
+        self.bus.interrupt_raised()
+    }
+
     /// Whether only polling host threads take this function's interrupts
     /// ([`Bus::polled_only`]).
     pub fn polled_only(&self) -> bool {
@@ -849,6 +861,13 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
         } else {
             false
         }
+    }
+
+    /// Whether the SBA shows work besides a signal of DMB `sba_idx` (an event, another
+    /// registered DMB's signal): see [`crate::smcd::device::SmcdOps::pending_besides`]. Loads only.
+    pub fn pending_besides(&self, sba_idx: u32) -> bool {
+        let words = self.sba_words.load(Ordering::Acquire);
+        irq::pending_besides(self.memory(), self.sba, words, sba_idx as usize)
     }
 
     /// Whether the SBA shows pending work (summary or event bit); a cheap check for pollers.

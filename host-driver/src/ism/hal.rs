@@ -93,6 +93,21 @@ pub trait Bus: Send + Sync {
         let _ = on;
     }
 
+    /// Acknowledges the function's interrupt without running the handler: a raise that
+    /// came before no longer wakes or runs an interrupt thread, and the SBA's bits stay
+    /// for a later run of the handler (which any later raise, or a poll, brings about).
+    /// For a poller that found its news itself after it stopped polling, and checks the
+    /// SBA after this for anything else (`SmcdOps::ack_irq`). The default does nothing.
+    fn ack_interrupt(&self) {}
+
+    /// Whether the function's interrupt is raised and not yet taken (by an interrupt
+    /// thread or [`Bus::ack_interrupt`]); `None` if this bus cannot tell (the default).
+    /// A poller that found a signal's news itself waits for its raise before it stops
+    /// polling, so that the raise does not wake an interrupt thread for it.
+    fn interrupt_raised(&self) -> Option<bool> {
+        None
+    }
+
     /// Whether only polling host threads take this function's interrupts (no interrupt
     /// thread waits on them, as with NAPI busy polling and the interrupt masked). A poller
     /// may then leave a signal it has not handled yet for its own next poll. The default

@@ -148,6 +148,48 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
     n
 }
 
+/// Whether the SBA shows work besides a signal of SBA index `own`: the event bit, or a DMB
+/// bit of another index in the doublewords `words` (see [`sba_words_of`]). Loads only,
+/// nothing is taken: a waiter that has its own signal's news from the CDC asks this to
+/// know whether it may leave that signal pending (`Conn::wait`).
+pub(crate) fn pending_besides<M: DmaMemory + ?Sized>(
+    mem: &M,
+    sba_base: DevAddr,
+    words: u32,
+    own: usize,
+) -> bool {
+    let flags = mem.load_u64(sba_base).map_or(0, |w| w[0]);
+    if SbaFlags::from_bits_truncate(flags).contains(SbaFlags::EVENT) {
+        return true;
+    }
+    let first_byte = sba::dmb_bit(FIRST_DMB_INDEX).0;
+    let last_byte = sba::dmb_bit(NR_DMBS - 1).0;
+    let (own_byte, own_mask) = sba::dmb_bit(own);
+    let mut left = words;
+    while left != 0 {
+        let w = left.trailing_zeros() as usize;
+        left &= left - 1;
+        let (start, end) = ((8 * w).max(first_byte), (8 * w + 7).min(last_byte));
+        if start > end {
+            continue;
+        }
+        // A doubleword the memory refuses reads as work: the handler then runs, as before.
+        let Ok(word) = mem.load_u64(DevAddr(sba_base.0 + 8 * w as u64)) else {
+            return true;
+        };
+        for byte in start..=end {
+            let mut bits = word[byte - 8 * w];
+            if byte == own_byte {
+                bits &= !own_mask;
+            }
+            if bits != 0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Takes (reads and clears) the big-endian DMBE mask at `m`: its two bytes in one
 /// doubleword AND where they share one (one locked instruction instead of two
 /// compare-and-swaps), byte by byte otherwise.
@@ -219,5 +261,53 @@ mod scan_tests {
                 "index {idx}: byte {byte}, word {w}"
             );
         }
+    }
+
+    #[test]
+    fn work_besides_an_index_is_another_registered_bit_or_an_event() {
+        use ism_hal::fakes::FakeMemory;
+        let sba = DevAddr(0x1000);
+        let mem = FakeMemory::new(sba.0, 4096);
+        let (own, other, far) = (40usize, 41usize, 700usize);
+        let mut indices = [0u64; NR_DMBS / 64];
+        for i in [own, other, far] {
+            indices[i / 64] |= 1 << (i % 64);
+        }
+        let words = sba_words_of(&indices);
+        let set = |idx: usize| {
+            let (byte, mask) = sba::dmb_bit(idx);
+            mem.fetch_or_u8(DevAddr(sba.0 + byte as u64), mask).unwrap();
+        };
+        let clear = || mem.zero(sba, 256).unwrap();
+        assert!(!pending_besides(&mem, sba, words, own), "nothing set");
+        set(own);
+        mem.fetch_or_u8(sba, SbaFlags::SUMMARY.bits()).unwrap();
+        assert!(
+            !pending_besides(&mem, sba, words, own),
+            "only our own signal"
+        );
+        assert!(
+            pending_besides(&mem, sba, words, other),
+            "ours, seen from the other"
+        );
+        set(other);
+        assert!(
+            pending_besides(&mem, sba, words, own),
+            "a neighbour in our byte"
+        );
+        clear();
+        set(far);
+        assert!(
+            pending_besides(&mem, sba, words, own),
+            "a bit in another doubleword"
+        );
+        // One in a doubleword no registered DMB has is not looked at (nor handled).
+        let unregistered = words & !(1 << (sba::dmb_bit(far).0 / 8));
+        assert!(!pending_besides(&mem, sba, unregistered, own));
+        clear();
+        mem.fetch_or_u8(sba, SbaFlags::EVENT.bits()).unwrap();
+        assert!(pending_besides(&mem, sba, words, own), "an event");
+        // None of it was taken.
+        assert_eq!(mem.load_u64(sba).unwrap()[0], SbaFlags::EVENT.bits());
     }
 }

@@ -24,6 +24,7 @@
 //! is re-read from memory, and CDC sends are serialised so a later CDC never carries older
 //! cursors than an earlier one.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,10 +48,15 @@ pub const RING_OFFSET: u32 = CDC_MSG_LEN as u32;
 /// interrupt delays data by at most this much instead of stalling the connection.
 pub const RECHECK: Duration = Duration::from_millis(20);
 
-/// How long a busy-polling waiter that watches the peer's CDC (in a read or write) leaves a
+/// How long a polling waiter that watches the peer's CDC (in a read or write) leaves a
 /// signal pending on its device before it runs the interrupt handler: while messages come
 /// sooner than this, the signals their CDCs already announced are not taken one by one.
 pub const SIGNAL_DEFER: Duration = Duration::from_micros(5);
+
+/// Longest a spinning waiter that saw the peer's CDC change waits for the device's
+/// interrupt for it before it leaves (in a read or write): the device raises right after it
+/// wrote the CDC and the SBA bits, and a CDC moved without a signal never brings one.
+pub const RAISE_WAIT: Duration = Duration::from_micros(2);
 
 /// A writer that waits for room in the peer's ring this many [`RECHECK`]s in a row without
 /// a signal sends its CDC again (signalled, the cursors unchanged): if the peer's RMB is
@@ -666,42 +672,60 @@ impl Conn {
         let until = deadline.map_or(slice, |d| d.min(slice));
         let ops = &self.ops;
         let mode = self.wait_mode();
-        // A busy-polling waiter of a device that only pollers serve also watches the peer's
-        // CDC in our RMB: the device writes the CDC before it sets the SBA bits, so data or
-        // room is there as soon as the CDC changes, and the interrupt handler (SBA flags,
-        // DMB bits, DMBE mask: lines the device has just written too) runs at the waiter's
-        // next poll, off the message's path. The signal stays the guarantee: a CDC that
-        // changed before `before` was loaded (after the caller looked) ends the wait through
-        // the handler as before. A waiter that leaves on its watch without running the
-        // handler also gives up the SBA's poll claim (`IsmDriver::claim_polling`), so the
-        // next poll of any other waiter takes a signal that came meanwhile; one that waits
-        // without such a poller learns of it at its RECHECK slice at the latest (a
-        // consumer of a polled-only device polls: `sim::host::IrqMode::Poll`).
-        // Where an interrupt thread is there, the signal the waiter
-        // left would go to it: a third thread running the handler beside every message
-        // (on 2 vCPUs the message rate fell from ~500k to ~150-300k round trips/s), so
-        // there the waiter takes the signal itself, as before.
-        //
-        // A watching waiter also leaves the signal pending for its first SIGNAL_DEFER: at
-        // the start of a wait that is mostly the signal of the CDC the last wait already
-        // saw, and running the handler for it writes the SBA's lines, which the peer's
-        // device then pulls back on its next signal, on the next message's path (busy-poll
-        // RTT/2 5-18 % lower in two A/Bs: docs/benchmarks.md, optimisation 13). A signal
-        // that matters to anyone else waits at most that long: the handler runs once the
-        // CDC has stayed still for SIGNAL_DEFER, and a waiter that leaves gives the poll
-        // claim up as above.
-        let watch = mode == WaitMode::BusyPoll && ops.polled_only();
+        // A polling waiter also watches the peer's CDC in our RMB: the device writes the CDC
+        // before it sets the SBA bits, so data or room is there as soon as the CDC changes,
+        // and the waiter can leave without running the interrupt handler (SBA flags, DMB
+        // bits, DMBE mask: lines the device has just written, and writes again on its next
+        // signal, so that taking them costs line transfers on the message's path). The
+        // signal stays the guarantee: a CDC that changed before `before` was loaded (after
+        // the caller looked) ends the wait through the handler as before.
+        // * Busy-polling, on a device that only pollers serve: a waiter that leaves on its
+        //   watch gives up the SBA's poll claim (`IsmDriver::claim_polling`), so the next
+        //   poll of any other waiter takes a signal that came meanwhile; one that waits
+        //   without such a poller learns of it at its RECHECK slice at the latest (a
+        //   consumer of a polled-only device polls: `sim::host::IrqMode::Poll`).
+        // * Spinning before it sleeps, where the device tells whether its interrupt is
+        //   raised (`SmcdOps::irq_raised`) and the connection has no watcher (whose
+        //   readiness the handler reports): raises do not wake the interrupt thread while
+        //   we poll (`Bus::set_polling`), and a signal left to it would run the handler on
+        //   a third thread beside every message (on 2 vCPUs the message rate fell from
+        //   ~500k to ~150-300k round trips/s). So the waiter stays a poller until the
+        //   raise of the CDC it saw has come (the device raises after the CDC and the SBA
+        //   bits; a raise that found no poller would wake that thread: a system call on
+        //   the sender's path), for at most RAISE_WAIT, and once it stopped polling it
+        //   takes the interrupt and runs the handler itself unless the device shows
+        //   nothing but this connection's own signal (`Conn::may_leave_signal`); the
+        //   signal then waits for the next poll or handler run, which finds the news
+        //   already taken.
+        // Either way the waiter leaves the signal pending for its first SIGNAL_DEFER of
+        // polling: at the start of a wait that is mostly the signal of the CDC the last
+        // wait saw (busy-poll RTT/2 5-18 % lower in two A/Bs: docs/benchmarks.md,
+        // optimisation 13). A signal that matters to anyone else waits at most that long
+        // (the handler runs once the CDC has stayed still for SIGNAL_DEFER), and never
+        // past the look before a sleep.
+        let spins = matches!(mode, WaitMode::Blocking(spin) if !spin.is_zero())
+            && self.watcher.get().is_none()
+            && ops.irq_raised().is_some();
+        let watch = spins || (mode == WaitMode::BusyPoll && ops.polled_only());
         let before = watch.then(|| self.peer_cdc());
         let mut deferring = watch;
         let mut idle = 0u32;
+        let (stopped, saw_cdc) = (Cell::new(false), Cell::new(false));
         let poll = || {
             if before.is_some_and(|b| self.peer_cdc() != b) {
+                if spins {
+                    let since = Instant::now();
+                    while ops.irq_raised() == Some(false) && since.elapsed() < RAISE_WAIT {
+                        std::hint::spin_loop();
+                    }
+                }
                 // The waiter wakes itself (and any other waiter of this connection, which
                 // looks again): the seq moves as if the signal had been handled.
+                saw_cdc.set(true);
                 self.notify.notify();
                 return true;
             }
-            if deferring {
+            if deferring && !stopped.get() {
                 // The clock only every 16th look: a look is a few nanoseconds, a clock
                 // read tens.
                 idle = idle.wrapping_add(1);
@@ -712,10 +736,17 @@ impl Conn {
             }
             ops.poll_irq()
         };
+        let polling = |on: bool| {
+            ops.set_polling(on);
+            stopped.set(!on);
+        };
         if self
             .notify
-            .wait_polling(seen, mode, Some(until), poll, |on| ops.set_polling(on))
+            .wait_polling(seen, mode, Some(until), poll, polling)
         {
+            if spins && saw_cdc.get() && !self.may_leave_signal() {
+                ops.poll_irq();
+            }
             return Ok(true);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -726,6 +757,21 @@ impl Conn {
         }
         self.count(|c| &c.rechecks, 1);
         Ok(false)
+    }
+
+    /// Whether a waiter that saw the peer's CDC change itself, and stopped polling, may
+    /// leave the device's signal pending ([`Conn::wait`]): nothing but this connection's
+    /// own signal is there, and none of [`Conn::on_signal`]'s work besides the wake-up
+    /// waits on it.
+    fn may_leave_signal(&self) -> bool {
+        if self.bell_owed.load(Ordering::Acquire) {
+            return false;
+        }
+        // The interrupt first, so that no interrupt thread runs the handler for the signal
+        // (a third thread beside the message): a raise after this wakes it again, and one
+        // before set its SBA bits before, which the look below sees.
+        self.ops.ack_irq();
+        !self.ops.pending_besides(self.rmb.sba_idx)
     }
 
     /// Sends our CDC (current cursors and flags) with the signal.
@@ -1618,6 +1664,12 @@ mod tests {
         after_cdc: Mutex<Option<AfterCdc>>,
         moves: Mutex<Vec<Move>>,
         polls: AtomicU64,
+        /// Whether `irq_raised` tells (always raised, then); `None` without.
+        raised_known: AtomicBool,
+        /// What `pending_besides` says.
+        besides: AtomicBool,
+        /// `ack_irq` calls.
+        acks: AtomicU64,
         released: Mutex<Vec<(&'static str, DmbToken)>>,
     }
 
@@ -1709,6 +1761,19 @@ mod tests {
         fn polled_only(&self) -> bool {
             true
         }
+
+        fn pending_besides(&self, sba_idx: u32) -> bool {
+            assert_eq!(sba_idx, 7, "our RMB's SBA index");
+            self.besides.load(Ordering::Relaxed)
+        }
+
+        fn ack_irq(&self) {
+            self.acks.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn irq_raised(&self) -> Option<bool> {
+            self.raised_known.load(Ordering::Relaxed).then_some(true)
+        }
     }
 
     impl Ops {
@@ -1780,6 +1845,9 @@ mod tests {
             after_cdc: Mutex::new(None),
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
+            raised_known: AtomicBool::new(false),
+            besides: AtomicBool::new(true),
+            acks: AtomicU64::new(0),
             released: Mutex::new(Vec::new()),
         });
         let rmb = Dmb {
@@ -3045,6 +3113,50 @@ mod tests {
             c.set_read_timeout_ms(5);
             assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
             assert!(ops.polls.load(Ordering::Relaxed) > 0);
+        })
+    }
+
+    /// A waiter that spins before it sleeps, on a device that tells whether its
+    /// interrupt is raised, ends on the peer's CDC too; after it stopped polling it takes
+    /// the interrupt and leaves the signal when nothing else is pending, and runs the
+    /// handler itself when something is. On a device that cannot tell, it polls as before.
+    #[test]
+    fn a_spinning_waiter_leaves_only_its_own_signal_pending() {
+        within(|| {
+            let cdc = CdcMessage {
+                prod: Cursor::new(0, 5),
+                ..CdcMessage::default()
+            };
+            // (tells, something else pending) -> (acks, the handler run after leaving)
+            for (tells, besides) in [(true, false), (true, true), (false, false)] {
+                let spin = WaitMode::Blocking(Duration::from_millis(50));
+                let (ops, c) = setup(100, 60, false, spin);
+                ops.raised_known.store(tells, Ordering::Relaxed);
+                ops.besides.store(besides, Ordering::Relaxed);
+                c.set_nonblocking(false);
+                c.set_read_timeout_ms(1000);
+                ops.peer_data(0, b"early");
+                // Some looks into the wait (the read's check and the wait's own first
+                // look take two loads each).
+                *ops.mem.pending.lock().unwrap() = Some((cdc.emit(), 8));
+                let mut buf = [0u8; 10];
+                assert_eq!(c.read(&mut buf).unwrap(), 5, "{tells} {besides}");
+                assert_eq!(&buf[..5], b"early");
+                let (acks, polls) = (
+                    ops.acks.load(Ordering::Relaxed),
+                    ops.polls.load(Ordering::Relaxed),
+                );
+                let s = c.stats();
+                match (tells, besides) {
+                    (true, false) => assert_eq!((acks, polls), (1, 0), "left pending"),
+                    (true, true) => assert_eq!((acks, polls), (1, 1), "the handler ran"),
+                    // Only the signal (never given here) or the slice ends its wait.
+                    _ => assert!(acks == 0 && polls > 0, "as before: {acks} {polls}"),
+                }
+                if tells {
+                    assert_eq!(s.rechecks, 0, "the wait ran out its slice: {s:?}");
+                }
+            }
         })
     }
 

@@ -167,6 +167,29 @@ pub trait SmcdOps: Send + Sync {
         false
     }
 
+    /// Whether the device shows work for its interrupt handler besides a signal of our DMB
+    /// `sba_idx` (an event, another DMB's signal). A waiter that saw its connection's news
+    /// in the CDC itself asks this after it stopped polling and took the interrupt
+    /// ([`SmcdOps::ack_irq`]), to know whether it may leave that signal pending instead of
+    /// running the handler ([`crate::smcd::conn`]); the default, `true`, always runs it.
+    /// Must only load: nothing may be taken.
+    fn pending_besides(&self, sba_idx: u32) -> bool {
+        let _ = sba_idx;
+        true
+    }
+
+    /// Acknowledges the interrupt without running the handler, so that no interrupt
+    /// thread runs it for a signal whose news a waiter has already taken
+    /// ([`crate::ism::Bus::ack_interrupt`]); the SBA's bits stay. The default does nothing.
+    fn ack_irq(&self) {}
+
+    /// Whether the device's interrupt is raised and not yet taken
+    /// ([`crate::ism::Bus::interrupt_raised`]); `None` if the device cannot tell (the
+    /// default), and then spinning waiters do not watch the CDC.
+    fn irq_raised(&self) -> Option<bool> {
+        None
+    }
+
     /// Whether only polling threads take the device's interrupts (no interrupt thread:
     /// see [`Bus::polled_only`]); the default says no.
     fn polled_only(&self) -> bool {
@@ -309,6 +332,18 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
 
     fn polled_only(&self) -> bool {
         IsmDriver::polled_only(self)
+    }
+
+    fn pending_besides(&self, sba_idx: u32) -> bool {
+        IsmDriver::pending_besides(self, sba_idx)
+    }
+
+    fn ack_irq(&self) {
+        IsmDriver::ack_interrupt(self);
+    }
+
+    fn irq_raised(&self) -> Option<bool> {
+        IsmDriver::interrupt_raised(self)
     }
 
     fn sync_events(&self) {

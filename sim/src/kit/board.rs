@@ -274,6 +274,14 @@ impl Bus for SimPort {
         self.irq.set_polling(on);
     }
 
+    fn ack_interrupt(&self) {
+        self.irq.take();
+    }
+
+    fn interrupt_raised(&self) -> Option<bool> {
+        Some(self.irq.is_pending())
+    }
+
     fn polled_only(&self) -> bool {
         !self.irq.is_threaded()
     }
