@@ -11,6 +11,8 @@
 //!
 //! The handler reads only the function's own SBA and IEQ.
 
+use core::ops::RangeInclusive;
+
 use ism_abi::wire::ieq::{Event, EventType};
 use ism_abi::wire::sba::{self, SbaFlags, FIRST_DMB_INDEX, NR_DMBS};
 use zerocopy::FromZeros;
@@ -103,6 +105,25 @@ pub(crate) fn sba_words_of(indices: &[u64; NR_DMBS / 64]) -> u32 {
     words
 }
 
+/// The SBA doublewords in `words` (see [`sba_words_of`]) that hold DMB bits, each with
+/// the SBA bytes of those bits in it: doubleword `w` is SBA bytes `8w .. 8w + 8`.
+fn bit_doublewords(words: u32) -> impl Iterator<Item = (usize, RangeInclusive<usize>)> {
+    let first_byte = sba::dmb_bit(FIRST_DMB_INDEX).0;
+    let last_byte = sba::dmb_bit(NR_DMBS - 1).0;
+    let mut left = words;
+    core::iter::from_fn(move || {
+        while left != 0 {
+            let w = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let bytes = (8 * w).max(first_byte)..=(8 * w + 7).min(last_byte);
+            if !bytes.is_empty() {
+                return Some((w, bytes));
+            }
+        }
+        None
+    })
+}
+
 /// Step 2: clears and collects the signalled DMB bits and masks, looking only at the SBA
 /// doublewords in `words` (see [`sba_words_of`]: those of registered DMBs; a signal for
 /// an index that is not registered means nothing, as in Linux's `ism_handle_irq`, which
@@ -114,22 +135,13 @@ pub(crate) fn take_dmb_signals<M: DmaMemory + ?Sized>(
     mut deliver: impl FnMut(u32, u16),
 ) -> u32 {
     let mut n = 0;
-    let first_byte = sba::dmb_bit(FIRST_DMB_INDEX).0;
-    let last_byte = sba::dmb_bit(NR_DMBS - 1).0;
-    let mut left = words;
-    while left != 0 {
-        let w = left.trailing_zeros() as usize;
-        left &= left - 1;
-        let (start, end) = ((8 * w).max(first_byte), (8 * w + 7).min(last_byte));
-        if start > end {
-            continue;
-        }
+    for (w, bytes) in bit_doublewords(words) {
         // One load to skip a doubleword without signals; a bit the device sets after it
         // comes with the summary bit again, so the next run finds it.
         let word = mem
             .load_u64(DevAddr(sba_base.0 + 8 * w as u64))
             .unwrap_or([0; 8]);
-        for byte in start..=end {
+        for byte in bytes {
             if word[byte - 8 * w] == 0 {
                 continue;
             }
@@ -162,22 +174,13 @@ pub(crate) fn pending_besides<M: DmaMemory + ?Sized>(
     if SbaFlags::from_bits_truncate(flags).contains(SbaFlags::EVENT) {
         return true;
     }
-    let first_byte = sba::dmb_bit(FIRST_DMB_INDEX).0;
-    let last_byte = sba::dmb_bit(NR_DMBS - 1).0;
     let (own_byte, own_mask) = sba::dmb_bit(own);
-    let mut left = words;
-    while left != 0 {
-        let w = left.trailing_zeros() as usize;
-        left &= left - 1;
-        let (start, end) = ((8 * w).max(first_byte), (8 * w + 7).min(last_byte));
-        if start > end {
-            continue;
-        }
+    for (w, bytes) in bit_doublewords(words) {
         // A doubleword the memory refuses reads as work: the handler then runs, as before.
         let Ok(word) = mem.load_u64(DevAddr(sba_base.0 + 8 * w as u64)) else {
             return true;
         };
-        for byte in start..=end {
+        for byte in bytes {
             let mut bits = word[byte - 8 * w];
             if byte == own_byte {
                 bits &= !own_mask;
