@@ -97,7 +97,10 @@ pub trait Bus: Send + Sync {
     /// came before no longer wakes or runs an interrupt thread, and the SBA's bits stay
     /// for a later run of the handler (which any later raise, or a poll, brings about).
     /// For a poller that found its news itself after it stopped polling, and checks the
-    /// SBA after this for anything else (`SmcdOps::ack_irq`). The default does nothing.
+    /// SBA after this for anything else (`SmcdOps::ack_irq`), so the order matters: a
+    /// board marks the interrupt raised only after the SBA bits it signals are set
+    /// (release), and this takes it with an acquiring read-modify-write; whoever takes it
+    /// must then run the handler for anything but its own news. The default does nothing.
     fn ack_interrupt(&self) {}
 
     /// Whether the function's interrupt is raised and not yet taken (by an interrupt

@@ -678,7 +678,8 @@ impl Conn {
         // bits, DMBE mask: lines the device has just written, and writes again on its next
         // signal, so that taking them costs line transfers on the message's path). The
         // signal stays the guarantee: a CDC that changed before `before` was loaded (after
-        // the caller looked) ends the wait through the handler as before.
+        // the caller looked) ends the wait through the handler as before (after the
+        // deferral below).
         // * Busy-polling, on a device that only pollers serve: a waiter that leaves on its
         //   watch gives up the SBA's poll claim (`IsmDriver::claim_polling`), so the next
         //   poll of any other waiter takes a signal that came meanwhile; one that waits
@@ -693,16 +694,17 @@ impl Conn {
         //   raise of the CDC it saw has come (the device raises after the CDC and the SBA
         //   bits; a raise that found no poller would wake that thread: a system call on
         //   the sender's path), for at most RAISE_WAIT, and once it stopped polling it
-        //   takes the interrupt and runs the handler itself unless the device shows
-        //   nothing but this connection's own signal (`Conn::may_leave_signal`); the
-        //   signal then waits for the next poll or handler run, which finds the news
-        //   already taken.
-        // Either way the waiter leaves the signal pending for its first SIGNAL_DEFER of
+        //   takes the interrupt and runs the handler itself (whoever holds the poll
+        //   claim) unless the device shows nothing but this connection's own signal
+        //   (`Conn::may_leave_signal`); the signal then waits for the next poll or
+        //   handler run, which finds the news already taken.
+        // Either way the waiter leaves signals pending for its first SIGNAL_DEFER of
         // polling: at the start of a wait that is mostly the signal of the CDC the last
         // wait saw (busy-poll RTT/2 5-18 % lower in two A/Bs: docs/benchmarks.md,
-        // optimisation 13). A signal that matters to anyone else waits at most that long
-        // (the handler runs once the CDC has stayed still for SIGNAL_DEFER), and never
-        // past the look before a sleep.
+        // optimisation 13). The handler runs when the waiter has polled that long, at
+        // the look before a sleep, and, for a waiter woken by someone else, once after it
+        // stopped polling; a spinning waiter's signals for others wait no longer than
+        // that, a busy poller's as the first point says.
         let spins = matches!(mode, WaitMode::Blocking(spin) if !spin.is_zero())
             && self.watcher.get().is_none()
             && ops.irq_raised().is_some();
@@ -713,7 +715,8 @@ impl Conn {
         let (stopped, saw_cdc) = (Cell::new(false), Cell::new(false));
         let poll = || {
             if before.is_some_and(|b| self.peer_cdc() != b) {
-                if spins {
+                // (After the stop, the raise wakes the interrupt thread anyway.)
+                if spins && !stopped.get() {
                     let since = Instant::now();
                     while ops.irq_raised() == Some(false) && since.elapsed() < RAISE_WAIT {
                         std::hint::spin_loop();
@@ -744,7 +747,14 @@ impl Conn {
             .notify
             .wait_polling(seen, mode, Some(until), poll, polling)
         {
-            if spins && saw_cdc.get() && !self.may_leave_signal() {
+            if spins && saw_cdc.get() {
+                if !self.may_leave_signal() {
+                    // The interrupt is taken: the handler runs here, poll claim or not.
+                    ops.sync_events();
+                }
+            } else if watch && !saw_cdc.get() {
+                // Woken by someone else while it deferred the signals: a last poll, as
+                // every poller makes after it stops (`Bus::set_polling`).
                 ops.poll_irq();
             }
             return Ok(true);
@@ -1670,6 +1680,8 @@ mod tests {
         besides: AtomicBool,
         /// `ack_irq` calls.
         acks: AtomicU64,
+        /// The polling hints, acknowledgements, looks and polls, in order.
+        log: Mutex<Vec<&'static str>>,
         released: Mutex<Vec<(&'static str, DmbToken)>>,
     }
 
@@ -1755,7 +1767,12 @@ mod tests {
         }
         fn poll_irq(&self) -> bool {
             self.polls.fetch_add(1, Ordering::Relaxed);
+            self.log.lock().unwrap().push("poll");
             false
+        }
+
+        fn set_polling(&self, on: bool) {
+            self.log.lock().unwrap().push(if on { "on" } else { "off" });
         }
 
         fn polled_only(&self) -> bool {
@@ -1764,11 +1781,13 @@ mod tests {
 
         fn pending_besides(&self, sba_idx: u32) -> bool {
             assert_eq!(sba_idx, 7, "our RMB's SBA index");
+            self.log.lock().unwrap().push("besides");
             self.besides.load(Ordering::Relaxed)
         }
 
         fn ack_irq(&self) {
             self.acks.fetch_add(1, Ordering::Relaxed);
+            self.log.lock().unwrap().push("ack");
         }
 
         fn irq_raised(&self) -> Option<bool> {
@@ -1848,6 +1867,7 @@ mod tests {
             raised_known: AtomicBool::new(false),
             besides: AtomicBool::new(true),
             acks: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
         });
         let rmb = Dmb {
@@ -3147,9 +3167,18 @@ mod tests {
                     ops.polls.load(Ordering::Relaxed),
                 );
                 let s = c.stats();
+                // In this order: stop polling (its fence), take the interrupt, look.
+                let log = ops.log.lock().unwrap().clone();
+                let tail = &log[log.iter().rposition(|&e| e == "on").unwrap() + 1..];
                 match (tells, besides) {
-                    (true, false) => assert_eq!((acks, polls), (1, 0), "left pending"),
-                    (true, true) => assert_eq!((acks, polls), (1, 1), "the handler ran"),
+                    (true, false) => {
+                        assert_eq!((acks, polls), (1, 0), "left pending");
+                        assert_eq!(tail, ["off", "ack", "besides"]);
+                    }
+                    (true, true) => {
+                        assert_eq!((acks, polls), (1, 1), "the handler ran");
+                        assert_eq!(tail, ["off", "ack", "besides", "poll"]);
+                    }
                     // Only the signal (never given here) or the slice ends its wait.
                     _ => assert!(acks == 0 && polls > 0, "as before: {acks} {polls}"),
                 }

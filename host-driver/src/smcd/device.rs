@@ -196,9 +196,11 @@ pub trait SmcdOps: Send + Sync {
         false
     }
 
-    /// Handles the events the device has already queued, waiting for a run of the
-    /// interrupt handler that is under way, so that what the device reported before now
-    /// (a peer's GID going down, a peer's shutdown) has been acted on when this returns.
+    /// Handles what the device has already reported (the events it queued, the signals in
+    /// the SBA), waiting for a run of the interrupt handler that is under way, so that what
+    /// it reported before now (a peer's GID going down, a peer's shutdown, a signal left
+    /// by a waiter that took the interrupt) has been acted on when this returns, whoever
+    /// polls the device.
     fn sync_events(&self) {
         self.poll_irq();
     }
