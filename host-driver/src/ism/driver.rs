@@ -864,7 +864,8 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
     }
 
     /// Whether the SBA shows work besides a signal of DMB `sba_idx` (an event, another
-    /// registered DMB's signal): see [`crate::smcd::device::SmcdOps::pending_besides`]. Loads only.
+    /// registered DMB's signal): see [`crate::smcd::device::SmcdOps::pending_besides`].
+    /// Loads only.
     pub fn pending_besides(&self, sba_idx: u32) -> bool {
         let words = self.sba_words.load(Ordering::Acquire);
         irq::pending_besides(self.memory(), self.sba, words, sba_idx as usize)

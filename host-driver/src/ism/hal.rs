@@ -87,8 +87,9 @@ pub trait Bus: Send + Sync {
     /// While anyone polls, a board may raise the interrupt without waking the host's
     /// interrupt thread, as a NAPI driver masks its interrupt while it polls: the poller
     /// finds the work, and a thread woken for nothing would only take a core from it. After
-    /// its last `false` the poller polls once more, so an interrupt raised while the wake-up
-    /// was held back is never lost. The default ignores the hint.
+    /// its last `false` the poller polls once more (or takes the interrupt and looks for
+    /// work: [`Bus::ack_interrupt`]), so an interrupt raised while the wake-up was held
+    /// back is never lost. The default ignores the hint.
     fn set_polling(&self, on: bool) {
         let _ = on;
     }
