@@ -105,7 +105,8 @@ pub trait Bus: Send + Sync {
     fn ack_interrupt(&self) {}
 
     /// Whether the function's interrupt is raised and not yet taken (by an interrupt
-    /// thread or [`Bus::ack_interrupt`]); `None` if this bus cannot tell (the default).
+    /// thread or [`Bus::ack_interrupt`]); `None` if this bus cannot tell (the default),
+    /// always the same answer for one bus.
     /// A poller that found a signal's news itself waits for its raise before it stops
     /// polling, so that the raise does not wake an interrupt thread for it.
     fn interrupt_raised(&self) -> Option<bool> {

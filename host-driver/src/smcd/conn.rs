@@ -244,6 +244,9 @@ pub struct Conn {
     /// The peer bell could not ring for data sent: it rings again at the next chance
     /// (see [`Conn::ring_peer_bell`]).
     bell_owed: AtomicBool,
+    /// Whether the device tells whether its interrupt is raised ([`SmcdOps::irq_raised`]
+    /// answers `Some`), asked once here: a spinning waiter watches the CDC only then.
+    tells_raise: bool,
     /// Writes into the attached peer DMB under way (see [`Conn::detach_peer_dmb`]).
     attached_writes: std::sync::atomic::AtomicU32,
     /// The attached peer DMB was detached: no write goes into it any more.
@@ -307,6 +310,7 @@ impl Conn {
         wait: WaitMode,
     ) -> Self {
         let ring = rmb.len.saturating_sub(RING_OFFSET).max(1);
+        let tells_raise = ops.irq_raised().is_some();
         Self {
             ops,
             rmb,
@@ -337,6 +341,7 @@ impl Conn {
             bell_lock: Mutex::new(0),
             bell_owed: AtomicBool::new(false),
             exit_like_tcp: AtomicBool::new(false),
+            tells_raise,
             attached_writes: std::sync::atomic::AtomicU32::new(0),
             detached: AtomicBool::new(false),
         }
@@ -707,7 +712,7 @@ impl Conn {
         // that, a busy poller's as the first point says.
         let spins = matches!(mode, WaitMode::Blocking(spin) if !spin.is_zero())
             && self.watcher.get().is_none()
-            && ops.irq_raised().is_some();
+            && self.tells_raise;
         let watch = spins || (mode == WaitMode::BusyPoll && ops.polled_only());
         let before = watch.then(|| self.peer_cdc());
         let mut deferring = watch;
@@ -1853,6 +1858,17 @@ mod tests {
     /// A connection with our ring of `ring` bytes and the peer's of `peer_ring`; no-copy
     /// (the peer's DMB attached) or copy mode; non-blocking.
     fn setup(ring: u32, peer_ring: u32, nocopy: bool, wait: WaitMode) -> (Arc<Ops>, Conn) {
+        setup_telling(false, ring, peer_ring, nocopy, wait)
+    }
+
+    /// As [`setup`], over a device that tells whether its interrupt is raised if `tells`.
+    fn setup_telling(
+        tells: bool,
+        ring: u32,
+        peer_ring: u32,
+        nocopy: bool,
+        wait: WaitMode,
+    ) -> (Arc<Ops>, Conn) {
         let ops = Arc::new(Ops {
             mem: Mem {
                 inner: FakeMemory::new(OUR_RMB, 0x2_0000),
@@ -1864,7 +1880,7 @@ mod tests {
             after_cdc: Mutex::new(None),
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
-            raised_known: AtomicBool::new(false),
+            raised_known: AtomicBool::new(tells),
             besides: AtomicBool::new(true),
             acks: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -3150,8 +3166,7 @@ mod tests {
             // (tells, something else pending) -> (acks, the handler run after leaving)
             for (tells, besides) in [(true, false), (true, true), (false, false)] {
                 let spin = WaitMode::Blocking(Duration::from_millis(50));
-                let (ops, c) = setup(100, 60, false, spin);
-                ops.raised_known.store(tells, Ordering::Relaxed);
+                let (ops, c) = setup_telling(tells, 100, 60, false, spin);
                 ops.besides.store(besides, Ordering::Relaxed);
                 c.set_nonblocking(false);
                 c.set_read_timeout_ms(1000);

@@ -185,7 +185,9 @@ pub trait SmcdOps: Send + Sync {
 
     /// Whether the device's interrupt is raised and not yet taken
     /// ([`crate::ism::Bus::interrupt_raised`]); `None` if the device cannot tell (the
-    /// default), and then spinning waiters do not watch the CDC.
+    /// default), and then spinning waiters do not watch the CDC. Whether it answers
+    /// `None` must not change over the device's life (a connection asks once, when it is
+    /// made).
     fn irq_raised(&self) -> Option<bool> {
         None
     }
