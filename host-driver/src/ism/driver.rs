@@ -848,6 +848,23 @@ impl<H: HostMemory, B: Bus> IsmDriver<H, B> {
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
     }
 
+    /// The poll a thread makes once more after it stopped polling (see [`Bus::set_polling`]):
+    /// runs the handler if work is pending, whoever holds the poll claim
+    /// ([`IsmDriver::claim_polling`]); returns whether it ran. A raise held back while
+    /// threads polled woke no interrupt thread, and the claim's holder may not run again
+    /// for a while (preempted on a busy machine: a stress trial saw other connections'
+    /// signals wait up to 16 ms behind one), so the thread about to sleep takes the work
+    /// itself. Once per wait, so two of them do not pull the SBA's line back and forth as
+    /// spinning pollers would.
+    pub fn poll_sba_last(&self) -> bool {
+        if self.irq_pending() {
+            self.handle_irq();
+            true
+        } else {
+            false
+        }
+    }
+
     /// A poll by `token` (see [`IsmDriver::claim_polling`]): unless another poller holds
     /// the SBA, runs the handler if work is pending; returns whether it ran.
     pub fn poll_sba(&self, token: usize) -> bool {

@@ -257,6 +257,13 @@ mod tests {
         assert!(a.poll_sba(2), "nobody holds it: anyone polls");
         assert_eq!(rec.signals().len(), 2);
         assert!(!a.poll_sba(2), "nothing pending");
+        // A poller's last poll, after it stopped, runs whoever holds the claim.
+        a.claim_polling(1, true);
+        b.move_data(dmb.token, 0, true, 0, &[3]).unwrap();
+        assert!(!a.poll_sba(2));
+        assert!(a.poll_sba_last(), "the last poll takes the work");
+        assert_eq!(rec.signals().len(), 3);
+        assert!(!a.poll_sba_last(), "nothing pending");
     }
 
     #[test]

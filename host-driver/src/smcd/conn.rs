@@ -535,7 +535,8 @@ impl Conn {
         }
     }
 
-    /// Busy-poll (spin on the device) instead of blocking when waiting.
+    /// Busy-poll (spin on the device) instead of blocking when waiting. (On a device that
+    /// only pollers serve, waits busy-poll whatever this says: see `Conn::wait_mode`.)
     pub fn set_busy_poll(&self, on: bool) {
         self.busy_poll.store(on, Ordering::Relaxed);
     }
@@ -577,8 +578,13 @@ impl Conn {
         self.nonblocking.load(Ordering::Relaxed)
     }
 
+    /// How a wait of this connection waits: busy-polling when asked to
+    /// ([`Conn::set_busy_poll`]), and on a device that only pollers serve (no interrupt
+    /// thread: `sim`'s `IrqMode::Poll`), where a waiter that slept would hear of nothing
+    /// until its `RECHECK` slice ran out (a stress trial of blocking reads there saw 20 ms
+    /// stalls, ~40 a second); otherwise as the connection was made to wait.
     fn wait_mode(&self) -> WaitMode {
-        if self.busy_poll.load(Ordering::Relaxed) {
+        if self.busy_poll.load(Ordering::Relaxed) || self.ops.polled_only() {
             WaitMode::BusyPoll
         } else {
             self.blocking
@@ -742,26 +748,32 @@ impl Conn {
                 }
                 deferring = false;
             }
-            ops.poll_irq()
+            if stopped.get() {
+                // The look before a sleep: whoever holds the poll claim.
+                ops.poll_irq_last()
+            } else {
+                ops.poll_irq()
+            }
         };
         let polling = |on: bool| {
             ops.set_polling(on);
             stopped.set(!on);
         };
-        if self
+        let woken = self
             .notify
-            .wait_polling(seen, mode, Some(until), poll, polling)
-        {
-            if spins && saw_cdc.get() {
-                if !self.may_leave_signal() {
-                    // The interrupt is taken: the handler runs here, poll claim or not.
-                    ops.sync_events();
-                }
-            } else if watch && !saw_cdc.get() {
-                // Woken by someone else while it deferred the signals: a last poll, as
-                // every poller makes after it stops (`Bus::set_polling`).
-                ops.poll_irq();
+            .wait_polling(seen, mode, Some(until), poll, polling);
+        if woken && spins && saw_cdc.get() {
+            if !self.may_leave_signal() {
+                // The interrupt is taken: the handler runs here, poll claim or not.
+                ops.sync_events();
             }
+        } else if (watch && !saw_cdc.get()) || (mode == WaitMode::BusyPoll && !watch) {
+            // A last poll, as every poller makes after it stops (`Bus::set_polling`):
+            // a raise while it polled woke no interrupt thread (a watching waiter was
+            // woken by someone else while it deferred the signals, or ran out its slice).
+            ops.poll_irq_last();
+        }
+        if woken {
             return Ok(true);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1681,6 +1693,9 @@ mod tests {
         polls: AtomicU64,
         /// Whether `irq_raised` tells (always raised, then); `None` without.
         raised_known: AtomicBool,
+        /// Whether no interrupt thread serves the device (only pollers): set for a
+        /// connection made to busy-poll, as `sim`'s bench pairs `IrqMode::Poll` with it.
+        polled_only: AtomicBool,
         /// What `pending_besides` says.
         besides: AtomicBool,
         /// `ack_irq` calls.
@@ -1776,12 +1791,18 @@ mod tests {
             false
         }
 
+        fn poll_irq_last(&self) -> bool {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            self.log.lock().unwrap().push("last");
+            false
+        }
+
         fn set_polling(&self, on: bool) {
             self.log.lock().unwrap().push(if on { "on" } else { "off" });
         }
 
         fn polled_only(&self) -> bool {
-            true
+            self.polled_only.load(Ordering::Relaxed)
         }
 
         fn pending_besides(&self, sba_idx: u32) -> bool {
@@ -1881,6 +1902,7 @@ mod tests {
             moves: Mutex::new(Vec::new()),
             polls: AtomicU64::new(0),
             raised_known: AtomicBool::new(tells),
+            polled_only: AtomicBool::new(wait == WaitMode::BusyPoll),
             besides: AtomicBool::new(true),
             acks: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -3201,6 +3223,44 @@ mod tests {
                     assert_eq!(s.rechecks, 0, "the wait ran out its slice: {s:?}");
                 }
             }
+        })
+    }
+
+    /// A poller's last look, after it stopped polling, is the one that runs whoever holds
+    /// the poll claim (`SmcdOps::poll_irq_last`): before a sleep, and at the end of a
+    /// busy-poll wait on a device with an interrupt thread (a raise while it polled woke
+    /// no one). On a device only pollers serve, a connection made to block busy-polls.
+    #[test]
+    fn a_poller_that_stops_takes_the_work_whoever_holds_the_claim() {
+        within(|| {
+            let tail = |ops: &Ops| {
+                let log = ops.log.lock().unwrap().clone();
+                let off = log.iter().rposition(|&e| e == "off").expect("stopped");
+                log[off..].to_vec()
+            };
+            // Spinning before a sleep; nothing comes.
+            let spin = WaitMode::Blocking(Duration::from_millis(2));
+            let (ops, c) = setup(100, 60, false, spin);
+            c.set_nonblocking(false);
+            c.set_read_timeout_ms(30);
+            assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            assert_eq!(tail(&ops)[..2], ["off", "last"]);
+            // Busy-polling, an interrupt thread there.
+            let (ops, c) = setup(100, 60, false, spin);
+            c.set_busy_poll(true);
+            c.set_nonblocking(false);
+            c.set_read_timeout_ms(5);
+            assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            assert_eq!(tail(&ops)[..2], ["off", "last"]);
+            // Made to block without a spin, on a device with no interrupt thread: it
+            // polls all the same (it never would have: nothing else would tell it).
+            let (ops, c) = setup(100, 60, false, WaitMode::Blocking(Duration::ZERO));
+            ops.polled_only.store(true, Ordering::Relaxed);
+            c.set_nonblocking(false);
+            c.set_read_timeout_ms(5);
+            assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            assert!(ops.polls.load(Ordering::Relaxed) > 0);
+            assert_eq!(ops.log.lock().unwrap()[0], "on");
         })
     }
 

@@ -167,6 +167,13 @@ pub trait SmcdOps: Send + Sync {
         false
     }
 
+    /// The poll a thread makes once more after it stopped polling (`set_polling(false)`):
+    /// as [`SmcdOps::poll_irq`], but whatever other pollers do (see
+    /// [`IsmDriver::poll_sba_last`]); the default is `poll_irq`.
+    fn poll_irq_last(&self) -> bool {
+        self.poll_irq()
+    }
+
     /// Whether the device shows work for its interrupt handler besides a signal of our DMB
     /// `sba_idx` (an event, another DMB's signal). A waiter that saw its connection's news
     /// in the CDC itself asks this after it stopped polling and took the interrupt
@@ -332,6 +339,10 @@ impl<H: HostMemory, B: Bus> SmcdOps for IsmDriver<H, B> {
 
     fn poll_irq(&self) -> bool {
         self.poll_sba(poller_token())
+    }
+
+    fn poll_irq_last(&self) -> bool {
+        self.poll_sba_last()
     }
 
     fn polled_only(&self) -> bool {

@@ -8,7 +8,10 @@
 //!   (`IrqLine::set_inline_handler`, `InlineScope`), as a CPU takes an interrupt: the reader
 //!   is woken directly, one wake-up instead of two;
 //! * [`IrqMode::Poll`]: no thread; consumers call [`Host::poll`] (the handler runs when the
-//!   SBA shows work), which is how busy-poll latency is measured.
+//!   SBA shows work), which is how busy-poll latency is measured. An SMC-D connection on
+//!   such a function busy-polls in every wait, whatever it was made to do (a waiter that
+//!   slept would hear of nothing until its 20 ms recheck), so a waiting connection keeps
+//!   a core busy: use [`IrqMode::Thread`] for connections that mostly wait.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use crate::trace::Tracer;
 pub enum IrqMode {
     /// An interrupt thread runs the handler.
     Thread,
-    /// Consumers poll.
+    /// Consumers poll (SMC-D waits on the function busy-poll).
     Poll,
 }
 
