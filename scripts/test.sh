@@ -81,7 +81,7 @@ stage "loom: the lease, the SBA signal/clear, cursor update and quiet page proto
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" \
     cargo test -p ism-firmware --release --lib --test loom
 
-stage "Miri: firmware, HAL and the simulator's unsafe memory code"
+stage "Miri: firmware, HAL, the simulator's unsafe memory code, the preload library's pure tests"
 if ! rustup toolchain list | grep -q '^nightly'; then
     install "the nightly toolchain" rustup toolchain install nightly --profile minimal
 fi
@@ -92,6 +92,10 @@ export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
 cargo +nightly miri test -p ism-abi -p ism-hal -p ism-firmware
 # The simulator's only unsafe code is its memory domain: run those tests under Miri.
 cargo +nightly miri test -p ism-sim --lib memory::
+# The preload library's tests that need no kernel object Miri lacks (sockets, signal sets,
+# resource limits): socket addresses to and from C, the quiet page's words and the
+# trampoline's pointer to them, the descriptor table, the environment, errno keeping.
+cargo +nightly miri test -p ism-run --lib
 
 stage "QEMU mps2-an386 self-test of the firmware"
 # The script installs qemu-system-arm (apt-get) and defmt-print (cargo install) when missing

@@ -142,6 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal sets")]
     fn a_look_that_finds_events_ends_the_spin_with_them() {
         let mut n = 0;
         let r = spin(Duration::from_secs(5), -1, || {
@@ -156,6 +157,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal sets")]
     fn a_spin_that_finds_nothing_leaves_the_rest_of_the_timeout() {
         let r = spin(Duration::from_millis(3), 1000, || 0);
         match r {
@@ -198,6 +200,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal sets")]
     fn a_signal_during_the_spin_ends_it_with_eintr() {
         let _s = crate::signals::SERIAL
             .lock()

@@ -94,6 +94,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no resource limits")]
     fn the_library_descriptors_go_above_the_floor_and_the_limit_was_raised_for_them() {
         let mut before = libc::rlimit {
             rlim_cur: 0,

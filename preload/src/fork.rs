@@ -500,6 +500,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn only_listening_inet_sockets_are_taken_for_inherited_listeners() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(
@@ -517,6 +518,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no UNIX sockets")]
     fn a_marked_doorbell_is_recognised_and_a_dummy_fails_with_enotconn() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let (other, _o) = std::os::unix::net::UnixStream::pair().unwrap();

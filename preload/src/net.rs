@@ -401,6 +401,7 @@ mod tests {
     /// `connect_dest` names the peer the kernel's `connect` really reaches, for each way of
     /// asking for "this host".
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn an_unspecified_destination_is_where_the_kernel_connects() {
         let Ok(l) = std::net::TcpListener::bind("[::]:0") else {
             return; // no IPv6 here
@@ -447,6 +448,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn a_server_finds_the_cookie_of_the_socket_that_connected_to_it() {
         use std::os::fd::AsRawFd;
         for host in ["127.0.0.1:0", "[::1]:0"] {
@@ -505,6 +507,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn only_inet_stream_sockets_are_candidates() {
         use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -517,6 +520,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no sockets")]
     fn an_unbound_socket_gets_a_port_and_a_real_source_address() {
         use std::os::fd::{FromRawFd, OwnedFd};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

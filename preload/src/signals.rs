@@ -478,6 +478,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal handlers")]
     fn the_program_sees_its_own_handler_and_flags_and_the_kernel_the_trampoline() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         install(libc::SIGUSR1, usr1(), libc::SA_RESTART);
@@ -537,6 +538,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal handlers")]
     fn a_siginfo_handler_gets_the_senders_value_and_one_shot_handlers_reset() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let info = on_info as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as usize;
@@ -571,6 +573,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal sets")]
     fn bad_numbers_and_handlers_fail_as_in_the_c_library() {
         // SAFETY: invalid arguments only.
         unsafe {
@@ -596,6 +599,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal handlers")]
     fn a_handler_the_trampoline_does_not_run_makes_watches_block_signals() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         assert!(!foreign_handlers());

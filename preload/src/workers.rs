@@ -124,6 +124,7 @@ mod tests {
     use std::sync::mpsc;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no signal sets")]
     fn jobs_run_at_once_in_parallel_and_threads_are_reused() {
         // Two jobs that wait for each other: they must run on two threads at once.
         let (tx1, rx1) = mpsc::channel::<()>();
