@@ -122,7 +122,8 @@ macro_rules! say {
 enum Command {
     /// The tour (default): the ISM device between two LPARs step by step, then SMC-D
     /// streams on the LPAR board and on the loopback board (copy and no-copy), every byte
-    /// verified, with their throughput.
+    /// verified, with their throughput; then a process board with two host processes that
+    /// talk over it, one killed mid-stream.
     Demo {
         /// Bytes per demo stream (1 to 16G).
         #[arg(long, default_value = "64M", value_parser = size_in(1, MAX_BYTES))]
@@ -198,9 +199,9 @@ enum Command {
         json: JsonArg,
     },
     /// Measure TCP loopback, UNIX sockets and SMC-D (LPAR copy, loopback copy, loopback
-    /// no-copy) side by side: message rate, bandwidth and ping-pong latency (blocking and
-    /// busy-poll, with per-message percentiles), plus this machine's memcpy and cache-line
-    /// limits.
+    /// no-copy; in this process, and between two processes on a process board) side by
+    /// side: message rate, bandwidth and ping-pong latency (blocking and busy-poll, with
+    /// per-message percentiles), plus this machine's memcpy and cache-line limits.
     Bench {
         /// Rounds (medians are over rounds; default 5, with --quick 2).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_ROUNDS))]
@@ -222,7 +223,7 @@ enum Command {
         /// Only these metrics and/or transports (for profiling one cell), e.g.
         /// `--only bandwidth,smcd_lo_nocopy`. Metrics: msg_rate, bandwidth,
         /// latency_blocking, latency_busy_poll; transports: tcp, unix, smcd_lpar, smcd_lo,
-        /// smcd_lo_nocopy.
+        /// smcd_lo_nocopy, proc_lpar, proc_lo, proc_lo_nocopy (the last three: two processes).
         #[arg(long, value_delimiter = ',', value_name = "KEYS", value_parser = bench_key)]
         only: Vec<String>,
     },

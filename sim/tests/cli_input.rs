@@ -160,6 +160,20 @@ fn bad_values_of_every_flag_are_usage_errors() {
         (&["bench", "--only", ""], "unknown key"),
         (&["bench", "--only", "tcp,"], "unknown key"),
         (&["bench", "--trace", "t.json"], "unexpected argument"),
+        // board (refused before a board starts or a host attaches)
+        (&["board", "--max-functions", "0"], invalid),
+        (&["board", "--max-functions", "33"], invalid),
+        (&["board", "--memory-mib", "0"], invalid),
+        (&["board", "--memory-mib", "65537"], invalid),
+        (&["board", "--socket-mode", "999"], "not a permission mode"),
+        (
+            &["board", "send", "b", "127.0.0.1:1", "--bytes", "1X"],
+            "unknown unit",
+        ),
+        (
+            &["board", "send", "b", "127.0.0.1:1", "--bytes", U64_OVER],
+            invalid,
+        ),
         // --trace belongs to the subcommands that trace
         (&["demo", "--trace"], "a value is required"),
         (&["--trace", "t.json", "info"], "unexpected argument"),

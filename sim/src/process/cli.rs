@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::board::{BoardOptions, ProcessBoard};
+use super::board::{BoardOptions, ProcessBoard, MAX_PROCESS_FUNCTIONS};
 use crate::board::BoardKind;
 
 /// Which kind of process board.
@@ -31,11 +31,11 @@ pub struct BoardCli {
     #[arg(long)]
     pub name: Option<String>,
     /// Most processes attached at once (1..=32).
-    #[arg(long, default_value_t = 16)]
-    pub max_functions: usize,
-    /// Partition memory per function in MiB.
-    #[arg(long, default_value_t = 64)]
-    pub memory_mib: usize,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=MAX_PROCESS_FUNCTIONS as i64))]
+    pub max_functions: u16,
+    /// Partition memory per function in MiB (1..=65536).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub memory_mib: u32,
     /// Permission bits of the board's socket, in octal (e.g. 660: the socket's group may
     /// attach, 666: every local user). Default: as the umask leaves them, so that only the
     /// board's user may attach.
@@ -86,8 +86,8 @@ pub enum BoardQuery {
         name: String,
         /// The server's address (as `serve` printed it).
         addr: String,
-        /// Bytes to send (0: until the connection fails).
-        #[arg(long, default_value_t = 64 << 20)]
+        /// Bytes to send, with K, M, G or T (powers of 1024); 0: until the connection fails.
+        #[arg(long, default_value = "64M", value_parser = crate::apps::cli::size_in(0, u64::MAX))]
         bytes: u64,
         /// Send without copying (loopback board).
         #[arg(long)]
@@ -290,8 +290,8 @@ pub fn run(cli: BoardCli) -> Result<(), String> {
         .to_owned()
     });
     let mut opts = BoardOptions::new(&name, kind);
-    opts.max_functions = cli.max_functions;
-    opts.memory = cli.memory_mib.saturating_mul(1 << 20);
+    opts.max_functions = usize::from(cli.max_functions);
+    opts.memory = (cli.memory_mib as usize).saturating_mul(1 << 20);
     opts.socket_mode = cli.socket_mode;
     // SIGINT/SIGTERM write to this socket pair; the board's poll loop sees it.
     let (rx, tx) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;

@@ -56,7 +56,7 @@ pub fn find_library(env_lib: Option<&OsStr>, exe: Option<&Path>) -> Result<PathB
         Ok(p)
     } else {
         Err(format!(
-            "the preload library {} is missing (build it: cargo build -p ism-run, or set {ENV_LIB})",
+            "the preload library {} is missing (build it beside ism-sim: cargo build -p ism-run, with --release for a release ism-sim; or set {ENV_LIB})",
             p.display()
         ))
     }
