@@ -1113,6 +1113,69 @@ fn a_polling_host_is_not_woken_and_a_held_back_interrupt_is_not_lost() {
     a.driver().unregister_dmb(&dmb).unwrap();
 }
 
+/// A host thread may take the interrupt itself without running the handler (spec 5.4, as
+/// a poller that found its news in the CDC does: `Bus::ack_interrupt`): the interrupt
+/// thread is then not woken for it, and the SBA bits stay for the next run of the
+/// handler. On both kinds of board (the loopback board keeps the `IRQ` word in its peer
+/// table).
+#[test]
+fn a_host_that_takes_the_interrupt_itself_leaves_the_sba_bits_for_later() {
+    use ism_sim::board::BoardKind;
+    use std::sync::Arc;
+    struct Count(AtomicU32);
+    impl ism_host_driver::ism::IsmClient for Count {
+        fn handle_irq(&self, _sba_idx: u32, _mask: u16) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn handle_event(&self, _e: &ism_host_driver::ism::IsmEvent) {}
+    }
+    for kind in [BoardKind::Lpar, BoardKind::Loopback] {
+        let board =
+            process::LocalBoard::start(kind, 2, 4 << 20, Box::new(std::io::sink())).unwrap();
+        let a = process::attach_in(board.dir(), board.name()).unwrap();
+        let b = process::attach_in(board.dir(), board.name()).unwrap();
+        let count = Arc::new(Count(AtomicU32::new(0)));
+        let client = a.driver().add_client(count.clone()).unwrap();
+        let dmb = a
+            .driver()
+            .register_dmb(16384, b.gid(), None, client)
+            .unwrap();
+        let (da, db) = (a.driver(), b.driver());
+        assert_eq!(da.interrupt_raised(), Some(false), "{kind:?}");
+        // While a polls, the raise wakes nobody; a then takes it itself.
+        da.set_polling(true);
+        db.move_data(dmb.token, 0, true, 0, b"news").unwrap();
+        assert_eq!(da.interrupt_raised(), Some(true), "{kind:?}: not raised");
+        da.ack_interrupt();
+        assert_eq!(da.interrupt_raised(), Some(false), "{kind:?}: not taken");
+        da.set_polling(false);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "{kind:?}: the handler ran for an interrupt the host took itself"
+        );
+        // The signal's SBA bit is still there for the next run of the handler.
+        da.handle_irq();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "{kind:?}: the SBA bit was lost"
+        );
+        // And a raise with nobody polling still reaches the interrupt thread.
+        db.move_data(dmb.token, 0, true, 0, b"more").unwrap();
+        let start = Instant::now();
+        while count.0.load(Ordering::SeqCst) < 2 {
+            assert!(
+                start.elapsed() < WAIT,
+                "{kind:?}: the interrupt thread was not woken"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        da.unregister_dmb(&dmb).unwrap();
+    }
+}
+
 /// Direct moves on a loopback board (spec 5.5): a host moves into a DMB the board
 /// published (copy mode) or that it attached (no-copy) itself, by the device's rules;
 /// everything the device must judge still reaches it (another writer, out of range, a VLAN

@@ -726,6 +726,14 @@ impl Bus for ProcBus {
             std::sync::atomic::fence(Ordering::SeqCst);
         }
     }
+
+    fn ack_interrupt(&self) {
+        self.inner.irq.irq().swap(0, Ordering::AcqRel);
+    }
+
+    fn interrupt_raised(&self) -> Option<bool> {
+        Some(self.inner.irq.irq().load(Ordering::Acquire) != 0)
+    }
 }
 
 /// A function attached to a board, without a driver: its memory, bus and interrupt (what

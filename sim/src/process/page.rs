@@ -289,11 +289,43 @@ impl PeerTable {
     }
 }
 
+/// How long a raise that finds a sleeping interrupt thread and no poller waits for a
+/// host thread to start polling (or to take the interrupt) before it wakes the sleeper.
+/// A reader between two waits (back from one read, not yet in the next) is that gap: a
+/// ping-pong's next message often comes within it, and a wake-up then costs the raiser a
+/// system call and both programs a core on a 2-core machine (docs/benchmarks.md,
+/// optimisation 14).
+pub const RAISE_GRACE: Duration = Duration::from_micros(1);
+
 fn raise_on(irq: &AtomicU32, waiters: &AtomicU32, pollers: &AtomicU32) {
     irq.swap(1, Ordering::SeqCst);
     std::sync::atomic::fence(Ordering::SeqCst);
-    if waiters.load(Ordering::SeqCst) > 0 && pollers.load(Ordering::SeqCst) == 0 {
+    if needs_wake(irq, waiters, pollers, RAISE_GRACE) {
         futex_wake(irq);
+    }
+}
+
+/// Whether a raise (`IRQ` just set, then a fence) must wake the interrupt thread: one
+/// sleeps, and in `grace` no host thread started polling and nobody took `IRQ`. A poller
+/// that starts after the raise makes its last look at the SBA after it stops (5.4), and
+/// whoever takes `IRQ` runs the handler for what it did not read itself: either way no
+/// wake-up is needed.
+fn needs_wake(irq: &AtomicU32, waiters: &AtomicU32, pollers: &AtomicU32, grace: Duration) -> bool {
+    if waiters.load(Ordering::SeqCst) == 0 || pollers.load(Ordering::SeqCst) != 0 {
+        return false;
+    }
+    let start = std::time::Instant::now();
+    let mut n = 0u32;
+    loop {
+        if pollers.load(Ordering::SeqCst) != 0 || irq.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        n = n.wrapping_add(1);
+        // The clock only every 16th look: a look is a few nanoseconds, a clock read tens.
+        if n.is_multiple_of(16) && start.elapsed() >= grace {
+            return waiters.load(Ordering::SeqCst) > 0;
+        }
+        std::hint::spin_loop();
     }
 }
 
@@ -318,6 +350,46 @@ pub fn futex_wake(word: &AtomicU32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raise_wakes_a_sleeper_only_if_no_poller_starts_and_nobody_takes_it() {
+        let (irq, waiters, pollers) = (AtomicU32::new(1), AtomicU32::new(0), AtomicU32::new(0));
+        let no_grace = Duration::ZERO;
+        assert!(
+            !needs_wake(&irq, &waiters, &pollers, no_grace),
+            "nobody sleeps"
+        );
+        waiters.store(1, Ordering::SeqCst);
+        assert!(needs_wake(&irq, &waiters, &pollers, no_grace));
+        pollers.store(1, Ordering::SeqCst);
+        assert!(
+            !needs_wake(&irq, &waiters, &pollers, no_grace),
+            "a poller finds it"
+        );
+        pollers.store(0, Ordering::SeqCst);
+        // Within the grace: a poller starts, or a host thread takes the interrupt.
+        let long = Duration::from_secs(30);
+        for (word, value) in [(&pollers, 1), (&irq, 0)] {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    word.store(value, Ordering::SeqCst);
+                });
+                assert!(!needs_wake(&irq, &waiters, &pollers, long));
+            });
+            assert!(start.elapsed() < long / 2, "it waited out the grace");
+            pollers.store(0, Ordering::SeqCst);
+            irq.store(1, Ordering::SeqCst);
+        }
+        // A grace that ends with a sleeper, no poller and the interrupt still raised.
+        assert!(needs_wake(
+            &irq,
+            &waiters,
+            &pollers,
+            Duration::from_millis(5)
+        ));
+    }
 
     #[test]
     fn slots_round_trip_and_wrap() {
