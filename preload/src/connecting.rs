@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ism_host_driver::smcd::clc::DeclineReason;
 use ism_sim::process::names::ClientKey;
 use libc::c_int;
 
@@ -147,6 +148,11 @@ enum Gate {
     /// The program forks: decline.
     Refused,
 }
+
+/// Descriptors a server's set-up takes after it accepted its client's proposal (a copy of
+/// A to offer its quiet page again, one of B, the client's doorbell moved above the
+/// floor), set aside before it answers ([`crate::fds::reserve`]).
+const SERVER_SPARE: usize = 3;
 
 /// The longest a server's handshake waits at its [`Gate`] for the program to use the
 /// descriptor or fork.
@@ -289,6 +295,15 @@ impl Connecting {
             *g = Gate::Open;
         }
         *g == Gate::Refused
+    }
+
+    /// The program hands the descriptor to another process (`SCM_RIGHTS`): a server's
+    /// handshake that has not answered its client declines (the other process gets the
+    /// TCP connection, as a forked child does), and this waits (at most [`FORK_WAIT`])
+    /// until the set-up ended, whichever side it is.
+    pub fn hand_over(&self) {
+        let _ = self.refuse_at_gate();
+        self.wait_ended(FORK_WAIT);
     }
 
     /// Waits, at most `limit`, until the set-up ended.
@@ -671,7 +686,19 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             // The handshake blocks (the program cannot reach this file meanwhile: its
             // descriptor is the doorbell's A).
             set_flags(c.tcp_fd(), c.flags & !libc::O_NONBLOCK);
-            match negotiate(rt, c.tcp_fd(), client, || c.wait_at_gate()) {
+            // A server sets aside the descriptors its set-up takes once it answered, so
+            // that it declines a client it could not serve (`crate::fds::reserve`).
+            let gate = || {
+                if c.wait_at_gate() {
+                    Some(DeclineReason::OPTUNSUPP)
+                } else if !crate::fds::reserve(c.b_fd(), SERVER_SPARE) {
+                    Some(DeclineReason::MEM)
+                } else {
+                    None
+                }
+            };
+            let n = negotiate(rt, c.tcp_fd(), client, gate);
+            match n {
                 // An accepted connection whose client went away or broke the handshake
                 // is, to the program, one its peer reset.
                 Negotiated::Failed(_, why) if !client => Negotiated::Failed(libc::ECONNRESET, why),
@@ -866,6 +893,8 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             c.fail(&mut st, libc::ETIMEDOUT);
         }
     }
+    // The numbers set aside and not taken go back.
+    crate::fds::release();
     // A→B drained: A polls writable (the connection's `POLLOUT`, or a failed connect's),
     // and a blocking `connect` waiting in it (`wait_end`) sees room. A server's quiet
     // page, offered at the head of A→B for the client (`crate::quiet`), is taken out

@@ -11,8 +11,17 @@
 //! and once nothing is free up there takes any number, as it did before: such a program
 //! may run out of descriptors sooner than over TCP (documented in `docs/ism-run.md`).
 //!
-//! Owns: the floor and the raise. Must never: close or move a descriptor it did not make.
+//! A server's set-up must not run out of descriptors after it has told its client "yes"
+//! (the client would be on SMC-D, the program's connection failed): before it answers, it
+//! sets aside the numbers it will need ([`reserve`]), and declines the client if it cannot
+//! (`SMC_CLC_DECL_MEM`, as Linux's server when it cannot get what a connection needs); a
+//! [`lift`] that finds no free number then takes a set-aside one.
+//!
+//! Owns: the floor, the raise and the set-aside numbers. Must never: close or move a
+//! descriptor it did not make.
 
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use libc::c_int;
@@ -59,7 +68,8 @@ fn raise() -> c_int {
 
 /// A duplicate of `fd` at or above the [`floor`], close-on-exec; if no number is free
 /// there (or the program lowered its limit below the floor), at any number; `-1` with
-/// `errno` set (`EMFILE`) if none is free at all. The caller closes `fd`.
+/// `errno` set (`EMFILE`) if none is free at all and the thread set none aside
+/// ([`reserve`]). The caller closes `fd`.
 pub fn lift(fd: c_int) -> c_int {
     let floor = floor();
     let Some(f) = real().fcntl else {
@@ -71,7 +81,56 @@ pub fn lift(fd: c_int) -> c_int {
         return n;
     }
     // SAFETY: as above, at any number.
-    unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) }
+    let n = unsafe { f(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if n >= 0 {
+        return n;
+    }
+    match RESERVED.with(|r| r.borrow_mut().pop()) {
+        Some(spare) => take_spare(fd, spare),
+        None => n,
+    }
+}
+
+/// Puts the open file of `fd` on the number of `spare` (`dup3`, close-on-exec: it needs
+/// no free number) and returns that number, or -1 with `errno`.
+fn take_spare(fd: c_int, spare: OwnedFd) -> c_int {
+    let Some(dup3) = real().dup3 else {
+        return crate::real::fail(libc::ENOSYS);
+    };
+    // SAFETY: `spare` is ours; `dup3` replaces its file with `fd`'s.
+    let n = unsafe { dup3(fd, spare.as_raw_fd(), libc::O_CLOEXEC) };
+    if n < 0 {
+        return n;
+    }
+    spare.into_raw_fd()
+}
+
+thread_local! {
+    /// Numbers this thread set aside ([`reserve`]) for its set-up under way.
+    static RESERVED: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sets `n` descriptor numbers aside for the calling thread's later [`lift`]s (copies of
+/// `like`, above the floor where there is room); `false`, with none set aside, if the
+/// process has not that many free. [`release`] gives back those not taken.
+pub fn reserve(like: c_int, n: usize) -> bool {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = lift(like);
+        if d < 0 {
+            return false; // `got` closes them
+        }
+        // SAFETY: a new descriptor nobody else owns.
+        got.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) });
+    }
+    RESERVED.with(|r| r.borrow_mut().extend(got));
+    true
+}
+
+/// Closes the numbers the calling thread set aside and did not take.
+pub fn release() {
+    let spare = RESERVED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    drop(spare);
 }
 
 /// [`lift`] for a descriptor the library owns: `fd` is closed, its duplicate returned.

@@ -831,6 +831,17 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// As the C library's `sendmsg`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's message header, if any.
+    if let Some(m) = unsafe { msg.as_ref() } {
+        if m.msg_controllen > 0 {
+            // SAFETY: the caller's control buffer of `msg_controllen` bytes.
+            match guarded(|| unsafe { hand_over_rights(m) }) {
+                0 => {}
+                e if e > 0 => return fail(e),
+                _ => return -1, // a panic: `errno` is set
+            }
+        }
+    }
     if !TABLE.maybe_tracked(fd) {
         return call_real!(sendmsg(fd, msg, flags));
     }
@@ -846,6 +857,69 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         }
         None => call_real!(sendmsg(fd, msg, flags)),
     })
+}
+
+/// Descriptors the program passes to another process in `SCM_RIGHTS` control messages
+/// of `m` (Node's `cluster` primary hands each accepted connection to a worker): each of
+/// this library's connections among them must become a plain TCP socket first, since
+/// the other process cannot reach the SMC-D connection (its state is this process's,
+/// and the number holds the connection's doorbell, not its TCP socket). A server's
+/// set-up that has not answered its client declines and the number gets the TCP
+/// connection back ([`Connecting::hand_over`]), as before a `fork`. An SMC-D connection
+/// already made cannot be handed over: `EOPNOTSUPP`, and nothing is sent (Linux's SMC
+/// sockets are kernel objects and travel; these cannot). 0, or the `errno` to fail with.
+///
+/// # Safety
+/// `m`'s control buffer is the caller's, `msg_controllen` bytes.
+unsafe fn hand_over_rights(m: &msghdr) -> c_int {
+    if m.msg_control.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's header and control buffer, walked with the C library's macros.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
+    while !c.is_null() {
+        // SAFETY: `c` points to a header inside the buffer (`CMSG_FIRSTHDR`/`NXTHDR`).
+        let h = unsafe { std::ptr::read_unaligned(c) };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: `CMSG_LEN` computes a length.
+            let head = unsafe { libc::CMSG_LEN(0) } as usize;
+            let n = (h.cmsg_len as usize).saturating_sub(head) / size_of::<c_int>();
+            // SAFETY: the data of this header, `n` descriptors (unaligned in general).
+            let data = unsafe { libc::CMSG_DATA(c) }.cast::<c_int>();
+            for i in 0..n {
+                // SAFETY: inside the header's data, as its length says.
+                let fd = unsafe { std::ptr::read_unaligned(data.add(i)) };
+                let e = hand_over(fd);
+                if e != 0 {
+                    return e;
+                }
+            }
+        }
+        // SAFETY: as above.
+        c = unsafe { libc::CMSG_NXTHDR(m, c) };
+    }
+    0
+}
+
+/// See [`hand_over_rights`]: 0 when `fd` may go to another process as it is.
+fn hand_over(fd: c_int) -> c_int {
+    if !TABLE.maybe_tracked(fd) {
+        return 0;
+    }
+    if let Some(e) = TABLE.get(fd) {
+        if let Entry::Connecting(c) = &*e {
+            c.hand_over();
+        }
+    }
+    match TABLE.get(fd).as_deref() {
+        Some(Entry::Smc(_) | Entry::Inherited(_) | Entry::Connecting(_)) => {
+            runtime().debug(|| {
+                format!("sendmsg: fd {fd} is an SMC-D connection: it cannot go to another process (EOPNOTSUPP)")
+            });
+            libc::EOPNOTSUPP
+        }
+        _ => 0,
+    }
 }
 
 /// `recvmmsg`: on an SMC-D descriptor, one [`recvmsg`] per message header, as the
@@ -953,6 +1027,20 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: libc::c_uint,
     flags: c_int,
 ) -> c_int {
+    if !vec.is_null() {
+        for i in 0..vlen as usize {
+            // SAFETY: the caller's `vlen` message headers.
+            let m = unsafe { &(*vec.add(i)).msg_hdr };
+            if m.msg_controllen > 0 {
+                // SAFETY: the caller's control buffer of `msg_controllen` bytes.
+                match guarded(|| unsafe { hand_over_rights(m) }) {
+                    0 => {}
+                    e if e > 0 => return fail(e),
+                    _ => return -1,
+                }
+            }
+        }
+    }
     if !TABLE.maybe_tracked(fd) || data_of(fd).is_none() {
         return call_real!(sendmmsg(fd, vec, vlen, flags));
     }
@@ -2008,32 +2096,40 @@ pub(crate) enum Negotiated {
 /// Runs the CLC handshake over the connected TCP socket `sock` (a descriptor of it: the
 /// stream takes a duplicate), blocking; the program's socket options are as before it
 /// unless SMC-D took the connection. A server's handshake asks `refuse` once the client's
-/// proposal is in (`crate::connecting`'s gate): `true` declines it (`OPTUNSUPP`, as
-/// Linux's `smc_setsockopt` falls back for what SMC cannot carry), and the connection
-/// stays TCP.
+/// proposal is in (`crate::connecting`'s gate): a reason declines it with that reason
+/// (`OPTUNSUPP` for a program that forks, as Linux's `smc_setsockopt` falls back for what
+/// SMC cannot carry; `MEM` for one out of descriptors), and the connection stays TCP.
 pub(crate) fn negotiate(
     rt: &Runtime,
     sock: c_int,
     client: bool,
-    refuse: impl FnOnce() -> bool,
+    refuse: impl FnOnce() -> Option<DeclineReason>,
 ) -> Negotiated {
     let Some(stack) = rt.stack() else {
         return Negotiated::Failed(libc::ECONNREFUSED, "no SMC-D stack".into());
     };
     let tcp = crate::fds::lift(sock);
     if tcp < 0 {
-        return Negotiated::Failed(errno(), "no descriptor for the TCP socket".into());
+        let e = errno();
+        // A server's client is declined on `sock` itself, so that it goes on over TCP.
+        if !client && decline_now(rt, sock) {
+            return Negotiated::Fallback(format!(
+                "{}: the server had no descriptor for the set-up (errno {e})",
+                DeclineReason::MEM
+            ));
+        }
+        return Negotiated::Failed(e, "no descriptor for the TCP socket".into());
     }
     // SAFETY: `tcp` is a new descriptor that nobody else owns.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(tcp) };
     let saved = save_opts(&stream);
-    let refused = std::cell::Cell::new(false);
+    let refused = std::cell::Cell::new(None);
     let r = if client {
         Stream::client_on(&stack, stream)
     } else {
         Stream::server_on_gated(&stack, stream, || {
             refused.set(refuse());
-            refused.get().then_some(DeclineReason::OPTUNSUPP)
+            refused.get()
         })
     };
     match r {
@@ -2045,7 +2141,12 @@ pub(crate) fn negotiate(
         }
         Ok(s) => {
             restore_opts(sock, &saved);
-            let why = if refused.get() {
+            let why = if refused.get() == Some(DeclineReason::MEM) {
+                format!(
+                    "{}: the server had no descriptors for the set-up",
+                    DeclineReason::MEM
+                )
+            } else if refused.get().is_some() {
                 "the program forked while the set-up ran: TCP, which the child inherits".into()
             } else {
                 match s.fallback_reason() {
@@ -2458,11 +2559,47 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
             new
         }
         Err(e) => {
+            // No descriptor (or thread) for the set-up: a program at its limit of open
+            // files (memcached sets its soft and hard limits to its connection limit).
+            // Over TCP it would have this connection, so the client is declined here, on
+            // this thread and with no descriptor of ours, and goes on over TCP.
+            if decline_now(rt, new) {
+                rt.debug(|| format!("accept {peer} -> {local}: errno {e}: declined (MEM): TCP"));
+                set_errno(entry_errno);
+                return new;
+            }
             rt.debug(|| format!("accept {peer} -> {local}: errno {e}: the next one"));
             let _: c_int = call_real!(close(new));
             ACCEPT_NEXT
         }
     }
+}
+
+/// Declines the CLC proposal of the `ism-run` client of the accepted connection `fd` on
+/// the calling thread, taking no descriptor: reads the proposal, answers with a DECLINE
+/// ("insufficient memory", as Linux's server when it cannot get what a connection needs:
+/// `net/smc/af_smc.c` `smc_listen_work` declines with `SMC_CLC_DECL_MEM`), and leaves
+/// `fd` a plain TCP connection with its flags and options as before. Blocks for the
+/// proposal (bounded by the handshake's CLC time limit). Whether the client was told.
+fn decline_now(rt: &Runtime, fd: c_int) -> bool {
+    let Some(stack) = rt.stack() else {
+        return false;
+    };
+    let flags = get_flags(fd);
+    set_flags(fd, flags & !libc::O_NONBLOCK);
+    // SAFETY: borrowed for the handshake only; `ManuallyDrop` keeps it from closing `fd`,
+    // which stays the program's.
+    let mut tcp = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let saved = save_opts(&tcp);
+    let r = ism_host_driver::smcd::handshake::server_gated(&stack, &mut tcp, || {
+        Some(DeclineReason::MEM)
+    });
+    restore_opts(fd, &saved);
+    set_flags(fd, flags);
+    matches!(
+        r,
+        Ok(ism_host_driver::smcd::handshake::Outcome::Fallback(_))
+    )
 }
 
 /// The accept hooks' loop: `accept_once` (the real call) until it gives a connection that

@@ -224,7 +224,11 @@ fn listening_with(under: &Under<'_>, mode: &str, extra: &[&str]) -> (Proc, Strin
 fn listening_at(under: &Under<'_>, mode: &str, addr: &str, extra: &[&str]) -> (Proc, String) {
     let mut args = vec![mode, addr];
     args.extend_from_slice(extra);
-    let p = spawn(command(under, &args));
+    listening_on(spawn(command(under, &args)))
+}
+
+/// A started server and the address it says it listens on.
+fn listening_on(p: Proc) -> (Proc, String) {
     let l = p.line("listening on ");
     let addr = l.trim_start_matches("listening on ").trim().to_owned();
     (p, addr)
@@ -1693,15 +1697,21 @@ fn a_program_holding_many_connections_gets_tcp_once_the_memory_is_used() {
     ))
     .finish();
     assert!(ok && out.contains("held 100 connections"), "{out}\n{err}");
-    let smc = err.matches(": SMC-D").count();
-    let tcp = err.matches(": TCP (declined: MEM").count();
-    assert!(
-        smc >= 2 && tcp >= 1 && smc + tcp == 100,
-        "SMC-D {smc}, TCP {tcp}: {err}"
-    );
+    assert_smc_then_mem(&err, 100, 2);
     let (sok, sout, serr) = srv.finish();
     assert!(sok && sout.contains("served 100"), "{sout}\n{serr}");
     assert_board_empty(&b);
+}
+
+/// A client's debug lines `err` say that its `n` connections went over SMC-D (at least
+/// `min_smc` of them) until the server declined the rest (`MEM`) to TCP.
+fn assert_smc_then_mem(err: &str, n: usize, min_smc: usize) {
+    let smc = err.matches(": SMC-D").count();
+    let tcp = err.matches(": TCP (declined: MEM").count();
+    assert!(
+        smc >= min_smc && tcp >= 1 && smc + tcp == n,
+        "SMC-D {smc}, TCP {tcp}: {err}"
+    );
 }
 
 /// Sets the soft descriptor limit of the program `c` will start (the hard one stays).
@@ -1756,9 +1766,7 @@ fn the_librarys_descriptors_do_not_use_up_the_programs_limit() {
     ] {
         let mut c = command(&under, &["server", "127.0.0.1:0", "--count", CONNS]);
         soft_fd_limit(&mut c, 400);
-        let srv = spawn(c);
-        let addr = srv.line("listening on ");
-        let addr = addr.trim_start_matches("listening on ").trim().to_owned();
+        let (srv, addr) = listening_on(spawn(c));
         let mut c = command(&under, &["hold", &addr, "--conns", CONNS, "--bytes", "100"]);
         soft_fd_limit(&mut c, 400);
         let (ok, out, err) = spawn(c).finish();
@@ -1771,6 +1779,84 @@ fn the_librarys_descriptors_do_not_use_up_the_programs_limit() {
         }
     }
     assert_board_empty(&b);
+}
+
+/// Sets both descriptor limits of the program `c` will start to `n` (as memcached does
+/// with its connection limit: the library then has no room above the program's).
+fn hard_fd_limit(c: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// A server whose descriptor limits leave the library no room (soft = hard, as memcached
+/// sets them): once an accepted connection's set-up cannot have its descriptors, its
+/// client is declined (`MEM`) and the connection goes on over TCP, as it would with a
+/// plain server; before, it was closed, and the client read a reset.
+#[test]
+fn a_server_out_of_descriptors_declines_instead_of_dropping_connections() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_BUFFER", "16384")]);
+    let mut c = command(&under, &["server", "127.0.0.1:0", "--count", "40"]);
+    hard_fd_limit(&mut c, 128);
+    let (srv, addr) = listening_on(spawn(c));
+    let (ok, out, err) = spawn(command(
+        &under,
+        &["hold", &addr, "--conns", "40", "--bytes", "100"],
+    ))
+    .finish();
+    let (sok, sout, serr) = srv.finish();
+    assert!(
+        ok && out.contains("held 40 connections"),
+        "{out}\n{err}\n{serr}"
+    );
+    assert!(sok && sout.contains("served 40"), "{sout}\n{serr}");
+    assert_smc_then_mem(&err, 40, 1);
+    assert_board_empty(&b);
+}
+
+/// A server that hands each accepted connection to another process over a UNIX socket
+/// (`SCM_RIGHTS`, as Node's `cluster` primary does): the hand-over declines the client's
+/// proposal first, so the other process gets the TCP connection, and every exchange is
+/// verified. Before, the primary's `close` finished the handshake on SMC-D and closed it,
+/// while the worker read the TCP socket: `400 Bad Request` and resets (new-user trial).
+#[test]
+fn a_connection_handed_to_another_process_goes_over_tcp() {
+    for kind in [BoardKind::Loopback, BoardKind::Lpar] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![]);
+        let (srv, addr) = listening_with(&under, "handoff", &["--count", "5"]);
+        let (ok, out, err) = spawn(command(
+            &under,
+            &["client", &addr, "--conns", "5", "--bytes", "100000"],
+        ))
+        .finish();
+        let (sok, sout, serr) = srv.finish();
+        assert!(ok, "{kind:?}: {out}\n{err}\n{serr}");
+        assert!(
+            sok && sout.contains("handed over 5"),
+            "{kind:?}: {sout}\n{serr}"
+        );
+        assert_eq!(
+            err.matches(": TCP (declined: OPTUNSUPP").count(),
+            5,
+            "{kind:?}: {err}"
+        );
+        assert_board_empty(&b);
+    }
 }
 
 /// `SO_LINGER` on an SMC-D connection: set and read back as on its TCP socket, and a

@@ -278,6 +278,7 @@ fn main() -> ExitCode {
             arg(&args, "--bytes").unwrap_or(1000),
             arg(&args, "--linger"),
         ),
+        "handoff" => handoff(addr, arg(&args, "--count").unwrap_or(1)),
         "connect-signal" => connect_signal(
             addr,
             args.iter().any(|a| a == "--restart"),
@@ -321,6 +322,122 @@ fn main() -> ExitCode {
             eprintln!("echo {role}: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+// ------------------------------------------------------------------ handoff
+
+/// `handoff ADDR --count N`: as Node's `cluster` primary with its round-robin policy:
+/// listens, forks a worker, accepts `N` connections and hands each to the worker over a
+/// UNIX socket (`SCM_RIGHTS`), closing its own descriptor; the worker echoes each in turn.
+/// Prints `handed over N` when the worker served them all.
+fn handoff(addr: &str, count: usize) -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!(
+        "listening on {}",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let _ = std::io::stdout().flush();
+    let (primary, worker) = UnixStream::pair().map_err(|e| e.to_string())?;
+    // SAFETY: fork in a process whose other threads (the library's) hold no lock the
+    // child takes before it execs nothing: the child uses only its own descriptors.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: errno {}", errno()));
+    }
+    if pid == 0 {
+        drop(primary);
+        drop(l);
+        let echoed = std::sync::atomic::AtomicU64::new(0);
+        let code = (0..count).try_for_each(|_| {
+            let fd = recv_fd(&worker)?;
+            // SAFETY: a descriptor the primary passed, now ours alone.
+            echo_counting(unsafe { TcpStream::from_raw_fd(fd) }, false, &echoed)
+        });
+        if let Err(e) = &code {
+            eprintln!("echo handoff worker: {e}");
+        }
+        // SAFETY: ends the child without running the parent's exit handlers twice.
+        unsafe { libc::_exit(i32::from(code.is_err())) };
+    }
+    drop(worker);
+    for _ in 0..count {
+        let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+        send_fd(&primary, s.as_raw_fd())?;
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid
+        || !libc::WIFEXITED(status)
+        || libc::WEXITSTATUS(status) != 0
+    {
+        return Err(format!("the worker failed (status {status:#x})"));
+    }
+    println!("handed over {count}");
+    Ok(())
+}
+
+/// Sends descriptor `fd` over `u` in one `SCM_RIGHTS` message (one byte of data).
+fn send_fd(u: &std::os::unix::net::UnixStream, fd: libc::c_int) -> Result<(), String> {
+    let mut byte = [b'f'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // u64 words: aligned for `cmsghdr`.
+    let mut buf = [0u64; 8];
+    // SAFETY: `CMSG_SPACE` computes a length.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;
+    // SAFETY: an all-zero `msghdr` is valid; the fields are set below.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = buf.as_mut_ptr().cast();
+    m.msg_controllen = space as _;
+    // SAFETY: the control buffer holds one header with one descriptor (`space` bytes).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: a valid header, buffers alive for the call.
+    if unsafe { libc::sendmsg(u.as_raw_fd(), &m, 0) } != 1 {
+        return Err(format!("sendmsg SCM_RIGHTS: errno {}", errno()));
+    }
+    Ok(())
+}
+
+/// Receives one descriptor sent by [`send_fd`].
+fn recv_fd(u: &std::os::unix::net::UnixStream) -> Result<libc::c_int, String> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut buf = [0u64; 8];
+    // SAFETY: an all-zero `msghdr` is valid; the fields are set below.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = buf.as_mut_ptr().cast();
+    m.msg_controllen = std::mem::size_of_val(&buf) as _;
+    // SAFETY: a valid header, buffers alive for the call.
+    if unsafe { libc::recvmsg(u.as_raw_fd(), &mut m, libc::MSG_CMSG_CLOEXEC) } != 1 {
+        return Err(format!("recvmsg: errno {}", errno()));
+    }
+    // SAFETY: the kernel filled the control buffer; one header with one descriptor.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&m);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return Err("no descriptor came".into());
+        }
+        Ok(std::ptr::read_unaligned(
+            libc::CMSG_DATA(c).cast::<libc::c_int>(),
+        ))
     }
 }
 
