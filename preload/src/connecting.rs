@@ -678,6 +678,8 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     let Entry::Connecting(c) = &**entry else {
         return;
     };
+    // The numbers a server's gate sets aside go back however this ends.
+    let _spares = crate::fds::ReleaseOnDrop;
     let client = c.side == Side::Client;
     let connected = if client { wait_tcp(c.tcp_fd()) } else { Ok(()) };
     let mut outcome = match connected {
@@ -893,7 +895,8 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
             c.fail(&mut st, libc::ETIMEDOUT);
         }
     }
-    // The numbers set aside and not taken go back.
+    // The numbers set aside and not taken go back (before the drain below lets the
+    // program go on).
     crate::fds::release();
     // A→B drained: A polls writable (the connection's `POLLOUT`, or a failed connect's),
     // and a blocking `connect` waiting in it (`wait_end`) sees room. A server's quiet

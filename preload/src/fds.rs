@@ -85,7 +85,7 @@ pub fn lift(fd: c_int) -> c_int {
     if n >= 0 {
         return n;
     }
-    match RESERVED.with(|r| r.borrow_mut().pop()) {
+    match RESERVED.try_with(|r| r.borrow_mut().pop()).ok().flatten() {
         Some(spare) => take_spare(fd, spare),
         None => n,
     }
@@ -129,8 +129,19 @@ pub fn reserve(like: c_int, n: usize) -> bool {
 
 /// Closes the numbers the calling thread set aside and did not take.
 pub fn release() {
-    let spare = RESERVED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    // (`try_with`: nothing to close once the thread's storage is gone.)
+    let spare = RESERVED.try_with(|r| std::mem::take(&mut *r.borrow_mut()));
     drop(spare);
+}
+
+/// Calls [`release`] when dropped: a set-up's numbers go back on every way out of it
+/// (early returns, a panic).
+pub struct ReleaseOnDrop;
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        release();
+    }
 }
 
 /// [`lift`] for a descriptor the library owns: `fd` is closed, its duplicate returned.

@@ -875,15 +875,21 @@ unsafe fn hand_over_rights(m: &msghdr) -> c_int {
     if m.msg_control.is_null() {
         return 0;
     }
+    let end = (m.msg_control as usize).saturating_add(m.msg_controllen);
     // SAFETY: the caller's header and control buffer, walked with the C library's macros.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
     while !c.is_null() {
         // SAFETY: `c` points to a header inside the buffer (`CMSG_FIRSTHDR`/`NXTHDR`).
         let h = unsafe { std::ptr::read_unaligned(c) };
+        // SAFETY: `CMSG_LEN` computes a length.
+        let head = unsafe { libc::CMSG_LEN(0) } as usize;
+        if (h.cmsg_len as usize) < head || (c as usize).saturating_add(h.cmsg_len as usize) > end {
+            // A header the kernel refuses (`EINVAL`, `net/core/scm.c` `__scm_send` with
+            // `CMSG_OK`): nothing of it is read, the real call says so.
+            break;
+        }
         if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: `CMSG_LEN` computes a length.
-            let head = unsafe { libc::CMSG_LEN(0) } as usize;
-            let n = (h.cmsg_len as usize).saturating_sub(head) / size_of::<c_int>();
+            let n = (h.cmsg_len as usize - head) / size_of::<c_int>();
             // SAFETY: the data of this header, `n` descriptors (unaligned in general).
             let data = unsafe { libc::CMSG_DATA(c) }.cast::<c_int>();
             for i in 0..n {
@@ -1028,7 +1034,8 @@ pub unsafe extern "C" fn sendmmsg(
     flags: c_int,
 ) -> c_int {
     if !vec.is_null() {
-        for i in 0..vlen as usize {
+        // The kernel sends at most `UIO_MAXIOV` entries (`net/socket.c` `__sys_sendmmsg`).
+        for i in 0..(vlen as usize).min(1024) {
             // SAFETY: the caller's `vlen` message headers.
             let m = unsafe { &(*vec.add(i)).msg_hdr };
             if m.msg_controllen > 0 {
@@ -2586,6 +2593,9 @@ fn decline_now(rt: &Runtime, fd: c_int) -> bool {
         return false;
     };
     let flags = get_flags(fd);
+    if flags < 0 {
+        return false;
+    }
     set_flags(fd, flags & !libc::O_NONBLOCK);
     // SAFETY: borrowed for the handshake only; `ManuallyDrop` keeps it from closing `fd`,
     // which stays the program's.

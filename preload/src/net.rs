@@ -8,7 +8,7 @@ use libc::{c_int, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen
 
 use ism_sim::process::names::normalize;
 
-use crate::real::real;
+use crate::real::{errno, real};
 
 /// The address `addr` (of `len` bytes) names, if it is IPv4 or IPv6.
 ///
@@ -307,14 +307,7 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
     put(&mut d[28..44], server.ip());
     d[48..56].fill(0xff); // INET_DIAG_NOCOOKIE
 
-    // SAFETY: a plain socket() call; the descriptor is closed below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
+    let fd = diag_socket();
     if fd < 0 {
         return Err(DiagError::Failed);
     }
@@ -328,8 +321,7 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
             recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0)
         }
     };
-    // SAFETY: our own descriptor, closed once.
-    unsafe { close(fd) };
+    diag_done(fd, close);
     let n = usize::try_from(n).map_err(|_| DiagError::Failed)?;
     let word = |at: usize| {
         let b: [u8; 4] = reply[at..at + 4].try_into().unwrap_or_default();
@@ -348,6 +340,62 @@ pub fn peer_cookie(client: SocketAddr, server: SocketAddr) -> Result<u64, DiagEr
         return Err(DiagError::Failed);
     }
     Ok(u64::from(word(DIAG_COOKIE_AT)) | (u64::from(word(DIAG_COOKIE_AT + 4)) << 32))
+}
+
+/// A descriptor number kept for [`diag_socket`] (a `sock_diag` socket nobody uses, above
+/// the floor), or -1: a server whose program took every other number (memcached sets its
+/// limits to its connection limit) can still ask which client connected, instead of
+/// dropping the connection.
+static DIAG_SPARE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// A new `sock_diag` netlink socket, or -1; with no number free, the spare's number.
+fn diag_socket() -> c_int {
+    use std::sync::atomic::Ordering;
+    let open = || {
+        // SAFETY: a plain socket() call; the caller closes the descriptor (`diag_done`).
+        unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        }
+    };
+    let fd = open();
+    if fd >= 0 || !matches!(errno(), libc::EMFILE | libc::ENFILE) {
+        return fd;
+    }
+    let spare = DIAG_SPARE.swap(-1, Ordering::SeqCst);
+    if spare < 0 {
+        return fd;
+    }
+    // The spare's number goes, the new socket takes it (unless another thread of the
+    // program took it first).
+    if let Some(close) = real().close {
+        // SAFETY: our own descriptor, closed once (swapped out above).
+        unsafe { close(spare) };
+    }
+    open()
+}
+
+/// Closes the socket of a query, or keeps it as the spare if there is none.
+fn diag_done(fd: c_int, close: unsafe extern "C" fn(c_int) -> c_int) {
+    use std::sync::atomic::Ordering;
+    let lifted = if DIAG_SPARE.load(Ordering::SeqCst) < 0 {
+        crate::fds::lift(fd)
+    } else {
+        -1
+    };
+    // SAFETY: our own descriptor, closed once.
+    unsafe { close(fd) };
+    if lifted >= 0
+        && DIAG_SPARE
+            .compare_exchange(-1, lifted, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+    {
+        // SAFETY: our own copy, closed once.
+        unsafe { close(lifted) };
+    }
 }
 
 /// The cookie of the listening socket in this network namespace that a connection to

@@ -716,9 +716,8 @@ impl Conn {
         // the look before a sleep, and, for a waiter woken by someone else, once after it
         // stopped polling; a spinning waiter's signals for others wait no longer than
         // that, a busy poller's as the first point says.
-        let spins = matches!(mode, WaitMode::Blocking(spin) if !spin.is_zero())
-            && self.watcher.get().is_none()
-            && self.tells_raise;
+        let spun = matches!(mode, WaitMode::Blocking(spin) if !spin.is_zero());
+        let spins = spun && self.watcher.get().is_none() && self.tells_raise;
         let watch = spins || (mode == WaitMode::BusyPoll && ops.polled_only());
         let before = watch.then(|| self.peer_cdc());
         let mut deferring = watch;
@@ -767,10 +766,14 @@ impl Conn {
                 // The interrupt is taken: the handler runs here, poll claim or not.
                 ops.sync_events();
             }
-        } else if (watch && !saw_cdc.get()) || (mode == WaitMode::BusyPoll && !watch) {
+        } else if (watch && !saw_cdc.get())
+            || (!watch && (mode == WaitMode::BusyPoll || (spun && woken)))
+        {
             // A last poll, as every poller makes after it stops (`Bus::set_polling`):
             // a raise while it polled woke no interrupt thread (a watching waiter was
-            // woken by someone else while it deferred the signals, or ran out its slice).
+            // woken by someone else while it deferred the signals, or ran out its slice;
+            // a spinning one woken by someone else: its spin ended before it polled
+            // again, and the raise may be for another connection).
             ops.poll_irq_last();
         }
         if woken {
@@ -3270,6 +3273,26 @@ mod tests {
             c.set_nonblocking(false);
             c.set_read_timeout_ms(5);
             assert_eq!(kind(c.read(&mut [0u8; 10])), Io::TimedOut);
+            assert_eq!(tail(&ops)[..2], ["off", "last"]);
+            // Spinning with a watcher (whose readiness the handler reports), woken by
+            // someone else's notice while it spins: it stopped before it polled again.
+            let (ops, c) = setup(100, 60, false, spin);
+            let c = Arc::new(c);
+            assert!(c.set_watcher(alloc::boxed::Box::new(|| {})));
+            c.set_nonblocking(false);
+            c.set_read_timeout_ms(1000);
+            let peer = {
+                let (ops, c) = (ops.clone(), c.clone());
+                std::thread::spawn(move || {
+                    while ops.polling_starts.load(Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    ops.peer_data(0, b"news");
+                    ops.peer_says(&c, Cursor::new(0, 4), Cursor::new(0, 0), none(), open());
+                })
+            };
+            assert_eq!(c.read(&mut [0u8; 10]).unwrap(), 4);
+            peer.join().unwrap();
             assert_eq!(tail(&ops)[..2], ["off", "last"]);
             // Made to block without a spin, on a device with no interrupt thread: it
             // polls all the same (it never would have: nothing else would tell it).
