@@ -13,9 +13,9 @@
 //!
 //! A server's set-up must not run out of descriptors after it has told its client "yes"
 //! (the client would be on SMC-D, the program's connection failed): before it answers, it
-//! sets aside the numbers it will need ([`reserve`]), and declines the client if it cannot
-//! (`SMC_CLC_DECL_MEM`, as Linux's server when it cannot get what a connection needs); a
-//! [`lift`] that finds no free number then takes a set-aside one.
+//! sets aside the numbers it will need, above the floor ([`reserve`]), and declines the
+//! client if it cannot (`SMC_CLC_DECL_MEM`, as Linux's server when it cannot get what a
+//! connection needs); a [`lift`] that finds no free number then takes a set-aside one.
 //!
 //! Owns: the floor, the raise and the set-aside numbers. Must never: close or move a
 //! descriptor it did not make.
@@ -110,13 +110,22 @@ thread_local! {
     static RESERVED: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Sets `n` descriptor numbers aside for the calling thread's later [`lift`]s (copies of
-/// `like`, above the floor where there is room); `false`, with none set aside, if the
-/// process has not that many free. [`release`] gives back those not taken.
+/// Sets `n` descriptor numbers at or above the [`floor`] aside for the calling thread's
+/// later [`lift`]s (copies of `like`); `false`, with none set aside, if that many are not
+/// free there. Only above the floor: a set-up that would take the program's own numbers
+/// (below it) declines instead, so that the program keeps every number it would have had
+/// (a memcached whose limits equal its connection limit serves its clients over TCP once
+/// the library's numbers are used up, instead of running out of descriptors itself).
+/// [`release`] gives back those not taken.
 pub fn reserve(like: c_int, n: usize) -> bool {
+    let floor = floor();
+    let Some(f) = real().fcntl else {
+        return false;
+    };
     let mut got = Vec::with_capacity(n);
     for _ in 0..n {
-        let d = lift(like);
+        // SAFETY: F_DUPFD_CLOEXEC duplicates the caller's descriptor.
+        let d = unsafe { f(like, libc::F_DUPFD_CLOEXEC, floor) };
         if d < 0 {
             return false; // `got` closes them
         }

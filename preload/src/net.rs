@@ -378,23 +378,17 @@ fn diag_socket() -> c_int {
     open()
 }
 
-/// Closes the socket of a query, or keeps it as the spare if there is none.
+/// Closes the socket of a query, or keeps it as the spare if there is none (it is not
+/// used again: a spare that took a number below the floor keeps it, as a program's own
+/// socket would).
 fn diag_done(fd: c_int, close: unsafe extern "C" fn(c_int) -> c_int) {
     use std::sync::atomic::Ordering;
-    let lifted = if DIAG_SPARE.load(Ordering::SeqCst) < 0 {
-        crate::fds::lift(fd)
-    } else {
-        -1
-    };
-    // SAFETY: our own descriptor, closed once.
-    unsafe { close(fd) };
-    if lifted >= 0
-        && DIAG_SPARE
-            .compare_exchange(-1, lifted, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
+    if DIAG_SPARE
+        .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
     {
-        // SAFETY: our own copy, closed once.
-        unsafe { close(lifted) };
+        // SAFETY: our own descriptor, closed once.
+        unsafe { close(fd) };
     }
 }
 
