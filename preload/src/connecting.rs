@@ -129,6 +129,9 @@ pub struct Connecting {
     /// [`Connecting::open_gate`]).
     gate: Mutex<Gate>,
     gate_moved: Condvar,
+    /// Descriptor numbers a client's `connect` set aside for its set-up (moved to the
+    /// set-up's thread: `crate::fds::set_aside`).
+    spares: Mutex<Vec<OwnedFd>>,
 }
 
 /// Whether a server's handshake may answer its client's proposal. `accept` returns before
@@ -520,7 +523,9 @@ impl Connecting {
 /// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
 /// the connection's doorbell A on `fd` (with `bells`' pair if doorbells are exchanged,
 /// else a new one; a connect's filled, so that it polls unwritable until the end) and
-/// starts the thread that sets the connection up. Returns a
+/// starts the thread that sets the connection up, taking along the descriptor numbers
+/// the calling thread set aside and did not use here (a client's, from `connect`:
+/// `crate::fds::set_aside`; none for a server). Returns a
 /// descriptor of A of the library's own, for [`wait_end`] (drop it at once otherwise:
 /// kept, it would keep A open after the program's `close`). `Err`: nothing changed (the
 /// caller leaves the socket on TCP).
@@ -576,6 +581,7 @@ pub fn start(
         ended: Condvar::new(),
         gate: Mutex::new(Gate::Shut),
         gate_moved: Condvar::new(),
+        spares: Mutex::new(crate::fds::take_aside()),
     })));
     let old = TABLE.insert(fd, entry.clone());
     if let Err(e) = put_on(fd, a.as_raw_fd(), true) {
@@ -678,8 +684,12 @@ fn finish(rt: &'static Runtime, fd: c_int, entry: &Arc<crate::hooks::Entry>) {
     let Entry::Connecting(c) = &**entry else {
         return;
     };
-    // The numbers a server's gate sets aside go back however this ends.
+    // The numbers set aside (a client's, taken by `connect`; a server's, at its gate) go
+    // back however this ends.
     let _spares = crate::fds::ReleaseOnDrop;
+    crate::fds::set_aside(std::mem::take(
+        &mut *c.spares.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
     let client = c.side == Side::Client;
     let connected = if client { wait_tcp(c.tcp_fd()) } else { Ok(()) };
     let mut outcome = match connected {

@@ -11,11 +11,13 @@
 //! and once nothing is free up there takes any number, as it did before: such a program
 //! may run out of descriptors sooner than over TCP (documented in `docs/ism-run.md`).
 //!
-//! A server's set-up must not run out of descriptors after it has told its client "yes"
-//! (the client would be on SMC-D, the program's connection failed): before it answers, it
+//! A set-up must not run out of descriptors once it committed to SMC-D (the peer would be
+//! on SMC-D, the program's connection failed): a server, before it answers its client,
 //! sets aside the numbers it will need, above the floor ([`reserve`]), and declines the
 //! client if it cannot (`SMC_CLC_DECL_MEM`, as Linux's server when it cannot get what a
-//! connection needs); a [`lift`] that finds no free number then takes a set-aside one.
+//! connection needs); a client takes them before it registers with the board
+//! ([`take_spares`]) and connects over plain TCP if it cannot. A [`lift`] that finds no
+//! free number then takes a set-aside one.
 //!
 //! Owns: the floor, the raise and the set-aside numbers. Must never: close or move a
 //! descriptor it did not make.
@@ -110,37 +112,51 @@ thread_local! {
     static RESERVED: RefCell<Vec<OwnedFd>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Sets `n` descriptor numbers at or above the [`floor`] aside for the calling thread's
-/// later [`lift`]s (copies of `like`); `false`, with none set aside, if that many are not
-/// free there. Only above the floor: a set-up that would take the program's own numbers
-/// (below it) declines instead, so that the program keeps every number it would have had
-/// (a memcached whose limits equal its connection limit serves its clients over TCP once
-/// the library's numbers are used up, instead of running out of descriptors itself).
-/// [`release`] gives back those not taken.
-pub fn reserve(like: c_int, n: usize) -> bool {
+/// `n` descriptor numbers at or above the [`floor`] (copies of `like`), or `None` if
+/// that many are not free there: a set-up takes them before it commits to SMC-D, so that
+/// it never runs out of descriptors after (see [`set_aside`]). Only above the floor: a
+/// set-up that would take the program's own numbers (below it) goes to TCP instead, so
+/// that the program keeps every number it would have had (a memcached whose limits equal
+/// its connection limit serves its clients over TCP once the library's numbers are used
+/// up, instead of running out of descriptors itself).
+pub fn take_spares(like: c_int, n: usize) -> Option<Vec<OwnedFd>> {
     let floor = floor();
-    let Some(f) = real().fcntl else {
-        return false;
-    };
+    let f = real().fcntl?;
     let mut got = Vec::with_capacity(n);
     for _ in 0..n {
         // SAFETY: F_DUPFD_CLOEXEC duplicates the caller's descriptor.
         let d = unsafe { f(like, libc::F_DUPFD_CLOEXEC, floor) };
         if d < 0 {
-            return false; // `got` closes them
+            return None; // `got` closes them
         }
         // SAFETY: a new descriptor nobody else owns.
         got.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) });
     }
-    RESERVED.with(|r| r.borrow_mut().extend(got));
-    true
+    Some(got)
+}
+
+/// Gives `spares` (from [`take_spares`]) to the calling thread's later [`lift`]s, until
+/// [`release`].
+pub fn set_aside(spares: Vec<OwnedFd>) {
+    let _ = RESERVED.try_with(|r| r.borrow_mut().extend(spares));
+}
+
+/// The numbers the calling thread set aside and did not take (for another thread to
+/// [`set_aside`]).
+pub fn take_aside() -> Vec<OwnedFd> {
+    RESERVED
+        .try_with(|r| std::mem::take(&mut *r.borrow_mut()))
+        .unwrap_or_default()
+}
+
+/// [`take_spares`] and [`set_aside`]: whether the calling thread has `n` numbers aside.
+pub fn reserve(like: c_int, n: usize) -> bool {
+    take_spares(like, n).map(set_aside).is_some()
 }
 
 /// Closes the numbers the calling thread set aside and did not take.
 pub fn release() {
-    // (`try_with`: nothing to close once the thread's storage is gone.)
-    let spare = RESERVED.try_with(|r| std::mem::take(&mut *r.borrow_mut()));
-    drop(spare);
+    drop(take_aside());
 }
 
 /// Calls [`release`] when dropped: a set-up's numbers go back on every way out of it

@@ -2289,9 +2289,22 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let mine = seen
             .filter(|_| by_cookie)
             .and_then(|_| net::socket_cookie(fd));
+        // The descriptors the set-up takes once the server accepted (a copy of the TCP
+        // socket, of B, the server's doorbell moved above the floor), taken before the
+        // connection is registered: without them, plain TCP (`crate::fds`).
+        let mut spares = None;
+        let no_spares = || {
+            rt.debug(|| format!("connect {dest}: no descriptors above the floor: TCP"));
+            set_errno(entry_errno);
+            call_real!(connect(fd, addr, len))
+        };
         let combined = match (seen, mine) {
             (Some(s), Some(c)) => {
                 bells = rt.bells();
+                spares = crate::fds::take_spares(fd, CLIENT_SPARE);
+                if spares.is_none() || (bells.is_none() && rt.uses_bells()) {
+                    return no_spares();
+                }
                 let bell = bells.as_ref().map(crate::smc::Bells::b);
                 names.lookup_register(c, dest, s, bell).ok().inspect(|l| {
                     if *l == Lookup::Cookies {
@@ -2309,6 +2322,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return call_real!(connect(fd, addr, len));
         }
         let mut bells = bells.or_else(|| rt.bells());
+        let spares = spares.or_else(|| crate::fds::take_spares(fd, CLIENT_SPARE));
+        let Some(spares) = spares.filter(|_| bells.is_some() || !rt.uses_bells()) else {
+            return no_spares();
+        };
         if let Some(b) = bells.as_mut() {
             b.offer_page_on_a();
         }
@@ -2359,9 +2376,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         let side = crate::connecting::Side::Client;
         let ends = (local, dest);
+        // The set-up's descriptors come from `spares` from here on (`start` takes what it
+        // does not use along to the set-up's thread).
+        crate::fds::set_aside(spares);
         let (entry, a) = match crate::connecting::start(rt, side, fd, ends, key, flags, bells) {
             Ok(started) => started,
             Err(why) => {
+                crate::fds::release();
                 // Left on TCP: the listener must not wait for a handshake.
                 rt.debug(|| format!("connect {local} -> {dest}: errno {why}: TCP"));
                 let _ = names.unregister_client(key, dest);
@@ -2395,6 +2416,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
     })
 }
+
+/// Descriptors a client's set-up takes after it registered (the library's copy of the TCP
+/// socket, another for the handshake, one of B, the server's doorbell moved above the
+/// floor), set aside before it registers ([`crate::fds::take_spares`]).
+const CLIENT_SPARE: usize = 4;
 
 /// Registers the listening address `addr` with the board; as one whose server finds its
 /// clients by socket cookie if this process can ask `sock_diag` (see [`after_accept`]).

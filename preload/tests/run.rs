@@ -1827,6 +1827,35 @@ fn a_server_out_of_descriptors_declines_instead_of_dropping_connections() {
     assert_board_empty(&b);
 }
 
+/// The client side of the same: a client whose limits leave the library no room takes
+/// the descriptors its set-up needs before it registers with the board, and connects over
+/// plain TCP once they are used up; every connection works, and the program keeps its
+/// own numbers. Before, its set-ups took the program's numbers and then failed after the
+/// server had accepted them.
+#[test]
+fn a_client_out_of_descriptors_connects_over_tcp() {
+    let b = board(BoardKind::Loopback);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![("ISM_RUN_BUFFER", "16384")]);
+    let (srv, addr) = server(&under, &["--count", "40"]);
+    let mut c = command(&under, &["hold", &addr, "--conns", "40", "--bytes", "100"]);
+    hard_fd_limit(&mut c, 128);
+    let (ok, out, err) = spawn(c).finish();
+    let (sok, sout, serr) = srv.finish();
+    assert!(
+        ok && out.contains("held 40 connections"),
+        "{out}\n{err}\n{serr}"
+    );
+    assert!(sok && sout.contains("served 40"), "{sout}\n{serr}");
+    let smc = err.matches(": SMC-D").count();
+    let tcp = err.matches(": no descriptors above the floor: TCP").count();
+    assert!(
+        smc >= 1 && tcp >= 1 && smc + tcp == 40,
+        "SMC-D {smc}, TCP {tcp}: {err}"
+    );
+    assert_board_empty(&b);
+}
+
 /// A server that hands each accepted connection to another process over a UNIX socket
 /// (`SCM_RIGHTS`, as Node's `cluster` primary does): the hand-over declines the client's
 /// proposal first, so the other process gets the TCP connection, and every exchange is
