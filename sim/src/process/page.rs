@@ -309,23 +309,70 @@ fn raise_on(irq: &AtomicU32, waiters: &AtomicU32, pollers: &AtomicU32) {
 /// sleeps, and in `grace` no host thread started polling and nobody took `IRQ`. A poller
 /// that starts after the raise makes its last look at the SBA after it stops (5.4), and
 /// whoever takes `IRQ` runs the handler for what it did not read itself: either way no
-/// wake-up is needed.
+/// wake-up is needed. A function whose last two graces ended in a wake-up all the same
+/// (its readers sleep in the kernel, as `ism-run`'s do) is woken at once, and tried again
+/// every 32nd raise ([`GraceMisses`]).
 fn needs_wake(irq: &AtomicU32, waiters: &AtomicU32, pollers: &AtomicU32, grace: Duration) -> bool {
     if waiters.load(Ordering::SeqCst) == 0 || pollers.load(Ordering::SeqCst) != 0 {
         return false;
+    }
+    let misses = GraceMisses::of(irq);
+    if !misses.try_grace() {
+        return true;
     }
     let start = std::time::Instant::now();
     let mut n = 0u32;
     loop {
         if pollers.load(Ordering::SeqCst) != 0 || irq.load(Ordering::SeqCst) == 0 {
+            misses.hit();
             return false;
         }
         n = n.wrapping_add(1);
         // The clock only every 16th look: a look is a few nanoseconds, a clock read tens.
         if n.is_multiple_of(16) && start.elapsed() >= grace {
+            misses.missed();
             return waiters.load(Ordering::SeqCst) > 0;
         }
         std::hint::spin_loop();
+    }
+}
+
+/// How many raises in a row this process made to an interrupt word whose grace ended in a
+/// wake-up all the same (a saturating count), kept per word in this process (a few
+/// slots by the word's address; two words sharing one share the guess, which only costs
+/// a grace or a wake-up).
+struct GraceMisses(&'static std::sync::atomic::AtomicU8);
+
+/// The slots of [`GraceMisses`].
+static GRACE_MISSES: [std::sync::atomic::AtomicU8; 64] =
+    [const { std::sync::atomic::AtomicU8::new(0) }; 64];
+
+impl GraceMisses {
+    fn of(irq: &AtomicU32) -> Self {
+        let slot = (irq as *const AtomicU32 as usize >> 2) % GRACE_MISSES.len();
+        Self(&GRACE_MISSES[slot])
+    }
+
+    /// Whether this raise waits for a poller: unless the last two did not find one, and
+    /// then every 32nd raise (counted on) to see whether that changed.
+    fn try_grace(&self) -> bool {
+        let m = self.0.load(Ordering::Relaxed);
+        if m < 2 || m.is_multiple_of(32) {
+            return true;
+        }
+        self.missed();
+        false
+    }
+
+    fn hit(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// One more miss (or skipped grace): 255 wraps back to 2.
+    fn missed(&self) {
+        let m = self.0.load(Ordering::Relaxed);
+        self.0
+            .store(if m == u8::MAX { 2 } else { m + 1 }, Ordering::Relaxed);
     }
 }
 
@@ -389,6 +436,33 @@ mod tests {
             &pollers,
             Duration::from_millis(5)
         ));
+        // Twice: from then on the sleeper is woken at once (a long grace would show),
+        // except every 32nd raise, which waits again.
+        assert!(needs_wake(
+            &irq,
+            &waiters,
+            &pollers,
+            Duration::from_millis(5)
+        ));
+        let start = std::time::Instant::now();
+        let mut waited = 0;
+        for _ in 0..64 {
+            let t = std::time::Instant::now();
+            assert!(needs_wake(
+                &irq,
+                &waiters,
+                &pollers,
+                Duration::from_millis(20)
+            ));
+            if t.elapsed() >= Duration::from_millis(20) {
+                waited += 1;
+            }
+        }
+        assert!((1..=3).contains(&waited), "{waited} of 64 waited");
+        assert!(start.elapsed() < Duration::from_millis(20 * 10));
+        // A poller there: no wake-up, whatever the count.
+        pollers.store(1, Ordering::SeqCst);
+        assert!(!needs_wake(&irq, &waiters, &pollers, long));
     }
 
     #[test]
