@@ -833,13 +833,9 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller's message header, if any.
     if let Some(m) = unsafe { msg.as_ref() } {
-        if m.msg_controllen > 0 {
-            // SAFETY: the caller's control buffer of `msg_controllen` bytes.
-            match guarded(|| unsafe { hand_over_rights(m) }) {
-                0 => {}
-                e if e > 0 => return fail(e),
-                _ => return -1, // a panic: `errno` is set
-            }
+        // SAFETY: the caller's control buffer of `msg_controllen` bytes.
+        if !unsafe { rights_handed_over(m) } {
+            return -1;
         }
     }
     if !TABLE.maybe_tracked(fd) {
@@ -905,6 +901,26 @@ unsafe fn hand_over_rights(m: &msghdr) -> c_int {
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
     0
+}
+
+/// [`hand_over_rights`] for a send hook, if `m` has control data: whether the send may
+/// go on (`false`: `errno` is set, the hook returns -1).
+///
+/// # Safety
+/// As [`hand_over_rights`].
+unsafe fn rights_handed_over(m: &msghdr) -> bool {
+    if m.msg_controllen == 0 {
+        return true;
+    }
+    // SAFETY: as the caller's.
+    match guarded(|| unsafe { hand_over_rights(m) }) {
+        0 => true,
+        e if e > 0 => {
+            let _: c_int = fail(e);
+            false
+        }
+        _ => false, // a panic: `errno` is set
+    }
 }
 
 /// See [`hand_over_rights`]: 0 when `fd` may go to another process as it is.
@@ -1038,13 +1054,9 @@ pub unsafe extern "C" fn sendmmsg(
         for i in 0..(vlen as usize).min(1024) {
             // SAFETY: the caller's `vlen` message headers.
             let m = unsafe { &(*vec.add(i)).msg_hdr };
-            if m.msg_controllen > 0 {
-                // SAFETY: the caller's control buffer of `msg_controllen` bytes.
-                match guarded(|| unsafe { hand_over_rights(m) }) {
-                    0 => {}
-                    e if e > 0 => return fail(e),
-                    _ => return -1,
-                }
+            // SAFETY: the caller's control buffer of `msg_controllen` bytes.
+            if !unsafe { rights_handed_over(m) } {
+                return -1;
             }
         }
     }
