@@ -519,10 +519,24 @@ impl Connecting {
     }
 }
 
+/// The doorbell a connection's set-up starts with (see [`start`]).
+pub enum Doorbell {
+    /// Exchanged with the peer through the board (`crate::smc::Bells`: loopback boards
+    /// with peer bells).
+    Exchanged(crate::smc::Bells),
+    /// The connection's own pair (A, B), made before: a client makes it before it
+    /// registers with the board, so that a process out of descriptors connects over plain
+    /// TCP instead of failing after the server took it for an `ism-run` client.
+    Own((OwnedFd, OwnedFd)),
+    /// None yet: [`start`] makes the pair (a server's; if it cannot, the caller declines
+    /// the client).
+    New,
+}
+
 /// After the real `connect` of `fd` from `local` to `dest` started (non-blocking) or
 /// completed (blocking), or the real `accept` of `fd` (then `dest` is the client): puts
-/// the connection's doorbell A on `fd` (with `bells`' pair if doorbells are exchanged,
-/// else a new one; a connect's filled, so that it polls unwritable until the end) and
+/// the connection's doorbell A on `fd` (`doorbell`'s pair, or a new one; a connect's
+/// filled, so that it polls unwritable until the end) and
 /// starts the thread that sets the connection up, taking along the descriptor numbers
 /// the calling thread set aside and did not use here (a client's, from `connect`:
 /// `crate::fds::set_aside`; none for a server). Returns a
@@ -536,12 +550,13 @@ pub fn start(
     (local, dest): (SocketAddr, SocketAddr),
     reg: ClientKey,
     flags: c_int,
-    bells: Option<crate::smc::Bells>,
+    doorbell: Doorbell,
 ) -> Result<(Arc<crate::hooks::Entry>, OwnedFd), c_int> {
     use crate::hooks::{put_on, Entry, TABLE};
-    let ((a, b), peer, page, bell_passed) = match bells {
-        Some(bells) => (bells.pair, bells.peer, bells.page, true),
-        None => (crate::smc::doorbell_pair()?, None, None, false),
+    let ((a, b), peer, page, bell_passed) = match doorbell {
+        Doorbell::Exchanged(bells) => (bells.pair, bells.peer, bells.page, true),
+        Doorbell::Own(pair) => (pair, None, None, false),
+        Doorbell::New => (crate::smc::doorbell_pair()?, None, None, false),
     };
     let a_id = crate::smc::file_id(a.as_raw_fd()).ok_or_else(errno)?;
     let tcp = crate::fds::lift(fd);

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,7 @@ use ism_host_driver::smcd::Stream;
 use ism_sim::process::names::{ClientKey, Lookup};
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-use crate::connecting::Connecting;
+use crate::connecting::{Connecting, Doorbell};
 use crate::net;
 use crate::real::{errno, fail, real, set_errno, KeepsErrno};
 use crate::runtime::{runtime, Runtime};
@@ -2286,9 +2286,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // the port, an IPv6-only one beside it, or a more specific address takes the
         // connection: then it stays TCP).
         let seen = net::listener_cookie(dest).ok();
-        // The connection's doorbell (see `crate::smc::Bells`) goes with the registration,
-        // for the board to pass to the server.
-        let mut bells = None;
+        // The connection's doorbell and the descriptor numbers its set-up takes once the
+        // server accepted (`client_means`), taken before the connection is registered:
+        // without them, plain TCP. An exchanged doorbell (`crate::smc::Bells`) goes with
+        // the registration, for the board to pass to the server.
+        let mut means = None;
         // Where that listener is known and this socket has a cookie, the lookup and the
         // registration by cookie (see below) are one round trip: the board registers the
         // client only if the answer is "cookies". A board that predates it, or an error:
@@ -2301,10 +2303,6 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let mine = seen
             .filter(|_| by_cookie)
             .and_then(|_| net::socket_cookie(fd));
-        // The descriptors the set-up takes once the server accepted (a copy of the TCP
-        // socket, of B, the server's doorbell moved above the floor), taken before the
-        // connection is registered: without them, plain TCP (`crate::fds`).
-        let mut spares = None;
         let no_spares = || {
             rt.debug(|| format!("connect {dest}: no descriptors above the floor: TCP"));
             set_errno(entry_errno);
@@ -2312,12 +2310,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         };
         let combined = match (seen, mine) {
             (Some(s), Some(c)) => {
-                bells = rt.bells();
-                spares = crate::fds::take_spares(fd, CLIENT_SPARE);
-                if spares.is_none() || (bells.is_none() && rt.uses_bells()) {
+                means = client_means(rt, fd);
+                let Some((doorbell, _)) = &means else {
                     return no_spares();
-                }
-                let bell = bells.as_ref().map(crate::smc::Bells::b);
+                };
+                let bell = match doorbell {
+                    Doorbell::Exchanged(b) => Some(b.b()),
+                    _ => None,
+                };
                 names.lookup_register(c, dest, s, bell).ok().inspect(|l| {
                     if *l == Lookup::Cookies {
                         registered = Some(ClientKey::Cookie(c));
@@ -2333,12 +2333,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(entry_errno);
             return call_real!(connect(fd, addr, len));
         }
-        let mut bells = bells.or_else(|| rt.bells());
-        let spares = spares.or_else(|| crate::fds::take_spares(fd, CLIENT_SPARE));
-        let Some(spares) = spares.filter(|_| bells.is_some() || !rt.uses_bells()) else {
+        let Some((mut doorbell, spares)) = means.or_else(|| client_means(rt, fd)) else {
             return no_spares();
         };
-        if let Some(b) = bells.as_mut() {
+        if let Doorbell::Exchanged(b) = &mut doorbell {
             b.offer_page_on_a();
         }
         // The connection is registered before `connect`, by its socket's cookie where
@@ -2347,9 +2345,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // needs the port first: a port bound before `connect` stays taken while its
         // connections are in `TIME_WAIT`, and a client that opens many connections runs
         // out of ports (the kernel's own choice in `connect` reuses them).
-        let register = |key: ClientKey| match &bells {
-            Some(b) => names.register_client_with_bell(key, dest, b.b()),
-            None => names.register_client(key, dest),
+        let register = |key: ClientKey| match &doorbell {
+            Doorbell::Exchanged(b) => names.register_client_with_bell(key, dest, b.b()),
+            _ => names.register_client(key, dest),
         };
         // Cookies only where the board answered for the listener seen here: one in
         // another network namespace could not see this socket either.
@@ -2391,7 +2389,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // The set-up's descriptors come from `spares` from here on (`start` takes what it
         // does not use along to the set-up's thread).
         crate::fds::set_aside(spares);
-        let (entry, a) = match crate::connecting::start(rt, side, fd, ends, key, flags, bells) {
+        let (entry, a) = match crate::connecting::start(rt, side, fd, ends, key, flags, doorbell) {
             Ok(started) => started,
             Err(why) => {
                 crate::fds::release();
@@ -2433,6 +2431,21 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// socket, another for the handshake, one of B, the server's doorbell moved above the
 /// floor), set aside before it registers ([`crate::fds::take_spares`]).
 const CLIENT_SPARE: usize = 4;
+
+/// What a client's set-up needs before it registers with the board: the connection's
+/// doorbell (exchanged with the peer where connections do that, else its own pair) and
+/// [`CLIENT_SPARE`] descriptor numbers above the floor for its set-up's thread. `None`
+/// where a process out of descriptors cannot have them: the connection goes over plain
+/// TCP. Taken after registering instead, a failure came after the server had accepted
+/// the connection as an `ism-run` client's.
+fn client_means(rt: &Runtime, fd: c_int) -> Option<(Doorbell, Vec<OwnedFd>)> {
+    let doorbell = if rt.uses_bells() {
+        Doorbell::Exchanged(rt.bells()?)
+    } else {
+        Doorbell::Own(crate::smc::doorbell_pair().ok()?)
+    };
+    Some((doorbell, crate::fds::take_spares(fd, CLIENT_SPARE)?))
+}
 
 /// Registers the listening address `addr` with the board; as one whose server finds its
 /// clients by socket cookie if this process can ask `sock_diag` (see [`after_accept`]).
@@ -2594,7 +2607,7 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         (local, peer),
         ClientKey::Addr(peer),
         flags,
-        bells,
+        bells.map_or(Doorbell::New, Doorbell::Exchanged),
     ) {
         Ok((_, a)) => {
             // Not kept: A's only descriptor is the program's (see `install`).

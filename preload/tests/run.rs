@@ -1854,6 +1854,91 @@ fn a_client_out_of_descriptors_connects_over_tcp() {
     );
 }
 
+/// A client at its very limit, `n` descriptors left, on a board where connections do not
+/// exchange doorbells (an LPAR board; a loopback board with `--no-peer-bell`): it makes its
+/// own doorbell before it registers with the board too, so every connection either is
+/// SMC-D or goes over plain TCP from its start, and works. Before, that doorbell was made
+/// after the registration and failed there (`errno 24: TCP`), with the server possibly
+/// already waiting for the client's proposal.
+#[test]
+fn a_client_at_its_very_limit_makes_its_doorbell_before_it_registers() {
+    for (kind, no_bell) in [(BoardKind::Lpar, false), (BoardKind::Loopback, true)] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let vars = if no_bell {
+            vec![("ISM_RUN_PEER_BELL", "0")]
+        } else {
+            vec![]
+        };
+        let under = Under::Run(&env, vars);
+        let leaves = [3, 4, 5, 6, 7, 8, 12];
+        let count = (2 * leaves.len()).to_string();
+        let (srv, addr) = server(&under, &["--count", &count]);
+        let mut outcomes = Vec::new();
+        for leave in leaves {
+            let mut c = command(
+                &under,
+                &["hold", &addr, "--conns", "2", "--leave", &leave.to_string()],
+            );
+            hard_fd_limit(&mut c, 128);
+            let (ok, out, err) = spawn(c).finish();
+            assert!(
+                ok && out.contains("held 2 connections"),
+                "{kind:?}, {leave} left: {out}\n{err}"
+            );
+            assert!(!err.contains("errno"), "{kind:?}, {leave} left: {err}");
+            // The first connection is SMC-D; the second, made at the limit, either.
+            let smc = err.matches(": SMC-D").count();
+            let tcp = err.matches(": no descriptors above the floor: TCP").count();
+            assert!(smc + tcp == 2 && smc >= 1, "{kind:?}, {leave} left: {err}");
+            outcomes.push((leave, smc == 2));
+        }
+        let (sok, sout, serr) = srv.finish();
+        assert!(sok && sout.contains("served"), "{kind:?}: {sout}\n{serr}");
+        // Both outcomes occur: the range of `leaves` spans the limit.
+        assert!(
+            outcomes.iter().any(|o| o.1) && outcomes.iter().any(|o| !o.1),
+            "{kind:?}: {outcomes:?}"
+        );
+        assert_board_empty(&b);
+    }
+}
+
+/// A process at its very limit when it first connects (the connect attaches it to the
+/// board): every connection works, over SMC-D or TCP, and where the attach fails for lack
+/// of descriptors the error says so. Before, the board's memory objects the kernel could
+/// not pass were reported as the board's fault: `protocol error: WELCOME with 1 memory
+/// objects instead of 2`.
+#[test]
+fn a_process_that_first_connects_at_its_limit_is_told_why_it_cannot_attach() {
+    let b = board(BoardKind::Lpar);
+    let env = Env::of(&b);
+    let under = Under::Run(&env, vec![]);
+    let leaves = 1..16;
+    let (srv, addr) = server(&under, &["--count", &leaves.len().to_string()]);
+    let mut attached = 0;
+    for leave in leaves {
+        let (n, k) = (leave.to_string(), "0");
+        let mut c = command(&under, &["hold", &addr, "--leave", &n, "--leave-after", k]);
+        hard_fd_limit(&mut c, 128);
+        let (ok, out, err) = spawn(c).finish();
+        assert!(
+            ok && out.contains("held 1 connections"),
+            "{leave} left: {out}\n{err}"
+        );
+        assert!(!err.contains("protocol error"), "{leave} left: {err}");
+        if err.contains(": SMC-D") {
+            attached += 1;
+        } else if err.contains("cannot attach") {
+            assert!(err.contains("Too many open files"), "{leave} left: {err}");
+        }
+    }
+    let (sok, sout, serr) = srv.finish();
+    assert!(sok && sout.contains("served"), "{sout}\n{serr}");
+    assert!(attached >= 1, "the range spans the limit");
+    assert_board_empty(&b);
+}
+
 /// A server that hands each accepted connection to another process over a UNIX socket
 /// (`SCM_RIGHTS`, as Node's `cluster` primary does): the hand-over declines the client's
 /// proposal first, so the other process gets the TCP connection, and every exchange is

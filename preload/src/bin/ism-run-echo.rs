@@ -28,7 +28,7 @@
 //! echo exec-listener ADDR [--clear-env] | serve-fd FD
 //! echo relisten -
 //! echo exec-probe-stdio -
-//! echo hold ADDR --conns C [--bytes N] [--linger S]
+//! echo hold ADDR --conns C [--bytes N] [--linger S] [--leave N [--leave-after K]]
 //! echo connect-signal ADDR [--restart] [--bytes N]
 //! echo daemon-fds ADDR [--bytes N]
 //! echo unprivileged ADDR
@@ -77,7 +77,10 @@
 //! server and exchanges N bytes on each, keeping every one open, then exchanges N more on
 //! each while all are open; then, per connection, `--linger S` sets `SO_LINGER` (on, S
 //! seconds; checked with `getsockopt`), and it shuts down its writing side, reads the
-//! echo's end of stream and closes. Prints `held C connections`.
+//! echo's end of stream and closes. Prints `held C connections`. `--leave N`: after its
+//! first connection (which attaches the process to the board; `--leave-after K`: after
+//! K connections) it opens `/dev/null` until it runs out of descriptors and closes the N
+//! highest again (a program at its limit).
 //! `connect-signal` makes a blocking `connect` with a `SIGALRM` due after 200 ms (its
 //! handler with `SA_RESTART` if `--restart`) and prints `connect: 0 after T ms` or
 //! `connect: EINTR after T ms`; after `EINTR` it waits for the socket to poll writable (the
@@ -277,6 +280,7 @@ fn main() -> ExitCode {
             arg(&args, "--conns").unwrap_or(1),
             arg(&args, "--bytes").unwrap_or(1000),
             arg(&args, "--linger"),
+            arg(&args, "--leave").map(|n| (n, arg(&args, "--leave-after").unwrap_or(1))),
         ),
         "handoff" => handoff(addr, arg(&args, "--count").unwrap_or(1)),
         "connect-signal" => connect_signal(
@@ -1381,9 +1385,33 @@ fn exchange(s: &mut TcpStream, from: usize, n: usize) -> Result<(), String> {
     check(&back, from)
 }
 
-fn hold(addr: &str, conns: usize, bytes: usize, linger: Option<i32>) -> Result<(), String> {
+/// Opens `/dev/null` until the process runs out of descriptors, then closes the `n`
+/// highest again: the process can have `n` more (a program at its limit). Returns the
+/// ones it keeps.
+fn fill_descriptors_but(n: usize) -> Vec<std::fs::File> {
+    let mut open = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        open.push(f);
+    }
+    open.sort_by_key(|f| f.as_raw_fd());
+    open.truncate(open.len().saturating_sub(n));
+    open
+}
+
+fn hold(
+    addr: &str,
+    conns: usize,
+    bytes: usize,
+    linger: Option<i32>,
+    leave: Option<(usize, usize)>,
+) -> Result<(), String> {
     let mut held = Vec::with_capacity(conns);
+    // Kept open until the end: the process is out of descriptors but `n`.
+    let mut filled = Vec::new();
     for i in 0..conns {
+        if let Some((n, _)) = leave.filter(|l| l.1 == i) {
+            filled = fill_descriptors_but(n);
+        }
         let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {i}: {e}"))?;
         s.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
         exchange(&mut s, 0, bytes).map_err(|e| format!("connection {i}: {e}"))?;
@@ -1444,6 +1472,7 @@ fn hold(addr: &str, conns: usize, bytes: usize, linger: Option<i32>) -> Result<(
             Err(e) => return Err(format!("connection {i}: end of stream: {e}")),
         }
     }
+    drop(filled);
     println!("held {conns} connections");
     Ok(())
 }

@@ -783,7 +783,7 @@ pub fn attach_raw_version(
     name: &str,
     version: u32,
 ) -> Result<RawAttachment, AttachError> {
-    let sock = connect(dir, name)?;
+    let sock = Arc::new(connect(dir, name)?);
     let hello = Hello {
         magic: layout::HELLO_MAGIC,
         version: version.into(),
@@ -793,7 +793,7 @@ pub fn attach_raw_version(
     };
     rustix::net::send(&sock, hello.as_bytes(), SendFlags::NOSIGNAL)
         .map_err(|e| AttachError::Io("send HELLO".into(), e.into()))?;
-    let (bytes, fds) = recv_with_fds(&sock)?;
+    let (bytes, fds, truncated) = recv_with_fds(&sock)?;
     let w = Welcome::read_from_bytes(&bytes[..])
         .map_err(|_| AttachError::Protocol(format!("WELCOME of {} bytes", bytes.len())))?;
     if w.magic != layout::WELCOME_MAGIC {
@@ -811,6 +811,16 @@ pub fn attach_raw_version(
             w.version.get(),
             layout::SPEC_VERSION
         )));
+    }
+    // The board attached us: from here an attach that fails says BYE as it gives up.
+    let mut bye = ByeUnlessKept(Some(sock.clone()));
+    // The kernel drops the descriptors it cannot install and says so with MSG_CTRUNC
+    // (`scm_detach_fds` in `net/core/scm.c`): this process is at its limit of open files.
+    if truncated {
+        return Err(AttachError::Io(
+            "receive WELCOME's memory objects".into(),
+            rustix::io::Errno::MFILE.into(),
+        ));
     }
     let kind = match w.kind.get() {
         layout::KIND_LPAR => BoardKind::Lpar,
@@ -895,7 +905,6 @@ pub fn attach_raw_version(
         ));
     }
     let dead = Arc::new(AtomicBool::new(false));
-    let sock = Arc::new(sock);
     let stop = Arc::new(AtomicBool::new(false));
     let on_lost: Arc<LostHooks> = Arc::default();
     let monitor = {
@@ -932,6 +941,7 @@ pub fn attach_raw_version(
             dead: dead.clone(),
         }),
     };
+    bye.0 = None;
     Ok(RawAttachment {
         name: name.to_owned(),
         kind,
@@ -994,7 +1004,22 @@ fn watch(
     }
 }
 
-fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), AttachError> {
+/// Says BYE on the control socket as it drops, unless emptied first: an attach that fails
+/// after the board welcomed the host (this process out of descriptors, a malformed
+/// object) ends as a detach, not as a partition crash.
+struct ByeUnlessKept(Option<Arc<OwnedFd>>);
+
+impl Drop for ByeUnlessKept {
+    fn drop(&mut self) {
+        if let Some(sock) = self.0.take() {
+            let _ = rustix::net::send(&*sock, &layout::BYE_MAGIC, SendFlags::NOSIGNAL);
+        }
+    }
+}
+
+/// The WELCOME's bytes, its descriptors, and whether the kernel had to drop some
+/// (`MSG_CTRUNC`).
+fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>, bool), AttachError> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
     let mut buf = vec![0u8; 512];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
@@ -1014,7 +1039,8 @@ fn recv_with_fds(sock: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), AttachError>
         ));
     }
     buf.truncate(r.bytes);
-    Ok((buf, fds))
+    let truncated = r.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+    Ok((buf, fds, truncated))
 }
 
 impl RawAttachment {
