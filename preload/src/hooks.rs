@@ -2566,9 +2566,11 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         None => names.take_client(key, local).map(|found| (found, None)),
     };
     let by_cookie = net::diag_works().then(|| net::peer_cookie(peer, local));
+    let lost = |t: &std::io::Result<_>| matches!(t, Err(e) if ism_sim::process::names::is_descriptor_lost(e));
     let taken = match by_cookie {
         // Not found, or a board that takes no cookies (an error): by the address.
         Some(Ok(c)) => match take(ClientKey::Cookie(c)) {
+            t if lost(&t) => t,
             Ok((false, _)) | Err(_) => take(ClientKey::Addr(peer)),
             t => t,
         },
@@ -2583,6 +2585,21 @@ fn after_accept(lfd: c_int, new: c_int, entry_errno: c_int) -> c_int {
         }
         _ => take(ClientKey::Addr(peer)),
     };
+    // The take found the client and paired the doorbells, but the client's did not fit
+    // into this process (no descriptor left): the client counts on being rung, so it is
+    // declined and goes on over TCP.
+    if lost(&taken) {
+        if decline_now(rt, new) {
+            rt.debug(|| {
+                format!("accept {peer} -> {local}: no room for its doorbell: declined (MEM): TCP")
+            });
+            set_errno(entry_errno);
+            return new;
+        }
+        rt.debug(|| format!("accept {peer} -> {local}: no room for its doorbell: the next one"));
+        let _: c_int = call_real!(close(new));
+        return ACCEPT_NEXT;
+    }
     let (true, client_bell) = taken.unwrap_or((false, None)) else {
         rt.debug(|| format!("accept {peer} -> {local}: not an ism-run client: TCP"));
         set_errno(entry_errno);

@@ -1939,6 +1939,49 @@ fn a_process_that_first_connects_at_its_limit_is_told_why_it_cannot_attach() {
     assert_board_empty(&b);
 }
 
+/// A server at its very limit, `n` descriptors left once it listens, for every `n` from
+/// one to well above what a set-up takes: every client is served, over SMC-D or declined
+/// to TCP (`MEM`) before anything went over SMC-D, with doorbells exchanged (loopback) or
+/// not (LPAR), and the board holds nothing after.
+#[test]
+fn a_server_at_its_very_limit_serves_every_client() {
+    for kind in [BoardKind::Loopback, BoardKind::Lpar] {
+        let b = board(kind);
+        let env = Env::of(&b);
+        let under = Under::Run(&env, vec![]);
+        let mut smc = Vec::new();
+        for leave in 1..14 {
+            let n = leave.to_string();
+            let mut s = command(
+                &under,
+                &["server", "127.0.0.1:0", "--count", "1", "--leave", &n],
+            );
+            hard_fd_limit(&mut s, 128);
+            let (srv, addr) = listening_on(spawn(s));
+            let (ok, out, err) =
+                spawn(command(&under, &["client", &addr, "--bytes", "100000"])).finish();
+            let (sok, sout, serr) = srv.finish();
+            let at = format!("{kind:?}, {leave} left");
+            assert!(
+                ok && out.contains("ok 100000 bytes"),
+                "{at}: {out}\n{err}\n{serr}"
+            );
+            assert!(sok && sout.contains("served 1"), "{at}: {sout}\n{serr}");
+            let on_smc = err.contains(": SMC-D");
+            assert!(
+                on_smc || err.contains("TCP (declined: MEM"),
+                "{at}: {err}\n{serr}"
+            );
+            smc.push(on_smc);
+        }
+        assert!(
+            !smc[0] && smc[smc.len() - 1],
+            "{kind:?}: the range spans the limit: {smc:?}"
+        );
+        assert_board_empty(&b);
+    }
+}
+
 /// A server that hands each accepted connection to another process over a UNIX socket
 /// (`SCM_RIGHTS`, as Node's `cluster` primary does): the hand-over declines the client's
 /// proposal first, so the other process gets the TCP connection, and every exchange is

@@ -2,7 +2,7 @@
 //! (std's `TcpListener`/`TcpStream`, `poll`, `epoll`): nothing here knows about SMC-D.
 //!
 //! ```text
-//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K] [--v6only]
+//! echo server ADDR [--count N] [--mode blocking|poll|epoll] [--greeting] [--tolerate-failed K] [--v6only] [--leave N]
 //! echo client ADDR --bytes N [--mode blocking|poll|lockstep] [--greeting] [--chunk N] [--conns C] [--pause-ms T] [--device DEV]
 //! echo self ADDR
 //! echo probe ADDR
@@ -85,7 +85,9 @@
 //! handler with `SA_RESTART` if `--restart`) and prints `connect: 0 after T ms` or
 //! `connect: EINTR after T ms`; after `EINTR` it waits for the socket to poll writable (the
 //! connect goes on) and checks `SO_ERROR`; then it exchanges N bytes. For it the server
-//! takes `--accept-delay-ms D`: it waits D ms before its first `accept`.
+//! takes `--accept-delay-ms D`: it waits D ms before its first `accept`. The server's
+//! `--leave N`: once it listens, it opens `/dev/null` until it runs out of descriptors and
+//! closes the N highest again (as `hold --leave`).
 //! `exec-keep` connects, exchanges, then forks a child that `exec`s `exec-probe` with the
 //! descriptor (close-on-exec with `--cloexec`, else inherited; `--spawn`: std's `Command`,
 //! i.e. glibc's `posix_spawn`, instead of `fork` and `exec`), and exchanges again after
@@ -110,6 +112,9 @@ const GREETING: &[u8] = b"220 ism-run echo ready\r\n";
 
 /// The server's wait before its first `accept` (`--accept-delay-ms`).
 static ACCEPT_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// `--leave N` of the server: descriptors it leaves free once it listens (`usize::MAX`:
+/// no limit of its own).
+static LEAVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
 
 /// `SIGALRM`s handled (`connect-signal`).
 static ALARMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -295,6 +300,9 @@ fn main() -> ExitCode {
             let failing = arg(&args, "--tolerate-failed").unwrap_or(0);
             if args.iter().any(|a| a == "--v6only") {
                 V6ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(n) = arg::<usize>(&args, "--leave") {
+                LEAVE.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             server(
                 addr,
@@ -504,6 +512,11 @@ fn server(
     std::thread::sleep(Duration::from_millis(
         ACCEPT_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed),
     ));
+    // Kept open until the end: the process is out of descriptors but `--leave`.
+    let _filled = match LEAVE.load(std::sync::atomic::Ordering::Relaxed) {
+        usize::MAX => Vec::new(),
+        n => fill_descriptors_but(n),
+    };
     match mode {
         "blocking" => {
             let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -25,6 +25,29 @@ use super::layout::{
     NAMES_UNREGISTER_CLIENT, NAMES_UNREGISTER_LISTENER,
 };
 
+/// A name-service call whose reply carried a descriptor (a doorbell) this process had no
+/// room for: it is at its limit of open files, and the kernel dropped it. The request took
+/// effect at the board all the same (a take removed the client's registration, the
+/// doorbells were paired), so the caller must not take it for "not found" (see
+/// [`is_descriptor_lost`]).
+#[derive(Debug)]
+pub struct DescriptorLost;
+
+impl std::fmt::Display for DescriptorLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the board passed a descriptor this process had no room for (out of descriptors)",
+        )
+    }
+}
+
+impl std::error::Error for DescriptorLost {}
+
+/// Whether `e` is a [`DescriptorLost`].
+pub fn is_descriptor_lost(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<DescriptorLost>())
+}
+
 /// `addr` as the name service carries it: IPv4-mapped IPv6 addresses become IPv4 (a
 /// dual-stack listener sees an IPv4 client as `::ffff:a.b.c.d`).
 pub fn normalize(addr: SocketAddr) -> SocketAddr {
@@ -706,7 +729,7 @@ impl NameClient {
         // wake-up across cores, ~20 us on the machines this runs on, per request).
         let spin_until = std::time::Instant::now() + REPLY_SPIN;
         let mut hung_up = false;
-        let (reply, got) = loop {
+        let (reply, got, truncated) = loop {
             let mut buf = [0u8; 64];
             // Room for more descriptors than a reply carries: any extra are closed here.
             let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
@@ -724,8 +747,9 @@ impl NameClient {
                     continue;
                 }
                 Err(rustix::io::Errno::INTR) => continue,
-                r => r?.bytes,
+                r => r?,
             };
+            let (n, truncated) = (n.bytes, n.flags.contains(rustix::net::ReturnFlags::CTRUNC));
             let mut got = None;
             for msg in control.drain() {
                 if let RecvAncillaryMessage::ScmRights(it) = msg {
@@ -752,11 +776,18 @@ impl NameClient {
             // The reply of an earlier call that did not wait for it (none does now; a
             // board's answers come in order): dropped, with any descriptor it carried.
             if reply.seq.get().wrapping_sub(seq) as i32 >= 0 {
-                break (reply, got);
+                break (reply, got, truncated);
             }
         };
         if reply.seq.get() != seq || reply.op.get() != op {
             return Err(bad());
+        }
+        // The board passed a descriptor (a doorbell) that the kernel could not install
+        // here (`MSG_CTRUNC`, `scm_detach_fds` in `net/core/scm.c`: this process is at its
+        // limit of open files). The request took effect at the board (a take removed the
+        // registration, the doorbells were paired), so this is no plain "not found".
+        if truncated {
+            return Err(std::io::Error::other(DescriptorLost));
         }
         match reply.result.get() {
             NAMES_OK => Ok((NAMES_OK, got)),
