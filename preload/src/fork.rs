@@ -135,15 +135,15 @@ extern "C" fn prepare() {
                         let n = Arc::new(match &**e {
                             Entry::Smc(s) => {
                                 close.extend(s.own_fds());
-                                Entry::Inherited(Inherited::default())
+                                Entry::Inherited(Inherited::at(crate::net::local_addr(s.tcp_fd())))
                             }
                             Entry::Connecting(c) => {
                                 // The connect under way stays with the parent, as a
                                 // connection does.
                                 close.extend(c.own_fds());
-                                Entry::Inherited(Inherited::default())
+                                Entry::Inherited(Inherited::at(crate::net::local_addr(c.tcp_fd())))
                             }
-                            Entry::Inherited(_) => Entry::Inherited(Inherited::default()),
+                            Entry::Inherited(i) => Entry::Inherited(Inherited::at(i.local())),
                             Entry::Listener(l) => {
                                 Entry::Listener(ListenerReg::inherited(l.addr(), l.cookie()))
                             }

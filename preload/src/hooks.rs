@@ -48,6 +48,25 @@ pub enum Entry {
 pub struct Inherited {
     /// The `ISM_RUN_DEBUG` line was printed.
     warned: std::sync::atomic::AtomicBool,
+    /// The connection's local address, where the process that made it knew it (over
+    /// `fork`; not across `exec`): what `getsockname` gives, as on the TCP socket the
+    /// child would have had.
+    local: Option<SocketAddr>,
+}
+
+impl Inherited {
+    /// An inherited connection whose local address was `local`.
+    pub fn at(local: Option<SocketAddr>) -> Self {
+        Self {
+            warned: std::sync::atomic::AtomicBool::new(false),
+            local,
+        }
+    }
+
+    /// The connection's local address, if known.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
 }
 
 /// A listener's registration, withdrawn when its last descriptor is closed.
@@ -1249,6 +1268,22 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     guarded(|| match TABLE.get(fd).as_deref() {
         Some(Entry::Smc(s)) => call_real!(getsockname(s.tcp_fd(), addr, len)),
         Some(Entry::Connecting(c)) => call_real!(getsockname(c.tcp_fd(), addr, len)),
+        // The descriptor holds a stand-in socket (`crate::fork`), whose own address would
+        // be `0.0.0.0:0`: the connection's, as the child's TCP socket would give.
+        Some(Entry::Inherited(Inherited { local: Some(a), .. }))
+            if !addr.is_null() && !len.is_null() =>
+        {
+            let (c, c_len) = net::to_c(*a);
+            // SAFETY: the caller's `len`, checked non-null; `addr` has room for that many
+            // bytes (the contract of `getsockname`), of which at most `c_len` are written,
+            // from our own `sockaddr_storage` of at least that size.
+            unsafe {
+                let room = (*len).min(c_len) as usize;
+                std::ptr::copy_nonoverlapping((&raw const c).cast::<u8>(), addr.cast::<u8>(), room);
+                *len = c_len;
+            }
+            0
+        }
         _ => call_real!(getsockname(fd, addr, len)),
     })
 }

@@ -2322,7 +2322,8 @@ fn clients_whose_server_accepts_too_late_time_out_and_leave_no_proposal() {
 }
 
 /// A child that closes an inherited SMC-D descriptor (after its reads and writes failed
-/// with ENOTCONN) does not end the parent's connection; 20 more children forked while
+/// with ENOTCONN; its `getsockname` gives the connection's address, not the stand-in
+/// socket's `0.0.0.0:0`) does not end the parent's connection; 20 more children forked while
 /// another thread keeps the library busy on a second connection (its locks taken and
 /// released all the time) do the same without deadlocking.
 #[test]

@@ -1814,7 +1814,14 @@ fn fork_close(addr: &str, bytes: usize, busy_forks: usize) -> Result<(), String>
     let half = bytes / 2;
     round(&mut s, 0, half)?;
     let fd = s.as_raw_fd();
+    let local = s.local_addr().map_err(|e| format!("getsockname: {e}"))?;
     let check_child = move || {
+        // The connection's own address, as the child's TCP socket would give it (not the
+        // stand-in socket's 0.0.0.0:0, a new-user trial's finding).
+        let got = sock_name(fd).map_err(|e| format!("getsockname in the child: {e}"))?;
+        if got != local {
+            return Err(format!("getsockname in the child: {got}, not {local}"));
+        }
         let mut b = [0u8; 16];
         // SAFETY: reads into a local buffer.
         let r = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
@@ -1861,6 +1868,23 @@ fn fork_close(addr: &str, bytes: usize, busy_forks: usize) -> Result<(), String>
     }
     println!("ok fork-close {bytes} bytes");
     Ok(())
+}
+
+/// `getsockname` of `fd` (an IPv4 address: the tests' connections are to 127.0.0.1).
+fn sock_name(fd: i32) -> Result<std::net::SocketAddr, String> {
+    // SAFETY: all-zero bytes are a valid `sockaddr_in`.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: room for a `sockaddr_in`, its size in `len`.
+    let r = unsafe { libc::getsockname(fd, (&raw mut a).cast(), &mut len) };
+    if r != 0 {
+        return Err(format!("errno {}", errno()));
+    }
+    if i32::from(a.sin_family) != libc::AF_INET {
+        return Err(format!("family {}", a.sin_family));
+    }
+    let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+    Ok((ip, u16::from_be(a.sin_port)).into())
 }
 
 /// The descriptors open now.

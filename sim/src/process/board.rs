@@ -427,8 +427,10 @@ impl ProcessBoard {
                 "socket mode {mode:03o}: {}",
                 // Connecting to a UNIX socket needs write permission on it (unix(7)); root
                 // needs none.
-                if mode & 0o002 != 0 {
-                    "every local user may attach (on a loopback board each sees all memory)"
+                if mode & 0o002 != 0 && board.opts.kind == BoardKind::Loopback {
+                    "every local user may attach (and sees the memory of all: a loopback board)"
+                } else if mode & 0o002 != 0 {
+                    "every local user may attach"
                 } else if mode & 0o020 != 0 {
                     "the socket's group may attach"
                 } else if mode & 0o200 != 0 {

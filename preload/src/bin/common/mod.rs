@@ -47,10 +47,23 @@ pub fn read_pattern_to_end(r: &mut impl std::io::Read, what: &str) -> Result<usi
     }
 }
 
-/// The value after `name` in `args`, parsed.
+/// The value after `name` in `args`, parsed; `None` if `name` is not there. A value that
+/// is missing or does not parse ends the program (exit status 2, the value named): taken
+/// silently for the default, `--bytes 100M` sent 1 MiB and said `ok` (a new-user trial).
 pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
+    match args.get(i + 1).map(|v| (v, v.parse())) {
+        Some((_, Ok(v))) => Some(v),
+        Some((v, Err(_))) => usage_error(&format!("{name}: invalid value {v:?}")),
+        None => usage_error(&format!("{name}: value missing")),
+    }
+}
+
+/// Says what is wrong with the command line and exits with status 2.
+fn usage_error(what: &str) -> ! {
+    let program = std::env::args().next().unwrap_or_default();
+    eprintln!("{program}: {what}");
+    std::process::exit(2)
 }
 
 /// The calling thread's `errno`.
