@@ -312,6 +312,7 @@ impl Connecting {
     /// Waits, at most `limit`, until the set-up ended.
     fn wait_ended(&self, limit: Duration) {
         let st = self.lock();
+        let _pause = crate::signals::Pause::begin();
         let _ = self
             .ended
             .wait_timeout_while(st, limit, |s| *s == State::Pending)
@@ -447,6 +448,7 @@ impl Connecting {
         let mut st = self.lock();
         let dontwait = dontwait && !crate::smc::records_waiting(self.b_fd());
         while *st == State::Pending && !dontwait {
+            let _pause = crate::signals::Pause::begin();
             st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.for_data_call()
@@ -466,10 +468,12 @@ impl Connecting {
         }
         self.open_gate();
         let st = self.lock();
+        let pause = crate::signals::Pause::begin();
         let (st, _) = self
             .ended
             .wait_timeout_while(st, SERVER_WRITE_WAIT, |s| *s == State::Pending)
             .unwrap_or_else(|e| e.into_inner());
+        drop(pause);
         if *st == State::Pending && crate::smc::file_id(fd) == Some(self.a_id) {
             crate::smc::fill_all(fd);
         }
@@ -648,9 +652,11 @@ pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
         let Some(send) = real().send else {
             return Err(libc::ENOSYS);
         };
+        let pause = crate::signals::Pause::begin();
         // SAFETY: one byte from a static buffer into our own descriptor of the
         // placeholder, without SIGPIPE.
         let n = unsafe { send(a.as_raw_fd(), b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        drop(pause);
         if n < 0 {
             match errno() {
                 libc::EINTR => return Err(libc::EINTR),

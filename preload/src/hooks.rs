@@ -247,8 +247,13 @@ fn epoll_forget(fd: c_int, epfd: Option<c_int>) {
     }
 }
 
-/// Runs `f`; a panic becomes `-1` with `EIO` instead of unwinding into C.
+/// Runs `f` as a library call ([`crate::signals::Call`]); a panic becomes `-1` with
+/// `EIO` instead of unwinding into C. A signal handler's call that would wait for a lock
+/// the call it interrupted holds fails with `EAGAIN` instead.
 pub(crate) fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
+    let Some(_call) = crate::signals::Call::enter() else {
+        return fail(libc::EAGAIN);
+    };
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(libc::EIO))
 }
 

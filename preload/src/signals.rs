@@ -65,6 +65,13 @@ thread_local! {
     static UNTIL_AUDIT: Cell<u32> = const { Cell::new(0) };
     /// [`AUDIT_EPOCH`] at this thread's last audit.
     static AUDITED_EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// The stack address of the library call this thread is in while that call may hold
+    /// the library's locks ([`Call`]); 0: in none, or in one that waits holding none
+    /// ([`Pause`]).
+    static IN_CALL: Cell<usize> = const { Cell::new(0) };
+    /// While a program's handler runs: `IN_CALL` as the signal found it (or as the signal
+    /// under this one found it), else 0.
+    static BENEATH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// What the kernel calls for every handler the program installed: counts the run in this
@@ -92,7 +99,100 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let f = unsafe {
         std::mem::transmute::<usize, extern "C" fn(c_int, *mut siginfo_t, *mut c_void)>(handler)
     };
+    // The handler's own calls into the library start afresh, with what it interrupted
+    // beneath them ([`Call::enter`]); both put back when it returns (a `siglongjmp` out
+    // leaves them: see there).
+    let (call, beneath) = (
+        IN_CALL.try_with(|c| c.replace(0)).unwrap_or(0),
+        BENEATH.try_with(Cell::get).unwrap_or(0),
+    );
+    let _ = BENEATH.try_with(|b| b.set(if call != 0 { call } else { beneath }));
     f(sig, info, ctx);
+    let _ = IN_CALL.try_with(|c| c.set(call));
+    let _ = BENEATH.try_with(|b| b.set(beneath));
+}
+
+/// The library call a hook makes on a descriptor it tracks (`crate::hooks::guarded`), so
+/// that a program's signal handler that interrupted one does not call into the library
+/// again and wait forever for a lock the interrupted call holds (a `write` in
+/// mosquitto's `SIGTERM` handler, while the thread it interrupted was in the middle of a
+/// read's cursor update, left the program unkillable; a new-user trial). Such a call
+/// fails with `EAGAIN` instead ([`Call::enter`]). A call that waits (for data, room,
+/// the end of a connect) holds no lock meanwhile and says so ([`Pause`]): a handler
+/// that interrupts the wait may use the library as before.
+#[must_use = "the call ends when the guard drops"]
+pub struct Call {
+    /// `IN_CALL` before this call (put back at its end).
+    outer: usize,
+}
+
+impl Call {
+    /// Enters a library call; `None` if this is a signal handler's call and the call the
+    /// signal interrupted may hold the library's locks (the caller fails with `EAGAIN`).
+    ///
+    /// A handler runs on the interrupted call's stack, below its frames, or on an
+    /// alternate stack (`sigaltstack`): both refuse. A call above the interrupted frame
+    /// on the same stack is not in that handler any more (it left by `siglongjmp`, past
+    /// the trampoline's clean-up): the stale mark is dropped.
+    pub fn enter() -> Option<Self> {
+        let marker = 0u8;
+        let here = std::ptr::addr_of!(marker) as usize;
+        let outer = IN_CALL.try_with(Cell::get).unwrap_or(0);
+        if outer == 0 {
+            let beneath = BENEATH.try_with(Cell::get).unwrap_or(0);
+            if beneath != 0 {
+                if here < beneath || on_alternate_stack() {
+                    return None;
+                }
+                let _ = BENEATH.try_with(|b| b.set(0));
+            }
+            let _ = IN_CALL.try_with(|c| c.set(here));
+        }
+        Some(Self { outer })
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let _ = IN_CALL.try_with(|c| c.set(self.outer));
+    }
+}
+
+/// A library call that waits and holds no lock of the library meanwhile (see [`Call`]):
+/// until the guard drops, a signal handler that interrupts it may call into the library.
+#[must_use = "the wait ends when the guard drops"]
+pub struct Pause(usize);
+
+impl Pause {
+    /// From here until the guard drops, this thread's call holds no lock.
+    pub fn begin() -> Self {
+        Self(IN_CALL.try_with(|c| c.replace(0)).unwrap_or(0))
+    }
+}
+
+impl Pause {
+    /// Runs `f`, which takes locks, as the paused call again.
+    pub fn hold<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _ = IN_CALL.try_with(|c| c.set(self.0));
+        let r = f();
+        let _ = IN_CALL.try_with(|c| c.set(0));
+        r
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        let _ = IN_CALL.try_with(|c| c.set(self.0));
+    }
+}
+
+/// Whether this thread runs on an alternate signal stack now (`sigaltstack`).
+fn on_alternate_stack() -> bool {
+    // SAFETY: all-zero bytes are a valid `stack_t`.
+    let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a query only (no new stack), into a local `stack_t`.
+    let r = unsafe { libc::sigaltstack(std::ptr::null(), &mut old) };
+    r == 0 && old.ss_flags & libc::SS_ONSTACK != 0
 }
 
 /// The trampoline's address, as the kernel holds it.

@@ -1099,11 +1099,14 @@ impl SmcFd {
         // ring (on two vCPUs ping-pong went from 2-3 to 5-6 µs RTT/2).
         let mut first = self.rings_peer() && self.peer_may_share_core();
         let (mut turns, mut plain) = (0u32, true);
+        // The spin holds none of the library's locks but in its looks at the records
+        // (`ready_to_read`): a handler that interrupts it may call in.
+        let pause = crate::signals::Pause::begin();
         loop {
             // Gated, data counts once its record is in A (it comes right after the data),
             // unless the read is relaxed; ungated, this is one look at the peer's CDC per
             // turn, as before the records.
-            if self.ready_to_read(fd, relax) {
+            if self.ready_to_read(fd, relax, Some(&pause)) {
                 drop(signals); // a signal now pending is handled; the data is returned
                 return Ok(());
             }
@@ -1128,10 +1131,11 @@ impl SmcFd {
                 break;
             }
         }
+        drop(pause);
         // No longer spinning: a delivery the peer made quietly before this is in the
         // page (its data is readable, and no record will come for it); every later one
         // writes a record, which ends the kernel's wait below.
-        if quiet.take().is_some() && self.ready_to_read(fd, relax) {
+        if quiet.take().is_some() && self.ready_to_read(fd, relax, None) {
             drop(signals);
             return Ok(());
         }
@@ -1149,8 +1153,11 @@ impl SmcFd {
             return Err(libc::ENOSYS);
         };
         let mut b = 0u8;
+        // The kernel's wait holds none of the library's locks: a handler may call in.
+        let pause = crate::signals::Pause::begin();
         // SAFETY: a one-byte peek into a local byte on the application's descriptor A.
         let n = unsafe { recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK) };
+        drop(pause);
         if n >= 0 {
             // A record, or B shut down (the peer is done): read again.
             Ok(())
@@ -1162,9 +1169,19 @@ impl SmcFd {
     /// Whether a read on `fd` would not block now ([`SmcFd::wait_readable`]'s test): data
     /// came and, gated, its record is in A or the peer delivered it quietly, unless the
     /// read is `relax`ed; or the stream ended.
-    fn ready_to_read(&self, fd: c_int, relax: bool) -> bool {
+    /// `paused`: the caller's call holds no lock but here (see `crate::signals::Pause`).
+    fn ready_to_read(
+        &self,
+        fd: c_int,
+        relax: bool,
+        paused: Option<&crate::signals::Pause>,
+    ) -> bool {
+        let unannounced = || match paused {
+            Some(p) => p.hold(|| self.bell.unannounced()),
+            None => self.bell.unannounced(),
+        };
         self.conn.read_ready()
-            && (relax || !self.bell.unannounced() || self.conn.read_would_end() || has_record(fd))
+            && (relax || !unannounced() || self.conn.read_would_end() || has_record(fd))
     }
 
     /// Waits until a write on the application's descriptor `fd` (A) may not block, in
@@ -1177,9 +1194,11 @@ impl SmcFd {
         let Some(send) = real().send else {
             return Err(libc::ENOSYS);
         };
+        let pause = crate::signals::Pause::begin();
         // SAFETY: sends one byte from a static buffer on the application's descriptor A,
         // without SIGPIPE (B lives as long as this connection).
         let n = unsafe { send(fd, b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        drop(pause);
         let r = if n >= 0 {
             Ok(())
         } else {

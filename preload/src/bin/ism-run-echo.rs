@@ -30,6 +30,7 @@
 //! echo exec-probe-stdio -
 //! echo hold ADDR --conns C [--bytes N] [--linger S] [--leave N [--leave-after K]]
 //! echo connect-signal ADDR [--restart] [--bytes N]
+//! echo signal-send ADDR [--ms M]
 //! echo daemon-fds ADDR [--bytes N]
 //! echo unprivileged ADDR
 //! ```
@@ -121,6 +122,107 @@ static ALARMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 
 extern "C" fn on_alarm(_: libc::c_int) {
     ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `signal-send`: the connection the handler writes to, and what its writes gave.
+static HANDLER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static HANDLER_SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HANDLER_AGAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HANDLER_OTHER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// `signal-send`'s `SIGALRM` handler: one byte on `HANDLER_FD` (`send`, async-signal-safe
+/// in POSIX), counted by its result; `errno` kept.
+extern "C" fn send_from_handler(_: libc::c_int) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // SAFETY: this thread's errno location, read and put back.
+    let saved = unsafe { *libc::__errno_location() };
+    let fd = HANDLER_FD.load(Relaxed);
+    // SAFETY: one byte from a static buffer; no SIGPIPE, no wait.
+    let r = unsafe {
+        libc::send(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    match (r, errno()) {
+        (1, _) => drop(HANDLER_SENT.fetch_add(1, Relaxed)),
+        (_, libc::EAGAIN) => drop(HANDLER_AGAIN.fetch_add(1, Relaxed)),
+        (_, e) => HANDLER_OTHER.store(e, Relaxed),
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+/// `signal-send ADDR --ms M`: two connections; for M ms the main thread exchanges rounds
+/// on the first while a 50 µs interval timer's `SIGALRM` handler writes one byte on the
+/// second (the handler interrupts the library anywhere, its locks held or not); then
+/// every byte the handler sent must come back. Prints `ok signal-send: R rounds, S sent
+/// from the handler, E refused (EAGAIN)`.
+fn signal_send(addr: &str, ms: u64) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut a = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut b = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    a.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    b.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    HANDLER_FD.store(b.as_raw_fd(), Relaxed);
+    // SAFETY: an all-zero sigaction is valid; then the fields set here.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = send_from_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+    }
+    let timer = |us: libc::suseconds_t| {
+        let t = libc::timeval {
+            tv_sec: 0,
+            tv_usec: us,
+        };
+        let it = libc::itimerval {
+            it_interval: t,
+            it_value: t,
+        };
+        // SAFETY: a valid itimerval.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+    };
+    timer(50);
+    let start = Instant::now();
+    let (mut rounds, mut off) = (0usize, 0usize);
+    let r = (|| {
+        while start.elapsed() < Duration::from_millis(ms) {
+            round(&mut a, off, 1000)?;
+            off += 1000;
+            rounds += 1;
+        }
+        Ok::<(), String>(())
+    })();
+    timer(0);
+    r?;
+    let (sent, again) = (HANDLER_SENT.load(Relaxed), HANDLER_AGAIN.load(Relaxed));
+    if let e @ 1.. = HANDLER_OTHER.load(Relaxed) {
+        return Err(format!("a send from the handler failed: errno {e}"));
+    }
+    b.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    let mut back = Vec::new();
+    b.read_to_end(&mut back)
+        .map_err(|e| format!("read the handler's bytes: {e}"))?;
+    if back.len() != sent || back.iter().any(|&c| c != b'x') {
+        return Err(format!(
+            "{} bytes came back of the handler's {sent}",
+            back.len()
+        ));
+    }
+    a.shutdown(Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    let mut rest = Vec::new();
+    a.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
+    println!(
+        "ok signal-send: {rounds} rounds, {sent} sent from the handler, {again} refused (EAGAIN)"
+    );
+    Ok(())
 }
 
 fn connect_signal(addr: &str, restart: bool, bytes: usize) -> Result<(), String> {
@@ -288,6 +390,7 @@ fn main() -> ExitCode {
             arg(&args, "--leave").map(|n| (n, arg(&args, "--leave-after").unwrap_or(1))),
         ),
         "handoff" => handoff(addr, arg(&args, "--count").unwrap_or(1)),
+        "signal-send" => signal_send(addr, arg(&args, "--ms").unwrap_or(1000)),
         "connect-signal" => connect_signal(
             addr,
             args.iter().any(|a| a == "--restart"),
