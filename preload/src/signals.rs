@@ -65,13 +65,30 @@ thread_local! {
     static UNTIL_AUDIT: Cell<u32> = const { Cell::new(0) };
     /// [`AUDIT_EPOCH`] at this thread's last audit.
     static AUDITED_EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// Where this thread is in the library ([`Call`]); one thread-local, so that a
+    /// library call reaches it once (a preloaded library's thread-locals cost a call of
+    /// `__tls_get_addr` each).
+    static MARKS: Marks = const {
+        Marks {
+            in_call: Cell::new(0),
+            beneath: Cell::new(0),
+            handler: Cell::new(0),
+        }
+    };
+}
+
+/// See `MARKS`.
+struct Marks {
     /// The stack address of the library call this thread is in while that call may hold
     /// the library's locks ([`Call`]); 0: in none, or in one that waits holding none
     /// ([`Pause`]).
-    static IN_CALL: Cell<usize> = const { Cell::new(0) };
-    /// While a program's handler runs: `IN_CALL` as the signal found it (or as the signal
+    in_call: Cell<usize>,
+    /// While a program's handler runs: `in_call` as the signal found it (or as the signal
     /// under this one found it), else 0.
-    static BENEATH: Cell<usize> = const { Cell::new(0) };
+    beneath: Cell<usize>,
+    /// While a program's handler runs: the stack address of the trampoline's frame, above
+    /// every frame of the handler's.
+    handler: Cell<usize>,
 }
 
 /// What the kernel calls for every handler the program installed: counts the run in this
@@ -102,14 +119,29 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     // The handler's own calls into the library start afresh, with what it interrupted
     // beneath them ([`Call::enter`]); both put back when it returns (a `siglongjmp` out
     // leaves them: see there).
-    let (call, beneath) = (
-        IN_CALL.try_with(|c| c.replace(0)).unwrap_or(0),
-        BENEATH.try_with(Cell::get).unwrap_or(0),
-    );
-    let _ = BENEATH.try_with(|b| b.set(if call != 0 { call } else { beneath }));
-    f(sig, info, ctx);
-    let _ = IN_CALL.try_with(|c| c.set(call));
-    let _ = BENEATH.try_with(|b| b.set(beneath));
+    as_handler(|| f(sig, info, ctx));
+}
+
+/// Runs `f` (a program's handler) with the marks of the call it interrupted beneath it
+/// ([`Call::enter`]); puts them back after.
+#[inline(never)]
+fn as_handler<T>(f: impl FnOnce() -> T) -> T {
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker).addr();
+    let (call, beneath, handler) = MARKS
+        .try_with(|m| {
+            let (call, beneath) = (m.in_call.replace(0), m.beneath.get());
+            m.beneath.set(if call != 0 { call } else { beneath });
+            (call, beneath, m.handler.replace(here))
+        })
+        .unwrap_or((0, 0, 0));
+    let r = f();
+    let _ = MARKS.try_with(|m| {
+        m.in_call.set(call);
+        m.beneath.set(beneath);
+        m.handler.set(handler);
+    });
+    r
 }
 
 /// The library call a hook makes on a descriptor it tracks (`crate::hooks::guarded`), so
@@ -122,77 +154,102 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
 /// that interrupts the wait may use the library as before.
 #[must_use = "the call ends when the guard drops"]
 pub struct Call {
-    /// `IN_CALL` before this call (put back at its end).
+    /// `in_call` before this call (put back at its end).
     outer: usize,
+    /// This thread's marks (null if they could not be had).
+    marks: *const Marks,
 }
 
 impl Call {
     /// Enters a library call; `None` if this is a signal handler's call and the call the
     /// signal interrupted may hold the library's locks (the caller fails with `EAGAIN`).
     ///
-    /// A handler runs on the interrupted call's stack, below its frames, or on an
-    /// alternate stack (`sigaltstack`): both refuse. A call above the interrupted frame
-    /// on the same stack is not in that handler any more (it left by `siglongjmp`, past
-    /// the trampoline's clean-up): the stale mark is dropped.
+    /// A handler's calls run below the trampoline's frame (on the interrupted thread's
+    /// stack or on an alternate one). A call above it is not in that handler any more: the
+    /// handler left by `siglongjmp`, past the trampoline's clean-up, and the stale marks
+    /// are dropped.
+    #[inline(never)]
     pub fn enter() -> Option<Self> {
         let marker = 0u8;
-        let here = std::ptr::addr_of!(marker) as usize;
-        let outer = IN_CALL.try_with(Cell::get).unwrap_or(0);
+        let here = std::ptr::addr_of!(marker).addr();
+        let Ok((outer, marks)) = MARKS.try_with(|m| (m.in_call.get(), m as *const Marks)) else {
+            return Some(Self {
+                outer: 0,
+                marks: std::ptr::null(),
+            });
+        };
+        // SAFETY: this thread's marks, which live as long as the thread; the pointer is
+        // only used on this thread (the guard is not `Send`) and within this call.
+        let m = unsafe { &*marks };
         if outer == 0 {
-            let beneath = BENEATH.try_with(Cell::get).unwrap_or(0);
-            if beneath != 0 {
-                if here < beneath || on_alternate_stack() {
+            if m.beneath.get() != 0 {
+                if here < m.handler.get() {
                     return None;
                 }
-                let _ = BENEATH.try_with(|b| b.set(0));
+                m.beneath.set(0);
+                m.handler.set(0);
             }
-            let _ = IN_CALL.try_with(|c| c.set(here));
+            m.in_call.set(here);
         }
-        Some(Self { outer })
+        Some(Self { outer, marks })
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let _ = IN_CALL.try_with(|c| c.set(self.outer));
+        // SAFETY: as in `enter`: this thread's marks, on this thread.
+        if let Some(m) = unsafe { self.marks.as_ref() } {
+            m.in_call.set(self.outer);
+        }
     }
 }
 
 /// A library call that waits and holds no lock of the library meanwhile (see [`Call`]):
 /// until the guard drops, a signal handler that interrupts it may call into the library.
 #[must_use = "the wait ends when the guard drops"]
-pub struct Pause(usize);
+pub struct Pause {
+    /// `in_call` before the pause (put back at its end).
+    call: usize,
+    /// This thread's marks (null if they could not be had).
+    marks: *const Marks,
+}
 
 impl Pause {
     /// From here until the guard drops, this thread's call holds no lock.
     pub fn begin() -> Self {
-        Self(IN_CALL.try_with(|c| c.replace(0)).unwrap_or(0))
+        MARKS
+            .try_with(|m| Self {
+                call: m.in_call.replace(0),
+                marks: m as *const Marks,
+            })
+            .unwrap_or(Self {
+                call: 0,
+                marks: std::ptr::null(),
+            })
     }
-}
 
-impl Pause {
     /// Runs `f`, which takes locks, as the paused call again.
     pub fn hold<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _ = IN_CALL.try_with(|c| c.set(self.0));
+        // SAFETY: as in `Call::enter`: this thread's marks, on this thread.
+        let m = unsafe { self.marks.as_ref() };
+        if let Some(m) = m {
+            m.in_call.set(self.call);
+        }
         let r = f();
-        let _ = IN_CALL.try_with(|c| c.set(0));
+        if let Some(m) = m {
+            m.in_call.set(0);
+        }
         r
     }
 }
 
 impl Drop for Pause {
     fn drop(&mut self) {
-        let _ = IN_CALL.try_with(|c| c.set(self.0));
+        // SAFETY: as in `Call::enter`: this thread's marks, on this thread.
+        if let Some(m) = unsafe { self.marks.as_ref() } {
+            m.in_call.set(self.call);
+        }
     }
-}
-
-/// Whether this thread runs on an alternate signal stack now (`sigaltstack`).
-fn on_alternate_stack() -> bool {
-    // SAFETY: all-zero bytes are a valid `stack_t`.
-    let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a query only (no new stack), into a local `stack_t`.
-    let r = unsafe { libc::sigaltstack(std::ptr::null(), &mut old) };
-    r == 0 && old.ss_flags & libc::SS_ONSTACK != 0
 }
 
 /// The trampoline's address, as the kernel holds it.
@@ -575,6 +632,84 @@ mod tests {
 
     fn usr1() -> usize {
         on_usr1 as extern "C" fn(c_int) as usize
+    }
+
+    /// Runs `f` as a program's handler would run: below the frames of what it
+    /// interrupted (the kernel pushes a signal frame), with the trampoline's marks.
+    #[inline(never)]
+    fn handler<T>(f: impl FnOnce() -> T) -> T {
+        let pad = std::hint::black_box([0u8; 512]);
+        let r = as_handler(f);
+        std::hint::black_box(&pad);
+        r
+    }
+
+    /// The library's calls nest within one context; a handler's call on top of a call
+    /// that holds locks is refused, one on top of a wait is not, and what the handler
+    /// found is put back after it; a mark that a `siglongjmp` left is dropped by the next
+    /// call from higher up the stack.
+    fn in_call() -> usize {
+        MARKS.with(|m| m.in_call.get())
+    }
+
+    /// A call marks the thread until it ends, a nested one keeps the mark, a pause clears
+    /// it while it lasts (but for what it holds) and puts it back.
+    #[test]
+    fn calls_mark_the_thread_and_pauses_clear_the_mark() {
+        assert_eq!(in_call(), 0);
+        let outer = Call::enter().expect("a call of its own");
+        let mark = in_call();
+        assert_ne!(mark, 0);
+        drop(Call::enter().expect("nested"));
+        assert_eq!(
+            in_call(),
+            mark,
+            "the nested call ended, the outer one goes on"
+        );
+        {
+            let pause = Pause::begin();
+            assert_eq!(in_call(), 0);
+            assert_eq!(pause.hold(in_call), mark);
+            assert_eq!(in_call(), 0);
+        }
+        assert_eq!(in_call(), mark);
+        drop(outer);
+        assert_eq!(in_call(), 0);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri's locals are not laid out on a stack that grows down"
+    )]
+    fn a_handler_may_call_in_only_where_the_call_beneath_holds_no_lock() {
+        let outer = Call::enter().expect("a call of its own");
+        assert!(Call::enter().is_some(), "nested in the same context");
+        assert!(handler(Call::enter).is_none(), "on top of a call");
+        {
+            let _pause = Pause::begin();
+            assert!(handler(Call::enter).is_some(), "on top of a wait");
+            let held = _pause.hold(|| handler(Call::enter).is_none());
+            assert!(held, "on top of a wait's locked look");
+            // A handler of a handler: still on top of the wait only.
+            assert!(as_handler(|| handler(Call::enter).is_some()));
+        }
+        assert!(handler(Call::enter).is_none(), "the pause is over");
+        drop(outer);
+        assert!(handler(Call::enter).is_some(), "no call beneath");
+        // A handler left by `siglongjmp` from a call beneath (its marks stay): below the
+        // trampoline's frame still in it, above it not.
+        MARKS.with(|m| {
+            m.beneath.set(usize::MAX);
+            m.handler.set(usize::MAX);
+        });
+        assert!(Call::enter().is_none(), "below a live handler");
+        MARKS.with(|m| m.handler.set(1));
+        assert!(Call::enter().is_some(), "the stale marks are dropped");
+        assert_eq!(
+            MARKS.with(|m| (m.in_call.get(), m.beneath.get(), m.handler.get())),
+            (0, 0, 0)
+        );
     }
 
     #[test]
