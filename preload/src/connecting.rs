@@ -312,7 +312,6 @@ impl Connecting {
     /// Waits, at most `limit`, until the set-up ended.
     fn wait_ended(&self, limit: Duration) {
         let st = self.lock();
-        let _pause = crate::signals::Pause::begin();
         let _ = self
             .ended
             .wait_timeout_while(st, limit, |s| *s == State::Pending)
@@ -447,8 +446,10 @@ impl Connecting {
         self.open_gate();
         let mut st = self.lock();
         let dontwait = dontwait && !crate::smc::records_waiting(self.b_fd());
+        // No `crate::signals::Pause` here: on waking, the condition variable takes the
+        // state's lock again, which a signal handler's call on this descriptor takes too
+        // (such a call gets `EAGAIN` meanwhile instead).
         while *st == State::Pending && !dontwait {
-            let _pause = crate::signals::Pause::begin();
             st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.for_data_call()
@@ -468,12 +469,10 @@ impl Connecting {
         }
         self.open_gate();
         let st = self.lock();
-        let pause = crate::signals::Pause::begin();
         let (st, _) = self
             .ended
             .wait_timeout_while(st, SERVER_WRITE_WAIT, |s| *s == State::Pending)
             .unwrap_or_else(|e| e.into_inner());
-        drop(pause);
         if *st == State::Pending && crate::smc::file_id(fd) == Some(self.a_id) {
             crate::smc::fill_all(fd);
         }

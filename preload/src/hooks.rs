@@ -257,6 +257,18 @@ pub(crate) fn guarded<T: From<i8>>(f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(libc::EIO))
 }
 
+/// A library call for the whole of a hook on `fd` that does more than [`guarded`] covers
+/// (its real call between its look-ups and its bookkeeping, or look-ups outside it): for
+/// a tracked `fd`, `Err(())` if a signal handler's call would wait for the library's
+/// locks (see [`crate::signals::Call`]), which the caller fails with `EAGAIN` before it
+/// changes anything; an untracked `fd` needs no mark.
+fn call_on(fd: c_int) -> Result<Option<crate::signals::Call>, ()> {
+    if !TABLE.maybe_tracked(fd) {
+        return Ok(None);
+    }
+    crate::signals::Call::enter().map(Some).ok_or(())
+}
+
 /// The SMC-D connection behind `fd`, if it is one.
 pub(crate) fn smc_of(fd: c_int) -> Option<Arc<Entry>> {
     TABLE.get(fd).filter(|e| matches!(**e, Entry::Smc(_)))
@@ -457,7 +469,7 @@ pub(crate) unsafe fn smc_recv(
             Err(e) => fail(e),
             // SAFETY: the caller's buffer, as for this call.
             Ok(Some(e)) => unsafe { smc_recv(&e, fd, buf, len, flags) },
-            Ok(None) => call_real!(recv(fd, buf, len, flags)),
+            Ok(None) => crate::signals::paused(|| call_real!(recv(fd, buf, len, flags))),
         };
     }
     let s = smc!(e);
@@ -515,7 +527,7 @@ pub(crate) unsafe fn smc_send(
             Err(e) => fail(e),
             // SAFETY: the caller's buffer, as for this call.
             Ok(Some(e)) => unsafe { smc_send(&e, fd, buf, len, flags) },
-            Ok(None) => call_real!(send(fd, buf, len, flags)),
+            Ok(None) => crate::signals::paused(|| call_real!(send(fd, buf, len, flags))),
         };
     }
     let s = smc!(e);
@@ -1495,6 +1507,9 @@ pub unsafe extern "C" fn syscall(
 /// As the C library's `dup`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let Ok(_call) = call_on(fd) else {
+        return fail(libc::EAGAIN);
+    };
     let new: c_int = call_real!(dup(fd));
     if TABLE.maybe_tracked(fd) {
         guarded(|| {
@@ -1511,6 +1526,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// As the C library's `dup2`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    let (Ok(_a), Ok(_b)) = (call_on(old), call_on(new)) else {
+        return fail(libc::EAGAIN);
+    };
     let r: c_int = call_real!(dup2(old, new));
     if r >= 0 && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
         guarded(|| {
@@ -1527,6 +1545,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As the C library's `dup3`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let (Ok(_a), Ok(_b)) = (call_on(old), call_on(new)) else {
+        return fail(libc::EAGAIN);
+    };
     let r: c_int = call_real!(dup3(old, new, flags));
     if r >= 0 && (TABLE.maybe_tracked(old) || TABLE.maybe_tracked(new)) {
         guarded(|| {
@@ -1545,6 +1566,10 @@ fn fcntl_common(
 ) -> c_int {
     let Some(f) = f else {
         return fail(libc::ENOSYS);
+    };
+    let tracked_cmd = matches!(cmd, libc::F_SETFL | libc::F_DUPFD | libc::F_DUPFD_CLOEXEC);
+    let Ok(_call) = (if tracked_cmd { call_on(fd) } else { Ok(None) }) else {
+        return fail(libc::EAGAIN);
     };
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { f(fd, cmd, arg) };
@@ -1602,6 +1627,9 @@ pub unsafe extern "C" fn epoll_ctl(
     // they come before the end (recorded, then kept or moved) or after it (on the file
     // that has the number then), never on A between a move and its replacement (where the
     // registration would go with A).
+    let Ok(_call) = call_on(fd) else {
+        return fail(libc::EAGAIN);
+    };
     let under_way = if TABLE.maybe_tracked(fd) {
         connecting_of(fd)
     } else {
@@ -1679,8 +1707,11 @@ pub unsafe extern "C" fn epoll_ctl(
 /// Whether `fd` is an SMC-D descriptor whose peer rings its doorbell (busy polling spins
 /// only for data on such descriptors: `busy`).
 fn rings_peer(fd: c_int) -> bool {
-    TABLE.maybe_tracked(fd)
-        && matches!(TABLE.get(fd).as_deref(), Some(Entry::Smc(s)) if s.rings_peer())
+    // A signal handler's look that would wait for the table's lock: no (it does not spin).
+    let Ok(Some(_call)) = call_on(fd) else {
+        return false;
+    };
+    matches!(TABLE.get(fd).as_deref(), Some(Entry::Smc(s)) if s.rings_peer())
 }
 
 /// Marks the epoll set `epfd` as one whose waits spin (`busy::SPIN_SETS`) if `fd`, now
@@ -1798,9 +1829,11 @@ fn open_gate_of(fd: c_int) {
 /// [`SmcFd::settle`] of `fd` if it is an SMC-D descriptor (an accepted connection's set-up
 /// under way may answer its client: `Connecting::open_gate`).
 fn settle_fd(fd: c_int) {
-    if !TABLE.maybe_tracked(fd) {
+    // Untracked, or a signal handler's `poll` that would wait for the library's locks:
+    // nothing to settle (the descriptor may then poll readable once with nothing to read).
+    let Ok(Some(_call)) = call_on(fd) else {
         return;
-    }
+    };
     // One lookup: this runs for every polled SMC-D descriptor on every `poll`.
     let Some(e) = TABLE.get(fd) else {
         return;
@@ -2292,7 +2325,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
     // SAFETY: the caller's address of `len` bytes.
     let Some(asked) = (unsafe { net::from_c(addr, len) }) else {
-        return call_real!(connect(fd, addr, len));
+        return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
     };
     let entry_errno = errno();
     // A socket that is connected already (a connect that fell back to TCP, which the
@@ -2302,7 +2335,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // TCP stream.
     if !net::is_inet_stream(fd) || net::peer_addr(fd).is_some() {
         set_errno(entry_errno);
-        return call_real!(connect(fd, addr, len));
+        return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
     }
     // `0.0.0.0` and `::` reach this host: the listener and the board know the connection
     // by the address the kernel really connects to.
@@ -2314,12 +2347,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 return fail(libc::ECONNREFUSED);
             }
             set_errno(entry_errno);
-            return call_real!(connect(fd, addr, len));
+            return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
         };
         if rt.reaches_own_listener(dest) {
             rt.debug(|| format!("connect {dest}: a listener of this process: TCP"));
             set_errno(entry_errno);
-            return call_real!(connect(fd, addr, len));
+            return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
         }
         // The listener this host's kernel gives the connection to, if it is in this
         // network namespace: the board answers for that very socket (a plain server on
@@ -2346,7 +2379,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         let no_spares = || {
             rt.debug(|| format!("connect {dest}: no descriptors above the floor: TCP"));
             set_errno(entry_errno);
-            call_real!(connect(fd, addr, len))
+            crate::signals::paused(|| call_real!(connect(fd, addr, len)))
         };
         let combined = match (seen, mine) {
             (Some(s), Some(c)) => {
@@ -2371,7 +2404,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if listeners == Lookup::None {
             rt.debug(|| format!("connect {dest}: no ism-run listener there: TCP"));
             set_errno(entry_errno);
-            return call_real!(connect(fd, addr, len));
+            return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
         }
         let Some((mut doorbell, spares)) = means.or_else(|| client_means(rt, fd)) else {
             return no_spares();
@@ -2403,17 +2436,17 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 let Some(local) = net::bind_for(fd, dest) else {
                     rt.debug(|| format!("connect {dest}: cannot bind a local port: TCP"));
                     set_errno(entry_errno);
-                    return call_real!(connect(fd, addr, len));
+                    return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
                 };
                 if register(ClientKey::Addr(local)).is_err() {
                     set_errno(entry_errno);
-                    return call_real!(connect(fd, addr, len));
+                    return crate::signals::paused(|| call_real!(connect(fd, addr, len)));
                 }
                 ClientKey::Addr(local)
             }
         };
         let flags = get_flags(fd);
-        let r: c_int = call_real!(connect(fd, addr, len));
+        let r: c_int = crate::signals::paused(|| call_real!(connect(fd, addr, len)));
         let e = errno();
         if r != 0 && e != libc::EINPROGRESS {
             let _ = names.unregister_client(key, dest);
@@ -2727,6 +2760,10 @@ fn decline_now(rt: &Runtime, fd: c_int) -> bool {
 /// # Safety
 /// `len` is null or the caller's valid `socklen_t`.
 unsafe fn accept_loop(fd: c_int, len: *mut socklen_t, accept_once: impl Fn() -> c_int) -> c_int {
+    // Refused before the real `accept` takes a connection it could not set up.
+    if TABLE.maybe_tracked(fd) && crate::signals::Call::enter().is_none() {
+        return fail(libc::EAGAIN);
+    }
     adopt_listener(fd);
     let entry_errno = errno();
     // SAFETY: the caller's `len`, if any.

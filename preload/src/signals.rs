@@ -18,7 +18,7 @@
 //! as before this module.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, sighandler_t, siginfo_t};
 
@@ -130,14 +130,28 @@ fn as_handler<T>(f: impl FnOnce() -> T) -> T {
     let here = std::ptr::addr_of!(marker).addr();
     let (call, beneath, handler) = MARKS
         .try_with(|m| {
-            let (call, beneath) = (m.in_call.replace(0), m.beneath.get());
+            let (call, handler) = (m.in_call.get(), m.handler.get());
+            // Marks of a handler left by `siglongjmp` (this frame is above its
+            // trampoline's): nothing of it is beneath this one.
+            let beneath = if handler != 0 && here >= handler {
+                0
+            } else {
+                m.beneath.get()
+            };
+            // `beneath` before `in_call` is cleared: a signal in between finds one of them.
             m.beneath.set(if call != 0 { call } else { beneath });
-            (call, beneath, m.handler.replace(here))
+            m.handler.set(here);
+            compiler_fence(Ordering::SeqCst);
+            m.in_call.set(0);
+            (call, beneath, handler)
         })
         .unwrap_or((0, 0, 0));
+    compiler_fence(Ordering::SeqCst);
     let r = f();
+    compiler_fence(Ordering::SeqCst);
     let _ = MARKS.try_with(|m| {
         m.in_call.set(call);
+        compiler_fence(Ordering::SeqCst);
         m.beneath.set(beneath);
         m.handler.set(handler);
     });
@@ -190,6 +204,9 @@ impl Call {
                 m.handler.set(0);
             }
             m.in_call.set(here);
+            // The mark is in place before anything of the call (its locks): the compiler
+            // may not move it past them (a signal handler reads it on this thread).
+            compiler_fence(Ordering::SeqCst);
         }
         Some(Self { outer, marks })
     }
@@ -197,6 +214,8 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        // Everything of the call (its locks released) before the mark goes.
+        compiler_fence(Ordering::SeqCst);
         // SAFETY: as in `enter`: this thread's marks, on this thread.
         if let Some(m) = unsafe { self.marks.as_ref() } {
             m.in_call.set(self.outer);
@@ -217,7 +236,8 @@ pub struct Pause {
 impl Pause {
     /// From here until the guard drops, this thread's call holds no lock.
     pub fn begin() -> Self {
-        MARKS
+        compiler_fence(Ordering::SeqCst);
+        let p = MARKS
             .try_with(|m| Self {
                 call: m.in_call.replace(0),
                 marks: m as *const Marks,
@@ -225,7 +245,9 @@ impl Pause {
             .unwrap_or(Self {
                 call: 0,
                 marks: std::ptr::null(),
-            })
+            });
+        compiler_fence(Ordering::SeqCst);
+        p
     }
 
     /// Runs `f`, which takes locks, as the paused call again.
@@ -235,7 +257,9 @@ impl Pause {
         if let Some(m) = m {
             m.in_call.set(self.call);
         }
+        compiler_fence(Ordering::SeqCst);
         let r = f();
+        compiler_fence(Ordering::SeqCst);
         if let Some(m) = m {
             m.in_call.set(0);
         }
@@ -243,12 +267,21 @@ impl Pause {
     }
 }
 
+/// Runs `f`, a real call that may wait and that the caller makes holding none of the
+/// library's locks, as a [`Pause`].
+pub fn paused<T>(f: impl FnOnce() -> T) -> T {
+    let _pause = Pause::begin();
+    f()
+}
+
 impl Drop for Pause {
     fn drop(&mut self) {
+        compiler_fence(Ordering::SeqCst);
         // SAFETY: as in `Call::enter`: this thread's marks, on this thread.
         if let Some(m) = unsafe { self.marks.as_ref() } {
             m.in_call.set(self.call);
         }
+        compiler_fence(Ordering::SeqCst);
     }
 }
 

@@ -50,8 +50,9 @@ fn poll1(fd: c_int, events: i16, ms: c_int) -> c_int {
         events,
         revents: 0,
     };
+    // A wait that holds none of the library's locks (`crate::signals::Pause`).
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) }
+    crate::signals::paused(|| unsafe { libc::poll(&mut p, 1, ms) })
 }
 
 /// Writes all of `buf` to `fd` (any descriptor; through this library's `write`, so an

@@ -2011,6 +2011,23 @@ fn a_signal_handler_writing_to_a_connection_never_deadlocks() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(sent > 0, "{kind:?}: {out}");
+        // While the main thread waited in its read (300 ms, up to 6000 signals), the
+        // handler's writes went: only the read's own short locked parts (and the calls
+        // around it, longer on a loaded machine) may have refused some. With the wait
+        // not marked as holding no lock, all would be.
+        let waiting: Vec<usize> = out
+            .split("while waiting ")
+            .nth(1)
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            matches!(waiting[..], [refused, all, ..] if all >= 100 && refused * 10 <= all),
+            "{kind:?}: {out}"
+        );
         let (sok, sout, serr) = srv.finish();
         assert!(sok && sout.contains("served 2"), "{kind:?}: {sout}\n{serr}");
         assert_board_empty(&b);

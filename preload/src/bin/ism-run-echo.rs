@@ -158,8 +158,9 @@ extern "C" fn send_from_handler(_: libc::c_int) {
 /// `signal-send ADDR --ms M`: two connections; for M ms the main thread exchanges rounds
 /// on the first while a 50 µs interval timer's `SIGALRM` handler writes one byte on the
 /// second (the handler interrupts the library anywhere, its locks held or not); then
-/// every byte the handler sent must come back. Prints `ok signal-send: R rounds, S sent
-/// from the handler, E refused (EAGAIN)`.
+/// the main thread waits 300 ms in a read; then every byte the handler sent must come
+/// back. Prints `ok signal-send: R rounds, S sent from the handler, E refused (EAGAIN);
+/// while waiting W of N refused`.
 fn signal_send(addr: &str, ms: u64) -> Result<(), String> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut a = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -198,9 +199,41 @@ fn signal_send(addr: &str, ms: u64) -> Result<(), String> {
         }
         Ok::<(), String>(())
     })();
+    if let Err(e) = r {
+        timer(0);
+        return Err(e);
+    }
+    // Then the main thread waits in a read for data that another thread (which blocks
+    // the signal) writes 300 ms later: the handler interrupts the wait, which holds no
+    // lock of the library, so its writes go (but where it lands in the read's own short
+    // locked parts).
+    let (sent_before, again_before) = (HANDLER_SENT.load(Relaxed), HANDLER_AGAIN.load(Relaxed));
+    let mut a2 = a.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let from = off;
+    let writer = std::thread::spawn(move || {
+        // SAFETY: a local signal set, applied to this thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let data: Vec<u8> = (from..from + 1000).map(pattern).collect();
+        a2.write_all(&data).map_err(|e| format!("write: {e}"))
+    });
+    let mut echo = vec![0u8; 1000];
+    // No time limit on this read: with `SO_RCVTIMEO` set every signal ends a socket's
+    // wait with `EINTR` (and `read_exact` calls again), as on TCP.
+    a.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let waited = a.read_exact(&mut echo).map_err(|e| format!("read: {e}"));
     timer(0);
-    r?;
+    writer.join().map_err(|_| "writer panicked")??;
+    waited?;
+    check(&echo, from)?;
     let (sent, again) = (HANDLER_SENT.load(Relaxed), HANDLER_AGAIN.load(Relaxed));
+    let again_waiting = again - again_before;
+    let all_waiting = again_waiting + sent - sent_before;
     if let e @ 1.. = HANDLER_OTHER.load(Relaxed) {
         return Err(format!("a send from the handler failed: errno {e}"));
     }
@@ -220,7 +253,7 @@ fn signal_send(addr: &str, ms: u64) -> Result<(), String> {
     let mut rest = Vec::new();
     a.read_to_end(&mut rest).map_err(|e| format!("read: {e}"))?;
     println!(
-        "ok signal-send: {rounds} rounds, {sent} sent from the handler, {again} refused (EAGAIN)"
+        "ok signal-send: {rounds} rounds, {sent} sent from the handler, {again} refused (EAGAIN); while waiting {again_waiting} of {all_waiting} refused"
     );
     Ok(())
 }
