@@ -1857,12 +1857,18 @@ fn a_client_out_of_descriptors_connects_over_tcp() {
 /// A client at its very limit, `n` descriptors left, on a board where connections do not
 /// exchange doorbells (an LPAR board; a loopback board with `--no-peer-bell`): it makes its
 /// own doorbell before it registers with the board too, so every connection either is
-/// SMC-D or goes over plain TCP from its start, and works. Before, that doorbell was made
+/// SMC-D or goes over plain TCP from its start, and works. The same where they are
+/// exchanged (the default loopback board: the client also takes the server's doorbell
+/// from the board). Before, that doorbell was made
 /// after the registration and failed there (`errno 24: TCP`), with the server possibly
 /// already waiting for the client's proposal.
 #[test]
 fn a_client_at_its_very_limit_makes_its_doorbell_before_it_registers() {
-    for (kind, no_bell) in [(BoardKind::Lpar, false), (BoardKind::Loopback, true)] {
+    for (kind, no_bell) in [
+        (BoardKind::Lpar, false),
+        (BoardKind::Loopback, true),
+        (BoardKind::Loopback, false),
+    ] {
         let b = board(kind);
         let env = Env::of(&b);
         let vars = if no_bell {
