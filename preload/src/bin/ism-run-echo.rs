@@ -101,7 +101,9 @@
 
 mod common;
 
-use common::{arg, check, connect_v4, errno, pattern, poll1, read_pattern_to_end, LIMIT};
+use common::{
+    arg, check, connect_v4, errno, interval_timer, pattern, poll1, read_pattern_to_end, LIMIT,
+};
 use std::io::{Read, Write};
 use std::mem::size_of;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -176,18 +178,7 @@ fn signal_send(addr: &str, ms: u64) -> Result<(), String> {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
     }
-    let timer = |us: libc::suseconds_t| {
-        let t = libc::timeval {
-            tv_sec: 0,
-            tv_usec: us,
-        };
-        let it = libc::itimerval {
-            it_interval: t,
-            it_value: t,
-        };
-        // SAFETY: a valid itimerval.
-        unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
-    };
+    let timer = interval_timer;
     timer(50);
     let start = Instant::now();
     let (mut rounds, mut off) = (0usize, 0usize);

@@ -94,7 +94,7 @@
 
 mod common;
 
-use common::{arg, check, errno, pattern, poll1, read_pattern_to_end, LIMIT};
+use common::{arg, check, errno, interval_timer, pattern, poll1, read_pattern_to_end, LIMIT};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
@@ -328,20 +328,6 @@ static ALARMS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_alarm(_: libc::c_int) {
     ALARMS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Sets `ITIMER_REAL` to fire every `us` microseconds (0: off).
-fn interval_timer(us: i64) {
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: us,
-    };
-    let it = libc::itimerval {
-        it_interval: tv,
-        it_value: tv,
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
 }
 
 /// A frequent timer signal with an `SA_RESTART` handler never fails a blocking read (the

@@ -114,3 +114,17 @@ pub fn connect_v4(fd: i32, to: std::net::SocketAddrV4) -> i32 {
         errno()
     }
 }
+
+/// Sets `ITIMER_REAL` to fire every `us` microseconds (0: off).
+pub fn interval_timer(us: i64) {
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: us,
+    };
+    let it = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
+}
