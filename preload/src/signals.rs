@@ -677,10 +677,6 @@ mod tests {
         r
     }
 
-    /// The library's calls nest within one context; a handler's call on top of a call
-    /// that holds locks is refused, one on top of a wait is not, and what the handler
-    /// found is put back after it; a mark that a `siglongjmp` left is dropped by the next
-    /// call from higher up the stack.
     fn in_call() -> usize {
         MARKS.with(|m| m.in_call.get())
     }
@@ -710,6 +706,10 @@ mod tests {
         assert_eq!(in_call(), 0);
     }
 
+    /// The library's calls nest within one context; a handler's call on top of a call
+    /// that holds locks is refused, one on top of a wait is not, and what the handler
+    /// found is put back after it; marks that a `siglongjmp` left are dropped by the next
+    /// call from above the trampoline's frame.
     #[test]
     #[cfg_attr(
         miri,
