@@ -651,11 +651,12 @@ pub fn wait_end(c: &Connecting, a: &OwnedFd) -> Result<(), c_int> {
         let Some(send) = real().send else {
             return Err(libc::ENOSYS);
         };
-        let pause = crate::signals::Pause::begin();
+        // A wait that holds none of the library's locks (`crate::signals::Pause`).
         // SAFETY: one byte from a static buffer into our own descriptor of the
         // placeholder, without SIGPIPE.
-        let n = unsafe { send(a.as_raw_fd(), b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
-        drop(pause);
+        let n = crate::signals::paused(|| unsafe {
+            send(a.as_raw_fd(), b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL)
+        });
         if n < 0 {
             match errno() {
                 libc::EINTR => return Err(libc::EINTR),

@@ -1154,10 +1154,10 @@ impl SmcFd {
         };
         let mut b = 0u8;
         // The kernel's wait holds none of the library's locks: a handler may call in.
-        let pause = crate::signals::Pause::begin();
         // SAFETY: a one-byte peek into a local byte on the application's descriptor A.
-        let n = unsafe { recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK) };
-        drop(pause);
+        let n = crate::signals::paused(|| unsafe {
+            recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK)
+        });
         if n >= 0 {
             // A record, or B shut down (the peer is done): read again.
             Ok(())
@@ -1194,11 +1194,12 @@ impl SmcFd {
         let Some(send) = real().send else {
             return Err(libc::ENOSYS);
         };
-        let pause = crate::signals::Pause::begin();
+        // A wait that holds none of the library's locks (`crate::signals::Pause`).
         // SAFETY: sends one byte from a static buffer on the application's descriptor A,
         // without SIGPIPE (B lives as long as this connection).
-        let n = unsafe { send(fd, b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
-        drop(pause);
+        let n = crate::signals::paused(|| unsafe {
+            send(fd, b"w".as_ptr().cast(), 1, libc::MSG_NOSIGNAL)
+        });
         let r = if n >= 0 {
             Ok(())
         } else {
